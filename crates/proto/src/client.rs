@@ -1,0 +1,186 @@
+//! The client side of a connection, as a state machine.
+//!
+//! [`ClientConn`] writes its handshake at once, encodes calls (each with a
+//! fresh request id, see [`PendingTable`]) and matches responses to the
+//! pending calls by id. Calls can be queued before the server's handshake
+//! has arrived: they go out right behind ours, as pipelining allows.
+//!
+//! Each pending call carries a token `T` of the backend's choosing (a
+//! channel sender, a waker, a slot index); [`ClientConn::process`] hands it
+//! back with the response.
+//!
+//! ```
+//! use fastwire_proto::{ClientConfig, ClientConn, Connection};
+//!
+//! let mut conn = ClientConn::new(&ClientConfig::default());
+//! let id = conn.start_call(b"echo", b"hi", "my token").unwrap();
+//! assert_eq!(id, 1);
+//! // Our handshake, then the request.
+//! assert_eq!(conn.output(), b"\0\x01\0\x01\0\0\0\x04\0\0\0echo\x02\0\0\0hi");
+//!
+//! // The server's handshake and its response.
+//! conn.received(b"\0\x01\0\x01\0\0\0\x05\0\0\0re:hi");
+//! let mut got = Vec::new();
+//! conn.process(|resp, token| got.push((resp.id, resp.value.to_vec(), token))).unwrap();
+//! assert_eq!(got, [(1, b"re:hi".to_vec(), "my token")]);
+//! ```
+
+use crate::codec::{decode_response, encode_request, Response};
+use crate::compress::{StreamDecoder, StreamEncoder};
+use crate::config::{ClientConfig, Limits};
+use crate::connection::impl_connection;
+use crate::error::Error;
+use crate::handshake;
+use crate::pending::PendingTable;
+use crate::stream::{Inbound, Outbound};
+
+/// A call [`ClientConn::start_call`] refused, with its token given back so
+/// that the caller can be told.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Rejected<T> {
+    /// Why: too many pending calls, a value over the limits, or a failed connection.
+    pub error: Error,
+    /// The token that was passed in.
+    pub token: T,
+}
+
+/// The client side of one connection; `T` is the per-call token.
+#[derive(Debug)]
+pub struct ClientConn<T> {
+    inbound: Inbound,
+    outbound: Outbound,
+    pending: PendingTable<T>,
+    open: bool,
+    failed: Option<Error>,
+    sniff_header: Box<[u8]>,
+    version: u8,
+    limits: Limits,
+    unknown_responses: u64,
+}
+
+impl<T> ClientConn<T> {
+    /// A new connection; its handshake is already in the output.
+    pub fn new(config: &ClientConfig) -> Self {
+        let protocol = &config.protocol;
+        let mut outbound = Outbound::new(config.buffer_size);
+        handshake::encode(
+            &mut outbound.wire,
+            &protocol.sniff_header,
+            protocol.protocol_version,
+            protocol.compression,
+            false,
+        );
+        outbound.encoder = StreamEncoder::new(protocol.compression, protocol.flate_level);
+        ClientConn {
+            inbound: Inbound::new(config.buffer_size),
+            outbound,
+            pending: PendingTable::new(config.max_pending),
+            open: false,
+            failed: None,
+            sniff_header: protocol.sniff_header.clone().into_boxed_slice(),
+            version: protocol.protocol_version,
+            limits: protocol.limits,
+            unknown_responses: 0,
+        }
+    }
+
+    /// Queues a call and returns its request id. `token` comes back from
+    /// [`process`](Self::process) with the response, or from
+    /// [`cancel`](Self::cancel) / [`drain_pending`](Self::drain_pending).
+    pub fn start_call(&mut self, name: &[u8], value: &[u8], token: T) -> Result<u32, Rejected<T>> {
+        if let Some(error) = &self.failed {
+            return Err(Rejected { error: error.clone(), token });
+        }
+        let id = match self.pending.insert(token) {
+            Ok(id) => id,
+            Err(token) => return Err(Rejected { error: Error::TooManyPending { limit: self.pending.limit() }, token }),
+        };
+        if let Err(e) = self.encode(id, name, value) {
+            let token = self.pending.remove(id).expect("the id was inserted just above");
+            return Err(Rejected { error: e, token });
+        }
+        Ok(id)
+    }
+
+    /// Queues a fire-and-forget request (id 0): the server runs its handler
+    /// and sends nothing back.
+    pub fn send_fire_and_forget(&mut self, name: &[u8], value: &[u8]) -> Result<(), Error> {
+        if let Some(error) = &self.failed {
+            return Err(error.clone());
+        }
+        self.encode(0, name, value)
+    }
+
+    fn encode(&mut self, id: u32, name: &[u8], value: &[u8]) -> Result<(), Error> {
+        encode_request(self.outbound.plain_mut(), id, name, value, &self.limits)?;
+        self.outbound.unwritten_messages += 1;
+        self.outbound.end_batch_if_large()?;
+        Ok(())
+    }
+
+    /// Forgets a pending call (its deadline passed, say) and returns its
+    /// token. A response that still comes for it is dropped as unknown.
+    pub fn cancel(&mut self, id: u32) -> Option<T> {
+        self.pending.remove(id)
+    }
+
+    /// Removes every pending call, to fail them when the connection is lost.
+    pub fn drain_pending(&mut self) -> impl Iterator<Item = (u32, T)> + '_ {
+        self.pending.drain()
+    }
+
+    /// Calls awaiting a response.
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Responses dropped because no pending call had their id.
+    pub fn unknown_responses(&self) -> u64 {
+        self.unknown_responses
+    }
+
+    /// Reads the server's handshake (once), then decodes every complete
+    /// response received so far and hands each to `on_response` with its
+    /// call's token. Responses with unknown ids are dropped, as Go does.
+    ///
+    /// An error means the connection must be closed (and its pending calls
+    /// failed, see [`drain_pending`](Self::drain_pending)); calling again
+    /// returns the same error.
+    pub fn process(&mut self, mut on_response: impl FnMut(Response<'_>, T)) -> Result<(), Error> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        let result = self.receive(&mut on_response);
+        if let Err(e) = &result {
+            self.failed = Some(e.clone());
+        }
+        result
+    }
+
+    fn receive(&mut self, on_response: &mut impl FnMut(Response<'_>, T)) -> Result<(), Error> {
+        if !self.open {
+            let Some((peer, used)) = handshake::decode(&self.inbound.wire, &self.sniff_header, self.version)? else {
+                return Ok(());
+            };
+            // As Go's client: a TLS flag from the server matters only if we asked for TLS, and we never do.
+            bytes::Buf::advance(&mut self.inbound.wire, used);
+            self.inbound.decoder = StreamDecoder::new(peer.compression);
+            self.open = true;
+        }
+        let limits = self.limits;
+        loop {
+            while let Some((response, used)) = decode_response(self.inbound.plain(), &limits)? {
+                match self.pending.remove(response.id) {
+                    Some(token) => on_response(response, token),
+                    None => self.unknown_responses += 1,
+                }
+                self.inbound.consume(used);
+            }
+            if !self.inbound.decompress()? {
+                return Ok(());
+            }
+        }
+    }
+}
+
+impl_connection!(ClientConn<T>, T);

@@ -1,0 +1,106 @@
+//! What a backend does with any connection, server or client side.
+//!
+//! A backend's connection loop is the same shape on every architecture:
+//!
+//! ```text
+//! loop {
+//!     read from the socket into conn.read_buffer()   (or conn.received(bytes))
+//!     conn.process(...)                               (server: run the handler; client: complete calls)
+//!     write conn.output() to the socket, then conn.advance_output(n)
+//! }
+//! ```
+//!
+//! The methods for reading and writing bytes are this trait, implemented by
+//! [`ServerConn`](crate::ServerConn) and [`ClientConn`](crate::ClientConn),
+//! so that I/O code can be written once for both.
+
+use bytes::BytesMut;
+
+/// The byte-moving side of a connection state machine.
+pub trait Connection {
+    /// The buffer to read socket bytes into (append at its end). It always
+    /// has some spare capacity; read into that, then call `process`.
+    fn read_buffer(&mut self) -> &mut BytesMut;
+
+    /// Copies bytes that were read elsewhere into the read buffer.
+    fn received(&mut self, bytes: &[u8]) {
+        self.read_buffer().extend_from_slice(bytes);
+    }
+
+    /// Bytes to write to the socket, oldest first. Ends the current batch
+    /// first (compressing it, with a flush), so everything queued is here.
+    fn output(&mut self) -> &[u8];
+
+    /// Marks the first `n` bytes of [`output`](Self::output) as written.
+    fn advance_output(&mut self, n: usize);
+
+    /// Whether anything waits to be written.
+    fn has_output(&self) -> bool;
+
+    /// Bytes waiting to be written (compressed or not yet).
+    fn buffered_output(&self) -> usize;
+
+    /// Bytes received and not yet decoded.
+    fn buffered_input(&self) -> usize;
+
+    /// Bytes of buffer memory this connection holds right now.
+    fn buffer_capacity(&self) -> usize;
+
+    /// Frees the buffers that are empty, so that an idle connection holds no
+    /// large allocation. Call it when a connection goes idle, not after every
+    /// batch: the next batch has to allocate again.
+    fn release_buffers(&mut self);
+
+    /// Whether the peer's handshake has been received and accepted.
+    fn is_handshake_done(&self) -> bool;
+}
+
+/// Implements [`Connection`] for a type with `inbound`, `outbound`, `failed`
+/// and `open` fields.
+macro_rules! impl_connection {
+    ($ty:ty $(, $generic:ident)?) => {
+        impl$(<$generic>)? $crate::connection::Connection for $ty {
+            fn read_buffer(&mut self) -> &mut bytes::BytesMut {
+                self.inbound.read_buffer()
+            }
+
+            fn output(&mut self) -> &[u8] {
+                if let Err(e) = self.outbound.end_batch() {
+                    // Cannot happen on valid use; surfaced by the next `process`.
+                    self.failed.get_or_insert($crate::Error::from(e));
+                }
+                &self.outbound.wire
+            }
+
+            fn advance_output(&mut self, n: usize) {
+                self.outbound.advance(n);
+            }
+
+            fn has_output(&self) -> bool {
+                self.outbound.buffered() > 0
+            }
+
+            fn buffered_output(&self) -> usize {
+                self.outbound.buffered()
+            }
+
+            fn buffered_input(&self) -> usize {
+                self.inbound.buffered()
+            }
+
+            fn buffer_capacity(&self) -> usize {
+                self.inbound.capacity() + self.outbound.capacity()
+            }
+
+            fn release_buffers(&mut self) {
+                self.inbound.release_buffers();
+                self.outbound.release_buffers();
+            }
+
+            fn is_handshake_done(&self) -> bool {
+                self.open
+            }
+        }
+    };
+}
+pub(crate) use impl_connection;

@@ -1,0 +1,163 @@
+//! The two byte streams of a connection, with their buffers and compression.
+//!
+//! ```text
+//!  socket -> [wire in] -(StreamDecoder)-> [plain in] -> codec -> handler / pending calls
+//!  socket <- [wire out] <-(StreamEncoder)- [plain out] <- codec <- handler / new calls
+//! ```
+//!
+//! Without compression the plain buffer *is* the wire buffer (no copy). All
+//! buffers are `BytesMut`s that keep their allocation between batches:
+//! consuming from the front is `advance` (O(1)), and a later `reserve` moves
+//! a leftover partial message to the front instead of allocating.
+
+use bytes::{Buf, BytesMut};
+
+use crate::compress::{StreamDecoder, StreamEncoder};
+use crate::error::CompressionError;
+
+/// Spare room below which a read reserves another `buffer_size` bytes.
+const MIN_READ_ROOM: usize = 4096;
+
+/// Incoming bytes: raw from the socket, and decompressed.
+#[derive(Debug)]
+pub(crate) struct Inbound {
+    pub(crate) wire: BytesMut,
+    plain: BytesMut,
+    pub(crate) decoder: StreamDecoder,
+    buffer_size: usize,
+}
+
+impl Inbound {
+    pub(crate) fn new(buffer_size: usize) -> Self {
+        Inbound { wire: BytesMut::new(), plain: BytesMut::new(), decoder: StreamDecoder::None, buffer_size }
+    }
+
+    /// The socket read buffer, with room for at least one more read.
+    pub(crate) fn read_buffer(&mut self) -> &mut BytesMut {
+        if self.wire.capacity() - self.wire.len() < MIN_READ_ROOM {
+            self.wire.reserve(self.buffer_size.max(MIN_READ_ROOM));
+        }
+        &mut self.wire
+    }
+
+    /// Decoded bytes the codec has not consumed yet.
+    #[inline]
+    pub(crate) fn plain(&self) -> &[u8] {
+        if self.decoder.is_identity() {
+            &self.wire
+        } else {
+            &self.plain
+        }
+    }
+
+    #[inline]
+    pub(crate) fn consume(&mut self, n: usize) {
+        if self.decoder.is_identity() {
+            self.wire.advance(n);
+        } else {
+            self.plain.advance(n);
+        }
+    }
+
+    /// Decompresses one step; `false` when there is nothing more to do until
+    /// more wire bytes arrive.
+    pub(crate) fn decompress(&mut self) -> Result<bool, CompressionError> {
+        if self.decoder.is_identity() {
+            return Ok(false);
+        }
+        self.decoder.decode(&mut self.wire, &mut self.plain, self.buffer_size)
+    }
+
+    pub(crate) fn buffered(&self) -> usize {
+        self.wire.len() + self.plain.len()
+    }
+
+    pub(crate) fn capacity(&self) -> usize {
+        self.wire.capacity() + self.plain.capacity()
+    }
+
+    pub(crate) fn release_buffers(&mut self) {
+        release(&mut self.wire);
+        release(&mut self.plain);
+    }
+}
+
+/// Outgoing bytes: encoded plain, and compressed for the socket.
+#[derive(Debug)]
+pub(crate) struct Outbound {
+    pub(crate) wire: BytesMut,
+    plain: BytesMut,
+    pub(crate) encoder: StreamEncoder,
+    /// Responses (or calls) added since the output was last fully written.
+    pub(crate) unwritten_messages: usize,
+    buffer_size: usize,
+}
+
+impl Outbound {
+    pub(crate) fn new(buffer_size: usize) -> Self {
+        Outbound {
+            wire: BytesMut::new(),
+            plain: BytesMut::new(),
+            encoder: StreamEncoder::None,
+            unwritten_messages: 0,
+            buffer_size,
+        }
+    }
+
+    /// Where the codec appends messages.
+    #[inline]
+    pub(crate) fn plain_mut(&mut self) -> &mut BytesMut {
+        if self.encoder.is_identity() {
+            &mut self.wire
+        } else {
+            &mut self.plain
+        }
+    }
+
+    /// Compresses what was encoded since the last batch (with a flush).
+    pub(crate) fn end_batch(&mut self) -> Result<(), CompressionError> {
+        if self.encoder.is_identity() || self.plain.is_empty() {
+            return Ok(());
+        }
+        let result = self.encoder.encode(&self.plain, &mut self.wire);
+        self.plain.clear();
+        result
+    }
+
+    /// Ends the batch early once a compressed batch reaches the buffer size,
+    /// so compressed chunks stay bounded, as Go's 64 KiB writer does.
+    #[inline]
+    pub(crate) fn end_batch_if_large(&mut self) -> Result<(), CompressionError> {
+        if !self.encoder.is_identity() && self.plain.len() >= self.buffer_size {
+            self.end_batch()?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn advance(&mut self, n: usize) {
+        self.wire.advance(n);
+        if self.wire.is_empty() {
+            self.unwritten_messages = 0;
+        }
+    }
+
+    pub(crate) fn buffered(&self) -> usize {
+        self.wire.len() + self.plain.len()
+    }
+
+    pub(crate) fn capacity(&self) -> usize {
+        self.wire.capacity() + self.plain.capacity()
+    }
+
+    pub(crate) fn release_buffers(&mut self) {
+        release(&mut self.wire);
+        release(&mut self.plain);
+    }
+}
+
+/// Frees an empty buffer's allocation (an idle connection holds none).
+fn release(buf: &mut BytesMut) {
+    if buf.is_empty() && buf.capacity() > 0 {
+        *buf = BytesMut::new();
+    }
+}
