@@ -43,7 +43,9 @@ pub trait Connection {
     /// Bytes received and not yet decoded.
     fn buffered_input(&self) -> usize;
 
-    /// Bytes of buffer memory this connection holds right now.
+    /// Usable capacity of this connection's buffers: roughly the buffer
+    /// memory it holds (space already consumed at the front of a buffer is
+    /// not counted until the buffer is reused or released).
     fn buffer_capacity(&self) -> usize;
 
     /// Frees the buffers that are empty, so that an idle connection holds no

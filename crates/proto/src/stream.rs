@@ -156,8 +156,11 @@ impl Outbound {
 }
 
 /// Frees an empty buffer's allocation (an idle connection holds none).
+///
+/// Unconditionally when empty: after `advance` to its end a `BytesMut`
+/// reports zero capacity yet still holds its whole allocation.
 fn release(buf: &mut BytesMut) {
-    if buf.is_empty() && buf.capacity() > 0 {
+    if buf.is_empty() {
         *buf = BytesMut::new();
     }
 }
