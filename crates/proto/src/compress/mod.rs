@@ -51,7 +51,7 @@ impl StreamEncoder {
         match compression {
             Compression::None => StreamEncoder::None,
             Compression::Flate => StreamEncoder::Flate(Box::new(FlateEncoder::new(flate_level))),
-            Compression::Snappy => StreamEncoder::Snappy(Box::new(SnappyEncoder::new())),
+            Compression::Snappy => StreamEncoder::Snappy(Box::default()),
         }
     }
 
