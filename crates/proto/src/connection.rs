@@ -34,6 +34,19 @@ pub trait Connection {
     /// Marks the first `n` bytes of [`output`](Self::output) as written.
     fn advance_output(&mut self, n: usize);
 
+    /// Hands over bytes read by a thread that does not own the connection.
+    /// If nothing is buffered the two buffers are swapped, no byte copied:
+    /// `bytes` comes back empty holding the connection's old allocation, to
+    /// read into next time. Otherwise the bytes are appended and `bytes`
+    /// cleared.
+    fn receive_buffer(&mut self, bytes: &mut BytesMut);
+
+    /// Moves all pending output into `into` (which should be empty; anything
+    /// in it is kept in front) by swapping buffers, so that a writer thread
+    /// can write without holding the connection. The output then counts as
+    /// written as far as the connection's limits are concerned.
+    fn take_output(&mut self, into: &mut BytesMut);
+
     /// Whether anything waits to be written.
     fn has_output(&self) -> bool;
 
@@ -76,6 +89,15 @@ macro_rules! impl_connection {
 
             fn advance_output(&mut self, n: usize) {
                 self.outbound.advance(n);
+            }
+
+            fn receive_buffer(&mut self, bytes: &mut bytes::BytesMut) {
+                self.inbound.receive_buffer(bytes);
+            }
+
+            fn take_output(&mut self, into: &mut bytes::BytesMut) {
+                self.output();
+                self.outbound.take(into);
             }
 
             fn has_output(&self) -> bool {

@@ -79,6 +79,12 @@ impl ServerConn {
         self.requests
     }
 
+    /// Responses encoded and not yet handed to the socket (see
+    /// [`Connection::take_output`]).
+    pub fn unwritten_responses(&self) -> usize {
+        self.outbound.unwritten_messages
+    }
+
     /// Whether output has reached a limit, so no more requests are decoded.
     pub fn is_output_full(&self) -> bool {
         self.outbound.buffered() >= self.max_output_buffer || self.outbound.unwritten_messages >= self.max_in_flight

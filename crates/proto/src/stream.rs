@@ -68,6 +68,15 @@ impl Inbound {
         self.decoder.decode(&mut self.wire, &mut self.plain, self.buffer_size)
     }
 
+    pub(crate) fn receive_buffer(&mut self, bytes: &mut BytesMut) {
+        if self.wire.is_empty() {
+            std::mem::swap(&mut self.wire, bytes);
+        } else {
+            self.wire.extend_from_slice(bytes);
+        }
+        bytes.clear();
+    }
+
     pub(crate) fn buffered(&self) -> usize {
         self.wire.len() + self.plain.len()
     }
@@ -132,6 +141,17 @@ impl Outbound {
             self.end_batch()?;
         }
         Ok(())
+    }
+
+    /// Moves the (already batched) wire output into `into`, swapping buffers.
+    pub(crate) fn take(&mut self, into: &mut BytesMut) {
+        if into.is_empty() {
+            std::mem::swap(&mut self.wire, into);
+        } else {
+            into.extend_from_slice(&self.wire);
+            self.wire.clear();
+        }
+        self.unwritten_messages = 0;
     }
 
     pub(crate) fn advance(&mut self, n: usize) {

@@ -319,3 +319,24 @@ fn handler_writes_in_place_for_every_compression() {
         assert_eq!(got, expected, "{compression}");
     }
 }
+
+#[test]
+fn buffers_are_handed_over_by_swapping() {
+    let mut client: ClientConn<()> = ClientConn::new(&ClientConfig::default());
+    client.start_call(b"echo", b"swap", ()).unwrap();
+    let mut wire = bytes::BytesMut::new();
+    client.take_output(&mut wire);
+    assert!(!client.has_output());
+    let mut server = ServerConn::new(&ServerConfig::default());
+    server.receive_buffer(&mut wire);
+    assert!(wire.is_empty());
+    server.process(&demo_handler).unwrap();
+    let mut out = bytes::BytesMut::with_capacity(64);
+    server.take_output(&mut out);
+    assert_eq!(&out[3 + 8..], b"re:swap");
+    // A second read while a partial message is buffered is appended, not swapped.
+    server.received(&[1, 0, 0]);
+    let mut more = bytes::BytesMut::from(&[0u8][..]);
+    server.receive_buffer(&mut more);
+    assert_eq!(server.buffered_input(), 4);
+}

@@ -1,0 +1,34 @@
+//! # fastwire-common: what every backend shares beyond the protocol
+//!
+//! The protocol itself lives in `fastwire-proto`, which owns no socket,
+//! thread or clock. A few things are not protocol but are the same in every
+//! backend, and live here so that the backends stay short and alike:
+//!
+//! * [`error`]: [`ClientError`], what a call can fail with, on every backend.
+//! * [`slot`]: pooled call slots and the [`Reply`] a call returns. A caller
+//!   waits on a slot (blocking or async); the connection completes it; the
+//!   reply's buffer goes back to the pool when dropped, so a call allocates
+//!   nothing in steady state.
+//! * [`stats`]: server counters and the [`ShutdownReport`] of a graceful shutdown.
+//! * [`net`]: socket setup through `socket2` (reuse-port listeners, `TCP_NODELAY`).
+//! * [`backoff`]: the reconnect backoff of clients.
+//! * [`pool`]: [`Pool`], up to N clients per address, for any backend's client.
+//! * [`registry`]: a server's open connections, for graceful shutdown.
+
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+pub mod backoff;
+pub mod error;
+pub mod net;
+pub mod pool;
+pub mod registry;
+pub mod slot;
+pub mod stats;
+
+pub use backoff::Backoff;
+pub use error::ClientError;
+pub use pool::{Pool, PoolClient};
+pub use registry::Registry;
+pub use slot::{CallSlot, Reply, SlotPool};
+pub use stats::{ServerCounters, ServerStats, ShutdownReport};

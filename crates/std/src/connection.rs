@@ -1,0 +1,239 @@
+//! One server connection: a reader thread and a writer thread around a
+//! `ServerConn` behind a mutex.
+//!
+//! ```text
+//!  reader thread                          writer thread
+//!  read(socket) into its own buffer       wait until output is ready
+//!  lock; hand the buffer over (swap)      lock; take the output (swap)
+//!  process: decode, handler, encode       unlock
+//!  unlock; wake the writer                write_all(socket)
+//! ```
+//!
+//! Neither thread holds the lock during a system call, and the buffers are
+//! swapped, not copied. While the writer is blocked in `write`, the reader
+//! keeps decoding: that is pipelining. If the output reaches the limits
+//! (`max_output_buffer`, `max_in_flight`) the reader waits for the writer to
+//! drain it, so a client that never reads cannot grow the server's memory;
+//! and a write that makes no progress for `idle_timeout` closes the connection.
+//! After a second without traffic, both threads drop their buffers.
+
+use std::io::{self, Write};
+use std::net::{Shutdown, TcpStream};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use fastwire_common::net;
+use fastwire_proto::{Connection, Flow, Handler, ServerConfig, ServerConn};
+
+use crate::server::Shared;
+
+/// Thread stack size: connection threads need little, and ten thousand of
+/// them at the default 2 MiB would reserve 20 GiB of address space.
+const STACK_SIZE: usize = 128 * 1024;
+
+/// After this long without traffic a connection gives its buffers back, so
+/// an idle connection costs little memory. Not after every batch: that would
+/// cost allocations on every request of a slow, steady client.
+const IDLE_RELEASE: Duration = Duration::from_secs(1);
+
+pub(crate) struct ConnShared {
+    state: Mutex<ConnState>,
+    output_ready: Condvar,
+    output_drained: Condvar,
+}
+
+struct ConnState {
+    conn: ServerConn,
+    /// The reader is done: the writer flushes what is left, then closes.
+    closing: bool,
+    /// The socket failed: both threads stop.
+    broken: bool,
+    /// Responses in the batch the writer is writing now.
+    in_writer: usize,
+}
+
+impl ConnShared {
+    pub(crate) fn new(config: &ServerConfig) -> Arc<Self> {
+        Arc::new(ConnShared {
+            state: Mutex::new(ConnState { conn: ServerConn::new(config), closing: false, broken: false, in_writer: 0 }),
+            output_ready: Condvar::new(),
+            output_drained: Condvar::new(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ConnState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn unwritten_responses(&self) -> usize {
+        let state = self.lock();
+        state.conn.unwritten_responses() + state.in_writer
+    }
+}
+
+/// Deregisters the connection when both of its threads are gone.
+struct Guard {
+    id: u64,
+    server: Arc<Shared>,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.server.deregister(self.id);
+    }
+}
+
+pub(crate) fn spawn<H: Handler + 'static>(
+    id: u64,
+    stream: TcpStream,
+    conn: Arc<ConnShared>,
+    server: Arc<Shared>,
+    handler: Arc<H>,
+) -> io::Result<()> {
+    let guard = Arc::new(Guard { id, server: Arc::clone(&server) });
+    let write_stream = stream.try_clone()?;
+    let writer = {
+        let (conn, guard) = (Arc::clone(&conn), Arc::clone(&guard));
+        thread::Builder::new().name("fastwire-writer".into()).stack_size(STACK_SIZE).spawn(move || {
+            write_loop(write_stream, &conn, &server);
+            drop(guard);
+        })?
+    };
+    let spawned = thread::Builder::new().name("fastwire-reader".into()).stack_size(STACK_SIZE).spawn(move || {
+        read_loop(stream, &conn, &guard.server, &*handler);
+        drop(guard);
+    });
+    if let Err(e) = spawned {
+        // The writer thread exits once it sees the connection closing.
+        drop(writer);
+        return Err(e);
+    }
+    Ok(())
+}
+
+fn read_loop(mut stream: TcpStream, shared: &ConnShared, server: &Shared, handler: &dyn Handler) {
+    let config = &server.config;
+    let _ = stream.set_read_timeout(Some(config.handshake_timeout));
+    let mut handshake_done = false;
+    let mut buf = BytesMut::new();
+    let mut requests_seen = 0;
+    let mut last_activity = Instant::now();
+    let reason = loop {
+        match net::read_some(&mut stream, &mut buf, config.buffer_size) {
+            Ok(0) => break "closed by the client",
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                if !handshake_done {
+                    server.counters.protocol_error();
+                    break "no handshake within handshake_timeout";
+                }
+                if config.idle_timeout.is_some_and(|limit| last_activity.elapsed() >= limit) {
+                    break "idle for idle_timeout";
+                }
+                // Quiet for IDLE_RELEASE: an idle connection keeps no large buffers.
+                buf = BytesMut::new();
+                let mut state = shared.lock();
+                if !state.conn.has_output() {
+                    state.conn.release_buffers();
+                }
+                continue;
+            }
+            Err(_) => break "read error",
+        }
+        last_activity = Instant::now();
+        let mut state = shared.lock();
+        state.conn.receive_buffer(&mut buf);
+        let result = loop {
+            match state.conn.process(handler) {
+                Ok(Flow::NeedInput) => break Ok(()),
+                Ok(Flow::OutputFull) => {
+                    // Backpressure: wait for the writer instead of reading more.
+                    shared.output_ready.notify_one();
+                    while state.conn.is_output_full() && !state.broken {
+                        state = shared.output_drained.wait(state).unwrap_or_else(|p| p.into_inner());
+                    }
+                    if state.broken {
+                        break Ok(());
+                    }
+                }
+                Err(e) => break Err(e),
+            }
+        };
+        let requests = state.conn.requests();
+        server.counters.add_requests(requests - requests_seen);
+        requests_seen = requests;
+        if state.conn.has_output() {
+            shared.output_ready.notify_one();
+        }
+        if let Err(e) = result {
+            server.counters.protocol_error();
+            tracing::debug!(error = %e, "closing a connection: protocol error");
+            break "protocol error";
+        }
+        if state.broken {
+            break "write error";
+        }
+        if !handshake_done && state.conn.is_handshake_done() {
+            handshake_done = true;
+            let wake_every = config.idle_timeout.map_or(IDLE_RELEASE, |t| t.min(IDLE_RELEASE));
+            let _ = stream.set_read_timeout(Some(wake_every));
+        }
+    };
+    tracing::trace!(reason, "reader done");
+    let mut state = shared.lock();
+    state.closing = true;
+    drop(state);
+    shared.output_ready.notify_one();
+}
+
+fn write_loop(mut stream: TcpStream, shared: &ConnShared, server: &Shared) {
+    let config = &server.config;
+    // A client that stops reading makes `write` block; after idle_timeout
+    // with no progress the connection is closed.
+    let _ = stream.set_write_timeout(config.idle_timeout);
+    let mut out = BytesMut::new();
+    loop {
+        let mut state = shared.lock();
+        loop {
+            if state.conn.has_output() {
+                if let Some(delay) = config.batch_delay {
+                    // Let more responses join this batch.
+                    drop(state);
+                    thread::sleep(delay);
+                    state = shared.lock();
+                }
+                state.in_writer = state.conn.unwritten_responses();
+                state.conn.take_output(&mut out);
+                break;
+            }
+            if state.closing || state.broken {
+                drop(state);
+                let _ = stream.shutdown(Shutdown::Both);
+                return;
+            }
+            let (next, waited) =
+                shared.output_ready.wait_timeout(state, IDLE_RELEASE).unwrap_or_else(|p| p.into_inner());
+            state = next;
+            if waited.timed_out() && !state.conn.has_output() {
+                out = BytesMut::new();
+            }
+        }
+        drop(state);
+        shared.output_drained.notify_one();
+        let written = stream.write_all(&out);
+        out.clear();
+        let mut state = shared.lock();
+        state.in_writer = 0;
+        if written.is_err() {
+            state.broken = true;
+            drop(state);
+            shared.output_drained.notify_one();
+            // Wake the reader if it is blocked in `read`.
+            let _ = stream.shutdown(Shutdown::Both);
+            return;
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! The server: an acceptor thread, two threads per connection.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use fastwire_common::{net, Registry, ServerCounters, ServerStats, ShutdownReport};
+use fastwire_proto::{Handler, ServerConfig};
+
+use crate::connection::{self, ConnShared};
+
+/// A bound listener, not yet serving.
+#[derive(Debug)]
+pub struct Server {
+    listener: TcpListener,
+    config: ServerConfig,
+}
+
+impl Server {
+    /// Binds `addr` (IPv4 or IPv6; port 0 picks a free port).
+    pub fn bind(addr: impl ToSocketAddrs, config: ServerConfig) -> io::Result<Server> {
+        let listener = net::listener(net::resolve(addr)?, false)?;
+        Ok(Server { listener, config })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Starts serving `handler` on a background acceptor thread.
+    pub fn serve<H: Handler + 'static>(self, handler: H) -> io::Result<ServerHandle> {
+        let local_addr = self.listener.local_addr()?;
+        let shared = Arc::new(Shared {
+            config: self.config,
+            counters: ServerCounters::default(),
+            stopping: AtomicBool::new(false),
+            registry: Registry::default(),
+        });
+        let listener = self.listener.try_clone()?;
+        let acceptor = {
+            let shared = Arc::clone(&shared);
+            let handler = Arc::new(handler);
+            thread::Builder::new()
+                .name(format!("fastwire-accept-{}", local_addr.port()))
+                .spawn(move || accept_loop(self.listener, shared, handler))?
+        };
+        tracing::info!(%local_addr, backend = "std", "serving");
+        Ok(ServerHandle { local_addr, shared, listener, acceptor: Some(acceptor) })
+    }
+}
+
+/// State shared by the acceptor, the connections and the handle.
+pub(crate) struct Shared {
+    pub(crate) config: ServerConfig,
+    pub(crate) counters: ServerCounters,
+    stopping: AtomicBool,
+    /// Open connections with a socket clone, so that shutdown can reach them.
+    registry: Registry<(TcpStream, Arc<ConnShared>)>,
+}
+
+impl Shared {
+    pub(crate) fn deregister(&self, id: u64) {
+        self.registry.deregister(id, &self.counters);
+    }
+}
+
+fn accept_loop<H: Handler + 'static>(listener: TcpListener, shared: Arc<Shared>, handler: Arc<H>) {
+    loop {
+        let stream = match listener.accept() {
+            Ok((stream, _)) => stream,
+            Err(_) if shared.stopping.load(Ordering::Acquire) => return,
+            Err(e) if net::is_accept_resource_error(&e) => {
+                // Out of descriptors: back off instead of spinning; the
+                // pending connections wait in the backlog.
+                tracing::warn!(error = %e, "accept: out of resources");
+                thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+            Err(_) => continue,
+        };
+        if shared.stopping.load(Ordering::Acquire) {
+            return;
+        }
+        if !shared.counters.try_open(shared.config.max_connections) {
+            // Over the limit: close at once (dropping it), so the client
+            // sees a closed connection rather than a hang.
+            continue;
+        }
+        if let Err(e) = start_connection(stream, &shared, &handler) {
+            tracing::warn!(error = %e, "cannot start a connection");
+        }
+    }
+}
+
+fn start_connection<H: Handler + 'static>(stream: TcpStream, shared: &Arc<Shared>, handler: &Arc<H>) -> io::Result<()> {
+    net::tune(&stream)?;
+    let conn = ConnShared::new(&shared.config);
+    let registry_stream = stream.try_clone()?;
+    let id = shared.registry.register((registry_stream, Arc::clone(&conn)));
+    connection::spawn(id, stream, conn, Arc::clone(shared), Arc::clone(handler)).inspect_err(|_| shared.deregister(id))
+}
+
+/// A running server: its address, its counters, and its shutdown.
+/// Dropping the handle shuts the server down at once (no grace period).
+#[derive(Debug)]
+pub struct ServerHandle {
+    local_addr: SocketAddr,
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    acceptor: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").field("stats", &self.counters.snapshot()).finish()
+    }
+}
+
+impl ServerHandle {
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The server's counters now.
+    pub fn stats(&self) -> ServerStats {
+        self.shared.counters.snapshot()
+    }
+
+    /// Graceful shutdown: stop accepting; let every connection finish the
+    /// requests it has received and flush their responses; close. Whatever
+    /// is still busy after `grace` is closed by force, and reported.
+    pub fn shutdown(mut self, grace: Duration) -> ShutdownReport {
+        self.stop(grace)
+    }
+
+    fn stop(&mut self, grace: Duration) -> ShutdownReport {
+        let Some(acceptor) = self.acceptor.take() else {
+            return ShutdownReport::default();
+        };
+        self.shared.stopping.store(true, Ordering::Release);
+        net::wake_acceptor(&self.listener);
+        let _ = acceptor.join();
+
+        // Stop reading: each reader sees end-of-stream, finishes what it has,
+        // and its writer flushes the responses before closing.
+        let started_with = self.shared.registry.len();
+        self.shared.registry.for_each(|(stream, _)| {
+            let _ = stream.shutdown(std::net::Shutdown::Read);
+        });
+        let cut_off = self.shared.registry.wait_empty(Instant::now() + grace);
+        let mut report =
+            ShutdownReport { cut_off, closed_gracefully: started_with.saturating_sub(cut_off), ..Default::default() };
+        self.shared.registry.for_each(|(stream, conn)| {
+            report.responses_lost += conn.unwritten_responses() as u64;
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        });
+        // The forced connections' threads now fail fast; wait for them briefly.
+        self.shared.registry.wait_empty(Instant::now() + Duration::from_secs(1));
+        tracing::info!(local_addr = %self.local_addr, %report, "shut down");
+        report
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        self.stop(Duration::ZERO);
+    }
+}
