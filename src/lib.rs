@@ -1,15 +1,30 @@
 //! # fastwire
 //!
-//! fastrpc's wire protocol in Rust, over four network architectures measured
-//! side by side. This facade crate re-exports the pieces, so that one
-//! dependency is enough:
+//! fastrpc's wire protocol in Rust, over several network architectures
+//! measured side by side. This facade crate re-exports the pieces, so that
+//! one dependency is enough, and holds what spans backends:
 //!
 //! * [`proto`]: the sans-I/O protocol crate every backend is built on
 //!   (handshake, compression, codec, request ids, handler interface).
+//! * [`fastwire_std`] (feature `std`): blocking sockets, a thread per connection.
+//! * [`fastwire_tokio`] (feature `tokio`): a task per connection, on the
+//!   multi-threaded runtime or on a current-thread runtime per core.
+//! * [`backend`]: every backend behind one run-time interface, by name
+//!   ([`BackendKind`]), for the command line, the conformance suite and the
+//!   benchmarks.
 //!
-//! Backends are added behind cargo features as they land.
+//! Each backend crate can also be used on its own: `fastwire-std` pulls in
+//! neither tokio nor any other backend.
 
 #![deny(missing_docs)]
 
+pub mod backend;
+
+pub use backend::BackendKind;
+pub use fastwire_common::{ClientError, Reply, ServerStats, ShutdownReport};
 pub use fastwire_proto as proto;
 pub use fastwire_proto::{ClientConfig, Compression, Handler, Request, ResponseWriter, ServerConfig};
+#[cfg(feature = "std")]
+pub use fastwire_std;
+#[cfg(feature = "tokio")]
+pub use fastwire_tokio;

@@ -66,6 +66,13 @@ impl<T> Registry<T> {
         self.len() == 0
     }
 
+    /// Calls `f` on one connection's entry, if it is still open.
+    pub fn for_id(&self, id: u64, f: impl FnOnce(&T)) {
+        if let Some(entry) = self.lock().open.get(&id) {
+            f(entry);
+        }
+    }
+
     /// Calls `f` on every open connection's entry.
     pub fn for_each(&self, mut f: impl FnMut(&T)) {
         self.lock().open.values().for_each(&mut f);

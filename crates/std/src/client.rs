@@ -147,48 +147,42 @@ impl Client {
 
     /// Calls with a deadline of its own.
     pub fn call_timeout(&self, name: &[u8], value: &[u8], timeout: Duration) -> Result<Reply, ClientError> {
+        self.start_timeout(name, value, timeout)?.wait()
+    }
+
+    /// Sends a call without waiting for it: many calls can be in flight from
+    /// one thread. [`PendingCall::wait`] gets the response; the deadline
+    /// (`call_timeout`) runs from now.
+    pub fn start(&self, name: &[u8], value: &[u8]) -> Result<PendingCall, ClientError> {
+        self.start_timeout(name, value, self.inner.config.call_timeout)
+    }
+
+    /// [`start`](Self::start) with a deadline of its own.
+    pub fn start_timeout(&self, name: &[u8], value: &[u8], timeout: Duration) -> Result<PendingCall, ClientError> {
         let inner = &self.inner;
         let deadline = Instant::now() + timeout;
         let slot = inner.slots.acquire();
-        let (id, generation) = {
-            let mut state = inner.lock();
-            inner.ensure_connected(&mut state, deadline)?;
-            state.last_used = Instant::now();
-            let active = state.active.as_mut().expect("connected above");
-            let first = !active.conn.has_output();
-            match active.conn.start_call(name, value, Arc::clone(&slot)) {
-                Ok(id) => {
-                    let generation = active.generation;
-                    drop(state);
-                    if first {
-                        inner.output_ready.notify_all();
-                    }
-                    (id, generation)
+        let mut state = inner.lock();
+        inner.ensure_connected(&mut state, deadline)?;
+        state.last_used = Instant::now();
+        let active = state.active.as_mut().expect("connected above");
+        let first = !active.conn.has_output();
+        match active.conn.start_call(name, value, Arc::clone(&slot)) {
+            Ok(id) => {
+                let generation = active.generation;
+                drop(state);
+                if first {
+                    inner.output_ready.notify_all();
                 }
-                Err(rejected) => {
-                    drop(rejected.token);
-                    inner.slots.release(slot);
-                    return Err(rejected.error.into());
-                }
+                Ok(PendingCall { inner: Arc::clone(inner), slot: Some(slot), id, generation, deadline, timeout })
             }
-        };
-        if !slot.wait_until(deadline) {
-            let mut state = inner.lock();
-            let cancelled = match state.active.as_mut() {
-                Some(active) if active.generation == generation => active.conn.cancel(id),
-                _ => None,
-            };
-            drop(state);
-            if let Some(token) = cancelled {
-                drop(token);
+            Err(rejected) => {
+                drop(state);
+                drop(rejected.token);
                 inner.slots.release(slot);
-                return Err(ClientError::Timeout(timeout));
+                Err(rejected.error.into())
             }
-            // Not pending any more: it was completed or failed just now,
-            // under the lock we took, so the slot is already done.
-            slot.wait();
         }
-        inner.slots.finish(slot)
     }
 
     /// Sends a fire-and-forget request (id 0): no response, no deadline. It
@@ -233,7 +227,67 @@ impl Client {
     }
 }
 
+/// A call that was sent and awaits its response (see [`Client::start`]).
+/// Dropping it forgets the call: a late response is dropped.
+pub struct PendingCall {
+    inner: Arc<Inner>,
+    slot: Option<Arc<CallSlot>>,
+    id: u32,
+    generation: u64,
+    deadline: Instant,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for PendingCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingCall").field("id", &self.id).finish()
+    }
+}
+
+impl PendingCall {
+    /// The call's request id on its connection.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// Whether the response (or an error) is already in.
+    pub fn is_done(&self) -> bool {
+        self.slot.as_ref().is_some_and(|s| s.is_done())
+    }
+
+    /// Blocks until the response, the deadline, or the death of the connection.
+    pub fn wait(mut self) -> Result<Reply, ClientError> {
+        let slot = self.slot.take().expect("present until waited");
+        let inner = &self.inner;
+        if !slot.wait_until(self.deadline) {
+            if let Some(token) = inner.cancel(self.id, self.generation) {
+                drop(token);
+                inner.slots.release(slot);
+                return Err(ClientError::Timeout(self.timeout));
+            }
+            // Not pending any more: completed or failed just now, under the
+            // lock `cancel` took, so the slot is already done.
+        }
+        inner.slots.finish(slot)
+    }
+}
+
+impl Drop for PendingCall {
+    fn drop(&mut self) {
+        if self.slot.take().is_some() {
+            drop(self.inner.cancel(self.id, self.generation));
+        }
+    }
+}
+
 impl Inner {
+    fn cancel(&self, id: u32, generation: u64) -> Option<Arc<CallSlot>> {
+        match self.lock().active.as_mut() {
+            Some(active) if active.generation == generation => active.conn.cancel(id),
+            _ => None,
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }

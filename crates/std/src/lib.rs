@@ -40,7 +40,7 @@ mod connection;
 pub mod pool;
 pub mod server;
 
-pub use client::Client;
+pub use client::{Client, PendingCall};
 pub use fastwire_common::{ClientError, Reply, ServerStats, ShutdownReport};
 pub use fastwire_proto as proto;
 pub use pool::Pool;

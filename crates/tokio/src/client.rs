@@ -1,0 +1,446 @@
+//! The client: one TCP connection (reconnected on demand) carrying many
+//! calls at once; `Clone + Send + Sync`, with `async fn call`.
+//!
+//! ```text
+//!  caller tasks                   writer task                reader task
+//!  lock; encode call; unlock      wait for output            read(socket)
+//!  wake the writer                lock; take output; unlock  lock; decode responses;
+//!  await the call's slot          write_all(socket)          complete slots; unlock
+//! ```
+//!
+//! The lock is a `std::sync::Mutex` held for microseconds and never across
+//! an `.await`, which is cheaper than an async mutex. Calls queue up in the
+//! connection's output buffer while the writer is busy in `write`, so under
+//! load many calls share one system call. A call waits on its own pooled
+//! slot until its response, its deadline, or the death of the connection
+//! (every pending call then fails at once). The next call reconnects, after
+//! a backoff if the last attempt failed. Must be used inside a tokio runtime:
+//! the connection's reader and writer are tasks on it.
+
+use std::future::poll_fn;
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use fastwire_common::{net, Backoff, CallSlot, ClientError, Reply, SlotPool};
+use fastwire_proto::{ClientConfig, ClientConn, Connection};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+
+/// Output waiting to be written beyond which fire-and-forget sends wait.
+const MAX_QUEUED_OUTPUT: usize = 4 * 1024 * 1024;
+
+/// A client for one server address. Cheap to clone: clones share the connection.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").field("addr", &self.inner.addr).field("pending", &self.pending()).finish()
+    }
+}
+
+struct Inner {
+    addr: SocketAddr,
+    config: ClientConfig,
+    state: Mutex<State>,
+    /// Serialises connection attempts, so concurrent first calls make one connection.
+    connecting: tokio::sync::Mutex<()>,
+    slots: Arc<SlotPool>,
+}
+
+struct State {
+    active: Option<Active>,
+    generation: u64,
+    backoff: Backoff,
+    closed: bool,
+    last_used: Instant,
+}
+
+struct Active {
+    conn: ClientConn<Arc<CallSlot>>,
+    generation: u64,
+    signals: Arc<Signals>,
+    tasks: [AbortHandle; 2],
+}
+
+/// Wake-ups for one connection's writer and for senders waiting on it.
+#[derive(Default)]
+struct Signals {
+    output_ready: Notify,
+    output_drained: Notify,
+    handshake_done: Notify,
+}
+
+impl Client {
+    /// A client for `addr`. It connects on the first call.
+    pub fn new(addr: SocketAddr, config: ClientConfig) -> Client {
+        let backoff = Backoff::new(config.reconnect_backoff, config.max_reconnect_backoff);
+        Client {
+            inner: Arc::new(Inner {
+                addr,
+                config,
+                state: Mutex::new(State {
+                    active: None,
+                    generation: 0,
+                    backoff,
+                    closed: false,
+                    last_used: Instant::now(),
+                }),
+                connecting: tokio::sync::Mutex::new(()),
+                slots: SlotPool::new(),
+            }),
+        }
+    }
+
+    /// Resolves `addr`, connects, and waits for the server's handshake, so
+    /// that a wrong address or configuration shows up here.
+    pub async fn connect(addr: impl ToSocketAddrs, config: ClientConfig) -> Result<Client, ClientError> {
+        let addr = net::resolve(addr)
+            .map_err(|e| ClientError::Connect { addr: SocketAddr::from(([0, 0, 0, 0], 0)), source: Arc::new(e) })?;
+        let client = Client::new(addr, config);
+        client.wait_connected().await?;
+        Ok(client)
+    }
+
+    /// The server's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.inner.addr
+    }
+
+    /// Calls awaiting a response now.
+    pub fn pending(&self) -> usize {
+        self.inner.lock().active.as_ref().map_or(0, |a| a.conn.pending_len())
+    }
+
+    /// Connects if needed and waits until the server's handshake is in.
+    pub async fn wait_connected(&self) -> Result<(), ClientError> {
+        let config = &self.inner.config;
+        let deadline = Instant::now() + config.connect_timeout + config.handshake_timeout;
+        self.inner.ensure_connected(deadline).await?;
+        loop {
+            let signals = {
+                let state = self.inner.lock();
+                match &state.active {
+                    Some(a) if a.conn.is_handshake_done() => return Ok(()),
+                    Some(a) => Arc::clone(&a.signals),
+                    None => {
+                        return Err(ClientError::lost(
+                            io::ErrorKind::ConnectionAborted,
+                            "connection closed during handshake",
+                        ))
+                    }
+                }
+            };
+            let notified = signals.handshake_done.notified();
+            if self.inner.lock().active.as_ref().is_some_and(|a| a.conn.is_handshake_done()) {
+                return Ok(());
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Err(ClientError::Timeout(config.handshake_timeout));
+            }
+        }
+    }
+
+    /// Calls `name` with `value` and awaits the response, at most `call_timeout`.
+    pub async fn call(&self, name: &[u8], value: &[u8]) -> Result<Reply, ClientError> {
+        self.call_timeout(name, value, self.inner.config.call_timeout).await
+    }
+
+    /// Calls with a deadline of its own.
+    pub async fn call_timeout(&self, name: &[u8], value: &[u8], timeout: Duration) -> Result<Reply, ClientError> {
+        let inner = &self.inner;
+        let deadline = Instant::now() + timeout;
+        inner.ensure_connected(deadline).await?;
+        let slot = inner.slots.acquire();
+        let (id, generation) = {
+            let mut state = inner.lock();
+            state.last_used = Instant::now();
+            let Some(active) = state.active.as_mut() else {
+                inner.slots.release(slot);
+                return Err(ClientError::lost(
+                    io::ErrorKind::ConnectionAborted,
+                    "connection lost before the call was sent",
+                ));
+            };
+            let first = !active.conn.has_output();
+            match active.conn.start_call(name, value, Arc::clone(&slot)) {
+                Ok(id) => {
+                    if first {
+                        active.signals.output_ready.notify_one();
+                    }
+                    (id, active.generation)
+                }
+                Err(rejected) => {
+                    drop(state);
+                    drop(rejected.token);
+                    inner.slots.release(slot);
+                    return Err(rejected.error.into());
+                }
+            }
+        };
+        // If this future is dropped before the call is done (a `select!`, a
+        // cancelled task), the guard forgets the call so its id is freed.
+        let mut guard = CancelOnDrop { inner, id, generation, armed: true };
+        let done = tokio::time::timeout_at(deadline, poll_fn(|cx| slot.poll_done(cx))).await.is_ok();
+        guard.armed = false;
+        if !done {
+            if let Some(token) = inner.cancel(id, generation) {
+                drop(token);
+                inner.slots.release(slot);
+                return Err(ClientError::Timeout(timeout));
+            }
+            // Not pending any more: completed or failed just now, under the
+            // lock `cancel` took, so the slot is already done.
+        }
+        inner.slots.finish(slot)
+    }
+
+    /// Sends a fire-and-forget request (id 0): no response, no deadline. If
+    /// 4 MiB of output is already waiting (the server is not reading), waits
+    /// for room up to `call_timeout`.
+    pub async fn send(&self, name: &[u8], value: &[u8]) -> Result<(), ClientError> {
+        let inner = &self.inner;
+        let deadline = Instant::now() + inner.config.call_timeout;
+        loop {
+            inner.ensure_connected(deadline).await?;
+            let signals = {
+                let mut state = inner.lock();
+                state.last_used = Instant::now();
+                let Some(active) = state.active.as_mut() else { continue };
+                if active.conn.buffered_output() < MAX_QUEUED_OUTPUT {
+                    let first = !active.conn.has_output();
+                    active.conn.send_fire_and_forget(name, value)?;
+                    if first {
+                        active.signals.output_ready.notify_one();
+                    }
+                    return Ok(());
+                }
+                Arc::clone(&active.signals)
+            };
+            if tokio::time::timeout_at(deadline, signals.output_drained.notified()).await.is_err() {
+                return Err(ClientError::Timeout(inner.config.call_timeout));
+            }
+        }
+    }
+
+    /// Closes the connection; pending and future calls fail with `Closed`.
+    pub fn close(&self) {
+        let mut state = self.inner.lock();
+        state.closed = true;
+        if let Some(active) = state.active.take() {
+            fail_all(active, ClientError::Closed);
+        }
+    }
+}
+
+/// Forgets a call whose future was dropped before it completed.
+struct CancelOnDrop<'a> {
+    inner: &'a Inner,
+    id: u32,
+    generation: u64,
+    armed: bool,
+}
+
+impl Drop for CancelOnDrop<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            drop(self.inner.cancel(self.id, self.generation));
+        }
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn cancel(&self, id: u32, generation: u64) -> Option<Arc<CallSlot>> {
+        match self.lock().active.as_mut() {
+            Some(active) if active.generation == generation => active.conn.cancel(id),
+            _ => None,
+        }
+    }
+
+    /// Makes sure there is a live connection, connecting if allowed.
+    async fn ensure_connected(self: &Arc<Inner>, deadline: Instant) -> Result<(), ClientError> {
+        if self.usable()? {
+            return Ok(());
+        }
+        let _connecting = self.connecting.lock().await;
+        // Someone else may have connected while we waited.
+        if self.usable()? {
+            return Ok(());
+        }
+        let now = Instant::now();
+        if let Some((last_error, retry_in)) = self.lock().backoff.check(now.into_std()) {
+            return Err(ClientError::Backoff { addr: self.addr, last_error, retry_in });
+        }
+        let timeout = self.config.connect_timeout.min(deadline.saturating_duration_since(now));
+        let connected = match tokio::time::timeout(timeout, TcpStream::connect(self.addr)).await {
+            Ok(Ok(stream)) => stream.set_nodelay(true).map(|()| stream),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, format!("connect timed out after {timeout:?}"))),
+        };
+        let mut state = self.lock();
+        let stream = match connected {
+            Ok(stream) => stream,
+            Err(e) => {
+                let e = Arc::new(e);
+                state.backoff.failed(now.into_std(), Arc::clone(&e));
+                return Err(ClientError::Connect { addr: self.addr, source: e });
+            }
+        };
+        if state.closed {
+            return Err(ClientError::Closed);
+        }
+        state.backoff.succeeded();
+        state.generation += 1;
+        let generation = state.generation;
+        let (read_half, write_half) = stream.into_split();
+        let signals = Arc::new(Signals::default());
+        let reader = tokio::spawn(read_loop(Arc::clone(self), generation, read_half, Arc::clone(&signals)));
+        let writer = tokio::spawn(write_loop(Arc::clone(self), generation, write_half, Arc::clone(&signals)));
+        let tasks = [reader.abort_handle(), writer.abort_handle()];
+        state.active = Some(Active { conn: ClientConn::new(&self.config), generation, signals, tasks });
+        Ok(())
+    }
+
+    fn usable(&self) -> Result<bool, ClientError> {
+        let state = self.lock();
+        if state.closed {
+            return Err(ClientError::Closed);
+        }
+        Ok(state.active.is_some())
+    }
+}
+
+/// Fails every pending call of a connection and stops its tasks.
+fn fail_all(mut active: Active, error: ClientError) {
+    for (_, slot) in active.conn.drain_pending() {
+        slot.fail(error.clone());
+    }
+    for task in &active.tasks {
+        task.abort();
+    }
+    active.signals.output_drained.notify_waiters();
+    active.signals.handshake_done.notify_waiters();
+}
+
+/// Ends connection `generation` (if it is still the active one) with `error`.
+fn die(inner: &Inner, generation: u64, error: ClientError) {
+    let mut state = inner.lock();
+    if state.active.as_ref().is_some_and(|a| a.generation == generation) {
+        let active = state.active.take().expect("checked");
+        drop(state);
+        tracing::debug!(addr = %inner.addr, %error, "client connection lost");
+        fail_all(active, error);
+    }
+}
+
+async fn read_loop(inner: Arc<Inner>, generation: u64, mut stream: OwnedReadHalf, signals: Arc<Signals>) {
+    let handshake_deadline = Instant::now() + inner.config.handshake_timeout;
+    let mut handshake_done = false;
+    let mut buf = BytesMut::new();
+    loop {
+        if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(inner.config.buffer_size);
+        }
+        let read = if handshake_done {
+            Ok(stream.read_buf(&mut buf).await)
+        } else {
+            tokio::time::timeout_at(handshake_deadline, stream.read_buf(&mut buf)).await
+        };
+        let error = match read {
+            Ok(Ok(0)) => Some(ClientError::lost(io::ErrorKind::UnexpectedEof, "the server closed the connection")),
+            Ok(Ok(_)) => None,
+            Ok(Err(e)) => Some(ClientError::from_io(e)),
+            Err(_) => Some(ClientError::lost(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "no handshake from the server within {:?} (setting: handshake_timeout)",
+                    inner.config.handshake_timeout
+                ),
+            )),
+        };
+        if let Some(error) = error {
+            return die(&inner, generation, error);
+        }
+        let mut state = inner.lock();
+        let Some(active) = state.active.as_mut().filter(|a| a.generation == generation) else {
+            return;
+        };
+        active.conn.receive_buffer(&mut buf);
+        if let Err(e) = active.conn.process(|response, slot| slot.complete(response.value)) {
+            drop(state);
+            return die(&inner, generation, e.into());
+        }
+        if !handshake_done && active.conn.is_handshake_done() {
+            handshake_done = true;
+            signals.handshake_done.notify_waiters();
+        }
+    }
+}
+
+async fn write_loop(inner: Arc<Inner>, generation: u64, mut stream: OwnedWriteHalf, signals: Arc<Signals>) {
+    enum Next {
+        Write,
+        Delay,
+        Wait(Duration),
+    }
+    let mut out = BytesMut::new();
+    let mut delayed = false;
+    loop {
+        // Register interest before looking, so a wake-up in between is not lost.
+        let notified = signals.output_ready.notified();
+        let next = {
+            let mut state = inner.lock();
+            let idle_for = state.last_used.elapsed();
+            let Some(active) = state.active.as_mut().filter(|a| a.generation == generation) else {
+                return;
+            };
+            if active.conn.has_output() {
+                if inner.config.batch_delay.is_some() && !delayed {
+                    Next::Delay
+                } else {
+                    active.conn.take_output(&mut out);
+                    Next::Write
+                }
+            } else if active.conn.pending_len() == 0 && idle_for >= inner.config.idle_timeout {
+                // Unused for idle_timeout: close; the next call reconnects.
+                let active = state.active.take().expect("checked");
+                drop(state);
+                fail_all(active, ClientError::Closed);
+                return;
+            } else {
+                Next::Wait(inner.config.idle_timeout.saturating_sub(idle_for).max(Duration::from_millis(10)))
+            }
+        };
+        match next {
+            Next::Wait(wait) => {
+                let _ = tokio::time::timeout(wait, notified).await;
+            }
+            Next::Delay => {
+                // batch_delay: let more calls join this batch.
+                delayed = true;
+                tokio::time::sleep(inner.config.batch_delay.unwrap_or_default()).await;
+            }
+            Next::Write => {
+                delayed = false;
+                signals.output_drained.notify_waiters();
+                if let Err(e) = stream.write_all(&out).await {
+                    return die(&inner, generation, ClientError::from_io(e));
+                }
+                out.clear();
+            }
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! One server connection: a task that reads, serves and writes in turn.
+//!
+//! ```text
+//! loop {
+//!     process what has arrived (decode, handler, encode)
+//!     write all the output
+//!     read more (until: the handshake timeout, idle timeout, shutdown)
+//! }
+//! ```
+//!
+//! One task, one buffer set, no lock: the task owns its `ServerConn`. Reads
+//! go straight into the connection's buffer (`read_buf` fills spare
+//! capacity without zeroing it). Reading and writing alternate: while the
+//! task writes a batch, new requests wait in the kernel's socket buffer, and
+//! the next read takes them all at once, so batches grow with load. Output
+//! is always written before reading more, so the output limit holds
+//! trivially; a write that makes no progress for `idle_timeout` (a client
+//! that never reads) closes the connection.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use fastwire_proto::{Connection, Flow, Handler, ServerConn};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::{timeout, Instant};
+
+use crate::server::Shared;
+
+/// After this long without traffic a connection gives its buffers back.
+const IDLE_RELEASE: Duration = Duration::from_secs(1);
+
+/// Deregisters the connection when its task ends (or is aborted).
+struct Guard<'a> {
+    id: u64,
+    shared: &'a Shared,
+}
+
+impl Drop for Guard<'_> {
+    fn drop(&mut self) {
+        self.shared.registry.deregister(self.id, &self.shared.counters);
+    }
+}
+
+pub(crate) async fn serve<H: Handler + 'static>(
+    id: u64,
+    mut stream: TcpStream,
+    shared: Arc<Shared>,
+    handler: Arc<H>,
+    unwritten: Arc<AtomicUsize>,
+) {
+    let _guard = Guard { id, shared: &shared };
+    let config = &shared.config;
+    let mut conn = ServerConn::new(config);
+    let mut stop = shared.stop.clone();
+    let mut requests_seen = 0;
+    let mut last_activity = Instant::now();
+    let handshake_deadline = Instant::now() + config.handshake_timeout;
+    let write_timeout = config.idle_timeout.unwrap_or(Duration::MAX);
+    let reason = 'conn: loop {
+        // Serve everything received so far, writing as the output fills.
+        let mut failed = None;
+        let mut delayed = false;
+        loop {
+            let flow = conn.process(&*handler);
+            let requests = conn.requests();
+            shared.counters.add_requests(requests - requests_seen);
+            requests_seen = requests;
+            if let (Some(delay), false, Ok(Flow::NeedInput)) = (config.batch_delay, delayed, &flow) {
+                if conn.has_output() {
+                    // batch_delay: let requests that arrive meanwhile join this batch.
+                    delayed = true;
+                    tokio::time::sleep(delay).await;
+                    if let Ok(n @ 1..) = stream.try_read_buf(conn.read_buffer()) {
+                        last_activity = Instant::now();
+                        let _ = n;
+                        continue;
+                    }
+                }
+            }
+            while conn.has_output() {
+                unwritten.store(conn.unwritten_responses(), Ordering::Relaxed);
+                let output = conn.output();
+                match timeout(write_timeout, stream.write(output)).await {
+                    Ok(Ok(n)) if n > 0 => conn.advance_output(n),
+                    Ok(_) => break 'conn "write error",
+                    Err(_) => break 'conn "the client stopped reading (idle_timeout)",
+                }
+            }
+            unwritten.store(0, Ordering::Relaxed);
+            match flow {
+                Ok(Flow::OutputFull) => continue,
+                Ok(Flow::NeedInput) => break,
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        if let Some(e) = failed {
+            shared.counters.protocol_error();
+            tracing::debug!(error = %e, "closing a connection: protocol error");
+            break "protocol error";
+        }
+        if *stop.borrow() {
+            break "shutdown";
+        }
+        // Read more, or time out.
+        let wait_until = if conn.is_handshake_done() {
+            let idle_deadline = config.idle_timeout.map(|t| last_activity + t);
+            let release_at = Instant::now() + IDLE_RELEASE;
+            idle_deadline.map_or(release_at, |d| d.min(release_at))
+        } else {
+            handshake_deadline
+        };
+        let read = tokio::select! {
+            biased;
+            _ = stop.wait_for(|stopping| *stopping) => break "shutdown",
+            read = tokio::time::timeout_at(wait_until, stream.read_buf(conn.read_buffer())) => read,
+        };
+        match read {
+            Ok(Ok(0)) => break "closed by the client",
+            Ok(Ok(_)) => last_activity = Instant::now(),
+            Ok(Err(_)) => break "read error",
+            Err(_) if !conn.is_handshake_done() => {
+                shared.counters.protocol_error();
+                break "no handshake within handshake_timeout";
+            }
+            Err(_) if config.idle_timeout.is_some_and(|t| last_activity.elapsed() >= t) => {
+                break "idle for idle_timeout"
+            }
+            // Quiet for a while: an idle connection keeps no large buffers.
+            Err(_) => conn.release_buffers(),
+        }
+    };
+    tracing::trace!(reason, "connection done");
+    let _ = stream.shutdown().await;
+}

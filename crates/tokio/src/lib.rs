@@ -1,0 +1,57 @@
+//! # fastwire-tokio: a task per connection
+//!
+//! Each connection is one async task that reads, lets `fastwire-proto`'s
+//! state machine serve what arrived, and writes the responses. Tasks are
+//! cheap (a few hundred bytes, no stack of their own), so ten thousand
+//! connections are ten thousand tasks, not twenty thousand threads.
+//!
+//! Two runtime layouts, so that the runtime and the architecture can be
+//! compared apart ([`Flavor`]):
+//!
+//! * **multi-thread** (the default): tokio's work-stealing scheduler; one
+//!   listener; any worker may run any connection's task.
+//! * **per-core**: one current-thread runtime per core, each with its own
+//!   `SO_REUSEPORT` listener; the kernel spreads connections over the
+//!   listeners and a connection never leaves its thread. No work stealing,
+//!   no cross-thread wake-ups: the thread-per-core design of glommio, on tokio.
+//!
+//! ## Layout (the same in every fastwire backend)
+//!
+//! * [`server`]: [`Server`] (bind, serve) and [`ServerHandle`] (stats,
+//!   graceful shutdown); the accept loop and the connection limit.
+//! * `connection`: one server connection's task.
+//! * [`client`]: [`Client`], one reconnecting connection carrying many
+//!   calls (`Clone + Send + Sync`, `async fn call`).
+//! * [`pool`]: [`Pool`], up to N clients per address.
+//!
+//! ```no_run
+//! use fastwire_tokio::proto::{demo_handler, ClientConfig, ServerConfig};
+//! use fastwire_tokio::{Client, Server};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // The server runs on runtime threads of its own.
+//! let server = Server::bind("127.0.0.1:0", ServerConfig::default())?.serve(demo_handler)?;
+//! let addr = server.local_addr();
+//! tokio::runtime::Runtime::new()?.block_on(async {
+//!     let client = Client::connect(addr, ClientConfig::default()).await?;
+//!     let reply = client.call(b"echo", b"hello").await?;
+//!     assert_eq!(&*reply, b"re:hello");
+//!     Ok::<_, fastwire_tokio::ClientError>(())
+//! })?;
+//! server.shutdown(std::time::Duration::from_secs(1));
+//! # Ok(()) }
+//! ```
+
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+pub mod client;
+mod connection;
+pub mod pool;
+pub mod server;
+
+pub use client::Client;
+pub use fastwire_common::{ClientError, Reply, ServerStats, ShutdownReport};
+pub use fastwire_proto as proto;
+pub use pool::Pool;
+pub use server::{Flavor, Server, ServerHandle};

@@ -1,0 +1,236 @@
+//! Every backend behind one run-time interface, chosen by name.
+//!
+//! The backends share one public face (a `Server` that binds and serves, a
+//! `ServerHandle` with stats and graceful shutdown, a `Client` with calls,
+//! fire-and-forget and deadlines), but their clients differ where the
+//! architecture does: the blocking client's `call` blocks a thread, the
+//! tokio client's is an `async fn`. This module puts them behind two object
+//! types, [`RunningServer`] and [`BlockingClient`], so that the command line
+//! and the conformance suite can treat every backend alike. (A tokio client
+//! used through [`BlockingClient`] runs on a small runtime of its own.)
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use fastwire_common::{ClientError, Reply, ServerStats, ShutdownReport};
+use fastwire_proto::{ClientConfig, Handler, ServerConfig};
+
+/// The backends this build was compiled with, by name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BackendKind {
+    /// `fastwire-std`: blocking sockets, a reader and a writer thread per connection.
+    #[cfg(feature = "std")]
+    Std,
+    /// `fastwire-tokio` on the multi-threaded work-stealing runtime.
+    #[cfg(feature = "tokio")]
+    Tokio,
+    /// `fastwire-tokio` with a current-thread runtime and a listener per core.
+    #[cfg(feature = "tokio")]
+    TokioPerCore,
+}
+
+impl BackendKind {
+    /// Every backend compiled in.
+    pub const ALL: &'static [BackendKind] = &[
+        #[cfg(feature = "std")]
+        BackendKind::Std,
+        #[cfg(feature = "tokio")]
+        BackendKind::Tokio,
+        #[cfg(feature = "tokio")]
+        BackendKind::TokioPerCore,
+    ];
+
+    /// The name used on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            #[cfg(feature = "std")]
+            BackendKind::Std => "std",
+            #[cfg(feature = "tokio")]
+            BackendKind::Tokio => "tokio",
+            #[cfg(feature = "tokio")]
+            BackendKind::TokioPerCore => "tokio-per-core",
+        }
+    }
+
+    /// The backend whose client a server of this kind pairs with (the
+    /// per-core tokio server uses the tokio client).
+    pub fn client_kind(self) -> BackendKind {
+        match self {
+            #[cfg(feature = "tokio")]
+            BackendKind::TokioPerCore => BackendKind::Tokio,
+            other => other,
+        }
+    }
+
+    /// Backends with a client of their own (the per-core flavor is a server layout).
+    pub fn clients() -> impl Iterator<Item = BackendKind> {
+        BackendKind::ALL.iter().copied().filter(|k| k.client_kind() == *k)
+    }
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The error of parsing a [`BackendKind`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownBackend(pub String);
+
+impl fmt::Display for UnknownBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<_> = BackendKind::ALL.iter().map(|k| k.name()).collect();
+        write!(f, "unknown backend {:?}: this build has {}", self.0, names.join(", "))
+    }
+}
+
+impl std::error::Error for UnknownBackend {}
+
+impl FromStr for BackendKind {
+    type Err = UnknownBackend;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        BackendKind::ALL.iter().copied().find(|k| k.name() == s).ok_or_else(|| UnknownBackend(s.to_owned()))
+    }
+}
+
+/// A running server of any backend.
+pub trait RunningServer: Send {
+    /// The address it listens on.
+    fn local_addr(&self) -> SocketAddr;
+    /// Its counters now.
+    fn stats(&self) -> ServerStats;
+    /// Graceful shutdown, with `grace` to finish in-flight work.
+    fn shutdown(self: Box<Self>, grace: Duration) -> ShutdownReport;
+}
+
+/// A client of any backend, called from blocking code.
+pub trait BlockingClient: Send + Sync {
+    /// Calls and waits, at most `timeout`.
+    fn call_timeout(&self, name: &[u8], value: &[u8], timeout: Duration) -> Result<Reply, ClientError>;
+    /// Fire-and-forget.
+    fn send(&self, name: &[u8], value: &[u8]) -> Result<(), ClientError>;
+    /// Calls awaiting a response.
+    fn pending(&self) -> usize;
+    /// Closes the connection.
+    fn close(&self);
+}
+
+/// Starts a server of `kind` on `addr` serving `handler`.
+pub fn start_server<H: Handler + 'static>(
+    kind: BackendKind,
+    addr: SocketAddr,
+    config: ServerConfig,
+    handler: H,
+) -> io::Result<Box<dyn RunningServer>> {
+    Ok(match kind {
+        #[cfg(feature = "std")]
+        BackendKind::Std => Box::new(fastwire_std::Server::bind(addr, config)?.serve(handler)?),
+        #[cfg(feature = "tokio")]
+        BackendKind::Tokio => Box::new(fastwire_tokio::Server::bind(addr, config)?.serve(handler)?),
+        #[cfg(feature = "tokio")]
+        BackendKind::TokioPerCore => Box::new(
+            fastwire_tokio::Server::bind_with(addr, config, fastwire_tokio::Flavor::per_core())?.serve(handler)?,
+        ),
+    })
+}
+
+/// A client of `kind` (for a per-core server kind: its client) for `addr`.
+pub fn blocking_client(
+    kind: BackendKind,
+    addr: SocketAddr,
+    config: ClientConfig,
+) -> io::Result<Box<dyn BlockingClient>> {
+    Ok(match kind.client_kind() {
+        #[cfg(feature = "std")]
+        BackendKind::Std => Box::new(fastwire_std::Client::new(addr, config)),
+        #[cfg(feature = "tokio")]
+        _ => {
+            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+            Box::new(TokioBlocking { client: fastwire_tokio::Client::new(addr, config), runtime })
+        }
+        #[cfg(not(feature = "tokio"))]
+        other => unreachable!("{other} is its own client kind"),
+    })
+}
+
+#[cfg(feature = "std")]
+impl RunningServer for fastwire_std::ServerHandle {
+    fn local_addr(&self) -> SocketAddr {
+        fastwire_std::ServerHandle::local_addr(self)
+    }
+    fn stats(&self) -> ServerStats {
+        fastwire_std::ServerHandle::stats(self)
+    }
+    fn shutdown(self: Box<Self>, grace: Duration) -> ShutdownReport {
+        fastwire_std::ServerHandle::shutdown(*self, grace)
+    }
+}
+
+#[cfg(feature = "tokio")]
+impl RunningServer for fastwire_tokio::ServerHandle {
+    fn local_addr(&self) -> SocketAddr {
+        fastwire_tokio::ServerHandle::local_addr(self)
+    }
+    fn stats(&self) -> ServerStats {
+        fastwire_tokio::ServerHandle::stats(self)
+    }
+    fn shutdown(self: Box<Self>, grace: Duration) -> ShutdownReport {
+        fastwire_tokio::ServerHandle::shutdown(*self, grace)
+    }
+}
+
+#[cfg(feature = "std")]
+impl BlockingClient for fastwire_std::Client {
+    fn call_timeout(&self, name: &[u8], value: &[u8], timeout: Duration) -> Result<Reply, ClientError> {
+        fastwire_std::Client::call_timeout(self, name, value, timeout)
+    }
+    fn send(&self, name: &[u8], value: &[u8]) -> Result<(), ClientError> {
+        fastwire_std::Client::send(self, name, value)
+    }
+    fn pending(&self) -> usize {
+        fastwire_std::Client::pending(self)
+    }
+    fn close(&self) {
+        fastwire_std::Client::close(self)
+    }
+}
+
+/// A tokio client with a one-worker runtime of its own, for blocking callers.
+#[cfg(feature = "tokio")]
+struct TokioBlocking {
+    client: fastwire_tokio::Client,
+    runtime: tokio::runtime::Runtime,
+}
+
+#[cfg(feature = "tokio")]
+impl BlockingClient for TokioBlocking {
+    fn call_timeout(&self, name: &[u8], value: &[u8], timeout: Duration) -> Result<Reply, ClientError> {
+        self.runtime.block_on(self.client.call_timeout(name, value, timeout))
+    }
+    fn send(&self, name: &[u8], value: &[u8]) -> Result<(), ClientError> {
+        self.runtime.block_on(self.client.send(name, value))
+    }
+    fn pending(&self) -> usize {
+        self.client.pending()
+    }
+    fn close(&self) {
+        self.client.close()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for kind in BackendKind::ALL {
+            assert_eq!(kind.name().parse::<BackendKind>(), Ok(*kind));
+        }
+        assert!("uring".parse::<BackendKind>().unwrap_err().to_string().contains("this build has"));
+    }
+}
