@@ -30,8 +30,16 @@ pub struct Scenario {
 
 pub const SCENARIOS: [&str; 4] = ["none-default", "snappy-default", "flate-default", "none-sniff-xy-v7"];
 
+/// The recorded vectors. This module is also included by the workspace's
+/// conformance suite (`#[path]`), whose manifest directory is the root.
 fn data_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/fastrpc")
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let here = root.join("tests/data/fastrpc");
+    if here.is_dir() {
+        here
+    } else {
+        root.join("crates/proto/tests/data/fastrpc")
+    }
 }
 
 fn b64(v: &serde_json::Value, key: &str) -> Vec<u8> {

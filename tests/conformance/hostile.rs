@@ -1,0 +1,202 @@
+//! Clients that break the protocol or the rules. Each time the server must
+//! close that connection (or hold it within its limits) and keep serving a
+//! well-behaved client.
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use fastwire::proto::compress::SnappyEncoder;
+use fastwire::proto::{demo_handler, ProtocolConfig, ServerConfig};
+use fastwire::BackendKind;
+
+use crate::util::*;
+
+const CLOSE_WITHIN: Duration = Duration::from_secs(10);
+
+/// Sends `bytes` on a fresh connection and expects the server to close it;
+/// returns what the server sent before closing. Then checks it still serves.
+fn closes_on(kind: BackendKind, config: ServerConfig, bytes: &[u8]) -> Vec<u8> {
+    let protocol = config.protocol.clone();
+    let server = start(kind, config, demo_handler);
+    let mut s = raw(server.local_addr());
+    s.write_all(bytes).unwrap();
+    let got = expect_closed(&mut s, CLOSE_WITHIN);
+    assert_still_serves_with(kind, &*server, protocol);
+    eventually(Duration::from_secs(5), "the bad connection is gone", || server.stats().open == 0);
+    assert!(server.stats().protocol_errors >= 1, "{kind}: counted as a protocol error");
+    server.shutdown(Duration::from_secs(5));
+    got
+}
+
+fn demo_config() -> ServerConfig {
+    server_config(ProtocolConfig::default())
+}
+
+pub fn garbage(kind: BackendKind) {
+    // An HTTP request: 'G' is not protocol version 0.
+    assert!(closes_on(kind, demo_config(), b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").is_empty());
+    // A valid handshake, then noise whose first length field is enormous.
+    let mut noise = vec![0, 1, 0];
+    noise.extend((0..4096u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8 | 0x80));
+    assert_eq!(closes_on(kind, demo_config(), &noise), [0, 1, 0], "our handshake, then close");
+}
+
+pub fn wrong_version(kind: BackendKind) {
+    assert!(closes_on(kind, demo_config(), &[7, 1, 0]).is_empty(), "nothing is answered to a wrong version");
+}
+
+pub fn wrong_sniff(kind: BackendKind) {
+    let config = server_config(ProtocolConfig { sniff_header: b"xy".to_vec(), ..ProtocolConfig::default() });
+    assert!(closes_on(kind, config, b"xz\0\x01\0").is_empty());
+}
+
+pub fn unknown_compression(kind: BackendKind) {
+    assert!(closes_on(kind, demo_config(), &[0, 9, 0]).is_empty());
+}
+
+pub fn tls_requested(kind: BackendKind) {
+    // As Go's server without TLS: answer "no TLS", then close.
+    assert_eq!(closes_on(kind, demo_config(), &[0, 1, 1]), [0, 1, 0]);
+}
+
+pub fn oversized_name(kind: BackendKind) {
+    let mut bytes = vec![0, 1, 0];
+    bytes.extend_from_slice(&1u32.to_le_bytes());
+    bytes.extend_from_slice(&(1024 * 1024 + 1u32).to_le_bytes());
+    // Only the length: the server refuses without waiting for a megabyte.
+    assert_eq!(closes_on(kind, demo_config(), &bytes), [0, 1, 0]);
+}
+
+pub fn oversized_value(kind: BackendKind) {
+    let mut bytes = vec![0, 1, 0];
+    bytes.extend_from_slice(&1u32.to_le_bytes());
+    bytes.extend_from_slice(&0u32.to_le_bytes());
+    bytes.extend_from_slice(&u32::MAX.to_le_bytes());
+    assert_eq!(closes_on(kind, demo_config(), &bytes), [0, 1, 0]);
+}
+
+pub fn truncated_then_closed(kind: BackendKind) {
+    let server = start_demo(kind);
+    let mut s = raw(server.local_addr());
+    let request = spec_request(1, b"echo", b"cut short");
+    s.write_all(&[0, 1, 0]).unwrap();
+    s.write_all(&request[..request.len() - 4]).unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    // The server answers the handshake and closes: the request never completed.
+    assert_eq!(expect_closed(&mut s, CLOSE_WITHIN), [0, 1, 0]);
+    assert_still_serves(kind, &*server);
+    eventually(Duration::from_secs(5), "the connection is gone", || server.stats().open == 0);
+    assert_eq!(server.stats().requests, 1, "only the well-behaved call was served");
+    server.shutdown(Duration::from_secs(5));
+}
+
+pub fn reset_mid_message(kind: BackendKind) {
+    let server = start_demo(kind);
+    for _ in 0..20 {
+        let mut s = raw(server.local_addr());
+        let request = spec_request(1, b"echo", &[7u8; 10_000]);
+        s.write_all(&[0, 1, 0]).unwrap();
+        s.write_all(&request[..5_000]).unwrap();
+        // SO_LINGER 0: closing sends a reset instead of a FIN.
+        socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO)).unwrap();
+        drop(s);
+    }
+    assert_still_serves(kind, &*server);
+    eventually(Duration::from_secs(5), "the reset connections are gone", || server.stats().open == 0);
+    server.shutdown(Duration::from_secs(5));
+}
+
+pub fn corrupt_flate(kind: BackendKind) {
+    // Handshake announcing flate, then a DEFLATE block of the reserved type 3.
+    assert_eq!(closes_on(kind, demo_config(), &[0, 0, 0, 0xff, 0xff, 0xff, 0xff]), [0, 1, 0]);
+}
+
+pub fn corrupt_snappy(kind: BackendKind) {
+    let mut framed = bytes::BytesMut::new();
+    SnappyEncoder::new().encode(&spec_request(1, b"echo", b"crc"), &mut framed);
+    let mut bytes = vec![0, 2, 0];
+    bytes.extend_from_slice(&framed);
+    *bytes.last_mut().unwrap() ^= 0x20; // the CRC no longer matches
+    assert_eq!(closes_on(kind, demo_config(), &bytes), [0, 1, 0]);
+}
+
+pub fn never_finishes_handshake(kind: BackendKind) {
+    let server = start_demo(kind); // handshake_timeout: 500 ms
+    let mut s = raw(server.local_addr());
+    s.write_all(&[0]).unwrap(); // one byte of three
+    let start = Instant::now();
+    assert!(quiet_for(&mut s, Duration::from_millis(100)), "not closed before the timeout");
+    assert!(expect_closed(&mut s, CLOSE_WITHIN).is_empty());
+    assert!(start.elapsed() >= Duration::from_millis(400), "closed after about handshake_timeout");
+    // And a connection that sends nothing at all.
+    let mut silent = raw(server.local_addr());
+    assert!(expect_closed(&mut silent, CLOSE_WITHIN).is_empty());
+    assert_still_serves(kind, &*server);
+    server.shutdown(Duration::from_secs(5));
+}
+
+pub fn never_reads(kind: BackendKind) {
+    let config = ServerConfig { max_output_buffer: 256 * 1024, ..demo_config() };
+    let server = start(kind, config, demo_handler);
+    let mut s = TcpStream::connect(server.local_addr()).unwrap();
+    s.write_all(&[0, 1, 0]).unwrap();
+    // Each 18-byte request makes a 269-byte response that we never read. A
+    // server that buffered without bound would keep reading forever; one
+    // that stops reading makes our writes block once the socket buffers fill.
+    let batch: Vec<u8> = (0..1000).flat_map(|i| spec_request(i + 1, b"", b"foobar")).collect();
+    s.set_write_timeout(Some(Duration::from_millis(500))).unwrap();
+    let mut written = 0usize;
+    let limit = 256 * 1024 * 1024;
+    loop {
+        match s.write(&batch) {
+            Ok(n) => written += n,
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => break,
+            Err(e) => panic!("{kind}: the server closed on us: {e}"),
+        }
+        assert!(written < limit, "{kind}: the server kept reading {written} bytes from a client that never reads");
+    }
+    // Requests accepted before the server stopped reading: bounded by its
+    // output limit plus the kernel's socket buffers, far below the total.
+    let served = server.stats().requests;
+    assert!(served < 2_000_000, "{kind}: served {served}");
+    assert_still_serves(kind, &*server);
+    drop(s);
+    server.shutdown(Duration::from_secs(5));
+}
+
+pub fn connect_close_cycles(kind: BackendKind) {
+    let server = start_demo(kind);
+    for _ in 0..1000 {
+        drop(TcpStream::connect(server.local_addr()).unwrap());
+    }
+    eventually(Duration::from_secs(10), "all 1,000 connections accepted and closed", || {
+        let stats = server.stats();
+        stats.accepted >= 1000 && stats.open == 0
+    });
+    assert_still_serves(kind, &*server);
+    server.shutdown(Duration::from_secs(5));
+}
+
+pub fn over_connection_limit(kind: BackendKind) {
+    let config = ServerConfig { max_connections: 3, ..demo_config() };
+    let server = start(kind, config, demo_handler);
+    let mut held: Vec<TcpStream> = (0..3).map(|_| raw(server.local_addr())).collect();
+    for s in &mut held {
+        spec_handshake(s);
+    }
+    // The fourth is accepted and closed at once.
+    let mut fourth = raw(server.local_addr());
+    let _ = fourth.write_all(&[0, 1, 0]);
+    assert!(expect_closed(&mut fourth, CLOSE_WITHIN).is_empty());
+    assert!(server.stats().refused >= 1);
+    // The three held connections still work.
+    for (i, s) in held.iter_mut().enumerate() {
+        s.write_all(&spec_request(i as u32 + 1, b"echo", b"held")).unwrap();
+        assert_eq!(spec_read_response(s), (i as u32 + 1, b"re:held".to_vec()));
+    }
+    drop(held);
+    eventually(Duration::from_secs(5), "the slots are free again", || server.stats().open == 0);
+    assert_still_serves(kind, &*server);
+    server.shutdown(Duration::from_secs(5));
+}
