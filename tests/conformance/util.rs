@@ -86,7 +86,8 @@ pub fn quiet_for(stream: &mut TcpStream, wait: Duration) -> bool {
     stream.set_read_timeout(Some(wait)).unwrap();
     let mut buf = [0u8; 64];
     match stream.read(&mut buf) {
-        Ok(_) => false,
+        // Bytes (any number) or end-of-stream: not quiet.
+        Ok(_n) => false,
         Err(e) => matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
     }
 }

@@ -1,0 +1,69 @@
+//! `fastwire serve`, as a separate process, answers a client written from
+//! the wire specification alone, and shuts down cleanly on SIGINT.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn request(id: u32, name: &[u8], value: &[u8]) -> Vec<u8> {
+    let mut v = Vec::new();
+    for part in
+        [&id.to_le_bytes()[..], &(name.len() as u32).to_le_bytes(), name, &(value.len() as u32).to_le_bytes(), value]
+    {
+        v.extend_from_slice(part);
+    }
+    v
+}
+
+fn response(s: &mut TcpStream) -> (u32, Vec<u8>) {
+    let mut head = [0u8; 8];
+    s.read_exact(&mut head).unwrap();
+    let mut value = vec![0; u32::from_le_bytes(head[4..].try_into().unwrap()) as usize];
+    s.read_exact(&mut value).unwrap();
+    (u32::from_le_bytes(head[..4].try_into().unwrap()), value)
+}
+
+#[test]
+fn serve_answers_a_spec_client_on_every_backend() {
+    for backend in ["std", "tokio", "tokio-per-core"] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_fastwire"))
+            .args(["serve", "--backend", backend, "--addr", "127.0.0.1:0", "--sniff", "xy", "--version", "7"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        // "fastwire: serving on 127.0.0.1:PORT (backend NAME)"
+        let addr = line.split_whitespace().nth(3).unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        // Handshake: sniff header "xy", version 7, no compression, no TLS.
+        s.write_all(b"xy\x07\x01\x00").unwrap();
+        let mut theirs = [0u8; 5];
+        s.read_exact(&mut theirs).unwrap();
+        assert_eq!(&theirs, b"xy\x07\x01\x00", "{backend}");
+        // Two pipelined calls and a fire-and-forget between them.
+        let mut bytes = request(1, b"", b"foobar");
+        bytes.extend(request(0, b"note", b"fire"));
+        bytes.extend(request(2, b"echo", b"hello"));
+        s.write_all(&bytes).unwrap();
+        let (id, body) = response(&mut s);
+        assert_eq!((id, body.len()), (1, 261), "{backend}: the fastrpc benchmark body");
+        assert!(body.starts_with(b"Hello world foobar"));
+        assert_eq!(response(&mut s), (2, b"re:hello".to_vec()), "{backend}");
+        drop(s);
+
+        // Ctrl-C: a graceful shutdown and exit code 0.
+        let pid = child.id().to_string();
+        assert!(Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
+        let status = child.wait().unwrap();
+        assert!(status.success(), "{backend}: {status}");
+        let mut rest = String::new();
+        stdout.read_to_string(&mut rest).unwrap();
+        assert!(rest.contains("closed gracefully"), "{backend}: {rest:?}");
+    }
+}

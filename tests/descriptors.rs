@@ -1,0 +1,49 @@
+//! 1,000 quick connect/close cycles leave no descriptor behind, on every
+//! backend. A test binary of its own with one test, because it counts the
+//! whole process's descriptors (`/proc/self/fd`), which tests running in
+//! parallel would disturb.
+
+#![cfg(target_os = "linux")]
+
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use fastwire::backend::start_server;
+use fastwire::proto::{demo_handler, ServerConfig};
+use fastwire::BackendKind;
+
+fn open_descriptors() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+#[test]
+fn connect_close_cycles_leak_no_descriptor() {
+    for &kind in BackendKind::ALL {
+        let server = start_server(kind, "127.0.0.1:0".parse().unwrap(), ServerConfig::default(), demo_handler).unwrap();
+        let addr = server.local_addr();
+        // Warm up (runtime threads, epoll instances...) before the baseline.
+        drop(TcpStream::connect(addr).unwrap());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while (server.stats().accepted < 1 || server.stats().open > 0) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // Its descriptors are closed just after the counters say so.
+        std::thread::sleep(Duration::from_millis(50));
+        let baseline = open_descriptors();
+        for i in 0..1000 {
+            let mut s = TcpStream::connect(addr).unwrap();
+            if i % 2 == 0 {
+                // Half of them say something first.
+                let _ = std::io::Write::write_all(&mut s, &[0, 1, 0]);
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while (server.stats().open > 0 || open_descriptors() > baseline) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(server.stats().open, 0, "{kind}: connections still open");
+        assert_eq!(open_descriptors(), baseline, "{kind}: descriptors back to where they were");
+        assert!(server.stats().accepted >= 1001, "{kind}");
+        server.shutdown(Duration::from_secs(5));
+    }
+}
