@@ -21,7 +21,7 @@ fn closes_on(kind: BackendKind, config: ServerConfig, bytes: &[u8]) -> Vec<u8> {
     let server = start(kind, config, demo_handler);
     let mut s = raw(server.local_addr());
     s.write_all(bytes).unwrap();
-    let got = expect_closed(&mut s, CLOSE_WITHIN);
+    let got = expect_closed(s, CLOSE_WITHIN);
     assert_still_serves_with(kind, &*server, protocol);
     eventually(Duration::from_secs(5), "the bad connection is gone", || server.stats().open == 0);
     assert!(server.stats().protocol_errors >= 1, "{kind}: counted as a protocol error");
@@ -84,7 +84,7 @@ pub fn truncated_then_closed(kind: BackendKind) {
     s.write_all(&request[..request.len() - 4]).unwrap();
     s.shutdown(std::net::Shutdown::Write).unwrap();
     // The server answers the handshake and closes: the request never completed.
-    assert_eq!(expect_closed(&mut s, CLOSE_WITHIN), [0, 1, 0]);
+    assert_eq!(expect_closed(s, CLOSE_WITHIN), [0, 1, 0]);
     assert_still_serves(kind, &*server);
     eventually(Duration::from_secs(5), "the connection is gone", || server.stats().open == 0);
     assert_eq!(server.stats().requests, 1, "only the well-behaved call was served");
@@ -127,11 +127,11 @@ pub fn never_finishes_handshake(kind: BackendKind) {
     s.write_all(&[0]).unwrap(); // one byte of three
     let start = Instant::now();
     assert!(quiet_for(&mut s, Duration::from_millis(100)), "not closed before the timeout");
-    assert!(expect_closed(&mut s, CLOSE_WITHIN).is_empty());
+    assert!(expect_closed(s, CLOSE_WITHIN).is_empty());
     assert!(start.elapsed() >= Duration::from_millis(400), "closed after about handshake_timeout");
     // And a connection that sends nothing at all.
     let mut silent = raw(server.local_addr());
-    assert!(expect_closed(&mut silent, CLOSE_WITHIN).is_empty());
+    assert!(expect_closed(silent, CLOSE_WITHIN).is_empty());
     assert_still_serves(kind, &*server);
     server.shutdown(Duration::from_secs(5));
 }
@@ -188,7 +188,7 @@ pub fn over_connection_limit(kind: BackendKind) {
     // The fourth is accepted and closed at once.
     let mut fourth = raw(server.local_addr());
     let _ = fourth.write_all(&[0, 1, 0]);
-    assert!(expect_closed(&mut fourth, CLOSE_WITHIN).is_empty());
+    assert!(expect_closed(fourth, CLOSE_WITHIN).is_empty());
     assert!(server.stats().refused >= 1);
     // The three held connections still work.
     for (i, s) in held.iter_mut().enumerate() {

@@ -258,12 +258,18 @@ pub fn pending_limit(kind: BackendKind) {
     // A raw server that reads and never answers: calls stay pending.
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    let holder = std::thread::spawn(move || {
-        let (mut s, _) = listener.accept().unwrap();
-        s.write_all(&[0, 1, 0]).unwrap();
-        let mut buf = [0u8; 4096];
-        while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
-    });
+    let received = Arc::new(AtomicUsize::new(0));
+    let holder = {
+        let received = Arc::clone(&received);
+        std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            s.write_all(&[0, 1, 0]).unwrap();
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = s.read(&mut buf) {
+                received.fetch_add(n, Ordering::Relaxed);
+            }
+        })
+    };
     let config = ClientConfig { max_pending: 3, ..client_config(ProtocolConfig::default()) };
     let c = client(kind.client_kind(), addr, config);
     let c: Arc<dyn fastwire::backend::BlockingClient> = Arc::from(c);
@@ -273,7 +279,8 @@ pub fn pending_limit(kind: BackendKind) {
             std::thread::spawn(move || c.call_timeout(b"x", b"", Duration::from_secs(20)))
         })
         .collect();
-    eventually(Duration::from_secs(5), "3 calls pending", || c.pending() == 3);
+    // Handshake (3 bytes) and three 13-byte requests: all three calls are on the wire.
+    eventually(Duration::from_secs(5), "3 calls sent", || received.load(Ordering::Relaxed) >= 3 + 3 * 13);
     match c.call_timeout(b"x", b"", Duration::from_secs(5)) {
         Err(ClientError::Protocol(e)) => assert!(e.to_string().contains("max_pending"), "{e}"),
         other => panic!("expected the pending limit, got {other:?}"),

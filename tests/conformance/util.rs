@@ -61,9 +61,10 @@ pub fn raw(addr: SocketAddr) -> TcpStream {
 }
 
 /// Reads until the server closes the connection (EOF or reset); returns what
-/// it sent first. Panics if it is still open after `within`.
+/// it sent first, and closes our side too (as a real client does, which ends
+/// the server's lingering close). Panics if it is still open after `within`.
 #[track_caller]
-pub fn expect_closed(stream: &mut TcpStream, within: Duration) -> Vec<u8> {
+pub fn expect_closed(mut stream: TcpStream, within: Duration) -> Vec<u8> {
     let deadline = Instant::now() + within;
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];

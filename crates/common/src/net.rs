@@ -7,6 +7,39 @@ use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
+/// How long a closing connection waits for the client to close its side.
+///
+/// Closing a socket that still has unread input makes the kernel send a
+/// reset and throw away output not yet sent: responses already "written"
+/// could vanish. So a server closes gracefully ("lingering close", as nginx
+/// does): stop serving, flush, `shutdown(Write)` so the client gets every
+/// response and then end-of-stream, read and discard until the client closes
+/// (or this long, or [`LINGER_MAX_BYTES`]), and only then close.
+pub const LINGER: Duration = Duration::from_secs(5);
+
+/// Most bytes a lingering close reads and discards.
+pub const LINGER_MAX_BYTES: usize = 4 * 1024 * 1024;
+
+/// Reads and discards until end-of-stream, an error, [`LINGER`] or
+/// [`LINGER_MAX_BYTES`] (see [`LINGER`]). Call after `shutdown(Write)`.
+pub fn linger(stream: &mut TcpStream) {
+    let deadline = std::time::Instant::now() + LINGER;
+    let mut scratch = [0u8; 8192];
+    let mut discarded = 0;
+    while discarded < LINGER_MAX_BYTES {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+            return;
+        }
+        match io::Read::read(stream, &mut scratch) {
+            Ok(0) => return,
+            Ok(n) => discarded += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
+    }
+}
+
 /// Listen backlog: connections the kernel queues before `accept`. A
 /// connection burst (thousands of clients at once) must not overflow it.
 pub const BACKLOG: i32 = 4096;

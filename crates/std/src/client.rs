@@ -18,6 +18,7 @@
 
 use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -51,6 +52,8 @@ struct Inner {
     /// Wakes senders waiting for output to drain (fire-and-forget backpressure).
     output_drained: Condvar,
     slots: Arc<SlotPool>,
+    /// Calls in progress: sent and awaiting a response, or about to be sent.
+    in_progress: AtomicUsize,
 }
 
 struct State {
@@ -65,6 +68,9 @@ struct Active {
     conn: ClientConn<Arc<CallSlot>>,
     generation: u64,
     stream: TcpStream,
+    /// False once a write failed: no new call is queued, but responses
+    /// already on their way are still read (the reader ends the connection).
+    writable: bool,
 }
 
 /// Output waiting to be written beyond which fire-and-forget sends wait.
@@ -88,6 +94,7 @@ impl Client {
                 output_ready: Condvar::new(),
                 output_drained: Condvar::new(),
                 slots: SlotPool::new(),
+                in_progress: AtomicUsize::new(0),
             }),
         }
     }
@@ -107,9 +114,11 @@ impl Client {
         self.inner.addr
     }
 
-    /// Calls awaiting a response now.
+    /// Calls in progress now: sent and awaiting a response, or about to be
+    /// sent (waiting for the connection). A pool uses it to pick the least
+    /// busy client.
     pub fn pending(&self) -> usize {
-        self.inner.lock().active.as_ref().map_or(0, |a| a.conn.pending_len())
+        self.inner.in_progress.load(Ordering::Relaxed)
     }
 
     /// Connects if needed and waits until the server's handshake is in.
@@ -161,11 +170,23 @@ impl Client {
     pub fn start_timeout(&self, name: &[u8], value: &[u8], timeout: Duration) -> Result<PendingCall, ClientError> {
         let inner = &self.inner;
         let deadline = Instant::now() + timeout;
-        let slot = inner.slots.acquire();
+        inner.in_progress.fetch_add(1, Ordering::Relaxed);
+        // From here the call owns one count of `in_progress`: PendingCall
+        // gives it back when waited or dropped; the error paths below do.
+        let failed = |e: ClientError| {
+            inner.in_progress.fetch_sub(1, Ordering::Relaxed);
+            Err(e)
+        };
         let mut state = inner.lock();
-        inner.ensure_connected(&mut state, deadline)?;
+        if let Err(e) = inner.ensure_connected(&mut state, deadline) {
+            return failed(e);
+        }
         state.last_used = Instant::now();
         let active = state.active.as_mut().expect("connected above");
+        if !active.writable {
+            return failed(ClientError::lost(io::ErrorKind::BrokenPipe, "the connection is closing"));
+        }
+        let slot = inner.slots.acquire();
         let first = !active.conn.has_output();
         match active.conn.start_call(name, value, Arc::clone(&slot)) {
             Ok(id) => {
@@ -180,7 +201,7 @@ impl Client {
                 drop(state);
                 drop(rejected.token);
                 inner.slots.release(slot);
-                Err(rejected.error.into())
+                failed(rejected.error.into())
             }
         }
     }
@@ -195,6 +216,9 @@ impl Client {
         loop {
             inner.ensure_connected(&mut state, deadline)?;
             let active = state.active.as_mut().expect("connected above");
+            if !active.writable {
+                return Err(ClientError::lost(io::ErrorKind::BrokenPipe, "the connection is closing"));
+            }
             if active.conn.buffered_output() < MAX_QUEUED_OUTPUT {
                 break;
             }
@@ -259,6 +283,7 @@ impl PendingCall {
     pub fn wait(mut self) -> Result<Reply, ClientError> {
         let slot = self.slot.take().expect("present until waited");
         let inner = &self.inner;
+        let _done = InProgress(inner);
         if !slot.wait_until(self.deadline) {
             if let Some(token) = inner.cancel(self.id, self.generation) {
                 drop(token);
@@ -275,8 +300,18 @@ impl PendingCall {
 impl Drop for PendingCall {
     fn drop(&mut self) {
         if self.slot.take().is_some() {
+            let _done = InProgress(&self.inner);
             drop(self.inner.cancel(self.id, self.generation));
         }
+    }
+}
+
+/// Gives a call's count of `in_progress` back when dropped.
+struct InProgress<'a>(&'a Inner);
+
+impl Drop for InProgress<'_> {
+    fn drop(&mut self) {
+        self.0.in_progress.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -321,7 +356,7 @@ impl Inner {
         let (read_half, write_half, stream) = stream;
         state.generation += 1;
         let generation = state.generation;
-        state.active = Some(Active { conn: ClientConn::new(&self.config), generation, stream });
+        state.active = Some(Active { conn: ClientConn::new(&self.config), generation, stream, writable: true });
         state.backoff.succeeded();
         spawn_threads(Arc::clone(self), generation, read_half, write_half).map_err(|e| {
             if let Some(active) = state.active.take() {
@@ -437,7 +472,15 @@ fn write_loop(inner: &Inner, generation: u64, mut stream: TcpStream) {
         drop(state);
         inner.output_drained.notify_all();
         if let Err(e) = stream.write_all(&out) {
-            return die(inner, generation, ClientError::from_io(e));
+            // Not `die`: responses may still be on their way, and the reader
+            // must get them. No new call is queued; the reader ends the
+            // connection when its reads end, which a broken socket soon does.
+            tracing::debug!(addr = %inner.addr, error = %e, "client write failed");
+            let mut state = inner.lock();
+            if let Some(active) = state.active.as_mut().filter(|a| a.generation == generation) {
+                active.writable = false;
+            }
+            return;
         }
         out.clear();
     }

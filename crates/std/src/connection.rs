@@ -16,9 +16,16 @@
 //! drain it, so a client that never reads cannot grow the server's memory;
 //! and a write that makes no progress for `idle_timeout` closes the connection.
 //! After a second without traffic, both threads drop their buffers.
+//!
+//! Closing is graceful whatever the reason (the client left, a protocol
+//! error, idle, shutdown): the reader stops, the writer flushes and sends
+//! end-of-stream, and the reader drains the client's input until it closes
+//! (see `fastwire_common::net::LINGER`), so no written response is lost to a
+//! reset.
 
 use std::io::{self, Write};
 use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -50,6 +57,8 @@ struct ConnState {
     closing: bool,
     /// The socket failed: both threads stop.
     broken: bool,
+    /// The writer flushed everything after `closing` and sent end-of-stream.
+    flushed: bool,
     /// Responses in the batch the writer is writing now.
     in_writer: usize,
 }
@@ -57,7 +66,13 @@ struct ConnState {
 impl ConnShared {
     pub(crate) fn new(config: &ServerConfig) -> Arc<Self> {
         Arc::new(ConnShared {
-            state: Mutex::new(ConnState { conn: ServerConn::new(config), closing: false, broken: false, in_writer: 0 }),
+            state: Mutex::new(ConnState {
+                conn: ServerConn::new(config),
+                closing: false,
+                broken: false,
+                flushed: false,
+                in_writer: 0,
+            }),
             output_ready: Condvar::new(),
             output_drained: Condvar::new(),
         })
@@ -121,6 +136,9 @@ fn read_loop(mut stream: TcpStream, shared: &ConnShared, server: &Shared, handle
     let mut requests_seen = 0;
     let mut last_activity = Instant::now();
     let reason = loop {
+        if server.stopping.load(Ordering::Acquire) {
+            break "shutdown";
+        }
         match net::read_some(&mut stream, &mut buf, config.buffer_size) {
             Ok(0) => break "closed by the client",
             Ok(_) => {}
@@ -185,8 +203,17 @@ fn read_loop(mut stream: TcpStream, shared: &ConnShared, server: &Shared, handle
     tracing::trace!(reason, "reader done");
     let mut state = shared.lock();
     state.closing = true;
-    drop(state);
     shared.output_ready.notify_one();
+    // Wait for the writer to flush and send end-of-stream, then linger
+    // (see `net::LINGER`) unless the client already closed its side.
+    while !state.flushed && !state.broken {
+        state = shared.output_drained.wait(state).unwrap_or_else(|p| p.into_inner());
+    }
+    let clean = state.flushed;
+    drop(state);
+    if clean && reason != "closed by the client" {
+        net::linger(&mut stream);
+    }
 }
 
 fn write_loop(mut stream: TcpStream, shared: &ConnShared, server: &Shared) {
@@ -209,9 +236,15 @@ fn write_loop(mut stream: TcpStream, shared: &ConnShared, server: &Shared) {
                 state.conn.take_output(&mut out);
                 break;
             }
-            if state.closing || state.broken {
+            if state.broken {
+                return;
+            }
+            if state.closing {
+                // Everything is written: end-of-stream after the last response.
+                let _ = stream.shutdown(Shutdown::Write);
+                state.flushed = true;
                 drop(state);
-                let _ = stream.shutdown(Shutdown::Both);
+                shared.output_drained.notify_all();
                 return;
             }
             let (next, waited) =
@@ -222,7 +255,7 @@ fn write_loop(mut stream: TcpStream, shared: &ConnShared, server: &Shared) {
             }
         }
         drop(state);
-        shared.output_drained.notify_one();
+        shared.output_drained.notify_all();
         let written = stream.write_all(&out);
         out.clear();
         let mut state = shared.lock();
@@ -230,7 +263,7 @@ fn write_loop(mut stream: TcpStream, shared: &ConnShared, server: &Shared) {
         if written.is_err() {
             state.broken = true;
             drop(state);
-            shared.output_drained.notify_one();
+            shared.output_drained.notify_all();
             // Wake the reader if it is blocked in `read`.
             let _ = stream.shutdown(Shutdown::Both);
             return;

@@ -57,7 +57,8 @@ impl Server {
 pub(crate) struct Shared {
     pub(crate) config: ServerConfig,
     pub(crate) counters: ServerCounters,
-    stopping: AtomicBool,
+    /// Set when a graceful shutdown starts; readers check it on every wake-up.
+    pub(crate) stopping: AtomicBool,
     /// Open connections with a socket clone, so that shutdown can reach them.
     registry: Registry<(TcpStream, Arc<ConnShared>)>,
 }
@@ -133,7 +134,8 @@ impl ServerHandle {
 
     /// Graceful shutdown: stop accepting; let every connection finish the
     /// requests it has received and flush their responses; close. Whatever
-    /// is still busy after `grace` is closed by force, and reported.
+    /// is still busy after `grace` is closed by force, and reported. (A
+    /// blocked reader notices within a second, so allow `grace` of more.)
     pub fn shutdown(mut self, grace: Duration) -> ShutdownReport {
         self.stop(grace)
     }
@@ -146,12 +148,11 @@ impl ServerHandle {
         net::wake_acceptor(&self.listener);
         let _ = acceptor.join();
 
-        // Stop reading: each reader sees end-of-stream, finishes what it has,
-        // and its writer flushes the responses before closing.
+        // Each reader sees the flag within a second (its periodic wake-up),
+        // stops reading, and the connection closes gracefully (see
+        // `fastwire_common::net::LINGER`). Not `shutdown(Read)`: after it a
+        // reader could no longer wait for the client's end-of-stream.
         let started_with = self.shared.registry.len();
-        self.shared.registry.for_each(|(stream, _)| {
-            let _ = stream.shutdown(std::net::Shutdown::Read);
-        });
         let cut_off = self.shared.registry.wait_empty(Instant::now() + grace);
         let mut report =
             ShutdownReport { cut_off, closed_gracefully: started_with.saturating_sub(cut_off), ..Default::default() };

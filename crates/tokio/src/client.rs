@@ -20,6 +20,7 @@
 use std::future::poll_fn;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -55,6 +56,8 @@ struct Inner {
     /// Serialises connection attempts, so concurrent first calls make one connection.
     connecting: tokio::sync::Mutex<()>,
     slots: Arc<SlotPool>,
+    /// Calls in progress: sent and awaiting a response, or about to be sent.
+    in_progress: AtomicUsize,
 }
 
 struct State {
@@ -70,6 +73,9 @@ struct Active {
     generation: u64,
     signals: Arc<Signals>,
     tasks: [AbortHandle; 2],
+    /// False once a write failed: no new call is queued, but responses
+    /// already on their way are still read (the reader ends the connection).
+    writable: bool,
 }
 
 /// Wake-ups for one connection's writer and for senders waiting on it.
@@ -97,6 +103,7 @@ impl Client {
                 }),
                 connecting: tokio::sync::Mutex::new(()),
                 slots: SlotPool::new(),
+                in_progress: AtomicUsize::new(0),
             }),
         }
     }
@@ -116,9 +123,11 @@ impl Client {
         self.inner.addr
     }
 
-    /// Calls awaiting a response now.
+    /// Calls in progress now: sent and awaiting a response, or about to be
+    /// sent (waiting for the connection). A pool uses it to pick the least
+    /// busy client.
     pub fn pending(&self) -> usize {
-        self.inner.lock().active.as_ref().map_or(0, |a| a.conn.pending_len())
+        self.inner.in_progress.load(Ordering::Relaxed)
     }
 
     /// Connects if needed and waits until the server's handshake is in.
@@ -159,12 +168,14 @@ impl Client {
     pub async fn call_timeout(&self, name: &[u8], value: &[u8], timeout: Duration) -> Result<Reply, ClientError> {
         let inner = &self.inner;
         let deadline = Instant::now() + timeout;
+        inner.in_progress.fetch_add(1, Ordering::Relaxed);
+        let _in_progress = InProgress(inner);
         inner.ensure_connected(deadline).await?;
         let slot = inner.slots.acquire();
         let (id, generation) = {
             let mut state = inner.lock();
             state.last_used = Instant::now();
-            let Some(active) = state.active.as_mut() else {
+            let Some(active) = state.active.as_mut().filter(|a| a.writable) else {
                 inner.slots.release(slot);
                 return Err(ClientError::lost(
                     io::ErrorKind::ConnectionAborted,
@@ -216,6 +227,9 @@ impl Client {
                 let mut state = inner.lock();
                 state.last_used = Instant::now();
                 let Some(active) = state.active.as_mut() else { continue };
+                if !active.writable {
+                    return Err(ClientError::lost(io::ErrorKind::BrokenPipe, "the connection is closing"));
+                }
                 if active.conn.buffered_output() < MAX_QUEUED_OUTPUT {
                     let first = !active.conn.has_output();
                     active.conn.send_fire_and_forget(name, value)?;
@@ -239,6 +253,15 @@ impl Client {
         if let Some(active) = state.active.take() {
             fail_all(active, ClientError::Closed);
         }
+    }
+}
+
+/// Gives a call's count of `in_progress` back when dropped.
+struct InProgress<'a>(&'a Inner);
+
+impl Drop for InProgress<'_> {
+    fn drop(&mut self) {
+        self.0.in_progress.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -310,7 +333,7 @@ impl Inner {
         let reader = tokio::spawn(read_loop(Arc::clone(self), generation, read_half, Arc::clone(&signals)));
         let writer = tokio::spawn(write_loop(Arc::clone(self), generation, write_half, Arc::clone(&signals)));
         let tasks = [reader.abort_handle(), writer.abort_handle()];
-        state.active = Some(Active { conn: ClientConn::new(&self.config), generation, signals, tasks });
+        state.active = Some(Active { conn: ClientConn::new(&self.config), generation, signals, tasks, writable: true });
         Ok(())
     }
 
@@ -437,7 +460,14 @@ async fn write_loop(inner: Arc<Inner>, generation: u64, mut stream: OwnedWriteHa
                 delayed = false;
                 signals.output_drained.notify_waiters();
                 if let Err(e) = stream.write_all(&out).await {
-                    return die(&inner, generation, ClientError::from_io(e));
+                    // Not `die`: responses may still be on their way, and the
+                    // reader must get them. No new call is queued; the reader
+                    // ends the connection when its reads end.
+                    tracing::debug!(addr = %inner.addr, error = %e, "client write failed");
+                    if let Some(active) = inner.lock().active.as_mut().filter(|a| a.generation == generation) {
+                        active.writable = false;
+                    }
+                    return;
                 }
                 out.clear();
             }

@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use fastwire_common::net;
 use fastwire_proto::{Connection, Flow, Handler, ServerConn};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -135,5 +136,21 @@ pub(crate) async fn serve<H: Handler + 'static>(
         }
     };
     tracing::trace!(reason, "connection done");
+    // Everything is written: end-of-stream after the last response, then a
+    // lingering close (see `fastwire_common::net::LINGER`) unless the client
+    // already closed its side, so no written response is lost to a reset.
     let _ = stream.shutdown().await;
+    if reason != "closed by the client" {
+        let drain = async {
+            let mut discarded = 0;
+            let mut scratch = [0u8; 4096];
+            while discarded < net::LINGER_MAX_BYTES {
+                match stream.read(&mut scratch).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => discarded += n,
+                }
+            }
+        };
+        let _ = timeout(net::LINGER, drain).await;
+    }
 }
