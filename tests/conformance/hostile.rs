@@ -130,7 +130,7 @@ pub fn never_finishes_handshake(kind: BackendKind) {
     assert!(expect_closed(s, CLOSE_WITHIN).is_empty());
     assert!(start.elapsed() >= Duration::from_millis(400), "closed after about handshake_timeout");
     // And a connection that sends nothing at all.
-    let mut silent = raw(server.local_addr());
+    let silent = raw(server.local_addr());
     assert!(expect_closed(silent, CLOSE_WITHIN).is_empty());
     assert_still_serves(kind, &*server);
     server.shutdown(Duration::from_secs(5));
