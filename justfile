@@ -37,6 +37,14 @@ fuzz target="server_decode" seconds="60":
     command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz
     cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run {{target}} --fuzz-dir . -- -max_total_time={{seconds}}
 
+# Serve the demo handler (backend: std, tokio, tokio-per-core).
+serve backend="tokio" addr="127.0.0.1:7000":
+    cargo run --release -- serve --backend {{backend}} --addr {{addr}}
+
+# The conformance suite only (every backend).
+conformance:
+    cargo test --test conformance
+
 # Everything CI runs.
 ci:
     bash .ci/run
