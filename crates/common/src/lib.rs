@@ -5,6 +5,9 @@
 //! backend, and live here so that the backends stay short and alike:
 //!
 //! * [`error`]: [`ClientError`], what a call can fail with, on every backend.
+//! * [`client`]: the blocking [`client::Client`] (calls, deadlines, reconnect,
+//!   fire-and-forget) for every backend whose callers are threads; a
+//!   backend supplies only its [`client::Driver`].
 //! * [`slot`]: pooled call slots and the [`Reply`] a call returns. A caller
 //!   waits on a slot (blocking or async); the connection completes it; the
 //!   reply's buffer goes back to the pool when dropped, so a call allocates
@@ -19,6 +22,7 @@
 #![forbid(unsafe_code)]
 
 pub mod backoff;
+pub mod client;
 pub mod error;
 pub mod net;
 pub mod pool;

@@ -1,0 +1,531 @@
+//! The blocking client, for every backend whose callers are threads.
+//!
+//! One TCP connection (reconnected on demand) carries many calls at once,
+//! and any number of threads share it. The caller-facing logic is the same
+//! whatever moves the bytes, so it lives here once; a backend supplies only a
+//! [`Driver`]: what runs the connection's I/O (two threads for
+//! `fastwire-std`, a reactor thread for `fastwire-mio`). Drivers talk to the
+//! client through a [`Link`].
+//!
+//! ```text
+//!  caller threads                           the driver (I/O)
+//!  lock; encode the call; unlock            take the output; write it
+//!  wake the driver; wait on the call's slot read; lock; decode responses; complete slots
+//! ```
+//!
+//! Calls queue up in the connection's output buffer while the driver is
+//! busy writing, so under load many calls share one system call: batching
+//! happens by itself. Each call waits on its own pooled slot until its
+//! response, its deadline (then it is cancelled and its id freed), or the
+//! death of the connection (every pending call then fails at once: a dead
+//! server never makes a caller hang). The next call reconnects, after a
+//! backoff if the last attempt failed. A connection unused for
+//! `idle_timeout` is closed.
+
+use std::io;
+use std::marker::PhantomData;
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use fastwire_proto::{ClientConfig, ClientConn, Connection};
+
+use crate::{net, Backoff, CallSlot, ClientError, Reply, SlotPool};
+
+/// Output waiting to be written beyond which fire-and-forget sends wait.
+const MAX_QUEUED_OUTPUT: usize = 4 * 1024 * 1024;
+
+/// What runs one connection's I/O.
+pub trait Driver: Sized + Send + Sync + 'static {
+    /// Kept with the connection: how to wake and stop the driver.
+    type Handle: Send;
+
+    /// Starts the I/O of a freshly connected stream (blocking mode, tuned).
+    /// Called with the client's lock held: the driver's threads must not
+    /// expect the connection to be visible before this returns.
+    fn start(link: Link<Self>, stream: TcpStream) -> io::Result<Self::Handle>;
+
+    /// Output is waiting to be written.
+    fn wake(handle: &Self::Handle);
+
+    /// The connection is over (closed, failed, idle): stop the I/O.
+    fn stop(handle: &Self::Handle);
+}
+
+/// A client for one server address. Cheap to clone: clones share the
+/// connection. `Send + Sync`: call it from any number of threads.
+pub struct Client<D: Driver> {
+    inner: Arc<Inner<D>>,
+}
+
+impl<D: Driver> Clone for Client<D> {
+    fn clone(&self) -> Self {
+        Client { inner: Arc::clone(&self.inner) }
+    }
+}
+
+impl<D: Driver> std::fmt::Debug for Client<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").field("addr", &self.inner.addr).field("pending", &self.pending()).finish()
+    }
+}
+
+struct Inner<D: Driver> {
+    addr: SocketAddr,
+    config: ClientConfig,
+    state: Mutex<State<D>>,
+    /// Wakes drivers that block on the client's lock (output is ready, or the connection changed).
+    output_ready: Condvar,
+    /// Wakes senders waiting for output to drain (fire-and-forget backpressure).
+    output_drained: Condvar,
+    slots: Arc<SlotPool>,
+    /// Calls in progress: sent and awaiting a response, or about to be sent.
+    in_progress: AtomicUsize,
+    driver: PhantomData<D>,
+}
+
+struct State<D: Driver> {
+    active: Option<Active<D>>,
+    generation: u64,
+    backoff: Backoff,
+    closed: bool,
+    last_used: Instant,
+}
+
+struct Active<D: Driver> {
+    conn: ClientConn<Arc<CallSlot>>,
+    generation: u64,
+    handle: D::Handle,
+    /// False once a write failed: no new call is queued, but responses
+    /// already on their way are still read (the reader ends the connection).
+    writable: bool,
+}
+
+impl<D: Driver> Client<D> {
+    /// A client for `addr`. It connects on the first call.
+    pub fn new(addr: SocketAddr, config: ClientConfig) -> Self {
+        let backoff = Backoff::new(config.reconnect_backoff, config.max_reconnect_backoff);
+        Client {
+            inner: Arc::new(Inner {
+                addr,
+                config,
+                state: Mutex::new(State {
+                    active: None,
+                    generation: 0,
+                    backoff,
+                    closed: false,
+                    last_used: Instant::now(),
+                }),
+                output_ready: Condvar::new(),
+                output_drained: Condvar::new(),
+                driver: PhantomData,
+                slots: SlotPool::new(),
+                in_progress: AtomicUsize::new(0),
+            }),
+        }
+    }
+
+    /// Resolves `addr`, connects, and waits for the server's handshake, so
+    /// that a wrong address or configuration shows up here.
+    pub fn connect(addr: impl ToSocketAddrs, config: ClientConfig) -> Result<Self, ClientError> {
+        let addr = net::resolve(addr)
+            .map_err(|e| ClientError::Connect { addr: SocketAddr::from(([0, 0, 0, 0], 0)), source: Arc::new(e) })?;
+        let client = Client::new(addr, config);
+        client.wait_connected()?;
+        Ok(client)
+    }
+
+    /// The server's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.inner.addr
+    }
+
+    /// Calls in progress now: sent and awaiting a response, or about to be
+    /// sent (waiting for the connection). A pool uses it to pick the least
+    /// busy client.
+    pub fn pending(&self) -> usize {
+        self.inner.in_progress.load(Ordering::Relaxed)
+    }
+
+    /// Connects if needed and waits until the server's handshake is in.
+    pub fn wait_connected(&self) -> Result<(), ClientError> {
+        let deadline = Instant::now() + self.inner.config.connect_timeout + self.inner.config.handshake_timeout;
+        let mut state = self.inner.lock();
+        self.inner.ensure_connected(&mut state, deadline)?;
+        drop(state);
+        // The handshake is only visible through the reader; poll briefly.
+        loop {
+            let state = self.inner.lock();
+            match &state.active {
+                Some(a) if a.conn.is_handshake_done() => return Ok(()),
+                Some(_) => {}
+                None => {
+                    return Err(state.backoff.check(Instant::now()).map_or_else(
+                        || ClientError::lost(io::ErrorKind::ConnectionAborted, "connection closed during handshake"),
+                        |(e, _)| ClientError::Connect { addr: self.inner.addr, source: e },
+                    ))
+                }
+            }
+            drop(state);
+            if Instant::now() >= deadline {
+                return Err(ClientError::Timeout(self.inner.config.handshake_timeout));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Calls `name` with `value` and waits for the response, at most
+    /// `call_timeout`.
+    pub fn call(&self, name: &[u8], value: &[u8]) -> Result<Reply, ClientError> {
+        self.call_timeout(name, value, self.inner.config.call_timeout)
+    }
+
+    /// Calls with a deadline of its own.
+    pub fn call_timeout(&self, name: &[u8], value: &[u8], timeout: Duration) -> Result<Reply, ClientError> {
+        self.start_timeout(name, value, timeout)?.wait()
+    }
+
+    /// Sends a call without waiting for it: many calls can be in flight from
+    /// one thread. [`PendingCall::wait`] gets the response; the deadline
+    /// (`call_timeout`) runs from now.
+    pub fn start(&self, name: &[u8], value: &[u8]) -> Result<PendingCall<D>, ClientError> {
+        self.start_timeout(name, value, self.inner.config.call_timeout)
+    }
+
+    /// [`start`](Self::start) with a deadline of its own.
+    pub fn start_timeout(&self, name: &[u8], value: &[u8], timeout: Duration) -> Result<PendingCall<D>, ClientError> {
+        let inner = &self.inner;
+        let deadline = Instant::now() + timeout;
+        inner.in_progress.fetch_add(1, Ordering::Relaxed);
+        // From here the call owns one count of `in_progress`: PendingCall
+        // gives it back when waited or dropped; the error paths below do.
+        let failed = |e: ClientError| {
+            inner.in_progress.fetch_sub(1, Ordering::Relaxed);
+            Err(e)
+        };
+        let mut state = inner.lock();
+        if let Err(e) = inner.ensure_connected(&mut state, deadline) {
+            return failed(e);
+        }
+        state.last_used = Instant::now();
+        let active = state.active.as_mut().expect("connected above");
+        if !active.writable {
+            return failed(ClientError::lost(io::ErrorKind::BrokenPipe, "the connection is closing"));
+        }
+        let slot = inner.slots.acquire();
+        let first = !active.conn.has_output();
+        match active.conn.start_call(name, value, Arc::clone(&slot)) {
+            Ok(id) => {
+                let generation = active.generation;
+                if first {
+                    inner.notify_output(active);
+                }
+                drop(state);
+                Ok(PendingCall { inner: Arc::clone(inner), slot: Some(slot), id, generation, deadline, timeout })
+            }
+            Err(rejected) => {
+                drop(state);
+                drop(rejected.token);
+                inner.slots.release(slot);
+                failed(rejected.error.into())
+            }
+        }
+    }
+
+    /// Sends a fire-and-forget request (id 0): no response, no deadline. It
+    /// is queued for the writer; if 4 MiB of output is already waiting (the
+    /// server is not reading), waits for room up to `call_timeout`.
+    pub fn send(&self, name: &[u8], value: &[u8]) -> Result<(), ClientError> {
+        let inner = &self.inner;
+        let deadline = Instant::now() + inner.config.call_timeout;
+        let mut state = inner.lock();
+        loop {
+            inner.ensure_connected(&mut state, deadline)?;
+            let active = state.active.as_mut().expect("connected above");
+            if !active.writable {
+                return Err(ClientError::lost(io::ErrorKind::BrokenPipe, "the connection is closing"));
+            }
+            if active.conn.buffered_output() < MAX_QUEUED_OUTPUT {
+                break;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(ClientError::Timeout(inner.config.call_timeout));
+            }
+            state = inner.output_drained.wait_timeout(state, deadline - now).unwrap_or_else(|p| p.into_inner()).0;
+        }
+        state.last_used = Instant::now();
+        let active = state.active.as_mut().expect("connected above");
+        let first = !active.conn.has_output();
+        active.conn.send_fire_and_forget(name, value)?;
+        if first {
+            inner.notify_output(active);
+        }
+        Ok(())
+    }
+
+    /// Closes the connection; pending and future calls fail with `Closed`.
+    pub fn close(&self) {
+        let mut state = self.inner.lock();
+        state.closed = true;
+        if let Some(active) = state.active.take() {
+            self.inner.fail_all(active, ClientError::Closed);
+        }
+        drop(state);
+        self.inner.output_ready.notify_all();
+    }
+}
+
+/// A call that was sent and awaits its response (see [`Client::start`]).
+/// Dropping it forgets the call: a late response is dropped.
+pub struct PendingCall<D: Driver> {
+    inner: Arc<Inner<D>>,
+    slot: Option<Arc<CallSlot>>,
+    id: u32,
+    generation: u64,
+    deadline: Instant,
+    timeout: Duration,
+}
+
+impl<D: Driver> std::fmt::Debug for PendingCall<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingCall").field("id", &self.id).finish()
+    }
+}
+
+impl<D: Driver> PendingCall<D> {
+    /// The call's request id on its connection.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// Whether the response (or an error) is already in.
+    pub fn is_done(&self) -> bool {
+        self.slot.as_ref().is_some_and(|s| s.is_done())
+    }
+
+    /// Blocks until the response, the deadline, or the death of the connection.
+    pub fn wait(mut self) -> Result<Reply, ClientError> {
+        let slot = self.slot.take().expect("present until waited");
+        let inner = &self.inner;
+        let _done = InProgress(inner);
+        if !slot.wait_until(self.deadline) {
+            if let Some(token) = inner.cancel(self.id, self.generation) {
+                drop(token);
+                inner.slots.release(slot);
+                return Err(ClientError::Timeout(self.timeout));
+            }
+            // Not pending any more: completed or failed just now, under the
+            // lock `cancel` took, so the slot is already done.
+        }
+        inner.slots.finish(slot)
+    }
+}
+
+impl<D: Driver> Drop for PendingCall<D> {
+    fn drop(&mut self) {
+        if self.slot.take().is_some() {
+            let _done = InProgress(&self.inner);
+            drop(self.inner.cancel(self.id, self.generation));
+        }
+    }
+}
+
+/// Gives a call's count of `in_progress` back when dropped.
+struct InProgress<'a, D: Driver>(&'a Inner<D>);
+
+impl<D: Driver> Drop for InProgress<'_, D> {
+    fn drop(&mut self) {
+        self.0.in_progress.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl<D: Driver> Inner<D> {
+    fn lock(&self) -> MutexGuard<'_, State<D>> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn cancel(&self, id: u32, generation: u64) -> Option<Arc<CallSlot>> {
+        match self.lock().active.as_mut() {
+            Some(active) if active.generation == generation => active.conn.cancel(id),
+            _ => None,
+        }
+    }
+
+    fn notify_output(&self, active: &Active<D>) {
+        self.output_ready.notify_all();
+        D::wake(&active.handle);
+    }
+
+    /// Makes sure there is a live connection, connecting if allowed.
+    fn ensure_connected(
+        self: &Arc<Self>,
+        state: &mut MutexGuard<'_, State<D>>,
+        deadline: Instant,
+    ) -> Result<(), ClientError> {
+        if state.closed {
+            return Err(ClientError::Closed);
+        }
+        if state.active.is_some() {
+            return Ok(());
+        }
+        let now = Instant::now();
+        if let Some((last_error, retry_in)) = state.backoff.check(now) {
+            return Err(ClientError::Backoff { addr: self.addr, last_error, retry_in });
+        }
+        let timeout =
+            self.config.connect_timeout.min(deadline.saturating_duration_since(now)).max(Duration::from_millis(1));
+        let failed = |state: &mut MutexGuard<'_, State<D>>, e: io::Error| {
+            let e = Arc::new(e);
+            state.backoff.failed(now, Arc::clone(&e));
+            Err(ClientError::Connect { addr: self.addr, source: e })
+        };
+        let stream = match net::connect(self.addr, timeout) {
+            Ok(stream) => stream,
+            Err(e) => return failed(state, e),
+        };
+        state.generation += 1;
+        let generation = state.generation;
+        let handle = match D::start(Link { inner: Arc::clone(self), generation }, stream) {
+            Ok(handle) => handle,
+            Err(e) => return failed(state, e),
+        };
+        state.active = Some(Active { conn: ClientConn::new(&self.config), generation, handle, writable: true });
+        state.backoff.succeeded();
+        Ok(())
+    }
+
+    /// Fails every pending call of a connection and stops its driver.
+    fn fail_all(&self, mut active: Active<D>, error: ClientError) {
+        for (_, slot) in active.conn.drain_pending() {
+            slot.fail(error.clone());
+        }
+        D::stop(&active.handle);
+        self.output_ready.notify_all();
+        self.output_drained.notify_all();
+    }
+}
+
+/// A driver's view of its connection.
+pub struct Link<D: Driver> {
+    inner: Arc<Inner<D>>,
+    generation: u64,
+}
+
+/// What [`Link::take_output`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Output was moved into the buffer: write it.
+    Taken,
+    /// Nothing to write; check again within this long (the idle deadline).
+    Empty(Duration),
+    /// The connection is over: stop.
+    Gone,
+}
+
+impl<D: Driver> Link<D> {
+    /// The client's settings.
+    pub fn config(&self) -> &ClientConfig {
+        &self.inner.config
+    }
+
+    /// The server's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.inner.addr
+    }
+
+    /// Hands over bytes read from the socket and completes the calls whose
+    /// responses are complete. `Ok(handshake_done)`, or `Err(())` if the
+    /// connection is over (it was replaced, closed, or the server broke the
+    /// protocol, in which case every pending call was failed).
+    #[allow(clippy::result_unit_err)]
+    pub fn received(&self, buf: &mut BytesMut) -> Result<bool, ()> {
+        let mut state = self.inner.lock();
+        let Some(active) = state.active.as_mut().filter(|a| a.generation == self.generation) else {
+            return Err(());
+        };
+        active.conn.receive_buffer(buf);
+        match active.conn.process(|response, slot| slot.complete(response.value)) {
+            Ok(()) => Ok(active.conn.is_handshake_done()),
+            Err(e) => {
+                drop(state);
+                self.die(e.into());
+                Err(())
+            }
+        }
+    }
+
+    /// Moves the output waiting to be written into `out` (swapping buffers).
+    /// Closes the connection if it was unused for `idle_timeout`.
+    pub fn take_output(&self, out: &mut BytesMut) -> Output {
+        let mut state = self.inner.lock();
+        let idle_for = state.last_used.elapsed();
+        let Some(active) = state.active.as_mut().filter(|a| a.generation == self.generation) else {
+            return Output::Gone;
+        };
+        if active.conn.has_output() {
+            active.conn.take_output(out);
+            drop(state);
+            self.inner.output_drained.notify_all();
+            return Output::Taken;
+        }
+        let idle_timeout = self.inner.config.idle_timeout;
+        if active.conn.pending_len() == 0 && idle_for >= idle_timeout {
+            // Unused for idle_timeout: close; the next call reconnects.
+            let active = state.active.take().expect("checked");
+            self.inner.fail_all(active, ClientError::Closed);
+            return Output::Gone;
+        }
+        Output::Empty(idle_timeout.saturating_sub(idle_for).max(Duration::from_millis(10)))
+    }
+
+    /// For drivers that block: waits until output may be ready, at most
+    /// `timeout`; returns whether the connection is still this one.
+    pub fn wait_for_output(&self, timeout: Duration) -> bool {
+        let state = self.inner.lock();
+        let current = |s: &State<D>| s.active.as_ref().is_some_and(|a| a.generation == self.generation);
+        if !current(&state) || state.active.as_ref().is_some_and(|a| a.conn.has_output()) {
+            return current(&state);
+        }
+        let state = self.inner.output_ready.wait_timeout(state, timeout).unwrap_or_else(|p| p.into_inner()).0;
+        current(&state)
+    }
+
+    /// A write failed. Not the end of the connection yet: responses may still
+    /// be on their way and the reader must get them; no new call is queued,
+    /// and the reader ends the connection when its reads end.
+    pub fn write_failed(&self, error: &io::Error) {
+        tracing::debug!(addr = %self.inner.addr, %error, "client write failed");
+        if let Some(active) = self.inner.lock().active.as_mut().filter(|a| a.generation == self.generation) {
+            active.writable = false;
+        }
+    }
+
+    /// Ends the connection (if it is still this one) with `error`: every
+    /// pending call fails with it.
+    pub fn die(&self, error: ClientError) {
+        let mut state = self.inner.lock();
+        if state.active.as_ref().is_some_and(|a| a.generation == self.generation) {
+            let active = state.active.take().expect("checked");
+            drop(state);
+            tracing::debug!(addr = %self.inner.addr, %error, "client connection lost");
+            self.inner.fail_all(active, error);
+        }
+    }
+}
+
+impl<D: Driver> crate::PoolClient for Client<D> {
+    fn create(addr: SocketAddr, config: ClientConfig) -> Self {
+        Client::new(addr, config)
+    }
+
+    fn pending(&self) -> usize {
+        Client::pending(self)
+    }
+
+    fn close(&self) {
+        Client::close(self)
+    }
+}
