@@ -15,6 +15,7 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
+use fastwire_common::client::Driver;
 use fastwire_common::{ClientError, Reply, ServerStats, ShutdownReport};
 use fastwire_proto::{ClientConfig, Handler, ServerConfig};
 
@@ -30,6 +31,9 @@ pub enum BackendKind {
     /// `fastwire-tokio` with a current-thread runtime and a listener per core.
     #[cfg(feature = "tokio")]
     TokioPerCore,
+    /// `fastwire-mio`: a hand-written edge-triggered reactor, one event loop per core.
+    #[cfg(feature = "mio")]
+    Mio,
 }
 
 impl BackendKind {
@@ -41,6 +45,8 @@ impl BackendKind {
         BackendKind::Tokio,
         #[cfg(feature = "tokio")]
         BackendKind::TokioPerCore,
+        #[cfg(feature = "mio")]
+        BackendKind::Mio,
     ];
 
     /// The name used on the command line and in reports.
@@ -52,6 +58,8 @@ impl BackendKind {
             BackendKind::Tokio => "tokio",
             #[cfg(feature = "tokio")]
             BackendKind::TokioPerCore => "tokio-per-core",
+            #[cfg(feature = "mio")]
+            BackendKind::Mio => "mio",
         }
     }
 
@@ -135,6 +143,8 @@ pub fn start_server<H: Handler + 'static>(
         BackendKind::TokioPerCore => Box::new(
             fastwire_tokio::Server::bind_with(addr, config, fastwire_tokio::Flavor::per_core())?.serve(handler)?,
         ),
+        #[cfg(feature = "mio")]
+        BackendKind::Mio => Box::new(fastwire_mio::Server::bind(addr, config)?.serve(handler)?),
     })
 }
 
@@ -147,13 +157,13 @@ pub fn blocking_client(
     Ok(match kind.client_kind() {
         #[cfg(feature = "std")]
         BackendKind::Std => Box::new(fastwire_std::Client::new(addr, config)),
+        #[cfg(feature = "mio")]
+        BackendKind::Mio => Box::new(fastwire_mio::Client::new(addr, config)),
         #[cfg(feature = "tokio")]
-        _ => {
+        BackendKind::Tokio | BackendKind::TokioPerCore => {
             let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
             Box::new(TokioBlocking { client: fastwire_tokio::Client::new(addr, config), runtime })
         }
-        #[cfg(not(feature = "tokio"))]
-        other => unreachable!("{other} is its own client kind"),
     })
 }
 
@@ -183,19 +193,32 @@ impl RunningServer for fastwire_tokio::ServerHandle {
     }
 }
 
-#[cfg(feature = "std")]
-impl BlockingClient for fastwire_std::Client {
+#[cfg(feature = "mio")]
+impl RunningServer for fastwire_mio::ServerHandle {
+    fn local_addr(&self) -> SocketAddr {
+        fastwire_mio::ServerHandle::local_addr(self)
+    }
+    fn stats(&self) -> ServerStats {
+        fastwire_mio::ServerHandle::stats(self)
+    }
+    fn shutdown(self: Box<Self>, grace: Duration) -> ShutdownReport {
+        fastwire_mio::ServerHandle::shutdown(*self, grace)
+    }
+}
+
+/// The thread-based clients (std, mio) share one implementation.
+impl<D: Driver> BlockingClient for fastwire_common::client::Client<D> {
     fn call_timeout(&self, name: &[u8], value: &[u8], timeout: Duration) -> Result<Reply, ClientError> {
-        fastwire_std::Client::call_timeout(self, name, value, timeout)
+        fastwire_common::client::Client::call_timeout(self, name, value, timeout)
     }
     fn send(&self, name: &[u8], value: &[u8]) -> Result<(), ClientError> {
-        fastwire_std::Client::send(self, name, value)
+        fastwire_common::client::Client::send(self, name, value)
     }
     fn pending(&self) -> usize {
-        fastwire_std::Client::pending(self)
+        fastwire_common::client::Client::pending(self)
     }
     fn close(&self) {
-        fastwire_std::Client::close(self)
+        fastwire_common::client::Client::close(self)
     }
 }
 

@@ -9,6 +9,8 @@
 //! * [`fastwire_std`] (feature `std`): blocking sockets, a thread per connection.
 //! * [`fastwire_tokio`] (feature `tokio`): a task per connection, on the
 //!   multi-threaded runtime or on a current-thread runtime per core.
+//! * [`fastwire_mio`] (feature `mio`): a hand-written edge-triggered reactor,
+//!   one event loop per core.
 //! * [`backend`]: every backend behind one run-time interface, by name
 //!   ([`BackendKind`]), for the command line, the conformance suite and the
 //!   benchmarks.
@@ -22,6 +24,8 @@ pub mod backend;
 
 pub use backend::BackendKind;
 pub use fastwire_common::{ClientError, Reply, ServerStats, ShutdownReport};
+#[cfg(feature = "mio")]
+pub use fastwire_mio;
 pub use fastwire_proto as proto;
 pub use fastwire_proto::{ClientConfig, Compression, Handler, Request, ResponseWriter, ServerConfig};
 #[cfg(feature = "std")]

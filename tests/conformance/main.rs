@@ -66,9 +66,10 @@ macro_rules! conformance {
     )*};
 }
 
-#[cfg(all(feature = "std", feature = "tokio"))]
+#[cfg(all(feature = "std", feature = "tokio", feature = "mio"))]
 conformance!(
     std => BackendKind::Std,
     tokio => BackendKind::Tokio,
     tokio_per_core => BackendKind::TokioPerCore,
+    mio => BackendKind::Mio,
 );

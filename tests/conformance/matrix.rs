@@ -11,6 +11,7 @@ use fastwire::proto::{
     demo_handler, ClientConfig, Compression, Limits, ProtocolConfig, Request, ResponseWriter, FASTRPC_BENCH_BODY,
 };
 use fastwire::{BackendKind, ClientError};
+use fastwire_common::client::{Client as BlockingClientOf, Driver};
 
 use crate::util::*;
 
@@ -143,23 +144,10 @@ pub fn ten_thousand_in_flight(kind: BackendKind) {
     let addr = server.local_addr();
     let config = ClientConfig { max_pending: 4096, ..client_config(ProtocolConfig::default()) };
 
-    // The blocking client: each of 4 threads has its own connection and
-    // 2,500 calls in flight on it before waiting for any.
-    std::thread::scope(|s| {
-        for t in 0..4 {
-            let config = config.clone();
-            s.spawn(move || {
-                let c = fastwire::fastwire_std::Client::new(addr, config);
-                let calls: Vec<_> = (0..2500)
-                    .map(|i| (i, c.start(b"echo", format!("{t}-{i}").as_bytes()).expect("under the pending limit")))
-                    .collect();
-                for (i, call) in calls {
-                    let reply = call.wait().expect("a response");
-                    assert_eq!(&*reply, format!("re:{t}-{i}").as_bytes());
-                }
-            });
-        }
-    });
+    // The thread-based clients (std, mio): each of 4 threads has its own
+    // connection and 2,500 calls in flight on it before waiting for any.
+    ten_thousand_blocking::<fastwire::fastwire_std::client::Threads>(addr, &config);
+    ten_thousand_blocking::<fastwire::fastwire_mio::client::Reactor>(addr, &config);
 
     // The tokio client: 10,000 tasks over 4 connections.
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
@@ -181,8 +169,26 @@ pub fn ten_thousand_in_flight(kind: BackendKind) {
         }
         assert_eq!(done, 10_000);
     });
-    assert!(server.stats().requests >= 20_000);
+    assert!(server.stats().requests >= 30_000);
     server.shutdown(Duration::from_secs(5));
+}
+
+fn ten_thousand_blocking<D: Driver>(addr: std::net::SocketAddr, config: &ClientConfig) {
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let config = config.clone();
+            s.spawn(move || {
+                let c = BlockingClientOf::<D>::new(addr, config);
+                let calls: Vec<_> = (0..2500)
+                    .map(|i| (i, c.start(b"echo", format!("{t}-{i}").as_bytes()).expect("under the pending limit")))
+                    .collect();
+                for (i, call) in calls {
+                    let reply = call.wait().expect("a response");
+                    assert_eq!(&*reply, format!("re:{t}-{i}").as_bytes());
+                }
+            });
+        }
+    });
 }
 
 /// A raw server that reads `n` requests, then answers them in reverse order.
@@ -225,14 +231,8 @@ pub fn out_of_order_responses(kind: BackendKind) {
     let config = client_config(ProtocolConfig::default());
     let values: Vec<Vec<u8>> = (0..n).map(|i| format!("value {i}").into_bytes()).collect();
     match client_kind {
-        BackendKind::Std => {
-            let c = fastwire::fastwire_std::Client::new(addr, config);
-            let calls: Vec<_> = values.iter().map(|v| c.start(b"x", v).unwrap()).collect();
-            for (call, v) in calls.into_iter().zip(&values) {
-                assert_eq!(&*call.wait().unwrap(), &v[..]);
-            }
-            c.close();
-        }
+        BackendKind::Std => out_of_order_blocking::<fastwire::fastwire_std::client::Threads>(addr, config, &values),
+        BackendKind::Mio => out_of_order_blocking::<fastwire::fastwire_mio::client::Reactor>(addr, config, &values),
         _ => {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             runtime.block_on(async {
@@ -252,6 +252,15 @@ pub fn out_of_order_responses(kind: BackendKind) {
         }
     }
     server.join().unwrap();
+}
+
+fn out_of_order_blocking<D: Driver>(addr: std::net::SocketAddr, config: ClientConfig, values: &[Vec<u8>]) {
+    let c = BlockingClientOf::<D>::new(addr, config);
+    let calls: Vec<_> = values.iter().map(|v| c.start(b"x", v).unwrap()).collect();
+    for (call, v) in calls.into_iter().zip(values) {
+        assert_eq!(&*call.wait().unwrap(), &v[..]);
+    }
+    c.close();
 }
 
 pub fn pending_limit(kind: BackendKind) {
@@ -314,32 +323,35 @@ pub fn call_deadline(kind: BackendKind) {
     holder.join().unwrap();
 }
 
+fn pool_blocking<D: Driver>(addr: std::net::SocketAddr) {
+    let pool: fastwire_common::Pool<BlockingClientOf<D>> =
+        fastwire_common::Pool::new(client_config(ProtocolConfig::default()), 3);
+    // Idle: one connection is enough.
+    for _ in 0..10 {
+        assert_eq!(&*pool.client(addr).call(b"echo", b"p").unwrap(), b"re:p");
+    }
+    assert_eq!(pool.len(addr), 1);
+    // Busy: it grows, up to 3.
+    std::thread::scope(|s| {
+        for _ in 0..8 {
+            s.spawn(|| {
+                for _ in 0..200 {
+                    let calls: Vec<_> = (0..20).map(|_| pool.client(addr).start(b"echo", b"q").unwrap()).collect();
+                    calls.into_iter().for_each(|c| assert_eq!(&*c.wait().unwrap(), b"re:q"));
+                }
+            });
+        }
+    });
+    assert!((2..=3).contains(&pool.len(addr)), "{} connections", pool.len(addr));
+    pool.close();
+}
+
 pub fn pool(kind: BackendKind) {
     let server = start(kind, server_config(ProtocolConfig::default()), handler);
     let addr = server.local_addr();
     match kind.client_kind() {
-        BackendKind::Std => {
-            let pool = fastwire::fastwire_std::Pool::new(client_config(ProtocolConfig::default()), 3);
-            // Idle: one connection is enough.
-            for _ in 0..10 {
-                assert_eq!(&*pool.client(addr).call(b"echo", b"p").unwrap(), b"re:p");
-            }
-            assert_eq!(pool.len(addr), 1);
-            // Busy: it grows, up to 3.
-            std::thread::scope(|s| {
-                for _ in 0..8 {
-                    s.spawn(|| {
-                        for _ in 0..200 {
-                            let calls: Vec<_> =
-                                (0..20).map(|_| pool.client(addr).start(b"echo", b"q").unwrap()).collect();
-                            calls.into_iter().for_each(|c| assert_eq!(&*c.wait().unwrap(), b"re:q"));
-                        }
-                    });
-                }
-            });
-            assert!((2..=3).contains(&pool.len(addr)), "{} connections", pool.len(addr));
-            pool.close();
-        }
+        BackendKind::Std => pool_blocking::<fastwire::fastwire_std::client::Threads>(addr),
+        BackendKind::Mio => pool_blocking::<fastwire::fastwire_mio::client::Reactor>(addr),
         _ => {
             let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
             runtime.block_on(async {

@@ -1,0 +1,208 @@
+//! The client: [`fastwire_common::client::Client`] driven by a reactor.
+//!
+//! Each connection has one thread running a small event loop over its
+//! socket. Callers on any thread encode their call into the connection's
+//! output (under the client's lock) and, if the output was empty, wake the
+//! reactor through its `mio::Waker`; then they wait on their own call slot.
+//! The reactor writes until `WouldBlock` (asking for write readiness only
+//! while output remains), reads until `WouldBlock`, and completes the calls
+//! whose responses arrived.
+
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use fastwire_common::client::{Driver, Link, Output};
+use fastwire_common::ClientError;
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token, Waker};
+
+const SOCKET: Token = Token(0);
+const WAKER: Token = Token(1);
+
+/// Stack size of the reactor thread.
+const STACK_SIZE: usize = 128 * 1024;
+
+/// A client for one server address; see [`fastwire_common::client::Client`].
+pub type Client = fastwire_common::client::Client<Reactor>;
+
+/// A call sent and awaiting its response (see [`Client::start`]).
+pub type PendingCall = fastwire_common::client::PendingCall<Reactor>;
+
+/// The mio driver: a reactor thread per connection.
+#[derive(Debug)]
+pub struct Reactor;
+
+/// How callers reach a connection's reactor.
+#[derive(Debug)]
+pub struct ReactorHandle {
+    waker: Waker,
+    stopped: AtomicBool,
+    /// A clone of the socket, to shut it down.
+    socket: std::net::TcpStream,
+}
+
+impl Driver for Reactor {
+    type Handle = Arc<ReactorHandle>;
+
+    fn start(link: Link<Self>, stream: std::net::TcpStream) -> io::Result<Arc<ReactorHandle>> {
+        let socket = stream.try_clone()?;
+        stream.set_nonblocking(true)?;
+        let mut stream = TcpStream::from_std(stream);
+        let poll = Poll::new()?;
+        poll.registry().register(&mut stream, SOCKET, Interest::READABLE)?;
+        let handle = Arc::new(ReactorHandle {
+            waker: Waker::new(poll.registry(), WAKER)?,
+            stopped: AtomicBool::new(false),
+            socket,
+        });
+        let reactor = Arc::clone(&handle);
+        thread::Builder::new()
+            .name("fastwire-mio-client".into())
+            .stack_size(STACK_SIZE)
+            .spawn(move || run(link, poll, stream, &reactor))?;
+        Ok(handle)
+    }
+
+    fn wake(handle: &Arc<ReactorHandle>) {
+        let _ = handle.waker.wake();
+    }
+
+    fn stop(handle: &Arc<ReactorHandle>) {
+        handle.stopped.store(true, Ordering::Release);
+        let _ = handle.socket.shutdown(Shutdown::Both);
+        let _ = handle.waker.wake();
+    }
+}
+
+fn run(link: Link<Reactor>, mut poll: Poll, mut stream: TcpStream, handle: &ReactorHandle) {
+    let config = link.config().clone();
+    let handshake_deadline = Instant::now() + config.handshake_timeout;
+    let mut handshake_done = false;
+    let mut events = Events::with_capacity(16);
+    let mut inbuf = BytesMut::new();
+    let mut out = BytesMut::new();
+    let mut written = 0; // of `out`
+    let mut write_interest = false;
+    let mut readable = true;
+    let mut writable = true;
+    let mut timeout = Some(Duration::ZERO);
+    let mut hold_until: Option<Instant> = None;
+    loop {
+        if let Err(e) = poll.poll(&mut events, timeout) {
+            if e.kind() != io::ErrorKind::Interrupted {
+                return link.die(ClientError::from_io(e));
+            }
+        }
+        if handle.stopped.load(Ordering::Acquire) {
+            return;
+        }
+        for event in events.iter() {
+            if event.token() == SOCKET {
+                readable |= event.is_readable() || event.is_read_closed() || event.is_error();
+                writable |= event.is_writable() || event.is_write_closed();
+            }
+        }
+        // Read until WouldBlock, handing responses to the waiting callers.
+        while readable {
+            match crate::client::read_into(&mut stream, &mut inbuf, config.buffer_size) {
+                Ok(0) => {
+                    return link
+                        .die(ClientError::lost(io::ErrorKind::UnexpectedEof, "the server closed the connection"))
+                }
+                Ok(_) => match link.received(&mut inbuf) {
+                    Err(()) => return,
+                    Ok(done) => handshake_done |= done,
+                },
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => readable = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return link.die(ClientError::from_io(e)),
+            }
+        }
+        if !handshake_done && Instant::now() >= handshake_deadline {
+            return link.die(ClientError::lost(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "no handshake from the server within {:?} (setting: handshake_timeout)",
+                    config.handshake_timeout
+                ),
+            ));
+        }
+        // Write until WouldBlock.
+        timeout = None;
+        loop {
+            if let Some(until) = hold_until {
+                // batch_delay: the batch waits so that more calls join it.
+                let now = Instant::now();
+                if now < until {
+                    timeout = Some(until - now);
+                    break;
+                }
+                hold_until = None;
+                if link.take_output(&mut out) == Output::Gone {
+                    return;
+                }
+            }
+            if written == out.len() {
+                out.clear();
+                written = 0;
+                match link.take_output(&mut out) {
+                    Output::Gone => return,
+                    Output::Empty(wait) => {
+                        timeout = Some(wait);
+                        break;
+                    }
+                    Output::Taken => {
+                        if let Some(delay) = config.batch_delay {
+                            hold_until = Some(Instant::now() + delay);
+                            continue;
+                        }
+                    }
+                }
+            }
+            if !writable {
+                break;
+            }
+            match stream.write(&out[written..]) {
+                Ok(0) => return link.write_failed(&io::ErrorKind::WriteZero.into()),
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => writable = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    link.write_failed(&e);
+                    // Keep reading: responses may still come; the read side ends the connection.
+                    out.clear();
+                    written = 0;
+                    break;
+                }
+            }
+        }
+        if !handshake_done {
+            let left = handshake_deadline.saturating_duration_since(Instant::now());
+            timeout = Some(timeout.map_or(left, |t| t.min(left)));
+        }
+        // Write interest only while output remains.
+        let want_write = hold_until.is_none() && written < out.len();
+        if want_write != write_interest {
+            let interest = if want_write { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
+            if let Err(e) = poll.registry().reregister(&mut stream, SOCKET, interest) {
+                return link.die(ClientError::from_io(e));
+            }
+            write_interest = want_write;
+        }
+    }
+}
+
+/// Reads once into `buf` (zero-filling up to `chunk` new bytes first: safe
+/// Rust cannot read into uninitialised memory).
+pub(crate) fn read_into(stream: &mut TcpStream, buf: &mut BytesMut, chunk: usize) -> io::Result<usize> {
+    let start = buf.len();
+    buf.resize(start + chunk.clamp(4096, 64 * 1024), 0);
+    let result = stream.read(&mut buf[start..]);
+    buf.truncate(start + *result.as_ref().unwrap_or(&0));
+    result
+}

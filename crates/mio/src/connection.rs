@@ -1,0 +1,287 @@
+//! One server connection on an event loop: its state, and what it does when
+//! the socket becomes readable or writable.
+//!
+//! ```text
+//!  Open ──(peer closed / protocol error / idle / shutdown)──> Draining ──(output flushed, FIN sent)──> Lingering ──> removed
+//! ```
+//!
+//! `drive` does all the work the socket allows right now: write pending
+//! output until `WouldBlock`; read (into the loop's shared buffer) until
+//! `WouldBlock`, handing what arrived to the protocol state machine, which
+//! runs the handler inline and appends responses; repeat while anything
+//! moved. Edge-triggered readiness means an unfinished read must be
+//! remembered (`readable` stays true) and come back without a new event:
+//! the loop keeps such connections on its ready list.
+
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
+use std::time::{Duration, Instant};
+
+use fastwire_common::{net, ServerCounters};
+use fastwire_proto::{Connection, Handler, ServerConfig, ServerConn};
+use mio::event::Event;
+use mio::net::TcpStream;
+use mio::{Interest, Registry, Token};
+
+/// Reads per connection per turn, so that one busy client cannot starve the
+/// others of its loop; it continues on the next turn.
+const READ_BUDGET: usize = 16;
+
+/// After this long without traffic a connection gives its buffers back.
+pub(crate) const IDLE_RELEASE: Duration = Duration::from_secs(1);
+
+enum Phase {
+    Open,
+    /// Serving no more requests; flushing output, then end-of-stream.
+    Draining {
+        linger: bool,
+    },
+    /// End-of-stream sent; discarding input until the client closes (see `net::LINGER`).
+    Lingering {
+        deadline: Instant,
+        discarded: usize,
+    },
+}
+
+/// What the loop does with a connection after driving it.
+pub(crate) enum Step {
+    /// Keep it; `more` if it has work left that no event will announce.
+    Keep { more: bool },
+    /// Remove and close it.
+    Remove(&'static str),
+}
+
+/// What a connection's loop lends it while driving it.
+pub(crate) struct Ctx<'a, H: ?Sized> {
+    pub(crate) handler: &'a H,
+    pub(crate) counters: &'a ServerCounters,
+    /// The loop's read buffer, shared by all its connections.
+    pub(crate) scratch: &'a mut [u8],
+    pub(crate) now: Instant,
+}
+
+pub(crate) struct Conn {
+    pub(crate) stream: TcpStream,
+    proto: ServerConn,
+    phase: Phase,
+    readable: bool,
+    writable: bool,
+    write_interest: bool,
+    handshake_deadline: Instant,
+    last_activity: Instant,
+    last_write_progress: Instant,
+    requests_seen: u64,
+    released: bool,
+}
+
+impl Conn {
+    pub(crate) fn new(stream: TcpStream, config: &ServerConfig, now: Instant) -> Conn {
+        Conn {
+            stream,
+            proto: ServerConn::new(config),
+            phase: Phase::Open,
+            readable: true, // read once at once: data may have come with the connection
+            writable: false,
+            write_interest: false,
+            handshake_deadline: now + config.handshake_timeout,
+            last_activity: now,
+            last_write_progress: now,
+            requests_seen: 0,
+            released: false,
+        }
+    }
+
+    /// Records what an event says; `drive` acts on it.
+    pub(crate) fn on_event(&mut self, event: &Event) {
+        if event.is_readable() || event.is_read_closed() || event.is_error() {
+            self.readable = true;
+        }
+        if event.is_writable() || event.is_write_closed() {
+            self.writable = true;
+        }
+    }
+
+    /// Responses produced but not written yet (reported if it is cut off).
+    pub(crate) fn unwritten_responses(&self) -> usize {
+        self.proto.unwritten_responses()
+    }
+
+    /// Whether it is still serving requests.
+    pub(crate) fn is_open(&self) -> bool {
+        matches!(self.phase, Phase::Open)
+    }
+
+    /// Stops serving: flush, send end-of-stream, linger.
+    pub(crate) fn begin_close(&mut self) {
+        if self.is_open() {
+            self.phase = Phase::Draining { linger: true };
+        }
+    }
+
+    /// Does everything the socket allows now.
+    pub(crate) fn drive<H: Handler + ?Sized>(&mut self, ctx: &mut Ctx<'_, H>) -> Step {
+        let mut reads = 0;
+        loop {
+            let mut progress = false;
+            if self.writable && self.proto.has_output() {
+                match self.write_out(ctx.now) {
+                    Ok(wrote) => progress |= wrote,
+                    Err(_) => return Step::Remove("write error"),
+                }
+            }
+            match self.phase {
+                Phase::Open => {
+                    if self.readable && !self.proto.is_output_full() {
+                        if reads == READ_BUDGET {
+                            return Step::Keep { more: true };
+                        }
+                        reads += 1;
+                        match self.stream.read(ctx.scratch) {
+                            Ok(0) => {
+                                // The client closed its side: answer what it sent, then close.
+                                self.readable = false;
+                                self.phase = Phase::Draining { linger: false };
+                                progress = true;
+                            }
+                            Ok(n) => {
+                                // Copy only what arrived: the connection's own
+                                // buffer stays as small as its unfinished message.
+                                self.proto.received(&ctx.scratch[..n]);
+                                self.last_activity = ctx.now;
+                                self.released = false;
+                                progress = true;
+                            }
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.readable = false,
+                            Err(e) if e.kind() == io::ErrorKind::Interrupted => progress = true,
+                            Err(_) => return Step::Remove("read error"),
+                        }
+                    }
+                    if self.proto.buffered_input() > 0 && !self.proto.is_output_full() {
+                        let result = self.proto.process(ctx.handler);
+                        let requests = self.proto.requests();
+                        if requests > self.requests_seen {
+                            ctx.counters.add_requests(requests - self.requests_seen);
+                            self.requests_seen = requests;
+                            progress = true;
+                        }
+                        if let Err(e) = result {
+                            ctx.counters.protocol_error();
+                            tracing::debug!(error = %e, "closing a connection: protocol error");
+                            self.phase = Phase::Draining { linger: true };
+                            progress = true;
+                        }
+                    }
+                }
+                Phase::Draining { linger } => {
+                    if self.proto.has_output() {
+                        if !self.writable {
+                            return Step::Keep { more: false }; // wait for writability
+                        }
+                    } else {
+                        // Everything is written: end-of-stream after the last response.
+                        let _ = self.stream.shutdown(Shutdown::Write);
+                        if !linger {
+                            return Step::Remove("closed by the client");
+                        }
+                        self.phase = Phase::Lingering { deadline: ctx.now + net::LINGER, discarded: 0 };
+                        progress = true;
+                    }
+                }
+                Phase::Lingering { ref mut discarded, .. } => {
+                    if !self.readable {
+                        return Step::Keep { more: false };
+                    }
+                    match self.stream.read(ctx.scratch) {
+                        Ok(0) => return Step::Remove("closed"),
+                        Ok(n) => {
+                            *discarded += n;
+                            if *discarded > net::LINGER_MAX_BYTES {
+                                return Step::Remove("lingered too long");
+                            }
+                            progress = true;
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.readable = false,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(_) => return Step::Remove("closed"),
+                    }
+                }
+            }
+            if !progress {
+                return Step::Keep { more: false };
+            }
+        }
+    }
+
+    /// Writes until the output is empty or the socket is full.
+    fn write_out(&mut self, now: Instant) -> io::Result<bool> {
+        let mut wrote = false;
+        loop {
+            let out = self.proto.output();
+            if out.is_empty() {
+                return Ok(wrote);
+            }
+            match self.stream.write(out) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    self.proto.advance_output(n);
+                    self.last_write_progress = now;
+                    wrote = true;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.writable = false;
+                    return Ok(wrote);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Registers write interest only while output is pending.
+    pub(crate) fn update_interest(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
+        let want_write = self.proto.has_output();
+        if want_write != self.write_interest {
+            let interest = if want_write { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
+            registry.reregister(&mut self.stream, token, interest)?;
+            self.write_interest = want_write;
+            // Re-arming reports current writability again; until then assume none.
+            self.writable = false;
+        }
+        Ok(())
+    }
+
+    /// Periodic checks: timeouts, and giving idle buffers back. Returns
+    /// whether the connection must be driven (it started closing) or removed.
+    pub(crate) fn sweep(&mut self, config: &ServerConfig, counters: &ServerCounters, now: Instant) -> Option<Step> {
+        match self.phase {
+            Phase::Open => {
+                if !self.proto.is_handshake_done() && now >= self.handshake_deadline {
+                    counters.protocol_error();
+                    self.begin_close();
+                    return Some(Step::Keep { more: true });
+                }
+                let quiet = now.saturating_duration_since(self.last_activity);
+                if self.proto.has_output() {
+                    // A client that stopped reading: its output cannot drain.
+                    if config.idle_timeout.is_some_and(|t| now.saturating_duration_since(self.last_write_progress) >= t)
+                    {
+                        return Some(Step::Remove("the client stopped reading (idle_timeout)"));
+                    }
+                } else if config.idle_timeout.is_some_and(|t| quiet >= t) {
+                    self.begin_close();
+                    return Some(Step::Keep { more: true });
+                } else if quiet >= IDLE_RELEASE && !self.released && self.proto.buffered_input() == 0 {
+                    self.proto.release_buffers();
+                    self.released = true;
+                }
+                None
+            }
+            Phase::Draining { .. } => {
+                let stuck = config.idle_timeout.unwrap_or(net::LINGER);
+                (now.saturating_duration_since(self.last_write_progress) >= stuck)
+                    .then_some(Step::Remove("the client stopped reading while closing"))
+            }
+            Phase::Lingering { deadline, .. } => (now >= deadline).then_some(Step::Remove("linger timeout")),
+        }
+    }
+}

@@ -1,0 +1,66 @@
+//! # fastwire-mio: a hand-written reactor
+//!
+//! The architecture under every event-driven server (nginx, Netty, tokio
+//! itself), written out by hand so that nothing is hidden:
+//!
+//! * **One event loop per core**, each a thread with its own `epoll`
+//!   instance (`mio::Poll`) and its own `SO_REUSEPORT` listener: the kernel
+//!   spreads new connections over the loops, and a connection never leaves
+//!   its loop, so loops share nothing but counters. (The alternative, one
+//!   acceptor handing sockets to the loops, costs a cross-thread hand-off per
+//!   connection and makes the acceptor a bottleneck under connection storms;
+//!   with `SO_REUSEPORT` the kernel does that work.)
+//! * **Non-blocking sockets, edge-triggered readiness.** `epoll` reports a
+//!   socket once when it *becomes* readable or writable. So on each event the
+//!   loop reads until `WouldBlock` (or until its per-turn budget, then it
+//!   comes back to the socket by itself: no event will remind it), and
+//!   writes until `WouldBlock`; it retries on `Interrupted`; and it treats an
+//!   event as a hint, not a promise: spurious wake-ups are normal.
+//! * **Write interest only while output is pending**: a socket is almost
+//!   always writable, and asking to hear about it would wake the loop for
+//!   nothing.
+//! * **A slab of connections per loop**, indexed by the event's token.
+//! * **The handler runs inline** on the loop: no hand-off, no lock. A slow
+//!   handler delays every connection of its loop, which is the price.
+//! * **One read buffer per loop**: a socket is read into the loop's buffer
+//!   and only what arrived is copied to the connection, so an idle
+//!   connection holds a few hundred bytes, not a 64 KiB buffer.
+//!
+//! The client is a reactor too: a thread per connection running a small
+//! event loop, to which callers on any thread hand their calls through the
+//! connection's queue and a `mio::Waker`; they wait for their response on
+//! their own call slot (no thread per call).
+//!
+//! ## Layout (the same in every fastwire backend)
+//!
+//! * [`server`]: [`Server`] (bind, serve) and [`ServerHandle`] (stats,
+//!   graceful shutdown), and the event loop.
+//! * `connection`: one server connection's state and how it reacts to readiness.
+//! * [`client`]: [`Client`], one reconnecting connection carrying many calls,
+//!   driven by a reactor thread.
+//! * [`pool`]: [`Pool`], up to N clients per address.
+//!
+//! ```no_run
+//! use fastwire_mio::proto::{demo_handler, ClientConfig, ServerConfig};
+//! use fastwire_mio::{Client, Server};
+//!
+//! let server = Server::bind("127.0.0.1:0", ServerConfig::default())?.serve(demo_handler)?;
+//! let client = Client::connect(server.local_addr(), ClientConfig::default())?;
+//! assert_eq!(&*client.call(b"echo", b"hello")?, b"re:hello");
+//! server.shutdown(std::time::Duration::from_secs(1));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+pub mod client;
+mod connection;
+pub mod pool;
+pub mod server;
+
+pub use client::{Client, PendingCall};
+pub use fastwire_common::{ClientError, Reply, ServerStats, ShutdownReport};
+pub use fastwire_proto as proto;
+pub use pool::Pool;
+pub use server::{Server, ServerHandle};

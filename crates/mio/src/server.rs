@@ -1,0 +1,359 @@
+//! The server: one event loop per core, each with its own listener.
+
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use fastwire_common::{net, ServerCounters, ServerStats, ShutdownReport};
+use fastwire_proto::{Handler, ServerConfig};
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll, Token, Waker};
+use slab::Slab;
+
+use crate::connection::{Conn, Ctx, Step};
+
+const LISTENER: Token = Token(usize::MAX - 1);
+const WAKER: Token = Token(usize::MAX);
+
+/// How often a loop checks timeouts and idle buffers.
+const SWEEP_EVERY: Duration = Duration::from_millis(100);
+
+/// Size of each loop's read buffer.
+const SCRATCH: usize = 64 * 1024;
+
+/// Bound listeners (one per event loop), not yet serving.
+#[derive(Debug)]
+pub struct Server {
+    listeners: Vec<std::net::TcpListener>,
+    config: ServerConfig,
+}
+
+impl Server {
+    /// Binds `addr` with one event loop per available core (IPv4 or IPv6;
+    /// port 0 picks a free port).
+    pub fn bind(addr: impl ToSocketAddrs, config: ServerConfig) -> io::Result<Server> {
+        let cores = thread::available_parallelism().map_or(1, |n| n.get());
+        Self::bind_loops(addr, config, cores)
+    }
+
+    /// Binds `addr` with `loops` event loops, each with its own
+    /// `SO_REUSEPORT` listener on the same address.
+    pub fn bind_loops(addr: impl ToSocketAddrs, config: ServerConfig, loops: usize) -> io::Result<Server> {
+        let first = net::listener(net::resolve(addr)?, true)?;
+        let addr = first.local_addr()?;
+        let mut listeners = vec![first];
+        for _ in 1..loops.max(1) {
+            listeners.push(net::listener(addr, true)?);
+        }
+        for l in &listeners {
+            l.set_nonblocking(true)?;
+        }
+        Ok(Server { listeners, config })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listeners[0].local_addr()
+    }
+
+    /// Starts the event loops, serving `handler`.
+    pub fn serve<H: Handler + 'static>(self, handler: H) -> io::Result<ServerHandle> {
+        let local_addr = self.local_addr()?;
+        let shared = Arc::new(Shared {
+            config: self.config,
+            counters: ServerCounters::default(),
+            stopping: AtomicBool::new(false),
+            forced: AtomicBool::new(false),
+        });
+        let handler = Arc::new(handler);
+        let mut loops = Vec::new();
+        for (i, listener) in self.listeners.into_iter().enumerate() {
+            let poll = Poll::new()?;
+            let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+            let mut listener = TcpListener::from_std(listener);
+            poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+            let event_loop = EventLoop {
+                poll,
+                listener: Some(listener),
+                conns: Slab::new(),
+                ready: Vec::new(),
+                shared: Arc::clone(&shared),
+                handler: Arc::clone(&handler),
+                scratch: vec![0; SCRATCH],
+                accept_paused_until: None,
+            };
+            let thread =
+                thread::Builder::new().name(format!("fastwire-mio-loop{i}")).spawn(move || event_loop.run())?;
+            loops.push((waker, thread));
+        }
+        tracing::info!(%local_addr, backend = "mio", loops = loops.len(), "serving");
+        Ok(ServerHandle { local_addr, shared, loops })
+    }
+}
+
+struct Shared {
+    config: ServerConfig,
+    counters: ServerCounters,
+    /// Graceful shutdown started: stop accepting, close connections gracefully.
+    stopping: AtomicBool,
+    /// The grace period is over: drop whatever is left.
+    forced: AtomicBool,
+}
+
+/// What one loop had to cut off at a forced shutdown.
+#[derive(Default)]
+struct Cut {
+    connections: usize,
+    responses: u64,
+}
+
+struct EventLoop<H> {
+    poll: Poll,
+    listener: Option<TcpListener>,
+    conns: Slab<Conn>,
+    /// Connections with work left that no event will announce (edge-triggered).
+    ready: Vec<usize>,
+    shared: Arc<Shared>,
+    handler: Arc<H>,
+    scratch: Vec<u8>,
+    /// After running out of descriptors, when to try accepting again.
+    accept_paused_until: Option<Instant>,
+}
+
+impl<H: Handler + 'static> EventLoop<H> {
+    fn run(mut self) -> Cut {
+        let mut events = Events::with_capacity(1024);
+        let mut next_sweep = Instant::now() + SWEEP_EVERY;
+        let mut closing_started = false;
+        loop {
+            let now = Instant::now();
+            let mut timeout = next_sweep.saturating_duration_since(now);
+            if let Some(at) = self.accept_paused_until {
+                timeout = timeout.min(at.saturating_duration_since(now));
+            }
+            if !self.ready.is_empty() {
+                timeout = Duration::ZERO;
+            }
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    tracing::error!(error = %e, "poll failed; the loop stops");
+                    return self.cut_all();
+                }
+            }
+            let now = Instant::now();
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept(now),
+                    WAKER => {}
+                    Token(key) => {
+                        if let Some(conn) = self.conns.get_mut(key) {
+                            conn.on_event(event);
+                            self.ready.push(key);
+                        }
+                    }
+                }
+            }
+            if self.accept_paused_until.is_some_and(|at| now >= at) {
+                self.accept_paused_until = None;
+                self.accept(now);
+            }
+            // Drive every connection with news or unfinished work.
+            let mut ready = std::mem::take(&mut self.ready);
+            ready.sort_unstable();
+            ready.dedup();
+            for key in ready.drain(..) {
+                self.drive(key, now);
+            }
+            self.ready.extend(ready.drain(..)); // keep the allocation
+            if now >= next_sweep {
+                next_sweep = now + SWEEP_EVERY;
+                self.sweep(now);
+            }
+            if self.shared.forced.load(Ordering::Acquire) {
+                return self.cut_all();
+            }
+            if self.shared.stopping.load(Ordering::Acquire) {
+                if !closing_started {
+                    closing_started = true;
+                    // Stop accepting; close every connection gracefully.
+                    if let Some(mut listener) = self.listener.take() {
+                        let _ = self.poll.registry().deregister(&mut listener);
+                    }
+                    let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+                    for key in keys {
+                        self.conns[key].begin_close();
+                        self.ready.push(key);
+                    }
+                }
+                if self.conns.is_empty() {
+                    return Cut::default();
+                }
+            }
+        }
+    }
+
+    fn accept(&mut self, now: Instant) {
+        let Some(listener) = &self.listener else { return };
+        loop {
+            let mut stream = match listener.accept() {
+                Ok((stream, _)) => stream,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if net::is_accept_resource_error(&e) => {
+                    // Out of descriptors. Edge-triggered: the pending
+                    // connections will not be announced again, so retry by timer.
+                    tracing::warn!(error = %e, "accept: out of resources");
+                    self.accept_paused_until = Some(now + Duration::from_millis(10));
+                    return;
+                }
+                Err(_) => continue,
+            };
+            let shared = &self.shared;
+            if !shared.counters.try_open(shared.config.max_connections) {
+                continue; // dropped: closed at once
+            }
+            let entry = self.conns.vacant_entry();
+            let key = entry.key();
+            let registered = stream
+                .set_nodelay(true)
+                .and_then(|()| self.poll.registry().register(&mut stream, Token(key), Interest::READABLE));
+            if registered.is_err() {
+                shared.counters.close();
+                continue;
+            }
+            entry.insert(Conn::new(stream, &shared.config, now));
+            self.ready.push(key);
+        }
+    }
+
+    fn drive(&mut self, key: usize, now: Instant) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        let mut ctx = Ctx { handler: &*self.handler, counters: &self.shared.counters, scratch: &mut self.scratch, now };
+        let step = conn.drive(&mut ctx);
+        self.settle(key, step);
+    }
+
+    /// Applies what driving or sweeping a connection decided.
+    fn settle(&mut self, key: usize, step: Step) {
+        match step {
+            Step::Keep { more } => {
+                let conn = &mut self.conns[key];
+                if conn.update_interest(self.poll.registry(), Token(key)).is_err() {
+                    return self.remove(key, "cannot register");
+                }
+                if more {
+                    self.ready.push(key);
+                }
+            }
+            Step::Remove(reason) => self.remove(key, reason),
+        }
+    }
+
+    fn remove(&mut self, key: usize, reason: &'static str) {
+        let mut conn = self.conns.remove(key);
+        let _ = self.poll.registry().deregister(&mut conn.stream);
+        self.shared.counters.close();
+        tracing::trace!(reason, "connection closed");
+    }
+
+    fn sweep(&mut self, now: Instant) {
+        let decided: Vec<(usize, Step)> = self
+            .conns
+            .iter_mut()
+            .filter_map(|(key, conn)| conn.sweep(&self.shared.config, &self.shared.counters, now).map(|s| (key, s)))
+            .collect();
+        for (key, step) in decided {
+            match step {
+                Step::Keep { .. } => self.ready.push(key),
+                remove => self.settle(key, remove),
+            }
+        }
+    }
+
+    /// The grace period is over: drop every connection left.
+    fn cut_all(&mut self) -> Cut {
+        let mut cut = Cut::default();
+        for (_, conn) in self.conns.iter() {
+            if conn.is_open() || conn.unwritten_responses() > 0 {
+                cut.responses += conn.unwritten_responses() as u64;
+            }
+            cut.connections += 1;
+        }
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            self.remove(key, "shutdown: grace period over");
+        }
+        cut
+    }
+}
+
+/// A running server: its address, its counters, and its shutdown.
+/// Dropping the handle shuts the server down at once (no grace period).
+pub struct ServerHandle {
+    local_addr: SocketAddr,
+    shared: Arc<Shared>,
+    loops: Vec<(Arc<Waker>, JoinHandle<Cut>)>,
+}
+
+impl std::fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerHandle").field("local_addr", &self.local_addr).field("stats", &self.stats()).finish()
+    }
+}
+
+impl ServerHandle {
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The server's counters now.
+    pub fn stats(&self) -> ServerStats {
+        self.shared.counters.snapshot()
+    }
+
+    /// Graceful shutdown: stop accepting; let every connection finish the
+    /// requests it has received and flush their responses; close. Whatever
+    /// is still busy after `grace` is dropped, and reported.
+    pub fn shutdown(mut self, grace: Duration) -> ShutdownReport {
+        self.stop(grace)
+    }
+
+    fn stop(&mut self, grace: Duration) -> ShutdownReport {
+        if self.loops.is_empty() {
+            return ShutdownReport::default();
+        }
+        let started_with = self.shared.counters.snapshot().open;
+        self.shared.stopping.store(true, Ordering::Release);
+        self.wake_all();
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline && !self.loops.iter().all(|(_, t)| t.is_finished()) {
+            thread::sleep(Duration::from_millis(2));
+        }
+        self.shared.forced.store(true, Ordering::Release);
+        self.wake_all();
+        let mut report = ShutdownReport::default();
+        for (_, thread) in self.loops.drain(..) {
+            let cut = thread.join().unwrap_or_default();
+            report.cut_off += cut.connections;
+            report.responses_lost += cut.responses;
+        }
+        report.closed_gracefully = started_with.saturating_sub(report.cut_off);
+        tracing::info!(local_addr = %self.local_addr, %report, "shut down");
+        report
+    }
+
+    fn wake_all(&self) {
+        for (waker, _) in &self.loops {
+            let _ = waker.wake();
+        }
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        self.stop(Duration::ZERO);
+    }
+}
