@@ -80,6 +80,7 @@ impl Server {
                 listener: Some(listener),
                 conns: Slab::new(),
                 ready: Vec::new(),
+                driving: Vec::new(),
                 shared: Arc::clone(&shared),
                 handler: Arc::clone(&handler),
                 scratch: vec![0; SCRATCH],
@@ -114,8 +115,10 @@ struct EventLoop<H> {
     poll: Poll,
     listener: Option<TcpListener>,
     conns: Slab<Conn>,
-    /// Connections with work left that no event will announce (edge-triggered).
+    /// Connections with news, or work left that no event will announce (edge-triggered).
     ready: Vec<usize>,
+    /// The list being driven this turn.
+    driving: Vec<usize>,
     shared: Arc<Shared>,
     handler: Arc<H>,
     scratch: Vec<u8>,
@@ -160,14 +163,16 @@ impl<H: Handler + 'static> EventLoop<H> {
                 self.accept_paused_until = None;
                 self.accept(now);
             }
-            // Drive every connection with news or unfinished work.
-            let mut ready = std::mem::take(&mut self.ready);
-            ready.sort_unstable();
-            ready.dedup();
-            for key in ready.drain(..) {
-                self.drive(key, now);
+            // Drive every connection with news or unfinished work. Driving
+            // may queue connections for the next turn, so the list is
+            // swapped with a second one (both keep their allocations).
+            std::mem::swap(&mut self.ready, &mut self.driving);
+            self.driving.sort_unstable();
+            self.driving.dedup();
+            for i in 0..self.driving.len() {
+                self.drive(self.driving[i], now);
             }
-            self.ready.extend(ready.drain(..)); // keep the allocation
+            self.driving.clear();
             if now >= next_sweep {
                 next_sweep = now + SWEEP_EVERY;
                 self.sweep(now);
