@@ -22,7 +22,8 @@ pub const LINGER_MAX_BYTES: usize = 4 * 1024 * 1024;
 
 /// Reads and discards until end-of-stream, an error, [`LINGER`] or
 /// [`LINGER_MAX_BYTES`] (see [`LINGER`]). Call after `shutdown(Write)`.
-pub fn linger(stream: &mut TcpStream) {
+pub fn linger(stream: &TcpStream) {
+    let mut reader = stream;
     let deadline = std::time::Instant::now() + LINGER;
     let mut scratch = [0u8; 8192];
     let mut discarded = 0;
@@ -31,7 +32,7 @@ pub fn linger(stream: &mut TcpStream) {
         if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
             return;
         }
-        match io::Read::read(stream, &mut scratch) {
+        match io::Read::read(&mut reader, &mut scratch) {
             Ok(0) => return,
             Ok(n) => discarded += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

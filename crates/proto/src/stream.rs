@@ -33,9 +33,14 @@ impl Inbound {
     }
 
     /// The socket read buffer, with room for at least one more read.
+    ///
+    /// It starts small and doubles while reads keep filling it, up to
+    /// `buffer_size` of room per read: a busy connection reaches full-size
+    /// reads within a few, and an idle one never holds more than 4 KiB.
     pub(crate) fn read_buffer(&mut self) -> &mut BytesMut {
         if self.wire.capacity() - self.wire.len() < MIN_READ_ROOM {
-            self.wire.reserve(self.buffer_size.max(MIN_READ_ROOM));
+            let room = self.wire.capacity().clamp(MIN_READ_ROOM, self.buffer_size.max(MIN_READ_ROOM));
+            self.wire.reserve(room);
         }
         &mut self.wire
     }

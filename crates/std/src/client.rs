@@ -14,6 +14,7 @@
 
 use std::io::{self, Write};
 use std::net::{Shutdown, TcpStream};
+use std::sync::Arc;
 use std::thread;
 
 use bytes::BytesMut;
@@ -34,34 +35,36 @@ pub type PendingCall = fastwire_common::client::PendingCall<Threads>;
 pub struct Threads;
 
 impl Driver for Threads {
-    /// A clone of the socket, to shut it down.
-    type Handle = TcpStream;
+    /// The socket, shared by both threads (one descriptor), to shut it down.
+    type Handle = Arc<TcpStream>;
 
-    fn start(link: Link<Self>, stream: TcpStream) -> io::Result<TcpStream> {
-        let (read_half, write_half) = (stream.try_clone()?, stream.try_clone()?);
-        let link = std::sync::Arc::new(link);
-        let reader = std::sync::Arc::clone(&link);
+    fn start(link: Link<Self>, stream: TcpStream) -> io::Result<Arc<TcpStream>> {
+        let stream = Arc::new(stream);
+        let (read_half, write_half) = (Arc::clone(&stream), Arc::clone(&stream));
+        let link = Arc::new(link);
+        let reader = Arc::clone(&link);
         thread::Builder::new()
             .name("fastwire-client-writer".into())
             .stack_size(STACK_SIZE)
-            .spawn(move || write_loop(&link, write_half))?;
+            .spawn(move || write_loop(&link, &write_half))?;
         thread::Builder::new()
             .name("fastwire-client-reader".into())
             .stack_size(STACK_SIZE)
-            .spawn(move || read_loop(&reader, read_half))?;
+            .spawn(move || read_loop(&reader, &read_half))?;
         Ok(stream)
     }
 
-    fn wake(_: &TcpStream) {
+    fn wake(_: &Arc<TcpStream>) {
         // The writer waits on the client's condition variable, already notified.
     }
 
-    fn stop(stream: &TcpStream) {
+    fn stop(stream: &Arc<TcpStream>) {
         let _ = stream.shutdown(Shutdown::Both);
     }
 }
 
-fn read_loop(link: &Link<Threads>, mut stream: TcpStream) {
+fn read_loop(link: &Link<Threads>, socket: &TcpStream) {
+    let mut stream = socket;
     let config = link.config();
     let _ = stream.set_read_timeout(Some(config.handshake_timeout));
     let mut handshake_done = false;
@@ -96,7 +99,8 @@ fn read_loop(link: &Link<Threads>, mut stream: TcpStream) {
     }
 }
 
-fn write_loop(link: &Link<Threads>, mut stream: TcpStream) {
+fn write_loop(link: &Link<Threads>, socket: &TcpStream) {
+    let mut stream = socket;
     let mut out = BytesMut::new();
     loop {
         match link.take_output(&mut out) {

@@ -45,6 +45,9 @@ const STACK_SIZE: usize = 128 * 1024;
 /// cost allocations on every request of a slow, steady client.
 const IDLE_RELEASE: Duration = Duration::from_secs(1);
 
+/// The first read's size; it doubles while reads fill it.
+const MIN_CHUNK: usize = 4096;
+
 pub(crate) struct ConnShared {
     state: Mutex<ConnState>,
     output_ready: Condvar,
@@ -102,22 +105,22 @@ impl Drop for Guard {
 
 pub(crate) fn spawn<H: Handler + 'static>(
     id: u64,
-    stream: TcpStream,
+    stream: Arc<TcpStream>,
     conn: Arc<ConnShared>,
     server: Arc<Shared>,
     handler: Arc<H>,
 ) -> io::Result<()> {
     let guard = Arc::new(Guard { id, server: Arc::clone(&server) });
-    let write_stream = stream.try_clone()?;
+    let write_stream = Arc::clone(&stream);
     let writer = {
         let (conn, guard) = (Arc::clone(&conn), Arc::clone(&guard));
         thread::Builder::new().name("fastwire-writer".into()).stack_size(STACK_SIZE).spawn(move || {
-            write_loop(write_stream, &conn, &server);
+            write_loop(&write_stream, &conn, &server);
             drop(guard);
         })?
     };
     let spawned = thread::Builder::new().name("fastwire-reader".into()).stack_size(STACK_SIZE).spawn(move || {
-        read_loop(stream, &conn, &guard.server, &*handler);
+        read_loop(&stream, &conn, &guard.server, &*handler);
         drop(guard);
     });
     if let Err(e) = spawned {
@@ -128,19 +131,24 @@ pub(crate) fn spawn<H: Handler + 'static>(
     Ok(())
 }
 
-fn read_loop(mut stream: TcpStream, shared: &ConnShared, server: &Shared, handler: &dyn Handler) {
+fn read_loop(socket: &TcpStream, shared: &ConnShared, server: &Shared, handler: &dyn Handler) {
+    let mut stream = socket;
     let config = &server.config;
     let _ = stream.set_read_timeout(Some(config.handshake_timeout));
     let mut handshake_done = false;
     let mut buf = BytesMut::new();
     let mut requests_seen = 0;
     let mut last_activity = Instant::now();
+    let mut chunk = MIN_CHUNK;
     let reason = loop {
         if server.stopping.load(Ordering::Acquire) {
             break "shutdown";
         }
-        match net::read_some(&mut stream, &mut buf, config.buffer_size) {
+        match net::read_some(&mut stream, &mut buf, chunk) {
             Ok(0) => break "closed by the client",
+            // Reads that fill the chunk double it, up to buffer_size: busy
+            // connections read in big gulps, idle ones touch little memory.
+            Ok(n) if n == chunk => chunk = (chunk * 2).min(config.buffer_size.max(MIN_CHUNK)),
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
@@ -153,6 +161,7 @@ fn read_loop(mut stream: TcpStream, shared: &ConnShared, server: &Shared, handle
                 }
                 // Quiet for IDLE_RELEASE: an idle connection keeps no large buffers.
                 buf = BytesMut::new();
+                chunk = MIN_CHUNK;
                 let mut state = shared.lock();
                 if !state.conn.has_output() {
                     state.conn.release_buffers();
@@ -212,11 +221,12 @@ fn read_loop(mut stream: TcpStream, shared: &ConnShared, server: &Shared, handle
     let clean = state.flushed;
     drop(state);
     if clean && reason != "closed by the client" {
-        net::linger(&mut stream);
+        net::linger(socket);
     }
 }
 
-fn write_loop(mut stream: TcpStream, shared: &ConnShared, server: &Shared) {
+fn write_loop(socket: &TcpStream, shared: &ConnShared, server: &Shared) {
+    let mut stream = socket;
     let config = &server.config;
     // A client that stops reading makes `write` block; after idle_timeout
     // with no progress the connection is closed.

@@ -60,7 +60,7 @@ pub(crate) struct Shared {
     /// Set when a graceful shutdown starts; readers check it on every wake-up.
     pub(crate) stopping: AtomicBool,
     /// Open connections with a socket clone, so that shutdown can reach them.
-    registry: Registry<(TcpStream, Arc<ConnShared>)>,
+    registry: Registry<(Arc<TcpStream>, Arc<ConnShared>)>,
 }
 
 impl Shared {
@@ -100,8 +100,10 @@ fn accept_loop<H: Handler + 'static>(listener: TcpListener, shared: Arc<Shared>,
 fn start_connection<H: Handler + 'static>(stream: TcpStream, shared: &Arc<Shared>, handler: &Arc<H>) -> io::Result<()> {
     net::tune(&stream)?;
     let conn = ConnShared::new(&shared.config);
-    let registry_stream = stream.try_clone()?;
-    let id = shared.registry.register((registry_stream, Arc::clone(&conn)));
+    // One descriptor per connection: the reader, the writer and the
+    // registry share the socket (`&TcpStream` reads and writes).
+    let stream = Arc::new(stream);
+    let id = shared.registry.register((Arc::clone(&stream), Arc::clone(&conn)));
     connection::spawn(id, stream, conn, Arc::clone(shared), Arc::clone(handler)).inspect_err(|_| shared.deregister(id))
 }
 

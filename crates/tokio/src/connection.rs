@@ -8,9 +8,10 @@
 //! }
 //! ```
 //!
-//! One task, one buffer set, no lock: the task owns its `ServerConn`. Reads
-//! go straight into the connection's buffer (`read_buf` fills spare
-//! capacity without zeroing it). Reading and writing alternate: while the
+//! One task, one buffer set, no lock: the task owns its `ServerConn`. The
+//! task waits for readability with no buffer in hand, then reads straight
+//! into the connection's buffer (`try_read_buf` fills spare capacity without
+//! zeroing it), so an idle connection holds no buffer. Reading and writing alternate: while the
 //! task writes a batch, new requests wait in the kernel's socket buffer, and
 //! the next read takes them all at once, so batches grow with load. Output
 //! is always written before reading more, so the output limit holds
@@ -115,14 +116,19 @@ pub(crate) async fn serve<H: Handler + 'static>(
         } else {
             handshake_deadline
         };
-        let read = tokio::select! {
+        // Wait for readability *without* a buffer, then read into one: an
+        // idle connection that gave its buffers back does not take them
+        // again just to wait.
+        let ready = tokio::select! {
             biased;
             _ = stop.wait_for(|stopping| *stopping) => break "shutdown",
-            read = tokio::time::timeout_at(wait_until, stream.read_buf(conn.read_buffer())) => read,
+            ready = tokio::time::timeout_at(wait_until, stream.readable()) => ready,
         };
+        let read = ready.map(|r| r.and_then(|()| stream.try_read_buf(conn.read_buffer())));
         match read {
             Ok(Ok(0)) => break "closed by the client",
             Ok(Ok(_)) => last_activity = Instant::now(),
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {} // a spurious wake-up
             Ok(Err(_)) => break "read error",
             Err(_) if !conn.is_handshake_done() => {
                 shared.counters.protocol_error();
@@ -143,7 +149,10 @@ pub(crate) async fn serve<H: Handler + 'static>(
     if reason != "closed by the client" {
         let drain = async {
             let mut discarded = 0;
-            let mut scratch = [0u8; 4096];
+            // On the heap: an array here would be part of every connection
+            // task's future (its state holds the locals of every await
+            // point), costing each idle connection 4 KiB.
+            let mut scratch = vec![0u8; 4096];
             while discarded < net::LINGER_MAX_BYTES {
                 match stream.read(&mut scratch).await {
                     Ok(0) | Err(_) => break,
