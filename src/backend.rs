@@ -167,44 +167,29 @@ pub fn blocking_client(
     })
 }
 
-#[cfg(feature = "std")]
-impl RunningServer for fastwire_std::ServerHandle {
-    fn local_addr(&self) -> SocketAddr {
-        fastwire_std::ServerHandle::local_addr(self)
-    }
-    fn stats(&self) -> ServerStats {
-        fastwire_std::ServerHandle::stats(self)
-    }
-    fn shutdown(self: Box<Self>, grace: Duration) -> ShutdownReport {
-        fastwire_std::ServerHandle::shutdown(*self, grace)
-    }
+/// Every backend's `ServerHandle` has the same three methods.
+macro_rules! running_server {
+    ($($feature:literal => $handle:ty),* $(,)?) => {$(
+        #[cfg(feature = $feature)]
+        impl RunningServer for $handle {
+            fn local_addr(&self) -> SocketAddr {
+                <$handle>::local_addr(self)
+            }
+            fn stats(&self) -> ServerStats {
+                <$handle>::stats(self)
+            }
+            fn shutdown(self: Box<Self>, grace: Duration) -> ShutdownReport {
+                <$handle>::shutdown(*self, grace)
+            }
+        }
+    )*};
 }
 
-#[cfg(feature = "tokio")]
-impl RunningServer for fastwire_tokio::ServerHandle {
-    fn local_addr(&self) -> SocketAddr {
-        fastwire_tokio::ServerHandle::local_addr(self)
-    }
-    fn stats(&self) -> ServerStats {
-        fastwire_tokio::ServerHandle::stats(self)
-    }
-    fn shutdown(self: Box<Self>, grace: Duration) -> ShutdownReport {
-        fastwire_tokio::ServerHandle::shutdown(*self, grace)
-    }
-}
-
-#[cfg(feature = "mio")]
-impl RunningServer for fastwire_mio::ServerHandle {
-    fn local_addr(&self) -> SocketAddr {
-        fastwire_mio::ServerHandle::local_addr(self)
-    }
-    fn stats(&self) -> ServerStats {
-        fastwire_mio::ServerHandle::stats(self)
-    }
-    fn shutdown(self: Box<Self>, grace: Duration) -> ShutdownReport {
-        fastwire_mio::ServerHandle::shutdown(*self, grace)
-    }
-}
+running_server!(
+    "std" => fastwire_std::ServerHandle,
+    "tokio" => fastwire_tokio::ServerHandle,
+    "mio" => fastwire_mio::ServerHandle,
+);
 
 /// The thread-based clients (std, mio) share one implementation.
 impl<D: Driver> BlockingClient for fastwire_common::client::Client<D> {
