@@ -34,6 +34,9 @@ pub enum BackendKind {
     /// `fastwire-mio`: a hand-written edge-triggered reactor, one event loop per core.
     #[cfg(feature = "mio")]
     Mio,
+    /// `fastwire-mio` with one acceptor thread handing connections to the loops.
+    #[cfg(feature = "mio")]
+    MioAcceptor,
 }
 
 impl BackendKind {
@@ -47,6 +50,8 @@ impl BackendKind {
         BackendKind::TokioPerCore,
         #[cfg(feature = "mio")]
         BackendKind::Mio,
+        #[cfg(feature = "mio")]
+        BackendKind::MioAcceptor,
     ];
 
     /// The name used on the command line and in reports.
@@ -60,15 +65,19 @@ impl BackendKind {
             BackendKind::TokioPerCore => "tokio-per-core",
             #[cfg(feature = "mio")]
             BackendKind::Mio => "mio",
+            #[cfg(feature = "mio")]
+            BackendKind::MioAcceptor => "mio-acceptor",
         }
     }
 
-    /// The backend whose client a server of this kind pairs with (the
-    /// per-core tokio server uses the tokio client).
+    /// The backend whose client a server of this kind pairs with (server
+    /// layouts such as tokio-per-core or mio-acceptor use their crate's client).
     pub fn client_kind(self) -> BackendKind {
         match self {
             #[cfg(feature = "tokio")]
             BackendKind::TokioPerCore => BackendKind::Tokio,
+            #[cfg(feature = "mio")]
+            BackendKind::MioAcceptor => BackendKind::Mio,
             other => other,
         }
     }
@@ -145,6 +154,13 @@ pub fn start_server<H: Handler + 'static>(
         ),
         #[cfg(feature = "mio")]
         BackendKind::Mio => Box::new(fastwire_mio::Server::bind(addr, config)?.serve(handler)?),
+        #[cfg(feature = "mio")]
+        BackendKind::MioAcceptor => {
+            let loops = std::thread::available_parallelism().map_or(1, |n| n.get());
+            Box::new(
+                fastwire_mio::Server::bind_with(addr, config, loops, fastwire_mio::Accept::Acceptor)?.serve(handler)?,
+            )
+        }
     })
 }
 
@@ -158,7 +174,7 @@ pub fn blocking_client(
         #[cfg(feature = "std")]
         BackendKind::Std => Box::new(fastwire_std::Client::new(addr, config)),
         #[cfg(feature = "mio")]
-        BackendKind::Mio => Box::new(fastwire_mio::Client::new(addr, config)),
+        BackendKind::Mio | BackendKind::MioAcceptor => Box::new(fastwire_mio::Client::new(addr, config)),
         #[cfg(feature = "tokio")]
         BackendKind::Tokio | BackendKind::TokioPerCore => {
             let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;

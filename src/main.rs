@@ -45,7 +45,7 @@ fn optional_duration(s: &str) -> Result<MaybeDuration, String> {
 
 #[derive(Args)]
 struct ServeArgs {
-    /// Backend: std, tokio, tokio-per-core, mio.
+    /// Backend: std, tokio, tokio-per-core, mio, mio-acceptor.
     #[arg(long, default_value = "tokio")]
     backend: BackendKind,
     /// Address to listen on (port 0 picks a free port; the address is printed).

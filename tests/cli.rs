@@ -26,7 +26,7 @@ fn response(s: &mut TcpStream) -> (u32, Vec<u8>) {
 
 #[test]
 fn serve_answers_a_spec_client_on_every_backend() {
-    for backend in ["std", "tokio", "tokio-per-core", "mio"] {
+    for backend in ["std", "tokio", "tokio-per-core", "mio", "mio-acceptor"] {
         let mut child = Command::new(env!("CARGO_BIN_EXE_fastwire"))
             .args(["serve", "--backend", backend, "--addr", "127.0.0.1:0", "--sniff", "xy", "--version", "7"])
             .stdout(Stdio::piped())

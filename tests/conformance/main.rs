@@ -72,4 +72,5 @@ conformance!(
     tokio => BackendKind::Tokio,
     tokio_per_core => BackendKind::TokioPerCore,
     mio => BackendKind::Mio,
+    mio_acceptor => BackendKind::MioAcceptor,
 );

@@ -3,7 +3,7 @@
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -24,11 +24,27 @@ const SWEEP_EVERY: Duration = Duration::from_millis(100);
 /// Size of each loop's read buffer.
 const SCRATCH: usize = 64 * 1024;
 
-/// Bound listeners (one per event loop), not yet serving.
+/// How new connections reach the event loops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Accept {
+    /// Each loop has its own `SO_REUSEPORT` listener on the same address and
+    /// the kernel spreads new connections over them. The default: loops share
+    /// nothing, and a connection storm is accepted by every core at once.
+    #[default]
+    ReusePort,
+    /// One acceptor thread accepts on one listener and hands each new
+    /// connection to the loops in turn (through a loop's inbox and its
+    /// `Waker`): a cross-thread hand-off per connection, kept for comparison.
+    Acceptor,
+}
+
+/// Bound listeners, not yet serving.
 #[derive(Debug)]
 pub struct Server {
     listeners: Vec<std::net::TcpListener>,
     config: ServerConfig,
+    accept: Accept,
+    loops: usize,
 }
 
 impl Server {
@@ -42,16 +58,34 @@ impl Server {
     /// Binds `addr` with `loops` event loops, each with its own
     /// `SO_REUSEPORT` listener on the same address.
     pub fn bind_loops(addr: impl ToSocketAddrs, config: ServerConfig, loops: usize) -> io::Result<Server> {
-        let first = net::listener(net::resolve(addr)?, true)?;
-        let addr = first.local_addr()?;
-        let mut listeners = vec![first];
-        for _ in 1..loops.max(1) {
-            listeners.push(net::listener(addr, true)?);
-        }
-        for l in &listeners {
-            l.set_nonblocking(true)?;
-        }
-        Ok(Server { listeners, config })
+        Self::bind_with(addr, config, loops, Accept::ReusePort)
+    }
+
+    /// Binds `addr` with `loops` event loops, accepting as `accept` says.
+    pub fn bind_with(
+        addr: impl ToSocketAddrs,
+        config: ServerConfig,
+        loops: usize,
+        accept: Accept,
+    ) -> io::Result<Server> {
+        let loops = loops.max(1);
+        let listeners = match accept {
+            Accept::ReusePort => {
+                let first = net::listener(net::resolve(addr)?, true)?;
+                let addr = first.local_addr()?;
+                let mut listeners = vec![first];
+                for _ in 1..loops {
+                    listeners.push(net::listener(addr, true)?);
+                }
+                for l in &listeners {
+                    l.set_nonblocking(true)?;
+                }
+                listeners
+            }
+            // One blocking listener for the acceptor thread.
+            Accept::Acceptor => vec![net::listener(net::resolve(addr)?, false)?],
+        };
+        Ok(Server { listeners, config, accept, loops })
     }
 
     /// The bound address.
@@ -70,14 +104,29 @@ impl Server {
         });
         let handler = Arc::new(handler);
         let mut loops = Vec::new();
-        for (i, listener) in self.listeners.into_iter().enumerate() {
+        let mut inboxes = Vec::new();
+        let mut listeners = self.listeners.into_iter();
+        let acceptor_listener = match self.accept {
+            Accept::Acceptor => listeners.next(),
+            Accept::ReusePort => None,
+        };
+        for i in 0..self.loops {
             let poll = Poll::new()?;
             let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-            let mut listener = TcpListener::from_std(listener);
-            poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+            let listener = match listeners.next() {
+                Some(listener) => {
+                    let mut listener = TcpListener::from_std(listener);
+                    poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+                    Some(listener)
+                }
+                None => None,
+            };
+            let inbox = Arc::new(Mutex::new(Vec::new()));
+            inboxes.push((Arc::clone(&inbox), Arc::clone(&waker)));
             let event_loop = EventLoop {
                 poll,
-                listener: Some(listener),
+                listener,
+                inbox,
                 conns: Slab::new(),
                 ready: Vec::new(),
                 driving: Vec::new(),
@@ -90,8 +139,48 @@ impl Server {
                 thread::Builder::new().name(format!("fastwire-mio-loop{i}")).spawn(move || event_loop.run())?;
             loops.push((waker, thread));
         }
-        tracing::info!(%local_addr, backend = "mio", loops = loops.len(), "serving");
-        Ok(ServerHandle { local_addr, shared, loops })
+        let acceptor = match acceptor_listener {
+            Some(listener) => {
+                let wake_with = listener.try_clone()?;
+                let shared = Arc::clone(&shared);
+                let thread = thread::Builder::new()
+                    .name("fastwire-mio-accept".into())
+                    .spawn(move || acceptor(listener, &shared, &inboxes))?;
+                Some((wake_with, thread))
+            }
+            None => None,
+        };
+        tracing::info!(%local_addr, backend = "mio", loops = loops.len(), accept = ?self.accept, "serving");
+        Ok(ServerHandle { local_addr, shared, loops, acceptor })
+    }
+}
+
+/// A loop's inbox: connections handed over by the acceptor thread.
+type Inbox = Arc<Mutex<Vec<std::net::TcpStream>>>;
+
+/// [`Accept::Acceptor`]: accept on one thread, hand connections to the loops in turn.
+fn acceptor(listener: std::net::TcpListener, shared: &Shared, loops: &[(Inbox, Arc<Waker>)]) {
+    let mut next = 0;
+    loop {
+        let stream = match listener.accept() {
+            Ok((stream, _)) => stream,
+            Err(_) if shared.stopping.load(Ordering::Acquire) => return,
+            Err(e) if net::is_accept_resource_error(&e) => {
+                thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+            Err(_) => continue,
+        };
+        if shared.stopping.load(Ordering::Acquire) {
+            return;
+        }
+        if !shared.counters.try_open(shared.config.max_connections) {
+            continue; // dropped: closed at once
+        }
+        let (inbox, waker) = &loops[next % loops.len()];
+        next += 1;
+        inbox.lock().unwrap_or_else(|p| p.into_inner()).push(stream);
+        let _ = waker.wake();
     }
 }
 
@@ -114,6 +203,8 @@ struct Cut {
 struct EventLoop<H> {
     poll: Poll,
     listener: Option<TcpListener>,
+    /// Connections from the acceptor thread ([`Accept::Acceptor`]).
+    inbox: Inbox,
     conns: Slab<Conn>,
     /// Connections with news, or work left that no event will announce (edge-triggered).
     ready: Vec<usize>,
@@ -150,7 +241,7 @@ impl<H: Handler + 'static> EventLoop<H> {
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept(now),
-                    WAKER => {}
+                    WAKER => self.adopt_inbox(now),
                     Token(key) => {
                         if let Some(conn) = self.conns.get_mut(key) {
                             conn.on_event(event);
@@ -200,10 +291,36 @@ impl<H: Handler + 'static> EventLoop<H> {
         }
     }
 
+    /// Takes the connections the acceptor thread handed over.
+    fn adopt_inbox(&mut self, now: Instant) {
+        let streams = std::mem::take(&mut *self.inbox.lock().unwrap_or_else(|p| p.into_inner()));
+        for stream in streams {
+            match stream.set_nonblocking(true) {
+                Ok(()) => self.adopt(mio::net::TcpStream::from_std(stream), now),
+                Err(_) => self.shared.counters.close(),
+            }
+        }
+    }
+
+    /// Registers a new connection (its slot in the counters already taken).
+    fn adopt(&mut self, mut stream: mio::net::TcpStream, now: Instant) {
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        let registered = stream
+            .set_nodelay(true)
+            .and_then(|()| self.poll.registry().register(&mut stream, Token(key), Interest::READABLE));
+        if registered.is_err() {
+            self.shared.counters.close();
+            return;
+        }
+        entry.insert(Conn::new(stream, &self.shared.config, now));
+        self.ready.push(key);
+    }
+
     fn accept(&mut self, now: Instant) {
-        let Some(listener) = &self.listener else { return };
         loop {
-            let mut stream = match listener.accept() {
+            let Some(listener) = &self.listener else { return };
+            let stream = match listener.accept() {
                 Ok((stream, _)) => stream,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if net::is_accept_resource_error(&e) => {
@@ -219,17 +336,7 @@ impl<H: Handler + 'static> EventLoop<H> {
             if !shared.counters.try_open(shared.config.max_connections) {
                 continue; // dropped: closed at once
             }
-            let entry = self.conns.vacant_entry();
-            let key = entry.key();
-            let registered = stream
-                .set_nodelay(true)
-                .and_then(|()| self.poll.registry().register(&mut stream, Token(key), Interest::READABLE));
-            if registered.is_err() {
-                shared.counters.close();
-                continue;
-            }
-            entry.insert(Conn::new(stream, &shared.config, now));
-            self.ready.push(key);
+            self.adopt(stream, now);
         }
     }
 
@@ -300,6 +407,8 @@ pub struct ServerHandle {
     local_addr: SocketAddr,
     shared: Arc<Shared>,
     loops: Vec<(Arc<Waker>, JoinHandle<Cut>)>,
+    /// [`Accept::Acceptor`]: its listener (to wake it) and thread.
+    acceptor: Option<(std::net::TcpListener, JoinHandle<()>)>,
 }
 
 impl std::fmt::Debug for ServerHandle {
@@ -330,8 +439,12 @@ impl ServerHandle {
         if self.loops.is_empty() {
             return ShutdownReport::default();
         }
-        let started_with = self.shared.counters.snapshot().open;
         self.shared.stopping.store(true, Ordering::Release);
+        if let Some((listener, thread)) = self.acceptor.take() {
+            net::wake_acceptor(&listener);
+            let _ = thread.join();
+        }
+        let started_with = self.shared.counters.snapshot().open;
         self.wake_all();
         let deadline = Instant::now() + grace;
         while Instant::now() < deadline && !self.loops.iter().all(|(_, t)| t.is_finished()) {
