@@ -25,6 +25,8 @@ enum Outcome {
     Waiting,
     Done,
     Failed(ClientError),
+    /// Done or failed, and the result was handed to the caller.
+    Taken,
 }
 
 #[derive(Debug, Default)]
@@ -121,10 +123,14 @@ impl CallSlot {
     /// Returns `Err(ClientError::Closed)` if called before the call is done.
     fn take(&self) -> Result<Vec<u8>, ClientError> {
         let mut state = self.lock();
-        match std::mem::take(&mut state.outcome) {
+        match std::mem::replace(&mut state.outcome, Outcome::Taken) {
             Outcome::Done => Ok(std::mem::take(&mut state.value)),
             Outcome::Failed(e) => Err(e),
-            Outcome::Waiting => Err(ClientError::Closed),
+            Outcome::Waiting => {
+                state.outcome = Outcome::Waiting;
+                Err(ClientError::Closed)
+            }
+            Outcome::Taken => Err(ClientError::Closed),
         }
     }
 
@@ -166,10 +172,7 @@ impl SlotPool {
 
     /// Returns a slot whose call is over.
     pub fn release(&self, slot: Arc<CallSlot>) {
-        // Only a slot nobody else holds can be reused safely: a connection
-        // may still hold a clone of a timed-out call's slot until it is
-        // cancelled or completed.
-        if Arc::strong_count(&slot) == 1 {
+        if reusable(&slot) {
             slot.reset(Vec::new());
             self.free.lock().unwrap_or_else(|p| p.into_inner()).push(slot);
         }
@@ -186,6 +189,17 @@ impl SlotPool {
             }
         }
     }
+}
+
+/// Whether a slot can serve another call: nobody else holds it, or its call
+/// is finished. A finished slot is in no connection's pending table, so
+/// nothing will write to it again; its completer may still hold a clone for
+/// a moment, to notify waiters, which at worst wakes the next call's waiter
+/// spuriously (waits re-check their condition). Requiring sole ownership
+/// instead would make most calls allocate a new slot: the caller usually
+/// finishes before the completer has dropped its clone.
+fn reusable(slot: &Arc<CallSlot>) -> bool {
+    Arc::strong_count(slot) == 1 || slot.is_done()
 }
 
 /// A call's response value. Derefs to the bytes; dropping it returns its
@@ -237,7 +251,7 @@ impl Drop for Reply {
     fn drop(&mut self) {
         if let Some(slot) = self.slot.take() {
             let value = std::mem::take(&mut self.value);
-            if value.capacity() <= self.pool.max_kept_value && Arc::strong_count(&slot) == 1 {
+            if value.capacity() <= self.pool.max_kept_value && reusable(&slot) {
                 slot.reset(value);
                 self.pool.free.lock().unwrap_or_else(|p| p.into_inner()).push(slot);
             }
@@ -265,6 +279,26 @@ mod tests {
         slot.complete(b"again");
         let reply = pool.finish(slot).unwrap();
         assert_eq!(reply.as_ptr(), ptr, "the same buffer serves the next call");
+    }
+
+    #[test]
+    fn a_finished_slot_is_reused_even_while_its_completer_holds_it() {
+        let pool = SlotPool::new();
+        let slot = pool.acquire();
+        let completer = Arc::clone(&slot);
+        completer.complete(b"done");
+        // The caller is faster than the completer's last step (dropping its clone).
+        let reply = pool.finish(slot).unwrap();
+        let ptr = Arc::as_ptr(&completer);
+        drop(reply);
+        let next = pool.acquire();
+        assert_eq!(Arc::as_ptr(&next), ptr, "recycled, not allocated anew");
+        assert!(!next.is_done(), "reset for the next call");
+        // The completer's last step (each token is completed once, then dropped).
+        drop(completer);
+        assert!(!next.wait_until(Instant::now() + Duration::from_millis(5)), "still waiting");
+        next.complete(b"mine");
+        assert_eq!(&*pool.finish(next).unwrap(), b"mine");
     }
 
     #[test]

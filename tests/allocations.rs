@@ -1,0 +1,82 @@
+//! Steady state allocates (almost) nothing: whole-process heap allocations
+//! per call, client and server together, stay below 0.01 for every server
+//! backend with each thread-based client, at 1 and at 1000 calls in flight.
+//!
+//! A test binary of its own, because it installs a counting global
+//! allocator. It counts, it does not time: this is behaviour, not speed.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use fastwire::backend::{start_server, BackendKind};
+use fastwire::proto::{demo_handler, ClientConfig, ServerConfig};
+use fastwire_common::client::{Client, Driver};
+
+struct Counting;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: forwards every call to the system allocator unchanged; it only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Relaxed);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// `calls` fastrpc benchmark calls with `depth` in flight on one client.
+fn calls<D: Driver>(client: &Client<D>, depth: usize, calls: usize) {
+    let mut in_flight = VecDeque::with_capacity(depth);
+    for _ in 0..depth {
+        in_flight.push_back(client.start(b"", b"foobar").unwrap());
+    }
+    for _ in 0..calls {
+        let reply = in_flight.pop_front().unwrap().wait().unwrap();
+        assert_eq!(reply.len(), 261);
+        drop(reply);
+        in_flight.push_back(client.start(b"", b"foobar").unwrap());
+    }
+    for call in in_flight {
+        call.wait().unwrap();
+    }
+}
+
+/// Allocations per call over two connections, after a warm-up.
+fn allocations_per_call<D: Driver>(addr: std::net::SocketAddr, depth: usize) -> f64 {
+    let config = ClientConfig { max_pending: 2000, ..ClientConfig::default() };
+    let clients: Vec<_> = (0..2).map(|_| Client::<D>::new(addr, config.clone())).collect();
+    let measured = 10_000;
+    std::thread::scope(|s| clients.iter().for_each(|c| drop(s.spawn(move || calls(c, depth, 5_000)))));
+    let before = ALLOCATIONS.load(Relaxed);
+    std::thread::scope(|s| clients.iter().for_each(|c| drop(s.spawn(move || calls(c, depth, measured)))));
+    let allocations = ALLOCATIONS.load(Relaxed) - before;
+    clients.iter().for_each(Client::close);
+    allocations as f64 / (2 * measured) as f64
+}
+
+#[test]
+fn steady_state_allocates_nothing_per_call() {
+    for &kind in BackendKind::ALL {
+        let server = start_server(kind, "127.0.0.1:0".parse().unwrap(), ServerConfig::default(), demo_handler).unwrap();
+        let addr = server.local_addr();
+        for depth in [1, 1000] {
+            let std_client = allocations_per_call::<fastwire::fastwire_std::client::Threads>(addr, depth);
+            let mio_client = allocations_per_call::<fastwire::fastwire_mio::client::Reactor>(addr, depth);
+            assert!(std_client < 0.01, "{kind} server, std client, depth {depth}: {std_client} allocations per call");
+            assert!(mio_client < 0.01, "{kind} server, mio client, depth {depth}: {mio_client} allocations per call");
+        }
+        server.shutdown(Duration::from_secs(5));
+    }
+}
