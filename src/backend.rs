@@ -37,6 +37,9 @@ pub enum BackendKind {
     /// `fastwire-mio` with one acceptor thread handing connections to the loops.
     #[cfg(feature = "mio")]
     MioAcceptor,
+    /// `fastwire-glommio`: io_uring, one pinned executor per core.
+    #[cfg(feature = "glommio")]
+    Glommio,
 }
 
 impl BackendKind {
@@ -52,6 +55,8 @@ impl BackendKind {
         BackendKind::Mio,
         #[cfg(feature = "mio")]
         BackendKind::MioAcceptor,
+        #[cfg(feature = "glommio")]
+        BackendKind::Glommio,
     ];
 
     /// The name used on the command line and in reports.
@@ -67,6 +72,8 @@ impl BackendKind {
             BackendKind::Mio => "mio",
             #[cfg(feature = "mio")]
             BackendKind::MioAcceptor => "mio-acceptor",
+            #[cfg(feature = "glommio")]
+            BackendKind::Glommio => "glommio",
         }
     }
 
@@ -79,6 +86,16 @@ impl BackendKind {
             #[cfg(feature = "mio")]
             BackendKind::MioAcceptor => BackendKind::Mio,
             other => other,
+        }
+    }
+
+    /// Why this backend cannot run on this machine, if it cannot (glommio
+    /// without io_uring or with too little locked memory).
+    pub fn unavailable(self) -> Option<String> {
+        match self {
+            #[cfg(feature = "glommio")]
+            BackendKind::Glommio => fastwire_glommio::probe().err().map(|e| e.to_string()),
+            _ => None,
         }
     }
 
@@ -154,6 +171,8 @@ pub fn start_server<H: Handler + 'static>(
         ),
         #[cfg(feature = "mio")]
         BackendKind::Mio => Box::new(fastwire_mio::Server::bind(addr, config)?.serve(handler)?),
+        #[cfg(feature = "glommio")]
+        BackendKind::Glommio => Box::new(fastwire_glommio::Server::bind(addr, config)?.serve(handler)?),
         #[cfg(feature = "mio")]
         BackendKind::MioAcceptor => {
             let loops = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -175,6 +194,8 @@ pub fn blocking_client(
         BackendKind::Std => Box::new(fastwire_std::Client::new(addr, config)),
         #[cfg(feature = "mio")]
         BackendKind::Mio | BackendKind::MioAcceptor => Box::new(fastwire_mio::Client::new(addr, config)),
+        #[cfg(feature = "glommio")]
+        BackendKind::Glommio => Box::new(fastwire_glommio::Client::new(addr, config)),
         #[cfg(feature = "tokio")]
         BackendKind::Tokio | BackendKind::TokioPerCore => {
             let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
@@ -205,6 +226,7 @@ running_server!(
     "std" => fastwire_std::ServerHandle,
     "tokio" => fastwire_tokio::ServerHandle,
     "mio" => fastwire_mio::ServerHandle,
+    "glommio" => fastwire_glommio::ServerHandle,
 );
 
 /// The thread-based clients (std, mio) share one implementation.

@@ -11,6 +11,8 @@
 //!   multi-threaded runtime or on a current-thread runtime per core.
 //! * [`fastwire_mio`] (feature `mio`): a hand-written edge-triggered reactor,
 //!   one event loop per core.
+//! * [`fastwire_glommio`] (feature `glommio`): io_uring, one pinned executor
+//!   per core (Linux 5.8 or later).
 //! * [`backend`]: every backend behind one run-time interface, by name
 //!   ([`BackendKind`]), for the command line, the conformance suite and the
 //!   benchmarks.
@@ -24,6 +26,8 @@ pub mod backend;
 
 pub use backend::BackendKind;
 pub use fastwire_common::{ClientError, Reply, ServerStats, ShutdownReport};
+#[cfg(feature = "glommio")]
+pub use fastwire_glommio;
 #[cfg(feature = "mio")]
 pub use fastwire_mio;
 pub use fastwire_proto as proto;

@@ -45,7 +45,7 @@ fn optional_duration(s: &str) -> Result<MaybeDuration, String> {
 
 #[derive(Args)]
 struct ServeArgs {
-    /// Backend: std, tokio, tokio-per-core, mio, mio-acceptor.
+    /// Backend: std, tokio, tokio-per-core, mio, mio-acceptor, glommio.
     #[arg(long, default_value = "tokio")]
     backend: BackendKind,
     /// Address to listen on (port 0 picks a free port; the address is printed).
@@ -121,29 +121,56 @@ fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         batch_delay: args.batch_delay.0,
         ..ServerConfig::default()
     };
+    // Signal handlers first: once the address is printed, a client (or a
+    // test) may send SIGINT at once, and it must not find the default action.
+    let signals = Signals::install()?;
     let server = backend::start_server(args.backend, args.addr, config, demo_handler)?;
     // The first line of stdout names the address (port 0 picks one), for scripts and tests.
     println!("fastwire: serving on {} (backend {})", server.local_addr(), args.backend);
-    wait_for_signal()?;
+    signals.wait();
     tracing::info!("shutting down (grace {:?})", args.grace);
     let report = server.shutdown(args.grace);
     println!("fastwire: {report}");
     Ok(())
 }
 
-/// Blocks until Ctrl-C or SIGTERM.
-fn wait_for_signal() -> std::io::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    runtime.block_on(async {
+/// SIGINT (Ctrl-C) and SIGTERM handlers, registered when installed.
+struct Signals {
+    runtime: tokio::runtime::Runtime,
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         #[cfg(unix)]
-        {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let (interrupt, terminate) = {
+            let _entered = runtime.enter();
+            use tokio::signal::unix::{signal, SignalKind};
+            (signal(SignalKind::interrupt())?, signal(SignalKind::terminate())?)
+        };
+        Ok(Signals {
+            runtime,
+            #[cfg(unix)]
+            interrupt,
+            #[cfg(unix)]
+            terminate,
+        })
+    }
+
+    /// Blocks until one of the signals arrives.
+    fn wait(mut self) {
+        self.runtime.block_on(async {
+            #[cfg(unix)]
             tokio::select! {
-                r = tokio::signal::ctrl_c() => r,
-                _ = term.recv() => Ok(()),
+                _ = self.interrupt.recv() => {}
+                _ = self.terminate.recv() => {}
             }
-        }
-        #[cfg(not(unix))]
-        tokio::signal::ctrl_c().await
-    })
+            #[cfg(not(unix))]
+            let _ = tokio::signal::ctrl_c().await;
+        })
+    }
 }

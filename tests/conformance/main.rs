@@ -31,46 +31,55 @@ macro_rules! conformance {
             use super::*;
             const KIND: BackendKind = $kind;
 
-            #[test] fn replays_recorded_go_exchanges() { replay::recorded_exchanges(KIND) }
-            #[test] fn every_client_every_compression() { matrix::every_client_every_compression(KIND) }
-            #[test] fn sniff_header_and_version() { matrix::sniff_header_and_version(KIND) }
-            #[test] fn values_up_to_the_limit() { matrix::values_up_to_the_limit(KIND) }
-            #[test] fn fire_and_forget() { matrix::fire_and_forget(KIND) }
-            #[test] fn ten_thousand_in_flight_over_four_connections() { matrix::ten_thousand_in_flight(KIND) }
-            #[test] fn client_matches_out_of_order_responses() { matrix::out_of_order_responses(KIND) }
-            #[test] fn client_rejects_over_the_pending_limit() { matrix::pending_limit(KIND) }
-            #[test] fn client_call_deadline() { matrix::call_deadline(KIND) }
-            #[test] fn pool_spreads_and_caps_connections() { matrix::pool(KIND) }
+            /// Runs a scenario, or says why this backend cannot run here.
+            fn run(scenario: fn(BackendKind)) {
+                match KIND.unavailable() {
+                    Some(why) => eprintln!("skipped: {why}"),
+                    None => scenario(KIND),
+                }
+            }
 
-            #[test] fn hostile_garbage_bytes() { hostile::garbage(KIND) }
-            #[test] fn hostile_wrong_version() { hostile::wrong_version(KIND) }
-            #[test] fn hostile_wrong_sniff_header() { hostile::wrong_sniff(KIND) }
-            #[test] fn hostile_unknown_compression() { hostile::unknown_compression(KIND) }
-            #[test] fn hostile_tls_requested() { hostile::tls_requested(KIND) }
-            #[test] fn hostile_oversized_name() { hostile::oversized_name(KIND) }
-            #[test] fn hostile_oversized_value() { hostile::oversized_value(KIND) }
-            #[test] fn hostile_truncated_then_closed() { hostile::truncated_then_closed(KIND) }
-            #[test] fn hostile_reset_mid_message() { hostile::reset_mid_message(KIND) }
-            #[test] fn hostile_corrupt_flate() { hostile::corrupt_flate(KIND) }
-            #[test] fn hostile_corrupt_snappy() { hostile::corrupt_snappy(KIND) }
-            #[test] fn hostile_never_finishes_handshake() { hostile::never_finishes_handshake(KIND) }
-            #[test] fn hostile_never_reads() { hostile::never_reads(KIND) }
-            #[test] fn hostile_connect_close_cycles() { hostile::connect_close_cycles(KIND) }
-            #[test] fn hostile_over_the_connection_limit() { hostile::over_connection_limit(KIND) }
+            #[test] fn replays_recorded_go_exchanges() { run(replay::recorded_exchanges) }
+            #[test] fn every_client_every_compression() { run(matrix::every_client_every_compression) }
+            #[test] fn sniff_header_and_version() { run(matrix::sniff_header_and_version) }
+            #[test] fn values_up_to_the_limit() { run(matrix::values_up_to_the_limit) }
+            #[test] fn fire_and_forget() { run(matrix::fire_and_forget) }
+            #[test] fn ten_thousand_in_flight_over_four_connections() { run(matrix::ten_thousand_in_flight) }
+            #[test] fn client_matches_out_of_order_responses() { run(matrix::out_of_order_responses) }
+            #[test] fn client_rejects_over_the_pending_limit() { run(matrix::pending_limit) }
+            #[test] fn client_call_deadline() { run(matrix::call_deadline) }
+            #[test] fn pool_spreads_and_caps_connections() { run(matrix::pool) }
 
-            #[test] fn fault_server_dies_mid_call() { faults::server_dies_mid_call(KIND) }
-            #[test] fn fault_server_comes_back() { faults::server_comes_back(KIND) }
-            #[test] fn fault_graceful_shutdown_under_load() { faults::graceful_shutdown_under_load(KIND) }
-            #[test] fn fault_idle_connections_are_closed() { faults::idle_timeout(KIND) }
+            #[test] fn hostile_garbage_bytes() { run(hostile::garbage) }
+            #[test] fn hostile_wrong_version() { run(hostile::wrong_version) }
+            #[test] fn hostile_wrong_sniff_header() { run(hostile::wrong_sniff) }
+            #[test] fn hostile_unknown_compression() { run(hostile::unknown_compression) }
+            #[test] fn hostile_tls_requested() { run(hostile::tls_requested) }
+            #[test] fn hostile_oversized_name() { run(hostile::oversized_name) }
+            #[test] fn hostile_oversized_value() { run(hostile::oversized_value) }
+            #[test] fn hostile_truncated_then_closed() { run(hostile::truncated_then_closed) }
+            #[test] fn hostile_reset_mid_message() { run(hostile::reset_mid_message) }
+            #[test] fn hostile_corrupt_flate() { run(hostile::corrupt_flate) }
+            #[test] fn hostile_corrupt_snappy() { run(hostile::corrupt_snappy) }
+            #[test] fn hostile_never_finishes_handshake() { run(hostile::never_finishes_handshake) }
+            #[test] fn hostile_never_reads() { run(hostile::never_reads) }
+            #[test] fn hostile_connect_close_cycles() { run(hostile::connect_close_cycles) }
+            #[test] fn hostile_over_the_connection_limit() { run(hostile::over_connection_limit) }
+
+            #[test] fn fault_server_dies_mid_call() { run(faults::server_dies_mid_call) }
+            #[test] fn fault_server_comes_back() { run(faults::server_comes_back) }
+            #[test] fn fault_graceful_shutdown_under_load() { run(faults::graceful_shutdown_under_load) }
+            #[test] fn fault_idle_connections_are_closed() { run(faults::idle_timeout) }
         }
     )*};
 }
 
-#[cfg(all(feature = "std", feature = "tokio", feature = "mio"))]
+#[cfg(all(feature = "std", feature = "tokio", feature = "mio", feature = "glommio"))]
 conformance!(
     std => BackendKind::Std,
     tokio => BackendKind::Tokio,
     tokio_per_core => BackendKind::TokioPerCore,
     mio => BackendKind::Mio,
     mio_acceptor => BackendKind::MioAcceptor,
+    glommio => BackendKind::Glommio,
 );

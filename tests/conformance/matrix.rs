@@ -148,6 +148,9 @@ pub fn ten_thousand_in_flight(kind: BackendKind) {
     // connection and 2,500 calls in flight on it before waiting for any.
     ten_thousand_blocking::<fastwire::fastwire_std::client::Threads>(addr, &config);
     ten_thousand_blocking::<fastwire::fastwire_mio::client::Reactor>(addr, &config);
+    if BackendKind::Glommio.unavailable().is_none() {
+        ten_thousand_blocking::<fastwire::fastwire_glommio::client::Uring>(addr, &config);
+    }
 
     // The tokio client: 10,000 tasks over 4 connections.
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
@@ -233,6 +236,9 @@ pub fn out_of_order_responses(kind: BackendKind) {
     match client_kind {
         BackendKind::Std => out_of_order_blocking::<fastwire::fastwire_std::client::Threads>(addr, config, &values),
         BackendKind::Mio => out_of_order_blocking::<fastwire::fastwire_mio::client::Reactor>(addr, config, &values),
+        BackendKind::Glommio => {
+            out_of_order_blocking::<fastwire::fastwire_glommio::client::Uring>(addr, config, &values)
+        }
         _ => {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             runtime.block_on(async {
@@ -352,6 +358,7 @@ pub fn pool(kind: BackendKind) {
     match kind.client_kind() {
         BackendKind::Std => pool_blocking::<fastwire::fastwire_std::client::Threads>(addr),
         BackendKind::Mio => pool_blocking::<fastwire::fastwire_mio::client::Reactor>(addr),
+        BackendKind::Glommio => pool_blocking::<fastwire::fastwire_glommio::client::Uring>(addr),
         _ => {
             let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
             runtime.block_on(async {

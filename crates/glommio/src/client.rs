@@ -1,0 +1,206 @@
+//! The client: [`fastwire_common::client::Client`] whose connection I/O
+//! lives on a glommio executor of its own.
+//!
+//! Callers on any thread encode their call into the connection's output
+//! (under the client's lock) and, if the output was empty, raise the
+//! connection's wake flag; the executor's writer task, parked on that flag,
+//! is woken from the foreign thread (glommio queues such wake-ups to the
+//! executor), takes the output and writes it. A reader task reads responses
+//! and completes the calls. Each call waits on its own slot.
+
+use std::future::poll_fn;
+use std::io;
+use std::net::Shutdown;
+use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Poll, Waker};
+use std::time::Instant;
+
+use bytes::BytesMut;
+use fastwire_common::client::{Driver, Link, Output};
+use fastwire_common::ClientError;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::{LocalExecutorBuilder, Placement};
+
+use crate::IO_MEMORY;
+
+/// A client for one server address; see [`fastwire_common::client::Client`].
+pub type Client = fastwire_common::client::Client<Uring>;
+
+/// A call sent and awaiting its response (see [`Client::start`]).
+pub type PendingCall = fastwire_common::client::PendingCall<Uring>;
+
+/// The glommio driver: an executor per connection.
+#[derive(Debug)]
+pub struct Uring;
+
+/// How callers reach a connection's executor.
+#[derive(Debug)]
+pub struct UringHandle {
+    wake: WakeFlag,
+    /// Set when the connection's reader ends.
+    closed: AtomicBool,
+    /// A duplicate of the socket, to shut it down.
+    socket: std::net::TcpStream,
+}
+
+/// A flag another thread raises to wake one parked task.
+#[derive(Debug, Default)]
+struct WakeFlag {
+    raised: AtomicBool,
+    waker: Mutex<Option<Waker>>,
+}
+
+impl WakeFlag {
+    fn raise(&self) {
+        self.raised.store(true, Ordering::Release);
+        if let Some(waker) = self.waker.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            waker.wake();
+        }
+    }
+
+    /// Ready once raised (and lowers it again).
+    async fn wait(&self) {
+        poll_fn(|cx| {
+            if self.raised.swap(false, Ordering::AcqRel) {
+                return Poll::Ready(());
+            }
+            *self.waker.lock().unwrap_or_else(|p| p.into_inner()) = Some(cx.waker().clone());
+            // Raised between the check and the registration: do not miss it.
+            if self.raised.swap(false, Ordering::AcqRel) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await
+    }
+}
+
+impl Driver for Uring {
+    type Handle = Arc<UringHandle>;
+
+    fn start(link: Link<Self>, stream: std::net::TcpStream) -> io::Result<Arc<UringHandle>> {
+        crate::probe()?;
+        let handle = Arc::new(UringHandle {
+            wake: WakeFlag::default(),
+            closed: AtomicBool::new(false),
+            socket: stream.try_clone()?,
+        });
+        let driver = Arc::clone(&handle);
+        // Owned until the executor adopts it, so it is closed if the executor cannot start.
+        let fd = OwnedFd::from(stream);
+        LocalExecutorBuilder::new(Placement::Unbound).io_memory(IO_MEMORY).name("fastwire-glommio-client").spawn(
+            move || async move {
+                // SAFETY: `fd` is a connected TCP socket whose ownership
+                // `into_raw_fd` gave up; this takes it over.
+                let stream = unsafe { glommio::net::TcpStream::from_raw_fd(fd.into_raw_fd()) };
+                run(Rc::new(link), stream, driver).await
+            },
+        )?;
+        Ok(handle)
+    }
+
+    fn wake(handle: &Arc<UringHandle>) {
+        handle.wake.raise();
+    }
+
+    fn stop(handle: &Arc<UringHandle>) {
+        let _ = handle.socket.shutdown(Shutdown::Both);
+        handle.wake.raise();
+    }
+}
+
+async fn run(link: Rc<Link<Uring>>, stream: glommio::net::TcpStream, handle: Arc<UringHandle>) {
+    let config = link.config().clone();
+    let (mut reader, mut writer) = futures_lite::io::split(stream);
+    // The writer task: parked on the wake flag until callers queue output.
+    let writer_task = {
+        let (link, handle) = (Rc::clone(&link), Arc::clone(&handle));
+        glommio::spawn_local(async move {
+            let mut out = BytesMut::new();
+            loop {
+                match link.take_output(&mut out) {
+                    Output::Gone => return,
+                    Output::Empty(_) => {
+                        // Parked until a caller queues output, or the ticker
+                        // below comes by to let `take_output` check idleness
+                        // (no timer per wait: each would cost an allocation).
+                        handle.wake.wait().await;
+                        continue;
+                    }
+                    Output::Taken => {}
+                }
+                if let Some(delay) = link.config().batch_delay {
+                    // batch_delay: let more calls join this batch.
+                    glommio::timer::sleep(delay).await;
+                    if link.take_output(&mut out) == Output::Gone {
+                        return;
+                    }
+                }
+                if let Err(e) = writer.write_all(&out).await {
+                    return link.write_failed(&e);
+                }
+                out.clear();
+            }
+        })
+    };
+    // The idle ticker: once a second, wake the writer so that an unused
+    // connection is closed after idle_timeout.
+    let ticker = {
+        let (link, handle) = (Rc::clone(&link), Arc::clone(&handle));
+        glommio::spawn_local(async move {
+            let every = link.config().idle_timeout.min(std::time::Duration::from_secs(1));
+            while !handle.closed.load(Ordering::Acquire) {
+                glommio::timer::sleep(every).await;
+                handle.wake.raise();
+            }
+        })
+    };
+    // The reader, on this task: completes calls until the connection ends.
+    let deadline = Instant::now() + config.handshake_timeout;
+    let mut handshake_done = false;
+    let mut buf = BytesMut::new();
+    loop {
+        let start = buf.len();
+        buf.resize(start + config.buffer_size.clamp(4096, 64 * 1024), 0);
+        let read = if handshake_done {
+            reader.read(&mut buf[start..]).await
+        } else {
+            // Until the server's handshake is in, a read may wait only so long.
+            let left = deadline.saturating_duration_since(Instant::now());
+            let read = glommio::timer::timeout(left, async { Ok(reader.read(&mut buf[start..]).await) }).await;
+            read.unwrap_or_else(|_| {
+                Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "no handshake from the server within {:?} (setting: handshake_timeout)",
+                        config.handshake_timeout
+                    ),
+                ))
+            })
+        };
+        buf.truncate(start + *read.as_ref().unwrap_or(&0));
+        let error = match read {
+            Ok(0) => Some(ClientError::lost(io::ErrorKind::UnexpectedEof, "the server closed the connection")),
+            Ok(_) => None,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => None,
+            Err(e) => Some(ClientError::from_io(e)),
+        };
+        if let Some(error) = error {
+            link.die(error);
+            break;
+        }
+        match link.received(&mut buf) {
+            Err(()) => break,
+            Ok(done) => handshake_done |= done,
+        }
+    }
+    // The connection is over: let the writer and the ticker see it and finish.
+    handle.closed.store(true, Ordering::Release);
+    handle.wake.raise();
+    writer_task.await;
+    ticker.cancel().await;
+}

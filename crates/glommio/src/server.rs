@@ -1,0 +1,224 @@
+//! The server: one pinned executor per core, each with its own listener.
+
+use std::cell::Cell;
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use fastwire_common::{net, ServerCounters, ServerStats, ShutdownReport};
+use fastwire_proto::{Handler, ServerConfig};
+use glommio::{LocalExecutorBuilder, Placement};
+
+use crate::{connection, IO_MEMORY};
+
+/// Bound listeners (one per executor), not yet serving.
+#[derive(Debug)]
+pub struct Server {
+    listeners: Vec<std::net::TcpListener>,
+    config: ServerConfig,
+}
+
+impl Server {
+    /// Binds `addr` with one executor per available core (IPv4 or IPv6;
+    /// port 0 picks a free port). Fails with a clear error where glommio
+    /// cannot run (see [`crate::probe`]).
+    pub fn bind(addr: impl ToSocketAddrs, config: ServerConfig) -> io::Result<Server> {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Self::bind_executors(addr, config, cores)
+    }
+
+    /// Binds `addr` with `executors` executors, each pinned to a core and
+    /// with its own `SO_REUSEPORT` listener on the same address.
+    pub fn bind_executors(addr: impl ToSocketAddrs, config: ServerConfig, executors: usize) -> io::Result<Server> {
+        crate::probe()?;
+        let first = net::listener(net::resolve(addr)?, true)?;
+        let addr = first.local_addr()?;
+        let mut listeners = vec![first];
+        for _ in 1..executors.max(1) {
+            listeners.push(net::listener(addr, true)?);
+        }
+        Ok(Server { listeners, config })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listeners[0].local_addr()
+    }
+
+    /// Starts the executors, serving `handler`.
+    pub fn serve<H: Handler + 'static>(self, handler: H) -> io::Result<ServerHandle> {
+        let local_addr = self.local_addr()?;
+        let shared = Arc::new(Shared {
+            config: self.config,
+            counters: ServerCounters::default(),
+            stopping: AtomicBool::new(false),
+            forced: AtomicBool::new(false),
+        });
+        let handler = Arc::new(handler);
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let (done_tx, done) = mpsc::channel();
+        let mut executors = Vec::new();
+        let mut wakers = Vec::new();
+        for (i, listener) in self.listeners.into_iter().enumerate() {
+            // A duplicate of the listener lets shutdown wake its `accept`.
+            wakers.push(listener.try_clone()?);
+            let (shared, handler, done_tx) = (Arc::clone(&shared), Arc::clone(&handler), done_tx.clone());
+            // Owned until the executor adopts it, so it is closed if the executor cannot start.
+            let fd = OwnedFd::from(listener);
+            let executor = LocalExecutorBuilder::new(Placement::Fixed(i % cores))
+                .io_memory(IO_MEMORY)
+                .name(&format!("fastwire-glommio{i}"))
+                .spawn(move || async move {
+                    // SAFETY: `fd` is a bound, listening TCP socket whose
+                    // ownership `into_raw_fd` gave up; this takes it over.
+                    let listener = unsafe { glommio::net::TcpListener::from_raw_fd(fd.into_raw_fd()) };
+                    let cut = run(listener, shared, handler).await;
+                    let _ = done_tx.send(());
+                    cut
+                })?;
+            executors.push(executor);
+        }
+        tracing::info!(%local_addr, backend = "glommio", executors = executors.len(), "serving");
+        Ok(ServerHandle { local_addr, shared, executors, wakers, done })
+    }
+}
+
+pub(crate) struct Shared {
+    pub(crate) config: ServerConfig,
+    pub(crate) counters: ServerCounters,
+    /// Graceful shutdown started: stop accepting, close connections gracefully.
+    pub(crate) stopping: AtomicBool,
+    /// The grace period is over: drop whatever is left.
+    forced: AtomicBool,
+}
+
+/// What one executor had to cut off at a forced shutdown.
+#[derive(Default)]
+pub(crate) struct Cut {
+    connections: usize,
+    responses: u64,
+}
+
+/// This executor's live connections, shared by its tasks (one thread: `Cell`s).
+#[derive(Default)]
+pub(crate) struct Local {
+    pub(crate) open: Cell<usize>,
+    /// Responses produced and not yet written, over all its connections.
+    pub(crate) unwritten: Cell<u64>,
+}
+
+/// One executor's life: accept until told to stop, then wait for its
+/// connections to close gracefully (or the grace period to end).
+async fn run<H: Handler + 'static>(listener: glommio::net::TcpListener, shared: Arc<Shared>, handler: Arc<H>) -> Cut {
+    let local = Rc::new(Local::default());
+    loop {
+        let stream = match listener.accept().await {
+            Ok(stream) => stream,
+            Err(_) if shared.stopping.load(Ordering::Acquire) => break,
+            Err(e) => {
+                let e = io::Error::from(e);
+                if net::is_accept_resource_error(&e) {
+                    tracing::warn!(error = %e, "accept: out of resources");
+                    glommio::timer::sleep(Duration::from_millis(10)).await;
+                }
+                continue;
+            }
+        };
+        if shared.stopping.load(Ordering::Acquire) {
+            break;
+        }
+        if !shared.counters.try_open(shared.config.max_connections) {
+            continue; // dropped: closed at once
+        }
+        if stream.set_nodelay(true).is_err() {
+            shared.counters.close();
+            continue;
+        }
+        local.open.set(local.open.get() + 1);
+        let task = connection::serve(stream, Arc::clone(&shared), Arc::clone(&handler), Rc::clone(&local));
+        glommio::spawn_local(task).detach();
+    }
+    drop(listener);
+    while local.open.get() > 0 && !shared.forced.load(Ordering::Acquire) {
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+    }
+    // Returning ends the executor; tasks still running are dropped (closed).
+    Cut { connections: local.open.get(), responses: local.unwritten.get() }
+}
+
+/// A running server: its address, its counters, and its shutdown.
+/// Dropping the handle shuts the server down at once (no grace period).
+pub struct ServerHandle {
+    local_addr: SocketAddr,
+    shared: Arc<Shared>,
+    executors: Vec<glommio::ExecutorJoinHandle<Cut>>,
+    wakers: Vec<std::net::TcpListener>,
+    done: mpsc::Receiver<()>,
+}
+
+impl std::fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerHandle").field("local_addr", &self.local_addr).field("stats", &self.stats()).finish()
+    }
+}
+
+impl ServerHandle {
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The server's counters now.
+    pub fn stats(&self) -> ServerStats {
+        self.shared.counters.snapshot()
+    }
+
+    /// Graceful shutdown: stop accepting; let every connection finish the
+    /// requests it has received and flush their responses; close. Whatever
+    /// is still busy after `grace` is dropped, and reported. (A connection
+    /// waiting for input notices within a second, so allow `grace` of more.)
+    pub fn shutdown(mut self, grace: Duration) -> ShutdownReport {
+        self.stop(grace)
+    }
+
+    fn stop(&mut self, grace: Duration) -> ShutdownReport {
+        if self.executors.is_empty() {
+            return ShutdownReport::default();
+        }
+        self.shared.stopping.store(true, Ordering::Release);
+        for listener in self.wakers.drain(..) {
+            net::wake_acceptor(&listener);
+        }
+        let started_with = self.shared.counters.snapshot().open;
+        let deadline = Instant::now() + grace;
+        let mut finished = 0;
+        while finished < self.executors.len() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.done.recv_timeout(left) {
+                Ok(()) => finished += 1,
+                Err(_) => break,
+            }
+        }
+        self.shared.forced.store(true, Ordering::Release);
+        let mut report = ShutdownReport::default();
+        for executor in self.executors.drain(..) {
+            if let Ok(cut) = executor.join() {
+                report.cut_off += cut.connections;
+                report.responses_lost += cut.responses;
+            }
+        }
+        report.closed_gracefully = started_with.saturating_sub(report.cut_off);
+        tracing::info!(local_addr = %self.local_addr, %report, "shut down");
+        report
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        self.stop(Duration::ZERO);
+    }
+}
