@@ -37,18 +37,18 @@ fuzz target="server_decode" seconds="60":
     command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz
     cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run {{target}} --fuzz-dir . -- -max_total_time={{seconds}}
 
-# Serve the demo handler (backend: std, tokio, tokio-per-core, mio, mio-acceptor).
+# Serve the demo handler (backend: std, tokio, tokio-per-core, mio, mio-acceptor, glommio).
 serve backend="tokio" addr="127.0.0.1:7000":
     cargo run --release -- serve --backend {{backend}} --addr {{addr}}
 
 # Server memory per idle connection, server and clients in separate processes.
-idle-memory backends="mio,tokio,tokio-per-core" connections="10000":
-    cargo build --release
+idle-memory backends="mio,glommio,tokio,tokio-per-core" connections="10000":
+    cargo build --release --examples
     cargo run --release --example idle_memory -- {{backends}} {{connections}}
 
 # A connection storm against each accept strategy of the mio backend.
 accept-storm backends="mio,mio-acceptor" threads="4" per_thread="2500":
-    cargo build --release
+    cargo build --release --examples
     cargo run --release --example accept_storm -- {{backends}} {{threads}} {{per_thread}}
 
 # The conformance suite only (every backend).

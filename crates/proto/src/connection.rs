@@ -22,10 +22,10 @@ pub trait Connection {
     /// has some spare capacity; read into that, then call `process`.
     fn read_buffer(&mut self) -> &mut BytesMut;
 
-    /// Copies bytes that were read elsewhere into the read buffer.
-    fn received(&mut self, bytes: &[u8]) {
-        self.read_buffer().extend_from_slice(bytes);
-    }
+    /// Copies bytes that were read elsewhere into the read buffer (which
+    /// grows only as much as they need: a backend that reads into a buffer of
+    /// its own, as the mio loops do, keeps small connections small).
+    fn received(&mut self, bytes: &[u8]);
 
     /// Bytes to write to the socket, oldest first. Ends the current batch
     /// first (compressing it, with a flush), so everything queued is here.
@@ -77,6 +77,10 @@ macro_rules! impl_connection {
         impl$(<$generic>)? $crate::connection::Connection for $ty {
             fn read_buffer(&mut self) -> &mut bytes::BytesMut {
                 self.inbound.read_buffer()
+            }
+
+            fn received(&mut self, bytes: &[u8]) {
+                self.inbound.wire.extend_from_slice(bytes);
             }
 
             fn output(&mut self) -> &[u8] {
