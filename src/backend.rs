@@ -16,6 +16,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use fastwire_common::client::Driver;
+use fastwire_common::Serving;
 use fastwire_common::{ClientError, Reply, ServerStats, ShutdownReport};
 use fastwire_proto::{ClientConfig, Handler, ServerConfig};
 
@@ -204,32 +205,20 @@ pub fn blocking_client(
     })
 }
 
-/// Every backend's `ServerHandle` has the same three methods.
-macro_rules! running_server {
-    ($($feature:literal => $handle:ty),* $(,)?) => {$(
-        #[cfg(feature = $feature)]
-        impl RunningServer for $handle {
-            fn local_addr(&self) -> SocketAddr {
-                <$handle>::local_addr(self)
-            }
-            fn stats(&self) -> ServerStats {
-                <$handle>::stats(self)
-            }
-            fn shutdown(self: Box<Self>, grace: Duration) -> ShutdownReport {
-                <$handle>::shutdown(*self, grace)
-            }
-        }
-    )*};
+/// Every backend's `ServerHandle` is `fastwire_common::ServerHandle` around its own part.
+impl<S: Serving> RunningServer for fastwire_common::ServerHandle<S> {
+    fn local_addr(&self) -> SocketAddr {
+        fastwire_common::ServerHandle::local_addr(self)
+    }
+    fn stats(&self) -> ServerStats {
+        fastwire_common::ServerHandle::stats(self)
+    }
+    fn shutdown(self: Box<Self>, grace: Duration) -> ShutdownReport {
+        fastwire_common::ServerHandle::shutdown(*self, grace)
+    }
 }
 
-running_server!(
-    "std" => fastwire_std::ServerHandle,
-    "tokio" => fastwire_tokio::ServerHandle,
-    "mio" => fastwire_mio::ServerHandle,
-    "glommio" => fastwire_glommio::ServerHandle,
-);
-
-/// The thread-based clients (std, mio) share one implementation.
+/// The thread-based clients (std, mio, glommio) share one implementation.
 impl<D: Driver> BlockingClient for fastwire_common::client::Client<D> {
     fn call_timeout(&self, name: &[u8], value: &[u8], timeout: Duration) -> Result<Reply, ClientError> {
         fastwire_common::client::Client::call_timeout(self, name, value, timeout)

@@ -12,6 +12,8 @@
 //!   waits on a slot (blocking or async); the connection completes it; the
 //!   reply's buffer goes back to the pool when dropped, so a call allocates
 //!   nothing in steady state.
+//! * [`handle`]: the [`ServerHandle`] every backend's server returns, around
+//!   its own [`Serving`] part.
 //! * [`stats`]: server counters and the [`ShutdownReport`] of a graceful shutdown.
 //! * [`net`]: socket setup through `socket2` (reuse-port listeners, `TCP_NODELAY`).
 //! * [`backoff`]: the reconnect backoff of clients.
@@ -24,6 +26,7 @@
 pub mod backoff;
 pub mod client;
 pub mod error;
+pub mod handle;
 pub mod net;
 pub mod pool;
 pub mod registry;
@@ -32,6 +35,7 @@ pub mod stats;
 
 pub use backoff::Backoff;
 pub use error::ClientError;
+pub use handle::{ServerHandle, Serving};
 pub use pool::{Pool, PoolClient};
 pub use registry::Registry;
 pub use slot::{CallSlot, Reply, SlotPool};

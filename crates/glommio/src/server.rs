@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use fastwire_common::{net, ServerCounters, ServerStats, ShutdownReport};
+use fastwire_common::{net, ServerCounters, Serving, ShutdownReport};
 use fastwire_proto::{Handler, ServerConfig};
 use glommio::{LocalExecutorBuilder, Placement};
 
@@ -83,7 +83,7 @@ impl Server {
             executors.push(executor);
         }
         tracing::info!(%local_addr, backend = "glommio", executors = executors.len(), "serving");
-        Ok(ServerHandle { local_addr, shared, executors, wakers, done })
+        Ok(ServerHandle::new(local_addr, Running { shared, executors, wakers, done }))
     }
 }
 
@@ -150,39 +150,27 @@ async fn run<H: Handler + 'static>(listener: glommio::net::TcpListener, shared: 
     Cut { connections: local.open.get(), responses: local.unwritten.get() }
 }
 
-/// A running server: its address, its counters, and its shutdown.
-/// Dropping the handle shuts the server down at once (no grace period).
-pub struct ServerHandle {
-    local_addr: SocketAddr,
+/// A running server's handle (address, stats, graceful shutdown); see
+/// [`fastwire_common::ServerHandle`]. Dropping it shuts the server down at once.
+pub type ServerHandle = fastwire_common::ServerHandle<Running>;
+
+/// The glommio backend's running server: its executors. Use it through [`ServerHandle`].
+pub struct Running {
     shared: Arc<Shared>,
     executors: Vec<glommio::ExecutorJoinHandle<Cut>>,
     wakers: Vec<std::net::TcpListener>,
     done: mpsc::Receiver<()>,
 }
 
-impl std::fmt::Debug for ServerHandle {
+impl std::fmt::Debug for Running {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServerHandle").field("local_addr", &self.local_addr).field("stats", &self.stats()).finish()
+        f.debug_struct("Running").field("stats", &self.shared.counters.snapshot()).finish()
     }
 }
 
-impl ServerHandle {
-    /// The address the server listens on.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
-    }
-
-    /// The server's counters now.
-    pub fn stats(&self) -> ServerStats {
-        self.shared.counters.snapshot()
-    }
-
-    /// Graceful shutdown: stop accepting; let every connection finish the
-    /// requests it has received and flush their responses; close. Whatever
-    /// is still busy after `grace` is dropped, and reported. (A connection
-    /// waiting for input notices within a second, so allow `grace` of more.)
-    pub fn shutdown(mut self, grace: Duration) -> ShutdownReport {
-        self.stop(grace)
+impl Serving for Running {
+    fn counters(&self) -> &ServerCounters {
+        &self.shared.counters
     }
 
     fn stop(&mut self, grace: Duration) -> ShutdownReport {
@@ -212,13 +200,6 @@ impl ServerHandle {
             }
         }
         report.closed_gracefully = started_with.saturating_sub(report.cut_off);
-        tracing::info!(local_addr = %self.local_addr, %report, "shut down");
         report
-    }
-}
-
-impl Drop for ServerHandle {
-    fn drop(&mut self) {
-        self.stop(Duration::ZERO);
     }
 }

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use fastwire_common::{net, ServerCounters, ServerStats, ShutdownReport};
+use fastwire_common::{net, ServerCounters, Serving, ShutdownReport};
 use fastwire_proto::{Handler, ServerConfig};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -151,7 +151,7 @@ impl Server {
             None => None,
         };
         tracing::info!(%local_addr, backend = "mio", loops = loops.len(), accept = ?self.accept, "serving");
-        Ok(ServerHandle { local_addr, shared, loops, acceptor })
+        Ok(ServerHandle::new(local_addr, Running { shared, loops, acceptor }))
     }
 }
 
@@ -401,38 +401,27 @@ impl<H: Handler + 'static> EventLoop<H> {
     }
 }
 
-/// A running server: its address, its counters, and its shutdown.
-/// Dropping the handle shuts the server down at once (no grace period).
-pub struct ServerHandle {
-    local_addr: SocketAddr,
+/// A running server's handle (address, stats, graceful shutdown); see
+/// [`fastwire_common::ServerHandle`]. Dropping it shuts the server down at once.
+pub type ServerHandle = fastwire_common::ServerHandle<Running>;
+
+/// The mio backend's running server: its event loops (and acceptor thread). Use it through [`ServerHandle`].
+pub struct Running {
     shared: Arc<Shared>,
     loops: Vec<(Arc<Waker>, JoinHandle<Cut>)>,
     /// [`Accept::Acceptor`]: its listener (to wake it) and thread.
     acceptor: Option<(std::net::TcpListener, JoinHandle<()>)>,
 }
 
-impl std::fmt::Debug for ServerHandle {
+impl std::fmt::Debug for Running {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServerHandle").field("local_addr", &self.local_addr).field("stats", &self.stats()).finish()
+        f.debug_struct("Running").field("stats", &self.shared.counters.snapshot()).finish()
     }
 }
 
-impl ServerHandle {
-    /// The address the server listens on.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
-    }
-
-    /// The server's counters now.
-    pub fn stats(&self) -> ServerStats {
-        self.shared.counters.snapshot()
-    }
-
-    /// Graceful shutdown: stop accepting; let every connection finish the
-    /// requests it has received and flush their responses; close. Whatever
-    /// is still busy after `grace` is dropped, and reported.
-    pub fn shutdown(mut self, grace: Duration) -> ShutdownReport {
-        self.stop(grace)
+impl Serving for Running {
+    fn counters(&self) -> &ServerCounters {
+        &self.shared.counters
     }
 
     fn stop(&mut self, grace: Duration) -> ShutdownReport {
@@ -459,19 +448,14 @@ impl ServerHandle {
             report.responses_lost += cut.responses;
         }
         report.closed_gracefully = started_with.saturating_sub(report.cut_off);
-        tracing::info!(local_addr = %self.local_addr, %report, "shut down");
         report
     }
+}
 
+impl Running {
     fn wake_all(&self) {
         for (waker, _) in &self.loops {
             let _ = waker.wake();
         }
-    }
-}
-
-impl Drop for ServerHandle {
-    fn drop(&mut self) {
-        self.stop(Duration::ZERO);
     }
 }

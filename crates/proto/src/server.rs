@@ -2,7 +2,7 @@
 //!
 //! [`ServerConn`] reads the client's handshake, answers with its own, then
 //! decodes requests, runs the [`Handler`] on each and encodes its response in
-//! place. The backend only moves bytes: see [`Connection`].
+//! place. The backend only moves bytes: see [`Connection`](crate::Connection).
 //!
 //! ```
 //! use fastwire_proto::{Connection, Flow, Request, ResponseWriter, ServerConfig, ServerConn};
@@ -80,7 +80,7 @@ impl ServerConn {
     }
 
     /// Responses encoded and not yet handed to the socket (see
-    /// [`Connection::take_output`]).
+    /// [`Connection::take_output`](crate::Connection::take_output)).
     pub fn unwritten_responses(&self) -> usize {
         self.outbound.unwritten_messages
     }
@@ -94,7 +94,7 @@ impl ServerConn {
     /// the output.
     ///
     /// An error means the connection must be closed; write whatever
-    /// [`output`](Connection::output) holds first (after a TLS request it is
+    /// [`output`](crate::Connection::output) holds first (after a TLS request it is
     /// our handshake saying "no TLS", as Go's server does). Calling `process`
     /// again after an error returns the same error.
     pub fn process<H: Handler + ?Sized>(&mut self, handler: &H) -> Result<Flow, Error> {

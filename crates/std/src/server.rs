@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use fastwire_common::{net, Registry, ServerCounters, ServerStats, ShutdownReport};
+use fastwire_common::{net, Registry, ServerCounters, Serving, ShutdownReport};
 use fastwire_proto::{Handler, ServerConfig};
 
 use crate::connection::{self, ConnShared};
@@ -49,7 +49,7 @@ impl Server {
                 .spawn(move || accept_loop(self.listener, shared, handler))?
         };
         tracing::info!(%local_addr, backend = "std", "serving");
-        Ok(ServerHandle { local_addr, shared, listener, acceptor: Some(acceptor) })
+        Ok(ServerHandle::new(local_addr, Running { shared, listener, acceptor: Some(acceptor) }))
     }
 }
 
@@ -107,39 +107,26 @@ fn start_connection<H: Handler + 'static>(stream: TcpStream, shared: &Arc<Shared
     connection::spawn(id, stream, conn, Arc::clone(shared), Arc::clone(handler)).inspect_err(|_| shared.deregister(id))
 }
 
-/// A running server: its address, its counters, and its shutdown.
-/// Dropping the handle shuts the server down at once (no grace period).
-#[derive(Debug)]
-pub struct ServerHandle {
-    local_addr: SocketAddr,
+/// A running server's handle (address, stats, graceful shutdown); see
+/// [`fastwire_common::ServerHandle`]. Dropping it shuts the server down at once.
+pub type ServerHandle = fastwire_common::ServerHandle<Running>;
+
+/// The std backend's running server: the acceptor thread and the connections' threads. Use it through [`ServerHandle`].
+pub struct Running {
     shared: Arc<Shared>,
     listener: TcpListener,
     acceptor: Option<JoinHandle<()>>,
 }
 
-impl std::fmt::Debug for Shared {
+impl std::fmt::Debug for Running {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared").field("stats", &self.counters.snapshot()).finish()
+        f.debug_struct("Running").field("stats", &self.shared.counters.snapshot()).finish()
     }
 }
 
-impl ServerHandle {
-    /// The address the server listens on.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
-    }
-
-    /// The server's counters now.
-    pub fn stats(&self) -> ServerStats {
-        self.shared.counters.snapshot()
-    }
-
-    /// Graceful shutdown: stop accepting; let every connection finish the
-    /// requests it has received and flush their responses; close. Whatever
-    /// is still busy after `grace` is closed by force, and reported. (A
-    /// blocked reader notices within a second, so allow `grace` of more.)
-    pub fn shutdown(mut self, grace: Duration) -> ShutdownReport {
-        self.stop(grace)
+impl Serving for Running {
+    fn counters(&self) -> &ServerCounters {
+        &self.shared.counters
     }
 
     fn stop(&mut self, grace: Duration) -> ShutdownReport {
@@ -164,13 +151,6 @@ impl ServerHandle {
         });
         // The forced connections' threads now fail fast; wait for them briefly.
         self.shared.registry.wait_empty(Instant::now() + Duration::from_secs(1));
-        tracing::info!(local_addr = %self.local_addr, %report, "shut down");
         report
-    }
-}
-
-impl Drop for ServerHandle {
-    fn drop(&mut self) {
-        self.stop(Duration::ZERO);
     }
 }

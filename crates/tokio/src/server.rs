@@ -7,7 +7,7 @@ use std::sync::{Arc, OnceLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use fastwire_common::{net, Registry, ServerCounters, ServerStats, ShutdownReport};
+use fastwire_common::{net, Registry, ServerCounters, Serving, ShutdownReport};
 use fastwire_proto::{Handler, ServerConfig};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -128,7 +128,7 @@ impl Server {
             }
         }
         tracing::info!(%local_addr, backend = "tokio", flavor = ?self.flavor, "serving");
-        Ok(ServerHandle { local_addr, shared, stop: stop_tx, threads })
+        Ok(ServerHandle::new(local_addr, Running { shared, stop: stop_tx, threads }))
     }
 }
 
@@ -193,37 +193,26 @@ async fn run<H: Handler + 'static>(listener: std::net::TcpListener, shared: Arc<
     while tasks.join_next().await.is_some() {}
 }
 
-/// A running server: its address, its counters, and its shutdown.
-/// Dropping the handle shuts the server down at once (no grace period).
-pub struct ServerHandle {
-    local_addr: SocketAddr,
+/// A running server's handle (address, stats, graceful shutdown); see
+/// [`fastwire_common::ServerHandle`]. Dropping it shuts the server down at once.
+pub type ServerHandle = fastwire_common::ServerHandle<Running>;
+
+/// The tokio backend's running server: its runtime threads. Use it through [`ServerHandle`].
+pub struct Running {
     shared: Arc<Shared>,
     stop: watch::Sender<bool>,
     threads: Vec<JoinHandle<()>>,
 }
 
-impl std::fmt::Debug for ServerHandle {
+impl std::fmt::Debug for Running {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServerHandle").field("local_addr", &self.local_addr).field("stats", &self.stats()).finish()
+        f.debug_struct("Running").field("stats", &self.shared.counters.snapshot()).finish()
     }
 }
 
-impl ServerHandle {
-    /// The address the server listens on.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
-    }
-
-    /// The server's counters now.
-    pub fn stats(&self) -> ServerStats {
-        self.shared.counters.snapshot()
-    }
-
-    /// Graceful shutdown: stop accepting; let every connection finish the
-    /// requests it has received and flush their responses; close. Whatever
-    /// is still busy after `grace` is aborted, and reported.
-    pub fn shutdown(mut self, grace: Duration) -> ShutdownReport {
-        self.stop(grace)
+impl Serving for Running {
+    fn counters(&self) -> &ServerCounters {
+        &self.shared.counters
     }
 
     fn stop(&mut self, grace: Duration) -> ShutdownReport {
@@ -244,13 +233,6 @@ impl ServerHandle {
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
-        tracing::info!(local_addr = %self.local_addr, %report, "shut down");
         report
-    }
-}
-
-impl Drop for ServerHandle {
-    fn drop(&mut self) {
-        self.stop(Duration::ZERO);
     }
 }

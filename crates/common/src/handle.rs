@@ -1,0 +1,70 @@
+//! The handle of a running server, the same on every backend.
+//!
+//! A backend supplies what is its own ([`Serving`]: its counters, and how it
+//! stops); the handle around it is shared, so every backend's
+//! `ServerHandle` has the same methods and the same drop behaviour.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::{ServerCounters, ServerStats, ShutdownReport};
+
+/// A backend's running server.
+pub trait Serving: Send + 'static {
+    /// Its counters.
+    fn counters(&self) -> &ServerCounters;
+
+    /// Graceful shutdown: stop accepting; let every connection finish the
+    /// requests it has received and flush their responses; close; whatever
+    /// is still busy after `grace` is closed by force and reported. Called once.
+    fn stop(&mut self, grace: Duration) -> ShutdownReport;
+}
+
+/// A running server: its address, its counters, and its shutdown.
+/// Dropping the handle shuts the server down at once (no grace period).
+pub struct ServerHandle<S: Serving> {
+    local_addr: SocketAddr,
+    server: Option<S>,
+}
+
+impl<S: Serving> ServerHandle<S> {
+    /// Wraps a backend's running server.
+    pub fn new(local_addr: SocketAddr, server: S) -> Self {
+        ServerHandle { local_addr, server: Some(server) }
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The server's counters now.
+    pub fn stats(&self) -> ServerStats {
+        self.server.as_ref().map(|s| s.counters().snapshot()).unwrap_or_default()
+    }
+
+    /// Graceful shutdown (see [`Serving::stop`]), with `grace` to finish
+    /// what is in flight.
+    pub fn shutdown(mut self, grace: Duration) -> ShutdownReport {
+        self.stop(grace)
+    }
+
+    fn stop(&mut self, grace: Duration) -> ShutdownReport {
+        let Some(mut server) = self.server.take() else { return ShutdownReport::default() };
+        let report = server.stop(grace);
+        tracing::info!(local_addr = %self.local_addr, %report, "shut down");
+        report
+    }
+}
+
+impl<S: Serving> Drop for ServerHandle<S> {
+    fn drop(&mut self) {
+        self.stop(Duration::ZERO);
+    }
+}
+
+impl<S: Serving> std::fmt::Debug for ServerHandle<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerHandle").field("local_addr", &self.local_addr).field("stats", &self.stats()).finish()
+    }
+}
