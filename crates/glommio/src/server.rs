@@ -174,9 +174,6 @@ impl Serving for Running {
     }
 
     fn stop(&mut self, grace: Duration) -> ShutdownReport {
-        if self.executors.is_empty() {
-            return ShutdownReport::default();
-        }
         self.shared.stopping.store(true, Ordering::Release);
         for listener in self.wakers.drain(..) {
             net::wake_acceptor(&listener);

@@ -425,9 +425,6 @@ impl Serving for Running {
     }
 
     fn stop(&mut self, grace: Duration) -> ShutdownReport {
-        if self.loops.is_empty() {
-            return ShutdownReport::default();
-        }
         self.shared.stopping.store(true, Ordering::Release);
         if let Some((listener, thread)) = self.acceptor.take() {
             net::wake_acceptor(&listener);

@@ -130,12 +130,11 @@ impl Serving for Running {
     }
 
     fn stop(&mut self, grace: Duration) -> ShutdownReport {
-        let Some(acceptor) = self.acceptor.take() else {
-            return ShutdownReport::default();
-        };
         self.shared.stopping.store(true, Ordering::Release);
         net::wake_acceptor(&self.listener);
-        let _ = acceptor.join();
+        if let Some(acceptor) = self.acceptor.take() {
+            let _ = acceptor.join();
+        }
 
         // Each reader sees the flag within a second (its periodic wake-up),
         // stops reading, and the connection closes gracefully (see

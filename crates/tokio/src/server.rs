@@ -216,9 +216,6 @@ impl Serving for Running {
     }
 
     fn stop(&mut self, grace: Duration) -> ShutdownReport {
-        if self.threads.is_empty() {
-            return ShutdownReport::default();
-        }
         let started_with = self.shared.registry.len();
         let _ = self.stop.send(true);
         let cut_off = self.shared.registry.wait_empty(Instant::now() + grace);
