@@ -72,6 +72,19 @@ pub fn listener(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
     Ok(socket.into())
 }
 
+/// `count` listeners on the same address, each with `SO_REUSEPORT`, for a
+/// server with one listener per core. Port 0 is resolved by the first and
+/// the others bind the port it got.
+pub fn reuseport_listeners(addr: SocketAddr, count: usize) -> io::Result<Vec<TcpListener>> {
+    let first = listener(addr, true)?;
+    let addr = first.local_addr()?;
+    let mut listeners = vec![first];
+    for _ in 1..count.max(1) {
+        listeners.push(listener(addr, true)?);
+    }
+    Ok(listeners)
+}
+
 /// Settings every fastwire connection gets: `TCP_NODELAY`, because fastwire
 /// batches writes itself and Nagle's algorithm would only add latency to the
 /// last batch.

@@ -35,12 +35,7 @@ impl Server {
     /// with its own `SO_REUSEPORT` listener on the same address.
     pub fn bind_executors(addr: impl ToSocketAddrs, config: ServerConfig, executors: usize) -> io::Result<Server> {
         crate::probe()?;
-        let first = net::listener(net::resolve(addr)?, true)?;
-        let addr = first.local_addr()?;
-        let mut listeners = vec![first];
-        for _ in 1..executors.max(1) {
-            listeners.push(net::listener(addr, true)?);
-        }
+        let listeners = net::reuseport_listeners(net::resolve(addr)?, executors)?;
         Ok(Server { listeners, config })
     }
 

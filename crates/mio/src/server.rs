@@ -71,12 +71,7 @@ impl Server {
         let loops = loops.max(1);
         let listeners = match accept {
             Accept::ReusePort => {
-                let first = net::listener(net::resolve(addr)?, true)?;
-                let addr = first.local_addr()?;
-                let mut listeners = vec![first];
-                for _ in 1..loops {
-                    listeners.push(net::listener(addr, true)?);
-                }
+                let listeners = net::reuseport_listeners(net::resolve(addr)?, loops)?;
                 for l in &listeners {
                     l.set_nonblocking(true)?;
                 }

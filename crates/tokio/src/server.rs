@@ -69,15 +69,7 @@ impl Server {
         let addr = net::resolve(addr)?;
         let listeners = match flavor {
             Flavor::MultiThread { .. } => vec![net::listener(addr, false)?],
-            Flavor::PerCore { cores } => {
-                let first = net::listener(addr, true)?;
-                let addr = first.local_addr()?;
-                let mut listeners = vec![first];
-                for _ in 1..cores.max(1) {
-                    listeners.push(net::listener(addr, true)?);
-                }
-                listeners
-            }
+            Flavor::PerCore { cores } => net::reuseport_listeners(addr, cores)?,
         };
         for listener in &listeners {
             listener.set_nonblocking(true)?;
