@@ -8,7 +8,7 @@
 //! while output remains), reads until `WouldBlock`, and completes the calls
 //! whose responses arrived.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::Shutdown;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use fastwire_common::client::{Driver, Link, Output};
-use fastwire_common::ClientError;
+use fastwire_common::{net, ClientError};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token, Waker};
 
@@ -92,6 +92,7 @@ fn run(link: Link<Reactor>, mut poll: Poll, mut stream: TcpStream, handle: &Reac
     let mut writable = true;
     let mut timeout = Some(Duration::ZERO);
     let mut hold_until: Option<Instant> = None;
+    let read_chunk = config.buffer_size.clamp(4096, 64 * 1024);
     loop {
         if let Err(e) = poll.poll(&mut events, timeout) {
             if e.kind() != io::ErrorKind::Interrupted {
@@ -109,7 +110,7 @@ fn run(link: Link<Reactor>, mut poll: Poll, mut stream: TcpStream, handle: &Reac
         }
         // Read until WouldBlock, handing responses to the waiting callers.
         while readable {
-            match crate::client::read_into(&mut stream, &mut inbuf, config.buffer_size) {
+            match net::read_some(&mut stream, &mut inbuf, read_chunk) {
                 Ok(0) => {
                     return link
                         .die(ClientError::lost(io::ErrorKind::UnexpectedEof, "the server closed the connection"))
@@ -195,14 +196,4 @@ fn run(link: Link<Reactor>, mut poll: Poll, mut stream: TcpStream, handle: &Reac
             write_interest = want_write;
         }
     }
-}
-
-/// Reads once into `buf` (zero-filling up to `chunk` new bytes first: safe
-/// Rust cannot read into uninitialised memory).
-pub(crate) fn read_into(stream: &mut TcpStream, buf: &mut BytesMut, chunk: usize) -> io::Result<usize> {
-    let start = buf.len();
-    buf.resize(start + chunk.clamp(4096, 64 * 1024), 0);
-    let result = stream.read(&mut buf[start..]);
-    buf.truncate(start + *result.as_ref().unwrap_or(&0));
-    result
 }
