@@ -16,6 +16,9 @@
 //! * [`backend`]: every backend behind one run-time interface, by name
 //!   ([`BackendKind`]), for the command line, the conformance suite and the
 //!   benchmarks.
+//! * [`harness`]: the benchmark harness: workloads, load generation, floors,
+//!   figures and reports, behind `fastwire compare`, `fastwire load` and
+//!   the criterion benches.
 //!
 //! Each backend crate can also be used on its own: `fastwire-std` pulls in
 //! neither tokio nor any other backend.
@@ -23,6 +26,7 @@
 #![deny(missing_docs)]
 
 pub mod backend;
+pub mod harness;
 
 pub use backend::BackendKind;
 pub use fastwire_common::{ClientError, Reply, ServerStats, ShutdownReport};

@@ -4,13 +4,22 @@
 //!   handler (an empty name gets fastrpc's 261-byte benchmark body, any other
 //!   name `re:` followed by the value), so that Go fastrpc's benchmark client
 //!   and the recorded vectors work against it.
+//! * `fastwire compare`: every backend through the workloads, server and
+//!   load in this process, side by side (the project's main job).
+//! * `fastwire load`: the same load against any fastrpc server, Go's
+//!   included: closed loop, or open loop at a fixed rate.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use fastwire::backend::{self, BackendKind};
+use fastwire::harness::{self, drive, report, Row, Spec, Timing, Workload};
 use fastwire::proto::{demo_handler, Compression, Limits, ProtocolConfig, ServerConfig};
+
+// Every allocation of the process is counted, for allocs/op.
+#[global_allocator]
+static ALLOCATOR: harness::alloc::Counting = harness::alloc::Counting;
 
 #[derive(Parser)]
 #[command(name = "fastwire", version, about = "fastrpc's wire protocol over several network architectures")]
@@ -23,6 +32,10 @@ struct Cli {
 enum Command {
     /// Serve the demo handler until Ctrl-C (or SIGTERM), then shut down gracefully.
     Serve(ServeArgs),
+    /// Run backends through the workloads in this process and compare them side by side.
+    Compare(CompareArgs),
+    /// Load any fastrpc server (Go's included) and report the same figures.
+    Load(LoadArgs),
 }
 
 /// Parses `3s`, `500ms`, `5m`.
@@ -86,17 +99,117 @@ struct ServeArgs {
     grace: Duration,
 }
 
+/// Where results go besides the terminal.
+#[derive(Args)]
+struct Outputs {
+    /// Write the results as JSON (an array of objects, one per measurement).
+    #[arg(long, value_name = "FILE")]
+    json: Option<std::path::PathBuf>,
+    /// Write the table and its environment as Markdown.
+    #[arg(long, value_name = "FILE")]
+    markdown: Option<std::path::PathBuf>,
+}
+
+#[derive(Args)]
+struct CompareArgs {
+    /// Workloads, comma-separated: fastrpc, pingpong, sizes, nowait, conns [default: all].
+    #[arg(long, value_delimiter = ',')]
+    workload: Vec<Workload>,
+    /// Backends, comma-separated [default: every backend of this build].
+    #[arg(long, value_delimiter = ',')]
+    backends: Vec<BackendKind>,
+    /// Connections, comma-separated, for fastrpc, nowait and conns [default: 2, 2, 1000].
+    #[arg(long, value_delimiter = ',')]
+    connections: Vec<usize>,
+    /// Calls in flight per connection, comma-separated, for fastrpc and sizes [default: 1000, 8].
+    #[arg(long, value_delimiter = ',')]
+    depth: Vec<usize>,
+    /// Value sizes in bytes, comma-separated, for pingpong and sizes [default: 1; 16,1024,65536,1048576].
+    #[arg(long, value_delimiter = ',')]
+    value_size: Vec<usize>,
+    /// Compression, comma-separated: none, flate, snappy.
+    #[arg(long, value_delimiter = ',', default_value = "none")]
+    compress: Vec<Compression>,
+    /// The measured window of each run (plus a quarter of it to warm up, and
+    /// a third of it in a separate run that counts allocations).
+    #[arg(long, default_value = "300ms", value_parser = duration)]
+    duration: Duration,
+    /// Calls per second of the conns workload (open loop), over all its connections.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Leave out the floors (the no-protocol references).
+    #[arg(long)]
+    no_floor: bool,
+    /// Draw SVG charts into this directory.
+    #[arg(long, value_name = "DIR")]
+    svg: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    outputs: Outputs,
+}
+
+#[derive(Args)]
+struct LoadArgs {
+    /// The server's address.
+    #[arg(long)]
+    addr: String,
+    /// Workload: fastrpc, pingpong, sizes, nowait or conns.
+    #[arg(long, default_value = "fastrpc")]
+    workload: Workload,
+    /// The client that makes the calls (closed loop): std, tokio, mio, glommio.
+    /// Open-loop runs (--rate, or conns) always use tokio tasks.
+    #[arg(long, default_value = "mio")]
+    client: BackendKind,
+    /// Connections [default: the workload's; 2 for fastrpc].
+    #[arg(long)]
+    connections: Option<usize>,
+    /// Calls in flight per connection (closed loop) or callers per connection (open loop).
+    #[arg(long)]
+    depth: Option<usize>,
+    /// Value size in bytes (pingpong and sizes).
+    #[arg(long)]
+    value_size: Option<usize>,
+    /// Open loop: calls per second over all connections, each call's latency
+    /// counted from its intended send time.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// How long to measure (after a quarter of it to warm up).
+    #[arg(long, default_value = "3s", value_parser = duration)]
+    duration: Duration,
+    /// Compression the client asks for: none, flate, snappy.
+    #[arg(long, default_value = "none")]
+    compress: Compression,
+    /// Sniff header (must match the server's).
+    #[arg(long, default_value = "")]
+    sniff: String,
+    /// Protocol version byte (must match the server's).
+    #[arg(long, default_value_t = 0)]
+    version: u8,
+    /// Also count allocations of this process, in a second run.
+    #[arg(long)]
+    count_allocations: bool,
+    #[command(flatten)]
+    outputs: Outputs,
+}
+
 fn main() {
+    let cli = Cli::parse();
+    // `serve` logs what it does; `compare` and `load` print a table, and the
+    // servers they start would only clutter it.
+    let default_level = match cli.command {
+        Command::Serve(_) => "info",
+        _ => "warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Compare(args) => compare(args),
+        Command::Load(args) => load(args),
     };
     if let Err(e) = result {
         eprintln!("fastwire: {e}");
@@ -132,6 +245,157 @@ fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     let report = server.shutdown(args.grace);
     println!("fastwire: {report}");
     Ok(())
+}
+
+/// The configurations `compare` runs: each workload's defaults, varied
+/// along the axes given on the command line.
+fn specs(args: &CompareArgs) -> Vec<Spec> {
+    let workloads = if args.workload.is_empty() { Workload::ALL.to_vec() } else { args.workload.clone() };
+    let or = |given: &[usize], default: usize| if given.is_empty() { vec![default] } else { given.to_vec() };
+    let mut specs = Vec::new();
+    for &compress in &args.compress {
+        for &workload in &workloads {
+            let d = Spec { compress, ..workload.defaults() };
+            let (connections, depths, sizes) = match workload {
+                Workload::Fastrpc => {
+                    (or(&args.connections, d.connections), or(&args.depth, d.depth), vec![d.value_size])
+                }
+                Workload::Pingpong => (vec![1], vec![1], or(&args.value_size, d.value_size)),
+                Workload::Sizes => (
+                    vec![d.connections],
+                    or(&args.depth, d.depth),
+                    if args.value_size.is_empty() { Workload::SIZES.to_vec() } else { args.value_size.clone() },
+                ),
+                Workload::Nowait | Workload::Conns => {
+                    (or(&args.connections, d.connections), vec![d.depth], vec![d.value_size])
+                }
+            };
+            for &connections in &connections {
+                for &depth in &depths {
+                    for &value_size in &sizes {
+                        let rate = if workload == Workload::Conns { args.rate.or(d.rate) } else { None };
+                        specs.push(Spec { connections, depth, value_size, rate, ..d.clone() });
+                    }
+                }
+            }
+        }
+    }
+    specs
+}
+
+fn compare(args: CompareArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let plan = harness::Plan {
+        backends: if args.backends.is_empty() { BackendKind::ALL.to_vec() } else { args.backends.clone() },
+        specs: specs(&args),
+        timing: Timing::new(args.duration),
+        floors: !args.no_floor,
+    };
+    if cfg!(debug_assertions) {
+        eprintln!("fastwire: this is a debug build; its figures mean nothing (use cargo run --release)");
+    }
+    let bar = indicatif::ProgressBar::new(plan.len() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{elapsed:>4} [{bar:30}] {pos}/{len} {msg}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    let describe = |spec: &Spec| {
+        format!("{} ({} conns x {}, {})", spec.workload, spec.connections, spec.depth, report::size(spec.value_size))
+    };
+    let rows = harness::compare(&plan, &mut |event| match event {
+        harness::compare::Event::Start { backend, spec } => bar.set_message(format!("{backend}: {}", describe(spec))),
+        harness::compare::Event::Done(_) => bar.inc(1),
+        harness::compare::Event::Skipped { backend, spec, reason } => match spec {
+            Some(spec) => {
+                bar.inc(1);
+                bar.println(format!("{backend}: {} failed: {reason}", describe(spec)));
+            }
+            None => {
+                let skipped = plan.specs.len() as u64;
+                bar.inc_length(0);
+                bar.set_length(bar.length().unwrap_or(0).saturating_sub(skipped));
+                bar.println(format!("skipped {backend}: {reason}"));
+            }
+        },
+    });
+    bar.finish_and_clear();
+    print!("{}", report::table(&rows));
+    if let Some(first) = rows.first() {
+        let e = &first.env;
+        println!(
+            "\n{} CPUs ({}), kernel {}, {} ({}), commit {}, {}; server and load in one process",
+            e.cpus, e.cpu_model, e.kernel, e.rustc, e.build, e.commit, e.date
+        );
+    }
+    write_outputs(&rows, &args.outputs)?;
+    if let Some(dir) = &args.svg {
+        let files = harness::chart::draw(&rows, dir)?;
+        eprintln!("fastwire: {} charts in {}", files.len(), dir.display());
+    }
+    Ok(())
+}
+
+fn write_outputs(rows: &[Row], outputs: &Outputs) -> Result<(), Box<dyn std::error::Error>> {
+    if let Some(path) = &outputs.json {
+        std::fs::write(path, report::json(rows) + "\n").map_err(|e| format!("writing {}: {e}", path.display()))?;
+    }
+    if let Some(path) = &outputs.markdown {
+        let text = format!("{}\n{}", report::markdown(rows), report::markdown_env(rows));
+        std::fs::write(path, text).map_err(|e| format!("writing {}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn load(args: LoadArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let addr = fastwire_common_resolve(&args.addr)?;
+    let d = args.workload.defaults();
+    let rate = args.rate.or(if args.workload == Workload::Conns { d.rate } else { None });
+    let spec = Spec {
+        connections: args.connections.unwrap_or(d.connections),
+        depth: args.depth.unwrap_or(d.depth),
+        value_size: args.value_size.unwrap_or(d.value_size),
+        compress: args.compress,
+        rate,
+        sniff: args.sniff.into_bytes(),
+        version: args.version,
+        ..d
+    };
+    if let Some(why) = args.client.unavailable() {
+        return Err(format!("the {} client cannot run here: {why}", args.client).into());
+    }
+    let timing = Timing::new(args.duration);
+    let run = |mode| match spec.rate {
+        Some(_) => drive::open_loop(addr, &spec, &timing, mode),
+        None => drive::closed_loop(args.client, addr, &spec, &timing, mode, None),
+    };
+    eprintln!(
+        "fastwire: loading {addr} with {} ({} conns x {}{}) for {:?}",
+        spec.workload,
+        spec.connections,
+        spec.depth,
+        spec.rate.map_or(String::new(), |r| format!(", open loop at {r} calls/s")),
+        args.duration
+    );
+    let timed = run(drive::Mode::Timed)?;
+    let counted = if args.count_allocations { Some(run(drive::Mode::Counted)?) } else { None };
+    let (client, shape) = match spec.rate {
+        Some(_) => ("tokio", "open loop, a pacing thread and tokio caller tasks on a one-worker runtime"),
+        None => (args.client.client_kind().name(), "closed loop"),
+    };
+    let threads = format!("server: external, at {addr}; load: {client} client, {shape}");
+    let env = harness::env::Machine::detect().env(threads, false);
+    let rows = vec![Row::new(client, &spec, &timed, counted.as_ref(), env)];
+    print!("{}", report::table(&rows));
+    write_outputs(&rows, &args.outputs)?;
+    Ok(())
+}
+
+fn fastwire_common_resolve(addr: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    addr.to_socket_addrs()
+        .map_err(|e| format!("resolving {addr}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{addr} resolves to no address"))
 }
 
 /// SIGINT (Ctrl-C) and SIGTERM handlers, registered when installed.

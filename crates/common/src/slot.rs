@@ -34,6 +34,11 @@ struct SlotState {
     value: Vec<u8>,
     outcome: Outcome,
     waker: Option<Waker>,
+    /// A thread is blocked on `done`. Notifying a condition variable is a
+    /// system call even when nobody waits (a futex wake), so the completer
+    /// only notifies when this is set: under load the caller usually finds
+    /// its call already done and never sleeps.
+    sleeping: bool,
 }
 
 /// One call's meeting point between the caller and the connection.
@@ -56,8 +61,11 @@ impl CallSlot {
         }
         state.outcome = outcome;
         let waker = state.waker.take();
+        let sleeping = std::mem::take(&mut state.sleeping);
         drop(state);
-        self.done.notify_all();
+        if sleeping {
+            self.done.notify_all();
+        }
         if let Some(waker) = waker {
             waker.wake();
         }
@@ -92,6 +100,7 @@ impl CallSlot {
             if now >= deadline {
                 return false;
             }
+            state.sleeping = true;
             state = self.done.wait_timeout(state, deadline - now).unwrap_or_else(|p| p.into_inner()).0;
         }
         true
@@ -101,6 +110,7 @@ impl CallSlot {
     pub fn wait(&self) {
         let mut state = self.lock();
         while matches!(state.outcome, Outcome::Waiting) {
+            state.sleeping = true;
             state = self.done.wait(state).unwrap_or_else(|p| p.into_inner());
         }
     }
@@ -140,6 +150,7 @@ impl CallSlot {
         state.value.clear();
         state.outcome = Outcome::Waiting;
         state.waker = None;
+        state.sleeping = false;
     }
 }
 

@@ -41,6 +41,11 @@ pub struct Reactor;
 #[derive(Debug)]
 pub struct ReactorHandle {
     waker: Waker,
+    /// The reactor is in (or about to enter) `poll` with nothing to write.
+    /// Callers wake it only then: a wake is an `eventfd` write plus an
+    /// `epoll` wake-up, wasted while the reactor is busy anyway (it takes
+    /// the output on its next turn).
+    parked: AtomicBool,
     stopped: AtomicBool,
     /// A clone of the socket, to shut it down.
     socket: std::net::TcpStream,
@@ -57,6 +62,7 @@ impl Driver for Reactor {
         poll.registry().register(&mut stream, SOCKET, Interest::READABLE)?;
         let handle = Arc::new(ReactorHandle {
             waker: Waker::new(poll.registry(), WAKER)?,
+            parked: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
             socket,
         });
@@ -69,7 +75,13 @@ impl Driver for Reactor {
     }
 
     fn wake(handle: &Arc<ReactorHandle>) {
-        let _ = handle.waker.wake();
+        // Called with the client's lock held, after queuing output. The
+        // reactor sets `parked` and then checks for output under that lock:
+        // either it sees this output, or this sees `parked` (SeqCst on both
+        // sides, and the lock orders the rest), so no wake-up is lost.
+        if handle.parked.swap(false, Ordering::SeqCst) {
+            let _ = handle.waker.wake();
+        }
     }
 
     fn stop(handle: &Arc<ReactorHandle>) {
@@ -94,7 +106,18 @@ fn run(link: Link<Reactor>, mut poll: Poll, mut stream: TcpStream, handle: &Reac
     let mut hold_until: Option<Instant> = None;
     let read_chunk = config.buffer_size.clamp(4096, 64 * 1024);
     loop {
-        if let Err(e) = poll.poll(&mut events, timeout) {
+        if timeout != Some(Duration::ZERO) {
+            // About to sleep: announce it, then look once more for output
+            // queued by a caller who saw the reactor busy and did not wake it.
+            handle.parked.store(true, Ordering::SeqCst);
+            if link.has_output() && !(write_interest || hold_until.is_some()) {
+                handle.parked.store(false, Ordering::SeqCst);
+                timeout = Some(Duration::ZERO);
+            }
+        }
+        let polled = poll.poll(&mut events, timeout);
+        handle.parked.store(false, Ordering::SeqCst);
+        if let Err(e) = polled {
             if e.kind() != io::ErrorKind::Interrupted {
                 return link.die(ClientError::from_io(e));
             }

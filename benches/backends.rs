@@ -1,0 +1,63 @@
+//! End-to-end benches: every backend on the same workload, side by side in
+//! one criterion group per workload, over loopback TCP.
+//!
+//! Each backend's server and clients start outside the timed part
+//! (`fastwire::harness::live::Live`); a sample times `iters` operations
+//! with the workload's depth in flight (`iter_custom`). Throughput is in
+//! decimal bytes of response value, as fastrpc counts MB/s. The `conns`
+//! workload needs two processes and is left to `fastwire load`; latency
+//! percentiles and allocs/op are in `fastwire compare`.
+//!
+//! `cargo bench --bench backends` (or `just bench`); `just bench-quick`
+//! for a short run.
+
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use fastwire::backend::BackendKind;
+use fastwire::harness::live::Live;
+use fastwire::harness::{Spec, Workload};
+
+fn group(c: &mut Criterion, name: &str, specs: &[Spec]) {
+    let mut group = c.benchmark_group(name);
+    group.warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2)).sample_size(20);
+    for spec in specs {
+        for &kind in BackendKind::ALL {
+            let live = match Live::start(kind, spec) {
+                Ok(live) => live,
+                Err(why) => {
+                    eprintln!("skipped {kind}: {why}");
+                    continue;
+                }
+            };
+            let size = live.response_size();
+            group.throughput(if size == 0 { Throughput::Elements(1) } else { Throughput::BytesDecimal(size as u64) });
+            let parameter = format!("{}x{}/{}B", spec.connections, spec.depth, spec.value_size);
+            group.bench_with_input(BenchmarkId::new(kind.name(), parameter), &live, |b, live| {
+                b.iter_custom(|iters| live.run(iters))
+            });
+        }
+    }
+    group.finish();
+}
+
+fn fastrpc(c: &mut Criterion) {
+    group(c, "fastrpc", &[Workload::Fastrpc.defaults()]);
+}
+
+fn pingpong(c: &mut Criterion) {
+    group(c, "pingpong", &[Workload::Pingpong.defaults()]);
+}
+
+fn sizes(c: &mut Criterion) {
+    let specs: Vec<Spec> =
+        Workload::SIZES.iter().map(|&value_size| Spec { value_size, ..Workload::Sizes.defaults() }).collect();
+    group(c, "sizes", &specs);
+}
+
+fn nowait(c: &mut Criterion) {
+    group(c, "nowait", &[Workload::Nowait.defaults()]);
+}
+
+criterion_group!(benches, fastrpc, pingpong, sizes, nowait);
+criterion_main!(benches);

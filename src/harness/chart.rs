@@ -1,0 +1,143 @@
+//! SVG charts of a comparison, for the guide (plotters, SVG backend only:
+//! no font files, no system libraries, text left to the browser).
+//!
+//! One chart per workload configuration, one bar per backend: ns/op for the
+//! throughput workloads, p50 and p99 latency for `pingpong` and `conns`,
+//! whose point is latency. Shorter is better in every chart.
+
+use std::path::{Path, PathBuf};
+
+use plotters::prelude::*;
+
+use super::report::{size, Row};
+
+/// What a chart plots.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Metric {
+    NsPerOp,
+    Latency,
+}
+
+/// Draws one chart per configuration in `rows` into `dir` (created if
+/// missing); returns the files written.
+pub fn draw(rows: &[Row], dir: &Path) -> Result<Vec<PathBuf>, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let mut groups: Vec<(String, Vec<&Row>)> = Vec::new();
+    for row in rows {
+        let key = format!(
+            "{}-{}-c{}-d{}-{}",
+            row.workload,
+            row.compress,
+            row.connections,
+            row.depth,
+            size(row.value_size).replace(' ', "")
+        );
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, members)) => members.push(row),
+            None => groups.push((key, vec![row])),
+        }
+    }
+    let mut written = Vec::new();
+    for (key, members) in groups {
+        let metric = match members[0].workload.as_str() {
+            "pingpong" | "conns" => Metric::Latency,
+            _ => Metric::NsPerOp,
+        };
+        let path = dir.join(format!("{key}.svg"));
+        bars(&path, &members, metric).map_err(|e| format!("drawing {}: {e}", path.display()))?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+fn title(row: &Row, metric: Metric) -> String {
+    let what = match metric {
+        Metric::NsPerOp => "ns/op (wall time / calls)",
+        Metric::Latency => "latency, p50 (dark) and p99 (light), µs",
+    };
+    format!(
+        "{}: {} conns × {} deep, {} values, {}: {what}",
+        row.workload,
+        row.connections,
+        row.depth,
+        size(row.value_size),
+        row.compress
+    )
+}
+
+fn bars(path: &Path, rows: &[&Row], metric: Metric) -> Result<(), Box<dyn std::error::Error>> {
+    // (label, main value, secondary value drawn behind it)
+    let values: Vec<(String, f64, Option<f64>)> = rows
+        .iter()
+        .map(|r| match metric {
+            Metric::NsPerOp => (r.backend.clone(), r.ns_per_op, None),
+            Metric::Latency => {
+                (r.backend.clone(), r.p50_ns.map_or(f64::NAN, |v| v as f64 / 1e3), r.p99_ns.map(|v| v as f64 / 1e3))
+            }
+        })
+        .collect();
+    let max = values
+        .iter()
+        .flat_map(|(_, a, b)| [Some(*a), *b])
+        .flatten()
+        .filter(|v| v.is_finite())
+        .fold(0.0f64, f64::max)
+        .max(1e-9);
+    let height = 90 + 34 * values.len() as u32;
+    let root = SVGBackend::new(path, (760, height)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let n = values.len();
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title(rows[0], metric), ("sans-serif", 15))
+        .margin(12)
+        .x_label_area_size(30)
+        .y_label_area_size(110)
+        .build_cartesian_2d(0.0..max * 1.18, (0..n).into_segmented())?;
+    chart
+        .configure_mesh()
+        .disable_y_mesh()
+        .y_labels(n)
+        .y_label_formatter(&|v| match v {
+            SegmentValue::CenterOf(i) => values.get(*i).map(|v| v.0.clone()).unwrap_or_default(),
+            _ => String::new(),
+        })
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .draw()?;
+    let dark = RGBColor(46, 94, 170);
+    let light = RGBColor(160, 190, 230);
+    let floor = RGBColor(120, 120, 120);
+    for (i, (label, main, secondary)) in values.iter().enumerate() {
+        let color = if label == "floor" { floor } else { dark };
+        if let Some(s) = secondary.filter(|s| s.is_finite()) {
+            chart.draw_series(std::iter::once(Rectangle::new(
+                [(0.0, SegmentValue::Exact(i)), (s, SegmentValue::Exact(i + 1))],
+                light.filled(),
+            )))?;
+        }
+        if main.is_finite() {
+            chart.draw_series(std::iter::once(Rectangle::new(
+                [(0.0, SegmentValue::Exact(i)), (*main, SegmentValue::Exact(i + 1))],
+                color.filled(),
+            )))?;
+            chart.draw_series(std::iter::once(Rectangle::new(
+                [(0.0, SegmentValue::Exact(i)), (max * 1.18, SegmentValue::Exact(i + 1))],
+                WHITE.stroke_width(3),
+            )))?;
+            let text = match metric {
+                Metric::NsPerOp => format!("{main:.0}"),
+                Metric::Latency => match secondary {
+                    Some(s) => format!("{main:.1} / {s:.1}"),
+                    None => format!("{main:.1}"),
+                },
+            };
+            let at = secondary.filter(|s| s.is_finite()).map_or(*main, |s| s.max(*main));
+            chart.draw_series(std::iter::once(Text::new(
+                format!(" {text}"),
+                (at, SegmentValue::CenterOf(i)),
+                ("sans-serif", 12).into_font(),
+            )))?;
+        }
+    }
+    root.present()?;
+    Ok(())
+}

@@ -1,0 +1,145 @@
+//! Backends side by side: every chosen backend through every chosen
+//! workload configuration, server and load in one process.
+//!
+//! The loop is configuration-major: for each configuration, its floor (if
+//! it has one) and then each backend, one after the other. Rows that are
+//! compared with each other are thus measured minutes apart at most, which
+//! on a shared, noisy machine matters more than any other choice here.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use fastwire_proto::demo_handler;
+
+use super::drive::{self, Mode, Sample, Timing};
+use super::env::{self, Machine};
+use super::floor;
+use super::report::Row;
+use super::workload::{Spec, Workload};
+use crate::backend::{self, BackendKind};
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// The backends, in report order.
+    pub backends: Vec<BackendKind>,
+    /// The workload configurations, in report order.
+    pub specs: Vec<Spec>,
+    /// Warm-up and window lengths.
+    pub timing: Timing,
+    /// Whether to measure the floors (pingpong and fastrpc, uncompressed).
+    pub floors: bool,
+}
+
+impl Plan {
+    /// The measurements this plan makes (for a progress bar).
+    pub fn len(&self) -> usize {
+        self.specs.iter().map(|s| self.backends.len() + usize::from(self.floors && floor_of(s).is_some())).sum()
+    }
+
+    /// Whether the plan measures nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// What [`compare`] reports as it goes.
+pub enum Event<'a> {
+    /// A measurement starts.
+    Start {
+        /// Backend or `floor`.
+        backend: &'a str,
+        /// Its configuration.
+        spec: &'a Spec,
+    },
+    /// A measurement finished.
+    Done(&'a Row),
+    /// A backend could not run on this machine, or a measurement failed.
+    Skipped {
+        /// Backend or `floor`.
+        backend: &'a str,
+        /// Its configuration, if the failure was of one measurement.
+        spec: Option<&'a Spec>,
+        /// Why.
+        reason: &'a str,
+    },
+}
+
+/// The floor that goes with a configuration, if any.
+fn floor_of(spec: &Spec) -> Option<Workload> {
+    match spec.workload {
+        Workload::Pingpong | Workload::Fastrpc if spec.compress == fastwire_proto::Compression::None => {
+            Some(spec.workload)
+        }
+        _ => None,
+    }
+}
+
+/// Runs the plan, reporting each step to `progress`; returns the rows.
+pub fn compare(plan: &Plan, progress: &mut dyn FnMut(Event<'_>)) -> Vec<Row> {
+    let machine = Machine::detect();
+    let mut runnable = Vec::new();
+    for &kind in &plan.backends {
+        match kind.unavailable() {
+            Some(reason) => progress(Event::Skipped { backend: kind.name(), spec: None, reason: &reason }),
+            None => runnable.push(kind),
+        }
+    }
+    let mut rows = Vec::new();
+    for spec in &plan.specs {
+        if plan.floors {
+            if let Some(workload) = floor_of(spec) {
+                progress(Event::Start { backend: "floor", spec });
+                let run = |mode| match workload {
+                    Workload::Pingpong => floor::pingpong(&plan.timing, mode),
+                    _ => floor::pipelined(spec, &plan.timing, mode),
+                };
+                match run(Mode::Timed).and_then(|timed| Ok((timed, run(Mode::Counted)?))) {
+                    Ok((timed, counted)) => {
+                        let row = Row::new(
+                            "floor",
+                            spec,
+                            &timed,
+                            Some(&counted),
+                            machine.env(env::floor_layout(workload), true),
+                        );
+                        progress(Event::Done(&row));
+                        rows.push(row);
+                    }
+                    Err(reason) => progress(Event::Skipped { backend: "floor", spec: Some(spec), reason: &reason }),
+                }
+            }
+        }
+        for &kind in &runnable {
+            progress(Event::Start { backend: kind.name(), spec });
+            match measure(kind, spec, &plan.timing) {
+                Ok((timed, counted)) => {
+                    let env = machine.env(env::layout(kind, spec.workload), true);
+                    let row = Row::new(kind.name(), spec, &timed, Some(&counted), env);
+                    progress(Event::Done(&row));
+                    rows.push(row);
+                }
+                Err(reason) => progress(Event::Skipped { backend: kind.name(), spec: Some(spec), reason: &reason }),
+            }
+        }
+    }
+    rows
+}
+
+/// One backend on one configuration: a server of its own, a timed run and
+/// a counted run against it, then a graceful shutdown.
+pub fn measure(kind: BackendKind, spec: &Spec, timing: &Timing) -> Result<(Sample, Sample), String> {
+    let any: SocketAddr = "127.0.0.1:0".parse().expect("literal");
+    let server = backend::start_server(kind, any, spec.server_config(), demo_handler)
+        .map_err(|e| format!("starting the {kind} server: {e}"))?;
+    let addr = server.local_addr();
+    let handled = || server.stats().requests;
+    let run = |mode| match spec.workload {
+        Workload::Conns => drive::open_loop(addr, spec, timing, mode),
+        Workload::Nowait => drive::closed_loop(kind, addr, spec, timing, mode, Some(&handled)),
+        _ => drive::closed_loop(kind, addr, spec, timing, mode, None),
+    };
+    let result = run(Mode::Timed).and_then(|timed| Ok((timed, run(Mode::Counted)?)));
+    server.shutdown(Duration::from_secs(2));
+    result
+}

@@ -1,0 +1,593 @@
+//! The load: each backend's own client kept busy over a warm-up and a
+//! measured window.
+//!
+//! Three shapes, as `measuring.md` defines the workloads:
+//!
+//! * **closed loop** ([`closed_loop`]): every connection keeps `depth`
+//!   calls in flight; a call is replaced as soon as it completes. The
+//!   thread-based clients (std, mio, glommio) are driven by one thread per
+//!   connection that pipelines `depth` [`start`](fastwire_common::client::Client::start)ed
+//!   calls and waits for the oldest; the tokio client by `depth` tasks per
+//!   connection on a current-thread runtime of the connection's own. (Go's
+//!   benchmark runs 1000 goroutines per connection; a thread per call would
+//!   measure the scheduler, not the network.)
+//! * **fire-and-forget** (the same function, `nowait`): one sender per
+//!   connection; operations are counted by the server as it handles them.
+//! * **open loop** ([`open_loop`]): calls are released at a fixed total
+//!   rate by a pacing thread, whatever the server's speed, and each call's
+//!   latency is counted from the moment it was *meant* to be sent. A slow
+//!   server then shows up as latency instead of silently lowering the load
+//!   (no coordinated omission). Its callers are tokio tasks, cheap enough
+//!   for 10,000 connections in one load-generating process.
+//!
+//! A run is either timed (latency recorded) or counted (allocations
+//! counted, nothing timed): allocs/op is never taken from a timed run.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::{Arc, Barrier, Mutex};
+use std::time::{Duration, Instant};
+
+use fastwire_common::client::{Client, Driver};
+use fastwire_common::ClientError;
+use hdrhistogram::Histogram;
+
+use super::alloc;
+use super::workload::Spec;
+use crate::backend::BackendKind;
+
+/// How long to warm up and how long to measure.
+#[derive(Clone, Copy, Debug)]
+pub struct Timing {
+    /// Load before the window opens: connections warm, buffers grown, caches hot.
+    pub warmup: Duration,
+    /// The measured window of a timed run.
+    pub measure: Duration,
+    /// The window of the run that counts allocations.
+    pub count: Duration,
+}
+
+impl Timing {
+    /// A measured window of `duration`, a quarter of it as warm-up (at
+    /// least 50 ms) and a third of it for counting allocations (at least 100 ms).
+    pub fn new(duration: Duration) -> Timing {
+        Timing {
+            warmup: (duration / 4).max(Duration::from_millis(50)),
+            measure: duration,
+            count: (duration / 3).max(Duration::from_millis(100)),
+        }
+    }
+}
+
+/// What a run records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Timed: operations, bytes and a latency histogram.
+    Timed,
+    /// Counted: operations and the process's allocations; latency is not recorded.
+    Counted,
+}
+
+/// What one run measured.
+#[derive(Clone, Debug)]
+pub struct Sample {
+    /// Operations completed in the window.
+    pub ops: u64,
+    /// The window's length.
+    pub seconds: f64,
+    /// Response value bytes received in the window.
+    pub bytes: u64,
+    /// Call latencies in nanoseconds (timed runs of calls that have a response).
+    pub latency: Option<Histogram<u64>>,
+    /// Allocations of the whole process in the window (counted runs, with
+    /// the counting allocator installed).
+    pub allocations: Option<u64>,
+}
+
+impl Sample {
+    /// Wall time over operations: inverse throughput, not latency.
+    pub fn ns_per_op(&self) -> f64 {
+        if self.ops == 0 {
+            f64::NAN
+        } else {
+            self.seconds * 1e9 / self.ops as f64
+        }
+    }
+
+    /// Decimal megabytes of response values per second.
+    pub fn mb_per_s(&self) -> f64 {
+        self.bytes as f64 / self.seconds / 1e6
+    }
+
+    /// Allocations per operation, if they were counted.
+    pub fn allocs_per_op(&self) -> Option<f64> {
+        self.allocations.map(|a| if self.ops == 0 { f64::NAN } else { a as f64 / self.ops as f64 })
+    }
+}
+
+/// A latency histogram from 1 ns to 100 s with 3 significant digits: fixed
+/// memory, so recording never allocates.
+pub fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 100_000_000_000, 3).expect("valid bounds")
+}
+
+/// Load runs, nothing is counted yet.
+pub(crate) const WARMUP: u8 = 0;
+/// The window is open: count and time.
+pub(crate) const MEASURE: u8 = 1;
+/// The window closed: finish what is in flight and return.
+pub(crate) const STOP: u8 = 2;
+
+/// The phase every load thread reads before each operation (a relaxed
+/// load: a thread that sees a change one operation late costs nothing).
+pub(crate) struct Control {
+    phase: AtomicU8,
+}
+
+impl Default for Control {
+    fn default() -> Control {
+        Control { phase: AtomicU8::new(WARMUP) }
+    }
+}
+
+impl Control {
+    pub(crate) fn phase(&self) -> u8 {
+        self.phase.load(Relaxed)
+    }
+}
+
+/// The measured window, as the coordinator saw it.
+pub(crate) struct Window {
+    seconds: f64,
+    allocations: Option<u64>,
+    /// The external counter's increase over the window (see [`window`]).
+    counted: Option<u64>,
+}
+
+/// Warm-up, then the window, then stop: the coordinator's side of a run.
+/// `counter` (the server's handled requests, for fire-and-forget) is read
+/// as the window opens and closes.
+pub(crate) fn window(control: &Control, timing: &Timing, mode: Mode, counter: Option<&dyn Fn() -> u64>) -> Window {
+    std::thread::sleep(timing.warmup);
+    let length = if mode == Mode::Timed { timing.measure } else { timing.count };
+    let counted_before = counter.map(|c| c());
+    let allocations_before = alloc::count();
+    control.phase.store(MEASURE, Relaxed);
+    let start = Instant::now();
+    std::thread::sleep(length);
+    control.phase.store(STOP, Relaxed);
+    let seconds = start.elapsed().as_secs_f64();
+    let allocations = alloc::count() - allocations_before;
+    let counted = counter.zip(counted_before).map(|(c, before)| c() - before);
+    let allocations = (mode == Mode::Counted && alloc::installed()).then_some(allocations);
+    Window { seconds, allocations, counted }
+}
+
+/// What one load thread saw in the window.
+pub(crate) struct Tally {
+    pub(crate) ops: u64,
+    pub(crate) bytes: u64,
+    pub(crate) latency: Option<Histogram<u64>>,
+}
+
+impl Tally {
+    pub(crate) fn new(mode: Mode, fire_and_forget: bool) -> Tally {
+        Tally { ops: 0, bytes: 0, latency: (mode == Mode::Timed && !fire_and_forget).then(histogram) }
+    }
+
+    #[inline]
+    pub(crate) fn record(&mut self, bytes: usize, latency: Duration) {
+        self.ops += 1;
+        self.bytes += bytes as u64;
+        if let Some(h) = &mut self.latency {
+            h.saturating_record(latency.as_nanos() as u64);
+        }
+    }
+
+    pub(crate) fn merge(&mut self, other: Tally) {
+        self.ops += other.ops;
+        self.bytes += other.bytes;
+        if let (Some(mine), Some(theirs)) = (&mut self.latency, other.latency) {
+            mine.add(theirs).expect("same bounds");
+        }
+    }
+
+    pub(crate) fn into_sample(self, window: Window, fire_and_forget: bool) -> Sample {
+        // Fire-and-forget operations are counted where they are handled
+        // (the server), when the server is in this process.
+        let ops = if fire_and_forget { window.counted.unwrap_or(self.ops) } else { self.ops };
+        Sample {
+            ops,
+            seconds: window.seconds,
+            bytes: self.bytes,
+            latency: self.latency,
+            allocations: window.allocations,
+        }
+    }
+}
+
+fn failed(what: &str, e: impl std::fmt::Display) -> String {
+    format!("{what}: {e}")
+}
+
+/// Closed loop (or fire-and-forget, for `nowait`) through the client of
+/// `client` (std, mio or glommio: threads; tokio: tasks). `handled` counts
+/// the requests the server handled, if it is in this process.
+pub fn closed_loop(
+    client: BackendKind,
+    addr: SocketAddr,
+    spec: &Spec,
+    timing: &Timing,
+    mode: Mode,
+    handled: Option<&dyn Fn() -> u64>,
+) -> Result<Sample, String> {
+    match client.client_kind() {
+        #[cfg(feature = "std")]
+        BackendKind::Std => closed_threads::<fastwire_std::client::Threads>(addr, spec, timing, mode, handled),
+        #[cfg(feature = "mio")]
+        BackendKind::Mio => closed_threads::<fastwire_mio::client::Reactor>(addr, spec, timing, mode, handled),
+        #[cfg(feature = "glommio")]
+        BackendKind::Glommio => closed_threads::<fastwire_glommio::client::Uring>(addr, spec, timing, mode, handled),
+        #[cfg(feature = "tokio")]
+        BackendKind::Tokio => closed_tokio(addr, spec, timing, mode, handled),
+        #[allow(unreachable_patterns)]
+        other => Err(format!("{other} has no client of its own")),
+    }
+}
+
+/// A thread per connection: `depth` calls in flight, oldest awaited first.
+fn closed_threads<D: Driver>(
+    addr: SocketAddr,
+    spec: &Spec,
+    timing: &Timing,
+    mode: Mode,
+    handled: Option<&dyn Fn() -> u64>,
+) -> Result<Sample, String> {
+    let config = spec.client_config();
+    let clients: Vec<Client<D>> = (0..spec.connections).map(|_| Client::new(addr, config.clone())).collect();
+    for client in &clients {
+        client.wait_connected().map_err(|e| failed("connecting", e))?;
+    }
+    let (name, value) = spec.request();
+    let fire = spec.workload.is_fire_and_forget();
+    let control = Control::default();
+    let result = std::thread::scope(|s| {
+        let workers: Vec<_> = clients
+            .iter()
+            .map(|client| {
+                let (name, value, control) = (&name, &value, &control);
+                s.spawn(move || {
+                    if fire {
+                        send_loop(client, name, value, control, mode)
+                    } else {
+                        pipeline(client, spec.depth.max(1), name, value, control, mode)
+                    }
+                })
+            })
+            .collect();
+        let window = window(&control, timing, mode, handled);
+        let mut total = Tally::new(mode, fire);
+        let mut error = None;
+        for worker in workers {
+            match worker.join().expect("load thread panicked") {
+                Ok(tally) => total.merge(tally),
+                Err(e) => error = Some(failed("calling", e)),
+            }
+        }
+        match error {
+            Some(e) => Err(e),
+            None => Ok(total.into_sample(window, fire)),
+        }
+    });
+    clients.iter().for_each(Client::close);
+    result
+}
+
+/// One connection's calls: `depth` in flight; each completion is timed and
+/// replaced at once. One clock read per call: the moment a call completes
+/// is the moment its replacement starts.
+fn pipeline<D: Driver>(
+    client: &Client<D>,
+    depth: usize,
+    name: &[u8],
+    value: &[u8],
+    control: &Control,
+    mode: Mode,
+) -> Result<Tally, ClientError> {
+    let mut tally = Tally::new(mode, false);
+    let mut in_flight = VecDeque::with_capacity(depth);
+    let now = Instant::now();
+    for _ in 0..depth {
+        in_flight.push_back((client.start(name, value)?, now));
+    }
+    let result = loop {
+        let phase = control.phase();
+        if phase == STOP {
+            break Ok(());
+        }
+        let (call, started) = in_flight.pop_front().expect("depth >= 1");
+        let len = match call.wait() {
+            Ok(reply) => reply.len(),
+            Err(e) => break Err(e),
+        };
+        let now = Instant::now();
+        if phase == MEASURE {
+            tally.record(len, now - started);
+        }
+        match client.start(name, value) {
+            Ok(call) => in_flight.push_back((call, now)),
+            Err(e) => break Err(e),
+        }
+    };
+    // Let the calls still in flight finish, so that the next run starts clean.
+    for (call, _) in in_flight {
+        let _ = call.wait();
+    }
+    result.map(|()| tally)
+}
+
+/// One connection's fire-and-forget requests, as fast as the client takes them.
+fn send_loop<D: Driver>(
+    client: &Client<D>,
+    name: &[u8],
+    value: &[u8],
+    control: &Control,
+    mode: Mode,
+) -> Result<Tally, ClientError> {
+    let mut tally = Tally::new(mode, true);
+    loop {
+        let phase = control.phase();
+        if phase == STOP {
+            return Ok(tally);
+        }
+        client.send(name, value)?;
+        if phase == MEASURE {
+            tally.ops += 1;
+        }
+    }
+}
+
+/// A thread per connection, each with a current-thread tokio runtime
+/// running the connection and its `depth` caller tasks: calls and
+/// responses never cross a thread.
+#[cfg(feature = "tokio")]
+fn closed_tokio(
+    addr: SocketAddr,
+    spec: &Spec,
+    timing: &Timing,
+    mode: Mode,
+    handled: Option<&dyn Fn() -> u64>,
+) -> Result<Sample, String> {
+    let config = spec.client_config();
+    let (name, value) = spec.request();
+    let fire = spec.workload.is_fire_and_forget();
+    let control = Arc::new(Control::default());
+    let ready = Barrier::new(spec.connections + 1);
+    std::thread::scope(|s| {
+        let workers: Vec<_> = (0..spec.connections)
+            .map(|_| {
+                let (config, name, value, control, ready) =
+                    (config.clone(), &name, &value, Arc::clone(&control), &ready);
+                s.spawn(move || -> Result<Tally, String> {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .map_err(|e| failed("starting a runtime", e))?;
+                    let local = tokio::task::LocalSet::new();
+                    local.block_on(&runtime, async move {
+                        let client = fastwire_tokio::Client::new(addr, config);
+                        let connected = client.wait_connected().await;
+                        ready.wait();
+                        connected.map_err(|e| failed("connecting", e))?;
+                        let tally = Rc::new(RefCell::new(Tally::new(mode, fire)));
+                        let callers: Vec<_> = (0..if fire { 1 } else { spec.depth.max(1) })
+                            .map(|_| {
+                                let (client, tally, control) =
+                                    (client.clone(), Rc::clone(&tally), Arc::clone(&control));
+                                let (name, value) = (name.clone(), value.clone());
+                                tokio::task::spawn_local(async move {
+                                    tokio_caller(&client, &name, &value, &control, &tally, fire).await
+                                })
+                            })
+                            .collect();
+                        let mut result = Ok(());
+                        for caller in callers {
+                            if let Err(e) = caller.await.expect("caller task panicked") {
+                                result = Err(failed("calling", e));
+                            }
+                        }
+                        client.close();
+                        result?;
+                        let tally = Rc::try_unwrap(tally).ok().expect("callers finished").into_inner();
+                        Ok(tally)
+                    })
+                })
+            })
+            .collect();
+        ready.wait();
+        let window = window(&control, timing, mode, handled);
+        let mut total = Tally::new(mode, fire);
+        let mut error = None;
+        for worker in workers {
+            match worker.join().expect("load thread panicked") {
+                Ok(tally) => total.merge(tally),
+                Err(e) => error = Some(e),
+            }
+        }
+        match error {
+            Some(e) => Err(e),
+            None => Ok(total.into_sample(window, fire)),
+        }
+    })
+}
+
+/// One tokio caller: a call at a time, timed, until the phase says stop.
+#[cfg(feature = "tokio")]
+async fn tokio_caller(
+    client: &fastwire_tokio::Client,
+    name: &[u8],
+    value: &[u8],
+    control: &Control,
+    tally: &RefCell<Tally>,
+    fire: bool,
+) -> Result<(), ClientError> {
+    let mut started = Instant::now();
+    let mut sent = 0u32;
+    loop {
+        let phase = control.phase();
+        if phase == STOP {
+            return Ok(());
+        }
+        let len = if fire {
+            client.send(name, value).await?;
+            // `send` only waits when 4 MiB are queued; yield now and then so
+            // that the connection's writer, on this same thread, gets to run.
+            sent = sent.wrapping_add(1);
+            if sent % 256 == 0 {
+                tokio::task::yield_now().await;
+            }
+            0
+        } else {
+            client.call(name, value).await?.len()
+        };
+        let now = Instant::now();
+        if phase == MEASURE {
+            tally.borrow_mut().record(len, now - started);
+        }
+        started = now;
+    }
+}
+
+#[cfg(not(feature = "tokio"))]
+fn closed_tokio(_: SocketAddr, _: &Spec, _: &Timing, _: Mode, _: Option<&dyn Fn() -> u64>) -> Result<Sample, String> {
+    Err("this build has no tokio backend".into())
+}
+
+/// Open loop: `spec.rate` calls per second over `spec.connections`
+/// connections (`spec.depth` callers each), through tokio clients on a
+/// one-worker runtime; latency from each call's intended send time.
+#[cfg(feature = "tokio")]
+pub fn open_loop(addr: SocketAddr, spec: &Spec, timing: &Timing, mode: Mode) -> Result<Sample, String> {
+    let rate = spec.rate.filter(|r| *r > 0.0).ok_or("an open-loop run needs a rate above 0")?;
+    let interval_ns = (1e9 / rate).max(1.0) as u64;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| failed("starting a runtime", e))?;
+    let config = spec.client_config();
+    let (name, value) = (Arc::new(spec.request().0), Arc::new(spec.request().1));
+    // Connect in batches, so that 10,000 connections do not overflow the
+    // server's accept backlog all at once.
+    let clients = runtime.block_on(async {
+        let mut clients = Vec::with_capacity(spec.connections);
+        for batch in (0..spec.connections).collect::<Vec<_>>().chunks(256) {
+            let connecting: Vec<_> = batch
+                .iter()
+                .map(|_| {
+                    let client = fastwire_tokio::Client::new(addr, config.clone());
+                    tokio::spawn(async move { client.wait_connected().await.map(|()| client) })
+                })
+                .collect();
+            for c in connecting {
+                clients.push(c.await.expect("connect task panicked").map_err(|e| failed("connecting", e))?);
+            }
+        }
+        Ok::<_, String>(clients)
+    })?;
+    let control = Arc::new(Control::default());
+    let tally = Arc::new(Mutex::new(Tally::new(mode, false)));
+    let errors = Arc::new(AtomicU64::new(0));
+    let mut queues = Vec::new();
+    let mut callers = Vec::new();
+    for client in &clients {
+        for _ in 0..spec.depth.max(1) {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
+            queues.push(tx);
+            let (client, name, value) = (client.clone(), Arc::clone(&name), Arc::clone(&value));
+            let (control, tally, errors) = (Arc::clone(&control), Arc::clone(&tally), Arc::clone(&errors));
+            callers.push(runtime.spawn(async move {
+                while let Some(intended) = rx.recv().await {
+                    let phase = control.phase();
+                    if phase == STOP {
+                        break;
+                    }
+                    match client.call(&name, &value).await {
+                        Ok(reply) if phase == MEASURE => {
+                            tally.lock().unwrap().record(reply.len(), intended.elapsed());
+                        }
+                        Ok(_) => {}
+                        Err(_) => {
+                            errors.fetch_add(1, Relaxed);
+                        }
+                    }
+                }
+            }));
+        }
+    }
+    let result = std::thread::scope(|s| {
+        let pacer = s.spawn(|| pace(&queues, interval_ns, &control));
+        let window = window(&control, timing, mode, None);
+        pacer.join().expect("pacer panicked");
+        window
+    });
+    drop(queues);
+    runtime.block_on(async {
+        for caller in callers {
+            let _ = caller.await;
+        }
+    });
+    clients.iter().for_each(fastwire_tokio::Client::close);
+    let failures = errors.load(Relaxed);
+    if failures > 0 {
+        return Err(format!("{failures} calls failed"));
+    }
+    let tally = Arc::try_unwrap(tally).ok().expect("callers finished").into_inner().unwrap();
+    Ok(tally.into_sample(result, false))
+}
+
+#[cfg(not(feature = "tokio"))]
+/// Open loop needs the tokio client; this build has none.
+pub fn open_loop(_: SocketAddr, _: &Spec, _: &Timing, _: Mode) -> Result<Sample, String> {
+    Err("open-loop runs use the tokio client; this build has no tokio backend".into())
+}
+
+/// Releases one call every `interval`, round robin over the callers, until
+/// stopped. The schedule is fixed in advance: a late release keeps its
+/// intended time, so the delay counts as latency.
+#[cfg(feature = "tokio")]
+fn pace(queues: &[tokio::sync::mpsc::UnboundedSender<Instant>], interval_ns: u64, control: &Control) {
+    precise_sleeps();
+    let start = Instant::now();
+    let mut next = 0usize;
+    while control.phase() != STOP {
+        let intended = start + Duration::from_nanos(interval_ns * next as u64);
+        let now = Instant::now();
+        if intended > now {
+            let wait = intended - now;
+            // Sleep most of the wait, spin the last few microseconds.
+            if wait > Duration::from_micros(30) {
+                std::thread::sleep(wait - Duration::from_micros(20));
+            } else {
+                std::hint::spin_loop();
+            }
+            continue;
+        }
+        let _ = queues[next % queues.len()].send(intended);
+        next += 1;
+    }
+}
+
+/// Linux rounds a thread's sleeps up by its timer slack (50 µs by default);
+/// a pacer wants them exact.
+fn precise_sleeps() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: PR_SET_TIMERSLACK takes a plain integer and only changes this
+    // thread's timer slack; no memory is passed.
+    unsafe {
+        libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong);
+    }
+}

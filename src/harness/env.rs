@@ -1,0 +1,152 @@
+//! The environment recorded beside every result: a number without its
+//! machine, build and date cannot be compared with anything.
+
+use std::process::Command;
+
+use serde::Serialize;
+
+use super::workload::Workload;
+use crate::backend::BackendKind;
+
+/// Where and how a result was measured.
+#[derive(Clone, Debug, Serialize)]
+pub struct Env {
+    /// The threads of the server and of the load, for this backend and workload.
+    pub threads: String,
+    /// Whether the server and the load shared one process (as in Go's benchmarks).
+    pub same_process: bool,
+    /// `uname -r`.
+    pub kernel: String,
+    /// Operating system and architecture.
+    pub os: String,
+    /// CPUs available to the process.
+    pub cpus: usize,
+    /// The CPU model, from /proc/cpuinfo.
+    pub cpu_model: String,
+    /// The compiler that built this binary.
+    pub rustc: String,
+    /// `release` or `debug` (debug figures mean nothing).
+    pub build: String,
+    /// The git commit, with `-dirty` if the working tree had changes.
+    pub commit: String,
+    /// When (UTC, RFC 3339).
+    pub date: String,
+}
+
+/// The machine's part of [`Env`], read once per run.
+#[derive(Clone, Debug)]
+pub struct Machine {
+    kernel: String,
+    cpus: usize,
+    cpu_model: String,
+    commit: String,
+}
+
+impl Machine {
+    /// Reads the kernel, the CPUs and the commit.
+    pub fn detect() -> Machine {
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_else(|_| "unknown".into());
+        let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|info| {
+                info.lines()
+                    .find(|l| l.starts_with("model name"))
+                    .and_then(|l| l.split(':').nth(1))
+                    .map(|m| m.trim().to_owned())
+            })
+            .unwrap_or_else(|| "unknown".into());
+        Machine { kernel, cpus: cpus(), cpu_model, commit: commit() }
+    }
+
+    /// The environment of one result.
+    pub fn env(&self, threads: String, same_process: bool) -> Env {
+        Env {
+            threads,
+            same_process,
+            kernel: self.kernel.clone(),
+            os: format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
+            cpus: self.cpus,
+            cpu_model: self.cpu_model.clone(),
+            rustc: env!("FASTWIRE_RUSTC").to_owned(),
+            build: if cfg!(debug_assertions) { "debug" } else { "release" }.to_owned(),
+            commit: self.commit.clone(),
+            date: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        }
+    }
+}
+
+fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// The commit of the source tree this binary was built from: asked of git
+/// in that tree when it is still there (so that uncommitted changes show as
+/// `-dirty`), else the commit recorded at build time.
+fn commit() -> String {
+    let dir = env!("CARGO_MANIFEST_DIR");
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    };
+    match git(&["rev-parse", "--short=12", "HEAD"]) {
+        Some(head) => {
+            let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+            if dirty {
+                format!("{head}-dirty")
+            } else {
+                head
+            }
+        }
+        None => env!("FASTWIRE_BUILD_COMMIT").to_owned(),
+    }
+}
+
+/// The thread layout of `backend`'s server and of the load on it.
+pub fn layout(backend: BackendKind, workload: Workload) -> String {
+    let n = cpus();
+    let server = match backend.name() {
+        "std" => "an acceptor thread, and a reader and a writer thread per connection".to_owned(),
+        "tokio" => format!("tokio multi-thread runtime ({n} workers), a task per connection"),
+        "tokio-per-core" => format!("{n} current-thread tokio runtimes, one per core, a SO_REUSEPORT listener each"),
+        "mio" => format!("{n} edge-triggered mio event loops, one per core, a SO_REUSEPORT listener each"),
+        "mio-acceptor" => format!("an acceptor thread handing connections to {n} mio event loops"),
+        "glommio" => format!("{n} glommio (io_uring) executors pinned one per core, a SO_REUSEPORT listener each"),
+        other => other.to_owned(),
+    };
+    let client = match backend.client_kind().name() {
+        "std" => "std client (a reader and a writer thread per connection)",
+        "mio" => "mio client (a reactor thread per connection)",
+        "glommio" => "glommio client (an io_uring executor per connection)",
+        _ => "tokio client (a current-thread runtime per connection)",
+    };
+    let load = match workload {
+        Workload::Conns => {
+            "load: open loop, a pacing thread and tokio clients on a one-worker runtime (the same load for every server)"
+                .to_owned()
+        }
+        Workload::Nowait => format!("load: {client}, one sender per connection"),
+        _ if backend.client_kind().name() == "tokio" => format!("load: {client}, `depth` caller tasks per connection"),
+        _ => format!("load: {client}, a thread per connection keeping `depth` calls in flight"),
+    };
+    format!("server: {server}; {load}")
+}
+
+/// The thread layout of a floor.
+pub fn floor_layout(workload: Workload) -> String {
+    match workload {
+        Workload::Pingpong => {
+            "floor: one blocking thread writes and reads 1 byte, a blocking thread echoes it; no protocol".into()
+        }
+        _ => "floor: per connection one blocking thread writes request frames (`depth` in flight) and reads \
+              responses, one blocking thread answers them; fixed frame sizes, no parsing"
+            .into(),
+    }
+}

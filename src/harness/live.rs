@@ -1,0 +1,199 @@
+//! Live connections for criterion: a server and its clients started once,
+//! outside the timed part, then driven for exactly `n` operations per
+//! sample (`Bencher::iter_custom`).
+//!
+//! The windowed runs of [`drive`](super::drive) suit reports (fixed time,
+//! percentiles); criterion wants the other shape (a fixed count, timed),
+//! and does its own statistics over many samples.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use fastwire_common::client::{Client, Driver};
+use fastwire_proto::demo_handler;
+
+use super::workload::Spec;
+use crate::backend::{self, BackendKind, RunningServer};
+
+/// The clients of one backend, connected.
+enum Clients {
+    #[cfg(feature = "std")]
+    Std(Vec<fastwire_std::Client>),
+    #[cfg(feature = "mio")]
+    Mio(Vec<fastwire_mio::Client>),
+    #[cfg(feature = "glommio")]
+    Glommio(Vec<fastwire_glommio::Client>),
+    #[cfg(feature = "tokio")]
+    Tokio(tokio::runtime::Runtime, Vec<fastwire_tokio::Client>),
+}
+
+/// A running server of one backend and its connected clients.
+pub struct Live {
+    server: Option<Box<dyn RunningServer>>,
+    clients: Clients,
+    spec: Spec,
+    name: Vec<u8>,
+    value: Vec<u8>,
+}
+
+fn connect<D: Driver>(addr: SocketAddr, spec: &Spec) -> Result<Vec<Client<D>>, String> {
+    (0..spec.connections)
+        .map(|_| {
+            let client = Client::<D>::new(addr, spec.client_config());
+            client.wait_connected().map_err(|e| format!("connecting: {e}"))?;
+            Ok(client)
+        })
+        .collect()
+}
+
+impl Live {
+    /// Starts `kind`'s server on a free loopback port and connects
+    /// `spec.connections` of its clients.
+    pub fn start(kind: BackendKind, spec: &Spec) -> Result<Live, String> {
+        if let Some(why) = kind.unavailable() {
+            return Err(why);
+        }
+        let any: SocketAddr = "127.0.0.1:0".parse().expect("literal");
+        let server = backend::start_server(kind, any, spec.server_config(), demo_handler)
+            .map_err(|e| format!("starting the {kind} server: {e}"))?;
+        let addr = server.local_addr();
+        let clients = match kind.client_kind() {
+            #[cfg(feature = "std")]
+            BackendKind::Std => Clients::Std(connect(addr, spec)?),
+            #[cfg(feature = "mio")]
+            BackendKind::Mio => Clients::Mio(connect(addr, spec)?),
+            #[cfg(feature = "glommio")]
+            BackendKind::Glommio => Clients::Glommio(connect(addr, spec)?),
+            #[cfg(feature = "tokio")]
+            BackendKind::Tokio => {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(spec.connections.clamp(1, 2))
+                    .enable_all()
+                    .build()
+                    .map_err(|e| format!("starting a runtime: {e}"))?;
+                let clients = runtime.block_on(async {
+                    let mut clients = Vec::new();
+                    for _ in 0..spec.connections {
+                        let client = fastwire_tokio::Client::new(addr, spec.client_config());
+                        client.wait_connected().await.map_err(|e| format!("connecting: {e}"))?;
+                        clients.push(client);
+                    }
+                    Ok::<_, String>(clients)
+                })?;
+                Clients::Tokio(runtime, clients)
+            }
+            #[allow(unreachable_patterns)]
+            other => return Err(format!("{other} has no client of its own")),
+        };
+        let (name, value) = spec.request();
+        Ok(Live { server: Some(server), clients, spec: spec.clone(), name, value })
+    }
+
+    /// Runs `ops` operations spread over the connections, `spec.depth` in
+    /// flight on each (fire-and-forget: until the server has handled them
+    /// all), and returns the time taken.
+    pub fn run(&self, ops: u64) -> Duration {
+        let per_connection = ops.div_ceil(self.spec.connections as u64);
+        let handled_before = self.server.as_ref().map_or(0, |s| s.stats().requests);
+        let start = Instant::now();
+        match &self.clients {
+            #[cfg(feature = "std")]
+            Clients::Std(clients) => self.threads(clients, per_connection),
+            #[cfg(feature = "mio")]
+            Clients::Mio(clients) => self.threads(clients, per_connection),
+            #[cfg(feature = "glommio")]
+            Clients::Glommio(clients) => self.threads(clients, per_connection),
+            #[cfg(feature = "tokio")]
+            Clients::Tokio(runtime, clients) => self.tasks(runtime, clients, per_connection),
+        }
+        if self.spec.workload.is_fire_and_forget() {
+            let target = handled_before + per_connection * self.spec.connections as u64;
+            let server = self.server.as_ref().expect("running");
+            while server.stats().requests < target {
+                std::thread::yield_now();
+            }
+        }
+        start.elapsed()
+    }
+
+    fn threads<D: Driver>(&self, clients: &[Client<D>], per_connection: u64) {
+        let (name, value, depth) = (&self.name[..], &self.value[..], self.spec.depth.max(1) as u64);
+        let fire = self.spec.workload.is_fire_and_forget();
+        std::thread::scope(|s| {
+            for client in clients {
+                s.spawn(move || {
+                    if fire {
+                        for _ in 0..per_connection {
+                            client.send(name, value).expect("send");
+                        }
+                        return;
+                    }
+                    let mut in_flight = VecDeque::with_capacity(depth as usize);
+                    for i in 0..per_connection {
+                        if i >= depth {
+                            in_flight
+                                .pop_front()
+                                .map(|c: fastwire_common::client::PendingCall<D>| c.wait().expect("call"));
+                        }
+                        in_flight.push_back(client.start(name, value).expect("call"));
+                    }
+                    for call in in_flight {
+                        call.wait().expect("call");
+                    }
+                });
+            }
+        });
+    }
+
+    #[cfg(feature = "tokio")]
+    fn tasks(&self, runtime: &tokio::runtime::Runtime, clients: &[fastwire_tokio::Client], per_connection: u64) {
+        let depth = if self.spec.workload.is_fire_and_forget() { 1 } else { self.spec.depth.max(1) as u64 };
+        let fire = self.spec.workload.is_fire_and_forget();
+        runtime.block_on(async {
+            let mut tasks = Vec::new();
+            for client in clients {
+                for task in 0..depth {
+                    // This task's share of the connection's calls.
+                    let calls = per_connection / depth + u64::from(task < per_connection % depth);
+                    let (client, name, value) = (client.clone(), self.name.clone(), self.value.clone());
+                    tasks.push(tokio::spawn(async move {
+                        for _ in 0..calls {
+                            if fire {
+                                client.send(&name, &value).await.expect("send");
+                            } else {
+                                client.call(&name, &value).await.expect("call");
+                            }
+                        }
+                    }));
+                }
+            }
+            for task in tasks {
+                task.await.expect("task");
+            }
+        });
+    }
+
+    /// Bytes of response value per operation (criterion's throughput).
+    pub fn response_size(&self) -> usize {
+        self.spec.response_size()
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        match &self.clients {
+            #[cfg(feature = "std")]
+            Clients::Std(clients) => clients.iter().for_each(Client::close),
+            #[cfg(feature = "mio")]
+            Clients::Mio(clients) => clients.iter().for_each(Client::close),
+            #[cfg(feature = "glommio")]
+            Clients::Glommio(clients) => clients.iter().for_each(Client::close),
+            #[cfg(feature = "tokio")]
+            Clients::Tokio(_, clients) => clients.iter().for_each(fastwire_tokio::Client::close),
+        }
+        if let Some(server) = self.server.take() {
+            server.shutdown(Duration::from_secs(2));
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! The workloads of `measuring.md` and one measurement's parameters.
+
+use std::fmt;
+use std::str::FromStr;
+
+use fastwire_proto::{ClientConfig, Compression, Limits, ProtocolConfig, ServerConfig};
+
+/// One of the workloads every backend is measured on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Workload {
+    /// fastrpc's own benchmark: empty name, value `foobar`, the 261-byte
+    /// body back; many calls in flight on few connections.
+    Fastrpc,
+    /// One connection, one caller, one call in flight: latency.
+    Pingpong,
+    /// Echo of values of 16 B, 1 KiB, 64 KiB and 1 MiB.
+    Sizes,
+    /// Fire-and-forget requests (id 0), counted when the server handled them.
+    Nowait,
+    /// Many mostly idle connections, called at a fixed total rate (open loop).
+    Conns,
+}
+
+impl Workload {
+    /// Every workload, in report order.
+    pub const ALL: [Workload; 5] =
+        [Workload::Fastrpc, Workload::Pingpong, Workload::Sizes, Workload::Nowait, Workload::Conns];
+
+    /// The name on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Workload::Fastrpc => "fastrpc",
+            Workload::Pingpong => "pingpong",
+            Workload::Sizes => "sizes",
+            Workload::Nowait => "nowait",
+            Workload::Conns => "conns",
+        }
+    }
+
+    /// The value sizes of the `sizes` workload.
+    pub const SIZES: [usize; 4] = [16, 1024, 64 * 1024, 1024 * 1024];
+
+    /// The default connections, depth, value sizes and rate of this workload
+    /// (`measuring.md`; `conns` in one process is held to 1,000 connections:
+    /// client and server each need a descriptor per connection, and the
+    /// limit here is 20,000 per process. Use `fastwire load` for 10,000).
+    pub fn defaults(self) -> Spec {
+        let base = Spec {
+            workload: self,
+            connections: 2,
+            depth: 1000,
+            value_size: FASTRPC_VALUE.len(),
+            compress: Compression::None,
+            rate: None,
+            sniff: Vec::new(),
+            version: 0,
+        };
+        match self {
+            Workload::Fastrpc => base,
+            Workload::Pingpong => Spec { connections: 1, depth: 1, value_size: 1, ..base },
+            Workload::Sizes => Spec { connections: 1, depth: 8, value_size: Workload::SIZES[0], ..base },
+            Workload::Nowait => Spec { depth: 1, ..base },
+            Workload::Conns => Spec { connections: 1000, depth: 1, rate: Some(20_000.0), ..base },
+        }
+    }
+
+    /// Whether calls are fire-and-forget (no response, no latency).
+    pub fn is_fire_and_forget(self) -> bool {
+        self == Workload::Nowait
+    }
+}
+
+impl fmt::Display for Workload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Workload {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Workload::ALL.into_iter().find(|w| w.name() == s).ok_or_else(|| {
+            let names: Vec<_> = Workload::ALL.iter().map(|w| w.name()).collect();
+            format!("unknown workload {s:?}: the workloads are {}", names.join(", "))
+        })
+    }
+}
+
+/// The value of fastrpc's benchmark request.
+pub const FASTRPC_VALUE: &[u8] = b"foobar";
+
+/// The name the demo handler answers with the value it was sent, prefixed
+/// by `re:` (any non-empty name does).
+pub const ECHO_NAME: &[u8] = b"echo";
+
+/// One measurement's parameters.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Spec {
+    /// The workload.
+    pub workload: Workload,
+    /// Client connections.
+    pub connections: usize,
+    /// Calls in flight per connection (closed loop), or callers per
+    /// connection (open loop).
+    pub depth: usize,
+    /// Bytes of each request's value.
+    pub value_size: usize,
+    /// Compression both sides use.
+    pub compress: Compression,
+    /// Open loop: calls per second over all connections. `None`: closed loop.
+    pub rate: Option<f64>,
+    /// The sniff header both sides send first (fastrpc's default: none).
+    pub sniff: Vec<u8>,
+    /// The protocol version byte (fastrpc's default: 0).
+    pub version: u8,
+}
+
+impl Spec {
+    /// The request this workload sends: fastrpc's benchmark request for
+    /// `fastrpc`, `nowait` and `conns`; an echo of `value_size` bytes for
+    /// `pingpong` and `sizes`.
+    pub fn request(&self) -> (Vec<u8>, Vec<u8>) {
+        match self.workload {
+            Workload::Pingpong | Workload::Sizes => (ECHO_NAME.to_vec(), vec![b'x'; self.value_size]),
+            _ => (Vec::new(), FASTRPC_VALUE.to_vec()),
+        }
+    }
+
+    /// Limits that let the largest `sizes` value (1 MiB, echoed with a
+    /// 3-byte prefix) through on both sides.
+    pub fn limits() -> Limits {
+        Limits { max_name_len: 1024, max_value_len: 2 * 1024 * 1024 }
+    }
+
+    /// The protocol settings of both sides.
+    pub fn protocol(&self) -> ProtocolConfig {
+        ProtocolConfig {
+            compression: self.compress,
+            limits: Spec::limits(),
+            sniff_header: self.sniff.clone(),
+            protocol_version: self.version,
+            ..ProtocolConfig::default()
+        }
+    }
+
+    /// The server's configuration for this measurement.
+    pub fn server_config(&self) -> ServerConfig {
+        ServerConfig {
+            protocol: self.protocol(),
+            // Enough room for every connection of the `conns` workload and
+            // for 1000 calls in flight per connection without pausing reads.
+            max_connections: 20_000,
+            max_in_flight: self.depth.max(1000) * 2,
+            ..ServerConfig::default()
+        }
+    }
+
+    /// The clients' configuration for this measurement.
+    pub fn client_config(&self) -> ClientConfig {
+        ClientConfig {
+            protocol: self.protocol(),
+            max_pending: self.depth.max(1000) * 2,
+            call_timeout: std::time::Duration::from_secs(30),
+            ..ClientConfig::default()
+        }
+    }
+
+    /// Bytes of the response value each call brings back (what MB/s counts),
+    /// for a server running the demo handler.
+    pub fn response_size(&self) -> usize {
+        match self.workload {
+            Workload::Pingpong | Workload::Sizes => 3 + self.value_size,
+            Workload::Nowait => 0,
+            _ => fastwire_proto::FASTRPC_BENCH_BODY.len(),
+        }
+    }
+}
