@@ -384,7 +384,7 @@ fn load(args: LoadArgs) -> Result<(), Box<dyn std::error::Error>> {
     };
     let threads = format!("server: external, at {addr}; load: {client} client, {shape}");
     let env = harness::env::Machine::detect().env(threads, false);
-    let rows = vec![Row::new(client, &spec, &timed, counted.as_ref(), env)];
+    let rows = vec![Row::new(&format!("{client} client"), &spec, &timed, counted.as_ref(), env)];
     print!("{}", report::table(&rows));
     write_outputs(&rows, &args.outputs)?;
     Ok(())

@@ -91,7 +91,7 @@ pub fn compare(plan: &Plan, progress: &mut dyn FnMut(Event<'_>)) -> Vec<Row> {
             if let Some(workload) = floor_of(spec) {
                 progress(Event::Start { backend: "floor", spec });
                 let run = |mode| match workload {
-                    Workload::Pingpong => floor::pingpong(&plan.timing, mode),
+                    Workload::Pingpong => floor::pingpong(spec.value_size, &plan.timing, mode),
                     _ => floor::pipelined(spec, &plan.timing, mode),
                 };
                 match run(Mode::Timed).and_then(|timed| Ok((timed, run(Mode::Counted)?))) {

@@ -143,7 +143,7 @@ pub fn layout(backend: BackendKind, workload: Workload) -> String {
 pub fn floor_layout(workload: Workload) -> String {
     match workload {
         Workload::Pingpong => {
-            "floor: one blocking thread writes and reads 1 byte, a blocking thread echoes it; no protocol".into()
+            "floor: one blocking thread writes the value's bytes and reads them back, a blocking thread echoes them; no protocol".into()
         }
         _ => "floor: per connection one blocking thread writes request frames (`depth` in flight) and reads \
               responses, one blocking thread answers them; fixed frame sizes, no parsing"

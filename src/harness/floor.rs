@@ -1,8 +1,8 @@
 //! The floors: what loopback TCP gives with no protocol and no framework,
 //! measured in the same run as the backends so that ratios mean something.
 //!
-//! * [`pingpong`]: one blocking thread writes 1 byte and reads 1 byte
-//!   back from a blocking echo thread: the least a round trip costs through
+//! * [`pingpong`]: one blocking thread writes 1 byte (or the value size)
+//!   and reads it back from a blocking echo thread: the least a round trip costs through
 //!   the kernel's loopback (two syscalls and a wake-up per side).
 //! * [`pipelined`]: the fastrpc workload's bytes (an 18-byte request frame,
 //!   a 269-byte response frame) exchanged over the same connections with
@@ -40,15 +40,17 @@ fn pairs(connections: usize) -> Result<Vec<(TcpStream, TcpStream)>, String> {
         .collect()
 }
 
-/// A blocking 1-byte ping-pong on one connection: the latency floor.
-pub fn pingpong(timing: &Timing, mode: Mode) -> Result<Sample, String> {
+/// A blocking ping-pong of `size` bytes (the target's is 1) on one
+/// connection: the latency floor.
+pub fn pingpong(size: usize, timing: &Timing, mode: Mode) -> Result<Sample, String> {
+    let size = size.max(1);
     let (mut client, mut server) = pairs(1)?.pop().expect("one pair");
     let control = Control::default();
     std::thread::scope(|s| {
         s.spawn(move || {
-            let mut byte = [0u8; 1];
-            while let Ok(1) = server.read(&mut byte) {
-                if server.write_all(&byte).is_err() {
+            let mut buf = vec![0u8; size];
+            while server.read_exact(&mut buf).is_ok() {
+                if server.write_all(&buf).is_err() {
                     break;
                 }
             }
@@ -56,18 +58,18 @@ pub fn pingpong(timing: &Timing, mode: Mode) -> Result<Sample, String> {
         let control = &control;
         let worker = s.spawn(move || -> std::io::Result<Tally> {
             let mut tally = Tally::new(mode, false);
-            let mut byte = [7u8; 1];
+            let mut buf = vec![7u8; size];
             let result = loop {
                 let phase = control.phase();
                 if phase == STOP {
                     break Ok(());
                 }
                 let started = Instant::now();
-                if let Err(e) = client.write_all(&byte).and_then(|()| client.read_exact(&mut byte)) {
+                if let Err(e) = client.write_all(&buf).and_then(|()| client.read_exact(&mut buf)) {
                     break Err(e);
                 }
                 if phase == MEASURE {
-                    tally.record(1, started.elapsed());
+                    tally.record(size, started.elapsed());
                 }
             };
             let _ = client.shutdown(Shutdown::Both);

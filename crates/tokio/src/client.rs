@@ -66,6 +66,10 @@ struct State {
     backoff: Backoff,
     closed: bool,
     last_used: Instant,
+    /// Used since `last_used` was set: sends mark it without reading the
+    /// clock; the writer stamps the time when it next looks (see the
+    /// blocking client in fastwire-common for why).
+    used_since: bool,
 }
 
 struct Active {
@@ -100,6 +104,7 @@ impl Client {
                     backoff,
                     closed: false,
                     last_used: Instant::now(),
+                    used_since: false,
                 }),
                 connecting: tokio::sync::Mutex::new(()),
                 slots: SlotPool::new(),
@@ -167,14 +172,16 @@ impl Client {
     /// Calls with a deadline of its own.
     pub async fn call_timeout(&self, name: &[u8], value: &[u8], timeout: Duration) -> Result<Reply, ClientError> {
         let inner = &self.inner;
-        let deadline = Instant::now() + timeout;
+        // One clock read per call.
+        let now = Instant::now();
+        let deadline = now + timeout;
         inner.in_progress.fetch_add(1, Ordering::Relaxed);
         let _in_progress = InProgress(inner);
         inner.ensure_connected(deadline).await?;
         let slot = inner.slots.acquire();
         let (id, generation) = {
             let mut state = inner.lock();
-            state.last_used = Instant::now();
+            state.last_used = now;
             let Some(active) = state.active.as_mut().filter(|a| a.writable) else {
                 inner.slots.release(slot);
                 return Err(ClientError::lost(
@@ -220,12 +227,16 @@ impl Client {
     /// for room up to `call_timeout`.
     pub async fn send(&self, name: &[u8], value: &[u8]) -> Result<(), ClientError> {
         let inner = &self.inner;
-        let deadline = Instant::now() + inner.config.call_timeout;
+        // The clock is read only if the send has to wait.
+        let mut deadline_at = None;
+        let mut deadline = || *deadline_at.get_or_insert_with(|| Instant::now() + inner.config.call_timeout);
         loop {
-            inner.ensure_connected(deadline).await?;
+            if !inner.usable()? {
+                inner.ensure_connected(deadline()).await?;
+            }
             let signals = {
                 let mut state = inner.lock();
-                state.last_used = Instant::now();
+                state.used_since = true;
                 let Some(active) = state.active.as_mut() else { continue };
                 if !active.writable {
                     return Err(ClientError::lost(io::ErrorKind::BrokenPipe, "the connection is closing"));
@@ -240,7 +251,7 @@ impl Client {
                 }
                 Arc::clone(&active.signals)
             };
-            if tokio::time::timeout_at(deadline, signals.output_drained.notified()).await.is_err() {
+            if tokio::time::timeout_at(deadline(), signals.output_drained.notified()).await.is_err() {
                 return Err(ClientError::Timeout(inner.config.call_timeout));
             }
         }
@@ -426,7 +437,11 @@ async fn write_loop(inner: Arc<Inner>, generation: u64, mut stream: OwnedWriteHa
         let notified = signals.output_ready.notified();
         let next = {
             let mut state = inner.lock();
-            let idle_for = state.last_used.elapsed();
+            let now = Instant::now();
+            if std::mem::take(&mut state.used_since) {
+                state.last_used = now;
+            }
+            let idle_for = now.saturating_duration_since(state.last_used);
             let Some(active) = state.active.as_mut().filter(|a| a.generation == generation) else {
                 return;
             };

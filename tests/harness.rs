@@ -1,0 +1,199 @@
+//! `fastwire compare` and `fastwire load` as a user runs them: separate
+//! processes, every workload, the promised outputs. These tests check what
+//! is reported and that it is well-formed, never how fast anything is.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use serde_json::Value;
+
+/// The keys `--json` promises, exactly.
+const KEYS: [&str; 15] = [
+    "allocs_per_op",
+    "backend",
+    "compress",
+    "connections",
+    "depth",
+    "env",
+    "mb_per_s",
+    "ns_per_op",
+    "ops",
+    "p50_ns",
+    "p999_ns",
+    "p99_ns",
+    "seconds",
+    "value_size",
+    "workload",
+];
+
+fn fastwire() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_fastwire"))
+}
+
+fn rows(path: &std::path::Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let json: Value = serde_json::from_str(&text).unwrap();
+    json.as_array().expect("an array").clone()
+}
+
+fn check_row(row: &Value) {
+    let object = row.as_object().expect("an object");
+    let mut keys: Vec<&str> = object.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(keys, KEYS, "{row}");
+    assert!(row["ops"].as_u64().unwrap() > 0, "{row}");
+    assert!(row["ns_per_op"].as_f64().unwrap() > 0.0, "{row}");
+    let env = &row["env"];
+    for key in ["threads", "kernel", "cpus", "rustc", "commit", "date", "build"] {
+        assert!(!env[key].is_null(), "env lacks {key}: {row}");
+    }
+}
+
+#[test]
+fn compare_measures_every_workload_and_writes_json_markdown_and_svg() {
+    let dir = std::env::temp_dir().join(format!("fastwire-compare-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (json, markdown, svg) = (dir.join("r.json"), dir.join("r.md"), dir.join("svg"));
+    let output = fastwire()
+        .args(["compare", "--backends", "mio,tokio", "--duration", "40ms", "--connections", "2", "--depth", "4"])
+        .args(["--value-size", "16,70000", "--rate", "2000"])
+        .arg("--json")
+        .arg(&json)
+        .arg("--markdown")
+        .arg(&markdown)
+        .arg("--svg")
+        .arg(&svg)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.starts_with("backend "), "the table comes first: {stdout}");
+
+    let rows = rows(&json);
+    rows.iter().for_each(check_row);
+    let find = |backend: &str, workload: &str| {
+        rows.iter().filter(move |r| r["backend"] == backend && r["workload"] == workload).collect::<Vec<_>>()
+    };
+    // Every workload on both backends: fastrpc, nowait, conns once; sizes
+    // and pingpong once per value size; floors beside fastrpc and pingpong.
+    for backend in ["mio", "tokio"] {
+        for workload in ["fastrpc", "nowait", "conns"] {
+            assert_eq!(find(backend, workload).len(), 1, "{backend} {workload}");
+        }
+        for workload in ["sizes", "pingpong"] {
+            let sizes: Vec<u64> = find(backend, workload).iter().map(|r| r["value_size"].as_u64().unwrap()).collect();
+            assert_eq!(sizes, [16, 70000], "{backend} {workload}");
+        }
+    }
+    assert_eq!(find("floor", "pingpong").len(), 2);
+    assert_eq!(find("floor", "fastrpc").len(), 1);
+    assert!(find("floor", "sizes").is_empty());
+
+    // The axes given on the command line.
+    let fastrpc = find("mio", "fastrpc")[0];
+    assert_eq!((fastrpc["connections"].as_u64(), fastrpc["depth"].as_u64()), (Some(2), Some(4)));
+    assert_eq!(find("mio", "pingpong")[0]["depth"], 1);
+    // Calls have latencies and fire-and-forget has none; the binary counts
+    // allocations, so allocs/op is there.
+    assert!(fastrpc["p50_ns"].as_u64().unwrap() <= fastrpc["p99_ns"].as_u64().unwrap());
+    assert!(find("tokio", "nowait")[0]["p50_ns"].is_null());
+    assert!(fastrpc["allocs_per_op"].is_number());
+    // MB/s counts response values: the fastrpc body is 261 bytes.
+    let implied = fastrpc["mb_per_s"].as_f64().unwrap() / (261.0 * 1e3 / fastrpc["ns_per_op"].as_f64().unwrap());
+    assert!((implied - 1.0).abs() < 1e-6, "MB/s = 261 B / ns_per_op: {fastrpc}");
+
+    let markdown = std::fs::read_to_string(&markdown).unwrap();
+    assert!(markdown.starts_with("| backend | workload |"));
+    assert!(markdown.contains("| floor | pingpong |") && markdown.contains("rustc"));
+    let charts: Vec<_> = std::fs::read_dir(&svg).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(charts.len(), 7, "one per configuration: fastrpc, 2 pingpong, 2 sizes, nowait, conns: {charts:?}");
+    for chart in &charts {
+        let text = std::fs::read_to_string(svg.join(chart)).unwrap();
+        assert!(text.starts_with("<svg") && text.contains("mio") && text.contains("tokio"), "{chart:?}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn compare_rejects_unknown_names_and_says_what_exists() {
+    let output = fastwire().args(["compare", "--workload", "bulk"]).output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("the workloads are fastrpc, pingpong, sizes, nowait, conns"), "{stderr}");
+    let output = fastwire().args(["compare", "--backends", "uring"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&output.stderr).contains("this build has std"));
+}
+
+/// `fastwire serve` in a process of its own; its address.
+fn serve(backend: &str) -> (Child, String) {
+    let mut child = fastwire()
+        .args(["serve", "--backend", backend, "--addr", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let addr = line.split_whitespace().nth(3).unwrap_or_else(|| panic!("unexpected first line {line:?}")).to_owned();
+    (child, addr)
+}
+
+#[test]
+fn load_drives_a_server_in_another_process_closed_and_open_loop() {
+    let (mut server, addr) = serve("mio");
+    let dir = std::env::temp_dir().join(format!("fastwire-load-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let runs: [&[&str]; 4] = [
+        &["--workload", "fastrpc", "--client", "std", "--connections", "2", "--depth", "50"],
+        &["--workload", "sizes", "--client", "mio", "--value-size", "1024", "--count-allocations"],
+        &["--workload", "nowait", "--client", "tokio"],
+        // Open loop: 200 connections called 4,000 times a second.
+        &["--workload", "conns", "--connections", "200", "--rate", "4000"],
+    ];
+    for (i, args) in runs.iter().enumerate() {
+        let json = dir.join(format!("{i}.json"));
+        let output = fastwire()
+            .args(["load", "--addr", &addr, "--duration", "150ms", "--json"])
+            .arg(&json)
+            .args(*args)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        let rows = rows(&json);
+        assert_eq!(rows.len(), 1);
+        let row = &rows[0];
+        check_row(row);
+        assert_eq!(row["env"]["same_process"], false, "{row}");
+        assert_eq!(row["workload"], args[1]);
+        match args[1] {
+            "sizes" => {
+                assert_eq!(row["value_size"], 1024);
+                assert!(row["allocs_per_op"].is_number());
+                assert!(row["mb_per_s"].as_f64().unwrap() > 0.0);
+            }
+            "nowait" => assert!(row["p50_ns"].is_null()),
+            "conns" => {
+                assert_eq!(row["connections"], 200);
+                // Open loop: the rate sets the pace, whatever the server does.
+                let per_second = row["ops"].as_f64().unwrap() / row["seconds"].as_f64().unwrap();
+                assert!((2000.0..=6000.0).contains(&per_second), "{per_second} calls/s at a 4,000/s rate: {row}");
+                assert!(row["p50_ns"].is_number());
+            }
+            _ => assert!(row["allocs_per_op"].is_null(), "not counted unless asked: {row}"),
+        }
+    }
+    server.kill().unwrap();
+    server.wait().unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn load_against_a_dead_address_fails_with_a_message() {
+    // A port nobody listens on: bind, note the port, close.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let output =
+        fastwire().args(["load", "--addr", &format!("127.0.0.1:{port}"), "--duration", "50ms"]).output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("connecting") && stderr.contains("refused"), "{stderr}");
+}
