@@ -9,7 +9,33 @@ default:
 test:
     cargo test --workspace
 
-# Run every benchmark (criterion; HTML reports in target/criterion/).
+# The main job: every backend through every workload, side by side, in one
+# process (under a minute). Extra arguments go to `fastwire compare`, e.g.
+# `just compare --workload fastrpc --duration 2s`.
+compare *args:
+    cargo run --release -- compare {{args}}
+
+# The comparison as the guide's results chapter shows it: table, JSON and charts.
+compare-report dir="docs/src/results":
+    cargo run --release -- compare --duration 1s --json {{dir}}/compare.json --markdown {{dir}}/compare.md --svg {{dir}}
+
+# Load any fastrpc server (Go's included). E.g. `just load 127.0.0.1:7000 --rate 50000`.
+load addr="127.0.0.1:7000" *args:
+    cargo run --release -- load --addr {{addr}} {{args}}
+
+# The conns workload: 10,000 connections from one process against a server in another.
+conns backend="mio" connections="10000" rate="20000":
+    #!/usr/bin/env bash
+    set -euo pipefail
+    cargo build --release
+    ./target/release/fastwire serve --backend {{backend}} --addr 127.0.0.1:0 --max-connections 20000 > target/conns-serve.out &
+    server=$!
+    trap 'kill -INT $server 2>/dev/null || true' EXIT
+    until [ -s target/conns-serve.out ]; do sleep 0.1; done
+    addr=$(head -1 target/conns-serve.out | awk '{print $4}')
+    ./target/release/fastwire load --addr "$addr" --workload conns --connections {{connections}} --rate {{rate}} --duration 5s
+
+# Every criterion benchmark: the codec, and the backends end to end (HTML in target/criterion/).
 bench:
     cargo bench
 
@@ -17,9 +43,14 @@ bench:
 bench-codec:
     cargo bench --bench codec
 
-# A short benchmark run, to check they work.
+# The backends end to end, one criterion group per workload.
+bench-backends:
+    cargo bench --bench backends
+
+# A short run of every benchmark, to check they work.
 bench-quick:
     cargo bench --bench codec -- --warm-up-time 0.2 --measurement-time 0.5
+    cargo bench --bench backends -- --warm-up-time 0.1 --measurement-time 0.3
 
 # Format, lint (warnings are errors), as CI does.
 lint:

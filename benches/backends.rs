@@ -20,7 +20,6 @@ use fastwire::harness::{Spec, Workload};
 
 fn group(c: &mut Criterion, name: &str, specs: &[Spec]) {
     let mut group = c.benchmark_group(name);
-    group.warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2)).sample_size(20);
     for spec in specs {
         for &kind in BackendKind::ALL {
             let live = match Live::start(kind, spec) {
@@ -59,5 +58,15 @@ fn nowait(c: &mut Criterion) {
     group(c, "nowait", &[Workload::Nowait.defaults()]);
 }
 
-criterion_group!(benches, fastrpc, pingpong, sizes, nowait);
+// Short defaults: each sample already runs thousands of calls over live
+// connections. Command-line flags (`--measurement-time`, as `just
+// bench-quick` passes) override them.
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(20);
+    targets = fastrpc, pingpong, sizes, nowait
+}
 criterion_main!(benches);

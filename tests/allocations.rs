@@ -66,11 +66,17 @@ fn allocations_per_call<D: Driver>(addr: std::net::SocketAddr, depth: usize) -> 
     allocations as f64 / (2 * measured) as f64
 }
 
-/// glommio allocates inside its own I/O path (a source object per read and
-/// write, a queue entry per wake-up from another thread): about 6 per call
-/// on its server and 17 on its client at 1 call in flight, 0.02 to 0.05 at
-/// 1000, measured on 2026-11-23. Reported here, not asserted, until that is
-/// fixed (issue 5: profile and fix each backend that misses the target).
+/// glommio 0.9 allocates inside its reactor every time an executor parks
+/// or wakes: a preemption timer source per park (`Rc::pin` in
+/// `prepare_latency_preemption_timer` / `prepare_throughput_preemption_timer`),
+/// B-tree nodes for timers and external wake-ups, a growing `SmallVec` in
+/// `consume_submission_queue`, a source per read readiness (found with
+/// `perf probe -x libc.so.6 malloc` and `perf record --call-graph dwarf`,
+/// 2026-11-23). That is about 6 per call on its server and 17 on its client
+/// at 1 call in flight (an executor parks once per call), 0.02 to 0.05 at
+/// 1000. `spin_before_park` makes it worse (spinning polls allocate too).
+/// Not fixable from fastwire without patching glommio: reported here, not
+/// asserted.
 const KNOWN_TO_ALLOCATE: &[BackendKind] = &[BackendKind::Glommio];
 
 #[test]

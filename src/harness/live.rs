@@ -24,8 +24,10 @@ enum Clients {
     Mio(Vec<fastwire_mio::Client>),
     #[cfg(feature = "glommio")]
     Glommio(Vec<fastwire_glommio::Client>),
+    /// A current-thread runtime per connection (as `drive` runs tokio):
+    /// each sample drives them from a thread per connection.
     #[cfg(feature = "tokio")]
-    Tokio(tokio::runtime::Runtime, Vec<fastwire_tokio::Client>),
+    Tokio(Vec<(tokio::runtime::Runtime, fastwire_tokio::Client)>),
 }
 
 /// A running server of one backend and its connected clients.
@@ -67,21 +69,19 @@ impl Live {
             BackendKind::Glommio => Clients::Glommio(connect(addr, spec)?),
             #[cfg(feature = "tokio")]
             BackendKind::Tokio => {
-                let runtime = tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(spec.connections.clamp(1, 2))
-                    .enable_all()
-                    .build()
-                    .map_err(|e| format!("starting a runtime: {e}"))?;
-                let clients = runtime.block_on(async {
-                    let mut clients = Vec::new();
-                    for _ in 0..spec.connections {
+                let mut connections = Vec::new();
+                for _ in 0..spec.connections {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .map_err(|e| format!("starting a runtime: {e}"))?;
+                    let client = runtime.block_on(async {
                         let client = fastwire_tokio::Client::new(addr, spec.client_config());
-                        client.wait_connected().await.map_err(|e| format!("connecting: {e}"))?;
-                        clients.push(client);
-                    }
-                    Ok::<_, String>(clients)
-                })?;
-                Clients::Tokio(runtime, clients)
+                        client.wait_connected().await.map_err(|e| format!("connecting: {e}")).map(|()| client)
+                    })?;
+                    connections.push((runtime, client));
+                }
+                Clients::Tokio(connections)
             }
             #[allow(unreachable_patterns)]
             other => return Err(format!("{other} has no client of its own")),
@@ -105,7 +105,7 @@ impl Live {
             #[cfg(feature = "glommio")]
             Clients::Glommio(clients) => self.threads(clients, per_connection),
             #[cfg(feature = "tokio")]
-            Clients::Tokio(runtime, clients) => self.tasks(runtime, clients, per_connection),
+            Clients::Tokio(connections) => self.tasks(connections, per_connection),
         }
         if self.spec.workload.is_fire_and_forget() {
             let target = handled_before + per_connection * self.spec.connections as u64;
@@ -147,29 +147,47 @@ impl Live {
     }
 
     #[cfg(feature = "tokio")]
-    fn tasks(&self, runtime: &tokio::runtime::Runtime, clients: &[fastwire_tokio::Client], per_connection: u64) {
-        let depth = if self.spec.workload.is_fire_and_forget() { 1 } else { self.spec.depth.max(1) as u64 };
+    fn tasks(&self, connections: &[(tokio::runtime::Runtime, fastwire_tokio::Client)], per_connection: u64) {
         let fire = self.spec.workload.is_fire_and_forget();
-        runtime.block_on(async {
-            let mut tasks = Vec::new();
-            for client in clients {
-                for task in 0..depth {
-                    // This task's share of the connection's calls.
-                    let calls = per_connection / depth + u64::from(task < per_connection % depth);
-                    let (client, name, value) = (client.clone(), self.name.clone(), self.value.clone());
-                    tasks.push(tokio::spawn(async move {
-                        for _ in 0..calls {
-                            if fire {
-                                client.send(&name, &value).await.expect("send");
-                            } else {
-                                client.call(&name, &value).await.expect("call");
-                            }
+        let depth = if fire { 1 } else { self.spec.depth.max(1) as u64 };
+        let (name, value) = (std::sync::Arc::new(self.name.clone()), std::sync::Arc::new(self.value.clone()));
+        std::thread::scope(|s| {
+            for (runtime, client) in connections {
+                let (name, value) = (name.clone(), value.clone());
+                s.spawn(move || {
+                    let local = tokio::task::LocalSet::new();
+                    local.block_on(runtime, async move {
+                        let tasks: Vec<_> = (0..depth)
+                            .map(|task| {
+                                // This task's share of the connection's calls.
+                                let calls = per_connection / depth + u64::from(task < per_connection % depth);
+                                let (client, name, value) = (client.clone(), name.clone(), value.clone());
+                                tokio::task::spawn_local(async move {
+                                    for i in 0..calls {
+                                        if fire {
+                                            client.send(&name, &value).await.expect("send");
+                                            // `send` only waits when 4 MiB are queued: let
+                                            // the writer, on this same thread, run.
+                                            if i % 256 == 255 {
+                                                tokio::task::yield_now().await;
+                                            }
+                                        } else {
+                                            client.call(&name, &value).await.expect("call");
+                                        }
+                                    }
+                                    if fire {
+                                        // The runtime stops when this returns: a call
+                                        // behind the sends makes sure they were written.
+                                        client.call(&name, &value).await.expect("call");
+                                    }
+                                })
+                            })
+                            .collect();
+                        for task in tasks {
+                            task.await.expect("task");
                         }
-                    }));
-                }
-            }
-            for task in tasks {
-                task.await.expect("task");
+                    })
+                });
             }
         });
     }
@@ -190,7 +208,7 @@ impl Drop for Live {
             #[cfg(feature = "glommio")]
             Clients::Glommio(clients) => clients.iter().for_each(Client::close),
             #[cfg(feature = "tokio")]
-            Clients::Tokio(_, clients) => clients.iter().for_each(fastwire_tokio::Client::close),
+            Clients::Tokio(connections) => connections.iter().for_each(|(_, client)| client.close()),
         }
         if let Some(server) = self.server.take() {
             server.shutdown(Duration::from_secs(2));
