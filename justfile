@@ -86,6 +86,10 @@ accept-storm backends="mio,mio-acceptor" threads="4" per_thread="2500":
 conformance:
     cargo test --test conformance
 
+# Build the guide (mdBook; installs it with cargo if missing) into docs/book/.
+docs:
+    bash scripts/build-docs.sh
+
 # Everything CI runs.
 ci:
     bash .ci/run

@@ -289,6 +289,7 @@ fn closed_threads<D: Driver>(
 /// One connection's calls: `depth` in flight; each completion is timed and
 /// replaced at once. One clock read per call: the moment a call completes
 /// is the moment its replacement starts.
+// ANCHOR: pipeline
 fn pipeline<D: Driver>(
     client: &Client<D>,
     depth: usize,
@@ -328,6 +329,7 @@ fn pipeline<D: Driver>(
     }
     result.map(|()| tally)
 }
+// ANCHOR_END: pipeline
 
 /// One connection's fire-and-forget requests, as fast as the client takes them.
 fn send_loop<D: Driver>(
@@ -559,6 +561,7 @@ pub fn open_loop(_: SocketAddr, _: &Spec, _: &Timing, _: Mode) -> Result<Sample,
 /// stopped. The schedule is fixed in advance: a late release keeps its
 /// intended time, so the delay counts as latency.
 #[cfg(feature = "tokio")]
+// ANCHOR: pace
 fn pace(queues: &[tokio::sync::mpsc::UnboundedSender<Instant>], interval_ns: u64, control: &Control) {
     precise_sleeps();
     let start = Instant::now();
@@ -580,6 +583,7 @@ fn pace(queues: &[tokio::sync::mpsc::UnboundedSender<Instant>], interval_ns: u64
         next += 1;
     }
 }
+// ANCHOR_END: pace
 
 /// Linux rounds a thread's sleeps up by its timer slack (50 µs by default);
 /// a pacer wants them exact.

@@ -88,9 +88,11 @@ pub fn reuseport_listeners(addr: SocketAddr, count: usize) -> io::Result<Vec<Tcp
 /// Settings every fastwire connection gets: `TCP_NODELAY`, because fastwire
 /// batches writes itself and Nagle's algorithm would only add latency to the
 /// last batch.
+// ANCHOR: nodelay
 pub fn tune(stream: &TcpStream) -> io::Result<()> {
     stream.set_nodelay(true)
 }
+// ANCHOR_END: nodelay
 
 /// Connects with a timeout and tunes the stream.
 pub fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
@@ -122,6 +124,7 @@ pub fn is_accept_resource_error(e: &io::Error) -> bool {
 /// uninitialised memory to `Read::read`. That costs a `memset` of `chunk`
 /// bytes per read (about 2 µs for 64 KiB here), amortised over every
 /// message the read brings in.
+// ANCHOR: read_some
 pub fn read_some(reader: &mut impl io::Read, buf: &mut bytes::BytesMut, chunk: usize) -> io::Result<usize> {
     let start = buf.len();
     buf.resize(start + chunk.max(1), 0);
@@ -130,3 +133,4 @@ pub fn read_some(reader: &mut impl io::Read, buf: &mut bytes::BytesMut, chunk: u
     buf.truncate(start + n);
     result
 }
+// ANCHOR_END: read_some

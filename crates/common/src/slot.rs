@@ -55,6 +55,7 @@ impl CallSlot {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    // ANCHOR: notify_sleepers
     fn finish(&self, mut state: MutexGuard<'_, SlotState>, outcome: Outcome) {
         if !matches!(state.outcome, Outcome::Waiting) {
             return;
@@ -70,6 +71,7 @@ impl CallSlot {
             waker.wake();
         }
     }
+    // ANCHOR_END: notify_sleepers
 
     /// Completes the call with its response value (copied into the slot's buffer).
     pub fn complete(&self, value: &[u8]) {
@@ -258,6 +260,7 @@ impl PartialEq<[u8]> for Reply {
     }
 }
 
+// ANCHOR: reply_drop
 impl Drop for Reply {
     fn drop(&mut self) {
         if let Some(slot) = self.slot.take() {
@@ -269,6 +272,7 @@ impl Drop for Reply {
         }
     }
 }
+// ANCHOR_END: reply_drop
 
 #[cfg(test)]
 mod tests {

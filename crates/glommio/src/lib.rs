@@ -61,6 +61,7 @@ const MIN_MEMLOCK: u64 = 512 * 1024;
 
 /// Checks that this machine can run glommio: io_uring works and the locked
 /// memory limit is high enough. The error says which and what to change.
+// ANCHOR: probe
 pub fn probe() -> io::Result<()> {
     static PROBE: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
     PROBE
@@ -86,6 +87,7 @@ pub fn probe() -> io::Result<()> {
         .clone()
         .map_err(io::Error::other)
 }
+// ANCHOR_END: probe
 
 /// The error text when glommio cannot start.
 fn unavailable(why: &str) -> String {

@@ -64,6 +64,7 @@ impl Server {
             let (shared, handler, done_tx) = (Arc::clone(&shared), Arc::clone(&handler), done_tx.clone());
             // Owned until the executor adopts it, so it is closed if the executor cannot start.
             let fd = OwnedFd::from(listener);
+            // ANCHOR: executors
             let executor = LocalExecutorBuilder::new(Placement::Fixed(i % cores))
                 .io_memory(IO_MEMORY)
                 .name(&format!("fastwire-glommio{i}"))
@@ -75,6 +76,7 @@ impl Server {
                     let _ = done_tx.send(());
                     cut
                 })?;
+            // ANCHOR_END: executors
             executors.push(executor);
         }
         tracing::info!(%local_addr, backend = "glommio", executors = executors.len(), "serving");

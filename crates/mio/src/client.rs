@@ -74,6 +74,7 @@ impl Driver for Reactor {
         Ok(handle)
     }
 
+    // ANCHOR: parked_wake
     fn wake(handle: &Arc<ReactorHandle>) {
         // Called with the client's lock held, after queuing output. The
         // reactor sets `parked` and then checks for output under that lock:
@@ -83,6 +84,7 @@ impl Driver for Reactor {
             let _ = handle.waker.wake();
         }
     }
+    // ANCHOR_END: parked_wake
 
     fn stop(handle: &Arc<ReactorHandle>) {
         handle.stopped.store(true, Ordering::Release);
@@ -106,6 +108,7 @@ fn run(link: Link<Reactor>, mut poll: Poll, mut stream: TcpStream, handle: &Reac
     let mut hold_until: Option<Instant> = None;
     let read_chunk = config.buffer_size.clamp(4096, 64 * 1024);
     loop {
+        // ANCHOR: parked_sleep
         if timeout != Some(Duration::ZERO) {
             // About to sleep: announce it, then look once more for output
             // queued by a caller who saw the reactor busy and did not wake it.
@@ -117,6 +120,7 @@ fn run(link: Link<Reactor>, mut poll: Poll, mut stream: TcpStream, handle: &Reac
         }
         let polled = poll.poll(&mut events, timeout);
         handle.parked.store(false, Ordering::SeqCst);
+        // ANCHOR_END: parked_sleep
         if let Err(e) = polled {
             if e.kind() != io::ErrorKind::Interrupted {
                 return link.die(ClientError::from_io(e));

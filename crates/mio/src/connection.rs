@@ -136,6 +136,7 @@ impl Conn {
                             return Step::Keep { more: true };
                         }
                         reads += 1;
+                        // ANCHOR: mio_read
                         match self.stream.read(ctx.scratch) {
                             Ok(0) => {
                                 // The client closed its side: answer what it sent, then close.
@@ -155,6 +156,7 @@ impl Conn {
                             Err(e) if e.kind() == io::ErrorKind::Interrupted => progress = true,
                             Err(_) => return Step::Remove("read error"),
                         }
+                        // ANCHOR_END: mio_read
                     }
                     if self.proto.buffered_input() > 0 && !self.proto.is_output_full() {
                         let result = self.proto.process(ctx.handler);
@@ -238,6 +240,7 @@ impl Conn {
     }
 
     /// Registers write interest only while output is pending.
+    // ANCHOR: interest
     pub(crate) fn update_interest(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
         let want_write = self.proto.has_output();
         if want_write != self.write_interest {
@@ -249,6 +252,7 @@ impl Conn {
         }
         Ok(())
     }
+    // ANCHOR_END: interest
 
     /// Periodic checks: timeouts, and giving idle buffers back. Returns
     /// whether the connection must be driven (it started closing) or removed.

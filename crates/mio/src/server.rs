@@ -249,6 +249,7 @@ impl<H: Handler + 'static> EventLoop<H> {
                 self.accept_paused_until = None;
                 self.accept(now);
             }
+            // ANCHOR: ready_list
             // Drive every connection with news or unfinished work. Driving
             // may queue connections for the next turn, so the list is
             // swapped with a second one (both keep their allocations).
@@ -259,6 +260,7 @@ impl<H: Handler + 'static> EventLoop<H> {
                 self.drive(self.driving[i], now);
             }
             self.driving.clear();
+            // ANCHOR_END: ready_list
             if now >= next_sweep {
                 next_sweep = now + SWEEP_EVERY;
                 self.sweep(now);

@@ -173,6 +173,7 @@ pub fn decode_response<'a>(buf: &'a [u8], limits: &Limits) -> Result<Option<(Res
 /// Appends a request. Fails, appending nothing, if the name or value is over
 /// the limits (the peer would refuse it and close the connection).
 #[inline]
+// ANCHOR: encode_request
 pub fn encode_request(
     out: &mut impl OutBuf,
     id: u32,
@@ -190,6 +191,7 @@ pub fn encode_request(
     out.put_slice(value);
     Ok(())
 }
+// ANCHOR_END: encode_request
 
 /// Appends a response. Fails, appending nothing, if the value is over the limit.
 #[inline]

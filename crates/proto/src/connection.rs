@@ -34,6 +34,7 @@ pub trait Connection {
     /// Marks the first `n` bytes of [`output`](Self::output) as written.
     fn advance_output(&mut self, n: usize);
 
+    // ANCHOR: swap_buffers
     /// Hands over bytes read by a thread that does not own the connection.
     /// If nothing is buffered the two buffers are swapped, no byte copied:
     /// `bytes` comes back empty holding the connection's old allocation, to
@@ -46,6 +47,7 @@ pub trait Connection {
     /// can write without holding the connection. The output then counts as
     /// written as far as the connection's limits are concerned.
     fn take_output(&mut self, into: &mut BytesMut);
+    // ANCHOR_END: swap_buffers
 
     /// Whether anything waits to be written.
     fn has_output(&self) -> bool;

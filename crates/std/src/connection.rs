@@ -176,6 +176,7 @@ fn read_loop(socket: &TcpStream, shared: &ConnShared, server: &Shared, handler: 
         let result = loop {
             match state.conn.process(handler) {
                 Ok(Flow::NeedInput) => break Ok(()),
+                // ANCHOR: backpressure
                 Ok(Flow::OutputFull) => {
                     // Backpressure: wait for the writer instead of reading more.
                     shared.output_ready.notify_one();
@@ -186,6 +187,7 @@ fn read_loop(socket: &TcpStream, shared: &ConnShared, server: &Shared, handler: 
                         break Ok(());
                     }
                 }
+                // ANCHOR_END: backpressure
                 Err(e) => break Err(e),
             }
         };
@@ -264,6 +266,7 @@ fn write_loop(socket: &TcpStream, shared: &ConnShared, server: &Shared) {
                 out = BytesMut::new();
             }
         }
+        // ANCHOR: writer
         drop(state);
         shared.output_drained.notify_all();
         let written = stream.write_all(&out);
@@ -278,5 +281,6 @@ fn write_loop(socket: &TcpStream, shared: &ConnShared, server: &Shared) {
             let _ = stream.shutdown(Shutdown::Both);
             return;
         }
+        // ANCHOR_END: writer
     }
 }

@@ -116,6 +116,7 @@ pub(crate) async fn serve<H: Handler + 'static>(
         } else {
             handshake_deadline
         };
+        // ANCHOR: readable
         // Wait for readability *without* a buffer, then read into one: an
         // idle connection that gave its buffers back does not take them
         // again just to wait.
@@ -125,6 +126,7 @@ pub(crate) async fn serve<H: Handler + 'static>(
             ready = tokio::time::timeout_at(wait_until, stream.readable()) => ready,
         };
         let read = ready.map(|r| r.and_then(|()| stream.try_read_buf(conn.read_buffer())));
+        // ANCHOR_END: readable
         match read {
             Ok(Ok(0)) => break "closed by the client",
             Ok(Ok(_)) => last_activity = Instant::now(),

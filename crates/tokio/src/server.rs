@@ -15,6 +15,7 @@ use tokio::task::AbortHandle;
 
 use crate::connection;
 
+// ANCHOR: flavor
 /// How the server's runtime is laid out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Flavor {
@@ -31,6 +32,7 @@ pub enum Flavor {
         cores: usize,
     },
 }
+// ANCHOR_END: flavor
 
 impl Flavor {
     /// Multi-thread with one worker per available core.
