@@ -5,34 +5,15 @@
 //! A test binary of its own, because it installs a counting global
 //! allocator. It counts, it does not time: this is behaviour, not speed.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use fastwire::backend::{start_server, BackendKind};
+use fastwire::harness::alloc::{self, Counting};
 use fastwire::proto::{demo_handler, ClientConfig, ServerConfig};
 use fastwire_common::client::{Client, Driver};
 
-struct Counting;
-
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: forwards every call to the system allocator unchanged; it only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Relaxed);
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Relaxed);
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
+// The harness's counting allocator: the system allocator plus a counter.
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
@@ -59,9 +40,9 @@ fn allocations_per_call<D: Driver>(addr: std::net::SocketAddr, depth: usize) -> 
     let clients: Vec<_> = (0..2).map(|_| Client::<D>::new(addr, config.clone())).collect();
     let measured = 10_000;
     std::thread::scope(|s| clients.iter().for_each(|c| drop(s.spawn(move || calls(c, depth, 5_000)))));
-    let before = ALLOCATIONS.load(Relaxed);
+    let before = alloc::count();
     std::thread::scope(|s| clients.iter().for_each(|c| drop(s.spawn(move || calls(c, depth, measured)))));
-    let allocations = ALLOCATIONS.load(Relaxed) - before;
+    let allocations = alloc::count() - before;
     clients.iter().for_each(Client::close);
     allocations as f64 / (2 * measured) as f64
 }

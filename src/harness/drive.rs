@@ -238,6 +238,27 @@ pub fn closed_loop(
     }
 }
 
+/// Joins the load threads and adds up what they saw; any error fails the run.
+fn gather(
+    workers: Vec<std::thread::ScopedJoinHandle<'_, Result<Tally, String>>>,
+    window: Window,
+    mode: Mode,
+    fire: bool,
+) -> Result<Sample, String> {
+    let mut total = Tally::new(mode, fire);
+    let mut error = None;
+    for worker in workers {
+        match worker.join().expect("load thread panicked") {
+            Ok(tally) => total.merge(tally),
+            Err(e) => error = Some(e),
+        }
+    }
+    match error {
+        Some(e) => Err(e),
+        None => Ok(total.into_sample(window, fire)),
+    }
+}
+
 /// A thread per connection: `depth` calls in flight, oldest awaited first.
 fn closed_threads<D: Driver>(
     addr: SocketAddr,
@@ -260,27 +281,17 @@ fn closed_threads<D: Driver>(
             .map(|client| {
                 let (name, value, control) = (&name, &value, &control);
                 s.spawn(move || {
-                    if fire {
+                    let tally = if fire {
                         send_loop(client, name, value, control, mode)
                     } else {
                         pipeline(client, spec.depth.max(1), name, value, control, mode)
-                    }
+                    };
+                    tally.map_err(|e| failed("calling", e))
                 })
             })
             .collect();
         let window = window(&control, timing, mode, handled);
-        let mut total = Tally::new(mode, fire);
-        let mut error = None;
-        for worker in workers {
-            match worker.join().expect("load thread panicked") {
-                Ok(tally) => total.merge(tally),
-                Err(e) => error = Some(failed("calling", e)),
-            }
-        }
-        match error {
-            Some(e) => Err(e),
-            None => Ok(total.into_sample(window, fire)),
-        }
+        gather(workers, window, mode, fire)
     });
     clients.iter().for_each(Client::close);
     result
@@ -411,18 +422,7 @@ fn closed_tokio(
             .collect();
         ready.wait();
         let window = window(&control, timing, mode, handled);
-        let mut total = Tally::new(mode, fire);
-        let mut error = None;
-        for worker in workers {
-            match worker.join().expect("load thread panicked") {
-                Ok(tally) => total.merge(tally),
-                Err(e) => error = Some(e),
-            }
-        }
-        match error {
-            Some(e) => Err(e),
-            None => Ok(total.into_sample(window, fire)),
-        }
+        gather(workers, window, mode, fire)
     })
 }
 
