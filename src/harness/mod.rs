@@ -13,10 +13,10 @@
 //!   ping-pong and a minimal pipelined exchange of the fastrpc bytes, with
 //!   no protocol at all.
 //! * [`alloc`]: the counting global allocator behind allocs/op.
-//! * [`env`]: the environment recorded beside every result.
+//! * [`env`](mod@env): the environment recorded beside every result.
 //! * [`live`]: a server and its clients kept running for criterion, which
 //!   times a fixed number of operations per sample.
-//! * [`compare`]: runs backends × workloads in one process, server and
+//! * [`compare`](mod@compare): runs backends × workloads in one process, server and
 //!   client side by side, one [`Row`] per measurement.
 //! * [`report`]: the table, Markdown and JSON.
 //! * [`chart`]: SVG charts (plotters) for the guide.
