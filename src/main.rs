@@ -306,15 +306,17 @@ fn compare(args: CompareArgs) -> Result<(), Box<dyn std::error::Error>> {
         harness::compare::Event::Start { backend, spec } => bar.set_message(format!("{backend}: {}", describe(spec))),
         harness::compare::Event::Done(_) => bar.inc(1),
         harness::compare::Event::Skipped { backend, spec, reason } => match spec {
+            // `suspend` prints whether or not the bar is drawn (it is hidden
+            // when stderr is not a terminal, and `println` then prints nothing).
             Some(spec) => {
                 bar.inc(1);
-                bar.println(format!("{backend}: {} failed: {reason}", describe(spec)));
+                bar.suspend(|| eprintln!("fastwire: {backend}: {} failed: {reason}", describe(spec)));
             }
             None => {
+                // Its measurements will not happen: take them off the bar.
                 let skipped = plan.specs.len() as u64;
-                bar.inc_length(0);
                 bar.set_length(bar.length().unwrap_or(0).saturating_sub(skipped));
-                bar.println(format!("skipped {backend}: {reason}"));
+                bar.suspend(|| eprintln!("fastwire: skipped {backend}: {reason}"));
             }
         },
     });

@@ -197,3 +197,21 @@ fn load_against_a_dead_address_fails_with_a_message() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("connecting") && stderr.contains("refused"), "{stderr}");
 }
+
+#[cfg(all(feature = "glommio", target_os = "linux"))]
+#[test]
+fn compare_skips_a_backend_that_cannot_run_and_says_why() {
+    // Too little locked memory for glommio (it needs 512 KiB): lower the
+    // limit for the child only, through the shell's `ulimit`.
+    let output = Command::new("bash")
+        .arg("-c")
+        .arg(r#"ulimit -l 256 && exec "$0" compare --workload nowait --backends mio,glommio --duration 30ms"#)
+        .arg(env!("CARGO_BIN_EXE_fastwire"))
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("skipped glommio") && stderr.contains("512 KiB"), "{stderr}");
+    assert!(stdout.lines().any(|l| l.starts_with("mio ")), "mio still runs: {stdout}");
+    assert!(!stdout.lines().any(|l| l.starts_with("glommio ")), "{stdout}");
+}
