@@ -35,6 +35,10 @@ conns backend="mio" connections="10000" rate="20000":
     addr=$(head -1 target/conns-serve.out | awk '{print $4}')
     ./target/release/fastwire load --addr "$addr" --workload conns --connections {{connections}} --rate {{rate}} --duration 5s
 
+# Where pingpong latency goes: each server answered by a floor-like blocking client, beside the floor.
+server-latency calls="20000":
+    cargo run --release --example server_latency -- {{calls}}
+
 # Every criterion benchmark: the codec, and the backends end to end (HTML in target/criterion/).
 bench:
     cargo bench
