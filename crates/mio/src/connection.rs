@@ -65,6 +65,8 @@ pub(crate) struct Conn {
     proto: ServerConn,
     phase: Phase,
     readable: bool,
+    /// An event said the peer closed (or the socket failed): read to the end.
+    peer_closed: bool,
     writable: bool,
     write_interest: bool,
     handshake_deadline: Instant,
@@ -81,6 +83,7 @@ impl Conn {
             proto: ServerConn::new(config),
             phase: Phase::Open,
             readable: true, // read once at once: data may have come with the connection
+            peer_closed: false,
             writable: false,
             write_interest: false,
             handshake_deadline: now + config.handshake_timeout,
@@ -95,6 +98,9 @@ impl Conn {
     pub(crate) fn on_event(&mut self, event: &Event) {
         if event.is_readable() || event.is_read_closed() || event.is_error() {
             self.readable = true;
+        }
+        if event.is_read_closed() || event.is_error() {
+            self.peer_closed = true;
         }
         if event.is_writable() || event.is_write_closed() {
             self.writable = true;
@@ -151,6 +157,16 @@ impl Conn {
                                 self.last_activity = ctx.now;
                                 self.released = false;
                                 progress = true;
+                                // A short read emptied the receive queue: bytes
+                                // that arrive later bring a new edge-triggered
+                                // event, so the read that would only say
+                                // `WouldBlock` is skipped (a system call per
+                                // round trip). Not once the peer has closed: its
+                                // end-of-stream may already be queued, with no
+                                // event left to announce it.
+                                if n < ctx.scratch.len() && !self.peer_closed {
+                                    self.readable = false;
+                                }
                             }
                             Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.readable = false,
                             Err(e) if e.kind() == io::ErrorKind::Interrupted => progress = true,
