@@ -349,7 +349,7 @@ fn write_outputs(rows: &[Row], outputs: &Outputs) -> Result<(), Box<dyn std::err
 }
 
 fn load(args: LoadArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let addr = fastwire_common_resolve(&args.addr)?;
+    let addr = fastwire_common::net::resolve(&args.addr).map_err(|e| format!("resolving {}: {e}", args.addr))?;
     let d = args.workload.defaults();
     let rate = args.rate.or(if args.workload == Workload::Conns { d.rate } else { None });
     let spec = Spec {
@@ -390,14 +390,6 @@ fn load(args: LoadArgs) -> Result<(), Box<dyn std::error::Error>> {
     print!("{}", report::table(&rows));
     write_outputs(&rows, &args.outputs)?;
     Ok(())
-}
-
-fn fastwire_common_resolve(addr: &str) -> Result<SocketAddr, String> {
-    use std::net::ToSocketAddrs;
-    addr.to_socket_addrs()
-        .map_err(|e| format!("resolving {addr}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("{addr} resolves to no address"))
 }
 
 /// SIGINT (Ctrl-C) and SIGTERM handlers, registered when installed.

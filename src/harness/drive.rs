@@ -259,6 +259,19 @@ fn gather(
     }
 }
 
+/// `spec.connections` clients of one thread-based backend, each connected
+/// and past its handshake (used by the windowed runs here and by `live`).
+pub(crate) fn connect<D: Driver>(addr: SocketAddr, spec: &Spec) -> Result<Vec<Client<D>>, String> {
+    let config = spec.client_config();
+    (0..spec.connections)
+        .map(|_| {
+            let client = Client::<D>::new(addr, config.clone());
+            client.wait_connected().map_err(|e| failed("connecting", e))?;
+            Ok(client)
+        })
+        .collect()
+}
+
 /// A thread per connection: `depth` calls in flight, oldest awaited first.
 fn closed_threads<D: Driver>(
     addr: SocketAddr,
@@ -267,11 +280,7 @@ fn closed_threads<D: Driver>(
     mode: Mode,
     handled: Option<&dyn Fn() -> u64>,
 ) -> Result<Sample, String> {
-    let config = spec.client_config();
-    let clients: Vec<Client<D>> = (0..spec.connections).map(|_| Client::new(addr, config.clone())).collect();
-    for client in &clients {
-        client.wait_connected().map_err(|e| failed("connecting", e))?;
-    }
+    let clients: Vec<Client<D>> = connect(addr, spec)?;
     let (name, value) = spec.request();
     let fire = spec.workload.is_fire_and_forget();
     let control = Control::default();
@@ -481,7 +490,8 @@ pub fn open_loop(addr: SocketAddr, spec: &Spec, timing: &Timing, mode: Mode) -> 
         .build()
         .map_err(|e| failed("starting a runtime", e))?;
     let config = spec.client_config();
-    let (name, value) = (Arc::new(spec.request().0), Arc::new(spec.request().1));
+    let (name, value) = spec.request();
+    let (name, value) = (Arc::new(name), Arc::new(value));
     // Connect in batches, so that 10,000 connections do not overflow the
     // server's accept backlog all at once.
     let clients = runtime.block_on(async {

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use fastwire_common::client::{Client, Driver};
 use fastwire_proto::demo_handler;
 
+use super::drive::connect;
 use super::workload::Spec;
 use crate::backend::{self, BackendKind, RunningServer};
 
@@ -37,16 +38,6 @@ pub struct Live {
     spec: Spec,
     name: Vec<u8>,
     value: Vec<u8>,
-}
-
-fn connect<D: Driver>(addr: SocketAddr, spec: &Spec) -> Result<Vec<Client<D>>, String> {
-    (0..spec.connections)
-        .map(|_| {
-            let client = Client::<D>::new(addr, spec.client_config());
-            client.wait_connected().map_err(|e| format!("connecting: {e}"))?;
-            Ok(client)
-        })
-        .collect()
 }
 
 impl Live {
