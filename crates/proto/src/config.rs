@@ -197,6 +197,30 @@ pub struct ServerConfig {
     /// batch before it writes. `None` (the default, as Go): write as soon as no
     /// more input is ready.
     pub batch_delay: Option<Duration>,
+    /// Requests handled at once by the whole server (running inline, or
+    /// deferred and not yet answered), as Go fastrpc's `Server.Concurrency`.
+    /// `None` (the default): no server-wide limit, and no cost; each
+    /// connection is still bounded by `max_in_flight`.
+    pub concurrency: Option<usize>,
+    /// What a connection does with a request over `concurrency`.
+    pub over_limit: OverLimit,
+    /// *Backend.* Threads of the worker pool that runs blocking handlers
+    /// (`serve_blocking`) off the connections' threads and loops. Default 16.
+    pub blocking_threads: usize,
+}
+
+/// What happens to a request over the server's `concurrency` limit.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum OverLimit {
+    /// Stop decoding that connection's requests until a slot frees (the
+    /// default: nothing is lost, and TCP flow control slows the client).
+    #[default]
+    Backpressure,
+    /// Answer at once with this value, without running the handler (Go
+    /// fastrpc's behaviour, whose servers answer with an over-limit
+    /// handler): the client sees it as the call's response, so pick a value
+    /// your clients recognise, such as `b"concurrency limit exceeded"`.
+    Reject(Vec<u8>),
 }
 
 impl Default for ServerConfig {
@@ -210,6 +234,9 @@ impl Default for ServerConfig {
             max_output_buffer: 4 * 1024 * 1024,
             buffer_size: 64 * 1024,
             batch_delay: None,
+            concurrency: None,
+            over_limit: OverLimit::Backpressure,
+            blocking_threads: 16,
         }
     }
 }

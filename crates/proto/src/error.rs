@@ -168,6 +168,18 @@ pub enum Error {
         /// The configured limit.
         limit: usize,
     },
+    /// The handler panicked (or gave up on the call with
+    /// `Responder::close_connection`) while serving request `id`. The
+    /// connection is closed without answering it, so its client sees a
+    /// connection error, never a wrong value; the server goes on.
+    #[error(
+        "the handler panicked while serving request {id}: the connection is closed without a response \
+         for it (its client sees a connection error, never a wrong value)"
+    )]
+    HandlerPanicked {
+        /// The request id.
+        id: u32,
+    },
 }
 
 impl Error {

@@ -8,9 +8,17 @@
 //! the handler itself does.
 //!
 //! Handlers run inline on the thread or task that owns the connection, one
-//! request after another: keep them short and non-blocking on the
-//! event-driven backends (hand long work to another thread and answer from
-//! there with your own protocol on top, or use the blocking backend).
+//! request after another, so an inline handler must be quick: on the
+//! event-driven backends a handler that waits stalls every connection of its
+//! loop. A handler that has to wait *defers* instead:
+//! [`ResponseWriter::defer`] hands it a [`Responder`] to answer from any
+//! thread or task later, and the connection serves the next requests
+//! meanwhile (see [`deferred`](crate::deferred)). The backends build their
+//! worker pools and `async` handlers on that one mechanism.
+//!
+//! A handler that panics is caught: its call gets no response, and its
+//! connection (only it) is closed, so its client sees a connection error and
+//! never a wrong value.
 //!
 //! ```
 //! use fastwire_proto::{Handler, Request, ResponseWriter};
@@ -29,6 +37,7 @@ use std::sync::Arc;
 use bytes::BytesMut;
 
 use crate::codec::Request;
+use crate::deferred::{Deferral, Responder};
 
 /// Serves requests. Implemented for closures; shared by all connections of a
 /// server (hence `Send + Sync` and `&self`).
@@ -61,13 +70,47 @@ impl<H: Handler + ?Sized> Handler for Arc<H> {
 pub struct ResponseWriter<'a> {
     buf: &'a mut BytesMut,
     start: usize,
+    /// The connection's deferral, for [`defer`](Self::defer) (none for a
+    /// standalone writer).
+    deferral: Option<&'a mut Deferral>,
+    id: u32,
+    holds_slot: bool,
+    deferred: bool,
 }
 
 impl<'a> ResponseWriter<'a> {
     /// A writer appending to `buf`; the value starts at its current end.
+    /// It cannot defer (its [`defer`](Self::defer) returns a detached
+    /// responder).
     pub fn new(buf: &'a mut BytesMut) -> Self {
         let start = buf.len();
-        ResponseWriter { buf, start }
+        ResponseWriter { buf, start, deferral: None, id: 0, holds_slot: false, deferred: false }
+    }
+
+    /// The writer a connection hands its handler for request `id`.
+    pub(crate) fn for_request(buf: &'a mut BytesMut, id: u32, deferral: &'a mut Deferral, holds_slot: bool) -> Self {
+        let start = buf.len();
+        ResponseWriter { buf, start, deferral: Some(deferral), id, holds_slot, deferred: false }
+    }
+
+    /// Answers later: returns the [`Responder`] to complete from any thread
+    /// or task, and the connection goes on serving other requests. Whatever
+    /// this writer holds is discarded. Call it at most once per request; a
+    /// second call returns a detached responder (completing it reports
+    /// [`RespondError::Gone`](crate::RespondError::Gone)).
+    pub fn defer(&mut self) -> Responder {
+        match self.deferral.as_deref_mut() {
+            Some(deferral) if !self.deferred => {
+                self.deferred = true;
+                Responder::new(self.id, std::sync::Arc::clone(deferral.completions()), self.holds_slot)
+            }
+            _ => Responder::detached(self.id),
+        }
+    }
+
+    /// Whether [`defer`](Self::defer) was called.
+    pub fn is_deferred(&self) -> bool {
+        self.deferred
     }
 
     /// Appends bytes to the response value.

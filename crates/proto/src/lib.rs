@@ -27,6 +27,8 @@
 //! * [`pending`]: request ids and the table of calls awaiting a response.
 //! * [`handler`]: the [`Handler`] trait and the [`ResponseWriter`] a handler
 //!   writes its response value into, in place.
+//! * [`deferred`]: answering later from any thread or task (a [`Responder`]),
+//!   and the server-wide [`ConcurrencyLimit`].
 //! * [`connection`]: the [`Connection`] trait: how a backend moves bytes in
 //!   and out of either side's state machine.
 //! * [`server`] and [`client`]: the two state machines, [`ServerConn`] and
@@ -50,6 +52,7 @@ pub mod codec;
 pub mod compress;
 pub mod config;
 pub mod connection;
+pub mod deferred;
 pub mod error;
 pub mod handler;
 pub mod handshake;
@@ -59,8 +62,9 @@ mod stream;
 
 pub use client::{ClientConn, Rejected};
 pub use codec::{Request, Response};
-pub use config::{ClientConfig, Compression, Limits, ProtocolConfig, ServerConfig};
+pub use config::{ClientConfig, Compression, Limits, OverLimit, ProtocolConfig, ServerConfig};
 pub use connection::Connection;
+pub use deferred::{ConcurrencyLimit, NoWake, RespondError, Responder, Wake};
 pub use error::{CompressionError, Error, HandshakeError, MessageError, MessageKind};
 pub use handler::{Handler, ResponseWriter};
 pub use pending::PendingTable;

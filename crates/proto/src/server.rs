@@ -17,10 +17,14 @@
 //! assert_eq!(conn.output(), b"\0\x01\0\x07\0\0\0\x02\0\0\0hi");
 //! ```
 
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::Arc;
+
 use crate::codec::{check_response_value, decode_request};
 use crate::compress::{StreamDecoder, StreamEncoder};
-use crate::config::{Compression, Limits, ServerConfig};
+use crate::config::{Compression, Limits, OverLimit, ServerConfig};
 use crate::connection::impl_connection;
+use crate::deferred::{ConcurrencyLimit, Deferral, NoWake, Wake};
 use crate::error::{Error, HandshakeError};
 use crate::handler::{Handler, ResponseWriter};
 use crate::handshake;
@@ -31,8 +35,11 @@ use crate::stream::{Inbound, Outbound};
 pub enum Flow {
     /// Every complete request was served: write the output, read more.
     NeedInput,
-    /// Output reached `max_output_buffer` or `max_in_flight`: stop reading
-    /// from this client until its output drains, then call `process` again
+    /// Output reached `max_output_buffer`, the connection's calls in flight
+    /// (unwritten or deferred) reached `max_in_flight`, or the server's
+    /// concurrency limit is reached (with [`OverLimit::Backpressure`]): stop
+    /// reading from this client until its output drains or the connection is
+    /// woken (see [`ServerConn::with_waker`]), then call `process` again
     /// (requests already received are still buffered).
     OutputFull,
 }
@@ -52,11 +59,34 @@ pub struct ServerConn {
     max_in_flight: usize,
     max_output_buffer: usize,
     requests: u64,
+    /// Deferred requests not answered yet.
+    deferred: usize,
+    dropped_responders: u64,
+    rejected: u64,
+    /// Waiting for a slot of the server's concurrency limit.
+    limit_blocked: bool,
+    deferral: Deferral,
 }
 
 impl ServerConn {
-    /// A new connection, waiting for the client's handshake.
+    /// A new connection, waiting for the client's handshake. Handlers can
+    /// defer, but nothing wakes the connection when a deferred response
+    /// arrives: call [`process`](Self::process) to collect them (for
+    /// connections driven by hand; backends use [`with_waker`](Self::with_waker)).
     pub fn new(config: &ServerConfig) -> Self {
+        Self::with_waker(config, None, Arc::new(NoWake), 0)
+    }
+
+    /// A new connection whose deferred responses are announced by
+    /// `waker.wake(key)` (see [`deferred`](crate::deferred)), sharing the
+    /// server's concurrency limit (from [`ConcurrencyLimit::for_config`],
+    /// made once per server).
+    pub fn with_waker(
+        config: &ServerConfig,
+        limit: Option<Arc<ConcurrencyLimit>>,
+        waker: Arc<dyn Wake>,
+        key: usize,
+    ) -> Self {
         let protocol = &config.protocol;
         ServerConn {
             inbound: Inbound::new(config.buffer_size),
@@ -71,7 +101,28 @@ impl ServerConn {
             max_in_flight: config.max_in_flight.max(1),
             max_output_buffer: config.max_output_buffer,
             requests: 0,
+            deferred: 0,
+            dropped_responders: 0,
+            rejected: 0,
+            limit_blocked: false,
+            deferral: Deferral::new(waker, key, protocol.limits, limit),
         }
+    }
+
+    /// Deferred requests whose responses have not arrived yet.
+    pub fn deferred_in_flight(&self) -> usize {
+        self.deferred
+    }
+
+    /// Responders dropped without an answer so far (their calls got none).
+    pub fn dropped_responders(&self) -> u64 {
+        self.dropped_responders
+    }
+
+    /// Requests answered at once with the over-limit value
+    /// ([`OverLimit::Reject`]) so far.
+    pub fn rejected(&self) -> u64 {
+        self.rejected
     }
 
     /// Requests decoded so far on this connection (fire-and-forget included).
@@ -85,13 +136,17 @@ impl ServerConn {
         self.outbound.unwritten_messages
     }
 
-    /// Whether output has reached a limit, so no more requests are decoded.
+    /// Whether a limit stops decoding: output bytes (`max_output_buffer`),
+    /// calls in flight on this connection, written or deferred
+    /// (`max_in_flight`), or the server's concurrency limit.
     pub fn is_output_full(&self) -> bool {
-        self.outbound.buffered() >= self.max_output_buffer || self.outbound.unwritten_messages >= self.max_in_flight
+        self.outbound.buffered() >= self.max_output_buffer
+            || self.outbound.unwritten_messages + self.deferred >= self.max_in_flight
+            || (self.limit_blocked && self.deferral.limit.as_ref().is_some_and(|l| !l.has_room()))
     }
 
-    /// Serves every complete request received so far, appending responses to
-    /// the output.
+    /// Collects the deferred responses that arrived, then serves every
+    /// complete request received so far, appending responses to the output.
     ///
     /// An error means the connection must be closed; write whatever
     /// [`output`](crate::Connection::output) holds first (after a TLS request it is
@@ -101,11 +156,33 @@ impl ServerConn {
         if let Some(e) = &self.failed {
             return Err(e.clone());
         }
-        let result = self.serve(handler);
+        let result = self.collect_deferred().and_then(|()| self.serve(handler));
         if let Err(e) = &result {
             self.failed = Some(e.clone());
         }
         result
+    }
+
+    /// Moves the deferred responses that arrived into the output, without
+    /// serving new requests (for a thread that writes but does not run
+    /// handlers). An error (a deferred handler panicked) closes the connection.
+    pub fn collect_deferred(&mut self) -> Result<(), Error> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        let Some(completions) = &self.deferral.completions else { return Ok(()) };
+        let collected = completions.collect(self.outbound.plain_mut());
+        self.deferred -= collected.finished.min(self.deferred);
+        self.outbound.unwritten_messages += collected.answered;
+        self.dropped_responders += collected.dropped as u64;
+        if let Some(e) = collected.failure {
+            self.failed = Some(e.clone());
+            return Err(e);
+        }
+        if collected.answered > 0 {
+            self.outbound.end_batch_if_large()?;
+        }
+        Ok(())
     }
 
     fn accept_handshake(&mut self) -> Result<bool, Error> {
@@ -139,6 +216,44 @@ impl ServerConn {
                 let Some((request, used)) = decode_request(self.inbound.plain(), &limits)? else {
                     break;
                 };
+                // The server's concurrency limit, if any (no cost without one).
+                let mut holds_slot = false;
+                if let Some(limit) = &self.deferral.limit {
+                    holds_slot = limit.try_acquire();
+                    if !holds_slot {
+                        match &limit.over_limit {
+                            OverLimit::Backpressure => {
+                                // Register, then try once more: a slot freed
+                                // in between must not go unnoticed.
+                                let limit = Arc::clone(limit);
+                                limit.wait(self.deferral.completions());
+                                if !limit.try_acquire() {
+                                    self.limit_blocked = true;
+                                    self.outbound.end_batch()?;
+                                    return Ok(Flow::OutputFull);
+                                }
+                                holds_slot = true;
+                            }
+                            OverLimit::Reject(value) => {
+                                self.requests += 1;
+                                self.rejected += 1;
+                                if request.id != 0 {
+                                    crate::codec::encode_response(
+                                        self.outbound.plain_mut(),
+                                        request.id,
+                                        value,
+                                        &limits,
+                                    )?;
+                                    self.outbound.unwritten_messages += 1;
+                                }
+                                self.inbound.consume(used);
+                                self.outbound.end_batch_if_large()?;
+                                continue;
+                            }
+                        }
+                    }
+                }
+                self.limit_blocked = false;
                 self.requests += 1;
                 let out = self.outbound.plain_mut();
                 // Reserve the response header, let the handler write the value
@@ -146,19 +261,40 @@ impl ServerConn {
                 let header_at = out.len();
                 out.extend_from_slice(&request.id.to_le_bytes());
                 out.extend_from_slice(&[0; 4]);
-                let mut writer = ResponseWriter::new(out);
-                handler.handle(request, &mut writer);
                 let id = request.id;
-                let value_len = out.len() - header_at - 8;
-                if id == 0 {
+                let mut writer = ResponseWriter::for_request(out, id, &mut self.deferral, holds_slot);
+                // A panicking handler must not take the thread, loop or task
+                // with it: catch it, answer nothing, close this connection.
+                let handled = panic::catch_unwind(AssertUnwindSafe(|| handler.handle(request, &mut writer)));
+                let deferred = writer.is_deferred();
+                if handled.is_err() {
                     out.truncate(header_at);
-                } else {
-                    if let Err(e) = check_response_value(value_len, &limits) {
-                        out.truncate(header_at);
-                        return Err(e.into());
+                    if holds_slot && !deferred {
+                        self.release_slot();
                     }
-                    out[header_at + 4..header_at + 8].copy_from_slice(&(value_len as u32).to_le_bytes());
-                    self.outbound.unwritten_messages += 1;
+                    self.inbound.consume(used);
+                    return Err(Error::HandlerPanicked { id });
+                }
+                if deferred {
+                    // The responder answers later (and gives the slot back).
+                    out.truncate(header_at);
+                    self.deferred += 1;
+                } else {
+                    if holds_slot {
+                        self.release_slot();
+                    }
+                    let out = self.outbound.plain_mut();
+                    let value_len = out.len() - header_at - 8;
+                    if id == 0 {
+                        out.truncate(header_at);
+                    } else {
+                        if let Err(e) = check_response_value(value_len, &limits) {
+                            out.truncate(header_at);
+                            return Err(e.into());
+                        }
+                        out[header_at + 4..header_at + 8].copy_from_slice(&(value_len as u32).to_le_bytes());
+                        self.outbound.unwritten_messages += 1;
+                    }
                 }
                 self.inbound.consume(used);
                 self.outbound.end_batch_if_large()?;
@@ -169,6 +305,14 @@ impl ServerConn {
         }
         self.outbound.end_batch()?;
         Ok(Flow::NeedInput)
+    }
+}
+
+impl ServerConn {
+    fn release_slot(&self) {
+        if let Some(limit) = &self.deferral.limit {
+            limit.release();
+        }
     }
 }
 
