@@ -19,6 +19,9 @@
 //! * [`backoff`]: the reconnect backoff of clients.
 //! * [`pool`]: [`Pool`], up to N clients per address, for any backend's client.
 //! * [`registry`]: a server's open connections, for graceful shutdown.
+//! * [`work`]: handlers that wait: [`OwnedRequest`], the worker pool for
+//!   blocking handlers ([`Blocking`]) and a [`Timer`] thread, all answering
+//!   through deferred responses.
 
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
@@ -32,6 +35,7 @@ pub mod pool;
 pub mod registry;
 pub mod slot;
 pub mod stats;
+pub mod work;
 
 pub use backoff::Backoff;
 pub use error::ClientError;
@@ -39,4 +43,5 @@ pub use handle::{ServerHandle, Serving};
 pub use pool::{Pool, PoolClient};
 pub use registry::Registry;
 pub use slot::{CallSlot, Reply, SlotPool};
-pub use stats::{ServerCounters, ServerStats, ShutdownReport};
+pub use stats::{ConnTally, ServerCounters, ServerStats, ShutdownReport};
+pub use work::{Blocking, OwnedRequest, Timer};

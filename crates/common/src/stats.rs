@@ -2,6 +2,8 @@
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
+use fastwire_proto::{Error, ServerConn};
+
 /// Live counters of a server, updated by its connections.
 #[derive(Debug, Default)]
 pub struct ServerCounters {
@@ -10,6 +12,9 @@ pub struct ServerCounters {
     open: AtomicUsize,
     requests: AtomicU64,
     protocol_errors: AtomicU64,
+    handler_panics: AtomicU64,
+    rejected: AtomicU64,
+    dropped_responders: AtomicU64,
 }
 
 /// A snapshot of [`ServerCounters`].
@@ -25,6 +30,12 @@ pub struct ServerStats {
     pub requests: u64,
     /// Connections closed because the client broke the protocol (or timed out its handshake).
     pub protocol_errors: u64,
+    /// Handlers that panicked (each closed its own connection, nothing else).
+    pub handler_panics: u64,
+    /// Requests answered with the over-limit value of the concurrency limit.
+    pub rejected: u64,
+    /// Deferred calls whose responder was dropped without an answer.
+    pub dropped_responders: u64,
 }
 
 impl ServerCounters {
@@ -63,6 +74,20 @@ impl ServerCounters {
         self.protocol_errors.fetch_add(1, Relaxed);
     }
 
+    /// Counts why a connection's state machine failed (a handler panic or a
+    /// protocol error), logs it, and returns the reason to close with.
+    pub fn connection_failed(&self, error: &Error) -> &'static str {
+        if let Error::HandlerPanicked { .. } = error {
+            self.handler_panics.fetch_add(1, Relaxed);
+            tracing::error!(error = %error, "closing a connection: handler panic");
+            "handler panic"
+        } else {
+            self.protocol_error();
+            tracing::debug!(error = %error, "closing a connection: protocol error");
+            "protocol error"
+        }
+    }
+
     /// A snapshot.
     pub fn snapshot(&self) -> ServerStats {
         ServerStats {
@@ -71,7 +96,41 @@ impl ServerCounters {
             open: self.open.load(Relaxed),
             requests: self.requests.load(Relaxed),
             protocol_errors: self.protocol_errors.load(Relaxed),
+            handler_panics: self.handler_panics.load(Relaxed),
+            rejected: self.rejected.load(Relaxed),
+            dropped_responders: self.dropped_responders.load(Relaxed),
         }
+    }
+}
+
+/// A connection's counts already added to the server's [`ServerCounters`],
+/// so that each backend adds only what is new after each `process`.
+#[derive(Debug, Default)]
+pub struct ConnTally {
+    requests: u64,
+    rejected: u64,
+    dropped: u64,
+}
+
+impl ConnTally {
+    /// Adds what `conn` counted since the last call; returns whether any
+    /// request was served meanwhile.
+    pub fn sync(&mut self, conn: &ServerConn, counters: &ServerCounters) -> bool {
+        let requests = conn.requests();
+        let new = requests > self.requests;
+        counters.add_requests(requests - self.requests);
+        self.requests = requests;
+        let (rejected, dropped) = (conn.rejected(), conn.dropped_responders());
+        if rejected > self.rejected {
+            counters.rejected.fetch_add(rejected - self.rejected, Relaxed);
+            self.rejected = rejected;
+        }
+        if dropped > self.dropped {
+            counters.dropped_responders.fetch_add(dropped - self.dropped, Relaxed);
+            tracing::warn!(dropped = dropped - self.dropped, "a handler dropped a Responder without answering");
+            self.dropped = dropped;
+        }
+        new
     }
 }
 
@@ -85,14 +144,17 @@ pub struct ShutdownReport {
     /// Responses that were produced but not yet written on cut-off
     /// connections (their requests were served; the clients never heard).
     pub responses_lost: u64,
+    /// Deferred calls still unanswered on cut-off connections (their
+    /// responders' answers are discarded).
+    pub deferred_cut: u64,
 }
 
 impl std::fmt::Display for ShutdownReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} connections closed gracefully, {} cut off ({} responses not delivered)",
-            self.closed_gracefully, self.cut_off, self.responses_lost
+            "{} connections closed gracefully, {} cut off ({} responses not delivered, {} deferred calls unanswered)",
+            self.closed_gracefully, self.cut_off, self.responses_lost, self.deferred_cut
         )
     }
 }

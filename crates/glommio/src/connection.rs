@@ -5,19 +5,28 @@
 //! Timeouts are the socket's own read timeout (glommio links a timeout to
 //! each read request): the handshake timeout first, then a one-second wake-up
 //! to give idle buffers back and to notice a shutdown.
+//!
+//! Deferred responses (from `async` handlers on this executor, or from any
+//! other thread) wake the task through a [`Signal`]; a pending read is
+//! raced against it. Dropping glommio's read future is safe: glommio polls
+//! for readability and only then receives, so no byte is lost with it.
 
 use std::cell::Cell;
+use std::future::Future;
 use std::io;
 use std::net::Shutdown;
+use std::pin::Pin;
 use std::rc::Rc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use fastwire_common::net;
-use fastwire_proto::{Connection, Flow, Handler, ServerConn};
+use fastwire_common::{net, ConnTally};
+use fastwire_proto::{Connection, Flow, Handler, ServerConn, Wake};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_util::task::AtomicWaker;
 use glommio::net::TcpStream;
 
 use crate::server::{Local, Shared};
@@ -33,24 +42,76 @@ struct Guard<'a> {
     shared: &'a Shared,
     local: &'a Local,
     unwritten: &'a Cell<u64>,
+    deferred: &'a Cell<u64>,
 }
 
 impl Drop for Guard<'_> {
     fn drop(&mut self) {
         self.local.open.set(self.local.open.get() - 1);
         self.local.unwritten.set(self.local.unwritten.get() - self.unwritten.get());
+        self.local.deferred.set(self.local.deferred.get() - self.deferred.get());
         self.shared.counters.close();
     }
 }
 
+/// A wake-up that any thread can send to one task: a flag and the task's
+/// waker. A signal sent before the task waits is kept (the flag).
+#[derive(Default)]
+pub(crate) struct Signal {
+    set: AtomicBool,
+    waker: AtomicWaker,
+}
+
+impl Signal {
+    /// Waits until signalled (at once if it already was), and clears it.
+    fn wait(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx: &mut Context<'_>| {
+            if self.set.swap(false, Ordering::AcqRel) {
+                return Poll::Ready(());
+            }
+            self.waker.register(cx.waker());
+            if self.set.swap(false, Ordering::AcqRel) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+    }
+}
+
+impl Wake for Signal {
+    fn wake(&self, _key: usize) {
+        self.set.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+}
+
+/// What woke the connection.
+enum Event {
+    Read(io::Result<usize>),
+    Woken,
+}
+
+/// Either of two futures, whichever is ready first (the first on a tie).
+async fn race<A: Future<Output = Event>, B: Future<Output = Event>>(a: A, b: B) -> Event {
+    let (mut a, mut b) = (std::pin::pin!(a), std::pin::pin!(b));
+    std::future::poll_fn(move |cx| {
+        if let Poll::Ready(e) = Pin::as_mut(&mut a).poll(cx) {
+            return Poll::Ready(e);
+        }
+        Pin::as_mut(&mut b).poll(cx)
+    })
+    .await
+}
+
 /// Reads once, appending up to `chunk` bytes (zero-filled first: safe Rust
 /// cannot read into uninitialised memory).
-async fn read_some(stream: &mut TcpStream, buf: &mut BytesMut, chunk: usize) -> io::Result<usize> {
+async fn read_some(stream: &mut TcpStream, buf: &mut BytesMut, chunk: usize) -> Event {
     let start = buf.len();
     buf.resize(start + chunk, 0);
     let result = stream.read(&mut buf[start..]).await;
     buf.truncate(start + *result.as_ref().unwrap_or(&0));
-    result
+    Event::Read(result)
 }
 
 pub(crate) async fn serve<H: Handler + 'static>(
@@ -60,24 +121,30 @@ pub(crate) async fn serve<H: Handler + 'static>(
     local: Rc<Local>,
 ) {
     let unwritten = Cell::new(0);
-    let _guard = Guard { shared: &shared, local: &local, unwritten: &unwritten };
+    let deferred = Cell::new(0);
+    let _guard = Guard { shared: &shared, local: &local, unwritten: &unwritten, deferred: &deferred };
     let config = &shared.config;
-    let mut conn = ServerConn::new(config);
-    let mut requests_seen = 0;
+    let signal = Arc::new(Signal::default());
+    let mut conn = ServerConn::with_waker(config, shared.limit.clone(), signal.clone(), 0);
+    let mut tally = ConnTally::default();
     let mut last_activity = Instant::now();
     let mut chunk = MIN_CHUNK;
+    let mut reading = true;
     let _ = stream.set_read_timeout(Some(config.handshake_timeout));
     // A client that stops reading makes writes wait; after idle_timeout the connection is closed.
     let _ = stream.set_write_timeout(config.idle_timeout);
     let reason = 'conn: loop {
-        // Serve everything received so far, writing as the output fills.
+        // Serve everything received so far (and collect deferred answers),
+        // writing as the output fills.
         let mut failed = None;
         loop {
             let flow = conn.process(&*handler);
-            let requests = conn.requests();
-            shared.counters.add_requests(requests - requests_seen);
-            requests_seen = requests;
-            if conn.has_output() {
+            tally.sync(&conn, &shared.counters);
+            let d = conn.deferred_in_flight() as u64;
+            local.deferred.set(local.deferred.get() + d - deferred.get());
+            deferred.set(d);
+            let wrote = conn.has_output();
+            if wrote {
                 let n = conn.unwritten_responses() as u64;
                 local.unwritten.set(local.unwritten.get() + n - unwritten.get());
                 unwritten.set(n);
@@ -91,7 +158,15 @@ pub(crate) async fn serve<H: Handler + 'static>(
                 }
             }
             match flow {
-                Ok(Flow::OutputFull) => continue,
+                Ok(Flow::OutputFull) if wrote => continue,
+                Ok(Flow::OutputFull) => {
+                    // Full of deferred calls (max_in_flight) or waiting for
+                    // a concurrency slot: no reading until answers come.
+                    signal.wait().await;
+                    if shared.forced.load(Ordering::Acquire) {
+                        break 'conn "shutdown: grace period over";
+                    }
+                }
                 Ok(Flow::NeedInput) => break,
                 Err(e) => {
                     failed = Some(e);
@@ -100,15 +175,42 @@ pub(crate) async fn serve<H: Handler + 'static>(
             }
         }
         if let Some(e) = failed {
-            shared.counters.protocol_error();
-            tracing::debug!(error = %e, "closing a connection: protocol error");
-            break "protocol error";
+            break shared.counters.connection_failed(&e);
         }
-        if shared.stopping.load(Ordering::Acquire) {
-            break "shutdown";
+        let stopping = shared.stopping.load(Ordering::Acquire);
+        if !reading || stopping {
+            // Reading is over: only the answers of deferred calls are awaited
+            // (shutdown: until the grace period ends; the executor then drops us).
+            if conn.deferred_in_flight() == 0 {
+                break if stopping { "shutdown" } else { "closed by the client" };
+            }
+            let quiet = config.idle_timeout.unwrap_or(Duration::from_secs(3600));
+            let woken = race(async { signal.wait().await; Event::Woken }, async {
+                glommio::timer::sleep(quiet).await;
+                Event::Read(Ok(0))
+            })
+            .await;
+            match woken {
+                Event::Woken => continue,
+                Event::Read(_) => break "deferred answers stopped coming (idle_timeout)",
+            }
         }
-        match read_some(&mut stream, conn.read_buffer(), chunk).await {
-            Ok(0) => break "closed by the client",
+        let before = conn.read_buffer().len();
+        let event = race(read_some(&mut stream, conn.read_buffer(), chunk), async {
+            signal.wait().await;
+            Event::Woken
+        })
+        .await;
+        let read = match event {
+            Event::Read(read) => read,
+            Event::Woken => {
+                // The read was dropped unfinished: take back the room it zeroed.
+                conn.read_buffer().truncate(before);
+                continue;
+            }
+        };
+        match read {
+            Ok(0) => reading = false,
             Ok(n) => {
                 last_activity = Instant::now();
                 if n == chunk {
@@ -123,6 +225,9 @@ pub(crate) async fn serve<H: Handler + 'static>(
                 if !conn.is_handshake_done() {
                     shared.counters.protocol_error();
                     break "no handshake within handshake_timeout";
+                }
+                if conn.deferred_in_flight() > 0 {
+                    last_activity = Instant::now(); // waiting is not idleness
                 }
                 if config.idle_timeout.is_some_and(|t| last_activity.elapsed() >= t) {
                     break "idle for idle_timeout";

@@ -9,8 +9,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use fastwire_common::{net, ServerCounters, Serving, ShutdownReport};
-use fastwire_proto::{Handler, ServerConfig};
+use std::future::Future;
+
+use fastwire_common::{net, work, Blocking, OwnedRequest, ServerCounters, Serving, ShutdownReport};
+use fastwire_proto::{ConcurrencyLimit, Handler, Request, Responder, ResponseWriter, ServerConfig};
 use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::{connection, IO_MEMORY};
@@ -48,6 +50,7 @@ impl Server {
     pub fn serve<H: Handler + 'static>(self, handler: H) -> io::Result<ServerHandle> {
         let local_addr = self.local_addr()?;
         let shared = Arc::new(Shared {
+            limit: ConcurrencyLimit::for_config(&self.config),
             config: self.config,
             counters: ServerCounters::default(),
             stopping: AtomicBool::new(false),
@@ -84,13 +87,55 @@ impl Server {
     }
 }
 
+impl Server {
+    /// Starts serving an `async` handler: each request runs as a task of its
+    /// own on the connection's executor (a local, non-`Send` future is
+    /// fine: it never leaves its core), answered through its [`Responder`]
+    /// when it completes, out of order. A future that panics closes only its
+    /// connection.
+    pub fn serve_async<F, Fut>(self, handler: F) -> io::Result<ServerHandle>
+    where
+        F: Fn(OwnedRequest, Responder) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + 'static,
+    {
+        self.serve(AsyncHandler(handler))
+    }
+
+    /// Starts serving a blocking `handler` on a pool of
+    /// `config.blocking_threads` threads (see [`fastwire_common::Blocking`]):
+    /// off the executors, whose cores it would otherwise stall.
+    pub fn serve_blocking<H: Handler + 'static>(self, handler: H) -> io::Result<ServerHandle> {
+        let threads = self.config.blocking_threads;
+        self.serve(Blocking::new(handler, threads)?)
+    }
+}
+
+/// An `async` handler as a [`Handler`]: defer, copy the request, spawn a
+/// local task (a task per request, as the tokio backend; see there why).
+struct AsyncHandler<F>(F);
+
+impl<F, Fut> Handler for AsyncHandler<F>
+where
+    F: Fn(OwnedRequest, Responder) -> Fut + Send + Sync,
+    Fut: Future<Output = ()> + 'static,
+{
+    fn handle(&self, request: Request<'_>, response: &mut ResponseWriter<'_>) {
+        let responder = response.defer();
+        let guard = responder.guard();
+        let answer = (self.0)(OwnedRequest::new(request), responder);
+        glommio::spawn_local(work::answer_async(guard, answer)).detach();
+    }
+}
+
 pub(crate) struct Shared {
     pub(crate) config: ServerConfig,
+    /// The server-wide concurrency limit, if configured.
+    pub(crate) limit: Option<Arc<ConcurrencyLimit>>,
     pub(crate) counters: ServerCounters,
     /// Graceful shutdown started: stop accepting, close connections gracefully.
     pub(crate) stopping: AtomicBool,
     /// The grace period is over: drop whatever is left.
-    forced: AtomicBool,
+    pub(crate) forced: AtomicBool,
 }
 
 /// What one executor had to cut off at a forced shutdown.
@@ -98,6 +143,7 @@ pub(crate) struct Shared {
 pub(crate) struct Cut {
     connections: usize,
     responses: u64,
+    deferred: u64,
 }
 
 /// This executor's live connections, shared by its tasks (one thread: `Cell`s).
@@ -106,6 +152,8 @@ pub(crate) struct Local {
     pub(crate) open: Cell<usize>,
     /// Responses produced and not yet written, over all its connections.
     pub(crate) unwritten: Cell<u64>,
+    /// Deferred calls not answered yet, over all its connections.
+    pub(crate) deferred: Cell<u64>,
 }
 
 /// One executor's life: accept until told to stop, then wait for its
@@ -144,7 +192,7 @@ async fn run<H: Handler + 'static>(listener: glommio::net::TcpListener, shared: 
         glommio::timer::sleep(Duration::from_millis(5)).await;
     }
     // Returning ends the executor; tasks still running are dropped (closed).
-    Cut { connections: local.open.get(), responses: local.unwritten.get() }
+    Cut { connections: local.open.get(), responses: local.unwritten.get(), deferred: local.deferred.get() }
 }
 
 /// A running server's handle (address, stats, graceful shutdown); see
@@ -191,6 +239,7 @@ impl Serving for Running {
             if let Ok(cut) = executor.join() {
                 report.cut_off += cut.connections;
                 report.responses_lost += cut.responses;
+                report.deferred_cut += cut.deferred;
             }
         }
         report.closed_gracefully = started_with.saturating_sub(report.cut_off);

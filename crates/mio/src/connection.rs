@@ -15,10 +15,11 @@
 
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fastwire_common::{net, ServerCounters};
-use fastwire_proto::{Connection, Handler, ServerConfig, ServerConn};
+use fastwire_common::{net, ConnTally, ServerCounters};
+use fastwire_proto::{ConcurrencyLimit, Connection, Handler, ServerConfig, ServerConn, Wake};
 use mio::event::Event;
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
@@ -32,7 +33,8 @@ pub(crate) const IDLE_RELEASE: Duration = Duration::from_secs(1);
 
 enum Phase {
     Open,
-    /// Serving no more requests; flushing output, then end-of-stream.
+    /// Serving no more requests; writing the answers of deferred calls still
+    /// running, flushing output, then end-of-stream.
     Draining {
         linger: bool,
     },
@@ -72,15 +74,26 @@ pub(crate) struct Conn {
     handshake_deadline: Instant,
     last_activity: Instant,
     last_write_progress: Instant,
-    requests_seen: u64,
+    tally: ConnTally,
     released: bool,
+    /// Deferred responses (or a free concurrency slot) wait: see `wake`.
+    woken: bool,
 }
 
 impl Conn {
-    pub(crate) fn new(stream: TcpStream, config: &ServerConfig, now: Instant) -> Conn {
+    /// A connection in slot `key` of its loop; deferred responses are
+    /// announced by `waker.wake(key)`.
+    pub(crate) fn new(
+        stream: TcpStream,
+        config: &ServerConfig,
+        now: Instant,
+        limit: Option<Arc<ConcurrencyLimit>>,
+        waker: Arc<dyn Wake>,
+        key: usize,
+    ) -> Conn {
         Conn {
             stream,
-            proto: ServerConn::new(config),
+            proto: ServerConn::with_waker(config, limit, waker, key),
             phase: Phase::Open,
             readable: true, // read once at once: data may have come with the connection
             peer_closed: false,
@@ -89,9 +102,20 @@ impl Conn {
             handshake_deadline: now + config.handshake_timeout,
             last_activity: now,
             last_write_progress: now,
-            requests_seen: 0,
+            tally: ConnTally::default(),
             released: false,
+            woken: false,
         }
+    }
+
+    /// Deferred responses arrived for it: `drive` collects them.
+    pub(crate) fn wake(&mut self) {
+        self.woken = true;
+    }
+
+    /// Deferred calls not answered yet (reported if it is cut off).
+    pub(crate) fn deferred_in_flight(&self) -> usize {
+        self.proto.deferred_in_flight()
     }
 
     /// Records what an event says; `drive` acts on it.
@@ -174,27 +198,38 @@ impl Conn {
                         }
                         // ANCHOR_END: mio_read
                     }
-                    if self.proto.buffered_input() > 0 && !self.proto.is_output_full() {
+                    let woken = std::mem::take(&mut self.woken);
+                    if woken || (self.proto.buffered_input() > 0 && !self.proto.is_output_full()) {
+                        let before = self.proto.buffered_output();
                         let result = self.proto.process(ctx.handler);
-                        let requests = self.proto.requests();
-                        if requests > self.requests_seen {
-                            ctx.counters.add_requests(requests - self.requests_seen);
-                            self.requests_seen = requests;
-                            progress = true;
-                        }
+                        progress |= self.tally.sync(&self.proto, ctx.counters);
+                        progress |= self.proto.buffered_output() != before;
                         if let Err(e) = result {
-                            ctx.counters.protocol_error();
-                            tracing::debug!(error = %e, "closing a connection: protocol error");
+                            ctx.counters.connection_failed(&e);
                             self.phase = Phase::Draining { linger: true };
                             progress = true;
                         }
                     }
                 }
                 Phase::Draining { linger } => {
+                    if std::mem::take(&mut self.woken) {
+                        // Answers of deferred calls still come in; an error
+                        // (a deferred handler panicked) cuts the rest.
+                        let before = self.proto.buffered_output();
+                        let collected = self.proto.collect_deferred();
+                        self.tally.sync(&self.proto, ctx.counters);
+                        if let Err(e) = collected {
+                            ctx.counters.connection_failed(&e);
+                        }
+                        self.last_activity = ctx.now;
+                        progress |= self.proto.buffered_output() != before;
+                    }
                     if self.proto.has_output() {
                         if !self.writable {
                             return Step::Keep { more: false }; // wait for writability
                         }
+                    } else if self.proto.deferred_in_flight() > 0 && self.proto.collect_deferred().is_ok() {
+                        return Step::Keep { more: false }; // wait for their answers (a wake-up)
                     } else {
                         // Everything is written: end-of-stream after the last response.
                         let _ = self.stream.shutdown(Shutdown::Write);
@@ -281,6 +316,10 @@ impl Conn {
                     return Some(Step::Keep { more: true });
                 }
                 let quiet = now.saturating_duration_since(self.last_activity);
+                if self.proto.deferred_in_flight() > 0 {
+                    // Waiting for deferred answers is not idleness.
+                    self.last_activity = now;
+                }
                 if self.proto.has_output() {
                     // A client that stopped reading: its output cannot drain.
                     if config.idle_timeout.is_some_and(|t| now.saturating_duration_since(self.last_write_progress) >= t)
@@ -297,9 +336,11 @@ impl Conn {
                 None
             }
             Phase::Draining { .. } => {
+                // Stuck: no write progress and no deferred answer for a while.
                 let stuck = config.idle_timeout.unwrap_or(net::LINGER);
-                (now.saturating_duration_since(self.last_write_progress) >= stuck)
-                    .then_some(Step::Remove("the client stopped reading while closing"))
+                let last = self.last_write_progress.max(self.last_activity);
+                (now.saturating_duration_since(last) >= stuck)
+                    .then_some(Step::Remove("nothing moved while closing (idle_timeout)"))
             }
             Phase::Lingering { deadline, .. } => (now >= deadline).then_some(Step::Remove("linger timeout")),
         }

@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use fastwire_common::{net, ServerCounters, Serving, ShutdownReport};
-use fastwire_proto::{Handler, ServerConfig};
+use fastwire_common::{net, Blocking, ServerCounters, Serving, ShutdownReport};
+use fastwire_proto::{ConcurrencyLimit, Handler, ServerConfig, Wake};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
@@ -88,10 +88,12 @@ impl Server {
         self.listeners[0].local_addr()
     }
 
-    /// Starts the event loops, serving `handler`.
+    /// Starts the event loops, serving `handler` inline on them (a handler
+    /// that waits must defer: see [`fastwire_proto::deferred`]).
     pub fn serve<H: Handler + 'static>(self, handler: H) -> io::Result<ServerHandle> {
         let local_addr = self.local_addr()?;
         let shared = Arc::new(Shared {
+            limit: ConcurrencyLimit::for_config(&self.config),
             config: self.config,
             counters: ServerCounters::default(),
             stopping: AtomicBool::new(false),
@@ -118,10 +120,13 @@ impl Server {
             };
             let inbox = Arc::new(Mutex::new(Vec::new()));
             inboxes.push((Arc::clone(&inbox), Arc::clone(&waker)));
+            let woken = Arc::new(LoopWake { keys: Mutex::new(Vec::new()), waker: Arc::clone(&waker) });
             let event_loop = EventLoop {
                 poll,
                 listener,
                 inbox,
+                woken,
+                woken_keys: Vec::new(),
                 conns: Slab::new(),
                 ready: Vec::new(),
                 driving: Vec::new(),
@@ -149,6 +154,39 @@ impl Server {
         Ok(ServerHandle::new(local_addr, Running { shared, loops, acceptor }))
     }
 }
+
+impl Server {
+    /// Starts the event loops, running `handler` on a pool of
+    /// `config.blocking_threads` worker threads instead of the loops, so
+    /// that it may block (a lock, a file, a synchronous client) without
+    /// stalling a loop. Each request costs a hand-off to a worker and back
+    /// (see [`fastwire_common::Blocking`]).
+    pub fn serve_blocking<H: Handler + 'static>(self, handler: H) -> io::Result<ServerHandle> {
+        let threads = self.config.blocking_threads;
+        self.serve(Blocking::new(handler, threads)?)
+    }
+}
+
+// ANCHOR: loop_wake
+/// How deferred responses reach a loop from other threads: the keys of the
+/// connections they are for, and the loop's `Waker` (an `eventfd`), written
+/// only when the list was empty, so a burst of answers costs one wake-up.
+struct LoopWake {
+    keys: Mutex<Vec<usize>>,
+    waker: Arc<Waker>,
+}
+
+impl Wake for LoopWake {
+    fn wake(&self, key: usize) {
+        let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        keys.push(key);
+        if keys.len() == 1 {
+            drop(keys);
+            let _ = self.waker.wake();
+        }
+    }
+}
+// ANCHOR_END: loop_wake
 
 /// A loop's inbox: connections handed over by the acceptor thread.
 type Inbox = Arc<Mutex<Vec<std::net::TcpStream>>>;
@@ -181,6 +219,8 @@ fn acceptor(listener: std::net::TcpListener, shared: &Shared, loops: &[(Inbox, A
 
 struct Shared {
     config: ServerConfig,
+    /// The server-wide concurrency limit, if configured.
+    limit: Option<Arc<ConcurrencyLimit>>,
     counters: ServerCounters,
     /// Graceful shutdown started: stop accepting, close connections gracefully.
     stopping: AtomicBool,
@@ -193,6 +233,7 @@ struct Shared {
 struct Cut {
     connections: usize,
     responses: u64,
+    deferred: u64,
 }
 
 struct EventLoop<H> {
@@ -200,6 +241,10 @@ struct EventLoop<H> {
     listener: Option<TcpListener>,
     /// Connections from the acceptor thread ([`Accept::Acceptor`]).
     inbox: Inbox,
+    /// Connections with deferred responses waiting, from other threads.
+    woken: Arc<LoopWake>,
+    /// The list taken from `woken` (kept, so its allocation is reused).
+    woken_keys: Vec<usize>,
     conns: Slab<Conn>,
     /// Connections with news, or work left that no event will announce (edge-triggered).
     ready: Vec<usize>,
@@ -236,7 +281,10 @@ impl<H: Handler + 'static> EventLoop<H> {
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept(now),
-                    WAKER => self.adopt_inbox(now),
+                    WAKER => {
+                        self.adopt_inbox(now);
+                        self.adopt_woken();
+                    }
                     Token(key) => {
                         if let Some(conn) = self.conns.get_mut(key) {
                             conn.on_event(event);
@@ -299,6 +347,19 @@ impl<H: Handler + 'static> EventLoop<H> {
         }
     }
 
+    /// Marks the connections that deferred responses arrived for.
+    fn adopt_woken(&mut self) {
+        std::mem::swap(&mut *self.woken.keys.lock().unwrap_or_else(|p| p.into_inner()), &mut self.woken_keys);
+        for key in self.woken_keys.drain(..) {
+            // A key may have been reused by a newer connection since: it is
+            // then driven once for nothing, which is harmless.
+            if let Some(conn) = self.conns.get_mut(key) {
+                conn.wake();
+                self.ready.push(key);
+            }
+        }
+    }
+
     /// Registers a new connection (its slot in the counters already taken).
     fn adopt(&mut self, mut stream: mio::net::TcpStream, now: Instant) {
         let entry = self.conns.vacant_entry();
@@ -310,7 +371,8 @@ impl<H: Handler + 'static> EventLoop<H> {
             self.shared.counters.close();
             return;
         }
-        entry.insert(Conn::new(stream, &self.shared.config, now));
+        let waker: Arc<dyn Wake> = self.woken.clone();
+        entry.insert(Conn::new(stream, &self.shared.config, now, self.shared.limit.clone(), waker, key));
         self.ready.push(key);
     }
 
@@ -388,6 +450,7 @@ impl<H: Handler + 'static> EventLoop<H> {
             if conn.is_open() || conn.unwritten_responses() > 0 {
                 cut.responses += conn.unwritten_responses() as u64;
             }
+            cut.deferred += conn.deferred_in_flight() as u64;
             cut.connections += 1;
         }
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
@@ -440,6 +503,7 @@ impl Serving for Running {
             let cut = thread.join().unwrap_or_default();
             report.cut_off += cut.connections;
             report.responses_lost += cut.responses;
+            report.deferred_cut += cut.deferred;
         }
         report.closed_gracefully = started_with.saturating_sub(report.cut_off);
         report

@@ -317,6 +317,15 @@ impl Responder {
         }
     }
 
+    /// A handle that can close this call's connection even after the
+    /// responder has moved into code that may panic (an `async` handler's
+    /// future): what a wrapper that catches the panic uses, since the
+    /// responder itself is then dropped outside the unwinding. Holds the
+    /// connection's completions alive, nothing more.
+    pub fn guard(&self) -> CallGuard {
+        CallGuard { id: self.id, completions: self.completions.clone() }
+    }
+
     fn release(&mut self, completions: &Completions) {
         if std::mem::take(&mut self.holds_slot) {
             if let Some(limit) = &completions.limit {
@@ -339,6 +348,33 @@ impl Drop for Responder {
             completions.finish(|state| state.dropped += 1);
         }
         self.release(&completions);
+    }
+}
+
+/// See [`Responder::guard`].
+#[derive(Debug)]
+pub struct CallGuard {
+    id: u32,
+    completions: Option<Arc<Completions>>,
+}
+
+impl CallGuard {
+    /// The handler of this call failed (panicked): close its connection, so
+    /// that its client sees a connection error and never a wrong value.
+    pub fn close_connection(self) {
+        if let Some(completions) = self.completions {
+            let id = self.id;
+            // Not counted as a finished responder: the responder does that.
+            let mut state = completions.lock();
+            if state.open {
+                state.failure.get_or_insert(Error::HandlerPanicked { id });
+                let wake = !std::mem::replace(&mut state.notified, true);
+                drop(state);
+                if wake {
+                    completions.wake();
+                }
+            }
+        }
     }
 }
 

@@ -64,7 +64,7 @@ pub use client::{ClientConn, Rejected};
 pub use codec::{Request, Response};
 pub use config::{ClientConfig, Compression, Limits, OverLimit, ProtocolConfig, ServerConfig};
 pub use connection::Connection;
-pub use deferred::{ConcurrencyLimit, NoWake, RespondError, Responder, Wake};
+pub use deferred::{CallGuard, ConcurrencyLimit, NoWake, RespondError, Responder, Wake};
 pub use error::{CompressionError, Error, HandshakeError, MessageError, MessageKind};
 pub use handler::{Handler, ResponseWriter};
 pub use pending::PendingTable;

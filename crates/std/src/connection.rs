@@ -9,6 +9,10 @@
 //!  unlock; wake the writer                write_all(socket)
 //! ```
 //!
+//! Deferred responses (a handler that answers later, from any thread) wake
+//! the writer thread (an unpark), which collects them into the output and
+//! writes them; the reader goes on reading meanwhile.
+//!
 //! Neither thread holds the lock during a system call, and the buffers are
 //! swapped, not copied. While the writer is blocked in `write`, the reader
 //! keeps decoding: that is pipelining. If the output reaches the limits
@@ -26,13 +30,13 @@
 use std::io::{self, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::thread;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use fastwire_common::net;
-use fastwire_proto::{Connection, Flow, Handler, ServerConfig, ServerConn};
+use fastwire_common::{net, ConnTally, ServerCounters};
+use fastwire_proto::{ConcurrencyLimit, Connection, Error, Flow, Handler, ServerConfig, ServerConn, Wake};
 
 use crate::server::Shared;
 
@@ -50,8 +54,23 @@ const MIN_CHUNK: usize = 4096;
 
 pub(crate) struct ConnShared {
     state: Mutex<ConnState>,
-    output_ready: Condvar,
+    /// The writer thread, woken (unparked) when output or deferred
+    /// responses are ready. An unpark is never lost: one that comes before
+    /// the writer parks makes its next park return at once.
+    writer: Arc<WriterWake>,
     output_drained: Condvar,
+}
+
+/// Wakes the connection's writer thread; the [`Wake`] of its deferred responses.
+#[derive(Default)]
+struct WriterWake(OnceLock<Thread>);
+
+impl Wake for WriterWake {
+    fn wake(&self, _key: usize) {
+        if let Some(thread) = self.0.get() {
+            thread.unpark();
+        }
+    }
 }
 
 struct ConnState {
@@ -64,21 +83,51 @@ struct ConnState {
     flushed: bool,
     /// Responses in the batch the writer is writing now.
     in_writer: usize,
+    /// The state machine failed (a protocol error, a handler panic); counted once.
+    failed: bool,
+}
+
+impl ConnState {
+    /// Counts a failure of the state machine the first time either thread sees it.
+    fn fail(&mut self, error: &Error, counters: &ServerCounters) {
+        if !std::mem::replace(&mut self.failed, true) {
+            counters.connection_failed(error);
+        }
+    }
 }
 
 impl ConnShared {
-    pub(crate) fn new(config: &ServerConfig) -> Arc<Self> {
+    pub(crate) fn new(config: &ServerConfig, limit: Option<Arc<ConcurrencyLimit>>) -> Arc<Self> {
+        let writer = Arc::new(WriterWake::default());
+        let waker: Arc<dyn Wake> = writer.clone();
         Arc::new(ConnShared {
             state: Mutex::new(ConnState {
-                conn: ServerConn::new(config),
+                conn: ServerConn::with_waker(config, limit, waker, 0),
                 closing: false,
                 broken: false,
                 flushed: false,
                 in_writer: 0,
+                failed: false,
             }),
-            output_ready: Condvar::new(),
+            writer,
             output_drained: Condvar::new(),
         })
+    }
+
+    fn wake_writer(&self) {
+        self.writer.wake(0);
+    }
+
+    /// Deferred calls not answered yet.
+    pub(crate) fn deferred_in_flight(&self) -> usize {
+        self.lock().conn.deferred_in_flight()
+    }
+
+    /// The grace period is over: both threads stop waiting and end.
+    pub(crate) fn cut(&self) {
+        self.lock().broken = true;
+        self.output_drained.notify_all();
+        self.wake_writer();
     }
 
     fn lock(&self) -> MutexGuard<'_, ConnState> {
@@ -119,6 +168,8 @@ pub(crate) fn spawn<H: Handler + 'static>(
             drop(guard);
         })?
     };
+    // Before the reader starts: no handler can defer before the writer can be woken.
+    let _ = conn.writer.0.set(writer.thread().clone());
     let spawned = thread::Builder::new().name("fastwire-reader".into()).stack_size(STACK_SIZE).spawn(move || {
         read_loop(&stream, &conn, &guard.server, &*handler);
         drop(guard);
@@ -137,7 +188,7 @@ fn read_loop(socket: &TcpStream, shared: &ConnShared, server: &Shared, handler: 
     let _ = stream.set_read_timeout(Some(config.handshake_timeout));
     let mut handshake_done = false;
     let mut buf = BytesMut::new();
-    let mut requests_seen = 0;
+    let mut tally = ConnTally::default();
     let mut last_activity = Instant::now();
     let mut chunk = MIN_CHUNK;
     let reason = loop {
@@ -178,9 +229,10 @@ fn read_loop(socket: &TcpStream, shared: &ConnShared, server: &Shared, handler: 
                 Ok(Flow::NeedInput) => break Ok(()),
                 // ANCHOR: backpressure
                 Ok(Flow::OutputFull) => {
-                    // Backpressure: wait for the writer instead of reading more.
-                    shared.output_ready.notify_one();
-                    while state.conn.is_output_full() && !state.broken {
+                    // Backpressure: wait for the writer (or deferred answers,
+                    // which it collects) instead of reading more.
+                    shared.wake_writer();
+                    while state.conn.is_output_full() && !state.broken && !state.failed {
                         state = shared.output_drained.wait(state).unwrap_or_else(|p| p.into_inner());
                     }
                     if state.broken {
@@ -191,16 +243,16 @@ fn read_loop(socket: &TcpStream, shared: &ConnShared, server: &Shared, handler: 
                 Err(e) => break Err(e),
             }
         };
-        let requests = state.conn.requests();
-        server.counters.add_requests(requests - requests_seen);
-        requests_seen = requests;
+        tally.sync(&state.conn, &server.counters);
         if state.conn.has_output() {
-            shared.output_ready.notify_one();
+            shared.wake_writer();
         }
         if let Err(e) = result {
-            server.counters.protocol_error();
-            tracing::debug!(error = %e, "closing a connection: protocol error");
-            break "protocol error";
+            state.fail(&e, &server.counters);
+            break "failed";
+        }
+        if state.failed {
+            break "failed"; // the writer saw a deferred handler panic
         }
         if state.broken {
             break "write error";
@@ -213,8 +265,25 @@ fn read_loop(socket: &TcpStream, shared: &ConnShared, server: &Shared, handler: 
     };
     tracing::trace!(reason, "reader done");
     let mut state = shared.lock();
+    // Reading is over, but deferred calls still running are answered
+    // (unless the connection failed), for as long as answers keep coming
+    // within idle_timeout; a forced shutdown cuts them (`cut`).
+    let mut last_answer = Instant::now();
+    let mut waiting = state.conn.deferred_in_flight();
+    while waiting > 0 && !state.failed && !state.broken {
+        let quiet = config.idle_timeout.unwrap_or(Duration::MAX);
+        if last_answer.elapsed() >= quiet {
+            break;
+        }
+        state = shared.output_drained.wait_timeout(state, IDLE_RELEASE).unwrap_or_else(|p| p.into_inner()).0;
+        if state.conn.deferred_in_flight() < waiting {
+            waiting = state.conn.deferred_in_flight();
+            last_answer = Instant::now();
+        }
+    }
+    tally.sync(&state.conn, &server.counters);
     state.closing = true;
-    shared.output_ready.notify_one();
+    shared.wake_writer();
     // Wait for the writer to flush and send end-of-stream, then linger
     // (see `net::LINGER`) unless the client already closed its side.
     while !state.flushed && !state.broken {
@@ -237,6 +306,19 @@ fn write_loop(socket: &TcpStream, shared: &ConnShared, server: &Shared) {
     loop {
         let mut state = shared.lock();
         loop {
+            // Deferred answers that arrived (the reader may be waiting for
+            // the in-flight count to drop, so tell it).
+            let deferred = state.conn.deferred_in_flight();
+            if let Err(e) = state.conn.collect_deferred() {
+                if !state.failed {
+                    state.fail(&e, &server.counters);
+                    // Wake the reader from `read`: the connection closes.
+                    let _ = stream.shutdown(Shutdown::Read);
+                }
+            }
+            if state.conn.deferred_in_flight() != deferred {
+                shared.output_drained.notify_all();
+            }
             if state.conn.has_output() {
                 if let Some(delay) = config.batch_delay {
                     // Let more responses join this batch.
@@ -259,10 +341,11 @@ fn write_loop(socket: &TcpStream, shared: &ConnShared, server: &Shared) {
                 shared.output_drained.notify_all();
                 return;
             }
-            let (next, waited) =
-                shared.output_ready.wait_timeout(state, IDLE_RELEASE).unwrap_or_else(|p| p.into_inner());
-            state = next;
-            if waited.timed_out() && !state.conn.has_output() {
+            drop(state);
+            let parked = Instant::now();
+            thread::park_timeout(IDLE_RELEASE);
+            state = shared.lock();
+            if parked.elapsed() >= IDLE_RELEASE && !state.conn.has_output() {
                 out = BytesMut::new();
             }
         }

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use fastwire_common::{net, Registry, ServerCounters, Serving, ShutdownReport};
-use fastwire_proto::{Handler, ServerConfig};
+use fastwire_common::{net, Blocking, Registry, ServerCounters, Serving, ShutdownReport};
+use fastwire_proto::{ConcurrencyLimit, Handler, ServerConfig};
 
 use crate::connection::{self, ConnShared};
 
@@ -31,10 +31,15 @@ impl Server {
         self.listener.local_addr()
     }
 
-    /// Starts serving `handler` on a background acceptor thread.
+    /// Starts serving `handler` on a background acceptor thread. The
+    /// handler runs on each connection's reader thread, one request after
+    /// another; one that waits stalls only its own connection, but all of
+    /// it: defer (see [`fastwire_proto::deferred`]) or use
+    /// [`serve_blocking`](Self::serve_blocking).
     pub fn serve<H: Handler + 'static>(self, handler: H) -> io::Result<ServerHandle> {
         let local_addr = self.listener.local_addr()?;
         let shared = Arc::new(Shared {
+            limit: ConcurrencyLimit::for_config(&self.config),
             config: self.config,
             counters: ServerCounters::default(),
             stopping: AtomicBool::new(false),
@@ -53,9 +58,22 @@ impl Server {
     }
 }
 
+impl Server {
+    /// Starts serving, running `handler` on a pool of
+    /// `config.blocking_threads` worker threads, so that requests of one
+    /// connection are handled concurrently and answered as they finish (see
+    /// [`fastwire_common::Blocking`]).
+    pub fn serve_blocking<H: Handler + 'static>(self, handler: H) -> io::Result<ServerHandle> {
+        let threads = self.config.blocking_threads;
+        self.serve(Blocking::new(handler, threads)?)
+    }
+}
+
 /// State shared by the acceptor, the connections and the handle.
 pub(crate) struct Shared {
     pub(crate) config: ServerConfig,
+    /// The server-wide concurrency limit, if configured.
+    limit: Option<Arc<ConcurrencyLimit>>,
     pub(crate) counters: ServerCounters,
     /// Set when a graceful shutdown starts; readers check it on every wake-up.
     pub(crate) stopping: AtomicBool,
@@ -99,7 +117,7 @@ fn accept_loop<H: Handler + 'static>(listener: TcpListener, shared: Arc<Shared>,
 
 fn start_connection<H: Handler + 'static>(stream: TcpStream, shared: &Arc<Shared>, handler: &Arc<H>) -> io::Result<()> {
     net::tune(&stream)?;
-    let conn = ConnShared::new(&shared.config);
+    let conn = ConnShared::new(&shared.config, shared.limit.clone());
     // One descriptor per connection: the reader, the writer and the
     // registry share the socket (`&TcpStream` reads and writes).
     let stream = Arc::new(stream);
@@ -146,7 +164,9 @@ impl Serving for Running {
             ShutdownReport { cut_off, closed_gracefully: started_with.saturating_sub(cut_off), ..Default::default() };
         self.shared.registry.for_each(|(stream, conn)| {
             report.responses_lost += conn.unwritten_responses() as u64;
+            report.deferred_cut += conn.deferred_in_flight() as u64;
             let _ = stream.shutdown(std::net::Shutdown::Both);
+            conn.cut();
         });
         // The forced connections' threads now fail fast; wait for them briefly.
         self.shared.registry.wait_empty(Instant::now() + Duration::from_secs(1));

@@ -17,15 +17,20 @@
 //! is always written before reading more, so the output limit holds
 //! trivially; a write that makes no progress for `idle_timeout` (a client
 //! that never reads) closes the connection.
+//!
+//! Deferred responses and `async` handlers answer through the connection's
+//! completions, which wake the task through a `Notify`; the task waits for
+//! "readable, or answers arrived, or a timeout" in one `select!`.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use fastwire_common::net;
-use fastwire_proto::{Connection, Flow, Handler, ServerConn};
+use fastwire_common::{net, ConnTally};
+use fastwire_proto::{Connection, Flow, Handler, ServerConn, Wake};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::Notify;
 use tokio::time::{timeout, Instant};
 
 use crate::server::Shared;
@@ -45,31 +50,53 @@ impl Drop for Guard<'_> {
     }
 }
 
+/// Wakes the connection's task when deferred answers arrive. A `Notify`
+/// keeps one permit, so a wake-up before the task waits is not lost.
+#[derive(Default)]
+pub(crate) struct TaskWake(Notify);
+
+impl Wake for TaskWake {
+    fn wake(&self, _key: usize) {
+        self.0.notify_one();
+    }
+}
+
+/// What shutdown can read of a connection from outside its task.
+#[derive(Default)]
+pub(crate) struct Progress {
+    /// Responses produced and not yet written.
+    pub(crate) unwritten: AtomicUsize,
+    /// Deferred calls not answered yet.
+    pub(crate) deferred: AtomicUsize,
+}
+
 pub(crate) async fn serve<H: Handler + 'static>(
     id: u64,
     mut stream: TcpStream,
     shared: Arc<Shared>,
     handler: Arc<H>,
-    unwritten: Arc<AtomicUsize>,
+    progress: Arc<Progress>,
 ) {
     let _guard = Guard { id, shared: &shared };
     let config = &shared.config;
-    let mut conn = ServerConn::new(config);
+    let wake = Arc::new(TaskWake::default());
+    let mut conn = ServerConn::with_waker(config, shared.limit.clone(), wake.clone(), 0);
     let mut stop = shared.stop.clone();
-    let mut requests_seen = 0;
+    let mut tally = ConnTally::default();
     let mut last_activity = Instant::now();
     let handshake_deadline = Instant::now() + config.handshake_timeout;
     let write_timeout = config.idle_timeout.unwrap_or(Duration::MAX);
+    let mut reading = true;
     let reason = 'conn: loop {
-        // Serve everything received so far, writing as the output fills.
+        // Serve everything received so far (and collect deferred answers),
+        // writing as the output fills.
         let mut failed = None;
         let mut delayed = false;
         loop {
             let flow = conn.process(&*handler);
-            let requests = conn.requests();
-            shared.counters.add_requests(requests - requests_seen);
-            requests_seen = requests;
-            if let (Some(delay), false, Ok(Flow::NeedInput)) = (config.batch_delay, delayed, &flow) {
+            tally.sync(&conn, &shared.counters);
+            progress.deferred.store(conn.deferred_in_flight(), Ordering::Relaxed);
+            if let (Some(delay), false, Ok(Flow::NeedInput), true) = (config.batch_delay, delayed, &flow, reading) {
                 if conn.has_output() {
                     // batch_delay: let requests that arrive meanwhile join this batch.
                     delayed = true;
@@ -81,8 +108,9 @@ pub(crate) async fn serve<H: Handler + 'static>(
                     }
                 }
             }
+            let wrote = conn.has_output();
             while conn.has_output() {
-                unwritten.store(conn.unwritten_responses(), Ordering::Relaxed);
+                progress.unwritten.store(conn.unwritten_responses(), Ordering::Relaxed);
                 let output = conn.output();
                 match timeout(write_timeout, stream.write(output)).await {
                     Ok(Ok(n)) if n > 0 => conn.advance_output(n),
@@ -90,9 +118,18 @@ pub(crate) async fn serve<H: Handler + 'static>(
                     Err(_) => break 'conn "the client stopped reading (idle_timeout)",
                 }
             }
-            unwritten.store(0, Ordering::Relaxed);
+            progress.unwritten.store(0, Ordering::Relaxed);
             match flow {
-                Ok(Flow::OutputFull) => continue,
+                Ok(Flow::OutputFull) if wrote => continue,
+                Ok(Flow::OutputFull) => {
+                    // Full of deferred calls (max_in_flight) or waiting for
+                    // a concurrency slot: no reading until answers come.
+                    tokio::select! {
+                        biased;
+                        _ = stop.wait_for(|stopping| *stopping) => break 'conn "shutdown",
+                        _ = wake.0.notified() => continue,
+                    }
+                }
                 Ok(Flow::NeedInput) => break,
                 Err(e) => {
                     failed = Some(e);
@@ -101,9 +138,18 @@ pub(crate) async fn serve<H: Handler + 'static>(
             }
         }
         if let Some(e) = failed {
-            shared.counters.protocol_error();
-            tracing::debug!(error = %e, "closing a connection: protocol error");
-            break "protocol error";
+            break shared.counters.connection_failed(&e);
+        }
+        if !reading {
+            // The client closed its side: only deferred answers are awaited.
+            if conn.deferred_in_flight() == 0 {
+                break "closed by the client";
+            }
+            let quiet = config.idle_timeout.unwrap_or(Duration::MAX);
+            tokio::select! {
+                _ = wake.0.notified() => continue,
+                _ = tokio::time::sleep(quiet) => break "deferred answers stopped coming (idle_timeout)",
+            }
         }
         if *stop.borrow() {
             break "shutdown";
@@ -119,16 +165,17 @@ pub(crate) async fn serve<H: Handler + 'static>(
         // ANCHOR: readable
         // Wait for readability *without* a buffer, then read into one: an
         // idle connection that gave its buffers back does not take them
-        // again just to wait.
+        // again just to wait. Deferred answers interrupt the wait.
         let ready = tokio::select! {
             biased;
             _ = stop.wait_for(|stopping| *stopping) => break "shutdown",
+            _ = wake.0.notified() => continue,
             ready = tokio::time::timeout_at(wait_until, stream.readable()) => ready,
         };
         let read = ready.map(|r| r.and_then(|()| stream.try_read_buf(conn.read_buffer())));
         // ANCHOR_END: readable
         match read {
-            Ok(Ok(0)) => break "closed by the client",
+            Ok(Ok(0)) => reading = false,
             Ok(Ok(_)) => last_activity = Instant::now(),
             Ok(Err(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {} // a spurious wake-up
             Ok(Err(_)) => break "read error",
@@ -136,6 +183,7 @@ pub(crate) async fn serve<H: Handler + 'static>(
                 shared.counters.protocol_error();
                 break "no handshake within handshake_timeout";
             }
+            Err(_) if conn.deferred_in_flight() > 0 => last_activity = Instant::now(), // waiting is not idleness
             Err(_) if config.idle_timeout.is_some_and(|t| last_activity.elapsed() >= t) => {
                 break "idle for idle_timeout"
             }
@@ -143,6 +191,24 @@ pub(crate) async fn serve<H: Handler + 'static>(
             Err(_) => conn.release_buffers(),
         }
     };
+    if reason == "shutdown" && conn.deferred_in_flight() > 0 {
+        // Graceful shutdown: answer the deferred calls still running (the
+        // handle aborts this task when the grace period ends).
+        while conn.deferred_in_flight() > 0 {
+            wake.0.notified().await;
+            if conn.collect_deferred().is_err() {
+                break;
+            }
+            progress.deferred.store(conn.deferred_in_flight(), Ordering::Relaxed);
+            let output = conn.output();
+            if stream.write_all(output).await.is_err() {
+                break;
+            }
+            let len = output.len();
+            conn.advance_output(len);
+        }
+        tally.sync(&conn, &shared.counters);
+    }
     tracing::trace!(reason, "connection done");
     // Everything is written: end-of-stream after the last response, then a
     // lingering close (see `fastwire_common::net::LINGER`) unless the client

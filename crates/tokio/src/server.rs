@@ -2,18 +2,20 @@
 
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use fastwire_common::{net, Registry, ServerCounters, Serving, ShutdownReport};
-use fastwire_proto::{Handler, ServerConfig};
+use std::future::Future;
+
+use fastwire_common::{net, work, Blocking, OwnedRequest, Registry, ServerCounters, Serving, ShutdownReport};
+use fastwire_proto::{ConcurrencyLimit, Handler, Request, Responder, ResponseWriter, ServerConfig};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
-use crate::connection;
+use crate::connection::{self, Progress};
 
 // ANCHOR: flavor
 /// How the server's runtime is laid out.
@@ -89,6 +91,7 @@ impl Server {
         let local_addr = self.local_addr()?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
+            limit: ConcurrencyLimit::for_config(&self.config),
             config: self.config,
             counters: ServerCounters::default(),
             registry: Registry::default(),
@@ -126,9 +129,76 @@ impl Server {
     }
 }
 
+impl Server {
+    /// Starts serving an `async` handler: each request runs as a task of its
+    /// own, spawned on the connection's runtime, and its answer is written
+    /// when it completes, out of order; the connection goes on reading
+    /// meanwhile. The handler gets the request (copied out of the read
+    /// buffer: [`OwnedRequest`]) and the [`Responder`] to answer with.
+    /// A future that panics closes only its connection; one that finishes
+    /// without answering leaves its call unanswered (counted as a dropped
+    /// responder).
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use fastwire_tokio::Server;
+    /// use fastwire_tokio::proto::ServerConfig;
+    ///
+    /// let server = Server::bind("127.0.0.1:0", ServerConfig::default())?.serve_async(|req, responder| async move {
+    ///     tokio::time::sleep(Duration::from_millis(5)).await; // a storage call, say
+    ///     let _ = responder.respond(req.value());
+    /// })?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn serve_async<F, Fut>(self, handler: F) -> io::Result<ServerHandle>
+    where
+        F: Fn(OwnedRequest, Responder) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.serve(AsyncHandler(handler))
+    }
+
+    /// Starts serving a blocking `handler` on a pool of
+    /// `config.blocking_threads` threads (see [`fastwire_common::Blocking`]);
+    /// tokio's own `spawn_blocking` inside an async handler is the
+    /// alternative.
+    pub fn serve_blocking<H: Handler + 'static>(self, handler: H) -> io::Result<ServerHandle> {
+        let threads = self.config.blocking_threads;
+        self.serve(Blocking::new(handler, threads)?)
+    }
+}
+
+// ANCHOR: async_handler
+/// An `async` handler as a [`Handler`]: defer, copy the request, spawn.
+///
+/// Why a task per request rather than a set of futures polled by the
+/// connection's own task: a spawned task runs wherever the runtime has a
+/// free worker (on the multi-thread flavor, in parallel with its
+/// connection), costs one allocation like a boxed future in a set would,
+/// and leaves the connection task's loop exactly as it is for inline
+/// handlers. Measured with `examples/async_spawn_vs_set.rs`, see the guide's
+/// chapter "When handlers wait".
+struct AsyncHandler<F>(F);
+
+impl<F, Fut> Handler for AsyncHandler<F>
+where
+    F: Fn(OwnedRequest, Responder) -> Fut + Send + Sync,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    fn handle(&self, request: Request<'_>, response: &mut ResponseWriter<'_>) {
+        let responder = response.defer();
+        let guard = responder.guard();
+        let answer = (self.0)(OwnedRequest::new(request), responder);
+        tokio::spawn(work::answer_async(guard, answer));
+    }
+}
+// ANCHOR_END: async_handler
+
 /// State shared by the accept loops, the connections and the handle.
 pub(crate) struct Shared {
     pub(crate) config: ServerConfig,
+    /// The server-wide concurrency limit, if configured.
+    pub(crate) limit: Option<Arc<ConcurrencyLimit>>,
     pub(crate) counters: ServerCounters,
     pub(crate) registry: Registry<ConnEntry>,
     /// Becomes `true` when a graceful shutdown starts.
@@ -139,8 +209,8 @@ pub(crate) struct Shared {
 pub(crate) struct ConnEntry {
     /// Set right after the task is spawned (the task needs its id first).
     pub(crate) abort: OnceLock<AbortHandle>,
-    /// Responses produced and not yet written.
-    pub(crate) unwritten: Arc<AtomicUsize>,
+    /// Responses unwritten and deferred calls unanswered.
+    pub(crate) progress: Arc<Progress>,
 }
 
 /// One runtime's life: accept until told to stop, then wait for this
@@ -176,9 +246,9 @@ async fn run<H: Handler + 'static>(listener: std::net::TcpListener, shared: Arc<
             shared.counters.close();
             continue;
         }
-        let unwritten = Arc::new(AtomicUsize::new(0));
-        let id = shared.registry.register(ConnEntry { abort: OnceLock::new(), unwritten: Arc::clone(&unwritten) });
-        let task = tasks.spawn(connection::serve(id, stream, Arc::clone(&shared), Arc::clone(&handler), unwritten));
+        let progress = Arc::new(Progress::default());
+        let id = shared.registry.register(ConnEntry { abort: OnceLock::new(), progress: Arc::clone(&progress) });
+        let task = tasks.spawn(connection::serve(id, stream, Arc::clone(&shared), Arc::clone(&handler), progress));
         shared.registry.for_id(id, |entry| {
             let _ = entry.abort.set(task);
         });
@@ -216,7 +286,8 @@ impl Serving for Running {
         let mut report =
             ShutdownReport { cut_off, closed_gracefully: started_with.saturating_sub(cut_off), ..Default::default() };
         self.shared.registry.for_each(|entry| {
-            report.responses_lost += entry.unwritten.load(Ordering::Relaxed) as u64;
+            report.responses_lost += entry.progress.unwritten.load(Ordering::Relaxed) as u64;
+            report.deferred_cut += entry.progress.deferred.load(Ordering::Relaxed) as u64;
             if let Some(task) = entry.abort.get() {
                 task.abort();
             }
