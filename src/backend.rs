@@ -184,6 +184,57 @@ pub fn start_server<H: Handler + 'static>(
     })
 }
 
+/// Starts a server of `kind` running a blocking `handler` on its worker
+/// pool (`serve_blocking`: `config.blocking_threads` threads).
+pub fn start_blocking<H: Handler + 'static>(
+    kind: BackendKind,
+    addr: SocketAddr,
+    config: ServerConfig,
+    handler: H,
+) -> io::Result<Box<dyn RunningServer>> {
+    let threads = config.blocking_threads;
+    start_server(kind, addr, config, fastwire_common::Blocking::new(handler, threads)?)
+}
+
+/// Starts a server of `kind` serving an `async` handler (`serve_async`),
+/// where the architecture has futures: tokio (both flavors) and glommio.
+/// Other kinds fail with `ErrorKind::Unsupported`.
+pub fn start_async<F, Fut>(
+    kind: BackendKind,
+    addr: SocketAddr,
+    config: ServerConfig,
+    handler: F,
+) -> io::Result<Box<dyn RunningServer>>
+where
+    F: Fn(fastwire_common::OwnedRequest, fastwire_proto::Responder) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let _ = (&addr, &config, &handler);
+    Ok(match kind {
+        #[cfg(feature = "tokio")]
+        BackendKind::Tokio => Box::new(fastwire_tokio::Server::bind(addr, config)?.serve_async(handler)?),
+        #[cfg(feature = "tokio")]
+        BackendKind::TokioPerCore => Box::new(
+            fastwire_tokio::Server::bind_with(addr, config, fastwire_tokio::Flavor::per_core())?
+                .serve_async(handler)?,
+        ),
+        #[cfg(feature = "glommio")]
+        BackendKind::Glommio => Box::new(fastwire_glommio::Server::bind(addr, config)?.serve_async(handler)?),
+        #[allow(unreachable_patterns)]
+        other => {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("{other} has no async handlers (its handlers wait by deferring, or on serve_blocking)"),
+            ))
+        }
+    })
+}
+
+/// Whether `kind` runs `async` handlers ([`start_async`]).
+pub fn has_async(kind: BackendKind) -> bool {
+    matches!(kind.client_kind().name(), "tokio" | "glommio")
+}
+
 /// A client of `kind` (for a per-core server kind: its client) for `addr`.
 pub fn blocking_client(
     kind: BackendKind,

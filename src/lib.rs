@@ -26,6 +26,7 @@
 #![deny(missing_docs)]
 
 pub mod backend;
+pub mod demo;
 pub mod harness;
 
 pub use backend::BackendKind;
@@ -35,7 +36,9 @@ pub use fastwire_glommio;
 #[cfg(feature = "mio")]
 pub use fastwire_mio;
 pub use fastwire_proto as proto;
-pub use fastwire_proto::{ClientConfig, Compression, Handler, Request, ResponseWriter, ServerConfig};
+pub use fastwire_proto::{
+    ClientConfig, Compression, Handler, OverLimit, Request, RespondError, Responder, ResponseWriter, ServerConfig,
+};
 #[cfg(feature = "std")]
 pub use fastwire_std;
 #[cfg(feature = "tokio")]

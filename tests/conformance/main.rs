@@ -13,6 +13,8 @@
 //! * `hostile`: clients that break the protocol or the rules; the server
 //!   closes them and keeps serving everyone else.
 //! * `faults`: servers that die, come back, or shut down under load.
+//! * `waiting`: handlers that wait (deferred, worker pool, async), panic, or
+//!   meet the concurrency limit.
 
 #[path = "../../crates/proto/tests/common/mod.rs"]
 mod vectors;
@@ -22,6 +24,7 @@ mod hostile;
 mod matrix;
 mod replay;
 mod util;
+mod waiting;
 
 use fastwire::BackendKind;
 
@@ -70,6 +73,21 @@ macro_rules! conformance {
             #[test] fn fault_server_comes_back() { run(faults::server_comes_back) }
             #[test] fn fault_graceful_shutdown_under_load() { run(faults::graceful_shutdown_under_load) }
             #[test] fn fault_idle_connections_are_closed() { run(faults::idle_timeout) }
+
+            #[test] fn wait_deferred_out_of_order() { run(waiting::deferred_out_of_order) }
+            #[test] fn wait_thousand_waiting_calls_on_one_connection() { run(waiting::thousand_waiting_calls) }
+            #[test] fn wait_disconnect_with_deferred_pending() { run(waiting::disconnect_with_deferred_pending) }
+            #[test] fn wait_concurrency_limit_backpressure() { run(waiting::concurrency_limit_backpressure) }
+            #[test] fn wait_concurrency_limit_reject() { run(waiting::concurrency_limit_reject) }
+            #[test] fn wait_shutdown_with_deferred_in_flight() { run(waiting::shutdown_with_deferred_in_flight) }
+            #[test] fn wait_responder_after_close() { run(waiting::responder_after_close) }
+            #[test] fn wait_dropped_responder() { run(waiting::dropped_responder) }
+            #[test] fn wait_in_flight_limit_with_deferred_calls() { run(waiting::in_flight_limit_with_deferred_calls) }
+            #[test] fn wait_pool_answers_out_of_order() { run(waiting::pool_answers_out_of_order) }
+            #[test] fn wait_async_answers_out_of_order() { run(waiting::async_answers_out_of_order) }
+            #[test] fn panic_inline_handler() { run(waiting::inline_handler_panics) }
+            #[test] fn panic_pool_handler() { run(waiting::pool_handler_panics) }
+            #[test] fn panic_async_handler() { run(waiting::async_handler_panics) }
         }
     )*};
 }

@@ -15,6 +15,7 @@ pub struct ServerCounters {
     handler_panics: AtomicU64,
     rejected: AtomicU64,
     dropped_responders: AtomicU64,
+    deferred: AtomicUsize,
 }
 
 /// A snapshot of [`ServerCounters`].
@@ -36,6 +37,9 @@ pub struct ServerStats {
     pub rejected: u64,
     /// Deferred calls whose responder was dropped without an answer.
     pub dropped_responders: u64,
+    /// Deferred calls not answered yet, over open connections (as of each
+    /// connection's last batch).
+    pub deferred_in_flight: usize,
 }
 
 impl ServerCounters {
@@ -99,6 +103,7 @@ impl ServerCounters {
             handler_panics: self.handler_panics.load(Relaxed),
             rejected: self.rejected.load(Relaxed),
             dropped_responders: self.dropped_responders.load(Relaxed),
+            deferred_in_flight: self.deferred.load(Relaxed),
         }
     }
 }
@@ -110,6 +115,7 @@ pub struct ConnTally {
     requests: u64,
     rejected: u64,
     dropped: u64,
+    deferred: usize,
 }
 
 impl ConnTally {
@@ -130,7 +136,19 @@ impl ConnTally {
             tracing::warn!(dropped = dropped - self.dropped, "a handler dropped a Responder without answering");
             self.dropped = dropped;
         }
+        let deferred = conn.deferred_in_flight();
+        if deferred > self.deferred {
+            counters.deferred.fetch_add(deferred - self.deferred, Relaxed);
+        } else if deferred < self.deferred {
+            counters.deferred.fetch_sub(self.deferred - deferred, Relaxed);
+        }
+        self.deferred = deferred;
         new
+    }
+
+    /// The connection is gone: its deferred calls leave the server's gauge.
+    pub fn finish(&mut self, counters: &ServerCounters) {
+        counters.deferred.fetch_sub(std::mem::take(&mut self.deferred), Relaxed);
     }
 }
 

@@ -92,6 +92,35 @@ enum Event {
     Woken,
 }
 
+/// Waits for the signal, up to `limit`; gives up (false) at the limit or
+/// once a forced shutdown began. Waiting forever is not an option: this
+/// task's waker sits in the signal, which its own deferred responders hold,
+/// so a task parked here at the end of the executor would never be freed
+/// (nor its socket closed). It looks at the flag every 100 ms.
+async fn woken(signal: &Signal, shared: &Shared, limit: Duration) -> bool {
+    let until = Instant::now().checked_add(limit);
+    loop {
+        let left = until.map_or(Duration::MAX, |u| u.saturating_duration_since(Instant::now()));
+        let tick = left.min(Duration::from_millis(100));
+        let event = race(
+            async {
+                signal.wait().await;
+                Event::Woken
+            },
+            async {
+                glommio::timer::sleep(tick).await;
+                Event::Read(Ok(0))
+            },
+        )
+        .await;
+        match event {
+            Event::Woken => return true,
+            _ if shared.forced.load(Ordering::Acquire) || until.is_some_and(|u| Instant::now() >= u) => return false,
+            _ => {}
+        }
+    }
+}
+
 /// Either of two futures, whichever is ready first (the first on a tie).
 async fn race<A: Future<Output = Event>, B: Future<Output = Event>>(a: A, b: B) -> Event {
     let (mut a, mut b) = (std::pin::pin!(a), std::pin::pin!(b));
@@ -162,8 +191,7 @@ pub(crate) async fn serve<H: Handler + 'static>(
                 Ok(Flow::OutputFull) => {
                     // Full of deferred calls (max_in_flight) or waiting for
                     // a concurrency slot: no reading until answers come.
-                    signal.wait().await;
-                    if shared.forced.load(Ordering::Acquire) {
+                    if !woken(&signal, &shared, Duration::MAX).await {
                         break 'conn "shutdown: grace period over";
                     }
                 }
@@ -184,16 +212,11 @@ pub(crate) async fn serve<H: Handler + 'static>(
             if conn.deferred_in_flight() == 0 {
                 break if stopping { "shutdown" } else { "closed by the client" };
             }
-            let quiet = config.idle_timeout.unwrap_or(Duration::from_secs(3600));
-            let woken = race(async { signal.wait().await; Event::Woken }, async {
-                glommio::timer::sleep(quiet).await;
-                Event::Read(Ok(0))
-            })
-            .await;
-            match woken {
-                Event::Woken => continue,
-                Event::Read(_) => break "deferred answers stopped coming (idle_timeout)",
+            let quiet = config.idle_timeout.unwrap_or(Duration::MAX);
+            if woken(&signal, &shared, quiet).await {
+                continue;
             }
+            break "deferred answers stopped coming (idle_timeout), or the grace period is over";
         }
         let before = conn.read_buffer().len();
         let event = race(read_some(&mut stream, conn.read_buffer(), chunk), async {
@@ -239,6 +262,7 @@ pub(crate) async fn serve<H: Handler + 'static>(
             Err(_) => break "read error",
         }
     };
+    tally.finish(&shared.counters);
     tracing::trace!(reason, "connection done");
     // Everything is written: end-of-stream after the last response, then a
     // lingering close (see `fastwire_common::net::LINGER`) unless the client

@@ -48,6 +48,8 @@ use std::io;
 pub use client::{Client, PendingCall};
 pub use fastwire_common::{ClientError, Reply, ServerStats, ShutdownReport};
 pub use fastwire_proto as proto;
+/// The glommio version this backend runs on, for `async` handlers that use its timers and I/O.
+pub use glommio;
 pub use pool::Pool;
 pub use server::{Server, ServerHandle};
 

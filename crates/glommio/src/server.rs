@@ -191,8 +191,15 @@ async fn run<H: Handler + 'static>(listener: glommio::net::TcpListener, shared: 
     while local.open.get() > 0 && !shared.forced.load(Ordering::Acquire) {
         glommio::timer::sleep(Duration::from_millis(5)).await;
     }
-    // Returning ends the executor; tasks still running are dropped (closed).
-    Cut { connections: local.open.get(), responses: local.unwritten.get(), deferred: local.deferred.get() }
+    let cut = Cut { connections: local.open.get(), responses: local.unwritten.get(), deferred: local.deferred.get() };
+    // Connections waiting for deferred answers see the flag within 100 ms
+    // and close themselves (see `connection::woken`); the rest are dropped
+    // (closed) when the executor ends.
+    let until = Instant::now() + Duration::from_millis(300);
+    while local.open.get() > 0 && Instant::now() < until {
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+    }
+    cut
 }
 
 /// A running server's handle (address, stats, graceful shutdown); see

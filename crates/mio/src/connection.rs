@@ -113,6 +113,11 @@ impl Conn {
         self.woken = true;
     }
 
+    /// It is being removed: its counts leave the server's gauges.
+    pub(crate) fn finish(&mut self, counters: &ServerCounters) {
+        self.tally.finish(counters);
+    }
+
     /// Deferred calls not answered yet (reported if it is cut off).
     pub(crate) fn deferred_in_flight(&self) -> usize {
         self.proto.deferred_in_flight()

@@ -424,6 +424,7 @@ impl<H: Handler + 'static> EventLoop<H> {
 
     fn remove(&mut self, key: usize, reason: &'static str) {
         let mut conn = self.conns.remove(key);
+        conn.finish(&self.shared.counters);
         let _ = self.poll.registry().deregister(&mut conn.stream);
         self.shared.counters.close();
         tracing::trace!(reason, "connection closed");

@@ -98,6 +98,8 @@ pub enum RespondError {
 /// collects them. One per connection, shared by its [`Responder`]s.
 pub struct Completions {
     state: Mutex<State>,
+    /// In the concurrency limit's waiter list (at most once).
+    slot_waiter: std::sync::atomic::AtomicBool,
     waker: Arc<dyn Wake>,
     key: usize,
     limits: Limits,
@@ -142,6 +144,7 @@ impl Completions {
                 failure: None,
                 notified: false,
             }),
+            slot_waiter: std::sync::atomic::AtomicBool::new(false),
             waker,
             key,
             limits,
@@ -442,13 +445,19 @@ impl ConcurrencyLimit {
                 std::mem::take(&mut *list)
             };
             for waiter in waiters {
+                waiter.slot_waiter.store(false, Ordering::SeqCst);
                 waiter.wake();
             }
         }
     }
 
-    /// Registers a connection to be woken when a slot frees.
+    /// Registers a connection to be woken when a slot frees (once: a
+    /// connection already waiting is not added again). A release wakes and
+    /// removes every waiter; one that still finds no room registers again.
     pub(crate) fn wait(&self, completions: &Arc<Completions>) {
+        if completions.slot_waiter.swap(true, Ordering::SeqCst) {
+            return;
+        }
         let mut list = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
         list.push(Arc::clone(completions));
         self.waiting.store(list.len(), Ordering::SeqCst);
@@ -477,9 +486,8 @@ impl Deferral {
     }
 
     pub(crate) fn completions(&mut self) -> &Arc<Completions> {
-        self.completions.get_or_insert_with(|| {
-            Completions::new(Arc::clone(&self.waker), self.key, self.limits, self.limit.clone())
-        })
+        self.completions
+            .get_or_insert_with(|| Completions::new(Arc::clone(&self.waker), self.key, self.limits, self.limit.clone()))
     }
 }
 

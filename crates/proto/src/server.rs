@@ -142,7 +142,18 @@ impl ServerConn {
     pub fn is_output_full(&self) -> bool {
         self.outbound.buffered() >= self.max_output_buffer
             || self.outbound.unwritten_messages + self.deferred >= self.max_in_flight
-            || (self.limit_blocked && self.deferral.limit.as_ref().is_some_and(|l| !l.has_room()))
+            || (self.limit_blocked && !self.limit_has_room())
+    }
+
+    /// While blocked on the concurrency limit: whether a slot is free now.
+    /// If not, the connection is (still) registered to be woken when one
+    /// frees, before the check, so that a slot freed meanwhile is not missed.
+    fn limit_has_room(&self) -> bool {
+        let Some(limit) = &self.deferral.limit else { return true };
+        if let Some(completions) = &self.deferral.completions {
+            limit.wait(completions);
+        }
+        limit.has_room()
     }
 
     /// Collects the deferred responses that arrived, then serves every

@@ -85,10 +85,19 @@ struct ConnState {
     in_writer: usize,
     /// The state machine failed (a protocol error, a handler panic); counted once.
     failed: bool,
+    /// What this connection already added to the server's counters (either
+    /// thread may serve or collect, so both update it).
+    tally: ConnTally,
+    /// The reader waits on `output_drained` for the limits to allow more.
+    reader_waiting: bool,
 }
 
 impl ConnState {
     /// Counts a failure of the state machine the first time either thread sees it.
+    fn sync(&mut self, counters: &ServerCounters) {
+        self.tally.sync(&self.conn, counters);
+    }
+
     fn fail(&mut self, error: &Error, counters: &ServerCounters) {
         if !std::mem::replace(&mut self.failed, true) {
             counters.connection_failed(error);
@@ -108,6 +117,8 @@ impl ConnShared {
                 flushed: false,
                 in_writer: 0,
                 failed: false,
+                tally: ConnTally::default(),
+                reader_waiting: false,
             }),
             writer,
             output_drained: Condvar::new(),
@@ -188,7 +199,6 @@ fn read_loop(socket: &TcpStream, shared: &ConnShared, server: &Shared, handler: 
     let _ = stream.set_read_timeout(Some(config.handshake_timeout));
     let mut handshake_done = false;
     let mut buf = BytesMut::new();
-    let mut tally = ConnTally::default();
     let mut last_activity = Instant::now();
     let mut chunk = MIN_CHUNK;
     let reason = loop {
@@ -233,7 +243,9 @@ fn read_loop(socket: &TcpStream, shared: &ConnShared, server: &Shared, handler: 
                     // which it collects) instead of reading more.
                     shared.wake_writer();
                     while state.conn.is_output_full() && !state.broken && !state.failed {
+                        state.reader_waiting = true;
                         state = shared.output_drained.wait(state).unwrap_or_else(|p| p.into_inner());
+                        state.reader_waiting = false;
                     }
                     if state.broken {
                         break Ok(());
@@ -243,7 +255,7 @@ fn read_loop(socket: &TcpStream, shared: &ConnShared, server: &Shared, handler: 
                 Err(e) => break Err(e),
             }
         };
-        tally.sync(&state.conn, &server.counters);
+        state.sync(&server.counters);
         if state.conn.has_output() {
             shared.wake_writer();
         }
@@ -275,13 +287,16 @@ fn read_loop(socket: &TcpStream, shared: &ConnShared, server: &Shared, handler: 
         if last_answer.elapsed() >= quiet {
             break;
         }
+        state.reader_waiting = true;
         state = shared.output_drained.wait_timeout(state, IDLE_RELEASE).unwrap_or_else(|p| p.into_inner()).0;
+        state.reader_waiting = false;
         if state.conn.deferred_in_flight() < waiting {
             waiting = state.conn.deferred_in_flight();
             last_answer = Instant::now();
         }
     }
-    tally.sync(&state.conn, &server.counters);
+    state.sync(&server.counters);
+    state.tally.finish(&server.counters);
     state.closing = true;
     shared.wake_writer();
     // Wait for the writer to flush and send end-of-stream, then linger
@@ -316,7 +331,12 @@ fn write_loop(socket: &TcpStream, shared: &ConnShared, server: &Shared) {
                     let _ = stream.shutdown(Shutdown::Read);
                 }
             }
-            if state.conn.deferred_in_flight() != deferred {
+            if state.conn.deferred_in_flight() != deferred && !state.closing {
+                state.sync(&server.counters);
+            }
+            // Woken for answers or a free concurrency slot: the reader may be
+            // waiting for either.
+            if state.reader_waiting {
                 shared.output_drained.notify_all();
             }
             if state.conn.has_output() {

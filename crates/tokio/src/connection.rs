@@ -209,6 +209,7 @@ pub(crate) async fn serve<H: Handler + 'static>(
         }
         tally.sync(&conn, &shared.counters);
     }
+    tally.finish(&shared.counters);
     tracing::trace!(reason, "connection done");
     // Everything is written: end-of-stream after the last response, then a
     // lingering close (see `fastwire_common::net::LINGER`) unless the client
