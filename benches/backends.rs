@@ -58,6 +58,18 @@ fn nowait(c: &mut Criterion) {
     group(c, "nowait", &[Workload::Nowait.defaults()]);
 }
 
+/// Handlers that wait 1 ms on a timer (without blocking), 2 x 100 in flight.
+fn wait(c: &mut Criterion) {
+    group(c, "wait", &[Workload::Wait.defaults()]);
+}
+
+/// Handlers that burn 20 µs of CPU each. (`mixed` is about the instant
+/// calls' latency percentiles, which criterion does not report: it lives in
+/// `fastwire compare` and `fastwire load`.)
+fn cpu(c: &mut Criterion) {
+    group(c, "cpu", &[Workload::Cpu.defaults()]);
+}
+
 // Short defaults: each sample already runs thousands of calls over live
 // connections. Command-line flags (`--measurement-time`, as `just
 // bench-quick` passes) override them.
@@ -67,6 +79,6 @@ criterion_group! {
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
         .sample_size(20);
-    targets = fastrpc, pingpong, sizes, nowait
+    targets = fastrpc, pingpong, sizes, nowait, wait, cpu
 }
 criterion_main!(benches);

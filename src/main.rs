@@ -3,7 +3,8 @@
 //! * `fastwire serve`: a fastrpc server on any backend, with the demo
 //!   handler (an empty name gets fastrpc's 261-byte benchmark body, any other
 //!   name `re:` followed by the value), so that Go fastrpc's benchmark client
-//!   and the recorded vectors work against it.
+//!   and the recorded vectors work against it; it can wait or burn CPU on
+//!   each call (`--handler-delay`, `--handler-work`), with a concurrency limit.
 //! * `fastwire compare`: every backend through the workloads, server and
 //!   load in this process, side by side (the project's main job).
 //! * `fastwire load`: the same load against any fastrpc server, Go's
@@ -13,9 +14,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use fastwire::backend::{self, BackendKind};
+use fastwire::backend::BackendKind;
+use fastwire::demo::{start_demo, Demo};
 use fastwire::harness::{self, drive, report, Row, Spec, Timing, Workload};
-use fastwire::proto::{demo_handler, Compression, Limits, ProtocolConfig, ServerConfig};
+use fastwire::proto::{Compression, Limits, OverLimit, ProtocolConfig, ServerConfig};
 
 // Every allocation of the process is counted, for allocs/op.
 #[global_allocator]
@@ -97,7 +99,36 @@ struct ServeArgs {
     /// Time allowed on shutdown to finish in-flight requests.
     #[arg(long, default_value = "5s", value_parser = duration)]
     grace: Duration,
+    /// The demo handler answers each call after this wait, without blocking
+    /// (tokio and glommio: an async timer task; std and mio: a deferred
+    /// answer from a timer thread). Calls named `wait/<µs>` wait that long.
+    #[arg(long, value_parser = duration)]
+    handler_delay: Option<Duration>,
+    /// The demo handler burns this much CPU on each call, inline.
+    #[arg(long, value_parser = duration)]
+    handler_work: Option<Duration>,
+    /// Requests handled at once by the whole server (Go's Server.Concurrency) [default: no limit].
+    #[arg(long)]
+    concurrency: Option<usize>,
+    /// Over the concurrency limit: `backpressure` (stop reading that
+    /// connection until a slot frees) or `reject` (answer at once with
+    /// "concurrency limit exceeded", as Go fastrpc's servers do).
+    #[arg(long, default_value = "backpressure")]
+    over_limit: OverLimitArg,
+    /// Worker threads for blocking handlers.
+    #[arg(long, default_value_t = ServerConfig::default().blocking_threads)]
+    blocking_threads: usize,
 }
+
+/// `--over-limit`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum OverLimitArg {
+    Backpressure,
+    Reject,
+}
+
+/// The value `--over-limit reject` answers with.
+const OVER_LIMIT_VALUE: &[u8] = b"concurrency limit exceeded";
 
 /// Where results go besides the terminal.
 #[derive(Args)]
@@ -112,16 +143,19 @@ struct Outputs {
 
 #[derive(Args)]
 struct CompareArgs {
-    /// Workloads, comma-separated: fastrpc, pingpong, sizes, nowait, conns [default: all].
+    /// Workloads, comma-separated: fastrpc, pingpong, sizes, nowait, conns,
+    /// wait, cpu, mixed, mixed-base [default: all].
     #[arg(long, value_delimiter = ',')]
     workload: Vec<Workload>,
     /// Backends, comma-separated [default: every backend of this build].
     #[arg(long, value_delimiter = ',')]
     backends: Vec<BackendKind>,
-    /// Connections, comma-separated, for fastrpc, nowait and conns [default: 2, 2, 1000].
+    /// Connections, comma-separated, for fastrpc, nowait, conns, wait, cpu
+    /// and mixed [default: 2, except conns: 1000].
     #[arg(long, value_delimiter = ',')]
     connections: Vec<usize>,
-    /// Calls in flight per connection, comma-separated, for fastrpc and sizes [default: 1000, 8].
+    /// Calls in flight per connection, comma-separated, for fastrpc, sizes,
+    /// wait, cpu and mixed [default: 1000, 8, 100].
     #[arg(long, value_delimiter = ',')]
     depth: Vec<usize>,
     /// Value sizes in bytes, comma-separated, for pingpong and sizes [default: 1; 16,1024,65536,1048576].
@@ -152,7 +186,10 @@ struct LoadArgs {
     /// The server's address.
     #[arg(long)]
     addr: String,
-    /// Workload: fastrpc, pingpong, sizes, nowait or conns.
+    /// Workload: fastrpc, pingpong, sizes, nowait, conns, wait, cpu, mixed
+    /// or mixed-base (wait, cpu and mixed expect a server with the demo
+    /// service: `fastwire serve --handler-delay 1ms` for wait,
+    /// `--handler-work 20us` for cpu, plain for mixed).
     #[arg(long, default_value = "fastrpc")]
     workload: Workload,
     /// The client that makes the calls (closed loop): std, tokio, mio, glommio.
@@ -232,12 +269,19 @@ fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         max_in_flight: args.max_in_flight,
         max_output_buffer: args.max_output,
         batch_delay: args.batch_delay.0,
+        concurrency: args.concurrency,
+        over_limit: match args.over_limit {
+            OverLimitArg::Backpressure => OverLimit::Backpressure,
+            OverLimitArg::Reject => OverLimit::Reject(OVER_LIMIT_VALUE.to_vec()),
+        },
+        blocking_threads: args.blocking_threads,
         ..ServerConfig::default()
     };
     // Signal handlers first: once the address is printed, a client (or a
     // test) may send SIGINT at once, and it must not find the default action.
     let signals = Signals::install()?;
-    let server = backend::start_server(args.backend, args.addr, config, demo_handler)?;
+    let demo = Demo { delay: args.handler_delay, work: args.handler_work };
+    let server = start_demo(args.backend, args.addr, config, demo)?;
     // The first line of stdout names the address (port 0 picks one), for scripts and tests.
     println!("fastwire: serving on {} (backend {})", server.local_addr(), args.backend);
     signals.wait();
@@ -257,7 +301,7 @@ fn specs(args: &CompareArgs) -> Vec<Spec> {
         for &workload in &workloads {
             let d = Spec { compress, ..workload.defaults() };
             let (connections, depths, sizes) = match workload {
-                Workload::Fastrpc => {
+                Workload::Fastrpc | Workload::Wait | Workload::Cpu | Workload::Mixed | Workload::MixedBase => {
                     (or(&args.connections, d.connections), or(&args.depth, d.depth), vec![d.value_size])
                 }
                 Workload::Pingpong => (vec![1], vec![1], or(&args.value_size, d.value_size)),

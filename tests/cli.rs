@@ -71,3 +71,43 @@ fn serve_answers_a_spec_client_on_every_backend() {
         assert!(rest.contains("closed gracefully"), "{backend}: {rest:?}");
     }
 }
+
+/// `--handler-delay` answers after a wait without blocking the connection,
+/// and `--concurrency 1 --over-limit reject` answers over the limit at once
+/// with Go's kind of over-limit value.
+#[test]
+fn serve_with_a_waiting_handler_and_a_concurrency_limit() {
+    for backend in ["std", "tokio", "mio", "glommio"] {
+        if let Some(why) = backend.parse::<fastwire::BackendKind>().unwrap().unavailable() {
+            eprintln!("skipped {backend}: {why}");
+            continue;
+        }
+        let mut child = Command::new(env!("CARGO_BIN_EXE_fastwire"))
+            .args(["serve", "--backend", backend, "--addr", "127.0.0.1:0", "--handler-delay", "200ms"])
+            .args(["--handler-work", "10us", "--concurrency", "1", "--over-limit", "reject"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        let addr = line.split_whitespace().nth(3).unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(&[0, 1, 0]).unwrap();
+        let mut theirs = [0u8; 3];
+        s.read_exact(&mut theirs).unwrap();
+        let started = std::time::Instant::now();
+        let mut bytes = request(1, b"echo", b"slow");
+        bytes.extend(request(2, b"echo", b"second"));
+        s.write_all(&bytes).unwrap();
+        // The second call is over the limit while the first waits: refused first.
+        assert_eq!(response(&mut s), (2, b"concurrency limit exceeded".to_vec()), "{backend}");
+        assert_eq!(response(&mut s), (1, b"re:slow".to_vec()), "{backend}");
+        assert!(started.elapsed() >= Duration::from_millis(200), "{backend}: answered after its wait");
+        drop(s);
+        assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
+        assert!(child.wait().unwrap().success(), "{backend}");
+    }
+}

@@ -77,7 +77,7 @@ fn compare_measures_every_workload_and_writes_json_markdown_and_svg() {
     // Every workload on both backends: fastrpc, nowait, conns once; sizes
     // and pingpong once per value size; floors beside fastrpc and pingpong.
     for backend in ["mio", "tokio"] {
-        for workload in ["fastrpc", "nowait", "conns"] {
+        for workload in ["fastrpc", "nowait", "conns", "wait", "cpu", "mixed", "mixed-base"] {
             assert_eq!(find(backend, workload).len(), 1, "{backend} {workload}");
         }
         for workload in ["sizes", "pingpong"] {
@@ -88,6 +88,13 @@ fn compare_measures_every_workload_and_writes_json_markdown_and_svg() {
     assert_eq!(find("floor", "pingpong").len(), 2);
     assert_eq!(find("floor", "fastrpc").len(), 1);
     assert!(find("floor", "sizes").is_empty());
+    // The ideal of `wait` is computed: 2 connections x 4 in flight per 1 ms wait.
+    assert_eq!(find("floor", "wait")[0]["ns_per_op"], 125_000.0);
+    assert_eq!(find("floor", "cpu").len(), 1);
+    assert!(find("floor", "mixed").is_empty());
+    // Calls that wait 1 ms take at least that long; mixed reports its instant calls.
+    assert!(find("mio", "wait")[0]["p50_ns"].as_u64().unwrap() >= 1_000_000);
+    assert!(find("tokio", "mixed")[0]["p50_ns"].is_number());
 
     // The axes given on the command line.
     let fastrpc = find("mio", "fastrpc")[0];
@@ -106,7 +113,11 @@ fn compare_measures_every_workload_and_writes_json_markdown_and_svg() {
     assert!(markdown.starts_with("| backend | workload |"));
     assert!(markdown.contains("| floor | pingpong |") && markdown.contains("rustc"));
     let charts: Vec<_> = std::fs::read_dir(&svg).unwrap().map(|e| e.unwrap().file_name()).collect();
-    assert_eq!(charts.len(), 7, "one per configuration: fastrpc, 2 pingpong, 2 sizes, nowait, conns: {charts:?}");
+    assert_eq!(
+        charts.len(),
+        11,
+        "one per configuration: fastrpc, 2 pingpong, 2 sizes, nowait, conns, wait, cpu, mixed, mixed-base: {charts:?}"
+    );
     for chart in &charts {
         let text = std::fs::read_to_string(svg.join(chart)).unwrap();
         assert!(text.starts_with("<svg") && text.contains("mio") && text.contains("tokio"), "{chart:?}");
@@ -119,7 +130,7 @@ fn compare_rejects_unknown_names_and_says_what_exists() {
     let output = fastwire().args(["compare", "--workload", "bulk"]).output().unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("the workloads are fastrpc, pingpong, sizes, nowait, conns"), "{stderr}");
+    assert!(stderr.contains("the workloads are fastrpc, pingpong, sizes, nowait, conns, wait, cpu, mixed"), "{stderr}");
     let output = fastwire().args(["compare", "--backends", "uring"]).output().unwrap();
     assert!(String::from_utf8_lossy(&output.stderr).contains("this build has std"));
 }
@@ -143,12 +154,14 @@ fn load_drives_a_server_in_another_process_closed_and_open_loop() {
     let (mut server, addr) = serve("mio");
     let dir = std::env::temp_dir().join(format!("fastwire-load-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let runs: [&[&str]; 4] = [
+    let runs: [&[&str]; 5] = [
         &["--workload", "fastrpc", "--client", "std", "--connections", "2", "--depth", "50"],
         &["--workload", "sizes", "--client", "mio", "--value-size", "1024", "--count-allocations"],
         &["--workload", "nowait", "--client", "tokio"],
         // Open loop: 200 connections called 4,000 times a second.
         &["--workload", "conns", "--connections", "200", "--rate", "4000"],
+        // Slow calls (1 in 100 waits 10 ms) among instant ones.
+        &["--workload", "mixed", "--client", "mio"],
     ];
     for (i, args) in runs.iter().enumerate() {
         let json = dir.join(format!("{i}.json"));
@@ -172,6 +185,7 @@ fn load_drives_a_server_in_another_process_closed_and_open_loop() {
                 assert!(row["mb_per_s"].as_f64().unwrap() > 0.0);
             }
             "nowait" => assert!(row["p50_ns"].is_null()),
+            "mixed" => assert!(row["p50_ns"].is_number()),
             "conns" => {
                 assert_eq!(row["connections"], 200);
                 // Open loop: the rate sets the pace, whatever the server does.

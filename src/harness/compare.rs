@@ -75,6 +75,34 @@ fn floor_of(spec: &Spec) -> Option<Workload> {
     }
 }
 
+/// Starts `kind`'s server for `spec`: the plain demo handler (inline, as it
+/// always was), or for the workloads whose handlers wait or work, the demo
+/// service with that behaviour (see [`crate::demo`]).
+pub fn start(kind: BackendKind, addr: SocketAddr, spec: &Spec) -> std::io::Result<Box<dyn backend::RunningServer>> {
+    match spec.workload {
+        Workload::Wait | Workload::Cpu | Workload::Mixed | Workload::MixedBase => {
+            crate::demo::start_demo(kind, addr, spec.server_config(), spec.demo())
+        }
+        _ => backend::start_server(kind, addr, spec.server_config(), demo_handler),
+    }
+}
+
+/// The ideal of `wait` and `cpu`, computed rather than measured: every
+/// call's wait overlapped with all the others (connections x depth calls
+/// per wait), or every core busy with handler work and nothing else.
+fn ideal(spec: &Spec) -> Option<Sample> {
+    let seconds_per_op = match spec.workload {
+        Workload::Wait => Workload::WAIT.as_secs_f64() / (spec.connections * spec.depth.max(1)) as f64,
+        Workload::Cpu => {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            Workload::WORK.as_secs_f64() / cores as f64
+        }
+        _ => return None,
+    };
+    let ops = (1.0 / seconds_per_op).round() as u64;
+    Some(Sample { ops, seconds: 1.0, bytes: ops * spec.response_size() as u64, latency: None, allocations: Some(0) })
+}
+
 /// Runs the plan, reporting each step to `progress`; returns the rows.
 pub fn compare(plan: &Plan, progress: &mut dyn FnMut(Event<'_>)) -> Vec<Row> {
     let machine = Machine::detect();
@@ -87,6 +115,12 @@ pub fn compare(plan: &Plan, progress: &mut dyn FnMut(Event<'_>)) -> Vec<Row> {
     }
     let mut rows = Vec::new();
     for spec in &plan.specs {
+        if let (true, Some(ideal)) = (plan.floors, ideal(spec)) {
+            let row =
+                Row::new("floor", spec, &ideal, Some(&ideal), machine.env(env::floor_layout(spec.workload), true));
+            progress(Event::Done(&row));
+            rows.push(row);
+        }
         if plan.floors {
             if let Some(workload) = floor_of(spec) {
                 progress(Event::Start { backend: "floor", spec });
@@ -130,8 +164,7 @@ pub fn compare(plan: &Plan, progress: &mut dyn FnMut(Event<'_>)) -> Vec<Row> {
 /// a counted run against it, then a graceful shutdown.
 pub fn measure(kind: BackendKind, spec: &Spec, timing: &Timing) -> Result<(Sample, Sample), String> {
     let any: SocketAddr = "127.0.0.1:0".parse().expect("literal");
-    let server = backend::start_server(kind, any, spec.server_config(), demo_handler)
-        .map_err(|e| format!("starting the {kind} server: {e}"))?;
+    let server = start(kind, any, spec).map_err(|e| format!("starting the {kind} server: {e}"))?;
     let addr = server.local_addr();
     let handled = || server.stats().requests;
     let run = |mode| match spec.workload {

@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
-use fastwire_common::client::{Client, Driver};
+use fastwire_common::client::{Client, Driver, PendingCall};
 use fastwire_common::ClientError;
 use hdrhistogram::Histogram;
 
@@ -187,6 +187,14 @@ impl Tally {
         }
     }
 
+    /// Counts an operation whose latency is not part of the figures (the
+    /// slow calls of `mixed`).
+    #[inline]
+    pub(crate) fn record_untimed(&mut self, bytes: usize) {
+        self.ops += 1;
+        self.bytes += bytes as u64;
+    }
+
     pub(crate) fn merge(&mut self, other: Tally) {
         self.ops += other.ops;
         self.bytes += other.bytes;
@@ -282,6 +290,7 @@ fn closed_threads<D: Driver>(
 ) -> Result<Sample, String> {
     let clients: Vec<Client<D>> = connect(addr, spec)?;
     let (name, value) = spec.request();
+    let slow = spec.slow_request();
     let fire = spec.workload.is_fire_and_forget();
     let control = Control::default();
     let result = std::thread::scope(|s| {
@@ -289,11 +298,12 @@ fn closed_threads<D: Driver>(
             .iter()
             .map(|client| {
                 let (name, value, control) = (&name, &value, &control);
+                let slow = spec.workload.slow_every().map(|every| (every, &slow.0[..], &slow.1[..]));
                 s.spawn(move || {
                     let tally = if fire {
                         send_loop(client, name, value, control, mode)
                     } else {
-                        pipeline(client, spec.depth.max(1), name, value, control, mode)
+                        pipeline(client, spec.depth.max(1), (name, value), slow, control, mode)
                     };
                     tally.map_err(|e| failed("calling", e))
                 })
@@ -306,45 +316,80 @@ fn closed_threads<D: Driver>(
     result
 }
 
+/// A `mixed` connection's slow calls: one in `.0`, with this name and value.
+type Slow<'a> = Option<(u64, &'a [u8], &'a [u8])>;
+
+/// Whether call number `n` of a connection is one of its slow calls.
+#[inline]
+fn is_slow(slow: Slow<'_>, n: u64) -> bool {
+    slow.is_some_and(|(every, _, _)| n % every == every - 1)
+}
+
 /// One connection's calls: `depth` in flight; each completion is timed and
 /// replaced at once. One clock read per call: the moment a call completes
-/// is the moment its replacement starts.
+/// is the moment its replacement starts. With `slow` (`mixed`), every n-th
+/// call is a slow one, counted but left out of the latency figures; slow
+/// calls wait in a queue of their own, so that an instant call is never
+/// timed late because a slow one ahead of it is still running.
 // ANCHOR: pipeline
 fn pipeline<D: Driver>(
     client: &Client<D>,
     depth: usize,
-    name: &[u8],
-    value: &[u8],
+    (name, value): (&[u8], &[u8]),
+    slow: Slow<'_>,
     control: &Control,
     mode: Mode,
 ) -> Result<Tally, ClientError> {
     let mut tally = Tally::new(mode, false);
     let mut in_flight = VecDeque::with_capacity(depth);
+    let mut slow_in_flight = VecDeque::new();
+    let mut n = 0u64;
     let now = Instant::now();
+    let start = |n: u64, now: Instant, instant: &mut VecDeque<_>, slow_queue: &mut VecDeque<_>| {
+        match slow {
+            Some((_, slow_name, slow_value)) if is_slow(slow, n) => {
+                slow_queue.push_back((client.start(slow_name, slow_value)?, now));
+            }
+            _ => instant.push_back((client.start(name, value)?, now)),
+        }
+        Ok::<(), ClientError>(())
+    };
     for _ in 0..depth {
-        in_flight.push_back((client.start(name, value)?, now));
+        start(n, now, &mut in_flight, &mut slow_in_flight)?;
+        n += 1;
     }
     let result = loop {
         let phase = control.phase();
         if phase == STOP {
             break Ok(());
         }
-        let (call, started) = in_flight.pop_front().expect("depth >= 1");
+        let slow_done = slow_in_flight.front().is_some_and(|(call, _): &(PendingCall<D>, Instant)| call.is_done());
+        let (call, started, was_slow) = if slow_done || in_flight.is_empty() {
+            let (call, started) = slow_in_flight.pop_front().expect("a call in flight");
+            (call, started, true)
+        } else {
+            let (call, started) = in_flight.pop_front().expect("a call in flight");
+            (call, started, false)
+        };
         let len = match call.wait() {
             Ok(reply) => reply.len(),
             Err(e) => break Err(e),
         };
         let now = Instant::now();
         if phase == MEASURE {
-            tally.record(len, now - started);
+            if was_slow {
+                tally.record_untimed(len);
+            } else {
+                tally.record(len, now - started);
+            }
         }
-        match client.start(name, value) {
-            Ok(call) => in_flight.push_back((call, now)),
-            Err(e) => break Err(e),
+        if let Err(e) = start(n, now, &mut in_flight, &mut slow_in_flight) {
+            break Err(e);
         }
+        n += 1;
     };
     // Let the calls still in flight finish, so that the next run starts clean.
-    for (call, _) in in_flight {
+    for (call, _) in in_flight.into_iter().chain(slow_in_flight) {
         let _ = call.wait();
     }
     result.map(|()| tally)
@@ -385,14 +430,15 @@ fn closed_tokio(
 ) -> Result<Sample, String> {
     let config = spec.client_config();
     let (name, value) = spec.request();
+    let slow = spec.slow_request();
     let fire = spec.workload.is_fire_and_forget();
     let control = Arc::new(Control::default());
     let ready = Barrier::new(spec.connections + 1);
     std::thread::scope(|s| {
         let workers: Vec<_> = (0..spec.connections)
             .map(|_| {
-                let (config, name, value, control, ready) =
-                    (config.clone(), &name, &value, Arc::clone(&control), &ready);
+                let (config, name, value, control, ready, slow) =
+                    (config.clone(), &name, &value, Arc::clone(&control), &ready, &slow);
                 s.spawn(move || -> Result<Tally, String> {
                     let runtime = tokio::runtime::Builder::new_current_thread()
                         .enable_all()
@@ -405,13 +451,20 @@ fn closed_tokio(
                         ready.wait();
                         connected.map_err(|e| failed("connecting", e))?;
                         let tally = Rc::new(RefCell::new(Tally::new(mode, fire)));
+                        // `mixed`: the connection's calls are numbered, and
+                        // every n-th is slow, whichever task makes it.
+                        let tickets = Rc::new(std::cell::Cell::new(0u64));
                         let callers: Vec<_> = (0..if fire { 1 } else { spec.depth.max(1) })
                             .map(|_| {
                                 let (client, tally, control) =
                                     (client.clone(), Rc::clone(&tally), Arc::clone(&control));
-                                let (name, value) = (name.clone(), value.clone());
+                                let calls = Calls {
+                                    request: (name.clone(), value.clone()),
+                                    slow: spec.workload.slow_every().map(|every| (every, slow.clone())),
+                                    tickets: Rc::clone(&tickets),
+                                };
                                 tokio::task::spawn_local(async move {
-                                    tokio_caller(&client, &name, &value, &control, &tally, fire).await
+                                    tokio_caller(&client, &calls, &control, &tally, fire).await
                                 })
                             })
                             .collect();
@@ -435,12 +488,33 @@ fn closed_tokio(
     })
 }
 
+/// What a tokio caller sends: the workload's request, or for `mixed`
+/// every n-th call of its connection the slow one.
+#[cfg(feature = "tokio")]
+struct Calls {
+    request: (Vec<u8>, Vec<u8>),
+    slow: Option<(u64, (Vec<u8>, Vec<u8>))>,
+    tickets: Rc<std::cell::Cell<u64>>,
+}
+
+#[cfg(feature = "tokio")]
+impl Calls {
+    /// The next call's name and value, and whether it is timed.
+    fn next(&self) -> (&[u8], &[u8], bool) {
+        let n = self.tickets.get();
+        self.tickets.set(n + 1);
+        match &self.slow {
+            Some((every, (name, value))) if n % every == every - 1 => (name, value, false),
+            _ => (&self.request.0, &self.request.1, true),
+        }
+    }
+}
+
 /// One tokio caller: a call at a time, timed, until the phase says stop.
 #[cfg(feature = "tokio")]
 async fn tokio_caller(
     client: &fastwire_tokio::Client,
-    name: &[u8],
-    value: &[u8],
+    calls: &Calls,
     control: &Control,
     tally: &RefCell<Tally>,
     fire: bool,
@@ -452,6 +526,7 @@ async fn tokio_caller(
         if phase == STOP {
             return Ok(());
         }
+        let (name, value, timed) = calls.next();
         let len = if fire {
             client.send(name, value).await?;
             // `send` only waits when 4 MiB are queued; yield now and then so
@@ -466,7 +541,11 @@ async fn tokio_caller(
         };
         let now = Instant::now();
         if phase == MEASURE {
-            tally.borrow_mut().record(len, now - started);
+            if timed {
+                tally.borrow_mut().record(len, now - started);
+            } else {
+                tally.borrow_mut().record_untimed(len);
+            }
         }
         started = now;
     }

@@ -136,7 +136,24 @@ pub fn layout(backend: BackendKind, workload: Workload) -> String {
         _ if backend.client_kind().name() == "tokio" => format!("load: {client}, `depth` caller tasks per connection"),
         _ => format!("load: {client}, a thread per connection keeping `depth` calls in flight"),
     };
-    format!("server: {server}; {load}")
+    match handlers(backend, workload) {
+        Some(handlers) => format!("server: {server}; handlers: {handlers}; {load}"),
+        None => format!("server: {server}; {load}"),
+    }
+}
+
+/// Where the handlers of `wait`, `cpu` and `mixed` run on `backend`.
+fn handlers(backend: BackendKind, workload: Workload) -> Option<&'static str> {
+    let waits = match backend.client_kind().name() {
+        "tokio" => "waiting calls are tokio tasks sleeping on tokio's timer, the rest inline",
+        "glommio" => "waiting calls are local glommio tasks sleeping on glommio's timer, the rest inline",
+        _ => "waiting calls are deferred to a timer thread, the rest inline",
+    };
+    match workload {
+        Workload::Wait | Workload::Mixed | Workload::MixedBase => Some(waits),
+        Workload::Cpu => Some("inline, burning CPU on the connection's thread, task or loop"),
+        _ => None,
+    }
 }
 
 /// The thread layout of a floor.
@@ -145,6 +162,8 @@ pub fn floor_layout(workload: Workload) -> String {
         Workload::Pingpong => {
             "floor: one blocking thread writes the value's bytes and reads them back, a blocking thread echoes them; no protocol".into()
         }
+        Workload::Wait => "ideal: computed, not measured: connections x depth calls per 1 ms wait".into(),
+        Workload::Cpu => "ideal: computed, not measured: one call per 20 µs on each core".into(),
         _ => "floor: per connection one blocking thread writes request frames (`depth` in flight) and reads \
               responses, one blocking thread answers them; fixed frame sizes, no parsing"
             .into(),

@@ -11,11 +11,10 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use fastwire_common::client::{Client, Driver};
-use fastwire_proto::demo_handler;
 
 use super::drive::connect;
 use super::workload::Spec;
-use crate::backend::{self, BackendKind, RunningServer};
+use crate::backend::{BackendKind, RunningServer};
 
 /// The clients of one backend, connected.
 enum Clients {
@@ -48,8 +47,7 @@ impl Live {
             return Err(why);
         }
         let any: SocketAddr = "127.0.0.1:0".parse().expect("literal");
-        let server = backend::start_server(kind, any, spec.server_config(), demo_handler)
-            .map_err(|e| format!("starting the {kind} server: {e}"))?;
+        let server = super::compare::start(kind, any, spec).map_err(|e| format!("starting the {kind} server: {e}"))?;
         let addr = server.local_addr();
         let clients = match kind.client_kind() {
             #[cfg(feature = "std")]

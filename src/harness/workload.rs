@@ -19,12 +19,41 @@ pub enum Workload {
     Nowait,
     /// Many mostly idle connections, called at a fixed total rate (open loop).
     Conns,
+    /// Each call waits 1 ms on a timer in the server (without blocking it):
+    /// 2 connections x 100 in flight, so the ideal is 200,000 calls/s.
+    Wait,
+    /// Each call burns 20 µs of CPU in the handler: the ideal is one call
+    /// per 20 µs per core.
+    Cpu,
+    /// 1% of calls wait 10 ms in the server, the rest are instant; latency
+    /// is the instant calls' alone, to show head-of-line blocking.
+    Mixed,
+    /// The same load as `mixed` without the slow calls: its baseline.
+    MixedBase,
 }
 
 impl Workload {
     /// Every workload, in report order.
-    pub const ALL: [Workload; 5] =
-        [Workload::Fastrpc, Workload::Pingpong, Workload::Sizes, Workload::Nowait, Workload::Conns];
+    pub const ALL: [Workload; 9] = [
+        Workload::Fastrpc,
+        Workload::Pingpong,
+        Workload::Sizes,
+        Workload::Nowait,
+        Workload::Conns,
+        Workload::Wait,
+        Workload::Cpu,
+        Workload::Mixed,
+        Workload::MixedBase,
+    ];
+
+    /// The time a `wait` call waits in the server.
+    pub const WAIT: std::time::Duration = std::time::Duration::from_millis(1);
+    /// The CPU time a `cpu` call burns in the server.
+    pub const WORK: std::time::Duration = std::time::Duration::from_micros(20);
+    /// One `mixed` call in this many is slow.
+    pub const SLOW_EVERY: u64 = 100;
+    /// How long a slow `mixed` call waits in the server.
+    pub const SLOW: std::time::Duration = std::time::Duration::from_millis(10);
 
     /// The name on the command line and in reports.
     pub fn name(self) -> &'static str {
@@ -34,6 +63,10 @@ impl Workload {
             Workload::Sizes => "sizes",
             Workload::Nowait => "nowait",
             Workload::Conns => "conns",
+            Workload::Wait => "wait",
+            Workload::Cpu => "cpu",
+            Workload::Mixed => "mixed",
+            Workload::MixedBase => "mixed-base",
         }
     }
 
@@ -61,12 +94,18 @@ impl Workload {
             Workload::Sizes => Spec { connections: 1, depth: 8, value_size: Workload::SIZES[0], ..base },
             Workload::Nowait => Spec { depth: 1, ..base },
             Workload::Conns => Spec { connections: 1000, depth: 1, rate: Some(20_000.0), ..base },
+            Workload::Wait | Workload::Cpu | Workload::Mixed | Workload::MixedBase => Spec { depth: 100, ..base },
         }
     }
 
     /// Whether calls are fire-and-forget (no response, no latency).
     pub fn is_fire_and_forget(self) -> bool {
         self == Workload::Nowait
+    }
+
+    /// For `mixed`: one call in this many is slow (`None`: all are alike).
+    pub fn slow_every(self) -> Option<u64> {
+        (self == Workload::Mixed).then_some(Workload::SLOW_EVERY)
     }
 }
 
@@ -140,6 +179,23 @@ impl Spec {
             sniff_header: self.sniff.clone(),
             protocol_version: self.version,
             ..ProtocolConfig::default()
+        }
+    }
+
+    /// The request of a slow `mixed` call: it asks the demo service to wait
+    /// [`Workload::SLOW`] (see [`crate::demo`]).
+    pub fn slow_request(&self) -> (Vec<u8>, Vec<u8>) {
+        let name = [crate::demo::WAIT_PREFIX, Workload::SLOW.as_micros().to_string().as_bytes()].concat();
+        (name, FASTRPC_VALUE.to_vec())
+    }
+
+    /// How the demo service behaves for this workload (waits for `wait`,
+    /// work for `cpu`; slow `mixed` calls ask for their own wait).
+    pub fn demo(&self) -> crate::demo::Demo {
+        match self.workload {
+            Workload::Wait => crate::demo::Demo { delay: Some(Workload::WAIT), work: None },
+            Workload::Cpu => crate::demo::Demo { delay: None, work: Some(Workload::WORK) },
+            _ => crate::demo::Demo::default(),
         }
     }
 
