@@ -488,12 +488,17 @@ fn closed_tokio(
     })
 }
 
+/// A request's name and value.
+#[cfg(feature = "tokio")]
+type NameValue = (Vec<u8>, Vec<u8>);
+
 /// What a tokio caller sends: the workload's request, or for `mixed`
 /// every n-th call of its connection the slow one.
 #[cfg(feature = "tokio")]
 struct Calls {
-    request: (Vec<u8>, Vec<u8>),
-    slow: Option<(u64, (Vec<u8>, Vec<u8>))>,
+    request: NameValue,
+    /// One call in `.0` is this slow one.
+    slow: Option<(u64, NameValue)>,
     tickets: Rc<std::cell::Cell<u64>>,
 }
 
