@@ -6,11 +6,13 @@
 //!
 //! * **wait** before answering ([`Demo::delay`], or per call with a request
 //!   name `wait/<microseconds>`): the wait never blocks the connection. It
-//!   goes through the path each architecture has for it: an `async` timer on
-//!   tokio and glommio (a task per waiting request), a deferred
-//!   [`Responder`] on a timer thread for std and mio (which have no timers of
-//!   their own for handlers). Calls that do not wait are answered inline,
-//!   so an instant call pays nothing for its neighbours' waits;
+//!   goes through the path each architecture has for it: on tokio an
+//!   `async` handler (every call a future in its connection's set, waiting
+//!   on tokio's timer); on glommio a local task per waiting call, on
+//!   glommio's timer; on std and mio a deferred [`Responder`] answered from
+//!   a timer thread (they have no timers of their own for handlers). Except
+//!   on tokio, calls that do not wait are answered inline, so an instant
+//!   call pays nothing for its neighbours' waits;
 //! * **work**: burn CPU for [`Demo::work`] on the connection's own thread,
 //!   task or loop, as a CPU-bound handler does.
 //!
@@ -114,31 +116,39 @@ pub fn start_demo(
     config: ServerConfig,
     demo: Demo,
 ) -> io::Result<Box<dyn RunningServer>> {
-    let later: Later = match kind {
-        // A task per waiting request on the connection's runtime, with the
-        // runtime's timer.
+    match kind {
+        // An `async` handler: every call is a future in its connection's set
+        // (see `fastwire_tokio::Server::serve_async`), waiting on tokio's timer.
         #[cfg(feature = "tokio")]
-        BackendKind::Tokio | BackendKind::TokioPerCore => Box::new(|delay, request, responder| {
-            let guard = responder.guard();
-            tokio::spawn(fastwire_common::work::answer_async(guard, async move {
-                tokio::time::sleep(delay).await;
+        BackendKind::Tokio | BackendKind::TokioPerCore => {
+            crate::backend::start_async(kind, addr, config, move |request, responder| async move {
+                if let Some(work) = demo.work {
+                    burn(work);
+                }
+                if let Some(delay) = demo.delay_of(&request.as_request()) {
+                    tokio::time::sleep(delay).await;
+                }
                 respond(&request, responder);
-            }));
-        }),
-        // A local task on the connection's executor, with glommio's timer.
+            })
+        }
+        // A local task per waiting call on the connection's executor, with
+        // glommio's timer; the rest inline.
         #[cfg(feature = "glommio")]
-        BackendKind::Glommio => Box::new(|delay, request, responder| {
-            let guard = responder.guard();
-            fastwire_glommio::glommio::spawn_local(fastwire_common::work::answer_async(guard, async move {
-                fastwire_glommio::glommio::timer::sleep(delay).await;
-                respond(&request, responder);
-            }))
-            .detach();
-        }),
+        BackendKind::Glommio => {
+            let later: Later = Box::new(|delay, request, responder| {
+                let guard = responder.guard();
+                fastwire_glommio::glommio::spawn_local(fastwire_common::work::answer_async(guard, async move {
+                    fastwire_glommio::glommio::timer::sleep(delay).await;
+                    respond(&request, responder);
+                }))
+                .detach();
+            });
+            start_server(kind, addr, config, DemoHandler { demo, later })
+        }
+        // Deferred answers from a timer thread; the rest inline.
         #[allow(unreachable_patterns)]
-        _ => timer_later()?,
-    };
-    start_server(kind, addr, config, DemoHandler { demo, later })
+        _ => start_server(kind, addr, config, DemoHandler { demo, later: timer_later()? }),
+    }
 }
 
 #[cfg(test)]

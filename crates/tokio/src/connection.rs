@@ -27,13 +27,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fastwire_common::{net, ConnTally};
-use fastwire_proto::{Connection, Flow, Handler, ServerConn, Wake};
+use fastwire_proto::{Connection, Flow, ServerConn, Wake};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::time::{timeout, Instant};
 
-use crate::server::Shared;
+use crate::server::{ConnHandler, Shared};
 
 /// After this long without traffic a connection gives its buffers back.
 const IDLE_RELEASE: Duration = Duration::from_secs(1);
@@ -70,11 +70,11 @@ pub(crate) struct Progress {
     pub(crate) deferred: AtomicUsize,
 }
 
-pub(crate) async fn serve<H: Handler + 'static>(
+pub(crate) async fn serve<H: ConnHandler>(
     id: u64,
     mut stream: TcpStream,
     shared: Arc<Shared>,
-    handler: Arc<H>,
+    handler: H,
     progress: Arc<Progress>,
 ) {
     let _guard = Guard { id, shared: &shared };
@@ -93,7 +93,7 @@ pub(crate) async fn serve<H: Handler + 'static>(
         let mut failed = None;
         let mut delayed = false;
         loop {
-            let flow = conn.process(&*handler);
+            let flow = conn.process(&handler);
             tally.sync(&conn, &shared.counters);
             progress.deferred.store(conn.deferred_in_flight(), Ordering::Relaxed);
             if let (Some(delay), false, Ok(Flow::NeedInput), true) = (config.batch_delay, delayed, &flow, reading) {
@@ -128,6 +128,7 @@ pub(crate) async fn serve<H: Handler + 'static>(
                         biased;
                         _ = stop.wait_for(|stopping| *stopping) => break 'conn "shutdown",
                         _ = wake.0.notified() => continue,
+                        _ = std::future::poll_fn(|cx| handler.poll_requests(cx)), if handler.has_requests() => continue,
                     }
                 }
                 Ok(Flow::NeedInput) => break,
@@ -148,6 +149,7 @@ pub(crate) async fn serve<H: Handler + 'static>(
             let quiet = config.idle_timeout.unwrap_or(Duration::MAX);
             tokio::select! {
                 _ = wake.0.notified() => continue,
+                _ = std::future::poll_fn(|cx| handler.poll_requests(cx)), if handler.has_requests() => continue,
                 _ = tokio::time::sleep(quiet) => break "deferred answers stopped coming (idle_timeout)",
             }
         }
@@ -170,6 +172,8 @@ pub(crate) async fn serve<H: Handler + 'static>(
             biased;
             _ = stop.wait_for(|stopping| *stopping) => break "shutdown",
             _ = wake.0.notified() => continue,
+            // An async handler's request futures run here, beside the socket.
+            _ = std::future::poll_fn(|cx| handler.poll_requests(cx)), if handler.has_requests() => continue,
             ready = tokio::time::timeout_at(wait_until, stream.readable()) => ready,
         };
         let read = ready.map(|r| r.and_then(|()| stream.try_read_buf(conn.read_buffer())));
@@ -195,7 +199,10 @@ pub(crate) async fn serve<H: Handler + 'static>(
         // Graceful shutdown: answer the deferred calls still running (the
         // handle aborts this task when the grace period ends).
         while conn.deferred_in_flight() > 0 {
-            wake.0.notified().await;
+            tokio::select! {
+                _ = wake.0.notified() => {}
+                _ = std::future::poll_fn(|cx| handler.poll_requests(cx)), if handler.has_requests() => {}
+            }
             if conn.collect_deferred().is_err() {
                 break;
             }
