@@ -2,7 +2,8 @@
 //! no font files, no system libraries, text left to the browser).
 //!
 //! One chart per workload configuration, one bar per backend: ns/op for the
-//! throughput workloads, p50 and p99 latency for `pingpong` and `conns`,
+//! throughput workloads, p50 and p99 latency for `pingpong`, `conns` and
+//! `mixed` (its instant calls),
 //! whose point is latency. Shorter is better in every chart.
 
 use std::path::{Path, PathBuf};
@@ -40,7 +41,7 @@ pub fn draw(rows: &[Row], dir: &Path) -> Result<Vec<PathBuf>, String> {
     let mut written = Vec::new();
     for (key, members) in groups {
         let metric = match members[0].workload.as_str() {
-            "pingpong" | "conns" => Metric::Latency,
+            "pingpong" | "conns" | "mixed" | "mixed-base" => Metric::Latency,
             _ => Metric::NsPerOp,
         };
         let path = dir.join(format!("{key}.svg"));

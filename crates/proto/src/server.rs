@@ -273,6 +273,7 @@ impl ServerConn {
                 out.extend_from_slice(&request.id.to_le_bytes());
                 out.extend_from_slice(&[0; 4]);
                 let id = request.id;
+                // ANCHOR: handler_call
                 let mut writer = ResponseWriter::for_request(out, id, &mut self.deferral, holds_slot);
                 // A panicking handler must not take the thread, loop or task
                 // with it: catch it, answer nothing, close this connection.
@@ -290,6 +291,7 @@ impl ServerConn {
                     // The responder answers later (and gives the slot back).
                     out.truncate(header_at);
                     self.deferred += 1;
+                    // ANCHOR_END: handler_call
                 } else {
                     if holds_slot {
                         self.release_slot();
