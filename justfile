@@ -19,6 +19,18 @@ compare *args:
 compare-report dir="docs/src/results":
     cargo run --release -- compare --duration 1s --json {{dir}}/compare.json --markdown {{dir}}/compare.md --svg {{dir}}
 
+# Handlers that wait, work or are slow now and then (the guide's "When handlers wait").
+compare-waiting dir="docs/src/results/waiting":
+    cargo run --release -- compare --workload wait,cpu,mixed,mixed-base --duration 1s --json {{dir}}/compare.json --markdown {{dir}}/compare.md --svg {{dir}}
+
+# The key-value service example: async handlers, an error convention, deadlines, a restart.
+kv:
+    cargo run --release --example kv
+
+# A tokio task per request against a set of futures per connection, for async handlers.
+async-spawn-vs-set:
+    cargo run --release --example async_spawn_vs_set
+
 # Load any fastrpc server (Go's included). E.g. `just load 127.0.0.1:7000 --rate 50000`.
 load addr="127.0.0.1:7000" *args:
     cargo run --release -- load --addr {{addr}} {{args}}
@@ -73,8 +85,9 @@ fuzz target="server_decode" seconds="60":
     cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run {{target}} --fuzz-dir . -- -max_total_time={{seconds}}
 
 # Serve the demo handler (backend: std, tokio, tokio-per-core, mio, mio-acceptor, glommio).
-serve backend="tokio" addr="127.0.0.1:7000":
-    cargo run --release -- serve --backend {{backend}} --addr {{addr}}
+# Extra arguments go to `fastwire serve`, e.g. `just serve mio 127.0.0.1:7000 --handler-delay 5ms`.
+serve backend="tokio" addr="127.0.0.1:7000" *args:
+    cargo run --release -- serve --backend {{backend}} --addr {{addr}} {{args}}
 
 # Server memory per idle connection, server and clients in separate processes.
 idle-memory backends="mio,glommio,tokio,tokio-per-core" connections="10000":

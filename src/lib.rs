@@ -16,6 +16,9 @@
 //! * [`backend`]: every backend behind one run-time interface, by name
 //!   ([`BackendKind`]), for the command line, the conformance suite and the
 //!   benchmarks.
+//! * [`demo`]: the demo service on every backend, with handlers that wait
+//!   (through each backend's own waiting path) or burn CPU, as
+//!   `fastwire serve` and the `wait`, `cpu` and `mixed` workloads use it.
 //! * [`harness`]: the benchmark harness: workloads, load generation, floors,
 //!   figures and reports, behind `fastwire compare`, `fastwire load` and
 //!   the criterion benches.

@@ -15,6 +15,11 @@
 //! too low, [`probe`] and every constructor return an error that says which
 //! and what to change.
 //!
+//! Handlers that wait are `async` ([`Server::serve_async`]): a local task
+//! per request on the connection's executor (`!Send` futures are fine).
+//! Deferred answers from other threads wake the connection's task through an
+//! `AtomicWaker`.
+//!
 //! ## Layout (the same in every fastwire backend)
 //!
 //! * [`server`]: [`Server`] (bind, serve) and [`ServerHandle`] (stats,

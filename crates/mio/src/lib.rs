@@ -28,7 +28,11 @@
 //!   nothing.
 //! * **A slab of connections per loop**, indexed by the event's token.
 //! * **The handler runs inline** on the loop: no hand-off, no lock. A slow
-//!   handler delays every connection of its loop, which is the price.
+//!   handler delays every connection of its loop, which is the price. A
+//!   handler that waits defers instead ([`proto::deferred`]): its answer
+//!   comes back through the loop's `Waker` and a list of woken connections;
+//!   a blocking one runs on a worker pool ([`Server::serve_blocking`]). A
+//!   handler that panics closes its connection, never the loop.
 //! * **One read buffer per loop**: a socket is read into the loop's buffer
 //!   and only what arrived is copied to the connection, so an idle
 //!   connection holds a few hundred bytes, not a 64 KiB buffer.

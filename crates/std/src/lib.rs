@@ -11,6 +11,12 @@
 //! between reader and writer is a lock and a wake-up, and ten thousand
 //! connections are twenty thousand threads.
 //!
+//! Handlers run on the connection's reader thread; one that waits holds up
+//! only its own connection, but all of it. To wait without that, a handler
+//! defers ([`proto::deferred`]) and the writer thread is woken (unparked)
+//! when the answer comes, or the server runs it on a worker pool
+//! ([`Server::serve_blocking`]).
+//!
 //! ## Layout (the same in every fastwire backend)
 //!
 //! * [`server`]: [`Server`] (bind, serve) and [`ServerHandle`] (stats,

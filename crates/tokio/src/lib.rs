@@ -15,6 +15,11 @@
 //!   listeners and a connection never leaves its thread. No work stealing,
 //!   no cross-thread wake-ups: the thread-per-core design of glommio, on tokio.
 //!
+//! Handlers that wait are `async` ([`Server::serve_async`]): each
+//! connection keeps its requests' futures in a set that its task polls
+//! beside the socket, answering each as it completes. Deferred answers from
+//! other threads wake the task through a `Notify`.
+//!
 //! ## Layout (the same in every fastwire backend)
 //!
 //! * [`server`]: [`Server`] (bind, serve) and [`ServerHandle`] (stats,
