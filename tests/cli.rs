@@ -24,6 +24,23 @@ fn response(s: &mut TcpStream) -> (u32, Vec<u8>) {
     (u32::from_le_bytes(head[..4].try_into().unwrap()), value)
 }
 
+/// `fastwire serve ARGS` as a child process; its stdout after the first line,
+/// and the address that line names ("fastwire: serving on ADDR (backend NAME)").
+fn serve(args: &[&str]) -> (std::process::Child, BufReader<std::process::ChildStdout>, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fastwire"))
+        .arg("serve")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let addr = line.split_whitespace().nth(3).unwrap_or_else(|| panic!("unexpected first line {line:?}")).to_owned();
+    (child, stdout, addr)
+}
+
 #[test]
 fn serve_answers_a_spec_client_on_every_backend() {
     for backend in ["std", "tokio", "tokio-per-core", "mio", "mio-acceptor", "glommio"] {
@@ -31,18 +48,8 @@ fn serve_answers_a_spec_client_on_every_backend() {
             eprintln!("skipped {backend}: {why}");
             continue;
         }
-        let mut child = Command::new(env!("CARGO_BIN_EXE_fastwire"))
-            .args(["serve", "--backend", backend, "--addr", "127.0.0.1:0", "--sniff", "xy", "--version", "7"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        stdout.read_line(&mut line).unwrap();
-        // "fastwire: serving on 127.0.0.1:PORT (backend NAME)"
-        let addr = line.split_whitespace().nth(3).unwrap_or_else(|| panic!("unexpected first line {line:?}"));
-
+        let (mut child, mut stdout, addr) =
+            serve(&["--backend", backend, "--addr", "127.0.0.1:0", "--sniff", "xy", "--version", "7"]);
         let mut s = TcpStream::connect(addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         // Handshake: sniff header "xy", version 7, no compression, no TLS.
@@ -82,17 +89,20 @@ fn serve_with_a_waiting_handler_and_a_concurrency_limit() {
             eprintln!("skipped {backend}: {why}");
             continue;
         }
-        let mut child = Command::new(env!("CARGO_BIN_EXE_fastwire"))
-            .args(["serve", "--backend", backend, "--addr", "127.0.0.1:0", "--handler-delay", "200ms"])
-            .args(["--handler-work", "10us", "--concurrency", "1", "--over-limit", "reject"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        stdout.read_line(&mut line).unwrap();
-        let addr = line.split_whitespace().nth(3).unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+        let (mut child, _stdout, addr) = serve(&[
+            "--backend",
+            backend,
+            "--addr",
+            "127.0.0.1:0",
+            "--handler-delay",
+            "200ms",
+            "--handler-work",
+            "10us",
+            "--concurrency",
+            "1",
+            "--over-limit",
+            "reject",
+        ]);
         let mut s = TcpStream::connect(addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         s.write_all(&[0, 1, 0]).unwrap();
