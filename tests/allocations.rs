@@ -99,8 +99,10 @@ fn steady_state_allocates_nothing_per_call() {
 /// worker pool allocate nothing per call (small requests are copied
 /// inline); an `async` handler on tokio one object per call (its future's
 /// node in the connection's set), measured 1.00 at 1 call in flight and
-/// 1.10 at 1,000 (2026-11-24; where the extra tenth comes from is not
-/// established). Each handler answers at once, so only the path's own cost
+/// 1.10 at 1,000 (2026-11-24; a profile of the server process alone,
+/// `perf record -e probe_libc:malloc --call-graph dwarf`, shows nothing but
+/// that node, so the extra tenth is the in-process client's, meeting
+/// responses in bigger bursts). Each handler answers at once, so only the path's own cost
 /// is counted. glommio's local task per call is reported, not asserted (its
 /// executor allocates, see `KNOWN_TO_ALLOCATE`).
 #[test]
