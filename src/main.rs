@@ -16,7 +16,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use fastwire::backend::BackendKind;
 use fastwire::demo::{start_demo, Demo};
-use fastwire::harness::{self, drive, report, Row, Spec, Timing, Workload};
+use fastwire::harness::{self, drive, report, Role, Row, Spec, Timing, Workload};
 use fastwire::proto::{Compression, Limits, OverLimit, ProtocolConfig, ServerConfig};
 
 // Every allocation of the process is counted, for allocs/op.
@@ -171,6 +171,12 @@ struct CompareArgs {
     /// Calls per second of the conns workload (open loop), over all its connections.
     #[arg(long)]
     rate: Option<f64>,
+    /// Roles, comma-separated: both (a backend's client and server
+    /// together), server (its server loaded by the blaster), client (its
+    /// client against the floor server). server and client apply to
+    /// fastrpc and pingpong [default: all three for those, both for the rest].
+    #[arg(long, value_delimiter = ',')]
+    role: Vec<Role>,
     /// Leave out the floors (the no-protocol references).
     #[arg(long)]
     no_floor: bool,
@@ -314,11 +320,20 @@ fn specs(args: &CompareArgs) -> Vec<Spec> {
                     (or(&args.connections, d.connections), vec![d.depth], vec![d.value_size])
                 }
             };
-            for &connections in &connections {
-                for &depth in &depths {
-                    for &value_size in &sizes {
-                        let rate = if workload == Workload::Conns { args.rate.or(d.rate) } else { None };
-                        specs.push(Spec { connections, depth, value_size, rate, ..d.clone() });
+            // The blaster and the floor server speak fastrpc and pingpong.
+            let roles: Vec<Role> = match workload {
+                Workload::Fastrpc | Workload::Pingpong if args.role.is_empty() => Role::ALL.to_vec(),
+                Workload::Fastrpc | Workload::Pingpong => args.role.clone(),
+                _ if args.role.is_empty() || args.role.contains(&Role::Both) => vec![Role::Both],
+                _ => Vec::new(),
+            };
+            for &role in &roles {
+                for &connections in &connections {
+                    for &depth in &depths {
+                        for &value_size in &sizes {
+                            let rate = if workload == Workload::Conns { args.rate.or(d.rate) } else { None };
+                            specs.push(Spec { connections, depth, value_size, rate, role, ..d.clone() });
+                        }
                     }
                 }
             }
@@ -344,7 +359,14 @@ fn compare(args: CompareArgs) -> Result<(), Box<dyn std::error::Error>> {
             .progress_chars("=> "),
     );
     let describe = |spec: &Spec| {
-        format!("{} ({} conns x {}, {})", spec.workload, spec.connections, spec.depth, report::size(spec.value_size))
+        format!(
+            "{} {} ({} conns x {}, {})",
+            spec.workload,
+            spec.role,
+            spec.connections,
+            spec.depth,
+            report::size(spec.value_size)
+        )
     };
     let rows = harness::compare(&plan, &mut |event| match event {
         harness::compare::Event::Start { backend, spec } => bar.set_message(format!("{backend}: {}", describe(spec))),

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use serde_json::Value;
 
 /// The keys `--json` promises, exactly.
-const KEYS: [&str; 15] = [
+const KEYS: [&str; 16] = [
     "allocs_per_op",
     "backend",
     "compress",
@@ -21,6 +21,7 @@ const KEYS: [&str; 15] = [
     "p50_ns",
     "p999_ns",
     "p99_ns",
+    "role",
     "seconds",
     "value_size",
     "workload",
@@ -71,9 +72,12 @@ fn compare_measures_every_workload_and_writes_json_markdown_and_svg() {
 
     let rows = rows(&json);
     rows.iter().for_each(check_row);
-    let find = |backend: &str, workload: &str| {
-        rows.iter().filter(move |r| r["backend"] == backend && r["workload"] == workload).collect::<Vec<_>>()
+    let find_role = |backend: &str, workload: &str, role: &str| {
+        rows.iter()
+            .filter(move |r| r["backend"] == backend && r["workload"] == workload && r["role"] == role)
+            .collect::<Vec<_>>()
     };
+    let find = |backend: &str, workload: &str| find_role(backend, workload, "both");
     // Every workload on both backends: fastrpc, nowait, conns once; sizes
     // and pingpong once per value size; floors beside fastrpc and pingpong.
     for backend in ["mio", "tokio"] {
@@ -87,6 +91,16 @@ fn compare_measures_every_workload_and_writes_json_markdown_and_svg() {
     }
     assert_eq!(find("floor", "pingpong").len(), 2);
     assert_eq!(find("floor", "fastrpc").len(), 1);
+    // fastrpc and pingpong also measure servers alone (under the blaster)
+    // and clients alone (against the floor server), each with the floor
+    // pair beside them.
+    for role in ["server", "client"] {
+        for backend in ["floor", "mio", "tokio"] {
+            assert_eq!(find_role(backend, "fastrpc", role).len(), 1, "{backend} {role}");
+            assert_eq!(find_role(backend, "pingpong", role).len(), 2, "{backend} {role}");
+        }
+        assert!(find_role("mio", "sizes", role).is_empty());
+    }
     assert!(find("floor", "sizes").is_empty());
     // The ideal of `wait` is computed: 2 connections x 4 in flight per 1 ms wait.
     assert_eq!(find("floor", "wait")[0]["ns_per_op"], 125_000.0);
@@ -110,13 +124,15 @@ fn compare_measures_every_workload_and_writes_json_markdown_and_svg() {
     assert!((implied - 1.0).abs() < 1e-6, "MB/s = 261 B / ns_per_op: {fastrpc}");
 
     let markdown = std::fs::read_to_string(&markdown).unwrap();
-    assert!(markdown.starts_with("| backend | workload |"));
-    assert!(markdown.contains("| floor | pingpong |") && markdown.contains("rustc"));
+    assert!(markdown.starts_with("| backend | role | workload |"));
+    assert!(markdown.contains("| floor | both | pingpong |") && markdown.contains("rustc"));
+    assert!(markdown.contains("| mio | server | fastrpc |") && markdown.contains("x |"), "ratios to the floor");
     let charts: Vec<_> = std::fs::read_dir(&svg).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(
         charts.len(),
-        11,
-        "one per configuration: fastrpc, 2 pingpong, 2 sizes, nowait, conns, wait, cpu, mixed, mixed-base: {charts:?}"
+        17,
+        "one per configuration: fastrpc and 2 pingpong in three roles, 2 sizes, nowait, conns, wait, cpu, mixed, \
+         mixed-base: {charts:?}"
     );
     for chart in &charts {
         let text = std::fs::read_to_string(svg.join(chart)).unwrap();

@@ -25,7 +25,7 @@ pub fn draw(rows: &[Row], dir: &Path) -> Result<Vec<PathBuf>, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     let mut groups: Vec<(String, Vec<&Row>)> = Vec::new();
     for row in rows {
-        let key = format!(
+        let mut key = format!(
             "{}-{}-c{}-d{}-{}",
             row.workload,
             row.compress,
@@ -33,6 +33,10 @@ pub fn draw(rows: &[Row], dir: &Path) -> Result<Vec<PathBuf>, String> {
             row.depth,
             size(row.value_size).replace(' ', "")
         );
+        // Servers alone and clients alone get charts of their own.
+        if row.role != "both" {
+            key = format!("{key}-{}", row.role);
+        }
         match groups.iter_mut().find(|(k, _)| *k == key) {
             Some((_, members)) => members.push(row),
             None => groups.push((key, vec![row])),
@@ -56,8 +60,13 @@ fn title(row: &Row, metric: Metric) -> String {
         Metric::NsPerOp => "ns/op (wall time / calls)",
         Metric::Latency => "latency, p50 (dark) and p99 (light), µs",
     };
+    let role = match row.role.as_str() {
+        "server" => " (servers alone, loaded by the blaster)",
+        "client" => " (clients alone, against the floor server)",
+        _ => "",
+    };
     format!(
-        "{}: {} conns × {} deep, {} values, {}: {what}",
+        "{}{role}: {} conns × {} deep, {} values, {}: {what}",
         row.workload,
         row.connections,
         row.depth,

@@ -14,8 +14,10 @@ use fastwire_proto::demo_handler;
 use super::drive::{self, Mode, Sample, Timing};
 use super::env::{self, Machine};
 use super::floor;
+use super::peers::{self, FloorServer};
+use super::report;
 use super::report::Row;
-use super::workload::{Spec, Workload};
+use super::workload::{Role, Spec, Workload};
 use crate::backend::{self, BackendKind};
 
 /// What to run.
@@ -115,6 +117,10 @@ pub fn compare(plan: &Plan, progress: &mut dyn FnMut(Event<'_>)) -> Vec<Row> {
     }
     let mut rows = Vec::new();
     for spec in &plan.specs {
+        if spec.role != Role::Both {
+            measure_role(plan, spec, &runnable, &machine, progress, &mut rows);
+            continue;
+        }
         if let (true, Some(ideal)) = (plan.floors, ideal(spec)) {
             let row =
                 Row::new("floor", spec, &ideal, Some(&ideal), machine.env(env::floor_layout(spec.workload), true));
@@ -158,6 +164,53 @@ pub fn compare(plan: &Plan, progress: &mut dyn FnMut(Event<'_>)) -> Vec<Row> {
         }
     }
     rows
+}
+
+/// A `server` or `client` configuration: the floor pair first (blaster
+/// against floor server), then each backend's server under the blaster, or
+/// each backend's client against the floor server.
+fn measure_role(
+    plan: &Plan,
+    spec: &Spec,
+    runnable: &[BackendKind],
+    machine: &Machine,
+    progress: &mut dyn FnMut(Event<'_>),
+    rows: &mut Vec<Row>,
+) {
+    let twice = |run: &dyn Fn(Mode) -> Result<Sample, String>| -> Result<(Sample, Sample), String> {
+        Ok((run(Mode::Timed)?, run(Mode::Counted)?))
+    };
+    let mut record = |backend: &str, threads: String, result: Result<(Sample, Sample), String>| match result {
+        Ok((timed, counted)) => {
+            let row = Row::new(backend, spec, &timed, Some(&counted), machine.env(threads, true));
+            progress(Event::Done(&row));
+            rows.push(row);
+        }
+        Err(reason) => progress(Event::Skipped { backend, spec: Some(spec), reason: &reason }),
+    };
+    if plan.floors {
+        let result = FloorServer::start(spec)
+            .and_then(|floor| twice(&|mode| peers::blast(floor.local_addr(), spec, &plan.timing, mode)));
+        record(report::FLOOR, env::floor_pair_layout(), result);
+    }
+    for &kind in runnable {
+        let result = match spec.role {
+            Role::Server => {
+                let any: SocketAddr = "127.0.0.1:0".parse().expect("literal");
+                start(kind, any, spec).map_err(|e| format!("starting the {kind} server: {e}")).and_then(|server| {
+                    let result = twice(&|mode| peers::blast(server.local_addr(), spec, &plan.timing, mode));
+                    server.shutdown(Duration::from_secs(2));
+                    result
+                })
+            }
+            // One row per client (the per-core and acceptor layouts are server layouts).
+            _ if kind.client_kind() != kind => continue,
+            _ => FloorServer::start(spec).and_then(|floor| {
+                twice(&|mode| drive::closed_loop(kind, floor.local_addr(), spec, &plan.timing, mode, None))
+            }),
+        };
+        record(kind.name(), env::role_layout(kind, spec.role), result);
+    }
 }
 
 /// One backend on one configuration: a server of its own, a timed run and

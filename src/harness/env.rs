@@ -156,6 +156,26 @@ fn handlers(backend: BackendKind, workload: Workload) -> Option<&'static str> {
     }
 }
 
+/// The thread layout of the floor pair (blaster against floor server).
+pub fn floor_pair_layout() -> String {
+    "floor pair: per connection one blaster thread (pre-encoded request windows, responses counted and their ids \
+     checked) and one floor-server thread (frames parsed, answered at once, one write per batch)"
+        .into()
+}
+
+/// The thread layout of a `server` or `client` row.
+pub fn role_layout(backend: BackendKind, role: super::workload::Role) -> String {
+    let full = layout(backend, Workload::Fastrpc);
+    let (server, load) = full.split_once("; load: ").unwrap_or((&full, ""));
+    match role {
+        super::workload::Role::Server => format!("{server}; load: the blaster, a thread per connection"),
+        super::workload::Role::Client => {
+            format!("server: the floor server, a thread per connection; load: {load}")
+        }
+        super::workload::Role::Both => full,
+    }
+}
+
 /// The thread layout of a floor.
 pub fn floor_layout(workload: Workload) -> String {
     match workload {

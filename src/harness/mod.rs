@@ -34,6 +34,7 @@ pub mod drive;
 pub mod env;
 pub mod floor;
 pub mod live;
+pub mod peers;
 pub mod report;
 pub mod workload;
 
@@ -41,4 +42,4 @@ pub use compare::{compare, Plan};
 pub use drive::{Sample, Timing};
 pub use env::Env;
 pub use report::Row;
-pub use workload::{Spec, Workload};
+pub use workload::{Role, Spec, Workload};

@@ -14,6 +14,10 @@ pub struct Row {
     pub backend: String,
     /// Workload name.
     pub workload: String,
+    /// `both` (a backend's client and server together), `server` (its
+    /// server, loaded by the blaster) or `client` (its client, against the
+    /// floor server).
+    pub role: String,
     /// Client connections.
     pub connections: usize,
     /// Calls in flight per connection.
@@ -52,6 +56,7 @@ impl Row {
         Row {
             backend: backend.to_owned(),
             workload: spec.workload.name().to_owned(),
+            role: spec.role.name().to_owned(),
             connections: spec.connections,
             depth: spec.depth,
             value_size: spec.value_size,
@@ -122,8 +127,9 @@ fn allocs(a: Option<f64>) -> String {
 }
 
 /// The columns of the table, in order.
-pub const COLUMNS: [&str; 13] = [
+pub const COLUMNS: [&str; 15] = [
     "backend",
+    "role",
     "workload",
     "compress",
     "conns",
@@ -136,11 +142,43 @@ pub const COLUMNS: [&str; 13] = [
     "p99",
     "p99.9",
     "max",
+    "vs floor",
 ];
 
-fn cells(row: &Row) -> [String; 13] {
+/// Text columns (left-aligned) come first.
+const TEXT_COLUMNS: usize = 4;
+
+/// The row this one is compared with: the floor of the same configuration
+/// and role (the hand-written floor for `both`, the floor pair of blaster
+/// and floor server for `server` and `client`).
+fn floor_of<'a>(row: &Row, rows: &'a [Row]) -> Option<&'a Row> {
+    rows.iter().find(|f| {
+        f.backend == FLOOR
+            && f.role == row.role
+            && f.workload == row.workload
+            && (f.connections, f.depth, f.value_size) == (row.connections, row.depth, row.value_size)
+            && f.compress == row.compress
+    })
+}
+
+/// The backend name of floor rows.
+pub const FLOOR: &str = "floor";
+
+/// How far a row is from its floor: p50 over p50 for `pingpong` (latency is
+/// its point), ns/op over ns/op otherwise.
+pub fn vs_floor(row: &Row, rows: &[Row]) -> Option<f64> {
+    let floor = floor_of(row, rows).filter(|f| !std::ptr::eq(*f, row) && f.backend != row.backend)?;
+    if row.workload == "pingpong" {
+        Some(row.p50_ns? as f64 / floor.p50_ns? as f64)
+    } else {
+        Some(row.ns_per_op / floor.ns_per_op)
+    }
+}
+
+fn cells(row: &Row, rows: &[Row]) -> [String; 15] {
     [
         row.backend.clone(),
+        row.role.clone(),
         row.workload.clone(),
         row.compress.clone(),
         number(row.connections as f64, 0),
@@ -153,21 +191,29 @@ fn cells(row: &Row) -> [String; 13] {
         duration(row.p99_ns),
         duration(row.p999_ns),
         duration(row.max_ns),
+        vs_floor(row, rows).map_or("-".into(), |r| format!("{r:.2}x")),
     ]
 }
 
 /// A plain-text table, columns aligned (text left, numbers right).
 pub fn table(rows: &[Row]) -> String {
-    let all: Vec<[String; 13]> = rows.iter().map(cells).collect();
+    let all: Vec<[String; 15]> = rows.iter().map(|r| cells(r, rows)).collect();
     let widths: Vec<usize> = (0..COLUMNS.len())
         .map(|i| all.iter().map(|r| r[i].chars().count()).chain([COLUMNS[i].len()]).max().unwrap_or(0))
         .collect();
     let line = |cells: &[String]| {
-        let parts: Vec<String> = cells
-            .iter()
-            .enumerate()
-            .map(|(i, c)| if i < 3 { format!("{c:<w$}", w = widths[i]) } else { format!("{c:>w$}", w = widths[i]) })
-            .collect();
+        let parts: Vec<String> =
+            cells
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    if i < TEXT_COLUMNS {
+                        format!("{c:<w$}", w = widths[i])
+                    } else {
+                        format!("{c:>w$}", w = widths[i])
+                    }
+                })
+                .collect();
         parts.join("  ").trim_end().to_owned() + "\n"
     };
     let mut out = line(&COLUMNS.map(str::to_owned));
@@ -183,10 +229,14 @@ pub fn markdown(rows: &[Row]) -> String {
     let mut out = format!("| {} |\n", COLUMNS.join(" | "));
     out += &format!(
         "|{}\n",
-        COLUMNS.iter().enumerate().map(|(i, _)| if i < 3 { " --- |" } else { " ---: |" }).collect::<String>()
+        COLUMNS
+            .iter()
+            .enumerate()
+            .map(|(i, _)| if i < TEXT_COLUMNS { " --- |" } else { " ---: |" })
+            .collect::<String>()
     );
     for row in rows {
-        out += &format!("| {} |\n", cells(row).join(" | "));
+        out += &format!("| {} |\n", cells(row, rows).join(" | "));
     }
     out
 }

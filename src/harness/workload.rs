@@ -87,6 +87,7 @@ impl Workload {
             rate: None,
             sniff: Vec::new(),
             version: 0,
+            role: Role::Both,
         };
         match self {
             Workload::Fastrpc => base,
@@ -125,6 +126,49 @@ impl FromStr for Workload {
     }
 }
 
+/// What a measurement measures: a backend's server and client together, or
+/// one of them against a floor peer (see [`super::peers`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Role {
+    /// The backend's client against its own server (one row each, as always).
+    #[default]
+    Both,
+    /// The backend's server, loaded by the blaster.
+    Server,
+    /// The backend's client, against the floor server.
+    Client,
+}
+
+impl Role {
+    /// Every role, in report order.
+    pub const ALL: [Role; 3] = [Role::Both, Role::Server, Role::Client];
+
+    /// The name on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Both => "both",
+            Role::Server => "server",
+            Role::Client => "client",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Role::ALL
+            .into_iter()
+            .find(|r| r.name() == s)
+            .ok_or_else(|| format!("unknown role {s:?}: the roles are both, server, client"))
+    }
+}
+
 /// The value of fastrpc's benchmark request.
 pub const FASTRPC_VALUE: &[u8] = b"foobar";
 
@@ -152,6 +196,8 @@ pub struct Spec {
     pub sniff: Vec<u8>,
     /// The protocol version byte (fastrpc's default: 0).
     pub version: u8,
+    /// Server and client together, or one of them against a floor peer.
+    pub role: Role,
 }
 
 impl Spec {
