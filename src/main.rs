@@ -180,6 +180,11 @@ struct CompareArgs {
     /// Leave out the floors (the no-protocol references).
     #[arg(long)]
     no_floor: bool,
+    /// Run each server under the blaster (`--role server`) as a child
+    /// `fastwire serve` process, and report its own CPU time per call and
+    /// its memory.
+    #[arg(long)]
+    processes: bool,
     /// Draw SVG charts into this directory.
     #[arg(long, value_name = "DIR")]
     svg: Option<std::path::PathBuf>,
@@ -348,6 +353,7 @@ fn compare(args: CompareArgs) -> Result<(), Box<dyn std::error::Error>> {
         specs: specs(&args),
         timing: Timing::new(args.duration),
         floors: !args.no_floor,
+        server_exe: if args.processes { Some(std::env::current_exe()?) } else { None },
     };
     if cfg!(debug_assertions) {
         eprintln!("fastwire: this is a debug build; its figures mean nothing (use cargo run --release)");
@@ -390,8 +396,13 @@ fn compare(args: CompareArgs) -> Result<(), Box<dyn std::error::Error>> {
     print!("{}", report::table(&rows));
     if let Some(first) = rows.first() {
         let e = &first.env;
+        let where_ = if plan.server_exe.is_some() {
+            "servers under the blaster in processes of their own, the rest in this one"
+        } else {
+            "server and load in one process"
+        };
         println!(
-            "\n{} CPUs ({}), kernel {}, {} ({}), commit {}, {}; server and load in one process",
+            "\n{} CPUs ({}), kernel {}, {} ({}), commit {}, {}; {where_}",
             e.cpus, e.cpu_model, e.kernel, e.rustc, e.build, e.commit, e.date
         );
     }

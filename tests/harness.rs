@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use serde_json::Value;
 
 /// The keys `--json` promises, exactly.
-const KEYS: [&str; 16] = [
+const KEYS: [&str; 18] = [
     "allocs_per_op",
     "backend",
     "compress",
@@ -23,6 +23,8 @@ const KEYS: [&str; 16] = [
     "p99_ns",
     "role",
     "seconds",
+    "server_cpu_ns_per_op",
+    "server_rss_bytes",
     "value_size",
     "workload",
 ];
@@ -137,6 +139,37 @@ fn compare_measures_every_workload_and_writes_json_markdown_and_svg() {
     for chart in &charts {
         let text = std::fs::read_to_string(svg.join(chart)).unwrap();
         assert!(text.starts_with("<svg") && text.contains("mio") && text.contains("tokio"), "{chart:?}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `--processes`: servers under the blaster in processes of their own, with
+/// their own CPU time per call and memory.
+#[test]
+fn compare_runs_servers_in_their_own_processes() {
+    let dir = std::env::temp_dir().join(format!("fastwire-processes-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("r.json");
+    let output = fastwire()
+        .args(["compare", "--workload", "pingpong,fastrpc", "--role", "server", "--backends", "mio,std"])
+        .args(["--depth", "16", "--duration", "60ms", "--processes", "--json"])
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let rows = rows(&json);
+    assert_eq!(rows.len(), 6, "floor pair, mio and std, for pingpong and fastrpc: {rows:?}");
+    for row in &rows {
+        check_row(row);
+        assert_eq!(row["role"], "server");
+        if row["backend"] == "floor" {
+            assert!(row["server_cpu_ns_per_op"].is_null());
+            continue;
+        }
+        assert_eq!(row["env"]["same_process"], false, "{row}");
+        // CPU time comes in clock ticks (10 ms), so a short window may show 0.
+        assert!(row["server_cpu_ns_per_op"].as_f64().unwrap() >= 0.0, "{row}");
+        assert!(row["server_rss_bytes"].as_u64().unwrap() > 100_000, "{row}");
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use fastwire_proto::demo_handler;
 
+use super::child::ChildServer;
 use super::drive::{self, Mode, Sample, Timing};
 use super::env::{self, Machine};
 use super::floor;
@@ -31,12 +32,24 @@ pub struct Plan {
     pub timing: Timing,
     /// Whether to measure the floors (pingpong and fastrpc, uncompressed).
     pub floors: bool,
+    /// Run servers under the blaster (`--role server`) as child processes
+    /// of this executable (the `fastwire` binary), to report their own CPU
+    /// time per call and memory. `None`: in this process.
+    pub server_exe: Option<std::path::PathBuf>,
 }
 
 impl Plan {
     /// The measurements this plan makes (for a progress bar).
     pub fn len(&self) -> usize {
-        self.specs.iter().map(|s| self.backends.len() + usize::from(self.floors && floor_of(s).is_some())).sum()
+        let clients = self.backends.iter().filter(|k| k.client_kind() == **k).count();
+        self.specs
+            .iter()
+            .map(|s| match s.role {
+                Role::Both => self.backends.len() + usize::from(self.floors && floor_of(s).is_some()),
+                Role::Server => self.backends.len() + usize::from(self.floors),
+                Role::Client => clients + usize::from(self.floors),
+            })
+            .sum()
     }
 
     /// Whether the plan measures nothing.
@@ -102,7 +115,14 @@ fn ideal(spec: &Spec) -> Option<Sample> {
         _ => return None,
     };
     let ops = (1.0 / seconds_per_op).round() as u64;
-    Some(Sample { ops, seconds: 1.0, bytes: ops * spec.response_size() as u64, latency: None, allocations: Some(0) })
+    Some(Sample {
+        ops,
+        seconds: 1.0,
+        bytes: ops * spec.response_size() as u64,
+        latency: None,
+        allocations: Some(0),
+        counted: None,
+    })
 }
 
 /// Runs the plan, reporting each step to `progress`; returns the rows.
@@ -180,37 +200,66 @@ fn measure_role(
     let twice = |run: &dyn Fn(Mode) -> Result<Sample, String>| -> Result<(Sample, Sample), String> {
         Ok((run(Mode::Timed)?, run(Mode::Counted)?))
     };
-    let mut record = |backend: &str, threads: String, result: Result<(Sample, Sample), String>| match result {
-        Ok((timed, counted)) => {
-            let row = Row::new(backend, spec, &timed, Some(&counted), machine.env(threads, true));
+    let mut record = |backend: &str, threads: String, result: Result<ProcessRun, String>| match result {
+        Ok((timed, counted, process)) => {
+            let same_process = process.is_none();
+            let mut row = Row::new(backend, spec, &timed, Some(&counted), machine.env(threads, same_process));
+            if let Some((cpu_ns, rss)) = process {
+                row.server_cpu_ns_per_op = Some(cpu_ns as f64 / timed.ops.max(1) as f64);
+                row.server_rss_bytes = rss;
+            }
             progress(Event::Done(&row));
             rows.push(row);
         }
         Err(reason) => progress(Event::Skipped { backend, spec: Some(spec), reason: &reason }),
     };
+    let in_process = |result: Result<(Sample, Sample), String>| result.map(|(t, c)| (t, c, None));
     if plan.floors {
         let result = FloorServer::start(spec)
-            .and_then(|floor| twice(&|mode| peers::blast(floor.local_addr(), spec, &plan.timing, mode)));
-        record(report::FLOOR, env::floor_pair_layout(), result);
+            .and_then(|floor| twice(&|mode| peers::blast(floor.local_addr(), spec, &plan.timing, mode, None)));
+        record(report::FLOOR, env::floor_pair_layout(), in_process(result));
     }
     for &kind in runnable {
-        let result = match spec.role {
-            Role::Server => {
+        let result = match (spec.role, &plan.server_exe) {
+            (Role::Server, Some(exe)) => server_process(exe, kind, spec, &plan.timing),
+            (Role::Server, None) => {
                 let any: SocketAddr = "127.0.0.1:0".parse().expect("literal");
-                start(kind, any, spec).map_err(|e| format!("starting the {kind} server: {e}")).and_then(|server| {
-                    let result = twice(&|mode| peers::blast(server.local_addr(), spec, &plan.timing, mode));
-                    server.shutdown(Duration::from_secs(2));
-                    result
-                })
+                in_process(start(kind, any, spec).map_err(|e| format!("starting the {kind} server: {e}")).and_then(
+                    |server| {
+                        let result = twice(&|mode| peers::blast(server.local_addr(), spec, &plan.timing, mode, None));
+                        server.shutdown(Duration::from_secs(2));
+                        result
+                    },
+                ))
             }
             // One row per client (the per-core and acceptor layouts are server layouts).
             _ if kind.client_kind() != kind => continue,
-            _ => FloorServer::start(spec).and_then(|floor| {
+            _ => in_process(FloorServer::start(spec).and_then(|floor| {
                 twice(&|mode| drive::closed_loop(kind, floor.local_addr(), spec, &plan.timing, mode, None))
-            }),
+            })),
         };
         record(kind.name(), env::role_layout(kind, spec.role), result);
     }
+}
+
+/// A server in a child process under the blaster: the timed run, the
+/// counted run (this process's allocations: the blaster's), and the
+/// server's CPU nanoseconds over the timed window and its resident memory
+/// after it.
+type ProcessRun = (Sample, Sample, Option<(u64, Option<u64>)>);
+
+fn server_process(
+    exe: &std::path::Path,
+    kind: BackendKind,
+    spec: &Spec,
+    timing: &Timing,
+) -> Result<ProcessRun, String> {
+    let server = ChildServer::spawn(exe, kind, spec)?;
+    let cpu = || server.cpu_ns();
+    let timed = peers::blast(server.local_addr(), spec, timing, Mode::Timed, Some(&cpu))?;
+    let rss = server.rss_bytes();
+    let counted = peers::blast(server.local_addr(), spec, timing, Mode::Counted, None)?;
+    Ok((timed.clone(), counted, Some((timed.counted.unwrap_or(0), rss))))
 }
 
 /// One backend on one configuration: a server of its own, a timed run and

@@ -85,6 +85,9 @@ pub struct Sample {
     /// Allocations of the whole process in the window (counted runs, with
     /// the counting allocator installed).
     pub allocations: Option<u64>,
+    /// What the run's counter counted over the window, if it had one (the
+    /// requests a server handled, or a server process's CPU nanoseconds).
+    pub counted: Option<u64>,
 }
 
 impl Sample {
@@ -213,6 +216,7 @@ impl Tally {
             bytes: self.bytes,
             latency: self.latency,
             allocations: window.allocations,
+            counted: window.counted,
         }
     }
 }

@@ -29,6 +29,7 @@
 
 pub mod alloc;
 pub mod chart;
+pub mod child;
 pub mod compare;
 pub mod drive;
 pub mod env;

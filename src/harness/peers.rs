@@ -60,7 +60,15 @@ fn handshake(stream: &mut TcpStream, spec: &Spec) -> std::io::Result<()> {
 /// Loads the server at `addr` with `spec`'s calls: `spec.connections`
 /// threads, each keeping `spec.depth` calls in flight. Latency is recorded
 /// per call at depth 1 (pingpong), not otherwise (requests go out in blocks).
-pub fn blast(addr: SocketAddr, spec: &Spec, timing: &Timing, mode: Mode) -> Result<Sample, String> {
+/// `counter`, if given, is read as the window opens and closes (the
+/// difference is the sample's `counted`).
+pub fn blast(
+    addr: SocketAddr,
+    spec: &Spec,
+    timing: &Timing,
+    mode: Mode,
+    counter: Option<&dyn Fn() -> u64>,
+) -> Result<Sample, String> {
     check(spec)?;
     let depth = spec.depth.max(1);
     let (name, value) = spec.request();
@@ -170,7 +178,7 @@ pub fn blast(addr: SocketAddr, spec: &Spec, timing: &Timing, mode: Mode) -> Resu
                 })
             })
             .collect();
-        let window = window(&control, timing, mode, None);
+        let window = window(&control, timing, mode, counter);
         let mut total = Tally::new(if timed { Mode::Timed } else { Mode::Counted }, false);
         for worker in workers {
             total.merge(worker.join().expect("blaster thread panicked")?);
@@ -300,7 +308,7 @@ mod tests {
         for workload in [Workload::Fastrpc, Workload::Pingpong] {
             let spec = Spec { depth: 8.min(workload.defaults().depth), ..workload.defaults() };
             let floor = FloorServer::start(&spec).unwrap();
-            let sample = blast(floor.local_addr(), &spec, &timing(), Mode::Timed).unwrap();
+            let sample = blast(floor.local_addr(), &spec, &timing(), Mode::Timed, None).unwrap();
             assert!(sample.ops > 0);
             assert_eq!(sample.bytes, sample.ops * spec.response_size() as u64);
             assert_eq!(sample.latency.is_some(), spec.depth == 1, "latency only one call at a time");
@@ -323,7 +331,7 @@ mod tests {
             s.write_all(&[99, 0, 0, 0, 4, 0, 0, 0, b'r', b'e', b':', b'x']).unwrap();
             let _ = s.read(&mut request);
         });
-        let err = blast(addr, &spec, &timing(), Mode::Timed).unwrap_err();
+        let err = blast(addr, &spec, &timing(), Mode::Timed, None).unwrap_err();
         assert!(err.contains("response id 99, expected 1"), "{err}");
         liar.join().unwrap();
     }

@@ -45,6 +45,11 @@ pub struct Row {
     /// The slowest call (in the table, not in the JSON's fixed key set).
     #[serde(skip)]
     pub max_ns: Option<u64>,
+    /// The server's own CPU time per call, when it ran in a process of its
+    /// own (`--processes`).
+    pub server_cpu_ns_per_op: Option<f64>,
+    /// The server process's resident memory after the timed run (`--processes`).
+    pub server_rss_bytes: Option<u64>,
     /// Where, when and how it was measured.
     pub env: Env,
 }
@@ -70,6 +75,8 @@ impl Row {
             p99_ns: percentile(0.99),
             p999_ns: percentile(0.999),
             max_ns: timed.latency.as_ref().filter(|h| !h.is_empty()).map(|h| h.max()),
+            server_cpu_ns_per_op: None,
+            server_rss_bytes: None,
             env,
         }
     }
@@ -127,7 +134,7 @@ fn allocs(a: Option<f64>) -> String {
 }
 
 /// The columns of the table, in order.
-pub const COLUMNS: [&str; 15] = [
+pub const COLUMNS: [&str; 17] = [
     "backend",
     "role",
     "workload",
@@ -143,6 +150,8 @@ pub const COLUMNS: [&str; 15] = [
     "p99.9",
     "max",
     "vs floor",
+    "srv cpu/op",
+    "srv RSS",
 ];
 
 /// Text columns (left-aligned) come first.
@@ -175,7 +184,7 @@ pub fn vs_floor(row: &Row, rows: &[Row]) -> Option<f64> {
     }
 }
 
-fn cells(row: &Row, rows: &[Row]) -> [String; 15] {
+fn cells(row: &Row, rows: &[Row]) -> [String; 17] {
     [
         row.backend.clone(),
         row.role.clone(),
@@ -192,12 +201,14 @@ fn cells(row: &Row, rows: &[Row]) -> [String; 15] {
         duration(row.p999_ns),
         duration(row.max_ns),
         vs_floor(row, rows).map_or("-".into(), |r| format!("{r:.2}x")),
+        row.server_cpu_ns_per_op.map_or("-".into(), |ns| format!("{} ns", number(ns, 0))),
+        row.server_rss_bytes.map_or("-".into(), |b| format!("{} MiB", number(b as f64 / (1 << 20) as f64, 1))),
     ]
 }
 
 /// A plain-text table, columns aligned (text left, numbers right).
 pub fn table(rows: &[Row]) -> String {
-    let all: Vec<[String; 15]> = rows.iter().map(|r| cells(r, rows)).collect();
+    let all: Vec<[String; 17]> = rows.iter().map(|r| cells(r, rows)).collect();
     let widths: Vec<usize> = (0..COLUMNS.len())
         .map(|i| all.iter().map(|r| r[i].chars().count()).chain([COLUMNS[i].len()]).max().unwrap_or(0))
         .collect();
