@@ -144,7 +144,8 @@ struct Outputs {
 #[derive(Args)]
 struct CompareArgs {
     /// Workloads, comma-separated: fastrpc, pingpong, sizes, nowait, conns,
-    /// wait, cpu, mixed, mixed-base [default: all].
+    /// wait, cpu, mixed, mixed-base, sweep [default: all but sweep, which
+    /// runs each server at 1 to 10,000 connections: several minutes].
     #[arg(long, value_delimiter = ',')]
     workload: Vec<Workload>,
     /// Backends, comma-separated [default: every backend of this build].
@@ -305,7 +306,12 @@ fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
 /// The configurations `compare` runs: each workload's defaults, varied
 /// along the axes given on the command line.
 fn specs(args: &CompareArgs) -> Vec<Spec> {
-    let workloads = if args.workload.is_empty() { Workload::ALL.to_vec() } else { args.workload.clone() };
+    // The sweep takes a while (10,000 connections per backend): asked for by name only.
+    let workloads = if args.workload.is_empty() {
+        Workload::ALL.into_iter().filter(|w| *w != Workload::Sweep).collect()
+    } else {
+        args.workload.clone()
+    };
     let or = |given: &[usize], default: usize| if given.is_empty() { vec![default] } else { given.to_vec() };
     let mut specs = Vec::new();
     for &compress in &args.compress {
@@ -324,9 +330,19 @@ fn specs(args: &CompareArgs) -> Vec<Spec> {
                 Workload::Nowait | Workload::Conns => {
                     (or(&args.connections, d.connections), vec![d.depth], vec![d.value_size])
                 }
+                Workload::Sweep => (
+                    if args.connections.is_empty() {
+                        harness::sweep::POINTS.to_vec()
+                    } else {
+                        args.connections.clone()
+                    },
+                    vec![1],
+                    vec![d.value_size],
+                ),
             };
             // The blaster and the floor server speak fastrpc and pingpong.
             let roles: Vec<Role> = match workload {
+                Workload::Sweep => vec![Role::Server],
                 Workload::Fastrpc | Workload::Pingpong if args.role.is_empty() => Role::ALL.to_vec(),
                 Workload::Fastrpc | Workload::Pingpong => args.role.clone(),
                 _ if args.role.is_empty() || args.role.contains(&Role::Both) => vec![Role::Both],
@@ -353,7 +369,8 @@ fn compare(args: CompareArgs) -> Result<(), Box<dyn std::error::Error>> {
         specs: specs(&args),
         timing: Timing::new(args.duration),
         floors: !args.no_floor,
-        server_exe: if args.processes { Some(std::env::current_exe()?) } else { None },
+        processes: args.processes,
+        server_exe: std::env::current_exe().ok(),
     };
     if cfg!(debug_assertions) {
         eprintln!("fastwire: this is a debug build; its figures mean nothing (use cargo run --release)");
@@ -396,7 +413,7 @@ fn compare(args: CompareArgs) -> Result<(), Box<dyn std::error::Error>> {
     print!("{}", report::table(&rows));
     if let Some(first) = rows.first() {
         let e = &first.env;
-        let where_ = if plan.server_exe.is_some() {
+        let where_ = if plan.processes {
             "servers under the blaster in processes of their own, the rest in this one"
         } else {
             "server and load in one process"

@@ -174,6 +174,40 @@ fn compare_runs_servers_in_their_own_processes() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// `--workload sweep`: each server at each connection count, one call in
+/// flight per connection, with one line chart of throughput and one of p99.
+#[test]
+fn compare_sweeps_connections() {
+    let dir = std::env::temp_dir().join(format!("fastwire-sweep-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (json, svg) = (dir.join("r.json"), dir.join("svg"));
+    let output = fastwire()
+        .args(["compare", "--workload", "sweep", "--backends", "mio,tokio", "--connections", "1,20"])
+        .args(["--duration", "60ms", "--json"])
+        .arg(&json)
+        .arg("--svg")
+        .arg(&svg)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let rows = rows(&json);
+    let points: Vec<(String, u64)> =
+        rows.iter().map(|r| (r["backend"].as_str().unwrap().to_owned(), r["connections"].as_u64().unwrap())).collect();
+    assert_eq!(points, [("mio".into(), 1), ("tokio".into(), 1), ("mio".into(), 20), ("tokio".into(), 20)]);
+    for row in &rows {
+        check_row(row);
+        assert_eq!((row["workload"].as_str(), row["role"].as_str()), (Some("sweep"), Some("server")));
+        assert_eq!(row["value_size"], 100);
+        assert!(row["p99_ns"].is_number(), "{row}");
+    }
+    let mut charts: Vec<_> = std::fs::read_dir(&svg).unwrap().map(|e| e.unwrap().file_name()).collect();
+    charts.sort();
+    assert_eq!(charts, ["sweep-p99.svg", "sweep-throughput.svg"]);
+    let text = std::fs::read_to_string(svg.join("sweep-throughput.svg")).unwrap();
+    assert!(text.contains("mio") && text.contains("tokio") && text.contains("connections (log)"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn compare_rejects_unknown_names_and_says_what_exists() {
     let output = fastwire().args(["compare", "--workload", "bulk"]).output().unwrap();

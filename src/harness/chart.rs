@@ -24,7 +24,16 @@ enum Metric {
 pub fn draw(rows: &[Row], dir: &Path) -> Result<Vec<PathBuf>, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     let mut groups: Vec<(String, Vec<&Row>)> = Vec::new();
-    for row in rows {
+    let mut written = Vec::new();
+    let sweep: Vec<&Row> = rows.iter().filter(|r| r.workload == "sweep").collect();
+    if !sweep.is_empty() {
+        for (name, metric) in [("sweep-throughput", SweepMetric::CallsPerSecond), ("sweep-p99", SweepMetric::P99)] {
+            let path = dir.join(format!("{name}.svg"));
+            lines(&path, &sweep, metric).map_err(|e| format!("drawing {}: {e}", path.display()))?;
+            written.push(path);
+        }
+    }
+    for row in rows.iter().filter(|r| r.workload != "sweep") {
         let mut key = format!(
             "{}-{}-c{}-d{}-{}",
             row.workload,
@@ -42,7 +51,6 @@ pub fn draw(rows: &[Row], dir: &Path) -> Result<Vec<PathBuf>, String> {
             None => groups.push((key, vec![row])),
         }
     }
-    let mut written = Vec::new();
     for (key, members) in groups {
         let metric = match members[0].workload.as_str() {
             "pingpong" | "conns" | "mixed" | "mixed-base" => Metric::Latency,
@@ -73,6 +81,92 @@ fn title(row: &Row, metric: Metric) -> String {
         size(row.value_size),
         row.compress
     )
+}
+
+/// What a sweep chart plots against connections.
+#[derive(Clone, Copy)]
+enum SweepMetric {
+    CallsPerSecond,
+    P99,
+}
+
+/// The sweep: one line per backend, connections on a log axis.
+fn lines(path: &Path, rows: &[&Row], metric: SweepMetric) -> Result<(), Box<dyn std::error::Error>> {
+    let value = |r: &Row| match metric {
+        SweepMetric::CallsPerSecond => 1e9 / r.ns_per_op,
+        SweepMetric::P99 => r.p99_ns.map_or(f64::NAN, |ns| ns as f64 / 1e3),
+    };
+    let mut backends: Vec<&str> = Vec::new();
+    for r in rows {
+        if !backends.contains(&r.backend.as_str()) {
+            backends.push(&r.backend);
+        }
+    }
+    let max_x = rows.iter().map(|r| r.connections).max().unwrap_or(1).max(10) as f64;
+    let values: Vec<f64> = rows.iter().map(|r| value(r)).filter(|v| v.is_finite() && *v > 0.0).collect();
+    let (lo, hi) = values.iter().fold((f64::MAX, 0.0f64), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
+    let (caption, y_desc) = match metric {
+        SweepMetric::CallsPerSecond => {
+            ("sweep: calls/s by connections (one 100-byte call in flight each)", "calls per second")
+        }
+        SweepMetric::P99 => ("sweep: p99 latency by connections (one 100-byte call in flight each)", "p99, µs (log)"),
+    };
+    let root = SVGBackend::new(path, (760, 440)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut builder = ChartBuilder::on(&root);
+    builder.caption(caption, ("sans-serif", 15)).margin(14).x_label_area_size(36).y_label_area_size(70);
+    let palette = [
+        RGBColor(46, 94, 170),
+        RGBColor(200, 80, 40),
+        RGBColor(60, 150, 70),
+        RGBColor(140, 70, 160),
+        RGBColor(190, 150, 20),
+        RGBColor(30, 150, 160),
+        RGBColor(120, 120, 120),
+    ];
+    macro_rules! draw {
+        ($chart:expr) => {{
+            let mut chart = $chart;
+            chart
+                .configure_mesh()
+                .x_desc("connections (log)")
+                .y_desc(y_desc)
+                .x_label_formatter(&|x| format!("{x:.0}"))
+                .y_label_formatter(&|y| format!("{y:.0}"))
+                .draw()?;
+            for (i, backend) in backends.iter().enumerate() {
+                let color = palette[i % palette.len()];
+                let points: Vec<(f64, f64)> = rows
+                    .iter()
+                    .filter(|r| r.backend == *backend)
+                    .map(|r| (r.connections as f64, value(r)))
+                    .filter(|(_, v)| v.is_finite() && *v > 0.0)
+                    .collect();
+                chart
+                    .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?
+                    .label(*backend)
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+                chart.draw_series(points.into_iter().map(|p| Circle::new(p, 3, color.filled())))?;
+            }
+            chart
+                .configure_series_labels()
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK)
+                .position(SeriesLabelPosition::UpperRight)
+                .draw()?;
+        }};
+    }
+    match metric {
+        SweepMetric::CallsPerSecond => {
+            draw!(builder.build_cartesian_2d((1f64..max_x * 1.5).log_scale(), 0f64..hi.max(1.0) * 1.15)?)
+        }
+        SweepMetric::P99 => {
+            draw!(builder
+                .build_cartesian_2d((1f64..max_x * 1.5).log_scale(), (lo.min(hi) * 0.8..hi * 1.3).log_scale())?)
+        }
+    }
+    root.present()?;
+    Ok(())
 }
 
 fn bars(path: &Path, rows: &[&Row], metric: Metric) -> Result<(), Box<dyn std::error::Error>> {

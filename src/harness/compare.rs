@@ -18,6 +18,7 @@ use super::floor;
 use super::peers::{self, FloorServer};
 use super::report;
 use super::report::Row;
+use super::sweep;
 use super::workload::{Role, Spec, Workload};
 use crate::backend::{self, BackendKind};
 
@@ -32,9 +33,11 @@ pub struct Plan {
     pub timing: Timing,
     /// Whether to measure the floors (pingpong and fastrpc, uncompressed).
     pub floors: bool,
-    /// Run servers under the blaster (`--role server`) as child processes
-    /// of this executable (the `fastwire` binary), to report their own CPU
-    /// time per call and memory. `None`: in this process.
+    /// Run servers under the blaster (`--role server`) as child processes,
+    /// to report their own CPU time per call and memory.
+    pub processes: bool,
+    /// The `fastwire` binary, for servers in processes of their own
+    /// (`processes`, and the sweep's largest points). `None`: none can run.
     pub server_exe: Option<std::path::PathBuf>,
 }
 
@@ -45,6 +48,7 @@ impl Plan {
         self.specs
             .iter()
             .map(|s| match s.role {
+                _ if s.workload == Workload::Sweep => self.backends.len(),
                 Role::Both => self.backends.len() + usize::from(self.floors && floor_of(s).is_some()),
                 Role::Server => self.backends.len() + usize::from(self.floors),
                 Role::Client => clients + usize::from(self.floors),
@@ -137,6 +141,10 @@ pub fn compare(plan: &Plan, progress: &mut dyn FnMut(Event<'_>)) -> Vec<Row> {
     }
     let mut rows = Vec::new();
     for spec in &plan.specs {
+        if spec.workload == Workload::Sweep {
+            measure_sweep(plan, spec, &runnable, &machine, progress, &mut rows);
+            continue;
+        }
         if spec.role != Role::Both {
             measure_role(plan, spec, &runnable, &machine, progress, &mut rows);
             continue;
@@ -221,8 +229,8 @@ fn measure_role(
     }
     for &kind in runnable {
         let result = match (spec.role, &plan.server_exe) {
-            (Role::Server, Some(exe)) => server_process(exe, kind, spec, &plan.timing),
-            (Role::Server, None) => {
+            (Role::Server, Some(exe)) if plan.processes => server_process(exe, kind, spec, &plan.timing),
+            (Role::Server, _) => {
                 let any: SocketAddr = "127.0.0.1:0".parse().expect("literal");
                 in_process(start(kind, any, spec).map_err(|e| format!("starting the {kind} server: {e}")).and_then(
                     |server| {
@@ -239,6 +247,58 @@ fn measure_role(
             })),
         };
         record(kind.name(), env::role_layout(kind, spec.role), result);
+    }
+}
+
+/// One point of the connection sweep, for every backend.
+fn measure_sweep(
+    plan: &Plan,
+    spec: &Spec,
+    runnable: &[BackendKind],
+    machine: &Machine,
+    progress: &mut dyn FnMut(Event<'_>),
+    rows: &mut Vec<Row>,
+) {
+    let (warmup, measure) = (plan.timing.warmup, plan.timing.measure);
+    for &kind in runnable {
+        progress(Event::Start { backend: kind.name(), spec });
+        if let Some(reason) = sweep::cannot_hold(kind.name(), spec.connections) {
+            progress(Event::Skipped { backend: kind.name(), spec: Some(spec), reason: &reason });
+            continue;
+        }
+        let own_process = plan.processes || spec.connections >= sweep::PROCESS_FROM;
+        let result = match (&plan.server_exe, own_process) {
+            (Some(exe), true) => ChildServer::spawn(exe, kind, spec).and_then(|server| {
+                let cpu = || server.cpu_ns();
+                let sample = sweep::run(server.local_addr(), spec, warmup, measure, Some(&cpu))?;
+                Ok((sample, Some(server.rss_bytes())))
+            }),
+            (None, true) => Err(format!("{} connections need the server in a process of its own", spec.connections)),
+            (_, false) => {
+                let any: SocketAddr = "127.0.0.1:0".parse().expect("literal");
+                start(kind, any, spec).map_err(|e| format!("starting the {kind} server: {e}")).and_then(|server| {
+                    let sample = sweep::run(server.local_addr(), spec, warmup, measure, None);
+                    server.shutdown(Duration::from_secs(2));
+                    Ok((sample?, None))
+                })
+            }
+        };
+        match result {
+            Ok((sample, rss)) => {
+                let threads = format!(
+                    "{}; load: one thread, an event loop (mio) over every connection",
+                    env::role_layout(kind, Role::Server).split("; load:").next().unwrap_or_default()
+                );
+                let mut row = Row::new(kind.name(), spec, &sample, None, machine.env(threads, rss.is_none()));
+                if let Some(rss) = rss {
+                    row.server_cpu_ns_per_op = sample.counted.map(|ns| ns as f64 / sample.ops.max(1) as f64);
+                    row.server_rss_bytes = rss;
+                }
+                progress(Event::Done(&row));
+                rows.push(row);
+            }
+            Err(reason) => progress(Event::Skipped { backend: kind.name(), spec: Some(spec), reason: &reason }),
+        }
     }
 }
 

@@ -37,6 +37,7 @@ pub mod floor;
 pub mod live;
 pub mod peers;
 pub mod report;
+pub mod sweep;
 pub mod workload;
 
 pub use compare::{compare, Plan};

@@ -30,11 +30,14 @@ pub enum Workload {
     Mixed,
     /// The same load as `mixed` without the slow calls: its baseline.
     MixedBase,
+    /// Each server under an event-driven load at 1 to 10,000 connections,
+    /// one 100-byte echo call in flight on each (not in the default run).
+    Sweep,
 }
 
 impl Workload {
     /// Every workload, in report order.
-    pub const ALL: [Workload; 9] = [
+    pub const ALL: [Workload; 10] = [
         Workload::Fastrpc,
         Workload::Pingpong,
         Workload::Sizes,
@@ -44,6 +47,7 @@ impl Workload {
         Workload::Cpu,
         Workload::Mixed,
         Workload::MixedBase,
+        Workload::Sweep,
     ];
 
     /// The time a `wait` call waits in the server.
@@ -67,6 +71,7 @@ impl Workload {
             Workload::Cpu => "cpu",
             Workload::Mixed => "mixed",
             Workload::MixedBase => "mixed-base",
+            Workload::Sweep => "sweep",
         }
     }
 
@@ -96,6 +101,9 @@ impl Workload {
             Workload::Nowait => Spec { depth: 1, ..base },
             Workload::Conns => Spec { connections: 1000, depth: 1, rate: Some(20_000.0), ..base },
             Workload::Wait | Workload::Cpu | Workload::Mixed | Workload::MixedBase => Spec { depth: 100, ..base },
+            Workload::Sweep => {
+                Spec { connections: 1, depth: 1, value_size: super::sweep::VALUE_SIZE, role: Role::Server, ..base }
+            }
         }
     }
 
@@ -206,7 +214,7 @@ impl Spec {
     /// `pingpong` and `sizes`.
     pub fn request(&self) -> (Vec<u8>, Vec<u8>) {
         match self.workload {
-            Workload::Pingpong | Workload::Sizes => (ECHO_NAME.to_vec(), vec![b'x'; self.value_size]),
+            Workload::Pingpong | Workload::Sizes | Workload::Sweep => (ECHO_NAME.to_vec(), vec![b'x'; self.value_size]),
             _ => (Vec::new(), FASTRPC_VALUE.to_vec()),
         }
     }
@@ -271,7 +279,7 @@ impl Spec {
     /// for a server running the demo handler.
     pub fn response_size(&self) -> usize {
         match self.workload {
-            Workload::Pingpong | Workload::Sizes => 3 + self.value_size,
+            Workload::Pingpong | Workload::Sizes | Workload::Sweep => 3 + self.value_size,
             Workload::Nowait => 0,
             _ => fastwire_proto::FASTRPC_BENCH_BODY.len(),
         }
