@@ -10,7 +10,7 @@ test:
     cargo test --workspace
 
 # The main job: every backend through every workload, side by side, in one
-# process (under a minute). Extra arguments go to `fastwire compare`, e.g.
+# process (about a minute). Extra arguments go to `fastwire compare`, e.g.
 # `just compare --workload fastrpc --duration 2s`.
 compare *args:
     cargo run --release -- compare {{args}}
@@ -18,6 +18,15 @@ compare *args:
 # The comparison as the guide's results chapter shows it: table, JSON and charts.
 compare-report dir="docs/src/results":
     cargo run --release -- compare --duration 1s --json {{dir}}/compare.json --markdown {{dir}}/compare.md --svg {{dir}}
+
+# Servers alone (under the blaster, each in a process of its own), clients alone
+# (against the floor server), and both, for fastrpc and pingpong.
+compare-roles dir="docs/src/results/roles":
+    cargo run --release -- compare --workload fastrpc,pingpong --duration 1s --processes --json {{dir}}/compare.json --markdown {{dir}}/compare.md --svg {{dir}}
+
+# Each server from 1 to 10,000 connections (several minutes).
+sweep dir="docs/src/results/sweep":
+    cargo run --release -- compare --workload sweep --duration 1s --json {{dir}}/compare.json --markdown {{dir}}/compare.md --svg {{dir}}
 
 # Handlers that wait, work or are slow now and then (the guide's "When handlers wait").
 compare-waiting dir="docs/src/results/waiting":
@@ -47,9 +56,9 @@ conns backend="mio" connections="10000" rate="20000":
     addr=$(head -1 target/conns-serve.out | awk '{print $4}')
     ./target/release/fastwire load --addr "$addr" --workload conns --connections {{connections}} --rate {{rate}} --duration 5s
 
-# Where pingpong latency goes: each server answered by a floor-like blocking client, beside the floor.
-server-latency calls="20000":
-    cargo run --release --example server_latency -- {{calls}}
+# Where pingpong latency goes: each server alone under the blaster, beside the floor pair.
+server-latency:
+    cargo run --release -- compare --workload pingpong --role server --processes --duration 1s
 
 # Every criterion benchmark: the codec, and the backends end to end (HTML in target/criterion/).
 bench:

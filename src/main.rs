@@ -413,8 +413,8 @@ fn compare(args: CompareArgs) -> Result<(), Box<dyn std::error::Error>> {
     print!("{}", report::table(&rows));
     if let Some(first) = rows.first() {
         let e = &first.env;
-        let where_ = if plan.processes {
-            "servers under the blaster in processes of their own, the rest in this one"
+        let where_ = if rows.iter().any(|r| !r.env.same_process) {
+            "the rows with a server CPU time ran their server in a process of its own, the rest in this one"
         } else {
             "server and load in one process"
         };
