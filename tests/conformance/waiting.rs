@@ -362,3 +362,30 @@ pub fn in_flight_limit_with_deferred_calls(kind: BackendKind) {
     ids.sort();
     assert_eq!(ids, (1..=100).collect::<Vec<_>>());
 }
+
+/// A client that never reads, with every call deferred: the server stops
+/// reading once answers pile up (`max_in_flight` counts deferred calls and
+/// unwritten answers alike), instead of buffering without bound.
+pub fn never_reads_with_deferred_calls(kind: BackendKind) {
+    let config = ServerConfig { max_output_buffer: 256 * 1024, max_in_flight: 1000, ..config() };
+    let server = start_demo(kind, localhost(), config, Demo { delay: Some(Duration::from_millis(1)), work: None })
+        .expect("server starts");
+    let mut s = TcpStream::connect(server.local_addr()).unwrap();
+    s.write_all(&[0, 1, 0]).unwrap();
+    let batch: Vec<u8> = (0..1000).flat_map(|i| spec_request(i + 1, b"", b"foobar")).collect();
+    s.set_write_timeout(Some(Duration::from_millis(500))).unwrap();
+    let mut written = 0usize;
+    loop {
+        match s.write(&batch) {
+            Ok(n) => written += n,
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => break,
+            Err(e) => panic!("{kind}: the server closed on us: {e}"),
+        }
+        assert!(written < 256 * 1024 * 1024, "{kind}: the server kept reading {written} bytes");
+    }
+    let served = server.stats().requests;
+    assert!(served < 2_000_000, "{kind}: served {served}");
+    assert_still_serves(kind, &*server);
+    drop(s);
+    server.shutdown(Duration::from_secs(5));
+}

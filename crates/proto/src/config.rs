@@ -187,7 +187,9 @@ pub struct ServerConfig {
     /// Bytes of output buffered but not yet written; at this many the
     /// connection stops decoding until output drains, so a client that sends
     /// but never reads cannot grow server memory. Default 4 MiB (it must
-    /// exceed one maximum response).
+    /// exceed one maximum response). Answers of deferred calls are written
+    /// whenever they arrive, so the output can pass it by the answers of the
+    /// calls already in flight (at most `max_in_flight` of them).
     pub max_output_buffer: usize,
     /// Bytes reserved for each socket read, and the batch size at which
     /// compressed output is flushed early. Default 64 KiB, as Go. Buffers are
