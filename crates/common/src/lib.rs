@@ -40,7 +40,7 @@ pub mod work;
 pub use backoff::Backoff;
 pub use error::ClientError;
 pub use handle::{ServerHandle, Serving};
-pub use pool::{Pool, PoolClient};
+pub use pool::{Pool, PoolClient, Pooled};
 pub use registry::Registry;
 pub use slot::{CallSlot, Reply, SlotPool};
 pub use stats::{ConnTally, ServerCounters, ServerStats, ShutdownReport};
