@@ -33,6 +33,8 @@
 //!   and out of either side's state machine.
 //! * [`server`] and [`client`]: the two state machines, [`ServerConn`] and
 //!   [`ClientConn`]. A backend's loop is read, `process`, write.
+//! * `tokio_codec` (feature `tokio-util`): `Decoder`/`Encoder` for
+//!   tokio-util's `Framed`, for tokio users who write their own loops.
 //!
 //! ## Guarantees
 //!
@@ -59,6 +61,8 @@ pub mod handshake;
 pub mod pending;
 pub mod server;
 mod stream;
+#[cfg(feature = "tokio-util")]
+pub mod tokio_codec;
 
 pub use client::{ClientConn, Rejected};
 pub use codec::{Request, Response};
