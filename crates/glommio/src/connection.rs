@@ -262,6 +262,13 @@ pub(crate) async fn serve<H: Handler + 'static>(
             Err(_) => break "read error",
         }
     };
+    if shared.forced.load(Ordering::Acquire) && (conn.deferred_in_flight() > 0 || conn.has_output()) {
+        // It ends because the grace period is over: a cut, even if it
+        // leaves before the executor counts what is still open.
+        local.cut.set(local.cut.get() + 1);
+        local.cut_deferred.set(local.cut_deferred.get() + conn.deferred_in_flight() as u64);
+        local.cut_responses.set(local.cut_responses.get() + conn.unwritten_responses() as u64);
+    }
     tally.finish(&shared.counters);
     tracing::trace!(reason, "connection done");
     // Everything is written: end-of-stream after the last response, then a

@@ -154,6 +154,11 @@ pub(crate) struct Local {
     pub(crate) unwritten: Cell<u64>,
     /// Deferred calls not answered yet, over all its connections.
     pub(crate) deferred: Cell<u64>,
+    /// Connections that ended on their own because the grace period was
+    /// over (cut), with what they left unanswered and unwritten.
+    pub(crate) cut: Cell<usize>,
+    pub(crate) cut_deferred: Cell<u64>,
+    pub(crate) cut_responses: Cell<u64>,
 }
 
 /// One executor's life: accept until told to stop, then wait for its
@@ -191,7 +196,11 @@ async fn run<H: Handler + 'static>(listener: glommio::net::TcpListener, shared: 
     while local.open.get() > 0 && !shared.forced.load(Ordering::Acquire) {
         glommio::timer::sleep(Duration::from_millis(5)).await;
     }
-    let cut = Cut { connections: local.open.get(), responses: local.unwritten.get(), deferred: local.deferred.get() };
+    let cut = Cut {
+        connections: local.open.get() + local.cut.get(),
+        responses: local.unwritten.get() + local.cut_responses.get(),
+        deferred: local.deferred.get() + local.cut_deferred.get(),
+    };
     // Connections waiting for deferred answers see the flag within 100 ms
     // and close themselves (see `connection::woken`); the rest are dropped
     // (closed) when the executor ends.
