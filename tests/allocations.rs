@@ -137,7 +137,10 @@ fn waiting_paths_allocate_at_most_one_per_call() {
             let _ = responder.respond_with(|out| demo_handler(request.as_request(), out));
         })
         .unwrap();
-        let limit = if kind == BackendKind::Glommio { f64::INFINITY } else { 1.2 };
+        // Measured 1.00 and 1.10 (see above); the bound guards against a
+        // regression (a second allocation per call would show as 2), with
+        // room for how the client meets the responses on a busy machine.
+        let limit = if kind == BackendKind::Glommio { f64::INFINITY } else { 1.5 };
         servers.push((format!("{kind} async"), server, limit));
     }
     for (what, server, limit) in servers {
