@@ -86,6 +86,7 @@ macro_rules! conformance {
             #[test] fn wait_pool_answers_out_of_order() { run(waiting::pool_answers_out_of_order) }
             #[test] fn wait_async_answers_out_of_order() { run(waiting::async_answers_out_of_order) }
             #[test] fn wait_never_reads_with_deferred_calls() { run(waiting::never_reads_with_deferred_calls) }
+            #[test] fn stats_peer_address_and_byte_counts() { run(waiting::peer_address_and_byte_counts) }
             #[test] fn panic_inline_handler() { run(waiting::inline_handler_panics) }
             #[test] fn panic_pool_handler() { run(waiting::pool_handler_panics) }
             #[test] fn panic_async_handler() { run(waiting::async_handler_panics) }

@@ -389,3 +389,23 @@ pub fn never_reads_with_deferred_calls(kind: BackendKind) {
     drop(s);
     server.shutdown(Duration::from_secs(5));
 }
+
+/// Handlers see who the client is; the stats count bytes in and out.
+pub fn peer_address_and_byte_counts(kind: BackendKind) {
+    let handler = |_: Request<'_>, resp: &mut ResponseWriter<'_>| {
+        let peer = resp.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+        resp.extend_from_slice(peer.as_bytes());
+    };
+    let server = start(kind, config(), handler);
+    let mut s = connect(&*server);
+    let me = s.local_addr().unwrap().to_string();
+    let request = spec_request(1, b"who", b"am I");
+    s.write_all(&request).unwrap();
+    assert_eq!(spec_read_response(&mut s), (1, me.clone().into_bytes()));
+    drop(s);
+    // Handshake (3 bytes) and the request in; handshake and the response out.
+    eventually(Duration::from_secs(5), "bytes counted", || {
+        let stats = server.stats();
+        stats.bytes_in == (3 + request.len()) as u64 && stats.bytes_out == (3 + 8 + me.len()) as u64
+    });
+}

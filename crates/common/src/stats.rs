@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
-use fastwire_proto::{Error, ServerConn};
+use fastwire_proto::{Connection, Error, ServerConn};
 
 /// Live counters of a server, updated by its connections.
 #[derive(Debug, Default)]
@@ -16,6 +16,8 @@ pub struct ServerCounters {
     rejected: AtomicU64,
     dropped_responders: AtomicU64,
     deferred: AtomicUsize,
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
 }
 
 /// A snapshot of [`ServerCounters`].
@@ -40,6 +42,11 @@ pub struct ServerStats {
     /// Deferred calls not answered yet, over open connections (as of each
     /// connection's last batch).
     pub deferred_in_flight: usize,
+    /// Bytes received from clients and consumed (on the wire: compressed
+    /// where the client compresses), as of each connection's last batch.
+    pub bytes_in: u64,
+    /// Bytes handed to the sockets for clients, as of each connection's last batch.
+    pub bytes_out: u64,
 }
 
 impl ServerCounters {
@@ -104,6 +111,8 @@ impl ServerCounters {
             rejected: self.rejected.load(Relaxed),
             dropped_responders: self.dropped_responders.load(Relaxed),
             deferred_in_flight: self.deferred.load(Relaxed),
+            bytes_in: self.bytes_in.load(Relaxed),
+            bytes_out: self.bytes_out.load(Relaxed),
         }
     }
 }
@@ -116,6 +125,8 @@ pub struct ConnTally {
     rejected: u64,
     dropped: u64,
     deferred: usize,
+    bytes_in: u64,
+    bytes_out: u64,
 }
 
 impl ConnTally {
@@ -135,6 +146,15 @@ impl ConnTally {
             counters.dropped_responders.fetch_add(dropped - self.dropped, Relaxed);
             tracing::warn!(dropped = dropped - self.dropped, "a handler dropped a Responder without answering");
             self.dropped = dropped;
+        }
+        let (bytes_in, bytes_out) = (conn.bytes_in(), conn.bytes_out());
+        if bytes_in > self.bytes_in {
+            counters.bytes_in.fetch_add(bytes_in - self.bytes_in, Relaxed);
+            self.bytes_in = bytes_in;
+        }
+        if bytes_out > self.bytes_out {
+            counters.bytes_out.fetch_add(bytes_out - self.bytes_out, Relaxed);
+            self.bytes_out = bytes_out;
         }
         let deferred = conn.deferred_in_flight();
         if deferred > self.deferred {

@@ -155,6 +155,7 @@ pub(crate) async fn serve<H: Handler + 'static>(
     let config = &shared.config;
     let signal = Arc::new(Signal::default());
     let mut conn = ServerConn::with_waker(config, shared.limit.clone(), signal.clone(), 0);
+    conn.set_peer_addr(stream.peer_addr().ok());
     let mut tally = ConnTally::default();
     let mut last_activity = Instant::now();
     let mut chunk = MIN_CHUNK;
@@ -269,6 +270,7 @@ pub(crate) async fn serve<H: Handler + 'static>(
         local.cut_deferred.set(local.cut_deferred.get() + conn.deferred_in_flight() as u64);
         local.cut_responses.set(local.cut_responses.get() + conn.unwritten_responses() as u64);
     }
+    tally.sync(&conn, &shared.counters);
     tally.finish(&shared.counters);
     tracing::trace!(reason, "connection done");
     // Everything is written: end-of-stream after the last response, then a

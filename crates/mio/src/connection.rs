@@ -91,9 +91,11 @@ impl Conn {
         waker: Arc<dyn Wake>,
         key: usize,
     ) -> Conn {
+        let mut proto = ServerConn::with_waker(config, limit, waker, key);
+        proto.set_peer_addr(stream.peer_addr().ok());
         Conn {
             stream,
-            proto: ServerConn::with_waker(config, limit, waker, key),
+            proto,
             phase: Phase::Open,
             readable: true, // read once at once: data may have come with the connection
             peer_closed: false,
@@ -115,6 +117,7 @@ impl Conn {
 
     /// It is being removed: its counts leave the server's gauges.
     pub(crate) fn finish(&mut self, counters: &ServerCounters) {
+        self.tally.sync(&self.proto, counters);
         self.tally.finish(counters);
     }
 

@@ -163,7 +163,7 @@ impl<T> ClientConn<T> {
                 return Ok(());
             };
             // As Go's client: a TLS flag from the server matters only if we asked for TLS, and we never do.
-            bytes::Buf::advance(&mut self.inbound.wire, used);
+            self.inbound.skip(used);
             self.inbound.decoder = StreamDecoder::new(peer.compression);
             self.open = true;
         }

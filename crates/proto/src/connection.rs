@@ -70,6 +70,14 @@ pub trait Connection {
 
     /// Whether the peer's handshake has been received and accepted.
     fn is_handshake_done(&self) -> bool;
+
+    /// Wire bytes received and consumed so far (compressed, if the peer
+    /// compresses; handshake included).
+    fn bytes_in(&self) -> u64;
+
+    /// Wire bytes handed to the socket so far (by `advance_output` or
+    /// `take_output`; handshake included).
+    fn bytes_out(&self) -> u64;
 }
 
 /// Implements [`Connection`] for a type with `inbound`, `outbound`, `failed`
@@ -129,6 +137,14 @@ macro_rules! impl_connection {
 
             fn is_handshake_done(&self) -> bool {
                 self.open
+            }
+
+            fn bytes_in(&self) -> u64 {
+                self.inbound.consumed
+            }
+
+            fn bytes_out(&self) -> u64 {
+                self.outbound.written
             }
         }
     };

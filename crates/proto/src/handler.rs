@@ -76,6 +76,7 @@ pub struct ResponseWriter<'a> {
     id: u32,
     holds_slot: bool,
     deferred: bool,
+    peer: Option<std::net::SocketAddr>,
 }
 
 impl<'a> ResponseWriter<'a> {
@@ -84,13 +85,25 @@ impl<'a> ResponseWriter<'a> {
     /// responder).
     pub fn new(buf: &'a mut BytesMut) -> Self {
         let start = buf.len();
-        ResponseWriter { buf, start, deferral: None, id: 0, holds_slot: false, deferred: false }
+        ResponseWriter { buf, start, deferral: None, id: 0, holds_slot: false, deferred: false, peer: None }
     }
 
     /// The writer a connection hands its handler for request `id`.
-    pub(crate) fn for_request(buf: &'a mut BytesMut, id: u32, deferral: &'a mut Deferral, holds_slot: bool) -> Self {
+    pub(crate) fn for_request(
+        buf: &'a mut BytesMut,
+        id: u32,
+        deferral: &'a mut Deferral,
+        holds_slot: bool,
+        peer: Option<std::net::SocketAddr>,
+    ) -> Self {
         let start = buf.len();
-        ResponseWriter { buf, start, deferral: Some(deferral), id, holds_slot, deferred: false }
+        ResponseWriter { buf, start, deferral: Some(deferral), id, holds_slot, deferred: false, peer }
+    }
+
+    /// The address of the client that sent the request, where the backend
+    /// knows it (every fastwire backend does).
+    pub fn peer_addr(&self) -> Option<std::net::SocketAddr> {
+        self.peer
     }
 
     /// Answers later: returns the [`Responder`] to complete from any thread

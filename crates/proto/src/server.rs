@@ -66,6 +66,7 @@ pub struct ServerConn {
     /// Waiting for a slot of the server's concurrency limit.
     limit_blocked: bool,
     deferral: Deferral,
+    peer: Option<std::net::SocketAddr>,
 }
 
 impl ServerConn {
@@ -106,7 +107,13 @@ impl ServerConn {
             rejected: 0,
             limit_blocked: false,
             deferral: Deferral::new(waker, key, protocol.limits, limit),
+            peer: None,
         }
+    }
+
+    /// Tells handlers who the client is ([`ResponseWriter::peer_addr`]).
+    pub fn set_peer_addr(&mut self, peer: Option<std::net::SocketAddr>) {
+        self.peer = peer;
     }
 
     /// Deferred requests whose responses have not arrived yet.
@@ -200,7 +207,7 @@ impl ServerConn {
         let Some((peer, used)) = handshake::decode(&self.inbound.wire, &self.sniff_header, self.version)? else {
             return Ok(false);
         };
-        bytes::Buf::advance(&mut self.inbound.wire, used);
+        self.inbound.skip(used);
         // We never serve TLS: answer "no TLS" (so a Go client gets a clear
         // error) and then fail, as Go's server does without a TLSConfig.
         handshake::encode(&mut self.outbound.wire, &self.sniff_header, self.version, self.compression, false);
@@ -274,7 +281,7 @@ impl ServerConn {
                 out.extend_from_slice(&[0; 4]);
                 let id = request.id;
                 // ANCHOR: handler_call
-                let mut writer = ResponseWriter::for_request(out, id, &mut self.deferral, holds_slot);
+                let mut writer = ResponseWriter::for_request(out, id, &mut self.deferral, holds_slot, self.peer);
                 // A panicking handler must not take the thread, loop or task
                 // with it: catch it, answer nothing, close this connection.
                 let handled = panic::catch_unwind(AssertUnwindSafe(|| handler.handle(request, &mut writer)));

@@ -25,11 +25,19 @@ pub(crate) struct Inbound {
     plain: BytesMut,
     pub(crate) decoder: StreamDecoder,
     buffer_size: usize,
+    /// Wire bytes consumed so far (handshake included).
+    pub(crate) consumed: u64,
 }
 
 impl Inbound {
     pub(crate) fn new(buffer_size: usize) -> Self {
-        Inbound { wire: BytesMut::new(), plain: BytesMut::new(), decoder: StreamDecoder::None, buffer_size }
+        Inbound {
+            wire: BytesMut::new(),
+            plain: BytesMut::new(),
+            decoder: StreamDecoder::None,
+            buffer_size,
+            consumed: 0,
+        }
     }
 
     /// The socket read buffer, with room for at least one more read.
@@ -59,6 +67,7 @@ impl Inbound {
     pub(crate) fn consume(&mut self, n: usize) {
         if self.decoder.is_identity() {
             self.wire.advance(n);
+            self.consumed += n as u64;
         } else {
             self.plain.advance(n);
         }
@@ -70,7 +79,16 @@ impl Inbound {
         if self.decoder.is_identity() {
             return Ok(false);
         }
-        self.decoder.decode(&mut self.wire, &mut self.plain, self.buffer_size)
+        let before = self.wire.len();
+        let result = self.decoder.decode(&mut self.wire, &mut self.plain, self.buffer_size);
+        self.consumed += before.saturating_sub(self.wire.len()) as u64;
+        result
+    }
+
+    /// Consumes `n` wire bytes that are not messages (the handshake).
+    pub(crate) fn skip(&mut self, n: usize) {
+        self.wire.advance(n);
+        self.consumed += n as u64;
     }
 
     pub(crate) fn receive_buffer(&mut self, bytes: &mut BytesMut) {
@@ -105,6 +123,8 @@ pub(crate) struct Outbound {
     /// Responses (or calls) added since the output was last fully written.
     pub(crate) unwritten_messages: usize,
     buffer_size: usize,
+    /// Wire bytes handed to the socket so far (handshake included).
+    pub(crate) written: u64,
 }
 
 impl Outbound {
@@ -115,6 +135,7 @@ impl Outbound {
             encoder: StreamEncoder::None,
             unwritten_messages: 0,
             buffer_size,
+            written: 0,
         }
     }
 
@@ -150,6 +171,7 @@ impl Outbound {
 
     /// Moves the (already batched) wire output into `into`, swapping buffers.
     pub(crate) fn take(&mut self, into: &mut BytesMut) {
+        self.written += self.wire.len() as u64;
         if into.is_empty() {
             std::mem::swap(&mut self.wire, into);
         } else {
@@ -161,6 +183,7 @@ impl Outbound {
 
     pub(crate) fn advance(&mut self, n: usize) {
         self.wire.advance(n);
+        self.written += n as u64;
         if self.wire.is_empty() {
             self.unwritten_messages = 0;
         }

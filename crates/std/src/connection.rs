@@ -106,12 +106,18 @@ impl ConnState {
 }
 
 impl ConnShared {
-    pub(crate) fn new(config: &ServerConfig, limit: Option<Arc<ConcurrencyLimit>>) -> Arc<Self> {
+    pub(crate) fn new(
+        config: &ServerConfig,
+        limit: Option<Arc<ConcurrencyLimit>>,
+        peer: Option<std::net::SocketAddr>,
+    ) -> Arc<Self> {
         let writer = Arc::new(WriterWake::default());
         let waker: Arc<dyn Wake> = writer.clone();
+        let mut conn = ServerConn::with_waker(config, limit, waker, 0);
+        conn.set_peer_addr(peer);
         Arc::new(ConnShared {
             state: Mutex::new(ConnState {
-                conn: ServerConn::with_waker(config, limit, waker, 0),
+                conn,
                 closing: false,
                 broken: false,
                 flushed: false,

@@ -117,7 +117,7 @@ fn accept_loop<H: Handler + 'static>(listener: TcpListener, shared: Arc<Shared>,
 
 fn start_connection<H: Handler + 'static>(stream: TcpStream, shared: &Arc<Shared>, handler: &Arc<H>) -> io::Result<()> {
     net::tune(&stream)?;
-    let conn = ConnShared::new(&shared.config, shared.limit.clone());
+    let conn = ConnShared::new(&shared.config, shared.limit.clone(), stream.peer_addr().ok());
     // One descriptor per connection: the reader, the writer and the
     // registry share the socket (`&TcpStream` reads and writes).
     let stream = Arc::new(stream);

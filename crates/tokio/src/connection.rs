@@ -81,6 +81,7 @@ pub(crate) async fn serve<H: ConnHandler>(
     let config = &shared.config;
     let wake = Arc::new(TaskWake::default());
     let mut conn = ServerConn::with_waker(config, shared.limit.clone(), wake.clone(), 0);
+    conn.set_peer_addr(stream.peer_addr().ok());
     let mut stop = shared.stop.clone();
     let mut tally = ConnTally::default();
     let mut last_activity = Instant::now();
@@ -216,6 +217,7 @@ pub(crate) async fn serve<H: ConnHandler>(
         }
         tally.sync(&conn, &shared.counters);
     }
+    tally.sync(&conn, &shared.counters);
     tally.finish(&shared.counters);
     tracing::trace!(reason, "connection done");
     // Everything is written: end-of-stream after the last response, then a
