@@ -1,6 +1,6 @@
 //! The demo service on every backend, with handlers that wait or work.
 //!
-//! It answers as [`demo_handler`](fastwire_proto::demo_handler) does (an
+//! It answers with [`demo_handler`](fastwire_proto::demo_handler) (an
 //! empty name gets fastrpc's 261-byte benchmark body, any other name `re:`
 //! and the value), and can be made to
 //!
@@ -24,7 +24,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use fastwire_common::{OwnedRequest, Timer};
-use fastwire_proto::{Handler, Request, Responder, ResponseWriter, ServerConfig, FASTRPC_BENCH_BODY};
+use fastwire_proto::{demo_handler, Handler, Request, Responder, ResponseWriter, ServerConfig};
 
 use crate::backend::{start_server, BackendKind, RunningServer};
 
@@ -53,16 +53,6 @@ impl Demo {
     }
 }
 
-/// Writes the demo answer to `request`.
-fn answer(name: &[u8], value: &[u8], out: &mut ResponseWriter<'_>) {
-    if name.is_empty() {
-        out.extend_from_slice(FASTRPC_BENCH_BODY);
-    } else {
-        out.extend_from_slice(b"re:");
-        out.extend_from_slice(value);
-    }
-}
-
 /// Burns CPU for `work` (a busy loop on the clock: the handler of a
 /// CPU-bound service, as far as the server can tell).
 pub fn burn(work: Duration) {
@@ -87,7 +77,7 @@ impl Handler for DemoHandler {
             burn(work);
         }
         match self.demo.delay_of(&request) {
-            None => answer(request.name, request.value, response),
+            None => demo_handler(request, response),
             Some(delay) => {
                 let responder = response.defer();
                 (self.later)(delay, OwnedRequest::new(request), responder);
@@ -98,7 +88,7 @@ impl Handler for DemoHandler {
 
 fn respond(request: &OwnedRequest, responder: Responder) {
     // Gone: the client left meanwhile; nothing to answer.
-    let _ = responder.respond_with(|out| answer(request.name(), request.value(), out));
+    let _ = responder.respond_with(|out| demo_handler(request.as_request(), out));
 }
 
 /// A timer thread that answers deferred calls when their wait is over: the

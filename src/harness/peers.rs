@@ -44,8 +44,8 @@ fn check(spec: &Spec) -> Result<(), String> {
 }
 
 /// Sends our handshake and checks the peer's (sniff header, version, no
-/// compression, no TLS).
-fn handshake(stream: &mut TcpStream, spec: &Spec) -> std::io::Result<()> {
+/// compression, no TLS): what the blaster, the floor server and the sweep do.
+pub(crate) fn handshake(stream: &mut TcpStream, spec: &Spec) -> std::io::Result<()> {
     let mut ours = spec.sniff.clone();
     ours.extend_from_slice(&[spec.version, Compression::None.wire_value(), 0]);
     stream.write_all(&ours)?;

@@ -20,6 +20,7 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
 use super::drive::{histogram, Sample};
+use super::peers;
 use super::workload::Spec;
 
 /// The connection counts of the sweep.
@@ -59,20 +60,12 @@ pub fn run(
     for i in 0..spec.connections {
         // Blocking connect and handshake, then non-blocking for the loop.
         let mut s = std::net::TcpStream::connect(addr).map_err(|e| format!("sweep: connection {i}: {e}"))?;
-        let handshake = |s: &mut std::net::TcpStream| -> std::io::Result<()> {
-            s.set_nodelay(true)?;
-            s.set_read_timeout(Some(Duration::from_secs(10)))?;
-            let mut ours = spec.sniff.clone();
-            ours.extend_from_slice(&[spec.version, fastwire_proto::Compression::None.wire_value(), 0]);
-            s.write_all(&ours)?;
-            let mut theirs = vec![0; ours.len()];
-            s.read_exact(&mut theirs)?;
-            if theirs != ours {
-                return Err(std::io::Error::other(format!("unexpected handshake {theirs:?}")));
-            }
-            s.set_nonblocking(true)
-        };
-        handshake(&mut s).map_err(|e| format!("sweep: connection {i}: handshake: {e}"))?;
+        let ready = s
+            .set_nodelay(true)
+            .and_then(|()| s.set_read_timeout(Some(Duration::from_secs(10))))
+            .and_then(|()| peers::handshake(&mut s, spec))
+            .and_then(|()| s.set_nonblocking(true));
+        ready.map_err(|e| format!("sweep: connection {i}: handshake: {e}"))?;
         let mut stream = TcpStream::from_std(s);
         poll.registry().register(&mut stream, Token(i), Interest::READABLE).map_err(|e| format!("sweep: {e}"))?;
         conns.push(Conn {

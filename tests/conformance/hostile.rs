@@ -145,17 +145,7 @@ pub fn never_reads(kind: BackendKind) {
     // server that buffered without bound would keep reading forever; one
     // that stops reading makes our writes block once the socket buffers fill.
     let batch: Vec<u8> = (0..1000).flat_map(|i| spec_request(i + 1, b"", b"foobar")).collect();
-    s.set_write_timeout(Some(Duration::from_millis(500))).unwrap();
-    let mut written = 0usize;
-    let limit = 256 * 1024 * 1024;
-    loop {
-        match s.write(&batch) {
-            Ok(n) => written += n,
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => break,
-            Err(e) => panic!("{kind}: the server closed on us: {e}"),
-        }
-        assert!(written < limit, "{kind}: the server kept reading {written} bytes from a client that never reads");
-    }
+    write_until_blocked(&mut s, &batch, kind);
     // Requests accepted before the server stopped reading: bounded by its
     // output limit plus the kernel's socket buffers, far below the total.
     let served = server.stats().requests;

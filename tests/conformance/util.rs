@@ -134,3 +134,26 @@ pub fn eventually(within: Duration, what: &str, mut cond: impl FnMut() -> bool) 
         std::thread::sleep(Duration::from_millis(5));
     }
 }
+
+/// Writes `batch` over and over without reading, until the server stops
+/// reading (our writes block for 500 ms); returns the bytes written. Panics
+/// if the server closes on us or keeps reading past 256 MiB (it would be
+/// buffering without bound).
+#[track_caller]
+pub fn write_until_blocked(s: &mut TcpStream, batch: &[u8], kind: BackendKind) -> usize {
+    s.set_write_timeout(Some(Duration::from_millis(500))).unwrap();
+    let mut written = 0usize;
+    loop {
+        match s.write(batch) {
+            Ok(n) => written += n,
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                return written
+            }
+            Err(e) => panic!("{kind}: the server closed on us: {e}"),
+        }
+        assert!(
+            written < 256 * 1024 * 1024,
+            "{kind}: the server kept reading {written} bytes from a client that never reads"
+        );
+    }
+}

@@ -133,29 +133,24 @@ impl ConnTally {
     /// Adds what `conn` counted since the last call; returns whether any
     /// request was served meanwhile.
     pub fn sync(&mut self, conn: &ServerConn, counters: &ServerCounters) -> bool {
-        let requests = conn.requests();
-        let new = requests > self.requests;
-        counters.add_requests(requests - self.requests);
-        self.requests = requests;
-        let (rejected, dropped) = (conn.rejected(), conn.dropped_responders());
-        if rejected > self.rejected {
-            counters.rejected.fetch_add(rejected - self.rejected, Relaxed);
-            self.rejected = rejected;
+        /// Adds to `counter` what `now` has grown by since `seen`; returns it.
+        fn add_new(counter: &AtomicU64, seen: &mut u64, now: u64) -> u64 {
+            let new = now.saturating_sub(*seen);
+            if new > 0 {
+                counter.fetch_add(new, Relaxed);
+                *seen = now;
+            }
+            new
         }
-        if dropped > self.dropped {
-            counters.dropped_responders.fetch_add(dropped - self.dropped, Relaxed);
-            tracing::warn!(dropped = dropped - self.dropped, "a handler dropped a Responder without answering");
-            self.dropped = dropped;
+        let requests = add_new(&counters.requests, &mut self.requests, conn.requests());
+        add_new(&counters.rejected, &mut self.rejected, conn.rejected());
+        let dropped = add_new(&counters.dropped_responders, &mut self.dropped, conn.dropped_responders());
+        if dropped > 0 {
+            tracing::warn!(dropped, "a handler dropped a Responder without answering");
         }
-        let (bytes_in, bytes_out) = (conn.bytes_in(), conn.bytes_out());
-        if bytes_in > self.bytes_in {
-            counters.bytes_in.fetch_add(bytes_in - self.bytes_in, Relaxed);
-            self.bytes_in = bytes_in;
-        }
-        if bytes_out > self.bytes_out {
-            counters.bytes_out.fetch_add(bytes_out - self.bytes_out, Relaxed);
-            self.bytes_out = bytes_out;
-        }
+        add_new(&counters.bytes_in, &mut self.bytes_in, conn.bytes_in());
+        add_new(&counters.bytes_out, &mut self.bytes_out, conn.bytes_out());
+        // A gauge, not a count: it goes down as well as up.
         let deferred = conn.deferred_in_flight();
         if deferred > self.deferred {
             counters.deferred.fetch_add(deferred - self.deferred, Relaxed);
@@ -163,7 +158,7 @@ impl ConnTally {
             counters.deferred.fetch_sub(self.deferred - deferred, Relaxed);
         }
         self.deferred = deferred;
-        new
+        requests > 0
     }
 
     /// The connection is gone: its deferred calls leave the server's gauge.

@@ -15,7 +15,6 @@ use std::cell::Cell;
 use std::future::Future;
 use std::io;
 use std::net::Shutdown;
-use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -25,7 +24,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use fastwire_common::{net, ConnTally};
 use fastwire_proto::{Connection, Flow, Handler, ServerConn, Wake};
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 use futures_util::task::AtomicWaker;
 use glommio::net::TcpStream;
 
@@ -102,35 +101,25 @@ async fn woken(signal: &Signal, shared: &Shared, limit: Duration) -> bool {
     loop {
         let left = until.map_or(Duration::MAX, |u| u.saturating_duration_since(Instant::now()));
         let tick = left.min(Duration::from_millis(100));
-        let event = race(
+        // `or` polls the signal first: an answer that is already there wins.
+        let answered = future::or(
             async {
                 signal.wait().await;
-                Event::Woken
+                true
             },
             async {
                 glommio::timer::sleep(tick).await;
-                Event::Read(Ok(0))
+                false
             },
         )
         .await;
-        match event {
-            Event::Woken => return true,
-            _ if shared.forced.load(Ordering::Acquire) || until.is_some_and(|u| Instant::now() >= u) => return false,
-            _ => {}
+        if answered {
+            return true;
+        }
+        if shared.forced.load(Ordering::Acquire) || until.is_some_and(|u| Instant::now() >= u) {
+            return false;
         }
     }
-}
-
-/// Either of two futures, whichever is ready first (the first on a tie).
-async fn race<A: Future<Output = Event>, B: Future<Output = Event>>(a: A, b: B) -> Event {
-    let (mut a, mut b) = (std::pin::pin!(a), std::pin::pin!(b));
-    std::future::poll_fn(move |cx| {
-        if let Poll::Ready(e) = Pin::as_mut(&mut a).poll(cx) {
-            return Poll::Ready(e);
-        }
-        Pin::as_mut(&mut b).poll(cx)
-    })
-    .await
 }
 
 /// Reads once, appending up to `chunk` bytes (zero-filled first: safe Rust
@@ -220,7 +209,7 @@ pub(crate) async fn serve<H: Handler + 'static>(
             break "deferred answers stopped coming (idle_timeout), or the grace period is over";
         }
         let before = conn.read_buffer().len();
-        let event = race(read_some(&mut stream, conn.read_buffer(), chunk), async {
+        let event = future::or(read_some(&mut stream, conn.read_buffer(), chunk), async {
             signal.wait().await;
             Event::Woken
         })

@@ -123,6 +123,14 @@ struct State {
     notified: bool,
 }
 
+impl State {
+    /// The handler of call `id` failed: the connection must close (the
+    /// first failure is the one reported).
+    fn fail(&mut self, id: u32) {
+        self.failure.get_or_insert(Error::HandlerPanicked { id });
+    }
+}
+
 /// What [`Completions::collect`] moved into the output.
 #[derive(Debug, Default)]
 pub(crate) struct Collected {
@@ -161,12 +169,20 @@ impl Completions {
     /// Records that a responder finished; wakes the connection if it is not
     /// already due to collect. Returns whether the connection was open.
     fn finish(&self, record: impl FnOnce(&mut State)) -> bool {
+        self.update(|state| {
+            record(state);
+            state.finished += 1;
+        })
+    }
+
+    /// Records news for the connection (if it is still open) and wakes it
+    /// unless it is already due to collect. Returns whether it was open.
+    fn update(&self, record: impl FnOnce(&mut State)) -> bool {
         let mut state = self.lock();
         if !state.open {
             return false;
         }
         record(&mut state);
-        state.finished += 1;
         let wake = !std::mem::replace(&mut state.notified, true);
         drop(state);
         if wake {
@@ -281,7 +297,7 @@ impl Responder {
             // User code under our lock: a panic must not leave a half frame.
             if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(|| write(&mut writer))) {
                 state.frames.truncate(at);
-                state.failure.get_or_insert(Error::HandlerPanicked { id });
+                state.fail(id);
                 panicked = Some(payload);
                 return;
             }
@@ -313,9 +329,7 @@ impl Responder {
     pub fn close_connection(mut self) {
         if let Some(completions) = self.completions.take() {
             let id = self.id;
-            completions.finish(|state| {
-                state.failure.get_or_insert(Error::HandlerPanicked { id });
-            });
+            completions.finish(|state| state.fail(id));
             self.release(&completions);
         }
     }
@@ -344,9 +358,7 @@ impl Drop for Responder {
         let id = self.id;
         if std::thread::panicking() {
             // Unwinding out of the code that held it: treat as a panic.
-            completions.finish(|state| {
-                state.failure.get_or_insert(Error::HandlerPanicked { id });
-            });
+            completions.finish(|state| state.fail(id));
         } else {
             completions.finish(|state| state.dropped += 1);
         }
@@ -368,15 +380,7 @@ impl CallGuard {
         if let Some(completions) = self.completions {
             let id = self.id;
             // Not counted as a finished responder: the responder does that.
-            let mut state = completions.lock();
-            if state.open {
-                state.failure.get_or_insert(Error::HandlerPanicked { id });
-                let wake = !std::mem::replace(&mut state.notified, true);
-                drop(state);
-                if wake {
-                    completions.wake();
-                }
-            }
+            completions.update(|state| state.fail(id));
         }
     }
 }

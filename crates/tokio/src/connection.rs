@@ -61,6 +61,16 @@ impl Wake for TaskWake {
     }
 }
 
+/// Waits until deferred answers (or a free concurrency slot) wake the
+/// connection, polling an async handler's request futures meanwhile: they
+/// run here, beside the socket, and answer through the wake-up.
+async fn answers<H: ConnHandler>(wake: &TaskWake, handler: &H) {
+    tokio::select! {
+        _ = wake.0.notified() => {}
+        _ = std::future::poll_fn(|cx| handler.poll_requests(cx)), if handler.has_requests() => {}
+    }
+}
+
 /// What shutdown can read of a connection from outside its task.
 #[derive(Default)]
 pub(crate) struct Progress {
@@ -128,8 +138,7 @@ pub(crate) async fn serve<H: ConnHandler>(
                     tokio::select! {
                         biased;
                         _ = stop.wait_for(|stopping| *stopping) => break 'conn "shutdown",
-                        _ = wake.0.notified() => continue,
-                        _ = std::future::poll_fn(|cx| handler.poll_requests(cx)), if handler.has_requests() => continue,
+                        _ = answers(&wake, &handler) => continue,
                     }
                 }
                 Ok(Flow::NeedInput) => break,
@@ -149,8 +158,7 @@ pub(crate) async fn serve<H: ConnHandler>(
             }
             let quiet = config.idle_timeout.unwrap_or(Duration::MAX);
             tokio::select! {
-                _ = wake.0.notified() => continue,
-                _ = std::future::poll_fn(|cx| handler.poll_requests(cx)), if handler.has_requests() => continue,
+                _ = answers(&wake, &handler) => continue,
                 _ = tokio::time::sleep(quiet) => break "deferred answers stopped coming (idle_timeout)",
             }
         }
@@ -172,9 +180,7 @@ pub(crate) async fn serve<H: ConnHandler>(
         let ready = tokio::select! {
             biased;
             _ = stop.wait_for(|stopping| *stopping) => break "shutdown",
-            _ = wake.0.notified() => continue,
-            // An async handler's request futures run here, beside the socket.
-            _ = std::future::poll_fn(|cx| handler.poll_requests(cx)), if handler.has_requests() => continue,
+            _ = answers(&wake, &handler) => continue,
             ready = tokio::time::timeout_at(wait_until, stream.readable()) => ready,
         };
         let read = ready.map(|r| r.and_then(|()| stream.try_read_buf(conn.read_buffer())));
@@ -200,10 +206,7 @@ pub(crate) async fn serve<H: ConnHandler>(
         // Graceful shutdown: answer the deferred calls still running (the
         // handle aborts this task when the grace period ends).
         while conn.deferred_in_flight() > 0 {
-            tokio::select! {
-                _ = wake.0.notified() => {}
-                _ = std::future::poll_fn(|cx| handler.poll_requests(cx)), if handler.has_requests() => {}
-            }
+            answers(&wake, &handler).await;
             if conn.collect_deferred().is_err() {
                 break;
             }
@@ -215,7 +218,6 @@ pub(crate) async fn serve<H: ConnHandler>(
             let len = output.len();
             conn.advance_output(len);
         }
-        tally.sync(&conn, &shared.counters);
     }
     tally.sync(&conn, &shared.counters);
     tally.finish(&shared.counters);
