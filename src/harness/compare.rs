@@ -208,37 +208,33 @@ fn measure_role(
     let twice = |run: &dyn Fn(Mode) -> Result<Sample, String>| -> Result<(Sample, Sample), String> {
         Ok((run(Mode::Timed)?, run(Mode::Counted)?))
     };
-    let mut record = |backend: &str, threads: String, result: Result<ProcessRun, String>| match result {
-        Ok((timed, counted, process)) => {
-            let same_process = process.is_none();
-            let mut row = Row::new(backend, spec, &timed, Some(&counted), machine.env(threads, same_process));
-            if let Some((cpu_ns, rss)) = process {
-                row.server_cpu_ns_per_op = Some(cpu_ns as f64 / timed.ops.max(1) as f64);
-                row.server_rss_bytes = rss;
+    let mut record =
+        |backend: &str, threads: String, result: Result<((Sample, Sample), ServerProcess), String>| match result {
+            Ok(((timed, counted), process)) => {
+                let row = Row::new(backend, spec, &timed, Some(&counted), machine.env(threads, process.is_none()));
+                let row = with_process_figures(row, &timed, process);
+                progress(Event::Done(&row));
+                rows.push(row);
             }
-            progress(Event::Done(&row));
-            rows.push(row);
-        }
-        Err(reason) => progress(Event::Skipped { backend, spec: Some(spec), reason: &reason }),
-    };
-    let in_process = |result: Result<(Sample, Sample), String>| result.map(|(t, c)| (t, c, None));
+            Err(reason) => progress(Event::Skipped { backend, spec: Some(spec), reason: &reason }),
+        };
+    let in_process = |result: Result<(Sample, Sample), String>| result.map(|samples| (samples, None));
     if plan.floors {
         let result = FloorServer::start(spec)
             .and_then(|floor| twice(&|mode| peers::blast(floor.local_addr(), spec, &plan.timing, mode, None)));
         record(report::FLOOR, env::floor_pair_layout(), in_process(result));
     }
     for &kind in runnable {
-        let result = match (spec.role, &plan.server_exe) {
-            (Role::Server, Some(exe)) if plan.processes => server_process(exe, kind, spec, &plan.timing),
-            (Role::Server, _) => {
-                let any: SocketAddr = "127.0.0.1:0".parse().expect("literal");
-                in_process(start(kind, any, spec).map_err(|e| format!("starting the {kind} server: {e}")).and_then(
-                    |server| {
-                        let result = twice(&|mode| peers::blast(server.local_addr(), spec, &plan.timing, mode, None));
-                        server.shutdown(Duration::from_secs(2));
-                        result
-                    },
-                ))
+        let result = match spec.role {
+            Role::Server => {
+                let exe = plan.server_exe.as_deref().filter(|_| plan.processes);
+                under_load(kind, spec, exe, |addr, cpu| {
+                    // The server's CPU is read over the timed window only.
+                    Ok((
+                        peers::blast(addr, spec, &plan.timing, Mode::Timed, cpu)?,
+                        peers::blast(addr, spec, &plan.timing, Mode::Counted, None)?,
+                    ))
+                })
             }
             // One row per client (the per-core and acceptor layouts are server layouts).
             _ if kind.client_kind() != kind => continue,
@@ -268,32 +264,19 @@ fn measure_sweep(
         }
         let own_process = plan.processes || spec.connections >= sweep::PROCESS_FROM;
         let result = match (&plan.server_exe, own_process) {
-            (Some(exe), true) => ChildServer::spawn(exe, kind, spec).and_then(|server| {
-                let cpu = || server.cpu_ns();
-                let sample = sweep::run(server.local_addr(), spec, warmup, measure, Some(&cpu))?;
-                Ok((sample, Some(server.rss_bytes())))
-            }),
             (None, true) => Err(format!("{} connections need the server in a process of its own", spec.connections)),
-            (_, false) => {
-                let any: SocketAddr = "127.0.0.1:0".parse().expect("literal");
-                start(kind, any, spec).map_err(|e| format!("starting the {kind} server: {e}")).and_then(|server| {
-                    let sample = sweep::run(server.local_addr(), spec, warmup, measure, None);
-                    server.shutdown(Duration::from_secs(2));
-                    Ok((sample?, None))
-                })
-            }
+            (exe, own) => under_load(kind, spec, exe.as_deref().filter(|_| own), |addr, cpu| {
+                sweep::run(addr, spec, warmup, measure, cpu)
+            }),
         };
         match result {
-            Ok((sample, rss)) => {
+            Ok((sample, process)) => {
                 let threads = format!(
                     "{}; load: one thread, an event loop (mio) over every connection",
                     env::role_layout(kind, Role::Server).split("; load:").next().unwrap_or_default()
                 );
-                let mut row = Row::new(kind.name(), spec, &sample, None, machine.env(threads, rss.is_none()));
-                if let Some(rss) = rss {
-                    row.server_cpu_ns_per_op = sample.counted.map(|ns| ns as f64 / sample.ops.max(1) as f64);
-                    row.server_rss_bytes = rss;
-                }
+                let row = Row::new(kind.name(), spec, &sample, None, machine.env(threads, process.is_none()));
+                let row = with_process_figures(row, &sample, process);
                 progress(Event::Done(&row));
                 rows.push(row);
             }
@@ -302,24 +285,45 @@ fn measure_sweep(
     }
 }
 
-/// A server in a child process under the blaster: the timed run, the
-/// counted run (this process's allocations: the blaster's), and the
-/// server's CPU nanoseconds over the timed window and its resident memory
-/// after it.
-type ProcessRun = (Sample, Sample, Option<(u64, Option<u64>)>);
+/// Where a server under load ran: `None` in this process; `Some(rss)` in a
+/// child process of its own, with its resident memory after the load.
+type ServerProcess = Option<Option<u64>>;
 
-fn server_process(
-    exe: &std::path::Path,
+/// Starts `kind`'s server for `spec` (in a child process of `exe`, if
+/// given, else in this one), runs `load` against its address, and stops it.
+/// `load` gets a counter of the server process's CPU nanoseconds when there
+/// is one (to read over its timed window).
+fn under_load<T>(
     kind: BackendKind,
     spec: &Spec,
-    timing: &Timing,
-) -> Result<ProcessRun, String> {
-    let server = ChildServer::spawn(exe, kind, spec)?;
-    let cpu = || server.cpu_ns();
-    let timed = peers::blast(server.local_addr(), spec, timing, Mode::Timed, Some(&cpu))?;
-    let rss = server.rss_bytes();
-    let counted = peers::blast(server.local_addr(), spec, timing, Mode::Counted, None)?;
-    Ok((timed.clone(), counted, Some((timed.counted.unwrap_or(0), rss))))
+    exe: Option<&std::path::Path>,
+    load: impl FnOnce(SocketAddr, Option<&dyn Fn() -> u64>) -> Result<T, String>,
+) -> Result<(T, ServerProcess), String> {
+    match exe {
+        Some(exe) => {
+            let server = ChildServer::spawn(exe, kind, spec)?;
+            let cpu = || server.cpu_ns();
+            let result = load(server.local_addr(), Some(&cpu))?;
+            Ok((result, Some(server.rss_bytes())))
+        }
+        None => {
+            let any: SocketAddr = "127.0.0.1:0".parse().expect("literal");
+            let server = start(kind, any, spec).map_err(|e| format!("starting the {kind} server: {e}"))?;
+            let result = load(server.local_addr(), None);
+            server.shutdown(Duration::from_secs(2));
+            Ok((result?, None))
+        }
+    }
+}
+
+/// A row with its server process's figures, when the server had a process
+/// of its own: CPU time per call over `timed`'s window, and memory.
+fn with_process_figures(mut row: Row, timed: &Sample, process: ServerProcess) -> Row {
+    if let Some(rss) = process {
+        row.server_cpu_ns_per_op = timed.counted.map(|ns| ns as f64 / timed.ops.max(1) as f64);
+        row.server_rss_bytes = rss;
+    }
+    row
 }
 
 /// One backend on one configuration: a server of its own, a timed run and

@@ -48,7 +48,7 @@ pub struct Row {
     /// The server's own CPU time per call, when it ran in a process of its
     /// own (`--processes`).
     pub server_cpu_ns_per_op: Option<f64>,
-    /// The server process's resident memory after the timed run (`--processes`).
+    /// The server process's resident memory after its load (`--processes`).
     pub server_rss_bytes: Option<u64>,
     /// Where, when and how it was measured.
     pub env: Env,

@@ -75,6 +75,9 @@ pub(crate) struct Conn {
     last_activity: Instant,
     last_write_progress: Instant,
     tally: ConnTally,
+    /// The state machine failed (and it was counted): deferred answers
+    /// still pending are cut.
+    failed: bool,
     released: bool,
     /// Deferred responses (or a free concurrency slot) wait: see `wake`.
     woken: bool,
@@ -105,6 +108,7 @@ impl Conn {
             last_activity: now,
             last_write_progress: now,
             tally: ConnTally::default(),
+            failed: false,
             released: false,
             woken: false,
         }
@@ -214,6 +218,7 @@ impl Conn {
                         progress |= self.proto.buffered_output() != before;
                         if let Err(e) = result {
                             ctx.counters.connection_failed(&e);
+                            self.failed = true;
                             self.phase = Phase::Draining { linger: true };
                             progress = true;
                         }
@@ -226,8 +231,9 @@ impl Conn {
                         let before = self.proto.buffered_output();
                         let collected = self.proto.collect_deferred();
                         self.tally.sync(&self.proto, ctx.counters);
-                        if let Err(e) = collected {
+                        if let (Err(e), false) = (collected, self.failed) {
                             ctx.counters.connection_failed(&e);
+                            self.failed = true;
                         }
                         self.last_activity = ctx.now;
                         progress |= self.proto.buffered_output() != before;
@@ -236,7 +242,7 @@ impl Conn {
                         if !self.writable {
                             return Step::Keep { more: false }; // wait for writability
                         }
-                    } else if self.proto.deferred_in_flight() > 0 && self.proto.collect_deferred().is_ok() {
+                    } else if self.proto.deferred_in_flight() > 0 && !self.failed {
                         return Step::Keep { more: false }; // wait for their answers (a wake-up)
                     } else {
                         // Everything is written: end-of-stream after the last response.
