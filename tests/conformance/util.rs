@@ -157,3 +157,23 @@ pub fn write_until_blocked(s: &mut TcpStream, batch: &[u8], kind: BackendKind) -
         );
     }
 }
+
+/// A client that never reads: it sends fastrpc calls until `server` stops
+/// reading. Each 18-byte request makes a 269-byte response that is never
+/// read; a server that buffered without bound would keep reading forever,
+/// one that stops reading makes the writes block once the socket buffers
+/// fill. Then the server still serves others, and shuts down.
+#[track_caller]
+pub fn assert_stops_reading_for_a_client_that_never_reads(kind: BackendKind, server: Box<dyn RunningServer>) {
+    let mut s = TcpStream::connect(server.local_addr()).unwrap();
+    s.write_all(&[0, 1, 0]).unwrap();
+    let batch: Vec<u8> = (0..1000).flat_map(|i| spec_request(i + 1, b"", b"foobar")).collect();
+    write_until_blocked(&mut s, &batch, kind);
+    // Requests accepted before the server stopped reading: bounded by its
+    // output limit plus the kernel's socket buffers, far below the total.
+    let served = server.stats().requests;
+    assert!(served < 2_000_000, "{kind}: served {served}");
+    assert_still_serves(kind, &*server);
+    drop(s);
+    server.shutdown(Duration::from_secs(5));
+}
