@@ -2,7 +2,7 @@
 //! one criterion group per workload, over loopback TCP.
 //!
 //! Each backend's server and clients start outside the timed part
-//! (`fastwire::harness::live::Live`); a sample times `iters` operations
+//! (`fastwire_bench::harness::live::Live`); a sample times `iters` operations
 //! with the workload's depth in flight (`iter_custom`). Throughput is in
 //! decimal bytes of response value, as fastrpc counts MB/s. The `conns`
 //! workload needs two processes and is left to `fastwire load`; latency
@@ -14,9 +14,9 @@
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use fastwire::backend::BackendKind;
-use fastwire::harness::live::Live;
-use fastwire::harness::{Spec, Workload};
+use fastwire_bench::backend::BackendKind;
+use fastwire_bench::harness::live::Live;
+use fastwire_bench::harness::{Spec, Workload};
 
 fn group(c: &mut Criterion, name: &str, specs: &[Spec]) {
     let mut group = c.benchmark_group(name);

@@ -8,8 +8,8 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use fastwire::backend::{start_server, BackendKind};
-use fastwire::harness::alloc::{self, Counting};
+use fastwire_bench::backend::{start_server, BackendKind};
+use fastwire_bench::harness::alloc::{self, Counting};
 use fastwire::proto::{demo_handler, ClientConfig, ServerConfig};
 use fastwire_common::client::{Client, Driver};
 
@@ -108,7 +108,7 @@ fn steady_state_allocates_nothing_per_call() {
 #[test]
 fn waiting_paths_allocate_at_most_one_per_call() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    use fastwire::backend::{start_async, start_blocking};
+    use fastwire_bench::backend::{start_async, start_blocking};
     use fastwire::proto::{Request, ResponseWriter};
     use fastwire_common::Timer;
 
@@ -123,7 +123,7 @@ fn waiting_paths_allocate_at_most_one_per_call() {
         let handler = move |_: Request<'_>, resp: &mut ResponseWriter<'_>| timer.after(Duration::ZERO, resp.defer());
         start_server(kind, any, config(), handler).unwrap()
     };
-    let mut servers: Vec<(String, Box<dyn fastwire::backend::RunningServer>, f64)> = vec![
+    let mut servers: Vec<(String, Box<dyn fastwire_bench::backend::RunningServer>, f64)> = vec![
         ("std deferred".into(), deferred(BackendKind::Std), 0.01),
         ("mio deferred".into(), deferred(BackendKind::Mio), 0.01),
         ("std pool".into(), start_blocking(BackendKind::Std, any, config(), demo_handler).unwrap(), 0.01),

@@ -44,7 +44,7 @@ fn serve(args: &[&str]) -> (std::process::Child, BufReader<std::process::ChildSt
 #[test]
 fn serve_answers_a_spec_client_on_every_backend() {
     for backend in ["std", "tokio", "tokio-per-core", "mio", "mio-acceptor", "glommio"] {
-        if let Some(why) = backend.parse::<fastwire::BackendKind>().unwrap().unavailable() {
+        if let Some(why) = backend.parse::<fastwire_bench::BackendKind>().unwrap().unavailable() {
             eprintln!("skipped {backend}: {why}");
             continue;
         }
@@ -85,7 +85,7 @@ fn serve_answers_a_spec_client_on_every_backend() {
 #[test]
 fn serve_with_a_waiting_handler_and_a_concurrency_limit() {
     for backend in ["std", "tokio", "mio", "glommio"] {
-        if let Some(why) = backend.parse::<fastwire::BackendKind>().unwrap().unavailable() {
+        if let Some(why) = backend.parse::<fastwire_bench::BackendKind>().unwrap().unavailable() {
             eprintln!("skipped {backend}: {why}");
             continue;
         }

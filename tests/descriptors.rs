@@ -8,9 +8,9 @@
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use fastwire::backend::start_server;
+use fastwire_bench::backend::start_server;
 use fastwire::proto::{demo_handler, ServerConfig};
-use fastwire::BackendKind;
+use fastwire_bench::BackendKind;
 
 fn open_descriptors() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()

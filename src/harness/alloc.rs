@@ -6,7 +6,7 @@
 //!
 //! ```no_run
 //! #[global_allocator]
-//! static ALLOCATOR: fastwire::harness::alloc::Counting = fastwire::harness::alloc::Counting;
+//! static ALLOCATOR: fastwire_bench::harness::alloc::Counting = fastwire_bench::harness::alloc::Counting;
 //! ```
 //!
 //! Without it, [`installed`] is false and reports leave allocs/op empty.

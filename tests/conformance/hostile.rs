@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use fastwire::proto::compress::SnappyEncoder;
 use fastwire::proto::{demo_handler, ProtocolConfig, ServerConfig};
-use fastwire::BackendKind;
+use fastwire_bench::BackendKind;
 
 use crate::util::*;
 

@@ -26,7 +26,7 @@ mod replay;
 mod util;
 mod waiting;
 
-use fastwire::BackendKind;
+use fastwire_bench::BackendKind;
 
 macro_rules! conformance {
     ($($module:ident => $kind:expr),* $(,)?) => {$(

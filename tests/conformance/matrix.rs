@@ -10,7 +10,8 @@ use fastwire::proto::codec::{decode_request, encode_response};
 use fastwire::proto::{
     demo_handler, ClientConfig, Compression, Limits, ProtocolConfig, Request, ResponseWriter, FASTRPC_BENCH_BODY,
 };
-use fastwire::{BackendKind, ClientError};
+use fastwire::ClientError;
+use fastwire_bench::BackendKind;
 use fastwire_common::client::{Client as BlockingClientOf, Driver};
 
 use crate::util::*;
@@ -29,7 +30,7 @@ fn handler(req: Request<'_>, resp: &mut ResponseWriter<'_>) {
 
 /// A few calls that cover the workload shapes: the fastrpc benchmark request,
 /// an echo, an empty value, a large value.
-fn exercise(c: &dyn fastwire::backend::BlockingClient, what: &str) {
+fn exercise(c: &dyn fastwire_bench::backend::BlockingClient, what: &str) {
     let t = Duration::from_secs(20);
     assert_eq!(&*c.call_timeout(b"", b"foobar", t).expect(what), FASTRPC_BENCH_BODY, "{what}");
     assert_eq!(&*c.call_timeout(b"echo", b"hello", t).expect(what), b"re:hello", "{what}");
@@ -287,7 +288,7 @@ pub fn pending_limit(kind: BackendKind) {
     };
     let config = ClientConfig { max_pending: 3, ..client_config(ProtocolConfig::default()) };
     let c = client(kind.client_kind(), addr, config);
-    let c: Arc<dyn fastwire::backend::BlockingClient> = Arc::from(c);
+    let c: Arc<dyn fastwire_bench::backend::BlockingClient> = Arc::from(c);
     let waiting: Vec<_> = (0..3)
         .map(|_| {
             let c = Arc::clone(&c);

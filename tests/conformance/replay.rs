@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::time::Duration;
 
 use fastwire::proto::{demo_handler, ClientConn, Compression, Connection};
-use fastwire::BackendKind;
+use fastwire_bench::BackendKind;
 
 use crate::util::*;
 use crate::vectors::{all_scenarios, assert_bytes_eq, assert_responses_eq, client_with_calls};

@@ -205,3 +205,21 @@ mod tests {
         assert_eq!(&buf[..], b"header");
     }
 }
+
+/// Shows bytes as text, invalid UTF-8 replaced, without allocating (request
+/// names in tracing spans).
+#[cfg(feature = "request-spans")]
+pub(crate) struct Lossy<'a>(pub(crate) &'a [u8]);
+
+#[cfg(feature = "request-spans")]
+impl std::fmt::Display for Lossy<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for chunk in self.0.utf8_chunks() {
+            f.write_str(chunk.valid())?;
+            if !chunk.invalid().is_empty() {
+                f.write_str("\u{FFFD}")?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -284,8 +284,23 @@ impl ServerConn {
                 let mut writer = ResponseWriter::for_request(out, id, &mut self.deferral, holds_slot, self.peer);
                 // A panicking handler must not take the thread, loop or task
                 // with it: catch it, answer nothing, close this connection.
+                #[cfg(feature = "request-spans")]
+                let span = tracing::debug_span!(
+                    "fastwire.request",
+                    id,
+                    name = %crate::handler::Lossy(request.name),
+                    len = request.value.len(),
+                    peer = ?self.peer,
+                    deferred = tracing::field::Empty,
+                )
+                .entered();
                 let handled = panic::catch_unwind(AssertUnwindSafe(|| handler.handle(request, &mut writer)));
                 let deferred = writer.is_deferred();
+                #[cfg(feature = "request-spans")]
+                {
+                    span.record("deferred", deferred);
+                    drop(span);
+                }
                 if handled.is_err() {
                     out.truncate(header_at);
                     if holds_slot && !deferred {

@@ -59,4 +59,4 @@ pub use client::Client;
 pub use fastwire_common::{ClientError, Reply, ServerStats, ShutdownReport};
 pub use fastwire_proto as proto;
 pub use pool::Pool;
-pub use server::{Flavor, Server, ServerHandle};
+pub use server::{Flavor, Server, ServerHandle, SpawnedServer};

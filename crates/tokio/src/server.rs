@@ -87,9 +87,29 @@ impl Server {
         Ok(Server { listeners, config, flavor })
     }
 
+    /// A server on a listener the application bound itself (options it set
+    /// on the socket are kept), for the multi-threaded flavor or
+    /// [`spawn`](Server::spawn). It is put into non-blocking mode.
+    pub fn from_listener(listener: std::net::TcpListener, config: ServerConfig) -> io::Result<Server> {
+        listener.set_nonblocking(true)?;
+        Ok(Server { listeners: vec![listener], config, flavor: Flavor::multi_thread() })
+    }
+
     /// The bound address.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.listeners[0].local_addr()
+    }
+
+    fn shared(&self) -> (Arc<Shared>, watch::Sender<bool>) {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            limit: ConcurrencyLimit::for_config(&self.config),
+            config: self.config.clone(),
+            counters: ServerCounters::default(),
+            registry: Registry::default(),
+            stop: stop_rx,
+        });
+        (shared, stop_tx)
     }
 
     /// Starts serving `handler` on runtime threads of the server's own.
@@ -98,17 +118,9 @@ impl Server {
     }
 
     fn serve_service<S: Service>(self, service: S) -> io::Result<ServerHandle> {
-        let handler = service;
         let local_addr = self.local_addr()?;
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let shared = Arc::new(Shared {
-            limit: ConcurrencyLimit::for_config(&self.config),
-            config: self.config,
-            counters: ServerCounters::default(),
-            registry: Registry::default(),
-            stop: stop_rx,
-        });
-        let handler = Arc::new(handler);
+        let (shared, stop_tx) = self.shared();
+        let handler = Arc::new(service);
         let mut threads = Vec::new();
         match self.flavor {
             Flavor::MultiThread { workers } => {
@@ -177,6 +189,124 @@ impl Server {
         let threads = self.config.blocking_threads;
         self.serve(Blocking::new(handler, threads)?)
     }
+}
+
+// ANCHOR: spawn
+/// Serving on the application's runtime.
+impl Server {
+    /// Serves `handler` on the runtime this is called from, as tasks of the
+    /// application's (no runtime or thread of the server's own), and returns
+    /// a handle whose [`shutdown`](SpawnedServer::shutdown) is `async`. The
+    /// runtime needs I/O and time enabled (`#[tokio::main]` and
+    /// `Builder::enable_all` do both). The flavor is the runtime's: for
+    /// [`Flavor::PerCore`] bindings, one accept loop per listener is spawned
+    /// onto this runtime.
+    ///
+    /// Fails outside a tokio runtime.
+    pub fn spawn<H: Handler + 'static>(self, handler: H) -> io::Result<SpawnedServer> {
+        self.spawn_service(Inline(Arc::new(handler)))
+    }
+
+    /// [`spawn`](Server::spawn) for an `async` handler (see
+    /// [`serve_async`](Server::serve_async)).
+    pub fn spawn_async<F, Fut>(self, handler: F) -> io::Result<SpawnedServer>
+    where
+        F: Fn(OwnedRequest, Responder) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.spawn_service(AsyncService(Arc::new(handler)))
+    }
+
+    fn spawn_service<S: Service>(self, service: S) -> io::Result<SpawnedServer> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|e| {
+            io::Error::other(format!("Server::spawn serves on the current tokio runtime, and there is none: {e}"))
+        })?;
+        let local_addr = self.local_addr()?;
+        let (shared, stop) = self.shared();
+        let handler = Arc::new(service);
+        let loops = self
+            .listeners
+            .into_iter()
+            .map(|listener| runtime.spawn(run(listener, Arc::clone(&shared), Arc::clone(&handler))))
+            .collect();
+        tracing::info!(%local_addr, backend = "tokio", "serving on the application's runtime");
+        Ok(SpawnedServer { local_addr, shared, stop, loops })
+    }
+}
+
+/// A server running as tasks on the application's runtime
+/// ([`Server::spawn`]): its address, stats and `async` graceful shutdown.
+/// Dropping it stops the server at once (its tasks are aborted).
+pub struct SpawnedServer {
+    local_addr: SocketAddr,
+    shared: Arc<Shared>,
+    stop: watch::Sender<bool>,
+    loops: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl SpawnedServer {
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The server's counters now.
+    pub fn stats(&self) -> fastwire_common::ServerStats {
+        self.shared.counters.snapshot()
+    }
+
+    /// Graceful shutdown, awaited: stop accepting; let every connection
+    /// finish what it has received (deferred calls included) and flush its
+    /// responses; whatever is still busy after `grace` is closed by force
+    /// and reported. The same contract as [`ServerHandle::shutdown`], without
+    /// blocking a runtime thread.
+    pub async fn shutdown(mut self, grace: Duration) -> ShutdownReport {
+        let started_with = self.shared.registry.len();
+        let _ = self.stop.send(true);
+        // Each accept loop ends once its connections have (see `run`).
+        let mut loops = futures_util::future::join_all(std::mem::take(&mut self.loops));
+        let report = match tokio::time::timeout(grace, &mut loops).await {
+            Ok(_) => ShutdownReport { closed_gracefully: started_with, ..Default::default() },
+            Err(_) => {
+                let report = cut_off(&self.shared, started_with);
+                loops.await;
+                report
+            }
+        };
+        tracing::info!(local_addr = %self.local_addr, %report, "shut down");
+        report
+    }
+}
+
+impl Drop for SpawnedServer {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        // Aborting an accept loop drops its `JoinSet`, which aborts its connections.
+        for task in &self.loops {
+            task.abort();
+        }
+    }
+}
+
+impl std::fmt::Debug for SpawnedServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpawnedServer").field("local_addr", &self.local_addr).field("stats", &self.stats()).finish()
+    }
+}
+// ANCHOR_END: spawn
+
+/// The grace period is over: report what is still open and abort it.
+fn cut_off(shared: &Shared, started_with: usize) -> ShutdownReport {
+    let cut_off = shared.registry.len();
+    let mut report = ShutdownReport { cut_off, closed_gracefully: started_with.saturating_sub(cut_off), ..Default::default() };
+    shared.registry.for_each(|entry| {
+        report.responses_lost += entry.progress.unwritten.load(Ordering::Relaxed) as u64;
+        report.deferred_cut += entry.progress.deferred.load(Ordering::Relaxed) as u64;
+        if let Some(task) = entry.abort.get() {
+            task.abort();
+        }
+    });
+    report
 }
 
 // ANCHOR: async_handler
@@ -386,16 +516,8 @@ impl Serving for Running {
     fn stop(&mut self, grace: Duration) -> ShutdownReport {
         let started_with = self.shared.registry.len();
         let _ = self.stop.send(true);
-        let cut_off = self.shared.registry.wait_empty(Instant::now() + grace);
-        let mut report =
-            ShutdownReport { cut_off, closed_gracefully: started_with.saturating_sub(cut_off), ..Default::default() };
-        self.shared.registry.for_each(|entry| {
-            report.responses_lost += entry.progress.unwritten.load(Ordering::Relaxed) as u64;
-            report.deferred_cut += entry.progress.deferred.load(Ordering::Relaxed) as u64;
-            if let Some(task) = entry.abort.get() {
-                task.abort();
-            }
-        });
+        self.shared.registry.wait_empty(Instant::now() + grace);
+        let report = cut_off(&self.shared, started_with);
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
