@@ -41,21 +41,42 @@ impl Server {
         Ok(Server { listeners, config })
     }
 
+    /// A server on a listener the application bound itself (options it set
+    /// on the socket are kept): one executor for [`serve`](Server::serve),
+    /// or the caller's for [`spawn_local`](Server::spawn_local).
+    pub fn from_listener(listener: std::net::TcpListener, config: ServerConfig) -> io::Result<Server> {
+        crate::probe()?;
+        Ok(Server { listeners: vec![listener], config })
+    }
+
     /// The bound address.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.listeners[0].local_addr()
     }
 
-    /// Starts the executors, serving `handler`.
-    pub fn serve<H: Handler + 'static>(self, handler: H) -> io::Result<ServerHandle> {
-        let local_addr = self.local_addr()?;
-        let shared = Arc::new(Shared {
+    /// One server per bound listener (see [`bind_executors`](Server::bind_executors)),
+    /// to hand one to each executor of the application's, which then calls
+    /// [`spawn_local`](Server::spawn_local) on it. They share nothing: each
+    /// has its own stats and its own shutdown.
+    pub fn split(self) -> Vec<Server> {
+        let config = self.config;
+        self.listeners.into_iter().map(|listener| Server { listeners: vec![listener], config: config.clone() }).collect()
+    }
+
+    fn shared(&self) -> Arc<Shared> {
+        Arc::new(Shared {
             limit: ConcurrencyLimit::for_config(&self.config),
-            config: self.config,
+            config: self.config.clone(),
             counters: ServerCounters::default(),
             stopping: AtomicBool::new(false),
             forced: AtomicBool::new(false),
-        });
+        })
+    }
+
+    /// Starts the executors, serving `handler`.
+    pub fn serve<H: Handler + 'static>(self, handler: H) -> io::Result<ServerHandle> {
+        let local_addr = self.local_addr()?;
+        let shared = self.shared();
         let handler = Arc::new(handler);
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let (done_tx, done) = mpsc::channel();
@@ -109,6 +130,128 @@ impl Server {
         self.serve(Blocking::new(handler, threads)?)
     }
 }
+
+// ANCHOR: spawn_local
+/// Serving inside executors the application already runs.
+impl Server {
+    /// Serves `handler` on the glommio executor this is called from, as
+    /// local tasks beside the application's own (one accept loop per bound
+    /// listener; for one per executor, [`split`](Server::split) a
+    /// [`bind_executors`](Server::bind_executors) server and call this on
+    /// each executor with its part). Returns a handle whose
+    /// [`shutdown`](LocalServer::shutdown) is `async`.
+    ///
+    /// Panics outside a glommio executor, as `glommio::spawn_local` does.
+    pub fn spawn_local<H: Handler + 'static>(self, handler: H) -> io::Result<LocalServer> {
+        let local_addr = self.local_addr()?;
+        let shared = self.shared();
+        let handler = Arc::new(handler);
+        let mut wakers = Vec::new();
+        let mut loops = Vec::new();
+        let finished = Rc::new(Cell::new(0));
+        for listener in self.listeners {
+            wakers.push(listener.try_clone()?);
+            // SAFETY: `listener` is a bound, listening TCP socket whose
+            // ownership `into_raw_fd` gives up; glommio's listener takes it over.
+            let listener = unsafe { glommio::net::TcpListener::from_raw_fd(listener.into_raw_fd()) };
+            let (shared, handler, finished) = (Arc::clone(&shared), Arc::clone(&handler), Rc::clone(&finished));
+            loops.push(
+                glommio::spawn_local(async move {
+                    let cut = run(listener, shared, handler).await;
+                    finished.set(finished.get() + 1);
+                    cut
+                })
+                .detach(),
+            );
+        }
+        tracing::info!(%local_addr, backend = "glommio", "serving on the application's executor");
+        Ok(LocalServer { local_addr, shared, loops, wakers, finished })
+    }
+
+    /// [`spawn_local`](Server::spawn_local) for an `async` handler (see
+    /// [`serve_async`](Server::serve_async)).
+    pub fn spawn_local_async<F, Fut>(self, handler: F) -> io::Result<LocalServer>
+    where
+        F: Fn(OwnedRequest, Responder) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + 'static,
+    {
+        self.spawn_local(AsyncHandler(handler))
+    }
+}
+
+/// A server running as local tasks on the application's executor
+/// ([`Server::spawn_local`]): its address, stats and `async` graceful
+/// shutdown. Dropping it stops the server at once: its accept loops stop,
+/// and its connections are closed within a few hundred milliseconds.
+pub struct LocalServer {
+    local_addr: SocketAddr,
+    shared: Arc<Shared>,
+    loops: Vec<glommio::task::JoinHandle<Cut>>,
+    wakers: Vec<std::net::TcpListener>,
+    /// Accept loops that have ended.
+    finished: Rc<Cell<usize>>,
+}
+
+impl LocalServer {
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The server's counters now.
+    pub fn stats(&self) -> fastwire_common::ServerStats {
+        self.shared.counters.snapshot()
+    }
+
+    /// Graceful shutdown, awaited on the executor: stop accepting; let every
+    /// connection finish what it has received (deferred calls included) and
+    /// flush its responses; whatever is still busy after `grace` is closed
+    /// by force and reported. The contract of [`ServerHandle::shutdown`].
+    pub async fn shutdown(mut self, grace: Duration) -> ShutdownReport {
+        let started_with = self.shared.counters.snapshot().open;
+        self.begin_stop();
+        let loops = std::mem::take(&mut self.loops);
+        let deadline = Instant::now() + grace;
+        // The loops end on their own once their connections have; past the
+        // deadline, `forced` makes them give up on the rest.
+        while self.finished.get() < loops.len() && Instant::now() < deadline {
+            glommio::timer::sleep(Duration::from_millis(5)).await;
+        }
+        self.shared.forced.store(true, Ordering::Release);
+        let mut report = ShutdownReport::default();
+        for task in loops {
+            if let Some(cut) = task.await {
+                report.cut_off += cut.connections;
+                report.responses_lost += cut.responses;
+                report.deferred_cut += cut.deferred;
+            }
+        }
+        report.closed_gracefully = started_with.saturating_sub(report.cut_off);
+        tracing::info!(local_addr = %self.local_addr, %report, "shut down");
+        report
+    }
+
+    fn begin_stop(&mut self) {
+        self.shared.stopping.store(true, Ordering::Release);
+        for listener in self.wakers.drain(..) {
+            net::wake_acceptor(&listener);
+        }
+    }
+}
+
+impl Drop for LocalServer {
+    fn drop(&mut self) {
+        self.begin_stop();
+        self.shared.forced.store(true, Ordering::Release);
+    }
+}
+
+impl std::fmt::Debug for LocalServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalServer").field("local_addr", &self.local_addr).field("stats", &self.stats()).finish()
+    }
+}
+// ANCHOR_END: spawn_local
 
 /// An `async` handler as a [`Handler`]: defer, copy the request, spawn a
 /// local task (a task per request, as the tokio backend; see there why).

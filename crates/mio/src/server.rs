@@ -83,6 +83,16 @@ impl Server {
         Ok(Server { listeners, config, accept, loops })
     }
 
+    /// A server with `loops` event loops on one listener the application
+    /// bound itself (options it set on the socket are kept): an acceptor
+    /// thread accepts on it and hands connections to the loops
+    /// ([`Accept::Acceptor`]). For a listener per loop, bind with
+    /// [`bind_loops`](Server::bind_loops).
+    pub fn from_listener(listener: std::net::TcpListener, config: ServerConfig, loops: usize) -> io::Result<Server> {
+        listener.set_nonblocking(false)?;
+        Ok(Server { listeners: vec![listener], config, accept: Accept::Acceptor, loops: loops.max(1) })
+    }
+
     /// The bound address.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.listeners[0].local_addr()

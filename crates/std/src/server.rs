@@ -26,6 +26,14 @@ impl Server {
         Ok(Server { listener, config })
     }
 
+    /// A server on a listener the application bound itself (options it set
+    /// on the socket are kept). It is put into blocking mode: the acceptor
+    /// thread waits in `accept`.
+    pub fn from_listener(listener: TcpListener, config: ServerConfig) -> io::Result<Server> {
+        listener.set_nonblocking(false)?;
+        Ok(Server { listener, config })
+    }
+
     /// The bound address.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.listener.local_addr()

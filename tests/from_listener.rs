@@ -1,0 +1,54 @@
+//! Servers built from listeners the application bound itself
+//! (`Server::from_listener`) on the blocking and mio backends (tokio's and
+//! glommio's are tested in their crates, with serving on the application's
+//! runtime): they serve on that listener and close it when shut down.
+
+use std::net::{TcpListener, TcpStream};
+use std::time::Duration;
+
+use fastwire::proto::{demo_handler, ClientConfig, ServerConfig};
+
+fn bound() -> (TcpListener, std::net::SocketAddr) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    // Non-blocking on purpose: the server sets the mode its acceptor needs.
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    (listener, addr)
+}
+
+#[test]
+fn std_serves_an_application_listener() {
+    let (listener, addr) = bound();
+    let server = fastwire::fastwire_std::Server::from_listener(listener, ServerConfig::default())
+        .unwrap()
+        .serve(demo_handler)
+        .unwrap();
+    assert_eq!(server.local_addr(), addr);
+    let client = fastwire::fastwire_std::Client::connect(addr, ClientConfig::default()).unwrap();
+    for i in 0..10 {
+        assert_eq!(&*client.call(b"echo", format!("{i}").as_bytes()).unwrap(), format!("re:{i}").as_bytes());
+    }
+    client.close();
+    server.shutdown(Duration::from_secs(2));
+    assert!(TcpStream::connect(addr).is_err(), "the listener is closed with the server");
+}
+
+#[test]
+fn mio_serves_an_application_listener_through_its_acceptor() {
+    let (listener, addr) = bound();
+    let server = fastwire::fastwire_mio::Server::from_listener(listener, ServerConfig::default(), 2)
+        .unwrap()
+        .serve(demo_handler)
+        .unwrap();
+    assert_eq!(server.local_addr(), addr);
+    // Several connections, handed to both loops in turn.
+    let clients: Vec<_> =
+        (0..4).map(|_| fastwire::fastwire_mio::Client::connect(addr, ClientConfig::default()).unwrap()).collect();
+    for (i, client) in clients.iter().enumerate() {
+        assert_eq!(&*client.call(b"echo", format!("{i}").as_bytes()).unwrap(), format!("re:{i}").as_bytes());
+    }
+    assert_eq!(server.stats().accepted, 4);
+    drop(clients);
+    server.shutdown(Duration::from_secs(2));
+    assert!(TcpStream::connect(addr).is_err(), "the listener is closed with the server");
+}
