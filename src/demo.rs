@@ -1,6 +1,6 @@
 //! The demo service on every backend, with handlers that wait or work.
 //!
-//! It answers with [`demo_handler`](fastwire_proto::demo_handler) (an
+//! It answers with [`fastwire_proto::demo_handler`] (an
 //! empty name gets fastrpc's 261-byte benchmark body, any other name `re:`
 //! and the value), and can be made to
 //!

@@ -14,10 +14,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use fastwire::proto::{Compression, Limits, OverLimit, ProtocolConfig, ServerConfig};
 use fastwire_bench::backend::BackendKind;
 use fastwire_bench::demo::{start_demo, Demo};
 use fastwire_bench::harness::{self, drive, report, Role, Row, Spec, Timing, Workload};
-use fastwire::proto::{Compression, Limits, OverLimit, ProtocolConfig, ServerConfig};
 
 // Every allocation of the process is counted, for allocs/op.
 #[global_allocator]

@@ -8,9 +8,9 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
+use fastwire::proto::{demo_handler, ClientConfig, ServerConfig};
 use fastwire_bench::backend::{start_server, BackendKind};
 use fastwire_bench::harness::alloc::{self, Counting};
-use fastwire::proto::{demo_handler, ClientConfig, ServerConfig};
 use fastwire_common::client::{Client, Driver};
 
 // The harness's counting allocator: the system allocator plus a counter.
@@ -108,8 +108,8 @@ fn steady_state_allocates_nothing_per_call() {
 #[test]
 fn waiting_paths_allocate_at_most_one_per_call() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    use fastwire_bench::backend::{start_async, start_blocking};
     use fastwire::proto::{Request, ResponseWriter};
+    use fastwire_bench::backend::{start_async, start_blocking};
     use fastwire_common::Timer;
 
     let any = "127.0.0.1:0".parse().unwrap();

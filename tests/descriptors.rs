@@ -8,8 +8,8 @@
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use fastwire_bench::backend::start_server;
 use fastwire::proto::{demo_handler, ServerConfig};
+use fastwire_bench::backend::start_server;
 use fastwire_bench::BackendKind;
 
 fn open_descriptors() -> usize {

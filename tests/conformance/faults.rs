@@ -6,9 +6,9 @@ use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use fastwire_bench::backend::BlockingClient;
 use fastwire::proto::{demo_handler, ProtocolConfig, Request, ResponseWriter, ServerConfig};
 use fastwire::ClientError;
+use fastwire_bench::backend::BlockingClient;
 use fastwire_bench::BackendKind;
 
 use crate::util::*;
@@ -58,8 +58,9 @@ pub fn server_comes_back(kind: BackendKind) {
         "{kind}: {err:?}"
     );
     // Back on the same address: the client reconnects by itself (after its backoff).
-    let server = fastwire_bench::backend::start_server(kind, addr, server_config(ProtocolConfig::default()), demo_handler)
-        .expect("rebind the same port");
+    let server =
+        fastwire_bench::backend::start_server(kind, addr, server_config(ProtocolConfig::default()), demo_handler)
+            .expect("rebind the same port");
     let mut reply = None;
     eventually(Duration::from_secs(10), "the client reconnects", || {
         reply = c.call_timeout(b"echo", b"3", Duration::from_secs(5)).ok().map(|r| r.to_vec());

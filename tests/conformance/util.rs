@@ -5,8 +5,8 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use fastwire_bench::backend::{self, BlockingClient, RunningServer};
 use fastwire::proto::{demo_handler, ClientConfig, Compression, Handler, ProtocolConfig, ServerConfig};
+use fastwire_bench::backend::{self, BlockingClient, RunningServer};
 use fastwire_bench::BackendKind;
 
 /// Server settings for tests: short handshake timeout, so hostile cases end quickly.

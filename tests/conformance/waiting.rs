@@ -10,10 +10,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fastwire_bench::backend::{self, RunningServer};
-use fastwire_bench::demo::{start_demo, Demo};
 use fastwire::proto::{ProtocolConfig, Request, RespondError, Responder, ResponseWriter, ServerConfig};
 use fastwire::OverLimit;
+use fastwire_bench::backend::{self, RunningServer};
+use fastwire_bench::demo::{start_demo, Demo};
 use fastwire_bench::BackendKind;
 use fastwire_common::Timer;
 

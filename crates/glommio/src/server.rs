@@ -60,7 +60,10 @@ impl Server {
     /// has its own stats and its own shutdown.
     pub fn split(self) -> Vec<Server> {
         let config = self.config;
-        self.listeners.into_iter().map(|listener| Server { listeners: vec![listener], config: config.clone() }).collect()
+        self.listeners
+            .into_iter()
+            .map(|listener| Server { listeners: vec![listener], config: config.clone() })
+            .collect()
     }
 
     fn shared(&self) -> Arc<Shared> {

@@ -298,7 +298,8 @@ impl std::fmt::Debug for SpawnedServer {
 /// The grace period is over: report what is still open and abort it.
 fn cut_off(shared: &Shared, started_with: usize) -> ShutdownReport {
     let cut_off = shared.registry.len();
-    let mut report = ShutdownReport { cut_off, closed_gracefully: started_with.saturating_sub(cut_off), ..Default::default() };
+    let mut report =
+        ShutdownReport { cut_off, closed_gracefully: started_with.saturating_sub(cut_off), ..Default::default() };
     shared.registry.for_each(|entry| {
         report.responses_lost += entry.progress.unwritten.load(Ordering::Relaxed) as u64;
         report.deferred_cut += entry.progress.deferred.load(Ordering::Relaxed) as u64;
