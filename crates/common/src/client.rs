@@ -22,17 +22,18 @@
 //! backoff if the last attempt failed. A connection unused for
 //! `idle_timeout` is closed.
 
+use std::collections::VecDeque;
 use std::io;
 use std::marker::PhantomData;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use fastwire_proto::{ClientConfig, ClientConn, Connection};
 
-use crate::{net, Backoff, CallSlot, ClientError, Reply, SlotPool};
+use crate::{net, sys, Backoff, CallSlot, ClientError, FollowEnd, Reply, SlotPool};
 
 /// Output waiting to be written beyond which fire-and-forget sends wait.
 const MAX_QUEUED_OUTPUT: usize = 4 * 1024 * 1024;
@@ -52,6 +53,17 @@ pub trait Driver: Sized + Send + Sync + 'static {
 
     /// The connection is over (closed, failed, idle): stop the I/O.
     fn stop(handle: &Self::Handle);
+
+    /// The connection's socket, if callers may read and write it themselves
+    /// (leader/follower, see the module docs); `None` (the default) keeps
+    /// every byte on the driver. Called once per connection, after `start`.
+    fn caller_io(_handle: &Self::Handle) -> Option<Arc<TcpStream>> {
+        None
+    }
+
+    /// The reading role was handed to the driver (calls are pending and no
+    /// caller reads): read, even if the socket signals nothing new.
+    fn read_needed(_handle: &Self::Handle) {}
 }
 
 /// A client for one server address. Cheap to clone: clones share the
@@ -86,6 +98,13 @@ struct Inner<D: Driver> {
     /// taken) it is skipped when the count is zero.
     output_waiters: AtomicUsize,
     drain_waiters: AtomicUsize,
+    /// Wakes a driver thread waiting to be handed the reading role.
+    read_role: Condvar,
+    /// Whether the driver holds the reading role of the current connection:
+    /// a copy of `Active::reader == Driver`, written under the lock, so
+    /// that a driver that reads on finds out without taking the lock.
+    driver_reads: AtomicBool,
+    role_waiters: AtomicUsize,
     slots: Arc<SlotPool>,
     /// Calls in progress: sent and awaiting a response, or about to be sent.
     in_progress: AtomicUsize,
@@ -102,6 +121,9 @@ struct State<D: Driver> {
     /// connection used without reading the clock (35 ns on a VM, a third
     /// of a send); the driver stamps the time when it next takes output.
     used_since: bool,
+    /// The leading caller's read buffer: taken by whoever leads, given back
+    /// when it leaves, so that it keeps its capacity across calls.
+    read_buf: BytesMut,
 }
 
 struct Active<D: Driver> {
@@ -111,6 +133,58 @@ struct Active<D: Driver> {
     /// False once a write failed: no new call is queued, but responses
     /// already on their way are still read (the reader ends the connection).
     writable: bool,
+    /// The socket, when callers may do this connection's I/O themselves.
+    io: Option<Arc<TcpStream>>,
+    /// Who reads the socket now.
+    reader: Reader,
+    /// The driver took output it has not finished writing: nobody else
+    /// may write until it has (bytes of two writers must not interleave).
+    writing: bool,
+    /// The driver skipped readiness because a caller was reading: whoever
+    /// leads must not leave without making sure it is read.
+    missed_read: bool,
+    /// Callers waiting for a leading caller to read their responses, in
+    /// arrival order. Entries whose call is over are dropped lazily.
+    followers: VecDeque<Arc<CallSlot>>,
+    /// The last call was a `call` (its caller waits at once), not a
+    /// `start`. Only then does a reading driver give the role up when no
+    /// call is pending: a pipelining caller (`start` now, `wait` later)
+    /// is better served by a driver that reads on, blocked in its read or
+    /// poll, than by handing the role back and forth with a wake-up each time.
+    lead_mode: bool,
+}
+
+/// Who reads a connection's socket (leader/follower).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reader {
+    /// Nobody: no response is expected. The next caller to wait leads.
+    Idle,
+    /// A caller, for itself and the others.
+    Caller,
+    /// The driver's thread or reactor: calls are pending and no caller
+    /// waits to read them (or the handshake is not in yet).
+    Driver,
+}
+
+/// What a driver's read did (see [`Link::received_by_driver`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Received {
+    /// The server's handshake is in.
+    pub handshake_done: bool,
+    /// The driver gave up the reading role (no call is pending): it must
+    /// not read again before [`Link::wait_read_role`] or [`Link::may_read`].
+    pub released: bool,
+}
+
+/// How a pending call gets its response.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    /// It reads the socket itself (and others' responses on the way).
+    Lead,
+    /// A leading caller reads; it may be handed the role.
+    Follow,
+    /// Decided when it waits.
+    Undecided,
 }
 
 impl<D: Driver> Client<D> {
@@ -128,11 +202,15 @@ impl<D: Driver> Client<D> {
                     closed: false,
                     last_used: Instant::now(),
                     used_since: false,
+                    read_buf: BytesMut::new(),
                 }),
                 output_ready: Condvar::new(),
                 output_drained: Condvar::new(),
                 output_waiters: AtomicUsize::new(0),
                 drain_waiters: AtomicUsize::new(0),
+                read_role: Condvar::new(),
+                driver_reads: AtomicBool::new(false),
+                role_waiters: AtomicUsize::new(0),
                 driver: PhantomData,
                 slots: SlotPool::new(),
                 in_progress: AtomicUsize::new(0),
@@ -197,7 +275,7 @@ impl<D: Driver> Client<D> {
 
     /// Calls with a deadline of its own.
     pub fn call_timeout(&self, name: &[u8], value: &[u8], timeout: Duration) -> Result<Reply, ClientError> {
-        self.start_timeout(name, value, timeout)?.wait()
+        self.begin(name, value, timeout, true)?.wait()
     }
 
     /// Sends a call without waiting for it: many calls can be in flight from
@@ -209,6 +287,14 @@ impl<D: Driver> Client<D> {
 
     /// [`start`](Self::start) with a deadline of its own.
     pub fn start_timeout(&self, name: &[u8], value: &[u8], timeout: Duration) -> Result<PendingCall<D>, ClientError> {
+        self.begin(name, value, timeout, false)
+    }
+
+    /// Queues a call (written at once by this caller if the connection is
+    /// quiet) and decides, under the same lock, how its response will be
+    /// read if the caller `waits` right away: by this caller (it leads), by
+    /// a leading caller (it follows), or by the driver.
+    fn begin(&self, name: &[u8], value: &[u8], timeout: Duration, waits: bool) -> Result<PendingCall<D>, ClientError> {
         let inner = &self.inner;
         // One clock read per call: clock_gettime is a visible share of a
         // call's cost on a VM.
@@ -225,6 +311,13 @@ impl<D: Driver> Client<D> {
         if let Err(e) = inner.ensure_connected(&mut state, deadline) {
             return failed(e);
         }
+        if inner.closed_while_quiet(&mut state) {
+            // The server closed the connection while nobody was reading it
+            // (its idle timeout, a restart): use a new one.
+            if let Err(e) = inner.ensure_connected(&mut state, deadline) {
+                return failed(e);
+            }
+        }
         state.last_used = now;
         let active = state.active.as_mut().expect("connected above");
         if !active.writable {
@@ -235,11 +328,28 @@ impl<D: Driver> Client<D> {
         match active.conn.start_call(name, value, Arc::clone(&slot)) {
             Ok(id) => {
                 let generation = active.generation;
-                if first {
+                // Only a call whose caller waits at once writes itself: a
+                // pipelining caller would hold the lock through a system
+                // call that the driver makes anyway, in bigger batches.
+                if first && !(waits && inner.write_now(active)) {
                     inner.notify_output(active);
                 }
+                active.lead_mode = waits;
+                let role = inner.choose_role(active, &slot, waits);
+                let io = if role == Role::Undecided { None } else { active.io.clone() };
+                let read_buf = if role == Role::Lead { std::mem::take(&mut state.read_buf) } else { BytesMut::new() };
                 drop(state);
-                Ok(PendingCall { inner: Arc::clone(inner), slot: Some(slot), id, generation, deadline, timeout })
+                Ok(PendingCall {
+                    inner: Arc::clone(inner),
+                    slot: Some(slot),
+                    id,
+                    generation,
+                    deadline,
+                    timeout,
+                    role,
+                    io,
+                    read_buf,
+                })
             }
             Err(rejected) => {
                 drop(state);
@@ -311,6 +421,11 @@ pub struct PendingCall<D: Driver> {
     generation: u64,
     deadline: Instant,
     timeout: Duration,
+    role: Role,
+    /// The socket, for a caller that leads (or may be promoted to).
+    io: Option<Arc<TcpStream>>,
+    /// The read buffer, while this caller leads.
+    read_buf: BytesMut,
 }
 
 impl<D: Driver> std::fmt::Debug for PendingCall<D> {
@@ -330,12 +445,25 @@ impl<D: Driver> PendingCall<D> {
         self.slot.as_ref().is_some_and(|s| s.is_done())
     }
 
-    /// Blocks until the response, the deadline, or the death of the connection.
+    /// Blocks until the response, the deadline, or the death of the
+    /// connection. A caller that finds nobody reading the connection reads
+    /// it itself, completing other callers' calls on the way, and hands the
+    /// reading on when it leaves (see the module docs).
     pub fn wait(mut self) -> Result<Reply, ClientError> {
         let slot = self.slot.take().expect("present until waited");
-        let inner = &self.inner;
-        let _done = InProgress(inner);
-        if !slot.wait_until(self.deadline) {
+        let inner = Arc::clone(&self.inner);
+        let _done = InProgress(&inner);
+        let done = match self.role {
+            Role::Lead => self.lead(&slot),
+            Role::Follow => self.follow(&slot),
+            // A call started earlier and waited on now. While it is
+            // pending somebody reads (a caller, or the driver: a started call
+            // is handed to it when nobody reads), so it waits for them, on
+            // its slot alone: no client lock on this path, which pipelining
+            // callers take for every call.
+            Role::Undecided => slot.wait_until(self.deadline),
+        };
+        if !done {
             if let Some(token) = inner.cancel(self.id, self.generation) {
                 drop(token);
                 inner.slots.release(slot);
@@ -345,6 +473,90 @@ impl<D: Driver> PendingCall<D> {
             // lock `cancel` took, so the slot is already done.
         }
         inner.slots.finish(slot)
+    }
+}
+
+impl<D: Driver> PendingCall<D> {
+    // ANCHOR: lead
+    /// Reads the connection for everyone until this call is done, its
+    /// deadline passes or the connection dies; then hands the reading on.
+    /// Returns whether the call is done.
+    fn lead(&mut self, slot: &CallSlot) -> bool {
+        let inner = &self.inner;
+        let io = self.io.clone().expect("a leading call has the socket");
+        let chunk = inner.config.buffer_size.clamp(4096, 64 * 1024);
+        let mut buf = std::mem::take(&mut self.read_buf);
+        loop {
+            // Read what is there. A short read means the socket is drained
+            // for now (a read more would only return WouldBlock).
+            let mut got = false;
+            let mut broken = None;
+            loop {
+                match sys::recv(&io, &mut buf, chunk) {
+                    Ok(0) => {
+                        broken =
+                            Some(ClientError::lost(io::ErrorKind::UnexpectedEof, "the server closed the connection"));
+                        break;
+                    }
+                    Ok(n) => {
+                        got = true;
+                        if n < chunk {
+                            break;
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        broken = Some(ClientError::from_io(e));
+                        break;
+                    }
+                }
+            }
+            if got && inner.receive(self.generation, &mut buf).is_err() {
+                break; // the connection is over; every pending call has failed
+            }
+            if let Some(error) = broken {
+                inner.die(self.generation, error);
+                break;
+            }
+            if slot.is_done() {
+                break;
+            }
+            let now = Instant::now();
+            if now >= self.deadline {
+                break;
+            }
+            if let Err(e) = sys::wait_readable(&io, self.deadline - now) {
+                inner.die(self.generation, ClientError::from_io(e));
+                break;
+            }
+        }
+        inner.leave(self.generation, buf);
+        slot.is_done()
+    }
+    // ANCHOR_END: lead
+
+    /// Waits while a leading caller reads; takes over if handed the role.
+    fn follow(&mut self, slot: &CallSlot) -> bool {
+        match slot.wait_following(self.deadline) {
+            FollowEnd::Done => true,
+            FollowEnd::TimedOut => false,
+            FollowEnd::Promoted => {
+                let mut state = self.inner.lock();
+                let current = state
+                    .active
+                    .as_ref()
+                    .is_some_and(|a| a.generation == self.generation && a.reader == Reader::Caller);
+                if !current {
+                    // The connection died after the hand-over: the call has failed.
+                    drop(state);
+                    return slot.wait_until(self.deadline);
+                }
+                self.read_buf = std::mem::take(&mut state.read_buf);
+                drop(state);
+                self.lead(slot)
+            }
+        }
     }
 }
 
@@ -385,6 +597,166 @@ impl<D: Driver> Inner<D> {
         D::wake(&active.handle);
     }
 
+    /// Before a call on a quiet connection that nobody reads: whether the
+    /// server has closed it since (a peek finds the end of stream); if so
+    /// it is dropped. Without a reader, nobody else would have noticed.
+    fn closed_while_quiet(&self, state: &mut MutexGuard<'_, State<D>>) -> bool {
+        let closed = state.active.as_ref().is_some_and(|a| {
+            a.reader == Reader::Idle
+                && a.conn.pending_len() == 0
+                && !a.conn.has_output()
+                && a.io.as_ref().is_some_and(|io| sys::peer_closed(io))
+        });
+        if closed {
+            let active = state.active.take().expect("checked");
+            self.fail_all(active, ClientError::lost(io::ErrorKind::UnexpectedEof, "the server closed the connection"));
+        }
+        closed
+    }
+
+    // ANCHOR: write_now
+    /// The caller writes its own call when the connection is quiet (this
+    /// call is the only one in flight and no driver is writing): one
+    /// non-blocking write under the lock, no wake-up. Returns whether all
+    /// output went out; what is left (a full socket buffer) is the driver's.
+    fn write_now(&self, active: &mut Active<D>) -> bool {
+        let Some(io) = active.io.as_ref() else { return false };
+        if active.writing || active.conn.pending_len() != 1 || self.config.batch_delay.is_some() {
+            return false;
+        }
+        let out = active.conn.output();
+        if let Ok(n) = sys::send(io, out) {
+            active.conn.advance_output(n);
+        }
+        // An error is the driver's to find on its own write (and to report).
+        !active.conn.has_output()
+    }
+    // ANCHOR_END: write_now
+
+    /// Who reads the response of a call queued now: this caller if nobody
+    /// reads and it `waits`; a leading caller, whom it follows; or the
+    /// driver (a call started without waiting, on a connection nobody
+    /// reads, is handed to the driver at once, so that nothing waits unread).
+    fn choose_role(&self, active: &mut Active<D>, slot: &Arc<CallSlot>, waits: bool) -> Role {
+        if active.io.is_none() {
+            return Role::Undecided;
+        }
+        match active.reader {
+            Reader::Idle if waits => {
+                self.set_reader(active, Reader::Caller);
+                Role::Lead
+            }
+            Reader::Idle => {
+                self.hand_to_driver(active);
+                Role::Undecided
+            }
+            Reader::Caller if waits => {
+                if active.followers.len() >= 64 {
+                    active.followers.retain(|f| !f.is_done());
+                }
+                active.followers.push_back(Arc::clone(slot));
+                Role::Follow
+            }
+            _ => Role::Undecided,
+        }
+    }
+
+    // ANCHOR: leave
+    /// A leading caller leaves: it hands the reading to a follower, or to
+    /// the driver while calls are pending (or readiness it skipped is
+    /// unread), else to nobody.
+    fn leave(&self, generation: u64, buf: BytesMut) {
+        let mut state = self.lock();
+        state.read_buf = buf;
+        let Some(active) = state.active.as_mut().filter(|a| a.generation == generation && a.reader == Reader::Caller)
+        else {
+            return;
+        };
+        if std::mem::take(&mut active.missed_read) {
+            return self.hand_to_driver(active);
+        }
+        while let Some(follower) = active.followers.pop_front() {
+            if follower.promote() {
+                return; // the role passes on, still a caller's
+            }
+        }
+        if active.conn.pending_len() > 0 {
+            self.hand_to_driver(active);
+        } else {
+            self.set_reader(active, Reader::Idle);
+        }
+    }
+    // ANCHOR_END: leave
+
+    fn set_reader(&self, active: &mut Active<D>, reader: Reader) {
+        active.reader = reader;
+        self.driver_reads.store(reader == Reader::Driver, Ordering::Release);
+    }
+
+    fn hand_to_driver(&self, active: &mut Active<D>) {
+        self.set_reader(active, Reader::Driver);
+        if self.role_waiters.load(Ordering::Relaxed) > 0 {
+            self.read_role.notify_all();
+        }
+        D::read_needed(&active.handle);
+    }
+
+    /// Hands bytes read from the socket to the connection and completes the
+    /// calls whose responses are in. `Ok(handshake_done)`, or `Err(())` if
+    /// the connection is over.
+    fn receive(&self, generation: u64, buf: &mut BytesMut) -> Result<bool, ()> {
+        self.receive_as(generation, buf, false).map(|r| r.handshake_done)
+    }
+
+    /// [`receive`](Inner::receive); for a driver (`driver`), also gives up
+    /// the reading role if no call is pending any more (the driver then
+    /// reads no further without taking it again).
+    fn receive_as(&self, generation: u64, buf: &mut BytesMut, driver: bool) -> Result<Received, ()> {
+        let mut state = self.lock();
+        let Some(active) = state.active.as_mut().filter(|a| a.generation == generation) else {
+            return Err(());
+        };
+        active.conn.receive_buffer(buf);
+        match active.conn.process(|response, slot| slot.complete(response.value)) {
+            Ok(()) => {
+                let handshake_done = active.conn.is_handshake_done();
+                let released = driver && self.release_if_unneeded(active);
+                Ok(Received { handshake_done, released })
+            }
+            Err(e) => {
+                drop(state);
+                self.die(generation, e.into());
+                Err(())
+            }
+        }
+    }
+
+    /// The driver reads and no call is pending: nobody needs to read, and
+    /// the next caller reads for itself. Returns whether the role was given up.
+    fn release_if_unneeded(&self, active: &mut Active<D>) -> bool {
+        let unneeded = active.reader == Reader::Driver
+            && active.lead_mode
+            && active.io.is_some()
+            && active.conn.pending_len() == 0
+            && active.conn.is_handshake_done();
+        if unneeded {
+            self.set_reader(active, Reader::Idle);
+        }
+        unneeded
+    }
+
+    /// Ends the connection (if it is still `generation`) with `error`:
+    /// every pending call fails with it.
+    fn die(&self, generation: u64, error: ClientError) {
+        let mut state = self.lock();
+        if state.active.as_ref().is_some_and(|a| a.generation == generation) {
+            let active = state.active.take().expect("checked");
+            drop(state);
+            tracing::debug!(addr = %self.addr, %error, "client connection lost");
+            self.fail_all(active, error);
+        }
+    }
+
     /// Makes sure there is a live connection, connecting if allowed.
     fn ensure_connected(
         self: &Arc<Self>,
@@ -418,8 +790,22 @@ impl<D: Driver> Inner<D> {
             Ok(handle) => handle,
             Err(e) => return failed(state, e),
         };
-        state.active = Some(Active { conn: ClientConn::new(&self.config), generation, handle, writable: true });
+        let io = if sys::CALLER_IO { D::caller_io(&handle) } else { None };
+        state.active = Some(Active {
+            conn: ClientConn::new(&self.config),
+            generation,
+            handle,
+            writable: true,
+            io,
+            // The driver reads the server's handshake.
+            reader: Reader::Driver,
+            writing: false,
+            missed_read: false,
+            followers: VecDeque::new(),
+            lead_mode: true,
+        });
         state.backoff.succeeded();
+        self.driver_reads.store(true, Ordering::Release);
         Ok(())
     }
 
@@ -431,6 +817,7 @@ impl<D: Driver> Inner<D> {
         D::stop(&active.handle);
         self.output_ready.notify_all();
         self.output_drained.notify_all();
+        self.read_role.notify_all();
     }
 }
 
@@ -468,18 +855,73 @@ impl<D: Driver> Link<D> {
     /// protocol, in which case every pending call was failed).
     #[allow(clippy::result_unit_err)]
     pub fn received(&self, buf: &mut BytesMut) -> Result<bool, ()> {
+        self.inner.receive(self.generation, buf)
+    }
+
+    /// [`received`](Link::received) for drivers that take part in
+    /// leader/follower (those whose `caller_io` gives callers the socket):
+    /// in the same lock, the driver gives up the reading role if no call is
+    /// pending any more, so that the next caller reads for itself.
+    #[allow(clippy::result_unit_err)]
+    pub fn received_by_driver(&self, buf: &mut BytesMut) -> Result<Received, ()> {
+        self.inner.receive_as(self.generation, buf, true)
+    }
+
+    /// For drivers that block in `read` (their own thread): waits until the
+    /// driver holds the reading role (callers hand it over when calls are
+    /// pending and none of them reads); returns whether the connection is
+    /// still this one. Without caller I/O the driver always reads.
+    pub fn wait_read_role(&self) -> bool {
+        if self.inner.driver_reads.load(Ordering::Acquire) {
+            // Reading on (under load, every time): no lock. Should this be a
+            // connection that has since ended, its read fails and it stops.
+            return true;
+        }
         let mut state = self.inner.lock();
-        let Some(active) = state.active.as_mut().filter(|a| a.generation == self.generation) else {
-            return Err(());
-        };
-        active.conn.receive_buffer(buf);
-        match active.conn.process(|response, slot| slot.complete(response.value)) {
-            Ok(()) => Ok(active.conn.is_handshake_done()),
-            Err(e) => {
-                drop(state);
-                self.die(e.into());
-                Err(())
+        loop {
+            match state.active.as_ref().filter(|a| a.generation == self.generation) {
+                None => return false,
+                Some(a) if a.reader == Reader::Driver || a.io.is_none() => return true,
+                Some(_) => {}
             }
+            self.inner.role_waiters.fetch_add(1, Ordering::Relaxed);
+            state = self.inner.read_role.wait(state).unwrap_or_else(|p| p.into_inner());
+            self.inner.role_waiters.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// For drivers woken by readiness (a reactor): whether to read now. Yes
+    /// if the driver reads or nobody does (it takes the role); no while a
+    /// caller reads, which is then told to make sure the readiness is
+    /// served before it leaves. Call [`Link::reading_done`] after reading.
+    pub fn may_read(&self) -> bool {
+        if self.inner.driver_reads.load(Ordering::Acquire) {
+            return true;
+        }
+        let mut state = self.inner.lock();
+        match state.active.as_mut().filter(|a| a.generation == self.generation) {
+            Some(a) if a.reader == Reader::Caller => {
+                a.missed_read = true;
+                false
+            }
+            Some(a) => {
+                if a.io.is_some() {
+                    self.inner.set_reader(a, Reader::Driver);
+                }
+                true
+            }
+            // Gone: the read will find out and stop the driver.
+            None => true,
+        }
+    }
+
+    /// The driver has stopped reading (drained the socket, or done one
+    /// blocking read): it gives up the reading role if no call is pending,
+    /// so that the next caller reads for itself.
+    pub fn reading_done(&self) {
+        let mut state = self.inner.lock();
+        if let Some(a) = state.active.as_mut().filter(|a| a.generation == self.generation) {
+            self.inner.release_if_unneeded(a);
         }
     }
 
@@ -497,12 +939,14 @@ impl<D: Driver> Link<D> {
         };
         if active.conn.has_output() {
             active.conn.take_output(out);
+            active.writing = true;
             drop(state);
             if self.inner.drain_waiters.load(Ordering::Relaxed) > 0 {
                 self.inner.output_drained.notify_all();
             }
             return Output::Taken;
         }
+        active.writing = false;
         let idle_timeout = self.inner.config.idle_timeout;
         if active.conn.pending_len() == 0 && idle_for >= idle_timeout {
             // Unused for idle_timeout: close; the next call reconnects.
@@ -548,13 +992,7 @@ impl<D: Driver> Link<D> {
     /// Ends the connection (if it is still this one) with `error`: every
     /// pending call fails with it.
     pub fn die(&self, error: ClientError) {
-        let mut state = self.inner.lock();
-        if state.active.as_ref().is_some_and(|a| a.generation == self.generation) {
-            let active = state.active.take().expect("checked");
-            drop(state);
-            tracing::debug!(addr = %self.inner.addr, %error, "client connection lost");
-            self.inner.fail_all(active, error);
-        }
+        self.inner.die(self.generation, error)
     }
 }
 

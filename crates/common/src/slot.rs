@@ -39,6 +39,23 @@ struct SlotState {
     /// only notifies when this is set: under load the caller usually finds
     /// its call already done and never sleeps.
     sleeping: bool,
+    /// The caller waits as a follower ([`CallSlot::wait_following`]): it
+    /// may be handed the connection's reading role.
+    following: bool,
+    /// The reading role was handed to this slot's caller.
+    promoted: bool,
+}
+
+/// How [`CallSlot::wait_following`] ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FollowEnd {
+    /// The call is done (completed or failed).
+    Done,
+    /// The deadline passed first.
+    TimedOut,
+    /// The leader left and handed this caller the reading role: it now
+    /// reads for everyone (and must hand the role on when it leaves).
+    Promoted,
 }
 
 /// One call's meeting point between the caller and the connection.
@@ -108,6 +125,46 @@ impl CallSlot {
         true
     }
 
+    /// Blocks as a follower: until the call is done, the deadline passes,
+    /// or the leader hands over the reading role ([`CallSlot::promote`]).
+    /// A promotion wins over both (the role must not be dropped).
+    pub fn wait_following(&self, deadline: Instant) -> FollowEnd {
+        let mut state = self.lock();
+        state.following = true;
+        let end = loop {
+            if std::mem::take(&mut state.promoted) {
+                break FollowEnd::Promoted;
+            }
+            if !matches!(state.outcome, Outcome::Waiting) {
+                break FollowEnd::Done;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                break FollowEnd::TimedOut;
+            }
+            state.sleeping = true;
+            state = self.done.wait_timeout(state, deadline - now).unwrap_or_else(|p| p.into_inner()).0;
+        };
+        state.following = false;
+        end
+    }
+
+    /// Hands the reading role to this slot's caller if it waits as a
+    /// follower for a call not yet done; returns whether it took it.
+    pub fn promote(&self) -> bool {
+        let mut state = self.lock();
+        if !state.following || state.promoted || !matches!(state.outcome, Outcome::Waiting) {
+            return false;
+        }
+        state.promoted = true;
+        let sleeping = std::mem::take(&mut state.sleeping);
+        drop(state);
+        if sleeping {
+            self.done.notify_all();
+        }
+        true
+    }
+
     /// Blocks until the call is done.
     pub fn wait(&self) {
         let mut state = self.lock();
@@ -153,6 +210,8 @@ impl CallSlot {
         state.outcome = Outcome::Waiting;
         state.waker = None;
         state.sleeping = false;
+        state.following = false;
+        state.promoted = false;
     }
 }
 

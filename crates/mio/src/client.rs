@@ -7,6 +7,13 @@
 //! The reactor writes until `WouldBlock` (asking for write readiness only
 //! while output remains), reads until `WouldBlock`, and completes the calls
 //! whose responses arrived.
+//!
+//! That is the picture under load. A caller that finds the connection
+//! quiet writes its call itself, and a caller that finds nobody reading
+//! runs the reading itself until its response is in (leader/follower, in
+//! [`fastwire_common::client`]), so a lone call wakes no reactor. The
+//! reactor reads when handed the role or when nobody reads; readiness it
+//! skips while a caller reads is handed back when that caller leaves.
 
 use std::io::{self, Write};
 use std::net::Shutdown;
@@ -47,8 +54,13 @@ pub struct ReactorHandle {
     /// the output on its next turn).
     parked: AtomicBool,
     stopped: AtomicBool,
-    /// A clone of the socket, to shut it down.
-    socket: std::net::TcpStream,
+    /// A caller handed the reading role to the reactor: read even without
+    /// a new readiness event (the caller may have left data it did not
+    /// read, and the edge that announced it is gone).
+    read_requested: AtomicBool,
+    /// A clone of the socket: to shut it down, and for callers that read
+    /// and write it themselves (leader/follower).
+    socket: Arc<std::net::TcpStream>,
 }
 
 impl Driver for Reactor {
@@ -64,7 +76,8 @@ impl Driver for Reactor {
             waker: Waker::new(poll.registry(), WAKER)?,
             parked: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
-            socket,
+            read_requested: AtomicBool::new(false),
+            socket: Arc::new(socket),
         });
         let reactor = Arc::clone(&handle);
         thread::Builder::new()
@@ -91,6 +104,22 @@ impl Driver for Reactor {
         let _ = handle.socket.shutdown(Shutdown::Both);
         let _ = handle.waker.wake();
     }
+
+    fn caller_io(handle: &Arc<ReactorHandle>) -> Option<Arc<std::net::TcpStream>> {
+        // Callers run the connection's reading themselves while they wait
+        // (a reactor turn of their own on the one socket); the reactor reads
+        // when they hand it the role, or when nobody reads.
+        Some(Arc::clone(&handle.socket))
+    }
+
+    fn read_needed(handle: &Arc<ReactorHandle>) {
+        // As `wake`: the flag first, then the reactor if it is parked; it
+        // checks the flag after announcing that it parks.
+        handle.read_requested.store(true, Ordering::SeqCst);
+        if handle.parked.swap(false, Ordering::SeqCst) {
+            let _ = handle.waker.wake();
+        }
+    }
 }
 
 fn run(link: Link<Reactor>, mut poll: Poll, mut stream: TcpStream, handle: &ReactorHandle) {
@@ -113,7 +142,9 @@ fn run(link: Link<Reactor>, mut poll: Poll, mut stream: TcpStream, handle: &Reac
             // About to sleep: announce it, then look once more for output
             // queued by a caller who saw the reactor busy and did not wake it.
             handle.parked.store(true, Ordering::SeqCst);
-            if link.has_output() && !(write_interest || hold_until.is_some()) {
+            if handle.read_requested.load(Ordering::SeqCst)
+                || (link.has_output() && !(write_interest || hold_until.is_some()))
+            {
                 handle.parked.store(false, Ordering::SeqCst);
                 timeout = Some(Duration::ZERO);
             }
@@ -135,21 +166,39 @@ fn run(link: Link<Reactor>, mut poll: Poll, mut stream: TcpStream, handle: &Reac
                 writable |= event.is_writable() || event.is_write_closed();
             }
         }
-        // Read until WouldBlock, handing responses to the waiting callers.
+        readable |= handle.read_requested.swap(false, Ordering::SeqCst);
+        // Read until WouldBlock, handing responses to the waiting callers,
+        // unless a caller is reading (it is told, and serves the readiness).
+        if readable && !link.may_read() {
+            readable = false;
+        }
+        let mut released = !readable;
         while readable {
             match net::read_some(&mut stream, &mut inbuf, read_chunk) {
                 Ok(0) => {
                     return link
                         .die(ClientError::lost(io::ErrorKind::UnexpectedEof, "the server closed the connection"))
                 }
-                Ok(_) => match link.received(&mut inbuf) {
+                // No call pending any more: the role is given up and the
+                // reading stops (later data raises a new edge).
+                Ok(_) => match link.received_by_driver(&mut inbuf) {
                     Err(()) => return,
-                    Ok(done) => handshake_done |= done,
+                    Ok(r) => {
+                        handshake_done |= r.handshake_done;
+                        if r.released {
+                            readable = false;
+                            released = true;
+                        }
+                    }
                 },
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => readable = false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return link.die(ClientError::from_io(e)),
             }
+        }
+        if !released {
+            // Drained (or woken for nothing) while holding the role.
+            link.reading_done();
         }
         if !handshake_done && Instant::now() >= handshake_deadline {
             return link.die(ClientError::lost(

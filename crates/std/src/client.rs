@@ -8,6 +8,13 @@
 //!  wait on the call's slot        write_all(socket)          complete slots; unlock
 //! ```
 //!
+//! That is the picture under load. A caller that finds the connection
+//! quiet writes its call itself, and a caller that finds nobody reading
+//! reads until its response is in (leader/follower, in
+//! [`fastwire_common::client`]): a lone call then wakes neither thread. The
+//! reader thread reads only when handed the role, the writer only writes
+//! what callers queued behind a busy connection.
+//!
 //! The calls, deadlines, reconnection and fire-and-forget logic are shared
 //! with the other thread-based clients (see [`fastwire_common::client`]);
 //! this module is only the I/O: blocking reads and writes on two threads.
@@ -61,6 +68,12 @@ impl Driver for Threads {
     fn stop(stream: &Arc<TcpStream>) {
         let _ = stream.shutdown(Shutdown::Both);
     }
+
+    fn caller_io(stream: &Arc<TcpStream>) -> Option<Arc<TcpStream>> {
+        // Callers may read and write the socket themselves (non-blocking
+        // calls; the threads keep blocking ones): see `read_loop`.
+        Some(Arc::clone(stream))
+    }
 }
 
 fn read_loop(link: &Link<Threads>, socket: &TcpStream) {
@@ -70,6 +83,11 @@ fn read_loop(link: &Link<Threads>, socket: &TcpStream) {
     let mut handshake_done = false;
     let mut buf = BytesMut::new();
     loop {
+        // Callers read for themselves while they wait; this thread reads only
+        // when handed the role (calls pending and no caller reading them).
+        if !link.wait_read_role() {
+            return;
+        }
         let error = match net::read_some(&mut stream, &mut buf, config.buffer_size) {
             Ok(0) => Some(ClientError::lost(io::ErrorKind::UnexpectedEof, "the server closed the connection")),
             Ok(_) => None,
@@ -88,9 +106,10 @@ fn read_loop(link: &Link<Threads>, socket: &TcpStream) {
         if let Some(error) = error {
             return link.die(error);
         }
-        match link.received(&mut buf) {
+        // Gives the reading role up when no call is pending any more.
+        match link.received_by_driver(&mut buf) {
             Err(()) => return,
-            Ok(done) if done && !handshake_done => {
+            Ok(r) if r.handshake_done && !handshake_done => {
                 handshake_done = true;
                 let _ = stream.set_read_timeout(None);
             }

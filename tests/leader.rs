@@ -1,0 +1,176 @@
+//! Leader/follower in the blocking client core (std and mio clients): a
+//! caller that finds nobody reading its connection reads it itself, for
+//! everyone, and hands the reading on when it leaves. These are the
+//! hand-overs that must never lose a response or leave a caller hanging:
+//! a leader timing out while followers wait, a leader's connection dying
+//! while followers wait, calls started and waited later, and many callers
+//! on one connection. Over TCP on loopback, against the mio server's demo
+//! service (`wait/<µs>` calls are answered that much later, `re:` + value).
+
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use fastwire::proto::{ClientConfig, ServerConfig};
+use fastwire::ClientError;
+use fastwire_bench::backend::RunningServer;
+use fastwire_bench::demo::{start_demo, Demo};
+use fastwire_bench::BackendKind;
+use fastwire_common::client::{Client, Driver};
+
+type StdClient = fastwire::fastwire_std::Client;
+type MioClient = fastwire::fastwire_mio::Client;
+
+fn server() -> Box<dyn RunningServer> {
+    start_demo(BackendKind::Mio, "127.0.0.1:0".parse().unwrap(), ServerConfig::default(), Demo::default()).unwrap()
+}
+
+fn client<D: Driver>(server: &dyn RunningServer) -> Client<D> {
+    let config = ClientConfig { call_timeout: Duration::from_secs(10), ..ClientConfig::default() };
+    Client::connect(server.local_addr(), config).unwrap()
+}
+
+fn wait_name(micros: u64) -> Vec<u8> {
+    format!("wait/{micros}").into_bytes()
+}
+
+/// A leader whose deadline passes hands the reading to a follower, which
+/// then gets its own (later) response; nobody waits past their deadline.
+fn leader_times_out_while_a_follower_waits<D: Driver>() {
+    let server = server();
+    let c = client::<D>(&*server);
+    thread::scope(|s| {
+        let leader = s.spawn(|| {
+            let started = Instant::now();
+            let r = c.call_timeout(&wait_name(2_000_000), b"leader", Duration::from_millis(150));
+            (r, started.elapsed())
+        });
+        thread::sleep(Duration::from_millis(40)); // the leader is reading by now
+        let follower = s.spawn(|| c.call_timeout(&wait_name(400_000), b"follower", Duration::from_secs(5)));
+        let (r, took) = leader.join().unwrap();
+        assert!(matches!(r, Err(ClientError::Timeout(_))), "{r:?}");
+        assert!(took < Duration::from_secs(1), "the leader left at its deadline ({took:?})");
+        assert_eq!(&*follower.join().unwrap().unwrap(), b"re:follower", "the follower took over the reading");
+    });
+    // The connection goes on: a later call leads again.
+    assert_eq!(&*c.call(b"echo", b"after").unwrap(), b"re:after");
+    c.close();
+    server.shutdown(Duration::from_secs(5));
+}
+
+/// The leader's connection dies (the server goes away) while followers
+/// wait: every one of them fails at once with a connection error.
+fn leader_connection_dies_while_followers_wait<D: Driver>() {
+    let server = server();
+    let c = client::<D>(&*server);
+    let stats = thread::scope(|s| {
+        let calls: Vec<_> = (0..4)
+            .map(|i| {
+                let c = &c;
+                s.spawn(move || {
+                    thread::sleep(Duration::from_millis(10 * i));
+                    let started = Instant::now();
+                    (c.call_timeout(&wait_name(5_000_000), b"x", Duration::from_secs(10)), started.elapsed())
+                })
+            })
+            .collect();
+        thread::sleep(Duration::from_millis(200));
+        let stats = server.stats();
+        // Cut off at once: the deferred calls are never answered.
+        server.shutdown(Duration::ZERO);
+        for call in calls {
+            let (r, took) = call.join().unwrap();
+            let e = r.unwrap_err();
+            assert!(!matches!(e, ClientError::Timeout(_)), "a connection error, not a timeout: {e}");
+            assert!(took < Duration::from_secs(3), "failed promptly ({took:?})");
+        }
+        stats
+    });
+    assert_eq!(stats.deferred_in_flight, 4, "all four calls were with the server");
+}
+
+/// Calls started first and waited later (pipelining from one thread), with
+/// fire-and-forget sends between: the reading passes between the driver and
+/// the waiting caller without losing a response.
+fn started_calls_are_read_whoever_waits<D: Driver>() {
+    let server = server();
+    let c = client::<D>(&*server);
+    for round in 0..50 {
+        let calls: Vec<_> =
+            (0..40).map(|i| (i, c.start(b"echo", format!("{round}/{i}").as_bytes()).unwrap())).collect();
+        c.send(b"nowait", b"").unwrap();
+        // Waited in reverse, and with pauses, so that the driver reads some.
+        for (i, call) in calls.into_iter().rev() {
+            if i % 13 == 0 {
+                thread::sleep(Duration::from_micros(200));
+            }
+            assert_eq!(&*call.wait().unwrap(), format!("re:{round}/{i}").as_bytes());
+        }
+    }
+    // A started call that nobody waits on is still read (by the driver): the
+    // connection stays usable and a dropped call is forgotten.
+    let forgotten = c.start(&wait_name(1_000), b"dropped").unwrap();
+    thread::sleep(Duration::from_millis(20));
+    drop(forgotten);
+    assert_eq!(&*c.call(b"echo", b"still").unwrap(), b"re:still");
+    c.close();
+    server.shutdown(Duration::from_secs(5));
+}
+
+/// Many threads calling at once on one connection, some slow: every
+/// response reaches its caller, whoever read it.
+fn many_callers_on_one_connection<D: Driver>() {
+    let server = server();
+    let c = client::<D>(&*server);
+    let threads = 16;
+    let barrier = Arc::new(Barrier::new(threads));
+    thread::scope(|s| {
+        for t in 0..threads {
+            let (c, barrier) = (&c, Arc::clone(&barrier));
+            s.spawn(move || {
+                barrier.wait();
+                for i in 0..300 {
+                    let value = format!("{t}:{i}");
+                    let name: &[u8] = if i % 50 == 7 { b"wait/2000" } else { b"echo" };
+                    assert_eq!(&*c.call(name, value.as_bytes()).unwrap(), format!("re:{value}").as_bytes());
+                }
+            });
+        }
+    });
+    assert_eq!(c.pending(), 0);
+    assert_eq!(server.stats().requests, 16 * 300);
+    c.close();
+    server.shutdown(Duration::from_secs(5));
+}
+
+/// The server closes an idle connection (nobody reads it then): the next
+/// call notices before using it and goes out on a new connection.
+fn server_closed_while_nobody_read<D: Driver>() {
+    let config = ServerConfig { idle_timeout: Some(Duration::from_millis(100)), ..ServerConfig::default() };
+    let server = start_demo(BackendKind::Mio, "127.0.0.1:0".parse().unwrap(), config, Demo::default()).unwrap();
+    let c = client::<D>(&*server);
+    assert_eq!(&*c.call(b"echo", b"1").unwrap(), b"re:1");
+    thread::sleep(Duration::from_millis(400)); // the server's idle timeout closed it
+    assert_eq!(&*c.call(b"echo", b"2").unwrap(), b"re:2", "not an error: the closed connection was replaced");
+    assert_eq!(server.stats().accepted, 2);
+    c.close();
+    server.shutdown(Duration::from_secs(5));
+}
+
+macro_rules! for_clients {
+    ($($name:ident),*) => {
+        mod std_client { $( #[test] fn $name() { super::$name::<fastwire::fastwire_std::client::Threads>() } )* }
+        mod mio_client { $( #[test] fn $name() { super::$name::<fastwire::fastwire_mio::client::Reactor>() } )* }
+    };
+}
+
+for_clients!(
+    leader_times_out_while_a_follower_waits,
+    leader_connection_dies_while_followers_wait,
+    started_calls_are_read_whoever_waits,
+    many_callers_on_one_connection,
+    server_closed_while_nobody_read
+);
+
+#[allow(dead_code)]
+fn types_are_the_backends_clients(_: StdClient, _: MioClient) {}
