@@ -436,6 +436,9 @@ impl<H: Handler + 'static> EventLoop<H> {
         let mut conn = self.conns.remove(key);
         conn.finish(&self.shared.counters);
         let _ = self.poll.registry().deregister(&mut conn.stream);
+        // Closed (socket, and the responders' view of it) before it stops
+        // counting as open: whoever sees `open` drop sees a closed connection.
+        drop(conn);
         self.shared.counters.close();
         tracing::trace!(reason, "connection closed");
     }
