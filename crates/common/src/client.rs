@@ -8,14 +8,30 @@
 //! client through a [`Link`].
 //!
 //! ```text
-//!  caller threads                           the driver (I/O)
+//!  caller threads (under load)              the driver (I/O)
 //!  lock; encode the call; unlock            take the output; write it
 //!  wake the driver; wait on the call's slot read; lock; decode responses; complete slots
 //! ```
 //!
 //! Calls queue up in the connection's output buffer while the driver is
 //! busy writing, so under load many calls share one system call: batching
-//! happens by itself. Each call waits on its own pooled slot until its
+//! happens by itself.
+//!
+//! **Leader/follower.** On a connection used one call at a time, handing
+//! each call to the driver and each response back costs two thread
+//! wake-ups per round trip. So where the driver allows it
+//! ([`Driver::caller_io`]: std and mio), a caller whose call is alone on a
+//! quiet connection writes it itself (one non-blocking `send` under the
+//! lock), and a waiting caller that finds nobody reading the socket reads
+//! it itself (it *leads*), completing other callers' calls on the way,
+//! until its own response is in or its deadline passes. Callers arriving
+//! meanwhile *follow* (they wait on their slot). When the leader leaves it
+//! hands the reading role to a follower, or to the driver if calls are
+//! pending with nobody waiting, or to nobody. The driver reads only when
+//! handed the role or when nobody reads; with many calls in flight
+//! (pipelining) it keeps the role and the writing, as before. A quiet
+//! connection nobody reads is peeked at before use, so a close by the
+//! server meanwhile is noticed and the call goes out on a new connection. Each call waits on its own pooled slot until its
 //! response, its deadline (then it is cancelled and its id freed), or the
 //! death of the connection (every pending call then fails at once: a dead
 //! server never makes a caller hang). The next call reconnects, after a
