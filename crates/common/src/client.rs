@@ -49,7 +49,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use fastwire_proto::{ClientConfig, ClientConn, Connection};
 
-use crate::{net, sys, Backoff, CallSlot, ClientError, FollowEnd, Reply, SlotPool};
+use crate::{net, sys, Backoff, CallSlot, ClientError, Deadline, FollowEnd, Reply, SlotPool};
 
 /// Output waiting to be written beyond which fire-and-forget sends wait.
 const MAX_QUEUED_OUTPUT: usize = 4 * 1024 * 1024;
@@ -266,7 +266,7 @@ impl<D: Driver> Client<D> {
     pub fn wait_connected(&self) -> Result<(), ClientError> {
         let deadline = Instant::now() + self.inner.config.connect_timeout + self.inner.config.handshake_timeout;
         let mut state = self.inner.lock();
-        self.inner.ensure_connected(&mut state, deadline)?;
+        self.inner.ensure_connected(&mut state, self.inner.config.connect_timeout)?;
         drop(state);
         // The handshake is only visible through the reader; poll briefly.
         loop {
@@ -318,10 +318,9 @@ impl<D: Driver> Client<D> {
     /// a leading caller (it follows), or by the driver.
     fn begin(&self, name: &[u8], value: &[u8], timeout: Duration, waits: bool) -> Result<PendingCall<D>, ClientError> {
         let inner = &self.inner;
-        // One clock read per call: clock_gettime is a visible share of a
-        // call's cost on a VM.
-        let now = Instant::now();
-        let deadline = now + timeout;
+        // One coarse clock read per call (see `deadline`): a precise one is
+        // a visible share of a call's cost on a VM.
+        let deadline = Deadline::after(timeout);
         inner.in_progress.fetch_add(1, Ordering::Relaxed);
         // From here the call owns one count of `in_progress`: PendingCall
         // gives it back when waited or dropped; the error paths below do.
@@ -330,17 +329,19 @@ impl<D: Driver> Client<D> {
             Err(e)
         };
         let mut state = inner.lock();
-        if let Err(e) = inner.ensure_connected(&mut state, deadline) {
+        if let Err(e) = inner.ensure_connected(&mut state, timeout) {
             return failed(e);
         }
         if inner.closed_while_quiet(&mut state) {
             // The server closed the connection while nobody was reading it
             // (its idle timeout, a restart): use a new one.
-            if let Err(e) = inner.ensure_connected(&mut state, deadline) {
+            if let Err(e) = inner.ensure_connected(&mut state, timeout) {
                 return failed(e);
             }
         }
-        state.last_used = now;
+        // Used: the driver stamps the time when it next looks (no clock
+        // read here; an idle close comes at most one idle period late).
+        state.used_since = true;
         let active = state.active.as_mut().expect("connected above");
         if !active.writable {
             return failed(ClientError::lost(io::ErrorKind::BrokenPipe, "the connection is closing"));
@@ -395,7 +396,8 @@ impl<D: Driver> Client<D> {
         let mut state = inner.lock();
         loop {
             if state.active.is_none() {
-                inner.ensure_connected(&mut state, deadline(&mut deadline_at))?;
+                let within = deadline(&mut deadline_at).saturating_duration_since(Instant::now());
+                inner.ensure_connected(&mut state, within)?;
             }
             let active = state.active.as_mut().expect("connected above");
             if !active.writable {
@@ -442,7 +444,7 @@ pub struct PendingCall<D: Driver> {
     slot: Option<Arc<CallSlot>>,
     id: u32,
     generation: u64,
-    deadline: Instant,
+    deadline: Deadline,
     timeout: Duration,
     role: Role,
     /// The socket, for a caller that leads (or may be promoted to).
@@ -484,7 +486,7 @@ impl<D: Driver> PendingCall<D> {
             // is handed to it when nobody reads), so it waits for them, on
             // its slot alone: no client lock on this path, which pipelining
             // callers take for every call.
-            Role::Undecided => slot.wait_until(self.deadline),
+            Role::Undecided => slot.wait_for(self.deadline),
             Role::MayLead => slot.is_done() || self.decide(&slot),
         };
         if !done {
@@ -522,7 +524,7 @@ impl<D: Driver> PendingCall<D> {
             }
             _ => {
                 drop(state);
-                slot.wait_until(self.deadline)
+                slot.wait_for(self.deadline)
             }
         }
     }
@@ -543,11 +545,8 @@ impl<D: Driver> PendingCall<D> {
             if slot.is_done() {
                 break;
             }
-            let now = Instant::now();
-            if now >= self.deadline {
-                break;
-            }
-            if let Err(e) = sys::wait_readable(&io, self.deadline - now) {
+            let Some(left) = self.deadline.remaining() else { break };
+            if let Err(e) = sys::wait_readable(&io, left) {
                 inner.die(self.generation, ClientError::from_io(e));
                 break;
             }
@@ -577,7 +576,7 @@ impl<D: Driver> PendingCall<D> {
                 if !current {
                     // The connection died after the hand-over: the call has failed.
                     drop(state);
-                    return slot.wait_until(self.deadline);
+                    return slot.wait_for(self.deadline);
                 }
                 self.read_buf = std::mem::take(&mut state.read_buf);
                 drop(state);
@@ -839,7 +838,7 @@ impl<D: Driver> Inner<D> {
     fn ensure_connected(
         self: &Arc<Self>,
         state: &mut MutexGuard<'_, State<D>>,
-        deadline: Instant,
+        within: Duration,
     ) -> Result<(), ClientError> {
         if state.closed {
             return Err(ClientError::Closed);
@@ -851,8 +850,7 @@ impl<D: Driver> Inner<D> {
         if let Some((last_error, retry_in)) = state.backoff.check(now) {
             return Err(ClientError::Backoff { addr: self.addr, last_error, retry_in });
         }
-        let timeout =
-            self.config.connect_timeout.min(deadline.saturating_duration_since(now)).max(Duration::from_millis(1));
+        let timeout = self.config.connect_timeout.min(within).max(Duration::from_millis(1));
         let failed = |state: &mut MutexGuard<'_, State<D>>, e: io::Error| {
             let e = Arc::new(e);
             state.backoff.failed(now, Arc::clone(&e));

@@ -30,6 +30,7 @@
 
 pub mod backoff;
 pub mod client;
+pub mod deadline;
 pub mod error;
 pub mod handle;
 pub mod net;
@@ -41,6 +42,7 @@ mod sys;
 pub mod work;
 
 pub use backoff::Backoff;
+pub use deadline::Deadline;
 pub use error::ClientError;
 pub use handle::{ServerHandle, Serving};
 pub use pool::{Pool, PoolClient, Pooled};

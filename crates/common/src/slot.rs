@@ -18,6 +18,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use crate::error::ClientError;
+use crate::Deadline;
 
 #[derive(Debug, Default)]
 enum Outcome {
@@ -111,6 +112,18 @@ impl CallSlot {
         !matches!(self.lock().outcome, Outcome::Waiting)
     }
 
+    /// [`wait_until`](Self::wait_until) on a coarse [`Deadline`]: no clock
+    /// read at all if the call is already done.
+    pub fn wait_for(&self, deadline: Deadline) -> bool {
+        let mut state = self.lock();
+        while matches!(state.outcome, Outcome::Waiting) {
+            let Some(left) = deadline.remaining() else { return false };
+            state.sleeping = true;
+            state = self.done.wait_timeout(state, left).unwrap_or_else(|p| p.into_inner()).0;
+        }
+        true
+    }
+
     /// Blocks until the call is done or `deadline` passes; returns whether it is done.
     pub fn wait_until(&self, deadline: Instant) -> bool {
         let mut state = self.lock();
@@ -128,7 +141,7 @@ impl CallSlot {
     /// Blocks as a follower: until the call is done, the deadline passes,
     /// or the leader hands over the reading role ([`CallSlot::promote`]).
     /// A promotion wins over both (the role must not be dropped).
-    pub fn wait_following(&self, deadline: Instant) -> FollowEnd {
+    pub fn wait_following(&self, deadline: Deadline) -> FollowEnd {
         let mut state = self.lock();
         state.following = true;
         let end = loop {
@@ -138,12 +151,9 @@ impl CallSlot {
             if !matches!(state.outcome, Outcome::Waiting) {
                 break FollowEnd::Done;
             }
-            let now = Instant::now();
-            if now >= deadline {
-                break FollowEnd::TimedOut;
-            }
+            let Some(left) = deadline.remaining() else { break FollowEnd::TimedOut };
             state.sleeping = true;
-            state = self.done.wait_timeout(state, deadline - now).unwrap_or_else(|p| p.into_inner()).0;
+            state = self.done.wait_timeout(state, left).unwrap_or_else(|p| p.into_inner()).0;
         };
         state.following = false;
         end

@@ -35,6 +35,16 @@ mod fallback {
     pub(crate) fn wait_readable(_: &TcpStream, _: Duration) -> io::Result<()> {
         Err(unsupported())
     }
+
+    /// Nanoseconds on a monotonic clock (the precise one: no coarse one here).
+    pub(crate) fn coarse_nanos() -> u64 {
+        static BASE: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        BASE.get_or_init(std::time::Instant::now).elapsed().as_nanos() as u64
+    }
+
+    pub(crate) fn coarse_resolution() -> u64 {
+        0
+    }
 }
 #[cfg(not(unix))]
 pub(crate) use fallback::*;
@@ -81,6 +91,35 @@ mod unix {
     /// Writes what the socket takes now, without blocking.
     pub(crate) fn send(stream: &TcpStream, data: &[u8]) -> io::Result<usize> {
         socket2::SockRef::from(stream).send_with_flags(data, SEND_FLAGS)
+    }
+
+    #[cfg(target_os = "linux")]
+    const COARSE: libc::clockid_t = libc::CLOCK_MONOTONIC_COARSE;
+    #[cfg(not(target_os = "linux"))]
+    const COARSE: libc::clockid_t = libc::CLOCK_MONOTONIC;
+
+    /// Nanoseconds on the coarse monotonic clock (see `deadline`): the time
+    /// of the last tick, read from the vDSO without touching the hardware.
+    pub(crate) fn coarse_nanos() -> u64 {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: a valid `timespec` for the call to fill.
+        unsafe { libc::clock_gettime(COARSE, &mut ts) };
+        (ts.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec as u64)
+    }
+
+    /// The coarse clock's resolution in nanoseconds (a tick: 1 to 10 ms).
+    pub(crate) fn coarse_resolution() -> u64 {
+        static RESOLUTION: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+        *RESOLUTION.get_or_init(|| {
+            let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+            // SAFETY: a valid `timespec` for the call to fill.
+            let r = unsafe { libc::clock_getres(COARSE, &mut ts) };
+            if r == 0 {
+                (ts.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec as u64)
+            } else {
+                10_000_000
+            }
+        })
     }
 
     /// Waits until the socket is readable (data, end of stream or an error) or

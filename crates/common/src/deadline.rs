@@ -1,0 +1,69 @@
+//! Call deadlines on a coarse clock.
+//!
+//! Every call has a deadline, so a precise clock read per call
+//! (`Instant::now()`, `CLOCK_MONOTONIC`: about 35 ns on a VM, where the
+//! time stamp counter must be scaled through the hypervisor's page) is a
+//! visible share of a call that costs a few hundred nanoseconds. Go's
+//! fastrpc reads a coarse clock kept by a ticker for the same reason
+//! (`coarseTime`). Linux keeps one for free: `CLOCK_MONOTONIC_COARSE`,
+//! the time of the last scheduler tick (a few ms resolution), read from the
+//! vDSO in a few nanoseconds. A [`Deadline`] is set on it, rounded up by one
+//! resolution so that it never ends early; the precise clock is read only
+//! when a caller actually has to sleep. A call may therefore time out up to
+//! about two ticks late, never early.
+
+use std::time::{Duration, Instant};
+
+use crate::sys;
+
+/// A point in time on the coarse monotonic clock, never earlier than asked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Deadline {
+    nanos: u64,
+}
+
+impl Deadline {
+    /// `timeout` from now (plus the clock's resolution).
+    pub fn after(timeout: Duration) -> Deadline {
+        let timeout = u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX);
+        Deadline { nanos: sys::coarse_nanos().saturating_add(sys::coarse_resolution()).saturating_add(timeout) }
+    }
+
+    /// How long until the deadline; `None` once it has passed.
+    pub fn remaining(self) -> Option<Duration> {
+        let now = sys::coarse_nanos();
+        (now < self.nanos).then(|| Duration::from_nanos(self.nanos - now))
+    }
+
+    /// Whether the deadline has passed.
+    pub fn passed(self) -> bool {
+        self.remaining().is_none()
+    }
+
+    /// The deadline as an `Instant` (one precise clock read), for APIs
+    /// that take one.
+    pub fn instant(self) -> Instant {
+        Instant::now() + self.remaining().unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn never_ends_early_and_not_much_late() {
+        let started = Instant::now();
+        let deadline = Deadline::after(Duration::from_millis(30));
+        while !deadline.passed() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let took = started.elapsed();
+        assert!(took >= Duration::from_millis(30), "ended early: {took:?}");
+        // Not a timing assertion on this machine's speed: a bound that only a
+        // wrong clock (or a resolution of seconds) would break.
+        assert!(took < Duration::from_secs(2), "{took:?}");
+        assert!(Deadline::after(Duration::from_secs(60)).remaining().unwrap() > Duration::from_secs(59));
+        assert_eq!(Deadline::after(Duration::MAX).remaining().map(|d| d > Duration::from_secs(1 << 30)), Some(true));
+    }
+}
