@@ -27,7 +27,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use fastwire_common::{net, Backoff, CallSlot, ClientError, Reply, SlotPool};
 use fastwire_proto::{ClientConfig, ClientConn, Connection};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
@@ -80,6 +80,16 @@ struct Active {
     /// False once a write failed: no new call is queued, but responses
     /// already on their way are still read (the reader ends the connection).
     writable: bool,
+    /// The socket's write half, shared by the writer task and callers that
+    /// write their own call on a quiet connection (`try_write`).
+    write_half: Arc<OwnedWriteHalf>,
+    /// The writer task took output it has not finished writing: nobody
+    /// else may write until it has (two writers' bytes must not interleave).
+    writing: bool,
+    /// The last call was alone on the connection (see the blocking client
+    /// in fastwire-common): only on a connection used one call at a time
+    /// does a caller write its own call.
+    one_at_a_time: bool,
 }
 
 /// Wake-ups for one connection's writer and for senders waiting on it.
@@ -192,7 +202,13 @@ impl Client {
             let first = !active.conn.has_output();
             match active.conn.start_call(name, value, Arc::clone(&slot)) {
                 Ok(id) => {
-                    if first {
+                    // Alone now, after a call that was alone too: this task
+                    // writes the call itself (no hand-off to the writer
+                    // task); what the socket does not take is the writer's.
+                    let alone = active.conn.pending_len() == 1;
+                    let quiet = alone && active.one_at_a_time;
+                    active.one_at_a_time = alone;
+                    if first && !(quiet && write_now(active, &inner.config)) {
                         active.signals.output_ready.notify_one();
                     }
                     (id, active.generation)
@@ -340,11 +356,22 @@ impl Inner {
         state.generation += 1;
         let generation = state.generation;
         let (read_half, write_half) = stream.into_split();
+        let write_half = Arc::new(write_half);
         let signals = Arc::new(Signals::default());
         let reader = tokio::spawn(read_loop(Arc::clone(self), generation, read_half, Arc::clone(&signals)));
-        let writer = tokio::spawn(write_loop(Arc::clone(self), generation, write_half, Arc::clone(&signals)));
+        let writer =
+            tokio::spawn(write_loop(Arc::clone(self), generation, Arc::clone(&write_half), Arc::clone(&signals)));
         let tasks = [reader.abort_handle(), writer.abort_handle()];
-        state.active = Some(Active { conn: ClientConn::new(&self.config), generation, signals, tasks, writable: true });
+        state.active = Some(Active {
+            conn: ClientConn::new(&self.config),
+            generation,
+            signals,
+            tasks,
+            writable: true,
+            write_half,
+            writing: false,
+            one_at_a_time: true,
+        });
         Ok(())
     }
 
@@ -424,7 +451,22 @@ async fn read_loop(inner: Arc<Inner>, generation: u64, mut stream: OwnedReadHalf
     }
 }
 
-async fn write_loop(inner: Arc<Inner>, generation: u64, mut stream: OwnedWriteHalf, signals: Arc<Signals>) {
+/// A caller writes its own call on a quiet connection: one non-blocking
+/// write under the lock, if the writer task is not writing. Returns whether
+/// all output went out.
+fn write_now(active: &mut Active, config: &ClientConfig) -> bool {
+    if active.writing || config.batch_delay.is_some() {
+        return false;
+    }
+    let out = active.conn.output();
+    if let Ok(n) = active.write_half.try_write(out) {
+        active.conn.advance_output(n);
+    }
+    // An error is the writer task's to find on its own write (and report).
+    !active.conn.has_output()
+}
+
+async fn write_loop(inner: Arc<Inner>, generation: u64, stream: Arc<OwnedWriteHalf>, signals: Arc<Signals>) {
     enum Next {
         Write,
         Delay,
@@ -450,15 +492,19 @@ async fn write_loop(inner: Arc<Inner>, generation: u64, mut stream: OwnedWriteHa
                     Next::Delay
                 } else {
                     active.conn.take_output(&mut out);
+                    active.writing = true;
                     Next::Write
                 }
-            } else if active.conn.pending_len() == 0 && idle_for >= inner.config.idle_timeout {
-                // Unused for idle_timeout: close; the next call reconnects.
-                let active = state.active.take().expect("checked");
-                drop(state);
-                fail_all(active, ClientError::Closed);
-                return;
             } else {
+                // Everything taken has been written: callers may write now.
+                active.writing = false;
+                if active.conn.pending_len() == 0 && idle_for >= inner.config.idle_timeout {
+                    // Unused for idle_timeout: close; the next call reconnects.
+                    let active = state.active.take().expect("checked");
+                    drop(state);
+                    fail_all(active, ClientError::Closed);
+                    return;
+                }
                 Next::Wait(inner.config.idle_timeout.saturating_sub(idle_for).max(Duration::from_millis(10)))
             }
         };
@@ -474,7 +520,7 @@ async fn write_loop(inner: Arc<Inner>, generation: u64, mut stream: OwnedWriteHa
             Next::Write => {
                 delayed = false;
                 signals.output_drained.notify_waiters();
-                if let Err(e) = stream.write_all(&out).await {
+                if let Err(e) = write_all(&stream, &out).await {
                     // Not `die`: responses may still be on their way, and the
                     // reader must get them. No new call is queued; the reader
                     // ends the connection when its reads end.
@@ -488,4 +534,20 @@ async fn write_loop(inner: Arc<Inner>, generation: u64, mut stream: OwnedWriteHa
             }
         }
     }
+}
+
+/// Writes all of `out` through the shared write half: wait for write
+/// readiness, then write what the socket takes, until done.
+async fn write_all(stream: &OwnedWriteHalf, out: &[u8]) -> io::Result<()> {
+    let mut written = 0;
+    while written < out.len() {
+        match stream.try_write(&out[written..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => written += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => stream.writable().await?,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
