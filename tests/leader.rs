@@ -18,9 +18,6 @@ use fastwire_bench::demo::{start_demo, Demo};
 use fastwire_bench::BackendKind;
 use fastwire_common::client::{Client, Driver};
 
-type StdClient = fastwire::fastwire_std::Client;
-type MioClient = fastwire::fastwire_mio::Client;
-
 fn server() -> Box<dyn RunningServer> {
     start_demo(BackendKind::Mio, "127.0.0.1:0".parse().unwrap(), ServerConfig::default(), Demo::default()).unwrap()
 }
@@ -171,6 +168,3 @@ for_clients!(
     many_callers_on_one_connection,
     server_closed_while_nobody_read
 );
-
-#[allow(dead_code)]
-fn types_are_the_backends_clients(_: StdClient, _: MioClient) {}

@@ -31,8 +31,9 @@
 //! handed the role or when nobody reads; with many calls in flight
 //! (pipelining) it keeps the role and the writing, as before. A quiet
 //! connection nobody reads is peeked at before use, so a close by the
-//! server meanwhile is noticed and the call goes out on a new connection. Each call waits on its own pooled slot until its
-//! response, its deadline (then it is cancelled and its id freed), or the
+//! server meanwhile is noticed and the call goes out on a new connection.
+//!
+//! Each call waits on its own pooled slot until its response, its deadline (then it is cancelled and its id freed), or the
 //! death of the connection (every pending call then fails at once: a dead
 //! server never makes a caller hang). The next call reconnects, after a
 //! backoff if the last attempt failed. A connection unused for
@@ -202,7 +203,8 @@ enum Role {
     Lead,
     /// A leading caller reads; it may be handed the role.
     Follow,
-    /// Decided when it waits.
+    /// Somebody else reads (the driver, or a leading caller it does not
+    /// follow): it waits on its slot alone.
     Undecided,
     /// Started alone on a quiet connection that nobody reads: it leads when
     /// it waits, unless someone has started reading meanwhile.
@@ -735,22 +737,20 @@ impl<D: Driver> Inner<D> {
     /// Returns `false` (still leading, `buf` kept) when the driver skipped
     /// readiness meanwhile and `may_retry`: the caller reads once more.
     fn leave(&self, generation: u64, buf: &mut BytesMut, may_retry: bool) -> bool {
-        let mut state = self.lock();
-        let Some(active) = state.active.as_mut().filter(|a| a.generation == generation && a.reader == Reader::Caller)
-        else {
-            state.read_buf = std::mem::take(buf);
-            return true;
-        };
-        if std::mem::take(&mut active.missed_read) {
-            if may_retry {
-                return false;
-            }
-            self.hand_to_driver(active);
-            state.read_buf = std::mem::take(buf);
-            return true;
+        let mut guard = self.lock();
+        // Disjoint borrows of the connection and the shared read buffer.
+        let state = &mut *guard;
+        let active = state.active.as_mut().filter(|a| a.generation == generation && a.reader == Reader::Caller);
+        if may_retry && active.as_ref().is_some_and(|a| a.missed_read) {
+            active.expect("checked").missed_read = false;
+            return false;
         }
         state.read_buf = std::mem::take(buf);
-        let active = state.active.as_mut().expect("checked above");
+        let Some(active) = active else { return true };
+        if std::mem::take(&mut active.missed_read) {
+            self.hand_to_driver(active);
+            return true;
+        }
         while let Some(follower) = active.followers.pop_front() {
             if follower.promote() {
                 return true; // the role passes on, still a caller's
@@ -867,21 +867,21 @@ impl<D: Driver> Inner<D> {
             Err(e) => return failed(state, e),
         };
         let io = if sys::CALLER_IO { D::caller_io(&handle) } else { None };
-        state.active = Some(Active {
+        let active = state.active.insert(Active {
             conn: ClientConn::new(&self.config),
             generation,
             handle,
             writable: true,
             io,
-            // The driver reads the server's handshake.
-            reader: Reader::Driver,
+            reader: Reader::Idle,
             writing: false,
             missed_read: false,
             followers: VecDeque::new(),
             one_at_a_time: true,
         });
+        // The driver reads the server's handshake.
+        self.set_reader(active, Reader::Driver);
         state.backoff.succeeded();
-        self.driver_reads.store(true, Ordering::Release);
         Ok(())
     }
 

@@ -9,13 +9,12 @@
 //! allocates nothing: this is fasthttp's `AcquireResponse` /
 //! `ReleaseResponse`, made safe by ownership.
 //!
-//! A slot can be waited on by a blocking thread ([`CallSlot::wait_until`])
+//! A slot can be waited on by a blocking thread ([`CallSlot::wait_for`])
 //! or polled by an async task ([`CallSlot::poll_done`]).
 
 use std::ops::Deref;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
-use std::time::Instant;
 
 use crate::error::ClientError;
 use crate::Deadline;
@@ -112,28 +111,14 @@ impl CallSlot {
         !matches!(self.lock().outcome, Outcome::Waiting)
     }
 
-    /// [`wait_until`](Self::wait_until) on a coarse [`Deadline`]: no clock
-    /// read at all if the call is already done.
+    /// Blocks until the call is done or `deadline` passes; returns whether
+    /// it is done. No clock read at all if the call is already done.
     pub fn wait_for(&self, deadline: Deadline) -> bool {
         let mut state = self.lock();
         while matches!(state.outcome, Outcome::Waiting) {
             let Some(left) = deadline.remaining() else { return false };
             state.sleeping = true;
             state = self.done.wait_timeout(state, left).unwrap_or_else(|p| p.into_inner()).0;
-        }
-        true
-    }
-
-    /// Blocks until the call is done or `deadline` passes; returns whether it is done.
-    pub fn wait_until(&self, deadline: Instant) -> bool {
-        let mut state = self.lock();
-        while matches!(state.outcome, Outcome::Waiting) {
-            let now = Instant::now();
-            if now >= deadline {
-                return false;
-            }
-            state.sleeping = true;
-            state = self.done.wait_timeout(state, deadline - now).unwrap_or_else(|p| p.into_inner()).0;
         }
         true
     }
@@ -380,7 +365,7 @@ mod tests {
         assert!(!next.is_done(), "reset for the next call");
         // The completer's last step (each token is completed once, then dropped).
         drop(completer);
-        assert!(!next.wait_until(Instant::now() + Duration::from_millis(5)), "still waiting");
+        assert!(!next.wait_for(Deadline::after(Duration::from_millis(5))), "still waiting");
         next.complete(b"mine");
         assert_eq!(&*pool.finish(next).unwrap(), b"mine");
     }
@@ -389,7 +374,7 @@ mod tests {
     fn failures_and_timeouts() {
         let pool = SlotPool::new();
         let slot = pool.acquire();
-        assert!(!slot.wait_until(Instant::now() + Duration::from_millis(10)));
+        assert!(!slot.wait_for(Deadline::after(Duration::from_millis(10))));
         let worker = {
             let slot = Arc::clone(&slot);
             std::thread::spawn(move || slot.fail(ClientError::Closed))
