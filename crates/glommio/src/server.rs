@@ -96,10 +96,7 @@ impl Server {
                 .io_memory(IO_MEMORY)
                 .name(&format!("fastwire-glommio{i}"))
                 .spawn(move || async move {
-                    // SAFETY: `fd` is a bound, listening TCP socket whose
-                    // ownership `into_raw_fd` gave up; this takes it over.
-                    let listener = unsafe { glommio::net::TcpListener::from_raw_fd(fd.into_raw_fd()) };
-                    let cut = run(listener, shared, handler).await;
+                    let cut = run(adopt(fd), shared, handler).await;
                     let _ = done_tx.send(());
                     cut
                 })?;
@@ -154,9 +151,7 @@ impl Server {
         let finished = Rc::new(Cell::new(0));
         for listener in self.listeners {
             wakers.push(listener.try_clone()?);
-            // SAFETY: `listener` is a bound, listening TCP socket whose
-            // ownership `into_raw_fd` gives up; glommio's listener takes it over.
-            let listener = unsafe { glommio::net::TcpListener::from_raw_fd(listener.into_raw_fd()) };
+            let listener = adopt(OwnedFd::from(listener));
             let (shared, handler, finished) = (Arc::clone(&shared), Arc::clone(&handler), Rc::clone(&finished));
             loops.push(
                 glommio::spawn_local(async move {
@@ -221,24 +216,34 @@ impl LocalServer {
             glommio::timer::sleep(Duration::from_millis(5)).await;
         }
         self.shared.forced.store(true, Ordering::Release);
-        let mut report = ShutdownReport::default();
+        let mut cuts = Vec::with_capacity(loops.len());
         for task in loops {
-            if let Some(cut) = task.await {
-                report.cut_off += cut.connections;
-                report.responses_lost += cut.responses;
-                report.deferred_cut += cut.deferred;
-            }
+            cuts.extend(task.await);
         }
-        report.closed_gracefully = started_with.saturating_sub(report.cut_off);
+        let report = Cut::report(started_with, cuts);
         tracing::info!(local_addr = %self.local_addr, %report, "shut down");
         report
     }
 
     fn begin_stop(&mut self) {
-        self.shared.stopping.store(true, Ordering::Release);
-        for listener in self.wakers.drain(..) {
-            net::wake_acceptor(&listener);
-        }
+        begin_stop(&self.shared, &mut self.wakers);
+    }
+}
+
+/// Takes over a bound, listening TCP socket as glommio's listener (on the
+/// executor that will accept on it).
+fn adopt(fd: OwnedFd) -> glommio::net::TcpListener {
+    // SAFETY: `fd` is a bound, listening TCP socket whose ownership
+    // `into_raw_fd` gives up; glommio's listener takes it over.
+    unsafe { glommio::net::TcpListener::from_raw_fd(fd.into_raw_fd()) }
+}
+
+/// Stop accepting: raise the flag, then wake each accept loop (through a
+/// duplicate of its listener) so that it sees it.
+fn begin_stop(shared: &Shared, wakers: &mut Vec<std::net::TcpListener>) {
+    shared.stopping.store(true, Ordering::Release);
+    for listener in wakers.drain(..) {
+        net::wake_acceptor(&listener);
     }
 }
 
@@ -290,6 +295,21 @@ pub(crate) struct Cut {
     connections: usize,
     responses: u64,
     deferred: u64,
+}
+
+impl Cut {
+    /// The shutdown report from every accept loop's cut, for a server that
+    /// had `started_with` connections open when the shutdown began.
+    fn report(started_with: usize, cuts: impl IntoIterator<Item = Cut>) -> ShutdownReport {
+        let mut report = ShutdownReport::default();
+        for cut in cuts {
+            report.cut_off += cut.connections;
+            report.responses_lost += cut.responses;
+            report.deferred_cut += cut.deferred;
+        }
+        report.closed_gracefully = started_with.saturating_sub(report.cut_off);
+        report
+    }
 }
 
 /// This executor's live connections, shared by its tasks (one thread: `Cell`s).
@@ -381,10 +401,7 @@ impl Serving for Running {
     }
 
     fn stop(&mut self, grace: Duration) -> ShutdownReport {
-        self.shared.stopping.store(true, Ordering::Release);
-        for listener in self.wakers.drain(..) {
-            net::wake_acceptor(&listener);
-        }
+        begin_stop(&self.shared, &mut self.wakers);
         let started_with = self.shared.counters.snapshot().open;
         let deadline = Instant::now() + grace;
         let mut finished = 0;
@@ -396,15 +413,6 @@ impl Serving for Running {
             }
         }
         self.shared.forced.store(true, Ordering::Release);
-        let mut report = ShutdownReport::default();
-        for executor in self.executors.drain(..) {
-            if let Ok(cut) = executor.join() {
-                report.cut_off += cut.connections;
-                report.responses_lost += cut.responses;
-                report.deferred_cut += cut.deferred;
-            }
-        }
-        report.closed_gracefully = started_with.saturating_sub(report.cut_off);
-        report
+        Cut::report(started_with, self.executors.drain(..).filter_map(|executor| executor.join().ok()))
     }
 }
