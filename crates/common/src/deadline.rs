@@ -12,7 +12,7 @@
 //! when a caller actually has to sleep. A call may therefore time out up to
 //! about two ticks late, never early.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::sys;
 
@@ -34,28 +34,19 @@ impl Deadline {
         let now = sys::coarse_nanos();
         (now < self.nanos).then(|| Duration::from_nanos(self.nanos - now))
     }
-
-    /// Whether the deadline has passed.
-    pub fn passed(self) -> bool {
-        self.remaining().is_none()
-    }
-
-    /// The deadline as an `Instant` (one precise clock read), for APIs
-    /// that take one.
-    pub fn instant(self) -> Instant {
-        Instant::now() + self.remaining().unwrap_or_default()
-    }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Instant;
+
     use super::*;
 
     #[test]
     fn never_ends_early_and_not_much_late() {
         let started = Instant::now();
         let deadline = Deadline::after(Duration::from_millis(30));
-        while !deadline.passed() {
+        while deadline.remaining().is_some() {
             std::thread::sleep(Duration::from_millis(1));
         }
         let took = started.elapsed();
