@@ -56,20 +56,47 @@ pub struct ClientConn<T> {
     version: u8,
     limits: Limits,
     unknown_responses: u64,
+    /// The TLS session when this client asks for TLS (started by the
+    /// server's handshake agreeing).
+    #[cfg(feature = "tls")]
+    tls: Option<Box<crate::tls::TlsLayer>>,
+    /// Why a TLS session could not be made; the first `process` reports it.
+    #[cfg(feature = "tls")]
+    tls_failed: Option<Error>,
 }
 
 impl<T> ClientConn<T> {
     /// A new connection; its handshake is already in the output.
+    ///
+    /// With TLS ([`ClientConfig::tls`](crate::ClientConfig::tls)) calls made
+    /// before the TLS handshake is done wait, in this connection's output
+    /// buffer, and go out encrypted once it is.
     pub fn new(config: &ClientConfig) -> Self {
         let protocol = &config.protocol;
         let mut outbound = Outbound::new(config.buffer_size);
+        #[cfg(feature = "tls")]
+        let wants_tls = config.tls.is_some();
+        #[cfg(not(feature = "tls"))]
+        let wants_tls = false;
         handshake::encode(
             &mut outbound.wire,
             &protocol.sniff_header,
             protocol.protocol_version,
             protocol.compression,
-            false,
+            wants_tls,
         );
+        #[cfg(feature = "tls")]
+        let (tls, tls_failed) = match &config.tls {
+            None => (None, None),
+            Some(tls) => {
+                // The handshake goes out in the clear, ahead of the session.
+                let ours = outbound.wire.split();
+                match crate::tls::TlsLayer::client(tls, ours, config.buffer_size) {
+                    Ok(layer) => (Some(Box::new(layer)), None),
+                    Err(e) => (None, Some(e)),
+                }
+            }
+        };
         outbound.encoder = StreamEncoder::new(protocol.compression, protocol.flate_level);
         ClientConn {
             inbound: Inbound::new(config.buffer_size),
@@ -81,6 +108,10 @@ impl<T> ClientConn<T> {
             version: protocol.protocol_version,
             limits: protocol.limits,
             unknown_responses: 0,
+            #[cfg(feature = "tls")]
+            tls,
+            #[cfg(feature = "tls")]
+            tls_failed,
         }
     }
 
@@ -150,6 +181,12 @@ impl<T> ClientConn<T> {
         if let Some(e) = &self.failed {
             return Err(e.clone());
         }
+        #[cfg(feature = "tls")]
+        let result = match self.tls_failed.take() {
+            Some(e) => Err(e),
+            None => self.pump_tls().and_then(|()| self.receive(&mut on_response)),
+        };
+        #[cfg(not(feature = "tls"))]
         let result = self.receive(&mut on_response);
         if let Err(e) = &result {
             self.failed = Some(e.clone());
@@ -162,11 +199,29 @@ impl<T> ClientConn<T> {
             let Some((peer, used)) = handshake::decode(&self.inbound.wire, &self.sniff_header, self.version)? else {
                 return Ok(());
             };
-            // As Go's client: a TLS flag from the server matters only if we asked for TLS, and we never do.
             self.inbound.skip(used);
             self.inbound.decoder = StreamDecoder::new(peer.compression);
             self.open = true;
+            #[cfg(feature = "tls")]
+            if let Some(tls) = self.tls.as_deref_mut() {
+                if !peer.tls {
+                    return Err(crate::HandshakeError::TlsRefused.into());
+                }
+                tls.activate(&mut self.inbound);
+                self.pump_tls()?;
+                return self.decode_responses(on_response);
+            }
+            // Go's client ignores the flag when it did not ask for TLS; a
+            // Go server with TLS echoes the client's 0. Only a server that
+            // requires TLS says 1 here, and then closes: say why.
+            if peer.tls {
+                return Err(crate::HandshakeError::TlsRequired.into());
+            }
         }
+        self.decode_responses(on_response)
+    }
+
+    fn decode_responses(&mut self, on_response: &mut impl FnMut(Response<'_>, T)) -> Result<(), Error> {
         let limits = self.limits;
         loop {
             while let Some((response, used)) = decode_response(self.inbound.plain(), &limits)? {

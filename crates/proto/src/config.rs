@@ -209,6 +209,17 @@ pub struct ServerConfig {
     /// *Backend.* Threads of the worker pool that runs blocking handlers
     /// (`serve_blocking`) off the connections' threads and loops. Default 16.
     pub blocking_threads: usize,
+    /// Serve TLS to clients that ask for it (feature `tls`). Default `None`:
+    /// a client asking for TLS is answered "no TLS" and closed, as Go does.
+    #[cfg(feature = "tls")]
+    pub tls: Option<crate::tls::TlsServer>,
+    /// With [`tls`](Self::tls) set, also serve clients that do not ask for
+    /// TLS, in plaintext, as Go's server does. Default `false`: such a
+    /// client is closed with [`HandshakeError::TlsRequired`](crate::HandshakeError::TlsRequired)
+    /// (a protocol error), since a server that bothers with certificates
+    /// rarely means to talk in the clear as well.
+    #[cfg(feature = "tls")]
+    pub tls_optional: bool,
 }
 
 /// What happens to a request over the server's `concurrency` limit.
@@ -239,6 +250,10 @@ impl Default for ServerConfig {
             concurrency: None,
             over_limit: OverLimit::Backpressure,
             blocking_threads: 16,
+            #[cfg(feature = "tls")]
+            tls: None,
+            #[cfg(feature = "tls")]
+            tls_optional: false,
         }
     }
 }
@@ -272,6 +287,11 @@ pub struct ClientConfig {
     pub reconnect_backoff: Duration,
     /// *Backend.* Longest wait between reconnection attempts. Default 1 s.
     pub max_reconnect_backoff: Duration,
+    /// Ask the server for TLS and verify it with these settings (feature
+    /// `tls`). Default `None`: plaintext. A server that answers without TLS
+    /// fails the connection with [`HandshakeError::TlsRefused`](crate::HandshakeError::TlsRefused).
+    #[cfg(feature = "tls")]
+    pub tls: Option<crate::tls::TlsClient>,
 }
 
 impl Default for ClientConfig {
@@ -287,6 +307,8 @@ impl Default for ClientConfig {
             idle_timeout: Duration::from_secs(60),
             reconnect_backoff: Duration::from_millis(10),
             max_reconnect_backoff: Duration::from_secs(1),
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }

@@ -80,16 +80,25 @@ pub trait Connection {
     fn bytes_out(&self) -> u64;
 }
 
-/// Implements [`Connection`] for a type with `inbound`, `outbound`, `failed`
-/// and `open` fields.
+/// Implements [`Connection`] for a type with `inbound`, `outbound`, `failed`,
+/// `open` and (feature `tls`) `tls` fields. With an active TLS layer the
+/// socket side is its raw buffers; the plaintext side is unchanged.
 macro_rules! impl_connection {
     ($ty:ty $(, $generic:ident)?) => {
         impl$(<$generic>)? $crate::connection::Connection for $ty {
             fn read_buffer(&mut self) -> &mut bytes::BytesMut {
+                #[cfg(feature = "tls")]
+                if let Some(tls) = self.tls.as_deref_mut().filter(|t| t.active) {
+                    return tls.read_buffer();
+                }
                 self.inbound.read_buffer()
             }
 
             fn received(&mut self, bytes: &[u8]) {
+                #[cfg(feature = "tls")]
+                if let Some(tls) = self.tls.as_deref_mut().filter(|t| t.active) {
+                    return tls.raw_in.extend_from_slice(bytes);
+                }
                 self.inbound.wire.extend_from_slice(bytes);
             }
 
@@ -98,53 +107,129 @@ macro_rules! impl_connection {
                     // Cannot happen on valid use; surfaced by the next `process`.
                     self.failed.get_or_insert($crate::Error::from(e));
                 }
+                #[cfg(feature = "tls")]
+                if let Some(tls) = self.tls.as_deref_mut() {
+                    if let Err(e) = tls.seal(&mut self.outbound) {
+                        self.failed.get_or_insert(e);
+                    }
+                    return &tls.raw_out;
+                }
                 &self.outbound.wire
             }
 
             fn advance_output(&mut self, n: usize) {
+                #[cfg(feature = "tls")]
+                if let Some(tls) = self.tls.as_deref_mut() {
+                    tls.advance(n);
+                    if tls.raw_out.is_empty() && self.outbound.buffered() == 0 {
+                        self.outbound.unwritten_messages = 0;
+                    }
+                    return;
+                }
                 self.outbound.advance(n);
             }
 
             fn receive_buffer(&mut self, bytes: &mut bytes::BytesMut) {
+                #[cfg(feature = "tls")]
+                if let Some(tls) = self.tls.as_deref_mut().filter(|t| t.active) {
+                    return tls.receive_buffer(bytes);
+                }
                 self.inbound.receive_buffer(bytes);
             }
 
             fn take_output(&mut self, into: &mut bytes::BytesMut) {
                 self.output();
+                #[cfg(feature = "tls")]
+                if let Some(tls) = self.tls.as_deref_mut() {
+                    tls.take(into);
+                    if self.outbound.buffered() == 0 {
+                        self.outbound.unwritten_messages = 0;
+                    }
+                    return;
+                }
                 self.outbound.take(into);
             }
 
             fn has_output(&self) -> bool {
+                #[cfg(feature = "tls")]
+                if let Some(tls) = self.tls.as_deref() {
+                    // Plaintext waiting for the TLS handshake is not output yet.
+                    return !tls.raw_out.is_empty() || (tls.is_established() && self.outbound.buffered() > 0);
+                }
                 self.outbound.buffered() > 0
             }
 
             fn buffered_output(&self) -> usize {
+                #[cfg(feature = "tls")]
+                if let Some(tls) = self.tls.as_deref() {
+                    return self.outbound.buffered() + tls.raw_out.len();
+                }
                 self.outbound.buffered()
             }
 
             fn buffered_input(&self) -> usize {
+                #[cfg(feature = "tls")]
+                if let Some(tls) = self.tls.as_deref() {
+                    return self.inbound.buffered() + tls.raw_in.len();
+                }
                 self.inbound.buffered()
             }
 
             fn buffer_capacity(&self) -> usize {
+                #[cfg(feature = "tls")]
+                if let Some(tls) = self.tls.as_deref() {
+                    return self.inbound.capacity() + self.outbound.capacity() + tls.capacity();
+                }
                 self.inbound.capacity() + self.outbound.capacity()
             }
 
             fn release_buffers(&mut self) {
                 self.inbound.release_buffers();
                 self.outbound.release_buffers();
+                #[cfg(feature = "tls")]
+                if let Some(tls) = self.tls.as_deref_mut() {
+                    tls.release_buffers();
+                }
             }
 
             fn is_handshake_done(&self) -> bool {
+                #[cfg(feature = "tls")]
+                if let Some(tls) = self.tls.as_deref() {
+                    return self.open && tls.is_established();
+                }
                 self.open
             }
 
             fn bytes_in(&self) -> u64 {
+                #[cfg(feature = "tls")]
+                if let Some(tls) = self.tls.as_deref().filter(|t| t.active) {
+                    return tls.bytes_in();
+                }
                 self.inbound.consumed
             }
 
             fn bytes_out(&self) -> u64 {
+                #[cfg(feature = "tls")]
+                if let Some(tls) = self.tls.as_deref() {
+                    return self.outbound.written + tls.raw_written;
+                }
                 self.outbound.written
+            }
+        }
+
+        impl$(<$generic>)? $ty {
+            /// With TLS: decrypts what was read, and once the TLS handshake
+            /// is done, encrypts what waited for it (so that it shows as
+            /// output at once).
+            #[cfg(feature = "tls")]
+            fn pump_tls(&mut self) -> Result<(), $crate::Error> {
+                let Some(tls) = self.tls.as_deref_mut().filter(|t| t.active) else { return Ok(()) };
+                tls.open(&mut self.inbound)?;
+                if tls.is_established() && self.outbound.buffered() > 0 {
+                    self.outbound.end_batch()?;
+                    tls.seal(&mut self.outbound)?;
+                }
+                Ok(())
             }
         }
     };

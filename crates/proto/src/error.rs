@@ -56,12 +56,59 @@ pub enum HandshakeError {
          (known: 0 = flate, 1 = none, 2 = snappy)"
     )]
     UnknownCompression(u8),
-    /// The client asked for TLS, which this server does not serve.
+    /// The client asked for TLS, which this server is not configured to serve.
     #[error(
-        "handshake: the client requested TLS, which this server does not serve \
-         (fastwire speaks plain TCP; connect without TLS)"
+        "handshake: the client requested TLS, which this server is not configured to serve \
+         (setting: the server's TLS certificate and key, ServerConfig::tls, --tls-cert/--tls-key; \
+         or connect without TLS)"
     )]
     TlsRequested,
+    /// The server requires TLS and the client did not ask for it (seen by
+    /// the server, and by a fastwire client from the server's answer).
+    #[error(
+        "handshake: the server requires TLS and the client did not ask for it \
+         (setting: ClientConfig::tls / --tls on the client, or tls_optional / --tls-optional on the server)"
+    )]
+    TlsRequired,
+    /// The client asked for TLS and the server answered without it.
+    #[error(
+        "handshake: this client asked for TLS and the server does not serve it \
+         (setting: the server's TLS certificate, ServerConfig::tls / --tls-cert; or call without TLS)"
+    )]
+    TlsRefused,
+}
+
+/// TLS failed on an established or establishing session (feature `tls`).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TlsError {
+    /// The peer's certificate is not trusted, not valid for the name, or missing.
+    #[error("TLS: the peer's certificate was refused: {reason} (setting: {setting})")]
+    Certificate {
+        /// rustls's reason.
+        reason: String,
+        /// The setting that decides it.
+        setting: &'static str,
+    },
+    /// The peer ended the handshake with an alert.
+    #[error("TLS: the peer sent alert {alert} ({hint})")]
+    AlertReceived {
+        /// The alert's name.
+        alert: String,
+        /// What usually causes it.
+        hint: &'static str,
+    },
+    /// Bytes that are not TLS records where TLS was agreed.
+    #[error("TLS: the peer sent bytes that are not valid TLS: {reason} (a peer that does not speak TLS after asking for it?)")]
+    NotTls {
+        /// rustls's reason.
+        reason: String,
+    },
+    /// Anything else rustls refuses.
+    #[error("TLS: {reason}")]
+    Other {
+        /// rustls's reason.
+        reason: String,
+    },
 }
 
 /// A message whose lengths break the configured [`Limits`](crate::Limits).
@@ -158,6 +205,9 @@ pub enum Error {
     /// The compressed stream is corrupt.
     #[error(transparent)]
     Compression(#[from] CompressionError),
+    /// TLS failed (certificate, alert, not TLS).
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     /// A call was refused because the connection already has `limit` calls
     /// awaiting responses. Only this call fails; the connection is fine.
     #[error(

@@ -33,6 +33,9 @@
 //!   and out of either side's state machine.
 //! * [`server`] and [`client`]: the two state machines, [`ServerConn`] and
 //!   [`ClientConn`]. A backend's loop is read, `process`, write.
+//! * `tls` (feature `tls`): TLS as fastrpc negotiates it, with rustls, as
+//!   one more stream transform inside both state machines, so that every
+//!   backend serves and calls over TLS without TLS code of its own.
 //! * `tokio_codec` (feature `tokio-util`): `Decoder`/`Encoder` for
 //!   tokio-util's `Framed`, for tokio users who write their own loops.
 //!
@@ -61,6 +64,8 @@ pub mod handshake;
 pub mod pending;
 pub mod server;
 mod stream;
+#[cfg(feature = "tls")]
+pub mod tls;
 #[cfg(feature = "tokio-util")]
 pub mod tokio_codec;
 
@@ -69,7 +74,7 @@ pub use codec::{Request, Response};
 pub use config::{ClientConfig, Compression, Limits, OverLimit, ProtocolConfig, ServerConfig};
 pub use connection::Connection;
 pub use deferred::{CallGuard, ConcurrencyLimit, NoWake, RespondError, Responder, Wake};
-pub use error::{CompressionError, Error, HandshakeError, MessageError, MessageKind};
+pub use error::{CompressionError, Error, HandshakeError, MessageError, MessageKind, TlsError};
 pub use handler::{Handler, ResponseWriter};
 pub use pending::PendingTable;
 pub use server::{Flow, ServerConn};

@@ -67,6 +67,12 @@ pub struct ServerConn {
     limit_blocked: bool,
     deferral: Deferral,
     peer: Option<std::net::SocketAddr>,
+    /// TLS settings, if this server serves TLS.
+    #[cfg(feature = "tls")]
+    tls_config: Option<(crate::tls::TlsServer, bool)>,
+    /// The TLS session, once a client asked for it.
+    #[cfg(feature = "tls")]
+    tls: Option<Box<crate::tls::TlsLayer>>,
 }
 
 impl ServerConn {
@@ -108,6 +114,10 @@ impl ServerConn {
             limit_blocked: false,
             deferral: Deferral::new(waker, key, protocol.limits, limit),
             peer: None,
+            #[cfg(feature = "tls")]
+            tls_config: config.tls.clone().map(|tls| (tls, config.tls_optional)),
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 
@@ -147,7 +157,7 @@ impl ServerConn {
     /// calls in flight on this connection, written or deferred
     /// (`max_in_flight`), or the server's concurrency limit.
     pub fn is_output_full(&self) -> bool {
-        self.outbound.buffered() >= self.max_output_buffer
+        crate::Connection::buffered_output(self) >= self.max_output_buffer
             || self.outbound.unwritten_messages + self.deferred >= self.max_in_flight
             || (self.limit_blocked && !self.limit_has_room())
     }
@@ -174,6 +184,9 @@ impl ServerConn {
         if let Some(e) = &self.failed {
             return Err(e.clone());
         }
+        #[cfg(feature = "tls")]
+        let result = self.pump_tls().and_then(|()| self.collect_deferred()).and_then(|()| self.serve(handler));
+        #[cfg(not(feature = "tls"))]
         let result = self.collect_deferred().and_then(|()| self.serve(handler));
         if let Err(e) = &result {
             self.failed = Some(e.clone());
@@ -208,16 +221,40 @@ impl ServerConn {
             return Ok(false);
         };
         self.inbound.skip(used);
-        // We never serve TLS: answer "no TLS" (so a Go client gets a clear
-        // error) and then fail, as Go's server does without a TLSConfig.
+        #[cfg(feature = "tls")]
+        if let Some((tls, optional)) = &self.tls_config {
+            if peer.tls {
+                // Our handshake says yes, in the clear; TLS follows it.
+                let mut ours = bytes::BytesMut::new();
+                handshake::encode(&mut ours, &self.sniff_header, self.version, self.compression, true);
+                let mut layer = crate::tls::TlsLayer::server(tls, ours, self.inbound.buffer_size())?;
+                layer.activate(&mut self.inbound);
+                self.tls = Some(Box::new(layer));
+                self.start_streams(peer.compression);
+                self.pump_tls()?;
+                return Ok(true);
+            }
+            if !optional {
+                // Say that this server speaks TLS (a fastwire client reports
+                // it; Go's ignores it and sees the close), then close.
+                handshake::encode(&mut self.outbound.wire, &self.sniff_header, self.version, self.compression, true);
+                return Err(HandshakeError::TlsRequired.into());
+            }
+        }
+        // No TLS here: answer "no TLS" (so a Go client gets a clear error)
+        // and then fail, as Go's server does without a TLSConfig.
         handshake::encode(&mut self.outbound.wire, &self.sniff_header, self.version, self.compression, false);
         if peer.tls {
             return Err(HandshakeError::TlsRequested.into());
         }
-        self.inbound.decoder = StreamDecoder::new(peer.compression);
+        self.start_streams(peer.compression);
+        Ok(true)
+    }
+
+    fn start_streams(&mut self, peer_compression: Compression) {
+        self.inbound.decoder = StreamDecoder::new(peer_compression);
         self.outbound.encoder = StreamEncoder::new(self.compression, self.flate_level);
         self.open = true;
-        Ok(true)
     }
 
     fn serve<H: Handler + ?Sized>(&mut self, handler: &H) -> Result<Flow, Error> {

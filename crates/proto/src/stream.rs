@@ -46,10 +46,7 @@ impl Inbound {
     /// `buffer_size` of room per read: a busy connection reaches full-size
     /// reads within a few, and an idle one never holds more than 4 KiB.
     pub(crate) fn read_buffer(&mut self) -> &mut BytesMut {
-        if self.wire.capacity() - self.wire.len() < MIN_READ_ROOM {
-            let room = self.wire.capacity().clamp(MIN_READ_ROOM, self.buffer_size.max(MIN_READ_ROOM));
-            self.wire.reserve(room);
-        }
+        reserve_read_room(&mut self.wire, self.buffer_size);
         &mut self.wire
     }
 
@@ -89,6 +86,12 @@ impl Inbound {
     pub(crate) fn skip(&mut self, n: usize) {
         self.wire.advance(n);
         self.consumed += n as u64;
+    }
+
+    /// The configured socket read size.
+    #[cfg(feature = "tls")]
+    pub(crate) fn buffer_size(&self) -> usize {
+        self.buffer_size
     }
 
     pub(crate) fn receive_buffer(&mut self, bytes: &mut BytesMut) {
@@ -181,6 +184,18 @@ impl Outbound {
         self.unwritten_messages = 0;
     }
 
+    /// Drops the first `n` wire bytes, taken by TLS to be encrypted (they
+    /// count as written when their records are). The buffer keeps its
+    /// allocation for the next batch.
+    #[cfg(feature = "tls")]
+    pub(crate) fn consume_sealed(&mut self, n: usize) {
+        if n >= self.wire.len() {
+            self.wire.clear();
+        } else {
+            self.wire.advance(n);
+        }
+    }
+
     pub(crate) fn advance(&mut self, n: usize) {
         self.wire.advance(n);
         self.written += n as u64;
@@ -203,11 +218,20 @@ impl Outbound {
     }
 }
 
+/// Gives a socket read buffer room for one more read: it starts small and
+/// doubles while reads keep filling it, up to `buffer_size` of room.
+pub(crate) fn reserve_read_room(buf: &mut BytesMut, buffer_size: usize) {
+    if buf.capacity() - buf.len() < MIN_READ_ROOM {
+        let room = buf.capacity().clamp(MIN_READ_ROOM, buffer_size.max(MIN_READ_ROOM));
+        buf.reserve(room);
+    }
+}
+
 /// Frees an empty buffer's allocation (an idle connection holds none).
 ///
 /// Unconditionally when empty: after `advance` to its end a `BytesMut`
 /// reports zero capacity yet still holds its whole allocation.
-fn release(buf: &mut BytesMut) {
+pub(crate) fn release(buf: &mut BytesMut) {
     if buf.is_empty() {
         *buf = BytesMut::new();
     }

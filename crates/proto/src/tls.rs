@@ -1,0 +1,486 @@
+//! TLS as fastrpc negotiates it, with rustls, inside the state machines
+//! (feature `tls`).
+//!
+//! The client asks for TLS with the last byte of its handshake
+//! (`wire-protocol.md` §1); a server configured with TLS echoes 1, and right
+//! after that 3-byte exchange both sides run a TLS handshake on the raw
+//! socket. Compression then runs inside TLS. So TLS is one more stream
+//! transform under the compression ones:
+//!
+//! ```text
+//!  socket -> [raw in] -(rustls)-> [wire in] -(StreamDecoder)-> [plain in] -> codec
+//!  socket <- [raw out] <-(rustls)- [wire out] <-(StreamEncoder)- [plain out] <- codec
+//! ```
+//!
+//! rustls's `ServerConnection` and `ClientConnection` are sans-I/O, like this
+//! crate: they take the bytes read and give the bytes to write. Putting them
+//! *inside* [`ServerConn`](crate::ServerConn) and
+//! [`ClientConn`](crate::ClientConn) means that no backend has TLS code: the
+//! blocking threads, the mio reactor, tokio and glommio move raw bytes
+//! through [`Connection`](crate::Connection) exactly as without TLS, and the
+//! handshake timeout each already enforces covers the TLS handshake too
+//! ([`Connection::is_handshake_done`](crate::Connection::is_handshake_done)
+//! is true only once TLS is established).
+//!
+//! Configure a server with [`TlsServer`] in
+//! [`ServerConfig::tls`](crate::ServerConfig::tls) and a client with
+//! [`TlsClient`] in [`ClientConfig::tls`](crate::ClientConfig::tls):
+//!
+//! ```no_run
+//! use fastwire_proto::tls::{TlsClient, TlsServer};
+//! use fastwire_proto::{ClientConfig, ServerConfig};
+//!
+//! let server = ServerConfig {
+//!     tls: Some(TlsServer::from_pem_files("server.pem", "server.key", None)?),
+//!     ..ServerConfig::default()
+//! };
+//! let client = ClientConfig {
+//!     tls: Some(TlsClient::from_pem_files(Some("ca.pem".as_ref()), "server.example", None)?),
+//!     ..ClientConfig::default()
+//! };
+//! # Ok::<(), fastwire_proto::tls::TlsConfigError>(())
+//! ```
+//!
+//! A server with TLS **requires** it: a client that does not ask is answered
+//! "this server speaks TLS" (handshake byte 1) and closed with
+//! [`HandshakeError::TlsRequired`](crate::HandshakeError::TlsRequired), a
+//! protocol error. Go's server serves such a client in plaintext;
+//! [`ServerConfig::tls_optional`](crate::ServerConfig::tls_optional) restores
+//! that.
+//!
+//! The crypto is rustls's `ring` provider, chosen explicitly (not the process
+//! default), so that another crate enabling a second provider cannot make
+//! configuration fail.
+
+use std::fmt;
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::{Buf, BufMut, BytesMut};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+
+use crate::error::{Error, TlsError};
+use crate::stream::{reserve_read_room, Inbound, Outbound};
+
+/// A server's TLS settings: its certificate chain and key, and optionally
+/// the authorities whose client certificates it requires (mutual TLS).
+#[derive(Clone)]
+pub struct TlsServer {
+    config: Arc<rustls::ServerConfig>,
+}
+
+impl TlsServer {
+    /// Any rustls server configuration (ALPN, session storage, key logging,
+    /// another provider: whatever rustls offers).
+    pub fn new(config: Arc<rustls::ServerConfig>) -> Self {
+        TlsServer { config }
+    }
+
+    /// A certificate chain (leaf first) and its private key, both PEM, and
+    /// if `client_ca` is given, the PEM certificates of the authorities that
+    /// must have signed every client's certificate.
+    pub fn from_pem(cert_chain: &[u8], key: &[u8], client_ca: Option<&[u8]>) -> Result<Self, TlsConfigError> {
+        let chain = certificates(cert_chain, "the server's certificate chain")?;
+        let key = private_key(key, "the server's private key")?;
+        let builder = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(TlsConfigError::Rustls)?;
+        let builder = match client_ca {
+            None => builder.with_no_client_auth(),
+            Some(pem) => {
+                let roots = root_store(pem, "the client CA file")?;
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+                    .build()
+                    .map_err(|e| TlsConfigError::Verifier(e.to_string()))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let config = builder.with_single_cert(chain, key).map_err(TlsConfigError::Rustls)?;
+        Ok(TlsServer::new(Arc::new(config)))
+    }
+
+    /// [`from_pem`](Self::from_pem), read from files.
+    pub fn from_pem_files(
+        cert_chain: impl AsRef<Path>,
+        key: impl AsRef<Path>,
+        client_ca: Option<&Path>,
+    ) -> Result<Self, TlsConfigError> {
+        let client_ca = client_ca.map(read).transpose()?;
+        Self::from_pem(&read(cert_chain.as_ref())?, &read(key.as_ref())?, client_ca.as_deref())
+    }
+
+    /// The rustls configuration.
+    pub fn config(&self) -> &Arc<rustls::ServerConfig> {
+        &self.config
+    }
+}
+
+/// A client's TLS settings: whom it trusts, the name the server's
+/// certificate must carry, and optionally its own certificate (mutual TLS).
+#[derive(Clone)]
+pub struct TlsClient {
+    config: Arc<rustls::ClientConfig>,
+    server_name: ServerName<'static>,
+}
+
+impl TlsClient {
+    /// Any rustls client configuration, and the server name to verify: a
+    /// DNS name, or an IP address (which the certificate must then list).
+    pub fn new(config: Arc<rustls::ClientConfig>, server_name: &str) -> Result<Self, TlsConfigError> {
+        let server_name =
+            ServerName::try_from(server_name.to_owned()).map_err(|_| TlsConfigError::ServerName(server_name.to_owned()))?;
+        Ok(TlsClient { config, server_name })
+    }
+
+    /// Trusts the PEM certificates in `ca` (or, with `None`, Mozilla's root
+    /// authorities as the `webpki-roots` crate ships them) and verifies the
+    /// server's certificate against `server_name`. `identity` is a PEM
+    /// certificate chain and key to present, for servers that require client
+    /// certificates.
+    pub fn from_pem(ca: Option<&[u8]>, server_name: &str, identity: Option<(&[u8], &[u8])>) -> Result<Self, TlsConfigError> {
+        let roots = match ca {
+            Some(pem) => root_store(pem, "the CA file")?,
+            None => rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() },
+        };
+        let builder = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(TlsConfigError::Rustls)?
+            .with_root_certificates(roots);
+        let config = match identity {
+            None => builder.with_no_client_auth(),
+            Some((chain, key)) => builder
+                .with_client_auth_cert(
+                    certificates(chain, "the client's certificate chain")?,
+                    private_key(key, "the client's private key")?,
+                )
+                .map_err(TlsConfigError::Rustls)?,
+        };
+        Self::new(Arc::new(config), server_name)
+    }
+
+    /// [`from_pem`](Self::from_pem), read from files.
+    pub fn from_pem_files(
+        ca: Option<&Path>,
+        server_name: &str,
+        identity: Option<(&Path, &Path)>,
+    ) -> Result<Self, TlsConfigError> {
+        let ca = ca.map(read).transpose()?;
+        let identity = identity.map(|(chain, key)| Ok::<_, TlsConfigError>((read(chain)?, read(key)?))).transpose()?;
+        Self::from_pem(ca.as_deref(), server_name, identity.as_ref().map(|(c, k)| (c.as_slice(), k.as_slice())))
+    }
+
+    /// The rustls configuration.
+    pub fn config(&self) -> &Arc<rustls::ClientConfig> {
+        &self.config
+    }
+
+    /// The name the server's certificate is verified against.
+    pub fn server_name(&self) -> &ServerName<'static> {
+        &self.server_name
+    }
+}
+
+// Configurations compare equal when they are the same configuration (rustls
+// configurations cannot be compared), so that `ServerConfig` and
+// `ClientConfig` stay `Eq`.
+impl PartialEq for TlsServer {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.config, &other.config)
+    }
+}
+impl Eq for TlsServer {}
+impl PartialEq for TlsClient {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.config, &other.config) && self.server_name == other.server_name
+    }
+}
+impl Eq for TlsClient {}
+
+impl fmt::Debug for TlsServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsServer").field("alpn", &self.config.alpn_protocols).finish_non_exhaustive()
+    }
+}
+impl fmt::Debug for TlsClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsClient").field("server_name", &self.server_name).finish_non_exhaustive()
+    }
+}
+
+/// A TLS configuration that cannot be built: which file or setting, and why.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsConfigError {
+    /// A file could not be read.
+    #[error("TLS: cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// PEM text without the block it should hold, or a malformed block.
+    #[error("TLS: {what}: {reason}")]
+    Pem {
+        /// Which input (the server's certificate chain, the CA file, ...).
+        what: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// rustls refused the configuration (a key that does not match its
+    /// certificate, say).
+    #[error("TLS: rustls refused the configuration: {0}")]
+    Rustls(rustls::Error),
+    /// The client-certificate verifier could not be built from the CA file.
+    #[error("TLS: cannot verify client certificates with the given CA file: {0}")]
+    Verifier(String),
+    /// Not a DNS name or IP address.
+    #[error(
+        "TLS: invalid server name {0:?}: expected a DNS name or an IP address \
+         (setting: the client's server name, --tls-server-name)"
+    )]
+    ServerName(String),
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, TlsConfigError> {
+    std::fs::read(path).map_err(|source| TlsConfigError::Read { path: path.to_owned(), source })
+}
+
+fn certificates(pem: &[u8], what: &'static str) -> Result<Vec<CertificateDer<'static>>, TlsConfigError> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsConfigError::Pem { what, reason: e.to_string() })?;
+    if certs.is_empty() {
+        return Err(TlsConfigError::Pem { what, reason: "no CERTIFICATE block found".into() });
+    }
+    Ok(certs)
+}
+
+fn private_key(pem: &[u8], what: &'static str) -> Result<PrivateKeyDer<'static>, TlsConfigError> {
+    PrivateKeyDer::from_pem_slice(pem).map_err(|e| TlsConfigError::Pem {
+        what,
+        reason: format!("{e} (expected a PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY block)"),
+    })
+}
+
+fn root_store(pem: &[u8], what: &'static str) -> Result<rustls::RootCertStore, TlsConfigError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in certificates(pem, what)? {
+        roots.add(cert).map_err(|e| TlsConfigError::Pem { what, reason: e.to_string() })?;
+    }
+    Ok(roots)
+}
+
+/// One connection's TLS session and its raw (encrypted) buffers.
+///
+/// `active` is false only on a client between its handshake and the
+/// server's: its fastrpc handshake waits in `raw_out`, calls made meanwhile
+/// wait in plaintext, and the server's 3 bytes are read unencrypted.
+pub(crate) struct TlsLayer {
+    session: rustls::Connection,
+    pub(crate) active: bool,
+    /// Bytes read from the socket, not yet given to rustls.
+    pub(crate) raw_in: BytesMut,
+    /// Bytes for the socket: handshake, TLS records, alerts.
+    pub(crate) raw_out: BytesMut,
+    buffer_size: usize,
+    /// Wire bytes consumed before TLS began (the peer's handshake).
+    base_in: u64,
+    raw_consumed: u64,
+    pub(crate) raw_written: u64,
+}
+
+impl fmt::Debug for TlsLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsLayer")
+            .field("active", &self.active)
+            .field("handshaking", &self.session.is_handshaking())
+            .field("raw_in", &self.raw_in.len())
+            .field("raw_out", &self.raw_out.len())
+            .finish()
+    }
+}
+
+impl TlsLayer {
+    /// A server session, begun once the client's handshake asked for TLS;
+    /// `handshake` is ours, sent in the clear before any TLS record.
+    pub(crate) fn server(config: &TlsServer, handshake: BytesMut, buffer_size: usize) -> Result<Self, Error> {
+        let session = rustls::ServerConnection::new(Arc::clone(&config.config)).map_err(tls_error)?;
+        Ok(Self::with_session(session.into(), handshake, buffer_size, true))
+    }
+
+    /// A client session, made with the connection; it starts when the
+    /// server's handshake agrees ([`activate`](Self::activate)).
+    pub(crate) fn client(config: &TlsClient, handshake: BytesMut, buffer_size: usize) -> Result<Self, Error> {
+        let session = rustls::ClientConnection::new(Arc::clone(&config.config), config.server_name.clone())
+            .map_err(tls_error)?;
+        Ok(Self::with_session(session.into(), handshake, buffer_size, false))
+    }
+
+    fn with_session(mut session: rustls::Connection, handshake: BytesMut, buffer_size: usize, active: bool) -> Self {
+        // Every record is moved to `raw_out` as soon as it is made, and the
+        // connection's own `max_output_buffer` bounds that: rustls's own
+        // limit would only make a large batch a partial write.
+        session.set_buffer_limit(None);
+        TlsLayer {
+            session,
+            active,
+            raw_in: BytesMut::new(),
+            raw_out: handshake,
+            buffer_size,
+            base_in: 0,
+            raw_consumed: 0,
+            raw_written: 0,
+        }
+    }
+
+    /// Begins TLS after the peer's handshake: what is left in the wire
+    /// buffer is already TLS, and the ClientHello (on a client) goes out.
+    pub(crate) fn activate(&mut self, inbound: &mut Inbound) {
+        self.active = true;
+        self.base_in = inbound.consumed;
+        std::mem::swap(&mut self.raw_in, &mut inbound.wire);
+        self.flush_records();
+    }
+
+    /// Whether the TLS handshake is complete (so calls and responses flow).
+    pub(crate) fn is_established(&self) -> bool {
+        self.active && !self.session.is_handshaking()
+    }
+
+    pub(crate) fn read_buffer(&mut self) -> &mut BytesMut {
+        reserve_read_room(&mut self.raw_in, self.buffer_size);
+        &mut self.raw_in
+    }
+
+    pub(crate) fn bytes_in(&self) -> u64 {
+        self.base_in + self.raw_consumed
+    }
+
+    /// Decrypts what was read: raw bytes through rustls, plaintext appended
+    /// to the inbound wire buffer (one copy, out of rustls's buffer), and
+    /// whatever rustls has to say (handshake messages, alerts) into `raw_out`.
+    pub(crate) fn open(&mut self, inbound: &mut Inbound) -> Result<(), Error> {
+        while !self.raw_in.is_empty() {
+            // Never hand rustls an empty reader: it would take it for the
+            // end of the stream.
+            let used = self.session.read_tls(&mut &self.raw_in[..]).unwrap_or(0);
+            self.raw_in.advance(used);
+            self.raw_consumed += used as u64;
+            let processed = self.session.process_new_packets();
+            // An alert for the peer is sent before the connection closes.
+            self.flush_records();
+            processed.map_err(tls_error)?;
+            let mut reader = self.session.reader();
+            while let Ok(chunk) = reader.fill_buf() {
+                if chunk.is_empty() {
+                    break;
+                }
+                let n = chunk.len();
+                inbound.wire.extend_from_slice(chunk);
+                reader.consume(n);
+            }
+            if used == 0 {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Encrypts the (compressed) output into records, once the handshake
+    /// allows; until then it waits in `outbound`.
+    pub(crate) fn seal(&mut self, outbound: &mut Outbound) -> Result<(), Error> {
+        if !self.is_established() || outbound.wire.is_empty() {
+            return Ok(());
+        }
+        // No buffer limit (see `with_session`): rustls takes it all.
+        let taken = self.session.writer().write(&outbound.wire).unwrap_or(0);
+        outbound.consume_sealed(taken);
+        self.flush_records();
+        if taken == 0 {
+            return Err(TlsError::Other { reason: "the TLS session refused to send data".into() }.into());
+        }
+        Ok(())
+    }
+
+    /// Moves every record rustls made into `raw_out`.
+    fn flush_records(&mut self) {
+        while self.session.wants_write() {
+            match self.session.write_tls(&mut (&mut self.raw_out).writer()) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    pub(crate) fn advance(&mut self, n: usize) {
+        self.raw_out.advance(n);
+        self.raw_written += n as u64;
+    }
+
+    /// Swaps the raw output into `into` (see `Outbound::take`).
+    pub(crate) fn take(&mut self, into: &mut BytesMut) {
+        self.raw_written += self.raw_out.len() as u64;
+        if into.is_empty() {
+            std::mem::swap(&mut self.raw_out, into);
+        } else {
+            into.extend_from_slice(&self.raw_out);
+            self.raw_out.clear();
+        }
+    }
+
+    pub(crate) fn receive_buffer(&mut self, bytes: &mut BytesMut) {
+        if self.raw_in.is_empty() {
+            std::mem::swap(&mut self.raw_in, bytes);
+        } else {
+            self.raw_in.extend_from_slice(bytes);
+        }
+        bytes.clear();
+    }
+
+    pub(crate) fn capacity(&self) -> usize {
+        self.raw_in.capacity() + self.raw_out.capacity()
+    }
+
+    pub(crate) fn release_buffers(&mut self) {
+        crate::stream::release(&mut self.raw_in);
+        crate::stream::release(&mut self.raw_out);
+    }
+}
+
+/// A rustls error as fastwire's, saying what to check.
+fn tls_error(e: rustls::Error) -> Error {
+    use rustls::{CertificateError, Error as E};
+    let error = match &e {
+        E::InvalidCertificate(cert) => {
+            let setting = match cert {
+                CertificateError::UnknownIssuer | CertificateError::BadSignature => {
+                    "the authorities this side trusts: the client's CA file (--tls-ca) or the server's client CA (--tls-client-ca)"
+                }
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
+                    "the server name the client verifies (--tls-server-name) must be in the server's certificate"
+                }
+                _ => "the peer's certificate",
+            };
+            TlsError::Certificate { reason: e.to_string(), setting }
+        }
+        E::NoCertificatesPresented => TlsError::Certificate {
+            reason: e.to_string(),
+            setting: "this server requires client certificates: give the client an identity",
+        },
+        E::AlertReceived(alert) => TlsError::AlertReceived {
+            alert: format!("{alert:?}"),
+            hint: "the peer rejected this side: check that each side trusts the other's certificate and the server name",
+        },
+        E::InvalidMessage(_) | E::InappropriateMessage { .. } | E::InappropriateHandshakeMessage { .. } => {
+            TlsError::NotTls { reason: e.to_string() }
+        }
+        _ => TlsError::Other { reason: e.to_string() },
+    };
+    error.into()
+}

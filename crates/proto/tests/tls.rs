@@ -1,0 +1,159 @@
+//! TLS inside the state machines, byte for byte in memory: a client and a
+//! server connection exchange what each outputs, as two sockets would.
+#![cfg(feature = "tls")]
+
+use fastwire_proto::tls::{TlsClient, TlsServer};
+use fastwire_proto::{
+    demo_handler, ClientConfig, ClientConn, Compression, Connection, Error, HandshakeError, ProtocolConfig,
+    ServerConfig, ServerConn, TlsError,
+};
+
+struct Pki {
+    cert: String,
+    key: String,
+}
+
+fn pki(name: &str) -> Pki {
+    let made = rcgen::generate_simple_self_signed(vec![name.to_owned()]).unwrap();
+    Pki { cert: made.cert.pem(), key: made.key_pair.serialize_pem() }
+}
+
+fn server_config(pki: &Pki, compression: Compression) -> ServerConfig {
+    ServerConfig {
+        protocol: ProtocolConfig { compression, ..ProtocolConfig::default() },
+        tls: Some(TlsServer::from_pem(pki.cert.as_bytes(), pki.key.as_bytes(), None).unwrap()),
+        ..ServerConfig::default()
+    }
+}
+
+fn client_config(ca: &Pki, name: &str, compression: Compression) -> ClientConfig {
+    ClientConfig {
+        protocol: ProtocolConfig { compression, ..ProtocolConfig::default() },
+        tls: Some(TlsClient::from_pem(Some(ca.cert.as_bytes()), name, None).unwrap()),
+        ..ClientConfig::default()
+    }
+}
+
+/// Moves bytes both ways until neither side has anything to say; returns
+/// the responses the client got and the first error on either side.
+fn exchange(server: &mut ServerConn, client: &mut ClientConn<u32>) -> (Vec<(u32, Vec<u8>)>, Option<Error>, Option<Error>) {
+    let mut got = Vec::new();
+    let (mut server_error, mut client_error) = (None, None);
+    for _ in 0..50 {
+        let to_server = client.output().to_vec();
+        client.advance_output(to_server.len());
+        server.received(&to_server);
+        if server_error.is_none() {
+            server_error = server.process(&demo_handler).err();
+        }
+        let to_client = server.output().to_vec();
+        server.advance_output(to_client.len());
+        client.received(&to_client);
+        if client_error.is_none() {
+            client_error = client.process(|r, token| got.push((token, r.value.to_vec()))).err();
+        }
+        if to_server.is_empty() && to_client.is_empty() {
+            break;
+        }
+    }
+    (got, server_error, client_error)
+}
+
+#[test]
+fn calls_over_tls_with_every_compression() {
+    let pki = pki("fastwire.test");
+    for server_c in Compression::ALL {
+        for client_c in Compression::ALL {
+            let mut server = ServerConn::new(&server_config(&pki, server_c));
+            let mut client = ClientConn::new(&client_config(&pki, "fastwire.test", client_c));
+            // Calls made before any TLS: they wait for the session.
+            client.start_call(b"echo", b"early", 1).unwrap();
+            assert_eq!(client.output().len(), 3, "only the handshake goes out before TLS");
+            assert_eq!(client.output()[2], 1, "the client asks for TLS");
+            let (got, se, ce) = exchange(&mut server, &mut client);
+            assert_eq!((se, ce), (None, None));
+            assert!(client.is_handshake_done() && server.is_handshake_done());
+            assert_eq!(got, [(1, b"re:early".to_vec())], "{server_c}/{client_c}");
+            for i in 2..100u32 {
+                client.start_call(b"echo", &i.to_le_bytes(), i).unwrap();
+            }
+            let (got, se, ce) = exchange(&mut server, &mut client);
+            assert_eq!((se, ce), (None, None));
+            assert_eq!(got.len(), 98);
+            assert!(got.iter().all(|(i, v)| v[3..] == i.to_le_bytes()));
+            // Both count the bytes on the wire, TLS records included.
+            assert_eq!(client.bytes_out(), server.bytes_in());
+            assert_eq!(server.bytes_out(), client.bytes_in());
+            // What goes on the wire is not the plaintext.
+            client.start_call(b"echo", b"secret-value", 500).unwrap();
+            let wire = client.output().to_vec();
+            assert!(!wire.windows(12).any(|w| w == b"secret-value"));
+        }
+    }
+}
+
+#[test]
+fn plaintext_client_to_tls_server_is_refused_both_ways() {
+    let pki = pki("fastwire.test");
+    let mut server = ServerConn::new(&server_config(&pki, Compression::None));
+    let mut client = ClientConn::<u32>::new(&ClientConfig::default());
+    client.start_call(b"echo", b"x", 1).unwrap();
+    let (got, se, ce) = exchange(&mut server, &mut client);
+    assert!(got.is_empty());
+    assert_eq!(se, Some(HandshakeError::TlsRequired.into()));
+    assert_eq!(ce, Some(HandshakeError::TlsRequired.into()));
+}
+
+#[test]
+fn tls_optional_serves_plaintext_as_go_does() {
+    let pki = pki("fastwire.test");
+    let config = ServerConfig { tls_optional: true, ..server_config(&pki, Compression::None) };
+    let mut server = ServerConn::new(&config);
+    let mut client = ClientConn::<u32>::new(&ClientConfig::default());
+    client.start_call(b"echo", b"x", 1).unwrap();
+    let (got, se, ce) = exchange(&mut server, &mut client);
+    assert_eq!((got, se, ce), (vec![(1, b"re:x".to_vec())], None, None));
+}
+
+#[test]
+fn tls_client_to_plaintext_server_is_refused() {
+    let pki = pki("fastwire.test");
+    let mut server = ServerConn::new(&ServerConfig::default());
+    let mut client = ClientConn::new(&client_config(&pki, "fastwire.test", Compression::None));
+    let (_, se, ce) = exchange(&mut server, &mut client);
+    assert_eq!(se, Some(HandshakeError::TlsRequested.into()));
+    assert_eq!(ce, Some(HandshakeError::TlsRefused.into()));
+}
+
+#[test]
+fn wrong_name_and_unknown_authority_fail_with_certificate_errors() {
+    let pki_a = pki("fastwire.test");
+    let other = pki("fastwire.test");
+    for (ca, name) in [(&pki_a, "other.test"), (&other, "fastwire.test")] {
+        let mut server = ServerConn::new(&server_config(&pki_a, Compression::None));
+        let mut client = ClientConn::new(&client_config(ca, name, Compression::None));
+        client.start_call(b"echo", b"x", 1).unwrap();
+        let (got, se, ce) = exchange(&mut server, &mut client);
+        assert!(got.is_empty());
+        let ce = ce.expect("the client refuses the certificate");
+        assert!(matches!(ce, Error::Tls(TlsError::Certificate { .. })), "{ce}");
+        assert!(ce.to_string().contains("setting"), "{ce}");
+        // The client's alert tells the server why.
+        let se = se.expect("the server hears the alert");
+        assert!(matches!(se, Error::Tls(TlsError::AlertReceived { .. })), "{se}");
+    }
+}
+
+#[test]
+fn garbage_after_asking_for_tls_is_not_tls() {
+    let pki = pki("fastwire.test");
+    let mut server = ServerConn::new(&server_config(&pki, Compression::None));
+    server.received(&[0, 1, 1]);
+    server.received(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    let e = server.process(&demo_handler).unwrap_err();
+    assert!(matches!(e, Error::Tls(TlsError::NotTls { .. })), "{e}");
+    // Our handshake (yes, TLS) and an alert go out before the close.
+    let out = server.output();
+    assert_eq!(&out[..3], &[0, 1, 1]);
+    assert_eq!(out[3], 0x15, "a TLS alert record follows");
+}
