@@ -14,11 +14,14 @@
 //! * [`harness`]: the benchmark harness: workloads, load generation, floors,
 //!   figures and reports, behind `fastwire compare`, `fastwire load` and
 //!   the criterion benches.
+//! * [`tls`]: certificates made for a run (rcgen), for `compare --tls`,
+//!   the handshakes workload and the TLS tests.
 
 #![deny(missing_docs)]
 
 pub mod backend;
 pub mod demo;
 pub mod harness;
+pub mod tls;
 
 pub use backend::BackendKind;

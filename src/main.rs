@@ -38,6 +38,17 @@ enum Command {
     Compare(CompareArgs),
     /// Load any fastrpc server (Go's included) and report the same figures.
     Load(LoadArgs),
+    /// Write a test certificate authority and a server and a client
+    /// certificate signed by it (PEM, made now with rcgen), to try `serve
+    /// --tls-cert` and `load --tls`. For tests and trials, not production.
+    TlsCerts(TlsCertsArgs),
+}
+
+#[derive(Args)]
+struct TlsCertsArgs {
+    /// Directory to write ca.pem, server.pem, server.key, client.pem and client.key into (created if missing).
+    #[arg(long, default_value = "target/tls")]
+    dir: std::path::PathBuf,
 }
 
 /// Parses `3s`, `500ms`, `5m`.
@@ -118,6 +129,19 @@ struct ServeArgs {
     /// Worker threads for blocking handlers.
     #[arg(long, default_value_t = ServerConfig::default().blocking_threads)]
     blocking_threads: usize,
+    /// Serve TLS with this PEM certificate chain (leaf first); needs --tls-key.
+    /// Clients that do not ask for TLS are closed (see --tls-optional).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+    /// Require client certificates signed by an authority in this PEM file (mutual TLS).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_client_ca: Option<std::path::PathBuf>,
+    /// Also serve clients that do not ask for TLS, in plaintext (Go's behaviour).
+    #[arg(long, requires = "tls_cert")]
+    tls_optional: bool,
 }
 
 /// `--over-limit`.
@@ -189,8 +213,22 @@ struct CompareArgs {
     /// Draw SVG charts into this directory.
     #[arg(long, value_name = "DIR")]
     svg: Option<std::path::PathBuf>,
+    /// TLS: `on` runs every backend over TLS (a certificate authority and
+    /// server certificate made for the run), `both` runs each measurement
+    /// in plaintext and over TLS side by side; `--tls` alone is `on`. TLS
+    /// rows are `both` only: the floor peers speak plain TCP.
+    #[arg(long, value_enum, default_value = "off", num_args = 0..=1, default_missing_value = "on")]
+    tls: TlsMode,
     #[command(flatten)]
     outputs: Outputs,
+}
+
+/// `compare --tls`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum TlsMode {
+    Off,
+    On,
+    Both,
 }
 
 #[derive(Args)]
@@ -236,6 +274,21 @@ struct LoadArgs {
     /// Also count allocations of this process, in a second run.
     #[arg(long)]
     count_allocations: bool,
+    /// Ask the server for TLS (Mozilla's root authorities are trusted unless --tls-ca is given).
+    #[arg(long)]
+    tls: bool,
+    /// Trust the authorities in this PEM file instead of Mozilla's roots.
+    #[arg(long, value_name = "FILE", requires = "tls")]
+    tls_ca: Option<std::path::PathBuf>,
+    /// The name the server's certificate must carry [default: the host part of --addr].
+    #[arg(long, value_name = "NAME", requires = "tls")]
+    tls_server_name: Option<String>,
+    /// Present this PEM certificate chain to servers that require client certificates; needs --tls-client-key.
+    #[arg(long, value_name = "FILE", requires = "tls_client_key")]
+    tls_client_cert: Option<std::path::PathBuf>,
+    /// The PEM private key of --tls-client-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_client_cert")]
+    tls_client_key: Option<std::path::PathBuf>,
     #[command(flatten)]
     outputs: Outputs,
 }
@@ -259,11 +312,28 @@ fn main() {
         Command::Serve(args) => serve(args),
         Command::Compare(args) => compare(args),
         Command::Load(args) => load(args),
+        Command::TlsCerts(args) => tls_certs(args),
     };
     if let Err(e) = result {
         eprintln!("fastwire: {e}");
         std::process::exit(1);
     }
+}
+
+fn tls_certs(args: TlsCertsArgs) -> Result<(), Box<dyn std::error::Error>> {
+    std::fs::create_dir_all(&args.dir).map_err(|e| format!("creating {}: {e}", args.dir.display()))?;
+    let files = fastwire_bench::tls::TestPki::generate().write_to(&args.dir)?;
+    println!(
+        "fastwire: wrote a test authority ({}), a server certificate for {} and 127.0.0.1 ({}, {}) \
+         and a client certificate ({}, {})",
+        files.ca_cert.display(),
+        fastwire_bench::tls::SERVER_NAME,
+        files.server_cert.display(),
+        files.server_key.display(),
+        files.client_cert.display(),
+        files.client_key.display()
+    );
+    Ok(())
 }
 
 fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
@@ -287,6 +357,13 @@ fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
             OverLimitArg::Reject => OverLimit::Reject(OVER_LIMIT_VALUE.to_vec()),
         },
         blocking_threads: args.blocking_threads,
+        tls: match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => {
+                Some(fastwire::proto::tls::TlsServer::from_pem_files(cert, key, args.tls_client_ca.as_deref())?)
+            }
+            _ => None,
+        },
+        tls_optional: args.tls_optional,
         ..ServerConfig::default()
     };
     // Signal handlers first: once the address is printed, a client (or a
@@ -314,9 +391,17 @@ fn specs(args: &CompareArgs) -> Vec<Spec> {
     };
     let or = |given: &[usize], default: usize| if given.is_empty() { vec![default] } else { given.to_vec() };
     let mut specs = Vec::new();
-    for &compress in &args.compress {
-        for &workload in &workloads {
-            let d = Spec { compress, ..workload.defaults() };
+    let tls_modes: &[bool] = match args.tls {
+        TlsMode::Off => &[false],
+        TlsMode::On => &[true],
+        TlsMode::Both => &[false, true],
+    };
+    for (&compress, &workload, &tls) in
+        args.compress.iter().flat_map(|c| workloads.iter().flat_map(move |w| tls_modes.iter().map(move |t| (c, w, t))))
+    {
+        {
+            let tls = tls.then(fastwire_bench::tls::SpecTls::for_run);
+            let d = Spec { compress, tls: tls.clone(), ..workload.defaults() };
             let (connections, depths, sizes) = match workload {
                 Workload::Fastrpc | Workload::Wait | Workload::Cpu | Workload::Mixed | Workload::MixedBase => {
                     (or(&args.connections, d.connections), or(&args.depth, d.depth), vec![d.value_size])
@@ -327,7 +412,7 @@ fn specs(args: &CompareArgs) -> Vec<Spec> {
                     or(&args.depth, d.depth),
                     if args.value_size.is_empty() { Workload::SIZES.to_vec() } else { args.value_size.clone() },
                 ),
-                Workload::Nowait | Workload::Conns => {
+                Workload::Nowait | Workload::Conns | Workload::Handshakes => {
                     (or(&args.connections, d.connections), vec![d.depth], vec![d.value_size])
                 }
                 Workload::Sweep => (
@@ -340,9 +425,17 @@ fn specs(args: &CompareArgs) -> Vec<Spec> {
                     vec![d.value_size],
                 ),
             };
-            // The blaster and the floor server speak fastrpc and pingpong.
+            // The blaster and the floor server speak fastrpc and pingpong,
+            // in plaintext.
             let roles: Vec<Role> = match workload {
                 Workload::Sweep => vec![Role::Server],
+                _ if tls.is_some() => {
+                    if args.role.is_empty() || args.role.contains(&Role::Both) {
+                        vec![Role::Both]
+                    } else {
+                        Vec::new()
+                    }
+                }
                 Workload::Fastrpc | Workload::Pingpong if args.role.is_empty() => Role::ALL.to_vec(),
                 Workload::Fastrpc | Workload::Pingpong => args.role.clone(),
                 _ if args.role.is_empty() || args.role.contains(&Role::Both) => vec![Role::Both],
@@ -446,7 +539,18 @@ fn load(args: LoadArgs) -> Result<(), Box<dyn std::error::Error>> {
     let addr = fastwire_common::net::resolve(&args.addr).map_err(|e| format!("resolving {}: {e}", args.addr))?;
     let d = args.workload.defaults();
     let rate = args.rate.or(if args.workload == Workload::Conns { d.rate } else { None });
+    let tls = if args.tls {
+        // By default the name verified is the one the address was given by.
+        let host = args.addr.rsplit_once(':').map_or(args.addr.as_str(), |(host, _)| host);
+        let name = args.tls_server_name.clone().unwrap_or_else(|| host.trim_matches(['[', ']']).to_owned());
+        let identity = args.tls_client_cert.as_deref().zip(args.tls_client_key.as_deref());
+        let client = fastwire::proto::tls::TlsClient::from_pem_files(args.tls_ca.as_deref(), &name, identity)?;
+        Some(fastwire_bench::tls::SpecTls { server: None, client })
+    } else {
+        None
+    };
     let spec = Spec {
+        tls,
         connections: args.connections.unwrap_or(d.connections),
         depth: args.depth.unwrap_or(d.depth),
         value_size: args.value_size.unwrap_or(d.value_size),
@@ -461,6 +565,7 @@ fn load(args: LoadArgs) -> Result<(), Box<dyn std::error::Error>> {
     }
     let timing = Timing::new(args.duration);
     let run = |mode| match spec.rate {
+        _ if spec.workload == Workload::Handshakes => drive::handshakes(addr, &spec, &timing, mode),
         Some(_) => drive::open_loop(addr, &spec, &timing, mode),
         None => drive::closed_loop(args.client, addr, &spec, &timing, mode, None),
     };

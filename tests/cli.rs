@@ -121,3 +121,54 @@ fn serve_with_a_waiting_handler_and_a_concurrency_limit() {
         assert!(child.wait().unwrap().success(), "{backend}");
     }
 }
+
+/// `fastwire tls-certs`, `serve --tls-cert/--tls-key` and `load --tls
+/// --tls-ca`, each a process of its own; a plaintext `load` is refused with
+/// a message that names the setting.
+#[test]
+fn serve_and_load_over_tls() {
+    let dir = std::env::temp_dir().join(format!("fastwire-cli-tls-{}", std::process::id()));
+    let exe = env!("CARGO_BIN_EXE_fastwire");
+    let made = Command::new(exe).args(["tls-certs", "--dir"]).arg(&dir).output().unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_owned();
+    for backend in ["std", "mio", "tokio", "glommio"] {
+        if let Some(why) = backend.parse::<fastwire_bench::BackendKind>().unwrap().unavailable() {
+            eprintln!("skipped {backend}: {why}");
+            continue;
+        }
+        let (mut child, _stdout, addr) = serve(&[
+            "--backend",
+            backend,
+            "--addr",
+            "127.0.0.1:0",
+            "--tls-cert",
+            &path("server.pem"),
+            "--tls-key",
+            &path("server.key"),
+        ]);
+        let load = |extra: &[&str]| {
+            Command::new(exe)
+                .args(["load", "--addr", &addr, "--workload", "pingpong", "--duration", "100ms", "--client", "std"])
+                .args(extra)
+                .output()
+                .unwrap()
+        };
+        let ok = load(&["--tls", "--tls-ca", &path("ca.pem"), "--tls-server-name", "localhost"]);
+        assert!(ok.status.success(), "{backend}: {}", String::from_utf8_lossy(&ok.stderr));
+        assert!(String::from_utf8_lossy(&ok.stdout).contains("pingpong"), "{backend}");
+        // The address's host (127.0.0.1) is in the certificate too.
+        let by_ip = load(&["--tls", "--tls-ca", &path("ca.pem")]);
+        assert!(by_ip.status.success(), "{backend}: {}", String::from_utf8_lossy(&by_ip.stderr));
+        let plain = load(&[]);
+        assert!(!plain.status.success(), "{backend}: a plaintext client is refused");
+        let said = String::from_utf8_lossy(&plain.stderr);
+        assert!(said.contains("requires TLS"), "{backend}: {said}");
+        let wrong_name = load(&["--tls", "--tls-ca", &path("ca.pem"), "--tls-server-name", "elsewhere.test"]);
+        let said = String::from_utf8_lossy(&wrong_name.stderr);
+        assert!(!wrong_name.status.success() && said.contains("--tls-server-name"), "{backend}: {said}");
+        assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
+        assert!(child.wait().unwrap().success(), "{backend}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -87,7 +87,11 @@ pub enum Event<'a> {
 /// The floor that goes with a configuration, if any.
 fn floor_of(spec: &Spec) -> Option<Workload> {
     match spec.workload {
-        Workload::Pingpong | Workload::Fastrpc if spec.compress == fastwire_proto::Compression::None => {
+        // The floors speak plain TCP: a TLS row is compared with its
+        // plaintext twin of the same run instead.
+        Workload::Pingpong | Workload::Fastrpc
+            if spec.compress == fastwire_proto::Compression::None && spec.tls.is_none() =>
+        {
             Some(spec.workload)
         }
         _ => None,
@@ -336,6 +340,7 @@ pub fn measure(kind: BackendKind, spec: &Spec, timing: &Timing) -> Result<(Sampl
     let run = |mode| match spec.workload {
         Workload::Conns => drive::open_loop(addr, spec, timing, mode),
         Workload::Nowait => drive::closed_loop(kind, addr, spec, timing, mode, Some(&handled)),
+        Workload::Handshakes => drive::handshakes(addr, spec, timing, mode),
         _ => drive::closed_loop(kind, addr, spec, timing, mode, None),
     };
     let result = run(Mode::Timed).and_then(|timed| Ok((timed, run(Mode::Counted)?)));

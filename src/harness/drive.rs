@@ -693,3 +693,86 @@ fn precise_sleeps() {
         libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong);
     }
 }
+
+/// The `handshakes` workload: `spec.connections` dialer threads, each
+/// opening a connection, handshaking (TLS too, if the spec says so),
+/// making one call and closing, over and over. An operation is a whole
+/// connection, so ops/s is handshakes per second; latency is the
+/// connection's life, from `connect` to the response.
+///
+/// The dialers drive the protocol crate's client state machine over
+/// blocking sockets themselves, so that every server meets the same load
+/// and the cost measured is the server's (and the protocol's), not one
+/// backend client's connection set-up.
+pub fn handshakes(addr: SocketAddr, spec: &Spec, timing: &Timing, mode: Mode) -> Result<Sample, String> {
+    let config = spec.client_config();
+    let (name, value) = spec.request();
+    let control = Control::default();
+    std::thread::scope(|s| {
+        let workers: Vec<_> = (0..spec.connections.max(1))
+            .map(|_| {
+                let (config, name, value, control) = (&config, &name, &value, &control);
+                s.spawn(move || {
+                    let mut tally = Tally::new(mode, false);
+                    let mut buf = vec![0u8; 16 * 1024];
+                    loop {
+                        let phase = control.phase();
+                        if phase == STOP {
+                            return Ok(tally);
+                        }
+                        let start = Instant::now();
+                        let got = one_connection(addr, config, name, value, &mut buf)
+                            .map_err(|e| failed("a new connection", e))?;
+                        if phase == MEASURE {
+                            tally.record(got, start.elapsed());
+                        }
+                    }
+                })
+            })
+            .collect();
+        let window = window(&control, timing, mode, None);
+        gather(workers, window, mode, false)
+    })
+}
+
+/// One connection of the `handshakes` workload: connect, handshake, one
+/// call, close. Returns the response's length.
+fn one_connection(
+    addr: SocketAddr,
+    config: &fastwire_proto::ClientConfig,
+    name: &[u8],
+    value: &[u8],
+    buf: &mut [u8],
+) -> Result<usize, String> {
+    use fastwire_proto::Connection;
+    use std::io::{Read, Write};
+    let io = |e: std::io::Error| e.to_string();
+    let stream = std::net::TcpStream::connect_timeout(&addr, config.connect_timeout).map_err(io)?;
+    stream.set_nodelay(true).map_err(io)?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).map_err(io)?;
+    // Close with a reset: thousands of connections a second would
+    // otherwise leave as many ports in TIME_WAIT and run out of them.
+    socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO)).map_err(io)?;
+    let mut conn = fastwire_proto::ClientConn::<()>::new(config);
+    conn.start_call(name, value, ()).map_err(|r| r.error.to_string())?;
+    let mut reply = None;
+    loop {
+        while conn.has_output() {
+            let out = conn.output();
+            if out.is_empty() {
+                break;
+            }
+            let n = (&stream).write(out).map_err(io)?;
+            conn.advance_output(n);
+        }
+        let n = (&stream).read(buf).map_err(io)?;
+        if n == 0 {
+            return Err("the server closed the connection".into());
+        }
+        conn.received(&buf[..n]);
+        conn.process(|response, ()| reply = Some(response.value.len())).map_err(|e| e.to_string())?;
+        if let Some(len) = reply {
+            return Ok(len);
+        }
+    }
+}

@@ -133,6 +133,11 @@ pub fn layout(backend: BackendKind, workload: Workload) -> String {
                 .to_owned()
         }
         Workload::Nowait => format!("load: {client}, one sender per connection"),
+        Workload::Handshakes => {
+            "load: `connections` dialer threads, each connecting, handshaking, calling once and closing, \
+             through the protocol crate over blocking sockets (the same load for every server)"
+                .to_owned()
+        }
         _ if backend.client_kind().name() == "tokio" => format!("load: {client}, `depth` caller tasks per connection"),
         _ => format!("load: {client}, a thread per connection keeping `depth` calls in flight"),
     };

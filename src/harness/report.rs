@@ -24,7 +24,7 @@ pub struct Row {
     pub depth: usize,
     /// Bytes of each request's value.
     pub value_size: usize,
-    /// Compression: none, flate or snappy.
+    /// Compression: none, flate or snappy; `+tls` when the run used TLS.
     pub compress: String,
     /// Operations in the timed window.
     pub ops: u64,
@@ -65,7 +65,11 @@ impl Row {
             connections: spec.connections,
             depth: spec.depth,
             value_size: spec.value_size,
-            compress: spec.compress.name().to_owned(),
+            compress: if spec.tls.is_some() {
+                format!("{}+tls", spec.compress.name())
+            } else {
+                spec.compress.name().to_owned()
+            },
             ops: timed.ops,
             seconds: timed.seconds,
             ns_per_op: timed.ns_per_op(),
@@ -159,14 +163,16 @@ const TEXT_COLUMNS: usize = 4;
 
 /// The row this one is compared with: the floor of the same configuration
 /// and role (the hand-written floor for `both`, the floor pair of blaster
-/// and floor server for `server` and `client`).
+/// and floor server for `server` and `client`). A TLS row is compared with
+/// the plaintext floor: the floor is plain TCP, the machine's limit either way.
 fn floor_of<'a>(row: &Row, rows: &'a [Row]) -> Option<&'a Row> {
+    let compress = row.compress.strip_suffix("+tls").unwrap_or(&row.compress);
     rows.iter().find(|f| {
         f.backend == FLOOR
             && f.role == row.role
             && f.workload == row.workload
             && (f.connections, f.depth, f.value_size) == (row.connections, row.depth, row.value_size)
-            && f.compress == row.compress
+            && f.compress == compress
     })
 }
 

@@ -33,11 +33,15 @@ pub enum Workload {
     /// Each server under an event-driven load at 1 to 10,000 connections,
     /// one 100-byte echo call in flight on each (not in the default run).
     Sweep,
+    /// New connections: connect, handshake (TLS too, with `--tls`), one
+    /// call, close; `connections` dialers at once. An operation is a whole
+    /// connection, so ops/s is handshakes per second.
+    Handshakes,
 }
 
 impl Workload {
     /// Every workload, in report order.
-    pub const ALL: [Workload; 10] = [
+    pub const ALL: [Workload; 11] = [
         Workload::Fastrpc,
         Workload::Pingpong,
         Workload::Sizes,
@@ -48,6 +52,7 @@ impl Workload {
         Workload::Mixed,
         Workload::MixedBase,
         Workload::Sweep,
+        Workload::Handshakes,
     ];
 
     /// The time a `wait` call waits in the server.
@@ -72,6 +77,7 @@ impl Workload {
             Workload::Mixed => "mixed",
             Workload::MixedBase => "mixed-base",
             Workload::Sweep => "sweep",
+            Workload::Handshakes => "handshakes",
         }
     }
 
@@ -93,6 +99,7 @@ impl Workload {
             sniff: Vec::new(),
             version: 0,
             role: Role::Both,
+            tls: None,
         };
         match self {
             Workload::Fastrpc => base,
@@ -104,6 +111,7 @@ impl Workload {
             Workload::Sweep => {
                 Spec { connections: 1, depth: 1, value_size: super::sweep::VALUE_SIZE, role: Role::Server, ..base }
             }
+            Workload::Handshakes => Spec { connections: 2, depth: 1, value_size: 1, ..base },
         }
     }
 
@@ -206,6 +214,8 @@ pub struct Spec {
     pub version: u8,
     /// Server and client together, or one of them against a floor peer.
     pub role: Role,
+    /// TLS on both sides (`None`: plaintext).
+    pub tls: Option<crate::tls::SpecTls>,
 }
 
 impl Spec {
@@ -214,7 +224,9 @@ impl Spec {
     /// `pingpong` and `sizes`.
     pub fn request(&self) -> (Vec<u8>, Vec<u8>) {
         match self.workload {
-            Workload::Pingpong | Workload::Sizes | Workload::Sweep => (ECHO_NAME.to_vec(), vec![b'x'; self.value_size]),
+            Workload::Pingpong | Workload::Sizes | Workload::Sweep | Workload::Handshakes => {
+                (ECHO_NAME.to_vec(), vec![b'x'; self.value_size])
+            }
             _ => (Vec::new(), FASTRPC_VALUE.to_vec()),
         }
     }
@@ -261,6 +273,7 @@ impl Spec {
             // for 1000 calls in flight per connection without pausing reads.
             max_connections: 20_000,
             max_in_flight: self.depth.max(1000) * 2,
+            tls: self.tls.as_ref().and_then(|tls| tls.server.clone()),
             ..ServerConfig::default()
         }
     }
@@ -271,6 +284,7 @@ impl Spec {
             protocol: self.protocol(),
             max_pending: self.depth.max(1000) * 2,
             call_timeout: std::time::Duration::from_secs(30),
+            tls: self.tls.as_ref().map(|tls| tls.client.clone()),
             ..ClientConfig::default()
         }
     }
@@ -279,7 +293,7 @@ impl Spec {
     /// for a server running the demo handler.
     pub fn response_size(&self) -> usize {
         match self.workload {
-            Workload::Pingpong | Workload::Sizes | Workload::Sweep => 3 + self.value_size,
+            Workload::Pingpong | Workload::Sizes | Workload::Sweep | Workload::Handshakes => 3 + self.value_size,
             Workload::Nowait => 0,
             _ => fastwire_proto::FASTRPC_BENCH_BODY.len(),
         }

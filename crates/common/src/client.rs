@@ -141,6 +141,9 @@ struct State<D: Driver> {
     /// The leading caller's read buffer: taken by whoever leads, given back
     /// when it leaves, so that it keeps its capacity across calls.
     read_buf: BytesMut,
+    /// Why the last connection ended before its handshake was done (a
+    /// refused TLS certificate, say), for `wait_connected` to report.
+    handshake_failure: Option<ClientError>,
 }
 
 struct Active<D: Driver> {
@@ -227,6 +230,7 @@ impl<D: Driver> Client<D> {
                     last_used: Instant::now(),
                     used_since: false,
                     read_buf: BytesMut::new(),
+                    handshake_failure: None,
                 }),
                 output_ready: Condvar::new(),
                 output_drained: Condvar::new(),
@@ -276,6 +280,9 @@ impl<D: Driver> Client<D> {
             match &state.active {
                 Some(a) if a.conn.is_handshake_done() => return Ok(()),
                 Some(_) => {}
+                None if state.handshake_failure.is_some() => {
+                    return Err(state.handshake_failure.clone().expect("checked"));
+                }
                 None => {
                     return Err(state.backoff.check(Instant::now()).map_or_else(
                         || ClientError::lost(io::ErrorKind::ConnectionAborted, "connection closed during handshake"),
@@ -796,6 +803,11 @@ impl<D: Driver> Inner<D> {
         active.conn.receive_buffer(buf);
         match active.conn.process(|response, slot| slot.complete(response.value)) {
             Ok(()) => {
+                // Reading can make output: with TLS, the handshake's replies
+                // and the calls that waited for it.
+                if active.conn.has_output() {
+                    self.notify_output(active);
+                }
                 let handshake_done = active.conn.is_handshake_done();
                 let released = driver && self.release_if_unneeded(active);
                 Ok(Received { handshake_done, released })
@@ -828,6 +840,9 @@ impl<D: Driver> Inner<D> {
         let mut state = self.lock();
         if state.active.as_ref().is_some_and(|a| a.generation == generation) {
             let active = state.active.take().expect("checked");
+            if !active.conn.is_handshake_done() {
+                state.handshake_failure = Some(error.clone());
+            }
             drop(state);
             tracing::debug!(addr = %self.addr, %error, "client connection lost");
             self.fail_all(active, error);
@@ -881,6 +896,7 @@ impl<D: Driver> Inner<D> {
         });
         // The driver reads the server's handshake.
         self.set_reader(active, Reader::Driver);
+        state.handshake_failure = None;
         state.backoff.succeeded();
         Ok(())
     }

@@ -201,12 +201,12 @@ impl<T> ClientConn<T> {
             };
             self.inbound.skip(used);
             self.inbound.decoder = StreamDecoder::new(peer.compression);
-            self.open = true;
             #[cfg(feature = "tls")]
             if let Some(tls) = self.tls.as_deref_mut() {
                 if !peer.tls {
                     return Err(crate::HandshakeError::TlsRefused.into());
                 }
+                self.open = true;
                 tls.activate(&mut self.inbound);
                 self.pump_tls()?;
                 return self.decode_responses(on_response);
@@ -217,6 +217,7 @@ impl<T> ClientConn<T> {
             if peer.tls {
                 return Err(crate::HandshakeError::TlsRequired.into());
             }
+            self.open = true;
         }
         self.decode_responses(on_response)
     }

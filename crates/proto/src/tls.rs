@@ -129,8 +129,8 @@ impl TlsClient {
     /// Any rustls client configuration, and the server name to verify: a
     /// DNS name, or an IP address (which the certificate must then list).
     pub fn new(config: Arc<rustls::ClientConfig>, server_name: &str) -> Result<Self, TlsConfigError> {
-        let server_name =
-            ServerName::try_from(server_name.to_owned()).map_err(|_| TlsConfigError::ServerName(server_name.to_owned()))?;
+        let server_name = ServerName::try_from(server_name.to_owned())
+            .map_err(|_| TlsConfigError::ServerName(server_name.to_owned()))?;
         Ok(TlsClient { config, server_name })
     }
 
@@ -139,7 +139,11 @@ impl TlsClient {
     /// server's certificate against `server_name`. `identity` is a PEM
     /// certificate chain and key to present, for servers that require client
     /// certificates.
-    pub fn from_pem(ca: Option<&[u8]>, server_name: &str, identity: Option<(&[u8], &[u8])>) -> Result<Self, TlsConfigError> {
+    pub fn from_pem(
+        ca: Option<&[u8]>,
+        server_name: &str,
+        identity: Option<(&[u8], &[u8])>,
+    ) -> Result<Self, TlsConfigError> {
         let roots = match ca {
             Some(pem) => root_store(pem, "the CA file")?,
             None => rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() },
@@ -317,8 +321,8 @@ impl TlsLayer {
     /// A client session, made with the connection; it starts when the
     /// server's handshake agrees ([`activate`](Self::activate)).
     pub(crate) fn client(config: &TlsClient, handshake: BytesMut, buffer_size: usize) -> Result<Self, Error> {
-        let session = rustls::ClientConnection::new(Arc::clone(&config.config), config.server_name.clone())
-            .map_err(tls_error)?;
+        let session =
+            rustls::ClientConnection::new(Arc::clone(&config.config), config.server_name.clone()).map_err(tls_error)?;
         Ok(Self::with_session(session.into(), handshake, buffer_size, false))
     }
 
@@ -475,7 +479,8 @@ fn tls_error(e: rustls::Error) -> Error {
         },
         E::AlertReceived(alert) => TlsError::AlertReceived {
             alert: format!("{alert:?}"),
-            hint: "the peer rejected this side: check that each side trusts the other's certificate and the server name",
+            hint:
+                "the peer rejected this side: check that each side trusts the other's certificate and the server name",
         },
         E::InvalidMessage(_) | E::InappropriateMessage { .. } | E::InappropriateHandshakeMessage { .. } => {
             TlsError::NotTls { reason: e.to_string() }

@@ -36,7 +36,10 @@ fn client_config(ca: &Pki, name: &str, compression: Compression) -> ClientConfig
 
 /// Moves bytes both ways until neither side has anything to say; returns
 /// the responses the client got and the first error on either side.
-fn exchange(server: &mut ServerConn, client: &mut ClientConn<u32>) -> (Vec<(u32, Vec<u8>)>, Option<Error>, Option<Error>) {
+fn exchange(
+    server: &mut ServerConn,
+    client: &mut ClientConn<u32>,
+) -> (Vec<(u32, Vec<u8>)>, Option<Error>, Option<Error>) {
     let mut got = Vec::new();
     let (mut server_error, mut client_error) = (None, None);
     for _ in 0..50 {

@@ -70,6 +70,9 @@ struct State {
     /// clock; the writer stamps the time when it next looks (see the
     /// blocking client in fastwire-common for why).
     used_since: bool,
+    /// Why the last connection ended before its handshake was done (a
+    /// refused TLS certificate, say), for `wait_connected` to report.
+    handshake_failure: Option<ClientError>,
 }
 
 struct Active {
@@ -115,6 +118,7 @@ impl Client {
                     closed: false,
                     last_used: Instant::now(),
                     used_since: false,
+                    handshake_failure: None,
                 }),
                 connecting: tokio::sync::Mutex::new(()),
                 slots: SlotPool::new(),
@@ -156,6 +160,9 @@ impl Client {
                 match &state.active {
                     Some(a) if a.conn.is_handshake_done() => return Ok(()),
                     Some(a) => Arc::clone(&a.signals),
+                    None if state.handshake_failure.is_some() => {
+                        return Err(state.handshake_failure.clone().expect("checked"));
+                    }
                     None => {
                         return Err(ClientError::lost(
                             io::ErrorKind::ConnectionAborted,
@@ -353,6 +360,7 @@ impl Inner {
             return Err(ClientError::Closed);
         }
         state.backoff.succeeded();
+        state.handshake_failure = None;
         state.generation += 1;
         let generation = state.generation;
         let (read_half, write_half) = stream.into_split();
@@ -401,6 +409,9 @@ fn die(inner: &Inner, generation: u64, error: ClientError) {
     let mut state = inner.lock();
     if state.active.as_ref().is_some_and(|a| a.generation == generation) {
         let active = state.active.take().expect("checked");
+        if !active.conn.is_handshake_done() {
+            state.handshake_failure = Some(error.clone());
+        }
         drop(state);
         tracing::debug!(addr = %inner.addr, %error, "client connection lost");
         fail_all(active, error);
@@ -443,6 +454,11 @@ async fn read_loop(inner: Arc<Inner>, generation: u64, mut stream: OwnedReadHalf
         if let Err(e) = active.conn.process(|response, slot| slot.complete(response.value)) {
             drop(state);
             return die(&inner, generation, e.into());
+        }
+        // Reading can make output: with TLS, the handshake's replies and
+        // the calls that waited for it.
+        if active.conn.has_output() {
+            signals.output_ready.notify_one();
         }
         if !handshake_done && active.conn.is_handshake_done() {
             handshake_done = true;
