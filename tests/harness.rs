@@ -83,7 +83,7 @@ fn compare_measures_every_workload_and_writes_json_markdown_and_svg() {
     // Every workload on both backends: fastrpc, nowait, conns once; sizes
     // and pingpong once per value size; floors beside fastrpc and pingpong.
     for backend in ["mio", "tokio"] {
-        for workload in ["fastrpc", "nowait", "conns", "wait", "cpu", "mixed", "mixed-base"] {
+        for workload in ["fastrpc", "nowait", "conns", "wait", "cpu", "mixed", "mixed-base", "handshakes"] {
             assert_eq!(find(backend, workload).len(), 1, "{backend} {workload}");
         }
         for workload in ["sizes", "pingpong"] {
@@ -132,9 +132,9 @@ fn compare_measures_every_workload_and_writes_json_markdown_and_svg() {
     let charts: Vec<_> = std::fs::read_dir(&svg).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(
         charts.len(),
-        17,
+        18,
         "one per configuration: fastrpc and 2 pingpong in three roles, 2 sizes, nowait, conns, wait, cpu, mixed, \
-         mixed-base: {charts:?}"
+         mixed-base, handshakes: {charts:?}"
     );
     for chart in &charts {
         let text = std::fs::read_to_string(svg.join(chart)).unwrap();
@@ -205,6 +205,41 @@ fn compare_sweeps_connections() {
     assert_eq!(charts, ["sweep-p99.svg", "sweep-throughput.svg"]);
     let text = std::fs::read_to_string(svg.join("sweep-throughput.svg")).unwrap();
     assert!(text.contains("mio") && text.contains("tokio") && text.contains("connections (log)"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `--tls both`: each measurement in plaintext and over TLS side by side;
+/// TLS rows are `both` only and are set against the plaintext floor.
+#[test]
+fn compare_with_tls_beside_plaintext() {
+    let dir = std::env::temp_dir().join(format!("fastwire-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("r.json");
+    let output = fastwire()
+        .args(["compare", "--workload", "pingpong,fastrpc,handshakes", "--backends", "mio,tokio", "--tls", "both"])
+        .args(["--depth", "8", "--duration", "40ms", "--json"])
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let rows = rows(&json);
+    rows.iter().for_each(check_row);
+    let find = |backend: &str, workload: &str, compress: &str| {
+        rows.iter()
+            .filter(|r| r["backend"] == backend && r["workload"] == workload && r["compress"] == compress)
+            .map(|r| r["role"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    for backend in ["mio", "tokio"] {
+        for workload in ["pingpong", "fastrpc", "handshakes"] {
+            assert_eq!(find(backend, workload, "none+tls"), ["both"], "{backend} {workload}");
+        }
+        assert_eq!(find(backend, "fastrpc", "none").len(), 3, "plaintext in its three roles");
+    }
+    assert!(find("floor", "pingpong", "none+tls").is_empty(), "the floors are plain TCP only");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let tls_pingpong = stdout.lines().find(|l| l.contains("pingpong") && l.contains("none+tls")).unwrap();
+    assert!(tls_pingpong.contains("x "), "set against the plaintext floor: {tls_pingpong}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -13,6 +13,8 @@
 //! * `hostile`: clients that break the protocol or the rules; the server
 //!   closes them and keeps serving everyone else.
 //! * `faults`: servers that die, come back, or shut down under load.
+//! * `tls`: every client against every server over TLS, mutual TLS, and
+//!   the hostile TLS cases.
 //! * `waiting`: handlers that wait (deferred, worker pool, async), panic, or
 //!   meet the concurrency limit.
 
@@ -23,6 +25,7 @@ mod faults;
 mod hostile;
 mod matrix;
 mod replay;
+mod tls;
 mod util;
 mod waiting;
 
@@ -68,6 +71,15 @@ macro_rules! conformance {
             #[test] fn hostile_never_reads() { run(hostile::never_reads) }
             #[test] fn hostile_connect_close_cycles() { run(hostile::connect_close_cycles) }
             #[test] fn hostile_over_the_connection_limit() { run(hostile::over_connection_limit) }
+
+            #[test] fn tls_every_client_every_compression() { run(tls::every_client_every_compression) }
+            #[test] fn tls_mutual() { run(tls::mutual) }
+            #[test] fn tls_plaintext_client_to_tls_server() { run(tls::plaintext_client_to_tls_server) }
+            #[test] fn tls_client_to_plaintext_server() { run(tls::tls_client_to_plaintext_server) }
+            #[test] fn tls_wrong_name_or_unknown_authority() { run(tls::wrong_name_or_unknown_authority) }
+            #[test] fn tls_hostile_garbage_records() { run(tls::garbage_records) }
+            #[test] fn tls_handshake_never_finishes() { run(tls::handshake_never_finishes) }
+            #[test] fn tls_never_reads() { run(tls::never_reads) }
 
             #[test] fn fault_server_dies_mid_call() { run(faults::server_dies_mid_call) }
             #[test] fn fault_server_comes_back() { run(faults::server_comes_back) }

@@ -813,6 +813,11 @@ impl<D: Driver> Inner<D> {
                 Ok(Received { handshake_done, released })
             }
             Err(e) => {
+                // Last words, best effort: a TLS alert saying why (an
+                // untrusted certificate, say) lets the server log the reason.
+                if let Some(io) = active.io.as_ref() {
+                    let _ = sys::send(io, active.conn.output());
+                }
                 drop(state);
                 self.die(generation, e.into());
                 Err(())

@@ -34,12 +34,12 @@ fn client_config(ca: &Pki, name: &str, compression: Compression) -> ClientConfig
     }
 }
 
-/// Moves bytes both ways until neither side has anything to say; returns
-/// the responses the client got and the first error on either side.
-fn exchange(
-    server: &mut ServerConn,
-    client: &mut ClientConn<u32>,
-) -> (Vec<(u32, Vec<u8>)>, Option<Error>, Option<Error>) {
+/// The responses the client got (token, value), and the first error of the
+/// server and of the client.
+type Exchanged = (Vec<(u32, Vec<u8>)>, Option<Error>, Option<Error>);
+
+/// Moves bytes both ways until neither side has anything to say.
+fn exchange(server: &mut ServerConn, client: &mut ClientConn<u32>) -> Exchanged {
     let mut got = Vec::new();
     let (mut server_error, mut client_error) = (None, None);
     for _ in 0..50 {

@@ -452,6 +452,11 @@ async fn read_loop(inner: Arc<Inner>, generation: u64, mut stream: OwnedReadHalf
         };
         active.conn.receive_buffer(&mut buf);
         if let Err(e) = active.conn.process(|response, slot| slot.complete(response.value)) {
+            // Last words, best effort: a TLS alert saying why (an untrusted
+            // certificate, say) lets the server log the reason.
+            if !active.writing {
+                let _ = active.write_half.try_write(active.conn.output());
+            }
             drop(state);
             return die(&inner, generation, e.into());
         }
