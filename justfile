@@ -32,6 +32,14 @@ sweep dir="docs/src/results/sweep":
 compare-waiting dir="docs/src/results/waiting":
     cargo run --release -- compare --workload wait,cpu,mixed,mixed-base --duration 1s --json {{dir}}/compare.json --markdown {{dir}}/compare.md --svg {{dir}}
 
+# TLS beside plaintext: fastrpc, pingpong and new connections (handshakes/s), every backend.
+compare-tls dir="docs/src/results/tls":
+    cargo run --release -- compare --workload fastrpc,pingpong,handshakes --tls both --role both --duration 1s --json {{dir}}/compare.json --markdown {{dir}}/compare.md --svg {{dir}}
+
+# Write a test certificate authority and server and client certificates (to try `serve --tls-cert`).
+tls-certs dir="target/tls":
+    cargo run --release -- tls-certs --dir {{dir}}
+
 # The key-value service example: async handlers, an error convention, deadlines, a restart.
 kv:
     cargo run --release --example kv

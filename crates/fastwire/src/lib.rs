@@ -6,7 +6,9 @@
 //!
 //! * [`proto`]: the sans-I/O protocol crate every backend is built on
 //!   (handshake, compression, codec, request ids, handler interface, deferred
-//!   answers; with feature `tokio-util`, codecs for `Framed`).
+//!   answers; with feature `tokio-util`, codecs for `Framed`; with feature
+//!   `tls`, TLS as fastrpc negotiates it, with rustls, on every backend:
+//!   `proto::tls`, `ServerConfig::tls`, `ClientConfig::tls`).
 //! * [`fastwire_std`] (feature `std`): blocking sockets, a thread per connection.
 //! * [`fastwire_tokio`] (feature `tokio`): a task per connection, on a
 //!   runtime of the server's own (multi-thread or one per core) or on the

@@ -221,6 +221,7 @@ impl ServerConn {
             return Ok(false);
         };
         self.inbound.skip(used);
+        // ANCHOR: tls_accept
         #[cfg(feature = "tls")]
         if let Some((tls, optional)) = &self.tls_config {
             if peer.tls {
@@ -241,6 +242,7 @@ impl ServerConn {
                 return Err(HandshakeError::TlsRequired.into());
             }
         }
+        // ANCHOR_END: tls_accept
         // No TLS here: answer "no TLS" (so a Go client gets a clear error)
         // and then fail, as Go's server does without a TLSConfig.
         handshake::encode(&mut self.outbound.wire, &self.sniff_header, self.version, self.compression, false);

@@ -366,6 +366,7 @@ impl TlsLayer {
         self.base_in + self.raw_consumed
     }
 
+    // ANCHOR: open
     /// Decrypts what was read: raw bytes through rustls, plaintext appended
     /// to the inbound wire buffer (one copy, out of rustls's buffer), and
     /// whatever rustls has to say (handshake messages, alerts) into `raw_out`.
@@ -395,7 +396,9 @@ impl TlsLayer {
         }
         Ok(())
     }
+    // ANCHOR_END: open
 
+    // ANCHOR: seal
     /// Encrypts the (compressed) output into records, once the handshake
     /// allows; until then it waits in `outbound`.
     pub(crate) fn seal(&mut self, outbound: &mut Outbound) -> Result<(), Error> {
@@ -411,6 +414,7 @@ impl TlsLayer {
         }
         Ok(())
     }
+    // ANCHOR_END: seal
 
     /// Moves every record rustls made into `raw_out`.
     fn flush_records(&mut self) {
