@@ -207,7 +207,7 @@ impl<T> ClientConn<T> {
                     return Err(crate::HandshakeError::TlsRefused.into());
                 }
                 self.open = true;
-                tls.activate(&mut self.inbound);
+                tls.activate(&mut self.inbound)?;
                 self.pump_tls()?;
                 return self.decode_responses(on_response);
             }

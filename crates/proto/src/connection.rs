@@ -109,7 +109,7 @@ macro_rules! impl_connection {
                 }
                 #[cfg(feature = "tls")]
                 if let Some(tls) = self.tls.as_deref_mut() {
-                    if let Err(e) = tls.seal(&mut self.outbound) {
+                    if let Err(e) = tls.seal(&mut self.outbound, &mut self.inbound) {
                         self.failed.get_or_insert(e);
                     }
                     return &tls.raw_out;
@@ -227,7 +227,7 @@ macro_rules! impl_connection {
                 tls.open(&mut self.inbound)?;
                 if tls.is_established() && self.outbound.buffered() > 0 {
                     self.outbound.end_batch()?;
-                    tls.seal(&mut self.outbound)?;
+                    tls.seal(&mut self.outbound, &mut self.inbound)?;
                 }
                 Ok(())
             }

@@ -229,10 +229,11 @@ impl ServerConn {
                 let mut ours = bytes::BytesMut::new();
                 handshake::encode(&mut ours, &self.sniff_header, self.version, self.compression, true);
                 let mut layer = crate::tls::TlsLayer::server(tls, ours, self.inbound.buffer_size())?;
-                layer.activate(&mut self.inbound);
+                // A ClientHello that came with the handshake is read now.
+                let activated = layer.activate(&mut self.inbound);
                 self.tls = Some(Box::new(layer));
                 self.start_streams(peer.compression);
-                self.pump_tls()?;
+                activated?;
                 return Ok(true);
             }
             if !optional {

@@ -184,18 +184,6 @@ impl Outbound {
         self.unwritten_messages = 0;
     }
 
-    /// Drops the first `n` wire bytes, taken by TLS to be encrypted (they
-    /// count as written when their records are). The buffer keeps its
-    /// allocation for the next batch.
-    #[cfg(feature = "tls")]
-    pub(crate) fn consume_sealed(&mut self, n: usize) {
-        if n >= self.wire.len() {
-            self.wire.clear();
-        } else {
-            self.wire.advance(n);
-        }
-    }
-
     pub(crate) fn advance(&mut self, n: usize) {
         self.wire.advance(n);
         self.written += n as u64;

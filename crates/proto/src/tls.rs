@@ -53,11 +53,10 @@
 //! configuration fail.
 
 use std::fmt;
-use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use bytes::{Buf, BufMut, BytesMut};
+use bytes::{Buf, BytesMut};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
@@ -282,13 +281,21 @@ fn root_store(pem: &[u8], what: &'static str) -> Result<rustls::RootCertStore, T
 
 /// One connection's TLS session and its raw (encrypted) buffers.
 ///
+/// The session is rustls's *unbuffered* connection: it decrypts records in
+/// place in `raw_in` and writes the records it makes into `raw_out`, so
+/// that this layer owns every buffer and nothing waits inside rustls
+/// between calls. (rustls 0.23 still builds each record it encrypts, and
+/// hands over each record it decrypts, in a `Vec` of its own: one
+/// allocation and one copy per record each way.)
+///
 /// `active` is false only on a client between its handshake and the
 /// server's: its fastrpc handshake waits in `raw_out`, calls made meanwhile
 /// wait in plaintext, and the server's 3 bytes are read unencrypted.
 pub(crate) struct TlsLayer {
-    session: rustls::Connection,
+    session: Session,
     pub(crate) active: bool,
-    /// Bytes read from the socket, not yet given to rustls.
+    /// Bytes read from the socket and not yet consumed by rustls (at most
+    /// a partial record after each `open`).
     pub(crate) raw_in: BytesMut,
     /// Bytes for the socket: handshake, TLS records, alerts.
     pub(crate) raw_out: BytesMut,
@@ -297,6 +304,31 @@ pub(crate) struct TlsLayer {
     base_in: u64,
     raw_consumed: u64,
     pub(crate) raw_written: u64,
+    /// The session failed: rustls is not called again (the connection
+    /// reports its error and closes).
+    failed: bool,
+}
+
+enum Session {
+    Client(rustls::client::UnbufferedClientConnection),
+    Server(rustls::server::UnbufferedServerConnection),
+}
+
+impl Session {
+    fn is_handshaking(&self) -> bool {
+        match self {
+            Session::Client(c) => c.is_handshaking(),
+            Session::Server(s) => s.is_handshaking(),
+        }
+    }
+}
+
+/// What the session wants after one step.
+enum Step {
+    /// Ask it again: it has more to say or to hand over.
+    Again,
+    /// Nothing more until more bytes arrive or more output is written.
+    Idle,
 }
 
 impl fmt::Debug for TlsLayer {
@@ -314,23 +346,20 @@ impl TlsLayer {
     /// A server session, begun once the client's handshake asked for TLS;
     /// `handshake` is ours, sent in the clear before any TLS record.
     pub(crate) fn server(config: &TlsServer, handshake: BytesMut, buffer_size: usize) -> Result<Self, Error> {
-        let session = rustls::ServerConnection::new(Arc::clone(&config.config)).map_err(tls_error)?;
-        Ok(Self::with_session(session.into(), handshake, buffer_size, true))
+        let session = rustls::server::UnbufferedServerConnection::new(Arc::clone(&config.config)).map_err(tls_error)?;
+        Ok(Self::with_session(Session::Server(session), handshake, buffer_size, true))
     }
 
     /// A client session, made with the connection; it starts when the
     /// server's handshake agrees ([`activate`](Self::activate)).
     pub(crate) fn client(config: &TlsClient, handshake: BytesMut, buffer_size: usize) -> Result<Self, Error> {
         let session =
-            rustls::ClientConnection::new(Arc::clone(&config.config), config.server_name.clone()).map_err(tls_error)?;
-        Ok(Self::with_session(session.into(), handshake, buffer_size, false))
+            rustls::client::UnbufferedClientConnection::new(Arc::clone(&config.config), config.server_name.clone())
+                .map_err(tls_error)?;
+        Ok(Self::with_session(Session::Client(session), handshake, buffer_size, false))
     }
 
-    fn with_session(mut session: rustls::Connection, handshake: BytesMut, buffer_size: usize, active: bool) -> Self {
-        // Every record is moved to `raw_out` as soon as it is made, and the
-        // connection's own `max_output_buffer` bounds that: rustls's own
-        // limit would only make a large batch a partial write.
-        session.set_buffer_limit(None);
+    fn with_session(session: Session, handshake: BytesMut, buffer_size: usize, active: bool) -> Self {
         TlsLayer {
             session,
             active,
@@ -340,16 +369,17 @@ impl TlsLayer {
             base_in: 0,
             raw_consumed: 0,
             raw_written: 0,
+            failed: false,
         }
     }
 
     /// Begins TLS after the peer's handshake: what is left in the wire
     /// buffer is already TLS, and the ClientHello (on a client) goes out.
-    pub(crate) fn activate(&mut self, inbound: &mut Inbound) {
+    pub(crate) fn activate(&mut self, inbound: &mut Inbound) -> Result<(), Error> {
         self.active = true;
         self.base_in = inbound.consumed;
         std::mem::swap(&mut self.raw_in, &mut inbound.wire);
-        self.flush_records();
+        self.open(inbound)
     }
 
     /// Whether the TLS handshake is complete (so calls and responses flow).
@@ -367,63 +397,73 @@ impl TlsLayer {
     }
 
     // ANCHOR: open
-    /// Decrypts what was read: raw bytes through rustls, plaintext appended
-    /// to the inbound wire buffer (one copy, out of rustls's buffer), and
-    /// whatever rustls has to say (handshake messages, alerts) into `raw_out`.
+    /// Decrypts what was read: records decrypted in place in `raw_in`,
+    /// their plaintext appended to the inbound wire buffer, and whatever
+    /// rustls has to say (handshake messages, alerts) encoded into `raw_out`.
     pub(crate) fn open(&mut self, inbound: &mut Inbound) -> Result<(), Error> {
-        while !self.raw_in.is_empty() {
-            // Never hand rustls an empty reader: it would take it for the
-            // end of the stream.
-            let used = self.session.read_tls(&mut &self.raw_in[..]).unwrap_or(0);
-            self.raw_in.advance(used);
-            self.raw_consumed += used as u64;
-            let processed = self.session.process_new_packets();
-            // An alert for the peer is sent before the connection closes.
-            self.flush_records();
-            processed.map_err(tls_error)?;
-            let mut reader = self.session.reader();
-            while let Ok(chunk) = reader.fill_buf() {
-                if chunk.is_empty() {
-                    break;
-                }
-                let n = chunk.len();
-                inbound.wire.extend_from_slice(chunk);
-                reader.consume(n);
-            }
-            if used == 0 {
-                break;
-            }
-        }
-        Ok(())
+        self.drive(&mut inbound.wire, None)
     }
     // ANCHOR_END: open
 
     // ANCHOR: seal
-    /// Encrypts the (compressed) output into records, once the handshake
-    /// allows; until then it waits in `outbound`.
-    pub(crate) fn seal(&mut self, outbound: &mut Outbound) -> Result<(), Error> {
+    /// Encrypts the (compressed) output into records, straight into
+    /// `raw_out`, once the handshake allows; until then it waits in
+    /// `outbound`.
+    pub(crate) fn seal(&mut self, outbound: &mut Outbound, inbound: &mut Inbound) -> Result<(), Error> {
         if !self.is_established() || outbound.wire.is_empty() {
             return Ok(());
         }
-        // No buffer limit (see `with_session`): rustls takes it all.
-        let taken = self.session.writer().write(&outbound.wire).unwrap_or(0);
-        outbound.consume_sealed(taken);
-        self.flush_records();
-        if taken == 0 {
+        self.drive(&mut inbound.wire, Some(&mut outbound.wire))?;
+        if !outbound.wire.is_empty() {
             return Err(TlsError::Other { reason: "the TLS session refused to send data".into() }.into());
         }
         Ok(())
     }
     // ANCHOR_END: seal
 
-    /// Moves every record rustls made into `raw_out`.
-    fn flush_records(&mut self) {
-        while self.session.wants_write() {
-            match self.session.write_tls(&mut (&mut self.raw_out).writer()) {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
+    /// Runs the session until it needs more bytes (or, with `plain`, has
+    /// encrypted them). On an error, the alert rustls made for the peer is
+    /// encoded into `raw_out` first, so that the peer learns why.
+    fn drive(&mut self, wire_in: &mut BytesMut, mut plain: Option<&mut BytesMut>) -> Result<(), Error> {
+        if self.failed {
+            return Err(TlsError::Other { reason: "the TLS session has already failed".into() }.into());
+        }
+        loop {
+            let (discard, step) = match &mut self.session {
+                Session::Client(c) => {
+                    step(c.process_tls_records(&mut self.raw_in[..]), &mut self.raw_out, wire_in, plain.as_deref_mut())
+                }
+                Session::Server(s) => {
+                    step(s.process_tls_records(&mut self.raw_in[..]), &mut self.raw_out, wire_in, plain.as_deref_mut())
+                }
+            };
+            self.raw_in.advance(discard);
+            self.raw_consumed += discard as u64;
+            match step {
+                Ok(Step::Again) => {}
+                Ok(Step::Idle) => return Ok(()),
+                Err(e) => {
+                    self.failed = true;
+                    self.encode_alert();
+                    return Err(e);
+                }
             }
         }
+    }
+
+    /// After an error, rustls has queued an alert; the next step hands it
+    /// over. Only that one: rustls must not be asked again after an error
+    /// (it would process the same bad record once more).
+    fn encode_alert(&mut self) {
+        // rustls hands queued output over before it looks at the input
+        // again, so nothing more is read here; still, the input given must be
+        // the same buffer, as its deframer may hold positions in it.
+        let mut no_input = BytesMut::new();
+        let raw_in = &mut self.raw_in[..];
+        let _ = match &mut self.session {
+            Session::Client(c) => step(c.process_tls_records(raw_in), &mut self.raw_out, &mut no_input, None),
+            Session::Server(s) => step(s.process_tls_records(raw_in), &mut self.raw_out, &mut no_input, None),
+        };
     }
 
     pub(crate) fn advance(&mut self, n: usize) {
@@ -459,6 +499,105 @@ impl TlsLayer {
         crate::stream::release(&mut self.raw_in);
         crate::stream::release(&mut self.raw_out);
     }
+}
+
+/// Room for TLS's framing around `len` bytes of plaintext: per record of at
+/// most 16 KiB, a 5-byte header, the content type and a 16-byte tag (TLS
+/// 1.3), or an explicit nonce and a tag (1.2); 64 bytes covers either.
+fn sealed_len(len: usize) -> usize {
+    len + len.div_ceil(16 * 1024).max(1) * 64
+}
+
+/// Handles one state of the session (see rustls's `unbuffered` module):
+/// decrypted records go to `wire_in`, anything to send is written into
+/// `raw_out`, and in the `WriteTraffic` state `plain` (if given) is
+/// encrypted and cleared. Returns the bytes of `raw_in` to discard.
+fn step<Data>(
+    status: rustls::unbuffered::UnbufferedStatus<'_, '_, Data>,
+    raw_out: &mut BytesMut,
+    wire_in: &mut BytesMut,
+    plain: Option<&mut BytesMut>,
+) -> (usize, Result<Step, Error>) {
+    use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, InsufficientSizeError};
+    let rustls::unbuffered::UnbufferedStatus { mut discard, state } = status;
+    let state = match state {
+        Ok(state) => state,
+        Err(e) => return (discard, Err(tls_error(e))),
+    };
+    let step = match state {
+        ConnectionState::ReadTraffic(mut traffic) => loop {
+            match traffic.next_record() {
+                None => break Ok(Step::Again),
+                Some(Ok(record)) => {
+                    discard += record.discard;
+                    wire_in.extend_from_slice(record.payload);
+                }
+                Some(Err(e)) => break Err(tls_error(e)),
+            }
+        },
+        ConnectionState::EncodeTlsData(mut data) => {
+            // Handshake messages and alerts: a few hundred bytes, or the
+            // certificate chain; asked again with the exact size if larger.
+            let mut room = 4096;
+            loop {
+                let start = raw_out.len();
+                raw_out.resize(start + room, 0);
+                match data.encode(&mut raw_out[start..]) {
+                    Ok(n) => {
+                        raw_out.truncate(start + n);
+                        break Ok(Step::Again);
+                    }
+                    Err(EncodeError::InsufficientSize(InsufficientSizeError { required_size })) => {
+                        raw_out.truncate(start);
+                        room = required_size;
+                    }
+                    Err(e) => {
+                        raw_out.truncate(start);
+                        break Err(TlsError::Other { reason: e.to_string() }.into());
+                    }
+                }
+            }
+        }
+        // What was encoded is in `raw_out`, which the backend writes in
+        // order: as far as rustls is concerned it is sent.
+        ConnectionState::TransmitTlsData(data) => {
+            data.done();
+            Ok(Step::Again)
+        }
+        ConnectionState::WriteTraffic(mut traffic) => match plain {
+            Some(plain) if !plain.is_empty() => {
+                let mut room = sealed_len(plain.len());
+                loop {
+                    let start = raw_out.len();
+                    // Zeroed first (this crate has no unsafe code): cheaper
+                    // than the copy out of a record buffer it replaces.
+                    raw_out.resize(start + room, 0);
+                    match traffic.encrypt(plain, &mut raw_out[start..]) {
+                        Ok(n) => {
+                            raw_out.truncate(start + n);
+                            plain.clear();
+                            break Ok(Step::Idle);
+                        }
+                        Err(EncryptError::InsufficientSize(InsufficientSizeError { required_size })) => {
+                            raw_out.truncate(start);
+                            room = required_size;
+                        }
+                        Err(e) => {
+                            raw_out.truncate(start);
+                            break Err(TlsError::Other { reason: e.to_string() }.into());
+                        }
+                    }
+                }
+            }
+            _ => Ok(Step::Idle),
+        },
+        // The peer's close_notify: reported once; the socket's end follows.
+        ConnectionState::PeerClosed => Ok(Step::Again),
+        // BlockedHandshake (more bytes needed), Closed, early data (never
+        // enabled here), and states later rustls versions may add.
+        _ => Ok(Step::Idle),
+    };
+    (discard, step)
 }
 
 /// A rustls error as fastwire's, saying what to check.
