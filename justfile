@@ -36,6 +36,10 @@ compare-waiting dir="docs/src/results/waiting":
 compare-tls dir="docs/src/results/tls":
     cargo run --release -- compare --workload fastrpc,pingpong,handshakes --tls both --role both --duration 1s --json {{dir}}/compare.json --markdown {{dir}}/compare.md --svg {{dir}}
 
+# TLS inside the state machine against tokio-rustls under a Framed codec, plaintext and TLS.
+tls-layers:
+    cargo run --release --example tls_layers
+
 # Write a test certificate authority and server and client certificates (to try `serve --tls-cert`).
 tls-certs dir="target/tls":
     cargo run --release -- tls-certs --dir {{dir}}
