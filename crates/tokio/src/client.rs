@@ -201,6 +201,13 @@ impl Client {
             state.last_used = now;
             let Some(active) = state.active.as_mut().filter(|a| a.writable) else {
                 inner.slots.release(slot);
+                // A connection that failed its handshake (TLS refused, say)
+                // between connecting and now: say why.
+                if state.active.is_none() {
+                    if let Some(failure) = state.handshake_failure.clone() {
+                        return Err(failure);
+                    }
+                }
                 return Err(ClientError::lost(
                     io::ErrorKind::ConnectionAborted,
                     "connection lost before the call was sent",
