@@ -131,6 +131,22 @@ pub fn wrong_name_or_unknown_authority(kind: BackendKind) {
             c.close();
         }
     }
+    // A refused handshake backs the client off: the next call within the
+    // backoff is not another handshake, and still says why.
+    for client_kind in BackendKind::clients() {
+        let config = ClientConfig { reconnect_backoff: Duration::from_secs(30), ..unknown_ca.clone() };
+        let c = client(client_kind, server.local_addr(), config);
+        protocol_error(c.call_timeout(b"echo", b"x", Duration::from_secs(10)), "first call");
+        let accepted = server.stats().accepted;
+        match c.call_timeout(b"echo", b"x", Duration::from_secs(10)) {
+            Err(e @ ClientError::Backoff { .. }) => {
+                assert!(e.to_string().contains("certificate"), "{client_kind}: {e}")
+            }
+            other => panic!("{client_kind}: expected a backoff, got {other:?}"),
+        }
+        assert_eq!(server.stats().accepted, accepted, "{client_kind}: no second connection");
+        c.close();
+    }
     // Each refused handshake is the server's protocol error too (the
     // client's alert), and nothing was served.
     eventually(Duration::from_secs(5), "the refused connections are gone", || server.stats().open == 0);

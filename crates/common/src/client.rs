@@ -846,6 +846,9 @@ impl<D: Driver> Inner<D> {
         if state.active.as_ref().is_some_and(|a| a.generation == generation) {
             let active = state.active.take().expect("checked");
             if !active.conn.is_handshake_done() {
+                // Refused at the handshake (a certificate not trusted, TLS
+                // not served): retrying at once would only be refused again.
+                state.backoff.failed(Instant::now(), Arc::new(io::Error::other(error.to_string())));
                 state.handshake_failure = Some(error.clone());
             }
             drop(state);

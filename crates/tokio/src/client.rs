@@ -417,6 +417,9 @@ fn die(inner: &Inner, generation: u64, error: ClientError) {
     if state.active.as_ref().is_some_and(|a| a.generation == generation) {
         let active = state.active.take().expect("checked");
         if !active.conn.is_handshake_done() {
+            // Refused at the handshake (a certificate not trusted, TLS not
+            // served): retrying at once would only be refused again.
+            state.backoff.failed(std::time::Instant::now(), Arc::new(io::Error::other(error.to_string())));
             state.handshake_failure = Some(error.clone());
         }
         drop(state);
