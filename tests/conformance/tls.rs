@@ -146,6 +146,20 @@ pub fn wrong_name_or_unknown_authority(kind: BackendKind) {
         }
         assert_eq!(server.stats().accepted, accepted, "{client_kind}: no second connection");
         c.close();
+        // Refused again after the wait: the next wait is longer (a
+        // connection counts as made only once its handshake is done).
+        let config = ClientConfig { reconnect_backoff: Duration::from_millis(300), ..unknown_ca.clone() };
+        let c = client(client_kind, server.local_addr(), config);
+        protocol_error(c.call_timeout(b"echo", b"x", Duration::from_secs(10)), "first call");
+        std::thread::sleep(Duration::from_millis(350));
+        protocol_error(c.call_timeout(b"echo", b"x", Duration::from_secs(10)), "after the backoff");
+        match c.call_timeout(b"echo", b"x", Duration::from_secs(10)) {
+            Err(ClientError::Backoff { retry_in, .. }) => {
+                assert!(retry_in > Duration::from_millis(300), "{client_kind}: the backoff doubled: {retry_in:?}")
+            }
+            other => panic!("{client_kind}: expected a backoff, got {other:?}"),
+        }
+        c.close();
     }
     // Each refused handshake is the server's protocol error too (the
     // client's alert), and nothing was served.

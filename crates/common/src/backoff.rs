@@ -38,6 +38,11 @@ impl Backoff {
         self.last_error = Some(error);
     }
 
+    /// Whether the last attempt failed (and no success was recorded since).
+    pub fn is_failing(&self) -> bool {
+        self.last_error.is_some()
+    }
+
     /// Records a successful connection.
     pub fn succeeded(&mut self) {
         self.next_wait = self.initial;

@@ -810,6 +810,11 @@ impl<D: Driver> Inner<D> {
                 }
                 let handshake_done = active.conn.is_handshake_done();
                 let released = driver && self.release_if_unneeded(active);
+                // A connection counts as made once its handshake is done: one
+                // refused at the handshake keeps the backoff growing.
+                if handshake_done && state.backoff.is_failing() {
+                    state.backoff.succeeded();
+                }
                 Ok(Received { handshake_done, released })
             }
             Err(e) => {
@@ -905,7 +910,7 @@ impl<D: Driver> Inner<D> {
         // The driver reads the server's handshake.
         self.set_reader(active, Reader::Driver);
         state.handshake_failure = None;
-        state.backoff.succeeded();
+        // The backoff is reset when the handshake is done (see `receive_as`).
         Ok(())
     }
 

@@ -366,7 +366,7 @@ impl Inner {
         if state.closed {
             return Err(ClientError::Closed);
         }
-        state.backoff.succeeded();
+        // The backoff is reset when the handshake is done (see `read_loop`).
         state.handshake_failure = None;
         state.generation += 1;
         let generation = state.generation;
@@ -477,6 +477,9 @@ async fn read_loop(inner: Arc<Inner>, generation: u64, mut stream: OwnedReadHalf
         }
         if !handshake_done && active.conn.is_handshake_done() {
             handshake_done = true;
+            // A connection counts as made once its handshake is done: one
+            // refused at the handshake keeps the backoff growing.
+            state.backoff.succeeded();
             signals.handshake_done.notify_waiters();
         }
     }
