@@ -40,8 +40,6 @@ pub struct Uring;
 #[derive(Debug)]
 pub struct UringHandle {
     wake: WakeFlag,
-    /// Set when the connection's reader ends.
-    closed: AtomicBool,
     /// A duplicate of the socket, to shut it down.
     socket: std::net::TcpStream,
 }
@@ -79,16 +77,18 @@ impl WakeFlag {
     }
 }
 
+impl crate::clock::Tick for UringHandle {
+    fn tick(&self) {
+        self.wake.raise();
+    }
+}
+
 impl Driver for Uring {
     type Handle = Arc<UringHandle>;
 
     fn start(link: Link<Self>, stream: std::net::TcpStream) -> io::Result<Arc<UringHandle>> {
         crate::probe()?;
-        let handle = Arc::new(UringHandle {
-            wake: WakeFlag::default(),
-            closed: AtomicBool::new(false),
-            socket: stream.try_clone()?,
-        });
+        let handle = Arc::new(UringHandle { wake: WakeFlag::default(), socket: stream.try_clone()? });
         let driver = Arc::clone(&handle);
         // Owned until the executor adopts it, so it is closed if the executor cannot start.
         let fd = OwnedFd::from(stream);
@@ -125,7 +125,7 @@ async fn run(link: Rc<Link<Uring>>, stream: glommio::net::TcpStream, handle: Arc
                 match link.take_output(&mut out) {
                     Output::Gone => return,
                     Output::Empty(_) => {
-                        // Parked until a caller queues output, or the ticker
+                        // Parked until a caller queues output, or the clock
                         // below comes by to let `take_output` check idleness
                         // (no timer per wait: each would cost an allocation).
                         handle.wake.wait().await;
@@ -147,18 +147,12 @@ async fn run(link: Rc<Link<Uring>>, stream: glommio::net::TcpStream, handle: Arc
             }
         })
     };
-    // The idle ticker: once a second, wake the writer so that an unused
-    // connection is closed after idle_timeout.
-    let ticker = {
-        let (link, handle) = (Rc::clone(&link), Arc::clone(&handle));
-        glommio::spawn_local(async move {
-            let every = link.config().idle_timeout.min(std::time::Duration::from_secs(1));
-            while !handle.closed.load(Ordering::Acquire) {
-                glommio::timer::sleep(every).await;
-                handle.wake.raise();
-            }
-        })
-    };
+    // The idle check: the process's clock wakes the writer about once a
+    // second so that an unused connection is closed after idle_timeout (a
+    // glommio timer would make every wake-up of this executor allocate).
+    let every = link.config().idle_timeout.min(std::time::Duration::from_secs(1));
+    let weak = Arc::downgrade(&handle) as std::sync::Weak<dyn crate::clock::Tick>;
+    crate::clock::every(weak, every);
     // The reader, on this task: completes calls until the connection ends.
     let deadline = Instant::now() + config.handshake_timeout;
     let mut handshake_done = false;
@@ -198,9 +192,7 @@ async fn run(link: Rc<Link<Uring>>, stream: glommio::net::TcpStream, handle: Arc
             Ok(done) => handshake_done |= done,
         }
     }
-    // The connection is over: let the writer and the ticker see it and finish.
-    handle.closed.store(true, Ordering::Release);
+    // The connection is over: let the writer see it and finish.
     handle.wake.raise();
     writer_task.await;
-    ticker.cancel().await;
 }

@@ -2,9 +2,12 @@
 //! and writes in turn, like the tokio backend's, but every read and write is
 //! an io_uring request that the executor submits in batches with others.
 //!
-//! Timeouts are the socket's own read timeout (glommio links a timeout to
-//! each read request): the handshake timeout first, then a one-second wake-up
-//! to give idle buffers back and to notice a shutdown.
+//! The handshake timeout is the socket's own read timeout (glommio links a
+//! timeout to each read request). After the handshake the read has no
+//! timeout: the process's clock thread (`clock`) wakes the task about once
+//! a second to give idle buffers back, close an idle connection and notice
+//! a shutdown, so that no glommio timer is registered while connections
+//! wait (each makes every reactor wake-up of the executor allocate).
 //!
 //! Deferred responses (from `async` handlers on this executor, or from any
 //! other thread) wake the task through a [`Signal`]; a pending read is
@@ -85,6 +88,12 @@ impl Wake for Signal {
     }
 }
 
+impl crate::clock::Tick for Signal {
+    fn tick(&self) {
+        self.wake(0);
+    }
+}
+
 /// What woke the connection.
 enum Event {
     Read(io::Result<usize>),
@@ -143,12 +152,20 @@ pub(crate) async fn serve<H: Handler + 'static>(
     let _guard = Guard { shared: &shared, local: &local, unwritten: &unwritten, deferred: &deferred };
     let config = &shared.config;
     let signal = Arc::new(Signal::default());
+    let period = config.idle_timeout.map_or(IDLE_RELEASE, |t| t.min(IDLE_RELEASE));
+    let weak = Arc::downgrade(&signal) as std::sync::Weak<dyn crate::clock::Tick>;
+    crate::clock::every(weak, period);
     let mut conn = ServerConn::with_waker(config, shared.limit.clone(), signal.clone(), 0);
     conn.set_peer_addr(stream.peer_addr().ok());
     let mut tally = ConnTally::default();
     let mut last_activity = Instant::now();
     let mut chunk = MIN_CHUNK;
     let mut reading = true;
+    let mut handshake_seen = false;
+    // Once reading is over: deferred calls still awaited, and since when
+    // none has been answered.
+    let mut waiting_for = usize::MAX;
+    let mut quiet_since = Instant::now();
     let _ = stream.set_read_timeout(Some(config.handshake_timeout));
     // A client that stops reading makes writes wait; after idle_timeout the connection is closed.
     let _ = stream.set_write_timeout(config.idle_timeout);
@@ -199,11 +216,18 @@ pub(crate) async fn serve<H: Handler + 'static>(
         if !reading || stopping {
             // Reading is over: only the answers of deferred calls are awaited
             // (shutdown: until the grace period ends; the executor then drops us).
-            if conn.deferred_in_flight() == 0 {
+            let pending = conn.deferred_in_flight();
+            if pending == 0 {
                 break if stopping { "shutdown" } else { "closed by the client" };
             }
-            let quiet = config.idle_timeout.unwrap_or(Duration::MAX);
-            if woken(&signal, &shared, quiet).await {
+            // Answers keep the connection: idle_timeout counts from the last
+            // one (the clock's wake-ups are not answers).
+            if pending < waiting_for {
+                quiet_since = Instant::now();
+            }
+            waiting_for = pending;
+            let left = config.idle_timeout.map_or(Duration::MAX, |t| t.saturating_sub(quiet_since.elapsed()));
+            if !left.is_zero() && woken(&signal, &shared, left).await {
                 continue;
             }
             break "deferred answers stopped coming (idle_timeout), or the grace period is over";
@@ -219,6 +243,22 @@ pub(crate) async fn serve<H: Handler + 'static>(
             Event::Woken => {
                 // The read was dropped unfinished: take back the room it zeroed.
                 conn.read_buffer().truncate(before);
+                // A deferred answer, or the clock: idleness is checked here
+                // (before the handshake, its read timeout rules).
+                if conn.is_handshake_done() {
+                    if conn.deferred_in_flight() > 0 {
+                        last_activity = Instant::now(); // waiting is not idleness
+                    }
+                    let quiet = last_activity.elapsed();
+                    if config.idle_timeout.is_some_and(|t| quiet >= t) {
+                        break "idle for idle_timeout";
+                    }
+                    if quiet >= IDLE_RELEASE {
+                        // Quiet for a while: an idle connection keeps no large buffers.
+                        conn.release_buffers();
+                        chunk = MIN_CHUNK;
+                    }
+                }
                 continue;
             }
         };
@@ -229,9 +269,10 @@ pub(crate) async fn serve<H: Handler + 'static>(
                 if n == chunk {
                     chunk = (chunk * 2).min(config.buffer_size.max(MIN_CHUNK));
                 }
-                if conn.is_handshake_done() {
-                    let wake_every = config.idle_timeout.map_or(IDLE_RELEASE, |t| t.min(IDLE_RELEASE));
-                    let _ = stream.set_read_timeout(Some(wake_every));
+                if conn.is_handshake_done() && !handshake_seen {
+                    // From now on the clock wakes this task; no glommio timer.
+                    handshake_seen = true;
+                    let _ = stream.set_read_timeout(None);
                 }
             }
             Err(e) if matches!(e.kind(), io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock) => {

@@ -25,6 +25,9 @@
 //! * [`server`]: [`Server`] (bind, serve) and [`ServerHandle`] (stats,
 //!   graceful shutdown); the executors and their accept loops.
 //! * `connection`: one server connection's task.
+//! * `clock`: one thread that wakes waiting connections about once a second
+//!   (idleness, shutdown), so that none holds a glommio timer (each
+//!   registered timer makes every reactor wake-up allocate).
 //! * [`client`]: [`Client`], one reconnecting connection carrying many
 //!   calls; its I/O lives on an executor of its own, and callers on any
 //!   thread wake it.
@@ -44,6 +47,7 @@
 #![deny(missing_docs)]
 
 pub mod client;
+mod clock;
 mod connection;
 pub mod pool;
 pub mod server;

@@ -216,6 +216,7 @@ impl LocalServer {
             glommio::timer::sleep(Duration::from_millis(5)).await;
         }
         self.shared.forced.store(true, Ordering::Release);
+        crate::clock::tick_all();
         let mut cuts = Vec::with_capacity(loops.len());
         for task in loops {
             cuts.extend(task.await);
@@ -245,12 +246,15 @@ fn begin_stop(shared: &Shared, wakers: &mut Vec<std::net::TcpListener>) {
     for listener in wakers.drain(..) {
         net::wake_acceptor(&listener);
     }
+    // Waiting connections see the flag now rather than at their next tick.
+    crate::clock::tick_all();
 }
 
 impl Drop for LocalServer {
     fn drop(&mut self) {
         self.begin_stop();
         self.shared.forced.store(true, Ordering::Release);
+        crate::clock::tick_all();
     }
 }
 
@@ -413,6 +417,7 @@ impl Serving for Running {
             }
         }
         self.shared.forced.store(true, Ordering::Release);
+        crate::clock::tick_all();
         Cut::report(started_with, self.executors.drain(..).filter_map(|executor| executor.join().ok()))
     }
 }
