@@ -24,10 +24,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
 use fastwire_common::{net, ConnTally};
 use fastwire_proto::{Connection, Flow, Handler, ServerConn, Wake};
-use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
+use futures_lite::{future, AsyncRead, AsyncReadExt, AsyncWriteExt};
 use futures_util::task::AtomicWaker;
 use glommio::net::TcpStream;
 
@@ -36,8 +35,8 @@ use crate::server::{Local, Shared};
 /// After this long without traffic a connection gives its buffers back.
 const IDLE_RELEASE: Duration = Duration::from_secs(1);
 
-/// The first read's size; it doubles while reads fill it.
-const MIN_CHUNK: usize = 4096;
+/// The smallest read, whatever `buffer_size` says.
+const MIN_READ: usize = 4096;
 
 /// Counts the connection out of its executor and the server when it ends.
 struct Guard<'a> {
@@ -131,13 +130,28 @@ async fn woken(signal: &Signal, shared: &Shared, limit: Duration) -> bool {
     }
 }
 
-/// Reads once, appending up to `chunk` bytes (zero-filled first: safe Rust
-/// cannot read into uninitialised memory).
-async fn read_some(stream: &mut TcpStream, buf: &mut BytesMut, chunk: usize) -> Event {
-    let start = buf.len();
-    buf.resize(start + chunk, 0);
-    let result = stream.read(&mut buf[start..]).await;
-    buf.truncate(start + *result.as_ref().unwrap_or(&0));
+/// Reads once into the executor's scratch buffer and hands what came to the
+/// connection (a copy, as the mio loops make). `AsyncRead` writes into the
+/// buffer only within `poll_read`, so the scratch is borrowed only while the
+/// read is polled: one buffer serves every connection of the executor, and
+/// a connection waiting for bytes holds no read buffer of its own. (Reading
+/// into the connection's buffer instead kept 4 KiB zeroed and waiting in
+/// every idle connection: most of its memory.)
+async fn read_some(stream: &mut TcpStream, local: &Local, conn: &mut ServerConn, size: usize) -> Event {
+    let result = std::future::poll_fn(|cx| {
+        let mut scratch = local.scratch.borrow_mut();
+        if scratch.len() < size {
+            scratch.resize(size, 0);
+        }
+        match std::pin::Pin::new(&mut *stream).poll_read(cx, &mut scratch[..size]) {
+            Poll::Ready(Ok(n)) => {
+                conn.received(&scratch[..n]);
+                Poll::Ready(Ok(n))
+            }
+            other => other,
+        }
+    })
+    .await;
     Event::Read(result)
 }
 
@@ -159,7 +173,8 @@ pub(crate) async fn serve<H: Handler + 'static>(
     conn.set_peer_addr(stream.peer_addr().ok());
     let mut tally = ConnTally::default();
     let mut last_activity = Instant::now();
-    let mut chunk = MIN_CHUNK;
+    // Each read takes up to this much (the scratch buffer's size).
+    let read_size = config.buffer_size.max(MIN_READ);
     let mut reading = true;
     let mut handshake_seen = false;
     // Once reading is over: deferred calls still awaited, and since when
@@ -232,8 +247,7 @@ pub(crate) async fn serve<H: Handler + 'static>(
             }
             break "deferred answers stopped coming (idle_timeout), or the grace period is over";
         }
-        let before = conn.read_buffer().len();
-        let event = future::or(read_some(&mut stream, conn.read_buffer(), chunk), async {
+        let event = future::or(read_some(&mut stream, &local, &mut conn, read_size), async {
             signal.wait().await;
             Event::Woken
         })
@@ -241,8 +255,6 @@ pub(crate) async fn serve<H: Handler + 'static>(
         let read = match event {
             Event::Read(read) => read,
             Event::Woken => {
-                // The read was dropped unfinished: take back the room it zeroed.
-                conn.read_buffer().truncate(before);
                 // A deferred answer, or the clock: idleness is checked here
                 // (before the handshake, its read timeout rules).
                 if conn.is_handshake_done() {
@@ -256,7 +268,6 @@ pub(crate) async fn serve<H: Handler + 'static>(
                     if quiet >= IDLE_RELEASE {
                         // Quiet for a while: an idle connection keeps no large buffers.
                         conn.release_buffers();
-                        chunk = MIN_CHUNK;
                     }
                 }
                 continue;
@@ -264,11 +275,8 @@ pub(crate) async fn serve<H: Handler + 'static>(
         };
         match read {
             Ok(0) => reading = false,
-            Ok(n) => {
+            Ok(_) => {
                 last_activity = Instant::now();
-                if n == chunk {
-                    chunk = (chunk * 2).min(config.buffer_size.max(MIN_CHUNK));
-                }
                 if conn.is_handshake_done() && !handshake_seen {
                     // From now on the clock wakes this task; no glommio timer.
                     handshake_seen = true;
@@ -288,7 +296,6 @@ pub(crate) async fn serve<H: Handler + 'static>(
                 }
                 // Quiet for a while: an idle connection keeps no large buffers.
                 conn.release_buffers();
-                chunk = MIN_CHUNK;
             }
             Err(_) => break "read error",
         }

@@ -329,6 +329,9 @@ pub(crate) struct Local {
     pub(crate) cut: Cell<usize>,
     pub(crate) cut_deferred: Cell<u64>,
     pub(crate) cut_responses: Cell<u64>,
+    /// The buffer every connection of this executor reads into (see
+    /// `connection::read_some`): a waiting connection holds none of its own.
+    pub(crate) scratch: std::cell::RefCell<Vec<u8>>,
 }
 
 /// One executor's life: accept until told to stop, then wait for its
