@@ -48,6 +48,15 @@ fn pingpong(c: &mut Criterion) {
     group(c, "pingpong", &[Workload::Pingpong.defaults()]);
 }
 
+/// fastrpc and pingpong over TLS (a certificate authority and server
+/// certificate made for the run): the cost of TLS per call, beside the
+/// plaintext groups.
+fn tls(c: &mut Criterion) {
+    let tls = Some(fastwire_bench::tls::SpecTls::for_run());
+    group(c, "fastrpc-tls", &[Spec { tls: tls.clone(), ..Workload::Fastrpc.defaults() }]);
+    group(c, "pingpong-tls", &[Spec { tls, ..Workload::Pingpong.defaults() }]);
+}
+
 fn sizes(c: &mut Criterion) {
     let specs: Vec<Spec> =
         Workload::SIZES.iter().map(|&value_size| Spec { value_size, ..Workload::Sizes.defaults() }).collect();
@@ -79,6 +88,6 @@ criterion_group! {
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
         .sample_size(20);
-    targets = fastrpc, pingpong, sizes, nowait, wait, cpu
+    targets = fastrpc, pingpong, tls, sizes, nowait, wait, cpu
 }
 criterion_main!(benches);
