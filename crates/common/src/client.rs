@@ -20,7 +20,7 @@
 //! **Leader/follower.** On a connection used one call at a time, handing
 //! each call to the driver and each response back costs two thread
 //! wake-ups per round trip. So where the driver allows it
-//! ([`Driver::caller_io`]: std, mio and glommio), a caller whose call is alone on a
+//! ([`Driver::caller_io`]: std and mio), a caller whose call is alone on a
 //! quiet connection writes it itself (one non-blocking `send` under the
 //! lock), and a waiting caller that finds nobody reading the socket reads
 //! it itself (it *leads*), completing other callers' calls on the way,
