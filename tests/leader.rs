@@ -1,4 +1,4 @@
-//! Leader/follower in the blocking client core (std, mio and glommio clients): a
+//! Leader/follower in the blocking client core (std and mio clients): a
 //! caller that finds nobody reading its connection reads it itself, for
 //! everyone, and hands the reading on when it leaves. These are the
 //! hand-overs that must never lose a response or leave a caller hanging:
@@ -182,12 +182,6 @@ macro_rules! for_clients {
     ($($name:ident),*) => {
         mod std_client { $( #[test] fn $name() { super::$name::<fastwire::fastwire_std::client::Threads>() } )* }
         mod mio_client { $( #[test] fn $name() { super::$name::<fastwire::fastwire_mio::client::Reactor>() } )* }
-        mod glommio_client { $( #[test] fn $name() {
-            match fastwire_bench::BackendKind::Glommio.unavailable() {
-                Some(why) => eprintln!("skipped: {why}"),
-                None => super::$name::<fastwire::fastwire_glommio::client::Uring>(),
-            }
-        } )* }
     };
 }
 

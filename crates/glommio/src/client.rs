@@ -39,13 +39,9 @@ pub struct Uring;
 /// How callers reach a connection's executor.
 #[derive(Debug)]
 pub struct UringHandle {
-    /// Raised for the writer: output is queued (or the connection ends).
     wake: WakeFlag,
-    /// Raised for the reader: the reading role was handed to the driver
-    /// (or the connection ends).
-    read: WakeFlag,
-    /// A duplicate of the socket: to shut it down, and for callers' own I/O.
-    socket: Arc<std::net::TcpStream>,
+    /// A duplicate of the socket, to shut it down.
+    socket: std::net::TcpStream,
 }
 
 /// A flag another thread raises to wake one parked task.
@@ -92,11 +88,7 @@ impl Driver for Uring {
 
     fn start(link: Link<Self>, stream: std::net::TcpStream) -> io::Result<Arc<UringHandle>> {
         crate::probe()?;
-        let handle = Arc::new(UringHandle {
-            wake: WakeFlag::default(),
-            read: WakeFlag::default(),
-            socket: Arc::new(stream.try_clone()?),
-        });
+        let handle = Arc::new(UringHandle { wake: WakeFlag::default(), socket: stream.try_clone()? });
         let driver = Arc::clone(&handle);
         // Owned until the executor adopts it, so it is closed if the executor cannot start.
         let fd = OwnedFd::from(stream);
@@ -118,20 +110,6 @@ impl Driver for Uring {
     fn stop(handle: &Arc<UringHandle>) {
         let _ = handle.socket.shutdown(Shutdown::Both);
         handle.wake.raise();
-        handle.read.raise();
-    }
-
-    fn caller_io(handle: &Arc<UringHandle>) -> Option<Arc<std::net::TcpStream>> {
-        // The executor owns the socket for its own reads and writes, but it
-        // reads only while it holds the reading role and writes only what it
-        // took under the client's lock, so callers can use a duplicate of
-        // the descriptor meanwhile: non-blocking `send` and `recv` never
-        // race glommio for the same bytes.
-        Some(Arc::clone(&handle.socket))
-    }
-
-    fn read_needed(handle: &Arc<UringHandle>) {
-        handle.read.raise();
     }
 }
 
@@ -179,31 +157,15 @@ async fn run(link: Rc<Link<Uring>>, stream: glommio::net::TcpStream, handle: Arc
     let deadline = Instant::now() + config.handshake_timeout;
     let mut handshake_done = false;
     let mut buf = BytesMut::new();
-    // Reads land here, zeroed once, and are copied into `buf`: zeroing the
-    // room for every read (safe Rust reads only into initialised memory)
-    // cost a 64 KiB memset per response.
-    let mut scratch = vec![0u8; config.buffer_size.clamp(4096, 64 * 1024)];
     loop {
-        if handshake_done {
-            // Leader/follower: read only while holding the reading role; a
-            // caller alone on a quiet connection reads for itself (see
-            // `Driver::caller_io`), and hands the role over when it leaves
-            // with calls still pending (`read_needed` raises the flag).
-            match link.try_read_role() {
-                None => break,
-                Some(true) => {}
-                Some(false) => {
-                    handle.read.wait().await;
-                    continue;
-                }
-            }
-        }
+        let start = buf.len();
+        buf.resize(start + config.buffer_size.clamp(4096, 64 * 1024), 0);
         let read = if handshake_done {
-            reader.read(&mut scratch).await
+            reader.read(&mut buf[start..]).await
         } else {
             // Until the server's handshake is in, a read may wait only so long.
             let left = deadline.saturating_duration_since(Instant::now());
-            let read = glommio::timer::timeout(left, async { Ok(reader.read(&mut scratch).await) }).await;
+            let read = glommio::timer::timeout(left, async { Ok(reader.read(&mut buf[start..]).await) }).await;
             read.unwrap_or_else(|_| {
                 Err(io::Error::new(
                     io::ErrorKind::TimedOut,
@@ -214,7 +176,7 @@ async fn run(link: Rc<Link<Uring>>, stream: glommio::net::TcpStream, handle: Arc
                 ))
             })
         };
-        buf.extend_from_slice(&scratch[..*read.as_ref().unwrap_or(&0)]);
+        buf.truncate(start + *read.as_ref().unwrap_or(&0));
         let error = match read {
             Ok(0) => Some(ClientError::lost(io::ErrorKind::UnexpectedEof, "the server closed the connection")),
             Ok(_) => None,
@@ -225,9 +187,9 @@ async fn run(link: Rc<Link<Uring>>, stream: glommio::net::TcpStream, handle: Arc
             link.die(error);
             break;
         }
-        match link.received_by_driver(&mut buf) {
+        match link.received(&mut buf) {
             Err(()) => break,
-            Ok(r) => handshake_done |= r.handshake_done,
+            Ok(done) => handshake_done |= done,
         }
     }
     // The connection is over: let the writer see it and finish.
