@@ -178,6 +178,22 @@ fn server_closed_tls_while_nobody_read<D: Driver>() {
     server.shutdown(Duration::from_secs(5));
 }
 
+/// A quiet connection (its last call answered, nobody reading) and a
+/// server that shuts down gracefully: the client must notice the server's
+/// end-of-stream and close, so that the server's lingering close ends at
+/// once and the connection counts as closed gracefully.
+fn quiet_connection_at_graceful_shutdown<D: Driver>() {
+    let server = server();
+    let c = client::<D>(&*server);
+    assert_eq!(&*c.call(b"echo", b"1").unwrap(), b"re:1");
+    thread::sleep(Duration::from_millis(50));
+    let started = std::time::Instant::now();
+    let report = server.shutdown(Duration::from_secs(3));
+    assert_eq!((report.cut_off, report.closed_gracefully), (0, 1), "{report}");
+    assert!(started.elapsed() < Duration::from_secs(2), "no lingering wait: {:?}", started.elapsed());
+    c.close();
+}
+
 macro_rules! for_clients {
     ($($name:ident),*) => {
         mod std_client { $( #[test] fn $name() { super::$name::<fastwire::fastwire_std::client::Threads>() } )* }
@@ -191,5 +207,6 @@ for_clients!(
     started_calls_are_read_whoever_waits,
     many_callers_on_one_connection,
     server_closed_while_nobody_read,
-    server_closed_tls_while_nobody_read
+    server_closed_tls_while_nobody_read,
+    quiet_connection_at_graceful_shutdown
 );

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::thread;
 
 use bytes::BytesMut;
-use fastwire_common::client::{Driver, Link, Output};
+use fastwire_common::client::{Driver, Link, Output, ReadTurn};
 use fastwire_common::{net, ClientError};
 
 /// Stack size of the connection threads.
@@ -84,9 +84,21 @@ fn read_loop(link: &Link<Threads>, socket: &TcpStream) {
     let mut buf = BytesMut::new();
     loop {
         // Callers read for themselves while they wait; this thread reads only
-        // when handed the role (calls pending and no caller reading them).
-        if !link.wait_read_role() {
-            return;
+        // when handed the role (calls pending and no caller reading them),
+        // or when a quiet connection that nobody reads has bytes or ended.
+        match link.wait_read_turn() {
+            ReadTurn::Gone => return,
+            ReadTurn::Driver => {}
+            ReadTurn::Nobody => {
+                // Wait for bytes or the server's end of stream without
+                // consuming them (a response is a caller's to read, if one
+                // comes first), then read if nobody took the role meanwhile.
+                let mut byte = [0u8; 1];
+                let _ = stream.peek(&mut byte);
+                if !link.may_read() {
+                    continue;
+                }
+            }
         }
         let error = match net::read_some(&mut stream, &mut buf, config.buffer_size) {
             Ok(0) => Some(ClientError::lost(io::ErrorKind::UnexpectedEof, "the server closed the connection")),
