@@ -396,58 +396,55 @@ fn specs(args: &CompareArgs) -> Vec<Spec> {
         TlsMode::On => &[true],
         TlsMode::Both => &[false, true],
     };
-    for (&compress, &workload, &tls) in
-        args.compress.iter().flat_map(|c| workloads.iter().flat_map(move |w| tls_modes.iter().map(move |t| (c, w, t))))
-    {
-        {
-            let tls = tls.then(fastwire_bench::tls::SpecTls::for_run);
-            let d = Spec { compress, tls: tls.clone(), ..workload.defaults() };
-            let (connections, depths, sizes) = match workload {
-                Workload::Fastrpc | Workload::Wait | Workload::Cpu | Workload::Mixed | Workload::MixedBase => {
-                    (or(&args.connections, d.connections), or(&args.depth, d.depth), vec![d.value_size])
+    // Every workload in each compression, plaintext and/or over TLS.
+    let axes = args
+        .compress
+        .iter()
+        .flat_map(|c| workloads.iter().flat_map(move |w| tls_modes.iter().map(move |t| (*c, *w, *t))));
+    for (compress, workload, tls) in axes {
+        let tls = tls.then(fastwire_bench::tls::SpecTls::for_run);
+        let d = Spec { compress, tls: tls.clone(), ..workload.defaults() };
+        let (connections, depths, sizes) = match workload {
+            Workload::Fastrpc | Workload::Wait | Workload::Cpu | Workload::Mixed | Workload::MixedBase => {
+                (or(&args.connections, d.connections), or(&args.depth, d.depth), vec![d.value_size])
+            }
+            Workload::Pingpong => (vec![1], vec![1], or(&args.value_size, d.value_size)),
+            Workload::Sizes => (
+                vec![d.connections],
+                or(&args.depth, d.depth),
+                if args.value_size.is_empty() { Workload::SIZES.to_vec() } else { args.value_size.clone() },
+            ),
+            Workload::Nowait | Workload::Conns | Workload::Handshakes => {
+                (or(&args.connections, d.connections), vec![d.depth], vec![d.value_size])
+            }
+            Workload::Sweep => (
+                if args.connections.is_empty() { harness::sweep::POINTS.to_vec() } else { args.connections.clone() },
+                vec![1],
+                vec![d.value_size],
+            ),
+        };
+        // The blaster and the floor server speak fastrpc and pingpong,
+        // in plaintext.
+        let roles: Vec<Role> = match workload {
+            Workload::Sweep => vec![Role::Server],
+            _ if tls.is_some() => {
+                if args.role.is_empty() || args.role.contains(&Role::Both) {
+                    vec![Role::Both]
+                } else {
+                    Vec::new()
                 }
-                Workload::Pingpong => (vec![1], vec![1], or(&args.value_size, d.value_size)),
-                Workload::Sizes => (
-                    vec![d.connections],
-                    or(&args.depth, d.depth),
-                    if args.value_size.is_empty() { Workload::SIZES.to_vec() } else { args.value_size.clone() },
-                ),
-                Workload::Nowait | Workload::Conns | Workload::Handshakes => {
-                    (or(&args.connections, d.connections), vec![d.depth], vec![d.value_size])
-                }
-                Workload::Sweep => (
-                    if args.connections.is_empty() {
-                        harness::sweep::POINTS.to_vec()
-                    } else {
-                        args.connections.clone()
-                    },
-                    vec![1],
-                    vec![d.value_size],
-                ),
-            };
-            // The blaster and the floor server speak fastrpc and pingpong,
-            // in plaintext.
-            let roles: Vec<Role> = match workload {
-                Workload::Sweep => vec![Role::Server],
-                _ if tls.is_some() => {
-                    if args.role.is_empty() || args.role.contains(&Role::Both) {
-                        vec![Role::Both]
-                    } else {
-                        Vec::new()
-                    }
-                }
-                Workload::Fastrpc | Workload::Pingpong if args.role.is_empty() => Role::ALL.to_vec(),
-                Workload::Fastrpc | Workload::Pingpong => args.role.clone(),
-                _ if args.role.is_empty() || args.role.contains(&Role::Both) => vec![Role::Both],
-                _ => Vec::new(),
-            };
-            for &role in &roles {
-                for &connections in &connections {
-                    for &depth in &depths {
-                        for &value_size in &sizes {
-                            let rate = if workload == Workload::Conns { args.rate.or(d.rate) } else { None };
-                            specs.push(Spec { connections, depth, value_size, rate, role, ..d.clone() });
-                        }
+            }
+            Workload::Fastrpc | Workload::Pingpong if args.role.is_empty() => Role::ALL.to_vec(),
+            Workload::Fastrpc | Workload::Pingpong => args.role.clone(),
+            _ if args.role.is_empty() || args.role.contains(&Role::Both) => vec![Role::Both],
+            _ => Vec::new(),
+        };
+        for &role in &roles {
+            for &connections in &connections {
+                for &depth in &depths {
+                    for &value_size in &sizes {
+                        let rate = if workload == Workload::Conns { args.rate.or(d.rate) } else { None };
+                        specs.push(Spec { connections, depth, value_size, rate, role, ..d.clone() });
                     }
                 }
             }

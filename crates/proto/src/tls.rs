@@ -429,14 +429,7 @@ impl TlsLayer {
             return Err(TlsError::Other { reason: "the TLS session has already failed".into() }.into());
         }
         loop {
-            let (discard, step) = match &mut self.session {
-                Session::Client(c) => {
-                    step(c.process_tls_records(&mut self.raw_in[..]), &mut self.raw_out, wire_in, plain.as_deref_mut())
-                }
-                Session::Server(s) => {
-                    step(s.process_tls_records(&mut self.raw_in[..]), &mut self.raw_out, wire_in, plain.as_deref_mut())
-                }
-            };
+            let (discard, step) = self.step_session(wire_in, plain.as_deref_mut());
             self.raw_in.advance(discard);
             self.raw_consumed += discard as u64;
             match step {
@@ -458,12 +451,16 @@ impl TlsLayer {
         // rustls hands queued output over before it looks at the input
         // again, so nothing more is read here; still, the input given must be
         // the same buffer, as its deframer may hold positions in it.
-        let mut no_input = BytesMut::new();
+        let _ = self.step_session(&mut BytesMut::new(), None);
+    }
+
+    /// One step of the session over what `raw_in` holds (see [`step`]).
+    fn step_session(&mut self, wire_in: &mut BytesMut, plain: Option<&mut BytesMut>) -> (usize, Result<Step, Error>) {
         let raw_in = &mut self.raw_in[..];
-        let _ = match &mut self.session {
-            Session::Client(c) => step(c.process_tls_records(raw_in), &mut self.raw_out, &mut no_input, None),
-            Session::Server(s) => step(s.process_tls_records(raw_in), &mut self.raw_out, &mut no_input, None),
-        };
+        match &mut self.session {
+            Session::Client(c) => step(c.process_tls_records(raw_in), &mut self.raw_out, wire_in, plain),
+            Session::Server(s) => step(s.process_tls_records(raw_in), &mut self.raw_out, wire_in, plain),
+        }
     }
 
     pub(crate) fn advance(&mut self, n: usize) {
