@@ -41,11 +41,20 @@ fn serve(args: &[&str]) -> (std::process::Child, BufReader<std::process::ChildSt
     (child, stdout, addr)
 }
 
+/// Whether `backend` can run on this machine (if not, says why: glommio
+/// needs io_uring).
+fn runs_here(backend: &str) -> bool {
+    let why = backend.parse::<fastwire_bench::BackendKind>().unwrap().unavailable();
+    if let Some(why) = &why {
+        eprintln!("skipped {backend}: {why}");
+    }
+    why.is_none()
+}
+
 #[test]
 fn serve_answers_a_spec_client_on_every_backend() {
     for backend in ["std", "tokio", "tokio-per-core", "mio", "mio-acceptor", "glommio"] {
-        if let Some(why) = backend.parse::<fastwire_bench::BackendKind>().unwrap().unavailable() {
-            eprintln!("skipped {backend}: {why}");
+        if !runs_here(backend) {
             continue;
         }
         let (mut child, mut stdout, addr) =
@@ -85,8 +94,7 @@ fn serve_answers_a_spec_client_on_every_backend() {
 #[test]
 fn serve_with_a_waiting_handler_and_a_concurrency_limit() {
     for backend in ["std", "tokio", "mio", "glommio"] {
-        if let Some(why) = backend.parse::<fastwire_bench::BackendKind>().unwrap().unavailable() {
-            eprintln!("skipped {backend}: {why}");
+        if !runs_here(backend) {
             continue;
         }
         let (mut child, _stdout, addr) = serve(&[
@@ -133,8 +141,7 @@ fn serve_and_load_over_tls() {
     assert!(made.status.success(), "{made:?}");
     let path = |name: &str| dir.join(name).to_str().unwrap().to_owned();
     for backend in ["std", "mio", "tokio", "glommio"] {
-        if let Some(why) = backend.parse::<fastwire_bench::BackendKind>().unwrap().unavailable() {
-            eprintln!("skipped {backend}: {why}");
+        if !runs_here(backend) {
             continue;
         }
         let (mut child, _stdout, addr) = serve(&[

@@ -95,12 +95,7 @@ impl Inbound {
     }
 
     pub(crate) fn receive_buffer(&mut self, bytes: &mut BytesMut) {
-        if self.wire.is_empty() {
-            std::mem::swap(&mut self.wire, bytes);
-        } else {
-            self.wire.extend_from_slice(bytes);
-        }
-        bytes.clear();
+        move_all(bytes, &mut self.wire);
     }
 
     pub(crate) fn buffered(&self) -> usize {
@@ -175,12 +170,7 @@ impl Outbound {
     /// Moves the (already batched) wire output into `into`, swapping buffers.
     pub(crate) fn take(&mut self, into: &mut BytesMut) {
         self.written += self.wire.len() as u64;
-        if into.is_empty() {
-            std::mem::swap(&mut self.wire, into);
-        } else {
-            into.extend_from_slice(&self.wire);
-            self.wire.clear();
-        }
+        move_all(&mut self.wire, into);
         self.unwritten_messages = 0;
     }
 
@@ -203,6 +193,18 @@ impl Outbound {
     pub(crate) fn release_buffers(&mut self) {
         release(&mut self.wire);
         release(&mut self.plain);
+    }
+}
+
+/// Moves every byte of `from` to the end of `into`, leaving `from` empty:
+/// by swapping the two buffers when `into` is empty (no byte copied; `from`
+/// gets `into`'s allocation to fill next time), by copying otherwise.
+pub(crate) fn move_all(from: &mut BytesMut, into: &mut BytesMut) {
+    if into.is_empty() {
+        std::mem::swap(from, into);
+    } else {
+        into.extend_from_slice(from);
+        from.clear();
     }
 }
 

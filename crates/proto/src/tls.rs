@@ -61,7 +61,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
 use crate::error::{Error, TlsError};
-use crate::stream::{reserve_read_room, Inbound, Outbound};
+use crate::stream::{move_all, reserve_read_room, Inbound, Outbound};
 
 /// A server's TLS settings: its certificate chain and key, and optionally
 /// the authorities whose client certificates it requires (mutual TLS).
@@ -471,21 +471,11 @@ impl TlsLayer {
     /// Swaps the raw output into `into` (see `Outbound::take`).
     pub(crate) fn take(&mut self, into: &mut BytesMut) {
         self.raw_written += self.raw_out.len() as u64;
-        if into.is_empty() {
-            std::mem::swap(&mut self.raw_out, into);
-        } else {
-            into.extend_from_slice(&self.raw_out);
-            self.raw_out.clear();
-        }
+        move_all(&mut self.raw_out, into);
     }
 
     pub(crate) fn receive_buffer(&mut self, bytes: &mut BytesMut) {
-        if self.raw_in.is_empty() {
-            std::mem::swap(&mut self.raw_in, bytes);
-        } else {
-            self.raw_in.extend_from_slice(bytes);
-        }
-        bytes.clear();
+        move_all(bytes, &mut self.raw_in);
     }
 
     pub(crate) fn capacity(&self) -> usize {
@@ -532,29 +522,15 @@ fn step<Data>(
                 Some(Err(e)) => break Err(tls_error(e)),
             }
         },
-        ConnectionState::EncodeTlsData(mut data) => {
-            // Handshake messages and alerts: a few hundred bytes, or the
-            // certificate chain; asked again with the exact size if larger.
-            let mut room = 4096;
-            loop {
-                let start = raw_out.len();
-                raw_out.resize(start + room, 0);
-                match data.encode(&mut raw_out[start..]) {
-                    Ok(n) => {
-                        raw_out.truncate(start + n);
-                        break Ok(Step::Again);
-                    }
-                    Err(EncodeError::InsufficientSize(InsufficientSizeError { required_size })) => {
-                        raw_out.truncate(start);
-                        room = required_size;
-                    }
-                    Err(e) => {
-                        raw_out.truncate(start);
-                        break Err(TlsError::Other { reason: e.to_string() }.into());
-                    }
-                }
-            }
-        }
+        // Handshake messages and alerts: a few hundred bytes, or the
+        // certificate chain (asked again with the exact size if larger).
+        ConnectionState::EncodeTlsData(mut data) => write_record(raw_out, 4096, |out| {
+            data.encode(out).map_err(|e| match e {
+                EncodeError::InsufficientSize(InsufficientSizeError { required_size }) => Ok(required_size),
+                e => Err(e.to_string()),
+            })
+        })
+        .map(|()| Step::Again),
         // What was encoded is in `raw_out`, which the backend writes in
         // order: as far as rustls is concerned it is sent.
         ConnectionState::TransmitTlsData(data) => {
@@ -563,28 +539,16 @@ fn step<Data>(
         }
         ConnectionState::WriteTraffic(mut traffic) => match plain {
             Some(plain) if !plain.is_empty() => {
-                let mut room = sealed_len(plain.len());
-                loop {
-                    let start = raw_out.len();
-                    // Zeroed first (this crate has no unsafe code): cheaper
-                    // than the copy out of a record buffer it replaces.
-                    raw_out.resize(start + room, 0);
-                    match traffic.encrypt(plain, &mut raw_out[start..]) {
-                        Ok(n) => {
-                            raw_out.truncate(start + n);
-                            plain.clear();
-                            break Ok(Step::Idle);
-                        }
-                        Err(EncryptError::InsufficientSize(InsufficientSizeError { required_size })) => {
-                            raw_out.truncate(start);
-                            room = required_size;
-                        }
-                        Err(e) => {
-                            raw_out.truncate(start);
-                            break Err(TlsError::Other { reason: e.to_string() }.into());
-                        }
-                    }
-                }
+                let sealed = write_record(raw_out, sealed_len(plain.len()), |out| {
+                    traffic.encrypt(plain, out).map_err(|e| match e {
+                        EncryptError::InsufficientSize(InsufficientSizeError { required_size }) => Ok(required_size),
+                        e => Err(e.to_string()),
+                    })
+                });
+                sealed.map(|()| {
+                    plain.clear();
+                    Step::Idle
+                })
             }
             _ => Ok(Step::Idle),
         },
@@ -595,6 +559,36 @@ fn step<Data>(
         _ => Ok(Step::Idle),
     };
     (discard, step)
+}
+
+/// Lets rustls write at the end of `raw_out`: `room` bytes are made for it
+/// (zeroed first, as this crate has no unsafe code: cheaper than the copy
+/// out of a record buffer it replaces), and what it did not use is taken
+/// back. `write` returns the bytes written, or `Err(Ok(size))` when it needs
+/// `size` bytes of room (it is asked again), or `Err(Err(reason))`.
+fn write_record(
+    raw_out: &mut BytesMut,
+    mut room: usize,
+    mut write: impl FnMut(&mut [u8]) -> Result<usize, Result<usize, String>>,
+) -> Result<(), Error> {
+    loop {
+        let start = raw_out.len();
+        raw_out.resize(start + room, 0);
+        match write(&mut raw_out[start..]) {
+            Ok(n) => {
+                raw_out.truncate(start + n);
+                return Ok(());
+            }
+            Err(Ok(needed)) => {
+                raw_out.truncate(start);
+                room = needed;
+            }
+            Err(Err(reason)) => {
+                raw_out.truncate(start);
+                return Err(TlsError::Other { reason }.into());
+            }
+        }
+    }
 }
 
 /// A rustls error as fastwire's, saying what to check.
