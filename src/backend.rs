@@ -41,6 +41,9 @@ pub enum BackendKind {
     /// `fastwire-glommio`: io_uring, one pinned executor per core.
     #[cfg(feature = "glommio")]
     Glommio,
+    /// `fastwire-uring`: io_uring by hand, one completion loop per core.
+    #[cfg(feature = "uring")]
+    Uring,
 }
 
 impl BackendKind {
@@ -58,6 +61,8 @@ impl BackendKind {
         BackendKind::MioAcceptor,
         #[cfg(feature = "glommio")]
         BackendKind::Glommio,
+        #[cfg(feature = "uring")]
+        BackendKind::Uring,
     ];
 
     /// The name used on the command line and in reports.
@@ -75,6 +80,8 @@ impl BackendKind {
             BackendKind::MioAcceptor => "mio-acceptor",
             #[cfg(feature = "glommio")]
             BackendKind::Glommio => "glommio",
+            #[cfg(feature = "uring")]
+            BackendKind::Uring => "uring",
         }
     }
 
@@ -91,11 +98,15 @@ impl BackendKind {
     }
 
     /// Why this backend cannot run on this machine, if it cannot (glommio
-    /// without io_uring or with too little locked memory).
+    /// without io_uring or with too little locked memory, uring on a
+    /// kernel without multishot receive or buffer rings).
     pub fn unavailable(self) -> Option<String> {
         match self {
             #[cfg(feature = "glommio")]
             BackendKind::Glommio => fastwire_glommio::probe().err().map(|e| e.to_string()),
+            #[cfg(feature = "uring")]
+            BackendKind::Uring => fastwire_uring::probe().err().map(|e| e.to_string()),
+            #[allow(unreachable_patterns)]
             _ => None,
         }
     }
@@ -174,6 +185,8 @@ pub fn start_server<H: Handler + 'static>(
         BackendKind::Mio => Box::new(fastwire_mio::Server::bind(addr, config)?.serve(handler)?),
         #[cfg(feature = "glommio")]
         BackendKind::Glommio => Box::new(fastwire_glommio::Server::bind(addr, config)?.serve(handler)?),
+        #[cfg(feature = "uring")]
+        BackendKind::Uring => Box::new(fastwire_uring::Server::bind(addr, config)?.serve(handler)?),
         #[cfg(feature = "mio")]
         BackendKind::MioAcceptor => {
             let loops = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -248,6 +261,8 @@ pub fn blocking_client(
         BackendKind::Mio | BackendKind::MioAcceptor => Box::new(fastwire_mio::Client::new(addr, config)),
         #[cfg(feature = "glommio")]
         BackendKind::Glommio => Box::new(fastwire_glommio::Client::new(addr, config)),
+        #[cfg(feature = "uring")]
+        BackendKind::Uring => Box::new(fastwire_uring::Client::new(addr, config)),
         #[cfg(feature = "tokio")]
         BackendKind::Tokio | BackendKind::TokioPerCore => {
             let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
@@ -269,7 +284,7 @@ impl<S: Serving> RunningServer for fastwire_common::ServerHandle<S> {
     }
 }
 
-/// The thread-based clients (std, mio, glommio) share one implementation.
+/// The thread-based clients (std, mio, glommio, uring) share one implementation.
 impl<D: Driver> BlockingClient for fastwire_common::client::Client<D> {
     fn call_timeout(&self, name: &[u8], value: &[u8], timeout: Duration) -> Result<Reply, ClientError> {
         fastwire_common::client::Client::call_timeout(self, name, value, timeout)
@@ -317,6 +332,6 @@ mod tests {
         for kind in BackendKind::ALL {
             assert_eq!(kind.name().parse::<BackendKind>(), Ok(*kind));
         }
-        assert!("uring".parse::<BackendKind>().unwrap_err().to_string().contains("this build has"));
+        assert!("epoll".parse::<BackendKind>().unwrap_err().to_string().contains("this build has"));
     }
 }

@@ -71,7 +71,7 @@ fn optional_duration(s: &str) -> Result<MaybeDuration, String> {
 
 #[derive(Args)]
 struct ServeArgs {
-    /// Backend: std, tokio, tokio-per-core, mio, mio-acceptor, glommio.
+    /// Backend: std, tokio, tokio-per-core, mio, mio-acceptor, glommio, uring.
     #[arg(long, default_value = "tokio")]
     backend: BackendKind,
     /// Address to listen on (port 0 picks a free port; the address is printed).
@@ -111,7 +111,7 @@ struct ServeArgs {
     #[arg(long, default_value = "5s", value_parser = duration)]
     grace: Duration,
     /// The demo handler answers each call after this wait, without blocking
-    /// (tokio and glommio: an async timer task; std and mio: a deferred
+    /// (tokio and glommio: an async timer task; std, mio and uring: a deferred
     /// answer from a timer thread). Calls named `wait/<µs>` wait that long.
     #[arg(long, value_parser = duration)]
     handler_delay: Option<Duration>,
@@ -242,7 +242,7 @@ struct LoadArgs {
     /// `--handler-work 20us` for cpu, plain for mixed).
     #[arg(long, default_value = "fastrpc")]
     workload: Workload,
-    /// The client that makes the calls (closed loop): std, tokio, mio, glommio.
+    /// The client that makes the calls (closed loop): std, tokio, mio, glommio, uring.
     /// Open-loop runs (--rate, or conns) always use tokio tasks.
     #[arg(long, default_value = "mio")]
     client: BackendKind,

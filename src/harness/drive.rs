@@ -226,7 +226,7 @@ fn failed(what: &str, e: impl std::fmt::Display) -> String {
 }
 
 /// Closed loop (or fire-and-forget, for `nowait`) through the client of
-/// `client` (std, mio or glommio: threads; tokio: tasks). `handled` counts
+/// `client` (std, mio, glommio or uring: threads; tokio: tasks). `handled` counts
 /// the requests the server handled, if it is in this process.
 pub fn closed_loop(
     client: BackendKind,
@@ -243,6 +243,8 @@ pub fn closed_loop(
         BackendKind::Mio => closed_threads::<fastwire_mio::client::Reactor>(addr, spec, timing, mode, handled),
         #[cfg(feature = "glommio")]
         BackendKind::Glommio => closed_threads::<fastwire_glommio::client::Uring>(addr, spec, timing, mode, handled),
+        #[cfg(feature = "uring")]
+        BackendKind::Uring => closed_threads::<fastwire_uring::client::RingDriver>(addr, spec, timing, mode, handled),
         #[cfg(feature = "tokio")]
         BackendKind::Tokio => closed_tokio(addr, spec, timing, mode, handled),
         #[allow(unreachable_patterns)]

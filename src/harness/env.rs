@@ -119,12 +119,16 @@ pub fn layout(backend: BackendKind, workload: Workload) -> String {
         "mio" => format!("{n} edge-triggered mio event loops, one per core, a SO_REUSEPORT listener each"),
         "mio-acceptor" => format!("an acceptor thread handing connections to {n} mio event loops"),
         "glommio" => format!("{n} glommio (io_uring) executors pinned one per core, a SO_REUSEPORT listener each"),
+        "uring" => format!(
+            "{n} io_uring completion loops by hand, one per core, a SO_REUSEPORT listener each (multishot accept and receive, provided buffers)"
+        ),
         other => other.to_owned(),
     };
     let client = match backend.client_kind().name() {
         "std" => "std client (a reader and a writer thread per connection)",
         "mio" => "mio client (a reactor thread per connection)",
         "glommio" => "glommio client (an io_uring executor per connection)",
+        "uring" => "uring client (a thread with an io_uring per connection)",
         _ => "tokio client (a current-thread runtime per connection)",
     };
     let load = match workload {

@@ -24,6 +24,8 @@ enum Clients {
     Mio(Vec<fastwire_mio::Client>),
     #[cfg(feature = "glommio")]
     Glommio(Vec<fastwire_glommio::Client>),
+    #[cfg(feature = "uring")]
+    Uring(Vec<fastwire_uring::Client>),
     /// A current-thread runtime per connection (as `drive` runs tokio):
     /// each sample drives them from a thread per connection.
     #[cfg(feature = "tokio")]
@@ -56,6 +58,8 @@ impl Live {
             BackendKind::Mio => Clients::Mio(connect(addr, spec)?),
             #[cfg(feature = "glommio")]
             BackendKind::Glommio => Clients::Glommio(connect(addr, spec)?),
+            #[cfg(feature = "uring")]
+            BackendKind::Uring => Clients::Uring(connect(addr, spec)?),
             #[cfg(feature = "tokio")]
             BackendKind::Tokio => {
                 let mut connections = Vec::new();
@@ -93,6 +97,8 @@ impl Live {
             Clients::Mio(clients) => self.threads(clients, per_connection),
             #[cfg(feature = "glommio")]
             Clients::Glommio(clients) => self.threads(clients, per_connection),
+            #[cfg(feature = "uring")]
+            Clients::Uring(clients) => self.threads(clients, per_connection),
             #[cfg(feature = "tokio")]
             Clients::Tokio(connections) => self.tasks(connections, per_connection),
         }
@@ -196,6 +202,8 @@ impl Drop for Live {
             Clients::Mio(clients) => clients.iter().for_each(Client::close),
             #[cfg(feature = "glommio")]
             Clients::Glommio(clients) => clients.iter().for_each(Client::close),
+            #[cfg(feature = "uring")]
+            Clients::Uring(clients) => clients.iter().for_each(Client::close),
             #[cfg(feature = "tokio")]
             Clients::Tokio(connections) => connections.iter().for_each(|(_, client)| client.close()),
         }

@@ -46,6 +46,8 @@
 pub use fastwire_common::{ClientError, Reply, ServerStats, ShutdownReport};
 #[cfg(all(feature = "glommio", target_os = "linux"))]
 pub use fastwire_glommio;
+#[cfg(all(feature = "uring", target_os = "linux"))]
+pub use fastwire_uring;
 #[cfg(feature = "mio")]
 pub use fastwire_mio;
 pub use fastwire_proto as proto;

@@ -1,0 +1,459 @@
+//! One server connection on a completion loop: its state, what it does when
+//! one of its operations completes, and which operations it keeps in flight.
+//!
+//! ```text
+//!  Open ──(peer closed / protocol error / idle / shutdown)──> Draining ──(output sent, FIN)──> Lingering ──> Closing ──> freed
+//! ```
+//!
+//! The readiness loop (`fastwire-mio`) asks the kernel "is it readable?"
+//! and then reads. This one never asks: it keeps up to two requests in
+//! flight per connection and reacts to their results.
+//!
+//! * **A multishot receive**, armed once, completing every time data
+//!   arrives, each time in a buffer the kernel took from the loop's
+//!   provided buffer ring. The bytes are copied into the protocol state
+//!   and the buffer goes straight back. While the output is over its
+//!   bound the receive is cancelled (backpressure), and armed again once
+//!   it has drained.
+//! * **One send at a time**, from `sending`, which nothing touches until
+//!   the send completes. Responses made meanwhile wait in the protocol
+//!   state's output; when the send completes the two buffers are swapped
+//!   again (no copy), so under load each send carries every response made
+//!   during the previous one: batching by itself.
+//!
+//! Removing a connection is a phase of its own (`Closing`): its socket is
+//! shut down, its receive cancelled, and its memory kept until the kernel
+//! has returned both requests.
+
+use std::net::{Shutdown, TcpStream};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use fastwire_common::{net, ConnTally, ServerCounters};
+use fastwire_proto::{ConcurrencyLimit, Connection, Handler, ServerConfig, ServerConn, Wake};
+use io_uring::{opcode, squeue, types, IoUring};
+
+use crate::ring::{self, BufRing, Completion, Op};
+
+/// After this long without traffic a connection gives its buffers back.
+pub(crate) const IDLE_RELEASE: Duration = Duration::from_secs(1);
+
+enum Phase {
+    Open,
+    /// Serving no more requests; writing the answers of deferred calls still
+    /// running, flushing output, then end-of-stream.
+    Draining { linger: bool },
+    /// End-of-stream sent; discarding input until the client closes (see `net::LINGER`).
+    Lingering { deadline: Instant, discarded: usize },
+    /// Being removed: waiting for the kernel to return its operations.
+    Closing,
+}
+
+/// The multishot receive's state.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Recv {
+    Idle,
+    Armed,
+    /// A cancellation was asked for; the final completion is still to come.
+    Cancelling,
+}
+
+/// What the loop does with a connection after driving it.
+pub(crate) enum Step {
+    /// Keep it.
+    Keep,
+    /// Start removing it (the loop frees it once [`Conn::is_done`]).
+    Remove(&'static str),
+}
+
+/// What a connection's loop lends it while driving it.
+pub(crate) struct Ctx<'a, H: ?Sized> {
+    pub(crate) handler: &'a H,
+    pub(crate) counters: &'a ServerCounters,
+    pub(crate) ring: &'a mut IoUring,
+    pub(crate) bufs: &'a mut BufRing,
+    pub(crate) now: Instant,
+}
+
+pub(crate) struct Conn {
+    stream: TcpStream,
+    /// Its index in the ring's file table, with registered files.
+    fixed: Option<u32>,
+    key: usize,
+    proto: ServerConn,
+    phase: Phase,
+    recv: Recv,
+    /// What the send in flight (if any) sends: the kernel reads it until
+    /// the send completes, so it is not touched before.
+    sending: BytesMut,
+    /// Bytes of `sending` already sent.
+    sent: usize,
+    send_in_flight: bool,
+    /// The client's end of stream came: no receive is armed again.
+    eof: bool,
+    handshake_deadline: Instant,
+    last_activity: Instant,
+    last_write_progress: Instant,
+    tally: ConnTally,
+    /// The state machine failed (and it was counted): deferred answers still pending are cut.
+    failed: bool,
+    released: bool,
+    /// Deferred responses (or a free concurrency slot) wait: see `wake`.
+    woken: bool,
+    /// Why it is being removed (logged when freed).
+    close_reason: &'static str,
+}
+
+/// Builds an operation on the connection's socket, by descriptor or by its
+/// index in the registered file table.
+macro_rules! on_socket {
+    ($conn:expr, $op:ident :: new ( $($arg:expr),* ) $(. $m:ident ( $($marg:expr),* ))* ) => {
+        match $conn.fixed {
+            Some(index) => opcode::$op::new(types::Fixed(index) $(, $arg)*)$(.$m($($marg),*))*.build(),
+            None => opcode::$op::new(types::Fd($conn.stream.as_raw_fd()) $(, $arg)*)$(.$m($($marg),*))*.build(),
+        }
+    };
+}
+
+impl Conn {
+    /// A connection in slot `key` of its loop; deferred responses are
+    /// announced by `waker.wake(key)`.
+    pub(crate) fn new(
+        stream: TcpStream,
+        fixed: Option<u32>,
+        config: &ServerConfig,
+        now: Instant,
+        limit: Option<Arc<ConcurrencyLimit>>,
+        waker: Arc<dyn Wake>,
+        key: usize,
+    ) -> Conn {
+        let mut proto = ServerConn::with_waker(config, limit, waker, key);
+        proto.set_peer_addr(stream.peer_addr().ok());
+        Conn {
+            stream,
+            fixed,
+            key,
+            proto,
+            phase: Phase::Open,
+            recv: Recv::Idle,
+            sending: BytesMut::new(),
+            sent: 0,
+            send_in_flight: false,
+            eof: false,
+            handshake_deadline: now + config.handshake_timeout,
+            last_activity: now,
+            last_write_progress: now,
+            tally: ConnTally::default(),
+            failed: false,
+            released: false,
+            woken: false,
+            close_reason: "",
+        }
+    }
+
+    /// Its index in the registered file table, if it has one.
+    pub(crate) fn fixed(&self) -> Option<u32> {
+        self.fixed
+    }
+
+    /// Deferred responses arrived for it: `drive` collects them.
+    pub(crate) fn wake(&mut self) {
+        self.woken = true;
+    }
+
+    /// Responses produced but not written yet (reported if it is cut off).
+    pub(crate) fn unwritten_responses(&self) -> usize {
+        self.proto.unwritten_responses()
+    }
+
+    /// Deferred calls not answered yet (reported if it is cut off).
+    pub(crate) fn deferred_in_flight(&self) -> usize {
+        self.proto.deferred_in_flight()
+    }
+
+    /// Whether it is still serving requests.
+    pub(crate) fn is_open(&self) -> bool {
+        matches!(self.phase, Phase::Open)
+    }
+
+    /// Whether it is being removed.
+    pub(crate) fn is_closing(&self) -> bool {
+        matches!(self.phase, Phase::Closing)
+    }
+
+    /// Removed, and the kernel holds nothing of it any more: it may be freed.
+    pub(crate) fn is_done(&self) -> bool {
+        self.is_closing() && self.recv == Recv::Idle && !self.send_in_flight
+    }
+
+    /// Why it was removed.
+    pub(crate) fn close_reason(&self) -> &'static str {
+        self.close_reason
+    }
+
+    /// Stops serving: flush, send end-of-stream, linger.
+    pub(crate) fn begin_close(&mut self) {
+        if self.is_open() {
+            self.phase = Phase::Draining { linger: true };
+        }
+    }
+
+    /// Starts removing it: its counts leave the server's gauges, its socket
+    /// is shut down (which ends a send in flight) and its receive cancelled.
+    pub(crate) fn begin_remove(&mut self, reason: &'static str, ring: &mut IoUring, counters: &ServerCounters) {
+        if self.is_closing() {
+            return;
+        }
+        self.tally.sync(&self.proto, counters);
+        self.tally.finish(counters);
+        self.close_reason = reason;
+        self.phase = Phase::Closing;
+        let _ = self.stream.shutdown(Shutdown::Both);
+        self.cancel_recv(ring);
+    }
+
+    fn cancel_recv(&mut self, ring: &mut IoUring) {
+        if self.recv == Recv::Armed {
+            let cancel = opcode::AsyncCancel::new(Op::Recv.tag(self.key)).build().user_data(Op::Cancel.tag(self.key));
+            // SAFETY: a cancellation names no buffer.
+            if unsafe { ring::push(ring, &cancel) }.is_ok() {
+                self.recv = Recv::Cancelling;
+            }
+        }
+    }
+
+    /// Handles a completion of one of its operations. Returns whether it
+    /// has work to do (the loop drives it then).
+    pub(crate) fn complete(&mut self, c: &Completion, bufs: &mut BufRing, now: Instant) -> Option<Step> {
+        match c.op {
+            Op::Recv => {
+                if !c.more() {
+                    self.recv = Recv::Idle;
+                }
+                if let Some(id) = c.buffer() {
+                    if c.result > 0 {
+                        self.received(bufs.get(id, c.result as usize), now);
+                    }
+                    bufs.recycle(id);
+                }
+                match c.result {
+                    n if n > 0 => Some(Step::Keep),
+                    0 => {
+                        // End of stream: the client closed its side.
+                        self.recv = Recv::Idle;
+                        self.eof = true;
+                        match self.phase {
+                            Phase::Open => {
+                                // Answer what it sent, then close.
+                                self.phase = Phase::Draining { linger: false };
+                                Some(Step::Keep)
+                            }
+                            Phase::Draining { .. } => {
+                                self.phase = Phase::Draining { linger: false };
+                                Some(Step::Keep)
+                            }
+                            Phase::Lingering { .. } => Some(Step::Remove("closed")),
+                            Phase::Closing => None,
+                        }
+                    }
+                    // Out of provided buffers (they come back as soon as the
+                    // loop has copied them), or cancelled: armed again by `drive`.
+                    e if e == -libc::ENOBUFS || e == -libc::ECANCELED => Some(Step::Keep),
+                    _ if self.is_closing() => None,
+                    _ => Some(Step::Remove("read error")),
+                }
+            }
+            Op::Send => {
+                self.send_in_flight = false;
+                if c.result > 0 {
+                    self.sent += c.result as usize;
+                    self.last_write_progress = now;
+                    if self.sent >= self.sending.len() {
+                        self.sending.clear();
+                        self.sent = 0;
+                    }
+                    Some(Step::Keep)
+                } else if self.is_closing() {
+                    None
+                } else if c.result == -libc::EINTR || c.result == -libc::EAGAIN {
+                    Some(Step::Keep)
+                } else {
+                    Some(Step::Remove("write error"))
+                }
+            }
+            _ => None,
+        }
+    }
+
+    fn received(&mut self, bytes: &[u8], now: Instant) {
+        match &mut self.phase {
+            Phase::Open => {
+                // Copy only what arrived: the connection's own buffer stays
+                // as small as its unfinished message.
+                self.proto.received(bytes);
+                self.last_activity = now;
+                self.released = false;
+            }
+            Phase::Lingering { discarded, .. } => *discarded += bytes.len(),
+            // Requests after the close began are not served.
+            Phase::Draining { .. } | Phase::Closing => {}
+        }
+    }
+
+    /// Does everything its state allows now: runs the handler on what
+    /// arrived, starts a send, arms or cancels the receive.
+    pub(crate) fn drive<H: Handler + ?Sized>(&mut self, ctx: &mut Ctx<'_, H>) -> Step {
+        // Twice at most: a send that took the output makes room for the
+        // requests that waited for it.
+        for _ in 0..2 {
+            match self.phase {
+                Phase::Open => {
+                    let woken = std::mem::take(&mut self.woken);
+                    if woken || (self.proto.buffered_input() > 0 && !self.proto.is_output_full()) {
+                        let result = self.proto.process(ctx.handler);
+                        self.tally.sync(&self.proto, ctx.counters);
+                        if let Err(e) = result {
+                            ctx.counters.connection_failed(&e);
+                            self.failed = true;
+                            self.phase = Phase::Draining { linger: true };
+                        }
+                    }
+                }
+                Phase::Draining { .. } => {
+                    if std::mem::take(&mut self.woken) {
+                        // Answers of deferred calls still come in; an error
+                        // (a deferred handler panicked) cuts the rest.
+                        let collected = self.proto.collect_deferred();
+                        self.tally.sync(&self.proto, ctx.counters);
+                        if let (Err(e), false) = (collected, self.failed) {
+                            ctx.counters.connection_failed(&e);
+                            self.failed = true;
+                        }
+                        self.last_activity = ctx.now;
+                    }
+                }
+                Phase::Lingering { discarded, .. } => {
+                    if discarded > net::LINGER_MAX_BYTES {
+                        return Step::Remove("lingered too long");
+                    }
+                }
+                Phase::Closing => return Step::Keep,
+            }
+            if !self.start_send(ctx.ring) {
+                return Step::Remove("cannot submit");
+            }
+            if !(self.proto.buffered_input() > 0 && self.is_open() && !self.proto.is_output_full()) {
+                break;
+            }
+        }
+        if let Phase::Draining { linger } = self.phase {
+            let unsent = self.send_in_flight || self.proto.has_output();
+            if !unsent && (self.proto.deferred_in_flight() == 0 || self.failed) {
+                // Everything is written: end-of-stream after the last response.
+                let _ = self.stream.shutdown(Shutdown::Write);
+                if !linger {
+                    return Step::Remove("closed by the client");
+                }
+                self.phase = Phase::Lingering { deadline: ctx.now + net::LINGER, discarded: 0 };
+            }
+        }
+        // Receive while serving (unless the output is over its bound: the
+        // client must read first) and while lingering (to see its close).
+        let want_recv = !self.eof
+            && match self.phase {
+                Phase::Open => !self.proto.is_output_full(),
+                Phase::Draining { .. } | Phase::Lingering { .. } => true,
+                Phase::Closing => false,
+            };
+        match (want_recv, self.recv) {
+            (true, Recv::Idle) => {
+                let recv = on_socket!(self, RecvMulti::new(ctx.bufs.group())).user_data(Op::Recv.tag(self.key));
+                // SAFETY: a multishot receive names no buffer of ours: the
+                // kernel picks from the registered ring, which outlives it.
+                if unsafe { ring::push(ctx.ring, &recv) }.is_err() {
+                    return Step::Remove("cannot submit");
+                }
+                self.recv = Recv::Armed;
+            }
+            (false, Recv::Armed) => self.cancel_recv(ctx.ring),
+            _ => {}
+        }
+        Step::Keep
+    }
+
+    /// Starts a send if none is in flight and there is something to send.
+    /// Returns false if it could not be submitted.
+    fn start_send(&mut self, ring: &mut IoUring) -> bool {
+        if self.send_in_flight {
+            return true;
+        }
+        if self.sent == self.sending.len() {
+            self.sending.clear();
+            self.sent = 0;
+            if !self.proto.has_output() {
+                return true;
+            }
+            // Swap buffers: the output made so far becomes what is sent; the
+            // connection goes on appending into the old `sending`.
+            self.proto.take_output(&mut self.sending);
+        }
+        let rest = &self.sending[self.sent..];
+        let send: squeue::Entry =
+            on_socket!(self, Send::new(rest.as_ptr(), rest.len().min(u32::MAX as usize) as u32).flags(libc::MSG_NOSIGNAL))
+                .user_data(Op::Send.tag(self.key));
+        // SAFETY: `sending` is neither written, moved nor freed while the
+        // send is in flight: `start_send` returns early until it completes,
+        // and a connection is freed only once `is_done`.
+        if unsafe { ring::push(ring, &send) }.is_err() {
+            return false;
+        }
+        self.send_in_flight = true;
+        true
+    }
+
+    /// Periodic checks: timeouts, and giving idle buffers back. Returns
+    /// whether the connection must be driven (it started closing) or removed.
+    pub(crate) fn sweep(&mut self, config: &ServerConfig, counters: &ServerCounters, now: Instant) -> Option<Step> {
+        match self.phase {
+            Phase::Open => {
+                if !self.proto.is_handshake_done() && now >= self.handshake_deadline {
+                    counters.protocol_error();
+                    self.begin_close();
+                    return Some(Step::Keep);
+                }
+                let quiet = now.saturating_duration_since(self.last_activity);
+                if self.proto.deferred_in_flight() > 0 {
+                    // Waiting for deferred answers is not idleness.
+                    self.last_activity = now;
+                }
+                let unsent = self.send_in_flight || self.proto.has_output();
+                if unsent {
+                    // A client that stopped reading: its output cannot drain.
+                    if config.idle_timeout.is_some_and(|t| now.saturating_duration_since(self.last_write_progress) >= t)
+                    {
+                        return Some(Step::Remove("the client stopped reading (idle_timeout)"));
+                    }
+                } else if config.idle_timeout.is_some_and(|t| quiet >= t) {
+                    self.begin_close();
+                    return Some(Step::Keep);
+                } else if quiet >= IDLE_RELEASE && !self.released && self.proto.buffered_input() == 0 {
+                    self.proto.release_buffers();
+                    self.sending = BytesMut::new();
+                    self.released = true;
+                }
+                None
+            }
+            Phase::Draining { .. } => {
+                // Stuck: no write progress and no deferred answer for a while.
+                let stuck = config.idle_timeout.unwrap_or(net::LINGER);
+                let last = self.last_write_progress.max(self.last_activity);
+                (now.saturating_duration_since(last) >= stuck)
+                    .then_some(Step::Remove("nothing moved while closing (idle_timeout)"))
+            }
+            Phase::Lingering { deadline, .. } => (now >= deadline).then_some(Step::Remove("linger timeout")),
+            Phase::Closing => None,
+        }
+    }
+}

@@ -1,0 +1,582 @@
+//! The server: one completion loop per core, each with its own ring and
+//! its own `SO_REUSEPORT` listener.
+//!
+//! A loop's turn: submit what the previous turn queued and wait for at
+//! least one completion (one `io_uring_enter`, bounded by the next sweep);
+//! handle every completion (a new connection, data in a provided buffer, a
+//! finished send, a wake-up from another thread); drive the connections
+//! that had news, which queues their next operations; repeat. There is no
+//! "would block" anywhere: an operation that cannot finish now simply
+//! completes later.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use fastwire_common::{net, Blocking, ServerCounters, Serving, ShutdownReport};
+use fastwire_proto::{ConcurrencyLimit, Handler, ServerConfig, Wake};
+use io_uring::{opcode, types, IoUring};
+use slab::Slab;
+
+use crate::connection::{Conn, Ctx, Step};
+use crate::ring::{self, BufRing, Completion, EventFd, Op, Options};
+
+/// How often a loop checks timeouts and idle buffers.
+const SWEEP_EVERY: Duration = Duration::from_millis(100);
+
+/// The provided-buffer group every server loop uses (one per ring).
+const BUFFER_GROUP: u16 = 0;
+
+/// How long a loop that is stopping waits for the kernel to return the
+/// operations of the connections it cut off.
+const DRAIN_WAIT: Duration = Duration::from_secs(1);
+
+/// Bound listeners, not yet serving.
+#[derive(Debug)]
+pub struct Server {
+    listeners: Vec<TcpListener>,
+    config: ServerConfig,
+    options: Options,
+}
+
+impl Server {
+    /// Binds `addr` with one loop per available core (IPv4 or IPv6; port 0
+    /// picks a free port), with the default ring [`Options`].
+    pub fn bind(addr: impl ToSocketAddrs, config: ServerConfig) -> io::Result<Server> {
+        let cores = thread::available_parallelism().map_or(1, |n| n.get());
+        Self::bind_loops(addr, config, cores)
+    }
+
+    /// Binds `addr` with `loops` loops, each with its own `SO_REUSEPORT`
+    /// listener on the same address.
+    pub fn bind_loops(addr: impl ToSocketAddrs, config: ServerConfig, loops: usize) -> io::Result<Server> {
+        Self::bind_with(addr, config, loops, Options::default())
+    }
+
+    /// Binds `addr` with `loops` loops whose rings are set up as `options` says.
+    pub fn bind_with(addr: impl ToSocketAddrs, config: ServerConfig, loops: usize, options: Options) -> io::Result<Server> {
+        crate::probe()?;
+        let listeners = net::reuseport_listeners(net::resolve(addr)?, loops.max(1))?;
+        Ok(Server { listeners, config, options })
+    }
+
+    /// A server with `loops` loops on one listener the application bound
+    /// itself (options it set on the socket are kept): every loop keeps a
+    /// multishot accept on it (a duplicate of its descriptor each), and the
+    /// kernel completes one of them per connection.
+    pub fn from_listener(listener: TcpListener, config: ServerConfig, loops: usize) -> io::Result<Server> {
+        crate::probe()?;
+        listener.set_nonblocking(false)?;
+        let mut listeners = Vec::new();
+        for _ in 1..loops.max(1) {
+            listeners.push(listener.try_clone()?);
+        }
+        listeners.push(listener);
+        Ok(Server { listeners, config, options: Options::default() })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listeners[0].local_addr()
+    }
+
+    /// Starts the loops, serving `handler` inline on them (a handler that
+    /// waits must defer: see [`fastwire_proto::deferred`]).
+    pub fn serve<H: Handler + 'static>(self, handler: H) -> io::Result<ServerHandle> {
+        let local_addr = self.local_addr()?;
+        let shared = Arc::new(Shared {
+            limit: ConcurrencyLimit::for_config(&self.config),
+            config: self.config,
+            counters: ServerCounters::default(),
+            stopping: AtomicBool::new(false),
+            forced: AtomicBool::new(false),
+        });
+        let handler = Arc::new(handler);
+        let mut loops = Vec::new();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        for (i, listener) in self.listeners.into_iter().enumerate() {
+            let eventfd = Arc::new(EventFd::new()?);
+            let woken = Arc::new(LoopWake { keys: Mutex::new(Vec::new()), eventfd: Arc::clone(&eventfd) });
+            let (shared, handler, options, ready) = (Arc::clone(&shared), Arc::clone(&handler), self.options, ready_tx.clone());
+            let thread = thread::Builder::new().name(format!("fastwire-uring-loop{i}")).spawn(move || {
+                // The ring is made on the thread that uses it: with
+                // single-issuer rings, only the creating thread may submit.
+                match EventLoop::new(listener, woken, shared, handler, &options) {
+                    Ok(event_loop) => {
+                        let _ = ready.send(Ok(()));
+                        event_loop.run()
+                    }
+                    Err(e) => {
+                        let _ = ready.send(Err(e));
+                        Cut::default()
+                    }
+                }
+            })?;
+            loops.push((eventfd, thread));
+        }
+        drop(ready_tx);
+        let mut running = Running { shared, loops };
+        for _ in 0..running.loops.len() {
+            if let Ok(Err(e)) | Err(e) = ready_rx.recv().map_err(io::Error::other) {
+                running.stop(Duration::ZERO);
+                return Err(io::Error::new(e.kind(), format!("an io_uring loop could not start: {e}")));
+            }
+        }
+        tracing::info!(%local_addr, backend = "uring", loops = running.loops.len(), "serving");
+        Ok(ServerHandle::new(local_addr, running))
+    }
+
+    /// Starts the loops, running `handler` on a pool of
+    /// `config.blocking_threads` worker threads instead of the loops, so
+    /// that it may block without stalling a loop (see [`fastwire_common::Blocking`]).
+    pub fn serve_blocking<H: Handler + 'static>(self, handler: H) -> io::Result<ServerHandle> {
+        let threads = self.config.blocking_threads;
+        self.serve(Blocking::new(handler, threads)?)
+    }
+}
+
+/// How deferred responses reach a loop from other threads: the keys of the
+/// connections they are for, and the loop's `eventfd`, written only when
+/// the list was empty, so a burst of answers costs one wake-up.
+struct LoopWake {
+    keys: Mutex<Vec<usize>>,
+    eventfd: Arc<EventFd>,
+}
+
+impl Wake for LoopWake {
+    fn wake(&self, key: usize) {
+        let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        keys.push(key);
+        if keys.len() == 1 {
+            drop(keys);
+            self.eventfd.wake();
+        }
+    }
+}
+
+struct Shared {
+    config: ServerConfig,
+    /// The server-wide concurrency limit, if configured.
+    limit: Option<Arc<ConcurrencyLimit>>,
+    counters: ServerCounters,
+    /// Graceful shutdown started: stop accepting, close connections gracefully.
+    stopping: AtomicBool,
+    /// The grace period is over: drop whatever is left.
+    forced: AtomicBool,
+}
+
+/// What one loop had to cut off at a forced shutdown.
+#[derive(Default)]
+struct Cut {
+    connections: usize,
+    responses: u64,
+    deferred: u64,
+}
+
+/// The listener and its multishot accept.
+struct Acceptor {
+    listener: TcpListener,
+    armed: bool,
+    /// After running out of descriptors, when to accept again.
+    paused_until: Option<Instant>,
+}
+
+struct EventLoop<H> {
+    // Declared first, so dropped first: the ring ends (and the kernel lets
+    // go of every buffer below) before they are freed.
+    ring: IoUring,
+    bufs: BufRing,
+    acceptor: Option<Acceptor>,
+    woken: Arc<LoopWake>,
+    /// Where the `eventfd` read lands (the kernel writes it: boxed, so it never moves).
+    wake_buf: Box<u64>,
+    wake_armed: bool,
+    /// The list taken from `woken` (kept, so its allocation is reused).
+    woken_keys: Vec<usize>,
+    conns: Slab<Conn>,
+    /// Size of the registered file table (0: registered files are off).
+    fixed_slots: usize,
+    /// Connections with news.
+    ready: Vec<usize>,
+    /// The list being driven this turn.
+    driving: Vec<usize>,
+    completions: Vec<Completion>,
+    shared: Arc<Shared>,
+    handler: Arc<H>,
+}
+
+impl<H: Handler + 'static> EventLoop<H> {
+    fn new(
+        listener: TcpListener,
+        woken: Arc<LoopWake>,
+        shared: Arc<Shared>,
+        handler: Arc<H>,
+        options: &Options,
+    ) -> io::Result<Self> {
+        let ring = ring::build(options)?;
+        let bufs = BufRing::new(&ring, options.buffers, options.buffer_size, BUFFER_GROUP)?;
+        let fixed_slots = if options.fixed_files { shared.config.max_connections.clamp(64, 65_536) } else { 0 };
+        if fixed_slots > 0 {
+            ring.submitter().register_files_sparse(fixed_slots as u32)?;
+        }
+        Ok(EventLoop {
+            ring,
+            bufs,
+            acceptor: Some(Acceptor { listener, armed: false, paused_until: None }),
+            woken,
+            wake_buf: Box::new(0),
+            wake_armed: false,
+            woken_keys: Vec::new(),
+            conns: Slab::new(),
+            fixed_slots,
+            ready: Vec::new(),
+            driving: Vec::new(),
+            completions: Vec::with_capacity(512),
+            shared,
+            handler,
+        })
+    }
+
+    fn run(mut self) -> Cut {
+        let mut next_sweep = Instant::now() + SWEEP_EVERY;
+        let mut closing_started = false;
+        loop {
+            if let Err(e) = self.arm() {
+                tracing::error!(error = %e, "io_uring submission failed; the loop stops");
+                return self.cut_all();
+            }
+            let now = Instant::now();
+            let mut timeout = next_sweep.saturating_duration_since(now);
+            if let Some(at) = self.acceptor.as_ref().and_then(|a| a.paused_until) {
+                timeout = timeout.min(at.saturating_duration_since(now));
+            }
+            if !self.ready.is_empty() {
+                timeout = Duration::ZERO;
+            }
+            if let Err(e) = ring::submit_and_wait(&self.ring, Some(timeout)) {
+                tracing::error!(error = %e, "io_uring_enter failed; the loop stops");
+                return self.cut_all();
+            }
+            let now = Instant::now();
+            let mut completions = std::mem::take(&mut self.completions);
+            ring::reap(&mut self.ring, &mut completions);
+            for c in &completions {
+                self.complete(c, now);
+            }
+            self.completions = completions;
+            // Drive every connection with news. Driving may queue
+            // connections again, so the list is swapped with a second one
+            // (both keep their allocations).
+            std::mem::swap(&mut self.ready, &mut self.driving);
+            self.driving.sort_unstable();
+            self.driving.dedup();
+            for i in 0..self.driving.len() {
+                self.drive(self.driving[i], now);
+            }
+            self.driving.clear();
+            if now >= next_sweep {
+                next_sweep = now + SWEEP_EVERY;
+                self.sweep(now);
+            }
+            if self.shared.forced.load(Ordering::Acquire) {
+                return self.cut_all();
+            }
+            if self.shared.stopping.load(Ordering::Acquire) {
+                if !closing_started {
+                    closing_started = true;
+                    // Stop accepting; close every connection gracefully.
+                    self.stop_accepting();
+                    let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+                    for key in keys {
+                        self.conns[key].begin_close();
+                        self.ready.push(key);
+                    }
+                }
+                if self.conns.is_empty() && self.acceptor.is_none() {
+                    return Cut::default();
+                }
+            }
+        }
+    }
+
+    /// Keeps the loop's standing requests in flight: the `eventfd` read and
+    /// the listener's multishot accept.
+    fn arm(&mut self) -> io::Result<()> {
+        if !self.wake_armed {
+            let read = opcode::Read::new(types::Fd(self.woken.eventfd.raw()), (&mut *self.wake_buf as *mut u64).cast(), 8)
+                .build()
+                .user_data(Op::Wake.tag(0));
+            // SAFETY: `wake_buf` is boxed and lives as long as the ring (see
+            // the field order of `EventLoop`).
+            unsafe { ring::push(&mut self.ring, &read) }?;
+            self.wake_armed = true;
+        }
+        let stopping = self.shared.stopping.load(Ordering::Acquire);
+        if let Some(acceptor) = &mut self.acceptor {
+            let paused = acceptor.paused_until.is_some_and(|at| Instant::now() < at);
+            if !acceptor.armed && !paused && !stopping {
+                acceptor.paused_until = None;
+                let accept = opcode::AcceptMulti::new(types::Fd(acceptor.listener.as_raw_fd()))
+                    .flags(libc::SOCK_CLOEXEC)
+                    .build()
+                    .user_data(Op::Accept.tag(0));
+                // SAFETY: names only the listener, which stays open while
+                // the accept is armed (it is dropped once it has ended).
+                unsafe { ring::push(&mut self.ring, &accept) }?;
+                acceptor.armed = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// Cancels the multishot accept; the listener is closed once it has ended.
+    fn stop_accepting(&mut self) {
+        match &self.acceptor {
+            Some(acceptor) if acceptor.armed => {
+                let cancel = opcode::AsyncCancel::new(Op::Accept.tag(0)).build().user_data(Op::Cancel.tag(0));
+                // SAFETY: a cancellation names no buffer.
+                let _ = unsafe { ring::push(&mut self.ring, &cancel) };
+            }
+            _ => self.acceptor = None,
+        }
+    }
+
+    fn complete(&mut self, c: &Completion, now: Instant) {
+        match c.op {
+            Op::Accept => self.accepted(c, now),
+            Op::Wake => {
+                self.wake_armed = false;
+                self.adopt_woken();
+            }
+            Op::Recv | Op::Send => {
+                let Some(conn) = self.conns.get_mut(c.key) else {
+                    // Not possible (a connection is freed only once its
+                    // operations are done), but a buffer must never leak.
+                    if let Some(id) = c.buffer() {
+                        self.bufs.recycle(id);
+                    }
+                    return;
+                };
+                match conn.complete(c, &mut self.bufs, now) {
+                    Some(Step::Keep) => self.ready.push(c.key),
+                    Some(Step::Remove(reason)) => self.remove(c.key, reason),
+                    None => {}
+                }
+                if self.conns.get(c.key).is_some_and(Conn::is_done) {
+                    self.free(c.key);
+                }
+            }
+            Op::Cancel | Op::Poll => {}
+        }
+    }
+
+    fn accepted(&mut self, c: &Completion, now: Instant) {
+        let stopping = self.shared.stopping.load(Ordering::Acquire);
+        let Some(acceptor) = &mut self.acceptor else {
+            if c.result >= 0 {
+                // SAFETY: a descriptor the kernel just created for us.
+                drop(unsafe { TcpStream::from_raw_fd(c.result) });
+            }
+            return;
+        };
+        if !c.more() {
+            acceptor.armed = false;
+            if stopping {
+                self.acceptor = None; // the listener closes
+            }
+        }
+        if c.result < 0 {
+            let e = ring::error(c.result);
+            if net::is_accept_resource_error(&e) {
+                // Out of descriptors: accept again a little later.
+                tracing::warn!(error = %e, "accept: out of resources");
+                if let Some(acceptor) = &mut self.acceptor {
+                    acceptor.paused_until = Some(now + Duration::from_millis(10));
+                }
+            }
+            return;
+        }
+        // SAFETY: a descriptor the kernel just created for us, owned from here.
+        let stream = unsafe { TcpStream::from_raw_fd(c.result) };
+        if stopping || !self.shared.counters.try_open(self.shared.config.max_connections) {
+            return; // dropped: closed at once
+        }
+        self.adopt(stream, now);
+    }
+
+    /// Marks the connections that deferred responses arrived for.
+    fn adopt_woken(&mut self) {
+        std::mem::swap(&mut *self.woken.keys.lock().unwrap_or_else(|p| p.into_inner()), &mut self.woken_keys);
+        for key in self.woken_keys.drain(..) {
+            // A key may have been reused by a newer connection since: it is
+            // then driven once for nothing, which is harmless.
+            if let Some(conn) = self.conns.get_mut(key) {
+                conn.wake();
+                self.ready.push(key);
+            }
+        }
+    }
+
+    /// Adds a new connection (its slot in the counters already taken).
+    fn adopt(&mut self, stream: TcpStream, now: Instant) {
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        if stream.set_nodelay(true).is_err() {
+            self.shared.counters.close();
+            return;
+        }
+        // With registered files, the connection's slot in the table is its key.
+        let fixed = (key < self.fixed_slots)
+            .then(|| self.ring.submitter().register_files_update(key as u32, &[stream.as_raw_fd()]).ok())
+            .flatten()
+            .map(|_| key as u32);
+        let waker: Arc<dyn Wake> = self.woken.clone();
+        entry.insert(Conn::new(stream, fixed, &self.shared.config, now, self.shared.limit.clone(), waker, key));
+        self.ready.push(key);
+    }
+
+    fn drive(&mut self, key: usize, now: Instant) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        let mut ctx = Ctx {
+            handler: &*self.handler,
+            counters: &self.shared.counters,
+            ring: &mut self.ring,
+            bufs: &mut self.bufs,
+            now,
+        };
+        if let Step::Remove(reason) = conn.drive(&mut ctx) {
+            self.remove(key, reason);
+        }
+    }
+
+    /// Starts removing a connection; it is freed when the kernel is done with it.
+    fn remove(&mut self, key: usize, reason: &'static str) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        conn.begin_remove(reason, &mut self.ring, &self.shared.counters);
+        if conn.is_done() {
+            self.free(key);
+        }
+    }
+
+    fn free(&mut self, key: usize) {
+        let conn = self.conns.remove(key);
+        if let Some(index) = conn.fixed() {
+            // The table holds a reference to the socket: let it go.
+            let _ = self.ring.submitter().register_files_update(index, &[-1]);
+        }
+        tracing::trace!(reason = conn.close_reason(), "connection closed");
+        // Closed (socket, and the responders' view of it) before it stops
+        // counting as open: whoever sees `open` drop sees a closed connection.
+        drop(conn);
+        self.shared.counters.close();
+    }
+
+    fn sweep(&mut self, now: Instant) {
+        let decided: Vec<(usize, Step)> = self
+            .conns
+            .iter_mut()
+            .filter_map(|(key, conn)| conn.sweep(&self.shared.config, &self.shared.counters, now).map(|s| (key, s)))
+            .collect();
+        for (key, step) in decided {
+            match step {
+                Step::Keep => self.ready.push(key),
+                Step::Remove(reason) => self.remove(key, reason),
+            }
+        }
+    }
+
+    /// The grace period is over (or the ring failed): cut every connection
+    /// left, and wait (briefly) for the kernel to return their operations.
+    fn cut_all(&mut self) -> Cut {
+        let mut cut = Cut::default();
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            let conn = &self.conns[key];
+            if !conn.is_closing() {
+                cut.responses += conn.unwritten_responses() as u64;
+                cut.deferred += conn.deferred_in_flight() as u64;
+                cut.connections += 1;
+            }
+            self.remove(key, "shutdown: grace period over");
+        }
+        self.stop_accepting();
+        let deadline = Instant::now() + DRAIN_WAIT;
+        while !self.conns.is_empty() && Instant::now() < deadline {
+            if ring::submit_and_wait(&self.ring, Some(Duration::from_millis(10))).is_err() {
+                break;
+            }
+            let mut completions = std::mem::take(&mut self.completions);
+            ring::reap(&mut self.ring, &mut completions);
+            for c in &completions {
+                self.complete(c, Instant::now());
+            }
+            self.completions = completions;
+        }
+        if !self.conns.is_empty() {
+            // The kernel still holds operations of these: leak them rather
+            // than free memory it may write (never seen; the ring's end
+            // cancels them).
+            tracing::warn!(left = self.conns.len(), "io_uring operations still in flight at shutdown");
+            for (_, conn) in std::mem::take(&mut self.conns) {
+                std::mem::forget(conn);
+                self.shared.counters.close();
+            }
+        }
+        cut
+    }
+}
+
+/// A running server's handle (address, stats, graceful shutdown); see
+/// [`fastwire_common::ServerHandle`]. Dropping it shuts the server down at once.
+pub type ServerHandle = fastwire_common::ServerHandle<Running>;
+
+/// The uring backend's running server: its loops. Use it through [`ServerHandle`].
+pub struct Running {
+    shared: Arc<Shared>,
+    loops: Vec<(Arc<EventFd>, JoinHandle<Cut>)>,
+}
+
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Running").field("stats", &self.shared.counters.snapshot()).finish()
+    }
+}
+
+impl Serving for Running {
+    fn counters(&self) -> &ServerCounters {
+        &self.shared.counters
+    }
+
+    fn stop(&mut self, grace: Duration) -> ShutdownReport {
+        self.shared.stopping.store(true, Ordering::Release);
+        let started_with = self.shared.counters.snapshot().open;
+        self.wake_all();
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline && !self.loops.iter().all(|(_, t)| t.is_finished()) {
+            thread::sleep(Duration::from_millis(2));
+        }
+        self.shared.forced.store(true, Ordering::Release);
+        self.wake_all();
+        let mut report = ShutdownReport::default();
+        for (_, thread) in self.loops.drain(..) {
+            let cut = thread.join().unwrap_or_default();
+            report.cut_off += cut.connections;
+            report.responses_lost += cut.responses;
+            report.deferred_cut += cut.deferred;
+        }
+        report.closed_gracefully = started_with.saturating_sub(report.cut_off);
+        report
+    }
+}
+
+impl Running {
+    fn wake_all(&self) {
+        for (eventfd, _) in &self.loops {
+            eventfd.wake();
+        }
+    }
+}
