@@ -82,6 +82,10 @@ fn steady_state_allocates_nothing_per_call() {
                 let per_call = allocations_per_call::<fastwire::fastwire_glommio::client::Uring>(addr, depth);
                 measured.push(("glommio", per_call, BackendKind::Glommio));
             }
+            if BackendKind::Uring.unavailable().is_none() {
+                let per_call = allocations_per_call::<fastwire::fastwire_uring::client::RingDriver>(addr, depth);
+                measured.push(("uring", per_call, BackendKind::Uring));
+            }
             for (client, per_call, client_kind) in measured {
                 let what = format!("{kind} server, {client} client, depth {depth}: {per_call} allocations per call");
                 if KNOWN_TO_ALLOCATE.contains(&kind) || KNOWN_TO_ALLOCATE.contains(&client_kind) {
@@ -95,7 +99,7 @@ fn steady_state_allocates_nothing_per_call() {
     }
 }
 
-/// The paths for handlers that wait: deferred answers (std and mio) and the
+/// The paths for handlers that wait: deferred answers (std, mio, uring) and the
 /// worker pool allocate nothing per call (small requests are copied
 /// inline); an `async` handler on tokio one object per call (its future's
 /// node in the connection's set), measured 1.00 at 1 call in flight and
@@ -129,6 +133,11 @@ fn waiting_paths_allocate_at_most_one_per_call() {
         ("std pool".into(), start_blocking(BackendKind::Std, any, config(), demo_handler).unwrap(), 0.01),
         ("mio pool".into(), start_blocking(BackendKind::Mio, any, config(), demo_handler).unwrap(), 0.01),
     ];
+    if BackendKind::Uring.unavailable().is_none() {
+        servers.push(("uring deferred".into(), deferred(BackendKind::Uring), 0.01));
+        let pool = start_blocking(BackendKind::Uring, any, config(), demo_handler).unwrap();
+        servers.push(("uring pool".into(), pool, 0.01));
+    }
     for kind in [BackendKind::Tokio, BackendKind::TokioPerCore, BackendKind::Glommio] {
         if kind.unavailable().is_some() {
             continue;

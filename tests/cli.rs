@@ -42,7 +42,7 @@ fn serve(args: &[&str]) -> (std::process::Child, BufReader<std::process::ChildSt
 }
 
 /// Whether `backend` can run on this machine (if not, says why: glommio
-/// needs io_uring).
+/// and uring need io_uring).
 fn runs_here(backend: &str) -> bool {
     let why = backend.parse::<fastwire_bench::BackendKind>().unwrap().unavailable();
     if let Some(why) = &why {
@@ -53,7 +53,7 @@ fn runs_here(backend: &str) -> bool {
 
 #[test]
 fn serve_answers_a_spec_client_on_every_backend() {
-    for backend in ["std", "tokio", "tokio-per-core", "mio", "mio-acceptor", "glommio"] {
+    for backend in ["std", "tokio", "tokio-per-core", "mio", "mio-acceptor", "glommio", "uring"] {
         if !runs_here(backend) {
             continue;
         }
@@ -93,7 +93,7 @@ fn serve_answers_a_spec_client_on_every_backend() {
 /// with Go's kind of over-limit value.
 #[test]
 fn serve_with_a_waiting_handler_and_a_concurrency_limit() {
-    for backend in ["std", "tokio", "mio", "glommio"] {
+    for backend in ["std", "tokio", "mio", "glommio", "uring"] {
         if !runs_here(backend) {
             continue;
         }
@@ -140,7 +140,7 @@ fn serve_and_load_over_tls() {
     let made = Command::new(exe).args(["tls-certs", "--dir"]).arg(&dir).output().unwrap();
     assert!(made.status.success(), "{made:?}");
     let path = |name: &str| dir.join(name).to_str().unwrap().to_owned();
-    for backend in ["std", "mio", "tokio", "glommio"] {
+    for backend in ["std", "mio", "tokio", "glommio", "uring"] {
         if !runs_here(backend) {
             continue;
         }

@@ -1,5 +1,5 @@
 //! Servers built from listeners the application bound itself
-//! (`Server::from_listener`) on the blocking and mio backends (tokio's and
+//! (`Server::from_listener`) on the blocking, mio and uring backends (tokio's and
 //! glommio's are tested in their crates, with serving on the application's
 //! runtime): they serve on that listener and close it when shut down.
 
@@ -44,6 +44,29 @@ fn mio_serves_an_application_listener_through_its_acceptor() {
     // Several connections, handed to both loops in turn.
     let clients: Vec<_> =
         (0..4).map(|_| fastwire::fastwire_mio::Client::connect(addr, ClientConfig::default()).unwrap()).collect();
+    for (i, client) in clients.iter().enumerate() {
+        assert_eq!(&*client.call(b"echo", format!("{i}").as_bytes()).unwrap(), format!("re:{i}").as_bytes());
+    }
+    assert_eq!(server.stats().accepted, 4);
+    drop(clients);
+    server.shutdown(Duration::from_secs(2));
+    assert!(TcpStream::connect(addr).is_err(), "the listener is closed with the server");
+}
+
+#[test]
+fn uring_serves_an_application_listener_from_every_loop() {
+    if let Some(why) = fastwire_bench::BackendKind::Uring.unavailable() {
+        return eprintln!("skipped: {why}");
+    }
+    let (listener, addr) = bound();
+    let server = fastwire::fastwire_uring::Server::from_listener(listener, ServerConfig::default(), 2)
+        .unwrap()
+        .serve(demo_handler)
+        .unwrap();
+    assert_eq!(server.local_addr(), addr);
+    // Both loops keep a multishot accept on the one listener.
+    let clients: Vec<_> =
+        (0..4).map(|_| fastwire::fastwire_uring::Client::connect(addr, ClientConfig::default()).unwrap()).collect();
     for (i, client) in clients.iter().enumerate() {
         assert_eq!(&*client.call(b"echo", format!("{i}").as_bytes()).unwrap(), format!("re:{i}").as_bytes());
     }

@@ -193,6 +193,12 @@ macro_rules! for_clients {
     ($($name:ident),*) => {
         mod std_client { $( #[test] fn $name() { super::$name::<fastwire::fastwire_std::client::Threads>() } )* }
         mod mio_client { $( #[test] fn $name() { super::$name::<fastwire::fastwire_mio::client::Reactor>() } )* }
+        mod uring_client { $( #[test] fn $name() {
+            match fastwire_bench::BackendKind::Uring.unavailable() {
+                Some(why) => eprintln!("skipped: {why}"),
+                None => super::$name::<fastwire::fastwire_uring::client::RingDriver>(),
+            }
+        } )* }
     };
 }
 

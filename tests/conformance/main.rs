@@ -106,7 +106,7 @@ macro_rules! conformance {
     )*};
 }
 
-#[cfg(all(feature = "std", feature = "tokio", feature = "mio", feature = "glommio"))]
+#[cfg(all(feature = "std", feature = "tokio", feature = "mio", feature = "glommio", feature = "uring"))]
 conformance!(
     std => BackendKind::Std,
     tokio => BackendKind::Tokio,
@@ -114,4 +114,5 @@ conformance!(
     mio => BackendKind::Mio,
     mio_acceptor => BackendKind::MioAcceptor,
     glommio => BackendKind::Glommio,
+    uring => BackendKind::Uring,
 );

@@ -145,12 +145,15 @@ pub fn ten_thousand_in_flight(kind: BackendKind) {
     let addr = server.local_addr();
     let config = ClientConfig { max_pending: 4096, ..client_config(ProtocolConfig::default()) };
 
-    // The thread-based clients (std, mio): each of 4 threads has its own
+    // The thread-based clients (std, mio, glommio, uring): each of 4 threads has its own
     // connection and 2,500 calls in flight on it before waiting for any.
     ten_thousand_blocking::<fastwire::fastwire_std::client::Threads>(addr, &config);
     ten_thousand_blocking::<fastwire::fastwire_mio::client::Reactor>(addr, &config);
     if BackendKind::Glommio.unavailable().is_none() {
         ten_thousand_blocking::<fastwire::fastwire_glommio::client::Uring>(addr, &config);
+    }
+    if BackendKind::Uring.unavailable().is_none() {
+        ten_thousand_blocking::<fastwire::fastwire_uring::client::RingDriver>(addr, &config);
     }
 
     // The tokio client: 10,000 tasks over 4 connections.
@@ -239,6 +242,9 @@ pub fn out_of_order_responses(kind: BackendKind) {
         BackendKind::Mio => out_of_order_blocking::<fastwire::fastwire_mio::client::Reactor>(addr, config, &values),
         BackendKind::Glommio => {
             out_of_order_blocking::<fastwire::fastwire_glommio::client::Uring>(addr, config, &values)
+        }
+        BackendKind::Uring => {
+            out_of_order_blocking::<fastwire::fastwire_uring::client::RingDriver>(addr, config, &values)
         }
         _ => {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -360,6 +366,7 @@ pub fn pool(kind: BackendKind) {
         BackendKind::Std => pool_blocking::<fastwire::fastwire_std::client::Threads>(addr),
         BackendKind::Mio => pool_blocking::<fastwire::fastwire_mio::client::Reactor>(addr),
         BackendKind::Glommio => pool_blocking::<fastwire::fastwire_glommio::client::Uring>(addr),
+        BackendKind::Uring => pool_blocking::<fastwire::fastwire_uring::client::RingDriver>(addr),
         _ => {
             let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
             runtime.block_on(async {

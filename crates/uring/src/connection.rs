@@ -245,11 +245,9 @@ impl Conn {
                         self.recv = Recv::Idle;
                         self.eof = true;
                         match self.phase {
-                            Phase::Open => {
-                                // Answer what it sent, then close.
-                                self.phase = Phase::Draining { linger: false };
-                                Some(Step::Keep)
-                            }
+                            // Answer what it sent (`drive` serves what came
+                            // before the end, then starts the close).
+                            Phase::Open => Some(Step::Keep),
                             Phase::Draining { .. } => {
                                 self.phase = Phase::Draining { linger: false };
                                 Some(Step::Keep)
@@ -320,6 +318,12 @@ impl Conn {
                             self.phase = Phase::Draining { linger: true };
                         }
                     }
+                    // The client closed its side: once what it sent is
+                    // served (all of it, unless the output is full and the
+                    // rest waits for room), close.
+                    if self.eof && self.is_open() && !(self.proto.buffered_input() > 0 && self.proto.is_output_full()) {
+                        self.phase = Phase::Draining { linger: false };
+                    }
                 }
                 Phase::Draining { .. } => {
                     if std::mem::take(&mut self.woken) {
@@ -353,7 +357,7 @@ impl Conn {
             if !unsent && (self.proto.deferred_in_flight() == 0 || self.failed) {
                 // Everything is written: end-of-stream after the last response.
                 let _ = self.stream.shutdown(Shutdown::Write);
-                if !linger {
+                if !linger || self.eof {
                     return Step::Remove("closed by the client");
                 }
                 self.phase = Phase::Lingering { deadline: ctx.now + net::LINGER, discarded: 0 };
