@@ -44,6 +44,13 @@ pub enum BackendKind {
     /// `fastwire-uring`: io_uring by hand, one completion loop per core.
     #[cfg(feature = "uring")]
     Uring,
+    /// `fastwire-uring` with `SQPOLL`: a kernel thread per ring polls for
+    /// submissions (not in the default run: see [`BackendKind::VARIANTS`]).
+    #[cfg(feature = "uring")]
+    UringSqpoll,
+    /// `fastwire-uring` with registered files (not in the default run).
+    #[cfg(feature = "uring")]
+    UringFixed,
 }
 
 impl BackendKind {
@@ -65,6 +72,16 @@ impl BackendKind {
         BackendKind::Uring,
     ];
 
+    /// Settings of a backend that exist to be measured against its default,
+    /// run only when named (`--backends uring,uring-sqpoll`): they are not
+    /// in [`ALL`](BackendKind::ALL), the default of `compare` and the benches.
+    pub const VARIANTS: &'static [BackendKind] = &[
+        #[cfg(feature = "uring")]
+        BackendKind::UringSqpoll,
+        #[cfg(feature = "uring")]
+        BackendKind::UringFixed,
+    ];
+
     /// The name used on the command line and in reports.
     pub fn name(self) -> &'static str {
         match self {
@@ -82,6 +99,10 @@ impl BackendKind {
             BackendKind::Glommio => "glommio",
             #[cfg(feature = "uring")]
             BackendKind::Uring => "uring",
+            #[cfg(feature = "uring")]
+            BackendKind::UringSqpoll => "uring-sqpoll",
+            #[cfg(feature = "uring")]
+            BackendKind::UringFixed => "uring-fixed",
         }
     }
 
@@ -93,6 +114,8 @@ impl BackendKind {
             BackendKind::TokioPerCore => BackendKind::Tokio,
             #[cfg(feature = "mio")]
             BackendKind::MioAcceptor => BackendKind::Mio,
+            #[cfg(feature = "uring")]
+            BackendKind::UringSqpoll | BackendKind::UringFixed => BackendKind::Uring,
             other => other,
         }
     }
@@ -105,7 +128,9 @@ impl BackendKind {
             #[cfg(feature = "glommio")]
             BackendKind::Glommio => fastwire_glommio::probe().err().map(|e| e.to_string()),
             #[cfg(feature = "uring")]
-            BackendKind::Uring => fastwire_uring::probe().err().map(|e| e.to_string()),
+            BackendKind::Uring | BackendKind::UringSqpoll | BackendKind::UringFixed => {
+                fastwire_uring::probe().err().map(|e| e.to_string())
+            }
             #[allow(unreachable_patterns)]
             _ => None,
         }
@@ -129,7 +154,7 @@ pub struct UnknownBackend(pub String);
 
 impl fmt::Display for UnknownBackend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let names: Vec<_> = BackendKind::ALL.iter().map(|k| k.name()).collect();
+        let names: Vec<_> = BackendKind::ALL.iter().chain(BackendKind::VARIANTS).map(|k| k.name()).collect();
         write!(f, "unknown backend {:?}: this build has {}", self.0, names.join(", "))
     }
 }
@@ -139,7 +164,8 @@ impl std::error::Error for UnknownBackend {}
 impl FromStr for BackendKind {
     type Err = UnknownBackend;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        BackendKind::ALL.iter().copied().find(|k| k.name() == s).ok_or_else(|| UnknownBackend(s.to_owned()))
+        let mut every = BackendKind::ALL.iter().chain(BackendKind::VARIANTS).copied();
+        every.find(|k| k.name() == s).ok_or_else(|| UnknownBackend(s.to_owned()))
     }
 }
 
@@ -187,6 +213,15 @@ pub fn start_server<H: Handler + 'static>(
         BackendKind::Glommio => Box::new(fastwire_glommio::Server::bind(addr, config)?.serve(handler)?),
         #[cfg(feature = "uring")]
         BackendKind::Uring => Box::new(fastwire_uring::Server::bind(addr, config)?.serve(handler)?),
+        #[cfg(feature = "uring")]
+        BackendKind::UringSqpoll | BackendKind::UringFixed => {
+            let options = match kind {
+                BackendKind::UringSqpoll => fastwire_uring::Options { sqpoll_idle_ms: Some(10), ..Default::default() },
+                _ => fastwire_uring::Options { fixed_files: true, ..Default::default() },
+            };
+            let loops = std::thread::available_parallelism().map_or(1, |n| n.get());
+            Box::new(fastwire_uring::Server::bind_with(addr, config, loops, options)?.serve(handler)?)
+        }
         #[cfg(feature = "mio")]
         BackendKind::MioAcceptor => {
             let loops = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -262,7 +297,9 @@ pub fn blocking_client(
         #[cfg(feature = "glommio")]
         BackendKind::Glommio => Box::new(fastwire_glommio::Client::new(addr, config)),
         #[cfg(feature = "uring")]
-        BackendKind::Uring => Box::new(fastwire_uring::Client::new(addr, config)),
+        BackendKind::Uring | BackendKind::UringSqpoll | BackendKind::UringFixed => {
+            Box::new(fastwire_uring::Client::new(addr, config))
+        }
         #[cfg(feature = "tokio")]
         BackendKind::Tokio | BackendKind::TokioPerCore => {
             let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
@@ -329,7 +366,7 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
-        for kind in BackendKind::ALL {
+        for kind in BackendKind::ALL.iter().chain(BackendKind::VARIANTS) {
             assert_eq!(kind.name().parse::<BackendKind>(), Ok(*kind));
         }
         assert!("epoll".parse::<BackendKind>().unwrap_err().to_string().contains("this build has"));

@@ -249,7 +249,7 @@ fn compare_rejects_unknown_names_and_says_what_exists() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("the workloads are fastrpc, pingpong, sizes, nowait, conns, wait, cpu, mixed"), "{stderr}");
-    let output = fastwire().args(["compare", "--backends", "uring"]).output().unwrap();
+    let output = fastwire().args(["compare", "--backends", "epoll"]).output().unwrap();
     assert!(String::from_utf8_lossy(&output.stderr).contains("this build has std"));
 }
 

@@ -119,6 +119,8 @@ pub fn layout(backend: BackendKind, workload: Workload) -> String {
         "mio" => format!("{n} edge-triggered mio event loops, one per core, a SO_REUSEPORT listener each"),
         "mio-acceptor" => format!("an acceptor thread handing connections to {n} mio event loops"),
         "glommio" => format!("{n} glommio (io_uring) executors pinned one per core, a SO_REUSEPORT listener each"),
+        "uring-sqpoll" => format!("{n} io_uring completion loops by hand with SQPOLL (a kernel thread per ring polls for submissions)"),
+        "uring-fixed" => format!("{n} io_uring completion loops by hand with registered files"),
         "uring" => format!(
             "{n} io_uring completion loops by hand, one per core, a SO_REUSEPORT listener each (multishot accept and receive, provided buffers)"
         ),

@@ -115,4 +115,6 @@ conformance!(
     mio_acceptor => BackendKind::MioAcceptor,
     glommio => BackendKind::Glommio,
     uring => BackendKind::Uring,
+    uring_sqpoll => BackendKind::UringSqpoll,
+    uring_fixed => BackendKind::UringFixed,
 );

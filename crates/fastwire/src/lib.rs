@@ -46,8 +46,6 @@
 pub use fastwire_common::{ClientError, Reply, ServerStats, ShutdownReport};
 #[cfg(all(feature = "glommio", target_os = "linux"))]
 pub use fastwire_glommio;
-#[cfg(all(feature = "uring", target_os = "linux"))]
-pub use fastwire_uring;
 #[cfg(feature = "mio")]
 pub use fastwire_mio;
 pub use fastwire_proto as proto;
@@ -58,3 +56,5 @@ pub use fastwire_proto::{
 pub use fastwire_std;
 #[cfg(feature = "tokio")]
 pub use fastwire_tokio;
+#[cfg(all(feature = "uring", target_os = "linux"))]
+pub use fastwire_uring;

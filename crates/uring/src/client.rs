@@ -275,9 +275,10 @@ impl<'a> DriverLoop<'a> {
 
     fn arm_wake(&mut self) -> Result<(), End> {
         if !self.wake_armed {
-            let read = opcode::Read::new(types::Fd(self.handle.eventfd.raw()), (&mut *self.wake_buf as *mut u64).cast(), 8)
-                .build()
-                .user_data(Op::Wake.tag(0));
+            let read =
+                opcode::Read::new(types::Fd(self.handle.eventfd.raw()), (&mut *self.wake_buf as *mut u64).cast(), 8)
+                    .build()
+                    .user_data(Op::Wake.tag(0));
             // SAFETY: `wake_buf` is boxed and outlives the ring's use of it
             // (`run` waits for the in-flight requests; the ring drops first).
             unsafe { ring::push(&mut self.ring, &read) }.map_err(|e| End::Failed(ClientError::from_io(e)))?;

@@ -44,9 +44,14 @@ enum Phase {
     Open,
     /// Serving no more requests; writing the answers of deferred calls still
     /// running, flushing output, then end-of-stream.
-    Draining { linger: bool },
+    Draining {
+        linger: bool,
+    },
     /// End-of-stream sent; discarding input until the client closes (see `net::LINGER`).
-    Lingering { deadline: Instant, discarded: usize },
+    Lingering {
+        deadline: Instant,
+        discarded: usize,
+    },
     /// Being removed: waiting for the kernel to return its operations.
     Closing,
 }
@@ -404,9 +409,11 @@ impl Conn {
             self.proto.take_output(&mut self.sending);
         }
         let rest = &self.sending[self.sent..];
-        let send: squeue::Entry =
-            on_socket!(self, Send::new(rest.as_ptr(), rest.len().min(u32::MAX as usize) as u32).flags(libc::MSG_NOSIGNAL))
-                .user_data(Op::Send.tag(self.key));
+        let send: squeue::Entry = on_socket!(
+            self,
+            Send::new(rest.as_ptr(), rest.len().min(u32::MAX as usize) as u32).flags(libc::MSG_NOSIGNAL)
+        )
+        .user_data(Op::Send.tag(self.key));
         // SAFETY: `sending` is neither written, moved nor freed while the
         // send is in flight: `start_send` returns early until it completes,
         // and a connection is freed only once `is_done`.

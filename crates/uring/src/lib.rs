@@ -109,8 +109,9 @@ fn check() -> Result<(), String> {
     if version < MIN_KERNEL {
         return Err(unavailable("the kernel is too old"));
     }
-    let ring = ring::build(&Options { entries: 8, ..Options::default() })
-        .map_err(|e| unavailable(&format!("io_uring_setup failed ({e}; io_uring may be disabled: sysctl kernel.io_uring_disabled)")))?;
+    let ring = ring::build(&Options { entries: 8, ..Options::default() }).map_err(|e| {
+        unavailable(&format!("io_uring_setup failed ({e}; io_uring may be disabled: sysctl kernel.io_uring_disabled)"))
+    })?;
     let mut ops = io_uring::Probe::new();
     ring.submitter().register_probe(&mut ops).map_err(|e| unavailable(&format!("cannot probe io_uring ({e})")))?;
     use io_uring::opcode;

@@ -58,7 +58,12 @@ impl Server {
     }
 
     /// Binds `addr` with `loops` loops whose rings are set up as `options` says.
-    pub fn bind_with(addr: impl ToSocketAddrs, config: ServerConfig, loops: usize, options: Options) -> io::Result<Server> {
+    pub fn bind_with(
+        addr: impl ToSocketAddrs,
+        config: ServerConfig,
+        loops: usize,
+        options: Options,
+    ) -> io::Result<Server> {
         crate::probe()?;
         let listeners = net::reuseport_listeners(net::resolve(addr)?, loops.max(1))?;
         Ok(Server { listeners, config, options })
@@ -101,7 +106,8 @@ impl Server {
         for (i, listener) in self.listeners.into_iter().enumerate() {
             let eventfd = Arc::new(EventFd::new()?);
             let woken = Arc::new(LoopWake { keys: Mutex::new(Vec::new()), eventfd: Arc::clone(&eventfd) });
-            let (shared, handler, options, ready) = (Arc::clone(&shared), Arc::clone(&handler), self.options, ready_tx.clone());
+            let (shared, handler, options, ready) =
+                (Arc::clone(&shared), Arc::clone(&handler), self.options, ready_tx.clone());
             let thread = thread::Builder::new().name(format!("fastwire-uring-loop{i}")).spawn(move || {
                 // The ring is made on the thread that uses it: with
                 // single-issuer rings, only the creating thread may submit.
@@ -307,9 +313,10 @@ impl<H: Handler + 'static> EventLoop<H> {
     /// the listener's multishot accept.
     fn arm(&mut self) -> io::Result<()> {
         if !self.wake_armed {
-            let read = opcode::Read::new(types::Fd(self.woken.eventfd.raw()), (&mut *self.wake_buf as *mut u64).cast(), 8)
-                .build()
-                .user_data(Op::Wake.tag(0));
+            let read =
+                opcode::Read::new(types::Fd(self.woken.eventfd.raw()), (&mut *self.wake_buf as *mut u64).cast(), 8)
+                    .build()
+                    .user_data(Op::Wake.tag(0));
             // SAFETY: `wake_buf` is boxed and lives as long as the ring (see
             // the field order of `EventLoop`).
             unsafe { ring::push(&mut self.ring, &read) }?;
