@@ -109,6 +109,11 @@ impl Server {
             let (shared, handler, options, ready) =
                 (Arc::clone(&shared), Arc::clone(&handler), self.options, ready_tx.clone());
             let thread = thread::Builder::new().name(format!("fastwire-uring-loop{i}")).spawn(move || {
+                if options.pin {
+                    if let Err(e) = ring::pin_to(i) {
+                        tracing::warn!(error = %e, "cannot pin the loop to a core");
+                    }
+                }
                 // The ring is made on the thread that uses it: with
                 // single-issuer rings, only the creating thread may submit.
                 match EventLoop::new(listener, woken, shared, handler, &options) {
