@@ -36,6 +36,11 @@ compare-waiting dir="docs/src/results/waiting":
 compare-tls dir="docs/src/results/tls":
     cargo run --release -- compare --workload fastrpc,pingpong,handshakes --tls both --role both --duration 1s --json {{dir}}/compare.json --markdown {{dir}}/compare.md --svg {{dir}}
 
+# The completion loop by hand beside the reactor and glommio, with its two measured
+# settings (SQPOLL, registered files): servers alone in processes of their own, clients alone, both.
+compare-uring dir="docs/src/results/uring":
+    cargo run --release -- compare --workload fastrpc,pingpong --backends mio,uring,uring-sqpoll,uring-fixed,glommio --duration 1s --processes --json {{dir}}/compare.json --markdown {{dir}}/compare.md --svg {{dir}}
+
 # TLS inside the state machine against tokio-rustls under a Framed codec, plaintext and TLS.
 tls-layers:
     cargo run --release --example tls_layers

@@ -22,7 +22,6 @@ use fastwire_common::{net, ConnTally, ServerCounters};
 use fastwire_proto::{ConcurrencyLimit, Connection, Handler, ServerConfig, ServerConn, Wake};
 use mio::event::Event;
 use mio::net::TcpStream;
-use mio::{Interest, Registry, Token};
 
 /// Reads per connection per turn, so that one busy client cannot starve the
 /// others of its loop; it continues on the next turn.
@@ -69,8 +68,9 @@ pub(crate) struct Conn {
     readable: bool,
     /// An event said the peer closed (or the socket failed): read to the end.
     peer_closed: bool,
+    /// The socket can take bytes: true until a write says `WouldBlock`,
+    /// then false until a writable edge (see `server::EventLoop::adopt`).
     writable: bool,
-    write_interest: bool,
     handshake_deadline: Instant,
     last_activity: Instant,
     last_write_progress: Instant,
@@ -102,8 +102,8 @@ impl Conn {
             phase: Phase::Open,
             readable: true, // read once at once: data may have come with the connection
             peer_closed: false,
-            writable: false,
-            write_interest: false,
+            // A new socket's send buffer is empty: write at once.
+            writable: true,
             handshake_deadline: now + config.handshake_timeout,
             last_activity: now,
             last_write_progress: now,
@@ -303,21 +303,6 @@ impl Conn {
             }
         }
     }
-
-    /// Registers write interest only while output is pending.
-    // ANCHOR: interest
-    pub(crate) fn update_interest(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
-        let want_write = self.proto.has_output();
-        if want_write != self.write_interest {
-            let interest = if want_write { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
-            registry.reregister(&mut self.stream, token, interest)?;
-            self.write_interest = want_write;
-            // Re-arming reports current writability again; until then assume none.
-            self.writable = false;
-        }
-        Ok(())
-    }
-    // ANCHOR_END: interest
 
     /// Periodic checks: timeouts, and giving idle buffers back. Returns
     /// whether the connection must be driven (it started closing) or removed.

@@ -23,9 +23,11 @@
 //!   comes back to the socket by itself: no event will remind it), and
 //!   writes until `WouldBlock`; it retries on `Interrupted`; and it treats an
 //!   event as a hint, not a promise: spurious wake-ups are normal.
-//! * **Write interest only while output is pending**: a socket is almost
-//!   always writable, and asking to hear about it would wake the loop for
-//!   nothing.
+//! * **Write first, ask later**: a connection writes as soon as it has
+//!   output and hears about writability only after a write said
+//!   `WouldBlock`. Its read and write interest are registered once:
+//!   edge-triggered, a writable edge comes only when a full send buffer
+//!   drains, so the standing interest costs nothing while writes succeed.
 //! * **A slab of connections per loop**, indexed by the event's token.
 //! * **The handler runs inline** on the loop: no hand-off, no lock. A slow
 //!   handler delays every connection of its loop, which is the price. A

@@ -374,9 +374,16 @@ impl<H: Handler + 'static> EventLoop<H> {
     fn adopt(&mut self, mut stream: mio::net::TcpStream, now: Instant) {
         let entry = self.conns.vacant_entry();
         let key = entry.key();
-        let registered = stream
-            .set_nodelay(true)
-            .and_then(|()| self.poll.registry().register(&mut stream, Token(key), Interest::READABLE));
+        // ANCHOR: interest
+        // Read and write interest, registered once and never changed:
+        // edge-triggered, a writable edge comes only after a write has
+        // filled the send buffer (`WouldBlock`) and it drains, so the
+        // interest costs nothing while writes succeed; toggling it per
+        // response instead costs two `epoll_ctl` calls and a wake-up.
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        let registered =
+            stream.set_nodelay(true).and_then(|()| self.poll.registry().register(&mut stream, Token(key), interest));
+        // ANCHOR_END: interest
         if registered.is_err() {
             self.shared.counters.close();
             return;
@@ -420,10 +427,6 @@ impl<H: Handler + 'static> EventLoop<H> {
     fn settle(&mut self, key: usize, step: Step) {
         match step {
             Step::Keep { more } => {
-                let conn = &mut self.conns[key];
-                if conn.update_interest(self.poll.registry(), Token(key)).is_err() {
-                    return self.remove(key, "cannot register");
-                }
                 if more {
                     self.ready.push(key);
                 }

@@ -376,6 +376,7 @@ impl Conn {
                 Phase::Draining { .. } | Phase::Lingering { .. } => true,
                 Phase::Closing => false,
             };
+        // ANCHOR: uring_recv
         match (want_recv, self.recv) {
             (true, Recv::Idle) => {
                 let recv = on_socket!(self, RecvMulti::new(ctx.bufs.group())).user_data(Op::Recv.tag(self.key));
@@ -389,9 +390,11 @@ impl Conn {
             (false, Recv::Armed) => self.cancel_recv(ctx.ring),
             _ => {}
         }
+        // ANCHOR_END: uring_recv
         Step::Keep
     }
 
+    // ANCHOR: uring_send
     /// Starts a send if none is in flight and there is something to send.
     /// Returns false if it could not be submitted.
     fn start_send(&mut self, ring: &mut IoUring) -> bool {
@@ -423,6 +426,7 @@ impl Conn {
         self.send_in_flight = true;
         true
     }
+    // ANCHOR_END: uring_send
 
     /// Periodic checks: timeouts, and giving idle buffers back. Returns
     /// whether the connection must be driven (it started closing) or removed.

@@ -323,6 +323,7 @@ impl BufRing {
         &self.buffers[start..start + len.min(self.size)]
     }
 
+    // ANCHOR: buf_ring
     /// Gives buffer `id` back to the kernel.
     pub(crate) fn recycle(&mut self, id: u16) {
         self.put(id);
@@ -348,6 +349,7 @@ impl BufRing {
         let tail = unsafe { &*(BufRingEntry::tail(self.entries).cast::<AtomicU16>()) };
         tail.store(self.tail, Ordering::Release);
     }
+    // ANCHOR_END: buf_ring
 }
 
 impl Drop for BufRing {

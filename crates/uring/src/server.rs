@@ -268,6 +268,7 @@ impl<H: Handler + 'static> EventLoop<H> {
             if !self.ready.is_empty() {
                 timeout = Duration::ZERO;
             }
+            // ANCHOR: uring_turn
             if let Err(e) = ring::submit_and_wait(&self.ring, Some(timeout)) {
                 tracing::error!(error = %e, "io_uring_enter failed; the loop stops");
                 return self.cut_all();
@@ -289,6 +290,7 @@ impl<H: Handler + 'static> EventLoop<H> {
                 self.drive(self.driving[i], now);
             }
             self.driving.clear();
+            // ANCHOR_END: uring_turn
             if now >= next_sweep {
                 next_sweep = now + SWEEP_EVERY;
                 self.sweep(now);
