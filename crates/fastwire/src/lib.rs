@@ -17,9 +17,12 @@
 //!   one event loop per core.
 //! * `fastwire_glommio` (feature `glommio`, Linux only): io_uring, one
 //!   pinned executor per core (Linux 5.8 or later).
+//! * `fastwire_uring` (feature `uring`, Linux only): io_uring by hand, one
+//!   completion loop per core with multishot accept and receive into a
+//!   provided buffer ring (Linux 6.1 or later).
 //!
-//! All default features but `glommio` build on every platform with `std`
-//! networking; `glommio` enables nothing off Linux. A service that needs one
+//! All default features but `glommio` and `uring` build on every platform
+//! with `std` networking; those two enable nothing off Linux. A service that needs one
 //! backend can depend on its crate alone (`fastwire-tokio`, say): each pulls
 //! in the protocol crate and its own runtime, nothing more.
 //!
