@@ -1,4 +1,4 @@
-//! Leader/follower in the blocking client core (std and mio clients): a
+//! Leader/follower in the blocking client core (std, mio, uring and glommio clients): a
 //! caller that finds nobody reading its connection reads it itself, for
 //! everyone, and hands the reading on when it leaves. These are the
 //! hand-overs that must never lose a response or leave a caller hanging:
@@ -197,6 +197,12 @@ macro_rules! for_clients {
             match fastwire_bench::BackendKind::Uring.unavailable() {
                 Some(why) => eprintln!("skipped: {why}"),
                 None => super::$name::<fastwire::fastwire_uring::client::RingDriver>(),
+            }
+        } )* }
+        mod glommio_client { $( #[test] fn $name() {
+            match fastwire_bench::BackendKind::Glommio.unavailable() {
+                Some(why) => eprintln!("skipped: {why}"),
+                None => super::$name::<fastwire::fastwire_glommio::client::Uring>(),
             }
         } )* }
     };

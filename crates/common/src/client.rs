@@ -1032,6 +1032,22 @@ impl<D: Driver> Link<D> {
         }
     }
 
+    /// For drivers that await their reads (an executor's task): whether the
+    /// driver holds the reading role now (`Some(true)`; always, without
+    /// caller I/O), or must wait for [`Driver::read_needed`] (`Some(false)`);
+    /// `None` once the connection is no longer this one.
+    pub fn try_read_role(&self) -> Option<bool> {
+        if self.inner.driver_reads.load(Ordering::Acquire) {
+            return Some(true);
+        }
+        let state = self.inner.lock();
+        state
+            .active
+            .as_ref()
+            .filter(|a| a.generation == self.generation)
+            .map(|a| a.reader == Reader::Driver || a.io.is_none())
+    }
+
     /// For drivers woken by readiness (a reactor): whether to read now. Yes
     /// if the driver reads or nobody does (it takes the role); no while a
     /// caller reads, which is then told to make sure the readiness is

@@ -7,6 +7,16 @@
 //! is woken from the foreign thread (glommio queues such wake-ups to the
 //! executor), takes the output and writes it. A reader task reads responses
 //! and completes the calls. Each call waits on its own slot.
+//!
+//! That is the picture under load. A call alone on a quiet connection is
+//! written and read by its caller, on a duplicate of the socket's
+//! descriptor (leader/follower, in [`fastwire_common::client`]): glommio's
+//! executor parks and wakes at a cost (its park path allocates and arms
+//! timers), and a round trip that wakes no executor avoids it twice. The
+//! executor reads only while it holds the reading role; while it does not,
+//! the process's clock wakes its reader every 100 ms to peek at the socket
+//! (without consuming anything), so that a server's close of a quiet
+//! connection is noticed and the server's lingering close is not held up.
 
 use std::future::poll_fn;
 use std::io;
@@ -39,9 +49,13 @@ pub struct Uring;
 /// How callers reach a connection's executor.
 #[derive(Debug)]
 pub struct UringHandle {
+    /// Raised for the writer: output is queued (or the connection ends).
     wake: WakeFlag,
-    /// A duplicate of the socket, to shut it down.
-    socket: std::net::TcpStream,
+    /// Raised for the reader: the reading role was handed to the driver
+    /// (or the connection ends).
+    read: WakeFlag,
+    /// A duplicate of the socket: to shut it down, and for callers' own I/O.
+    socket: Arc<std::net::TcpStream>,
 }
 
 /// A flag another thread raises to wake one parked task.
@@ -83,12 +97,39 @@ impl crate::clock::Tick for UringHandle {
     }
 }
 
+/// How long a connection nobody reads goes unwatched: its reader looks at
+/// the socket this often, so that a server's close is noticed within it.
+const QUIET_WATCH: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// The clock's entry for the reader's watch (see [`QUIET_WATCH`]).
+struct ReadWatch(Arc<UringHandle>);
+
+impl crate::clock::Tick for ReadWatch {
+    fn tick(&self) {
+        self.0.read.raise();
+    }
+}
+
+/// Whether the socket has bytes or has ended (or failed), without consuming
+/// anything and without blocking: a peek on the duplicate descriptor.
+fn has_news(socket: &std::net::TcpStream) -> bool {
+    let mut byte = [std::mem::MaybeUninit::<u8>::uninit()];
+    match socket2::SockRef::from(socket).recv_with_flags(&mut byte, libc::MSG_PEEK | libc::MSG_DONTWAIT) {
+        Ok(_) => true,
+        Err(e) => !matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted),
+    }
+}
+
 impl Driver for Uring {
     type Handle = Arc<UringHandle>;
 
     fn start(link: Link<Self>, stream: std::net::TcpStream) -> io::Result<Arc<UringHandle>> {
         crate::probe()?;
-        let handle = Arc::new(UringHandle { wake: WakeFlag::default(), socket: stream.try_clone()? });
+        let handle = Arc::new(UringHandle {
+            wake: WakeFlag::default(),
+            read: WakeFlag::default(),
+            socket: Arc::new(stream.try_clone()?),
+        });
         let driver = Arc::clone(&handle);
         // Owned until the executor adopts it, so it is closed if the executor cannot start.
         let fd = OwnedFd::from(stream);
@@ -110,6 +151,20 @@ impl Driver for Uring {
     fn stop(handle: &Arc<UringHandle>) {
         let _ = handle.socket.shutdown(Shutdown::Both);
         handle.wake.raise();
+        handle.read.raise();
+    }
+
+    fn caller_io(handle: &Arc<UringHandle>) -> Option<Arc<std::net::TcpStream>> {
+        // The executor owns the socket for its own reads and writes, but it
+        // reads only while it holds the reading role and writes only what it
+        // took under the client's lock, so callers can use a duplicate of
+        // the descriptor meanwhile: non-blocking `send` and `recv` never
+        // race glommio for the same bytes.
+        Some(Arc::clone(&handle.socket))
+    }
+
+    fn read_needed(handle: &Arc<UringHandle>) {
+        handle.read.raise();
     }
 }
 
@@ -153,6 +208,10 @@ async fn run(link: Rc<Link<Uring>>, stream: glommio::net::TcpStream, handle: Arc
     let every = link.config().idle_timeout.min(std::time::Duration::from_secs(1));
     let weak = Arc::downgrade(&handle) as std::sync::Weak<dyn crate::clock::Tick>;
     crate::clock::every(weak, every);
+    // The reader's watch of a quiet connection, dropped (and so forgotten
+    // by the clock) when this function returns.
+    let watch: Arc<dyn crate::clock::Tick> = Arc::new(ReadWatch(Arc::clone(&handle)));
+    crate::clock::every(Arc::downgrade(&watch), QUIET_WATCH);
     // The reader, on this task: completes calls until the connection ends.
     let deadline = Instant::now() + config.handshake_timeout;
     let mut handshake_done = false;
@@ -162,6 +221,27 @@ async fn run(link: Rc<Link<Uring>>, stream: glommio::net::TcpStream, handle: Arc
     // cost a 64 KiB memset per response.
     let mut scratch = vec![0u8; config.buffer_size.clamp(4096, 64 * 1024)];
     loop {
+        if handshake_done {
+            // Leader/follower: read only while holding the reading role; a
+            // caller alone on a quiet connection reads for itself (see
+            // `Driver::caller_io`), and hands the role over when it leaves
+            // with calls still pending (`read_needed` raises the flag).
+            match link.try_read_role() {
+                None => break,
+                Some(true) => {}
+                Some(false) => {
+                    // Woken by a hand-over, a stop, or the clock's watch
+                    // (every `QUIET_WATCH`): a quiet connection nobody reads
+                    // must still notice the server's close, so on each wake
+                    // the socket is peeked at, without consuming anything,
+                    // and read here if it has news and nobody else reads it.
+                    handle.read.wait().await;
+                    if !(has_news(&handle.socket) && link.may_read()) {
+                        continue;
+                    }
+                }
+            }
+        }
         let read = if handshake_done {
             reader.read(&mut scratch).await
         } else {
@@ -189,9 +269,9 @@ async fn run(link: Rc<Link<Uring>>, stream: glommio::net::TcpStream, handle: Arc
             link.die(error);
             break;
         }
-        match link.received(&mut buf) {
+        match link.received_by_driver(&mut buf) {
             Err(()) => break,
-            Ok(done) => handshake_done |= done,
+            Ok(r) => handshake_done |= r.handshake_done,
         }
     }
     // The connection is over: let the writer see it and finish.
