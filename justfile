@@ -39,7 +39,7 @@ compare-tls dir="docs/src/results/tls":
 # The completion loop by hand beside the reactor and glommio, with its two measured
 # settings (SQPOLL, registered files): servers alone in processes of their own, clients alone, both.
 compare-uring dir="docs/src/results/uring":
-    cargo run --release -- compare --workload fastrpc,pingpong --backends mio,uring,uring-sqpoll,uring-fixed,glommio --duration 1s --processes --json {{dir}}/compare.json --markdown {{dir}}/compare.md --svg {{dir}}
+    cargo run --release -- compare --workload fastrpc,pingpong --backends mio,uring,uring-sqpoll,uring-fixed,uring-acceptor,glommio --duration 1s --processes --json {{dir}}/compare.json --markdown {{dir}}/compare.md --svg {{dir}}
 
 # TLS inside the state machine against tokio-rustls under a Framed codec, plaintext and TLS.
 tls-layers:

@@ -51,6 +51,10 @@ pub enum BackendKind {
     /// `fastwire-uring` with registered files (not in the default run).
     #[cfg(feature = "uring")]
     UringFixed,
+    /// `fastwire-uring` with one listener, its connections handed to the
+    /// loops in turn (not in the default run).
+    #[cfg(feature = "uring")]
+    UringAcceptor,
 }
 
 impl BackendKind {
@@ -80,6 +84,8 @@ impl BackendKind {
         BackendKind::UringSqpoll,
         #[cfg(feature = "uring")]
         BackendKind::UringFixed,
+        #[cfg(feature = "uring")]
+        BackendKind::UringAcceptor,
     ];
 
     /// The name used on the command line and in reports.
@@ -103,6 +109,8 @@ impl BackendKind {
             BackendKind::UringSqpoll => "uring-sqpoll",
             #[cfg(feature = "uring")]
             BackendKind::UringFixed => "uring-fixed",
+            #[cfg(feature = "uring")]
+            BackendKind::UringAcceptor => "uring-acceptor",
         }
     }
 
@@ -115,7 +123,7 @@ impl BackendKind {
             #[cfg(feature = "mio")]
             BackendKind::MioAcceptor => BackendKind::Mio,
             #[cfg(feature = "uring")]
-            BackendKind::UringSqpoll | BackendKind::UringFixed => BackendKind::Uring,
+            BackendKind::UringSqpoll | BackendKind::UringFixed | BackendKind::UringAcceptor => BackendKind::Uring,
             other => other,
         }
     }
@@ -128,7 +136,7 @@ impl BackendKind {
             #[cfg(feature = "glommio")]
             BackendKind::Glommio => fastwire_glommio::probe().err().map(|e| e.to_string()),
             #[cfg(feature = "uring")]
-            BackendKind::Uring | BackendKind::UringSqpoll | BackendKind::UringFixed => {
+            BackendKind::Uring | BackendKind::UringSqpoll | BackendKind::UringFixed | BackendKind::UringAcceptor => {
                 fastwire_uring::probe().err().map(|e| e.to_string())
             }
             #[allow(unreachable_patterns)]
@@ -214,10 +222,11 @@ pub fn start_server<H: Handler + 'static>(
         #[cfg(feature = "uring")]
         BackendKind::Uring => Box::new(fastwire_uring::Server::bind(addr, config)?.serve(handler)?),
         #[cfg(feature = "uring")]
-        BackendKind::UringSqpoll | BackendKind::UringFixed => {
+        BackendKind::UringSqpoll | BackendKind::UringFixed | BackendKind::UringAcceptor => {
             let options = match kind {
                 BackendKind::UringSqpoll => fastwire_uring::Options { sqpoll_idle_ms: Some(10), ..Default::default() },
-                _ => fastwire_uring::Options { fixed_files: true, ..Default::default() },
+                BackendKind::UringFixed => fastwire_uring::Options { fixed_files: true, ..Default::default() },
+                _ => fastwire_uring::Options { accept: fastwire_uring::Accept::RoundRobin, ..Default::default() },
             };
             let loops = std::thread::available_parallelism().map_or(1, |n| n.get());
             Box::new(fastwire_uring::Server::bind_with(addr, config, loops, options)?.serve(handler)?)
@@ -297,7 +306,7 @@ pub fn blocking_client(
         #[cfg(feature = "glommio")]
         BackendKind::Glommio => Box::new(fastwire_glommio::Client::new(addr, config)),
         #[cfg(feature = "uring")]
-        BackendKind::Uring | BackendKind::UringSqpoll | BackendKind::UringFixed => {
+        BackendKind::Uring | BackendKind::UringSqpoll | BackendKind::UringFixed | BackendKind::UringAcceptor => {
             Box::new(fastwire_uring::Client::new(addr, config))
         }
         #[cfg(feature = "tokio")]

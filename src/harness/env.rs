@@ -121,6 +121,7 @@ pub fn layout(backend: BackendKind, workload: Workload) -> String {
         "glommio" => format!("{n} glommio (io_uring) executors pinned one per core, a SO_REUSEPORT listener each"),
         "uring-sqpoll" => format!("{n} io_uring completion loops by hand with SQPOLL (a kernel thread per ring polls for submissions)"),
         "uring-fixed" => format!("{n} io_uring completion loops by hand with registered files"),
+        "uring-acceptor" => format!("one listener on the first of {n} io_uring completion loops, handing connections to the loops in turn"),
         "uring" => format!(
             "{n} io_uring completion loops by hand, one per core, a SO_REUSEPORT listener each (multishot accept and receive, provided buffers)"
         ),

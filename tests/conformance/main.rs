@@ -117,4 +117,5 @@ conformance!(
     uring => BackendKind::Uring,
     uring_sqpoll => BackendKind::UringSqpoll,
     uring_fixed => BackendKind::UringFixed,
+    uring_acceptor => BackendKind::UringAcceptor,
 );

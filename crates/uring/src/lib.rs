@@ -79,7 +79,7 @@ pub use client::{Client, PendingCall};
 pub use fastwire_common::{ClientError, Reply, ServerStats, ShutdownReport};
 pub use fastwire_proto as proto;
 pub use pool::Pool;
-pub use ring::Options;
+pub use ring::{Accept, Options};
 pub use server::{Server, ServerHandle};
 
 /// The oldest kernel with everything this backend uses: multishot receive

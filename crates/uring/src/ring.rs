@@ -67,6 +67,24 @@ pub struct Options {
     /// medians were equal within the noise, and a pinned loop cannot
     /// move away from a core that the application's own threads crowd.
     pub pin: bool,
+    /// How new connections reach the loops (see [`Accept`]).
+    pub accept: Accept,
+}
+
+/// How new connections reach a server's loops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Accept {
+    /// Each loop has its own `SO_REUSEPORT` listener and multishot accept,
+    /// and the kernel hashes each new connection to one of them: no
+    /// hand-off, every core accepts; but with few connections several can
+    /// hash to one loop and leave another idle.
+    #[default]
+    ReusePort,
+    /// One listener, accepted on by the first loop, which keeps every n-th
+    /// connection and hands the others to the other loops in turn (an inbox
+    /// and the loop's `eventfd`): connections are always spread evenly, at
+    /// the price of a cross-thread hand-off per connection.
+    RoundRobin,
 }
 
 impl Default for Options {
@@ -78,6 +96,7 @@ impl Default for Options {
             sqpoll_idle_ms: None,
             fixed_files: false,
             pin: PIN_DEFAULT,
+            accept: Accept::ReusePort,
         }
     }
 }

@@ -23,7 +23,7 @@ use io_uring::{opcode, types, IoUring};
 use slab::Slab;
 
 use crate::connection::{Conn, Ctx, Step};
-use crate::ring::{self, BufRing, Completion, EventFd, Op, Options};
+use crate::ring::{self, Accept, BufRing, Completion, EventFd, Op, Options};
 
 /// How often a loop checks timeouts and idle buffers.
 const SWEEP_EVERY: Duration = Duration::from_millis(100);
@@ -41,6 +41,7 @@ pub struct Server {
     listeners: Vec<TcpListener>,
     config: ServerConfig,
     options: Options,
+    loops: usize,
 }
 
 impl Server {
@@ -65,8 +66,12 @@ impl Server {
         options: Options,
     ) -> io::Result<Server> {
         crate::probe()?;
-        let listeners = net::reuseport_listeners(net::resolve(addr)?, loops.max(1))?;
-        Ok(Server { listeners, config, options })
+        let addr = net::resolve(addr)?;
+        let listeners = match options.accept {
+            Accept::ReusePort => net::reuseport_listeners(addr, loops.max(1))?,
+            Accept::RoundRobin => vec![net::listener(addr, false)?],
+        };
+        Ok(Server { listeners, config, options, loops: loops.max(1) })
     }
 
     /// A server with `loops` loops on one listener the application bound
@@ -81,7 +86,7 @@ impl Server {
             listeners.push(listener.try_clone()?);
         }
         listeners.push(listener);
-        Ok(Server { listeners, config, options: Options::default() })
+        Ok(Server { listeners, config, options: Options::default(), loops: loops.max(1) })
     }
 
     /// The bound address.
@@ -103,9 +108,18 @@ impl Server {
         let handler = Arc::new(handler);
         let mut loops = Vec::new();
         let (ready_tx, ready_rx) = mpsc::channel();
-        for (i, listener) in self.listeners.into_iter().enumerate() {
+        // Every loop's wake-up (and inbox), so that a round-robin acceptor can reach them.
+        let mut wakes = Vec::new();
+        for _ in 0..self.loops {
             let eventfd = Arc::new(EventFd::new()?);
-            let woken = Arc::new(LoopWake { keys: Mutex::new(Vec::new()), eventfd: Arc::clone(&eventfd) });
+            wakes.push(Arc::new(LoopWake { keys: Mutex::new(Vec::new()), inbox: Mutex::new(Vec::new()), eventfd }));
+        }
+        let mut listeners = self.listeners.into_iter();
+        for (i, woken) in wakes.iter().cloned().enumerate() {
+            let listener = listeners.next();
+            let eventfd = Arc::clone(&woken.eventfd);
+            let round_robin = listener.is_some() && self.options.accept == Accept::RoundRobin;
+            let peers = if round_robin { wakes.clone() } else { Vec::new() };
             let (shared, handler, options, ready) =
                 (Arc::clone(&shared), Arc::clone(&handler), self.options, ready_tx.clone());
             let thread = thread::Builder::new().name(format!("fastwire-uring-loop{i}")).spawn(move || {
@@ -116,7 +130,7 @@ impl Server {
                 }
                 // The ring is made on the thread that uses it: with
                 // single-issuer rings, only the creating thread may submit.
-                match EventLoop::new(listener, woken, shared, handler, &options) {
+                match EventLoop::new(listener, woken, peers, i, shared, handler, &options) {
                     Ok(event_loop) => {
                         let _ = ready.send(Ok(()));
                         event_loop.run()
@@ -155,7 +169,21 @@ impl Server {
 /// the list was empty, so a burst of answers costs one wake-up.
 struct LoopWake {
     keys: Mutex<Vec<usize>>,
+    /// With [`Accept::RoundRobin`]: new connections handed to this loop.
+    inbox: Mutex<Vec<TcpStream>>,
     eventfd: Arc<EventFd>,
+}
+
+impl LoopWake {
+    /// Hands a new connection (already counted as open) to this loop.
+    fn hand_over(&self, stream: TcpStream) {
+        let mut inbox = self.inbox.lock().unwrap_or_else(|p| p.into_inner());
+        inbox.push(stream);
+        if inbox.len() == 1 {
+            drop(inbox);
+            self.eventfd.wake();
+        }
+    }
 }
 
 impl Wake for LoopWake {
@@ -203,6 +231,12 @@ struct EventLoop<H> {
     bufs: BufRing,
     acceptor: Option<Acceptor>,
     woken: Arc<LoopWake>,
+    /// With [`Accept::RoundRobin`], on the accepting loop: every loop's
+    /// wake-up, to hand connections to (this loop's own among them).
+    peers: Vec<Arc<LoopWake>>,
+    /// This loop's index among them, and where the round robin stands.
+    index: usize,
+    next_peer: usize,
     /// Where the `eventfd` read lands (the kernel writes it: boxed, so it never moves).
     wake_buf: Box<u64>,
     wake_armed: bool,
@@ -221,9 +255,12 @@ struct EventLoop<H> {
 }
 
 impl<H: Handler + 'static> EventLoop<H> {
+    #[allow(clippy::too_many_arguments)]
     fn new(
-        listener: TcpListener,
+        listener: Option<TcpListener>,
         woken: Arc<LoopWake>,
+        peers: Vec<Arc<LoopWake>>,
+        index: usize,
         shared: Arc<Shared>,
         handler: Arc<H>,
         options: &Options,
@@ -237,8 +274,11 @@ impl<H: Handler + 'static> EventLoop<H> {
         Ok(EventLoop {
             ring,
             bufs,
-            acceptor: Some(Acceptor { listener, armed: false, paused_until: None }),
+            acceptor: listener.map(|listener| Acceptor { listener, armed: false, paused_until: None }),
             woken,
+            peers,
+            index,
+            next_peer: 0,
             wake_buf: Box::new(0),
             wake_armed: false,
             woken_keys: Vec::new(),
@@ -310,6 +350,7 @@ impl<H: Handler + 'static> EventLoop<H> {
                     }
                 }
                 if self.conns.is_empty() && self.acceptor.is_none() {
+                    self.drop_inbox();
                     return Cut::default();
                 }
             }
@@ -365,6 +406,7 @@ impl<H: Handler + 'static> EventLoop<H> {
             Op::Wake => {
                 self.wake_armed = false;
                 self.adopt_woken();
+                self.adopt_inbox(now);
             }
             Op::Recv | Op::Send => {
                 let Some(conn) = self.conns.get_mut(c.key) else {
@@ -419,7 +461,36 @@ impl<H: Handler + 'static> EventLoop<H> {
         if stopping || !self.shared.counters.try_open(self.shared.config.max_connections) {
             return; // dropped: closed at once
         }
+        if !self.peers.is_empty() {
+            // Round robin: every n-th connection stays, the others go to
+            // the other loops in turn.
+            let to = self.next_peer % self.peers.len();
+            self.next_peer = self.next_peer.wrapping_add(1);
+            if to != self.index {
+                return self.peers[to].hand_over(stream);
+            }
+        }
         self.adopt(stream, now);
+    }
+
+    /// Adopts the connections the accepting loop handed over.
+    fn adopt_inbox(&mut self, now: Instant) {
+        let streams = std::mem::take(&mut *self.woken.inbox.lock().unwrap_or_else(|p| p.into_inner()));
+        for stream in streams {
+            if self.shared.stopping.load(Ordering::Acquire) {
+                self.shared.counters.close(); // dropped: closed at once
+            } else {
+                self.adopt(stream, now);
+            }
+        }
+    }
+
+    /// Closes connections handed over but never adopted (the loop is ending).
+    fn drop_inbox(&mut self) {
+        let streams = std::mem::take(&mut *self.woken.inbox.lock().unwrap_or_else(|p| p.into_inner()));
+        for _ in streams {
+            self.shared.counters.close();
+        }
     }
 
     /// Marks the connections that deferred responses arrived for.
@@ -540,6 +611,7 @@ impl<H: Handler + 'static> EventLoop<H> {
                 self.shared.counters.close();
             }
         }
+        self.drop_inbox();
         cut
     }
 }
