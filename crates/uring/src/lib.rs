@@ -26,9 +26,11 @@
 //!   handler that waits defers (its answer comes back through the loop's
 //!   `eventfd`), a blocking one runs on a worker pool
 //!   ([`Server::serve_blocking`]), and a panic closes only its connection.
-//! * [`Options`]: ring size, the provided buffers, and two settings that
-//!   exist to be measured: `SQPOLL` (a kernel thread that polls for
-//!   submissions) and registered files.
+//! * [`Options`]: ring size, the provided buffers, and settings that exist
+//!   to be measured: `SQPOLL` (a kernel thread that polls for submissions),
+//!   registered files, pinned loops, and how connections reach the loops
+//!   ([`Accept`]: a `SO_REUSEPORT` listener per loop, or one listener whose
+//!   connections are handed to the loops in turn).
 //!
 //! The client keeps a connection's pipelined I/O on a ring of its own (a
 //! thread per connection); a call alone on a quiet connection is written

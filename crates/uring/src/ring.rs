@@ -34,10 +34,11 @@ use std::time::Duration;
 use io_uring::types::{BufRingEntry, SubmitArgs, Timespec};
 use io_uring::{cqueue, squeue, IoUring};
 
-/// How each ring is set up. The defaults are what measured best here; the
-/// other settings exist to be measured (`fastwire compare --uring-...`
-/// would be the place; see the guide's chapter "A completion loop by
-/// hand" for the figures).
+/// How each ring is set up and how connections reach the loops. The
+/// defaults are what measured best here, or no worse; the other settings
+/// exist to be measured (`fastwire compare --backends
+/// uring,uring-sqpoll,uring-fixed,uring-acceptor`; the figures are in the
+/// guide's chapter "A completion loop by hand").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Options {
     /// Submission queue entries per ring (the completion queue has twice
