@@ -48,5 +48,5 @@ pub use handle::{ServerHandle, Serving};
 pub use pool::{Pool, PoolClient, Pooled};
 pub use registry::Registry;
 pub use slot::{CallSlot, FollowEnd, Reply, SlotPool};
-pub use stats::{ConnTally, ServerCounters, ServerStats, ShutdownReport};
+pub use stats::{stop_loops, ConnTally, Cut, ServerCounters, ServerStats, ShutdownReport};
 pub use work::{Blocking, OwnedRequest, Timer};

@@ -208,3 +208,48 @@ mod tests {
         assert_eq!((s.accepted, s.refused, s.open), (3, 1, 2));
     }
 }
+
+/// What one event loop had to cut off when a shutdown's grace period ended
+/// (the loop thread returns it; [`stop_loops`] adds them up).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Cut {
+    /// Connections still open.
+    pub connections: usize,
+    /// Responses produced but not written on them.
+    pub responses: u64,
+    /// Deferred calls still unanswered on them.
+    pub deferred: u64,
+}
+
+/// The rest of a graceful shutdown of a server whose connections live on
+/// loop threads (mio's reactors, uring's completion loops), once the caller
+/// has raised its stopping flag: wakes every loop (each stops accepting and
+/// closes its connections gracefully), waits up to `grace` for the threads
+/// to end, then raises `forced`, wakes them again (each cuts what is left
+/// and returns its [`Cut`]) and joins them. `open_at_start` is the number
+/// of connections open when the shutdown began.
+pub fn stop_loops<W>(
+    loops: &mut Vec<(W, std::thread::JoinHandle<Cut>)>,
+    forced: &std::sync::atomic::AtomicBool,
+    open_at_start: usize,
+    grace: std::time::Duration,
+    wake: impl Fn(&W),
+) -> ShutdownReport {
+    use std::sync::atomic::Ordering::Release;
+    loops.iter().for_each(|(w, _)| wake(w));
+    let deadline = std::time::Instant::now() + grace;
+    while std::time::Instant::now() < deadline && !loops.iter().all(|(_, t)| t.is_finished()) {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    forced.store(true, Release);
+    loops.iter().for_each(|(w, _)| wake(w));
+    let mut report = ShutdownReport::default();
+    for (_, thread) in loops.drain(..) {
+        let cut = thread.join().unwrap_or_default();
+        report.cut_off += cut.connections;
+        report.responses_lost += cut.responses;
+        report.deferred_cut += cut.deferred;
+    }
+    report.closed_gracefully = open_at_start.saturating_sub(report.cut_off);
+    report
+}

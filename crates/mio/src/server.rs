@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use fastwire_common::{net, Blocking, ServerCounters, Serving, ShutdownReport};
+use fastwire_common::{net, Blocking, Cut, ServerCounters, Serving, ShutdownReport};
 use fastwire_proto::{ConcurrencyLimit, Handler, ServerConfig, Wake};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -236,14 +236,6 @@ struct Shared {
     stopping: AtomicBool,
     /// The grace period is over: drop whatever is left.
     forced: AtomicBool,
-}
-
-/// What one loop had to cut off at a forced shutdown.
-#[derive(Default)]
-struct Cut {
-    connections: usize,
-    responses: u64,
-    deferred: u64,
 }
 
 struct EventLoop<H> {
@@ -508,29 +500,8 @@ impl Serving for Running {
             let _ = thread.join();
         }
         let started_with = self.shared.counters.snapshot().open;
-        self.wake_all();
-        let deadline = Instant::now() + grace;
-        while Instant::now() < deadline && !self.loops.iter().all(|(_, t)| t.is_finished()) {
-            thread::sleep(Duration::from_millis(2));
-        }
-        self.shared.forced.store(true, Ordering::Release);
-        self.wake_all();
-        let mut report = ShutdownReport::default();
-        for (_, thread) in self.loops.drain(..) {
-            let cut = thread.join().unwrap_or_default();
-            report.cut_off += cut.connections;
-            report.responses_lost += cut.responses;
-            report.deferred_cut += cut.deferred;
-        }
-        report.closed_gracefully = started_with.saturating_sub(report.cut_off);
-        report
-    }
-}
-
-impl Running {
-    fn wake_all(&self) {
-        for (waker, _) in &self.loops {
+        fastwire_common::stop_loops(&mut self.loops, &self.shared.forced, started_with, grace, |waker| {
             let _ = waker.wake();
-        }
+        })
     }
 }

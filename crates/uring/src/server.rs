@@ -17,7 +17,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use fastwire_common::{net, Blocking, ServerCounters, Serving, ShutdownReport};
+use fastwire_common::{net, Blocking, Cut, ServerCounters, Serving, ShutdownReport};
 use fastwire_proto::{ConcurrencyLimit, Handler, ServerConfig, Wake};
 use io_uring::{opcode, types, IoUring};
 use slab::Slab;
@@ -206,14 +206,6 @@ struct Shared {
     stopping: AtomicBool,
     /// The grace period is over: drop whatever is left.
     forced: AtomicBool,
-}
-
-/// What one loop had to cut off at a forced shutdown.
-#[derive(Default)]
-struct Cut {
-    connections: usize,
-    responses: u64,
-    deferred: u64,
 }
 
 /// The listener and its multishot accept.
@@ -640,29 +632,6 @@ impl Serving for Running {
     fn stop(&mut self, grace: Duration) -> ShutdownReport {
         self.shared.stopping.store(true, Ordering::Release);
         let started_with = self.shared.counters.snapshot().open;
-        self.wake_all();
-        let deadline = Instant::now() + grace;
-        while Instant::now() < deadline && !self.loops.iter().all(|(_, t)| t.is_finished()) {
-            thread::sleep(Duration::from_millis(2));
-        }
-        self.shared.forced.store(true, Ordering::Release);
-        self.wake_all();
-        let mut report = ShutdownReport::default();
-        for (_, thread) in self.loops.drain(..) {
-            let cut = thread.join().unwrap_or_default();
-            report.cut_off += cut.connections;
-            report.responses_lost += cut.responses;
-            report.deferred_cut += cut.deferred;
-        }
-        report.closed_gracefully = started_with.saturating_sub(report.cut_off);
-        report
-    }
-}
-
-impl Running {
-    fn wake_all(&self) {
-        for (eventfd, _) in &self.loops {
-            eventfd.wake();
-        }
+        fastwire_common::stop_loops(&mut self.loops, &self.shared.forced, started_with, grace, |e| e.wake())
     }
 }
