@@ -96,21 +96,30 @@ pub fn probe() -> io::Result<()> {
     PROBE.get_or_init(check).clone().map_err(io::Error::other)
 }
 
-fn check() -> Result<(), String> {
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let release = release.trim();
-    let unavailable = |why: &str| {
-        format!(
-            "the uring backend cannot start: {why}. It needs io_uring with multishot receive and provided buffer \
-             rings (Linux {}.{} or later; this kernel: {release}); use another backend",
-            MIN_KERNEL.0, MIN_KERNEL.1
-        )
-    };
+/// The error text when the backend cannot start on kernel `release`.
+fn unavailable(why: &str, release: &str) -> String {
+    format!(
+        "the uring backend cannot start: {why}. It needs io_uring with multishot receive and provided buffer \
+         rings (Linux {}.{} or later; this kernel: {release}); use another backend",
+        MIN_KERNEL.0, MIN_KERNEL.1
+    )
+}
+
+/// Whether kernel `release` (as `uname -r` prints it) is recent enough.
+fn check_kernel(release: &str) -> Result<(), String> {
     let mut parts = release.split(|c: char| !c.is_ascii_digit()).filter_map(|p| p.parse::<u32>().ok());
     let version = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
     if version < MIN_KERNEL {
-        return Err(unavailable("the kernel is too old"));
+        return Err(unavailable("the kernel is too old", release));
     }
+    Ok(())
+}
+
+fn check() -> Result<(), String> {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let release = release.trim();
+    check_kernel(release)?;
+    let unavailable = |why: &str| unavailable(why, release);
     let ring = ring::build(&Options { entries: 8, ..Options::default() }).map_err(|e| {
         unavailable(&format!("io_uring_setup failed ({e}; io_uring may be disabled: sysctl kernel.io_uring_disabled)"))
     })?;
@@ -131,4 +140,18 @@ fn check() -> Result<(), String> {
     }
     ring::BufRing::new(&ring, 1, 512, 0).map_err(|e| unavailable(&format!("cannot register a buffer ring ({e})")))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_old_kernel_is_refused_with_what_is_needed() {
+        let e = check_kernel("5.15.0-91-generic").unwrap_err();
+        assert!(e.contains("too old") && e.contains("Linux 6.1 or later") && e.contains("5.15.0-91-generic"), "{e}");
+        assert!(check_kernel("6.0.9").is_err(), "multishot receive is 6.0, deferred task running 6.1");
+        assert!(check_kernel("").is_err(), "an unreadable version is not taken as recent");
+        assert!(check_kernel("6.1.0").is_ok() && check_kernel("6.18.44-fc-v669").is_ok());
+    }
 }
