@@ -19,6 +19,8 @@
 //! * [`backoff`]: the reconnect backoff of clients.
 //! * [`pool`]: [`Pool`], up to N clients per address, for any backend's client.
 //! * [`registry`]: a server's open connections, for graceful shutdown.
+//! * [`timeouts`]: the handshake, idle and closing timeouts of the loops
+//!   that sweep their connections (mio, uring), one policy for both.
 //! * [`work`]: handlers that wait: [`OwnedRequest`], the worker pool for
 //!   blocking handlers ([`Blocking`]) and a [`Timer`] thread, all answering
 //!   through deferred responses.
@@ -39,6 +41,7 @@ pub mod registry;
 pub mod slot;
 pub mod stats;
 mod sys;
+pub mod timeouts;
 pub mod work;
 
 pub use backoff::Backoff;

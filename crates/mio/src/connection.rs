@@ -16,8 +16,9 @@
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use fastwire_common::timeouts::{OpenState, Timeouts, Verdict};
 use fastwire_common::{net, ConnTally, ServerCounters};
 use fastwire_proto::{ConcurrencyLimit, Connection, Handler, ServerConfig, ServerConn, Wake};
 use mio::event::Event;
@@ -26,9 +27,6 @@ use mio::net::TcpStream;
 /// Reads per connection per turn, so that one busy client cannot starve the
 /// others of its loop; it continues on the next turn.
 const READ_BUDGET: usize = 16;
-
-/// After this long without traffic a connection gives its buffers back.
-pub(crate) const IDLE_RELEASE: Duration = Duration::from_secs(1);
 
 enum Phase {
     Open,
@@ -71,14 +69,11 @@ pub(crate) struct Conn {
     /// The socket can take bytes: true until a write says `WouldBlock`,
     /// then false until a writable edge (see `server::EventLoop::adopt`).
     writable: bool,
-    handshake_deadline: Instant,
-    last_activity: Instant,
-    last_write_progress: Instant,
+    timeouts: Timeouts,
     tally: ConnTally,
     /// The state machine failed (and it was counted): deferred answers
     /// still pending are cut.
     failed: bool,
-    released: bool,
     /// Deferred responses (or a free concurrency slot) wait: see `wake`.
     woken: bool,
 }
@@ -104,12 +99,9 @@ impl Conn {
             peer_closed: false,
             // A new socket's send buffer is empty: write at once.
             writable: true,
-            handshake_deadline: now + config.handshake_timeout,
-            last_activity: now,
-            last_write_progress: now,
+            timeouts: Timeouts::new(config, now),
             tally: ConnTally::default(),
             failed: false,
-            released: false,
             woken: false,
         }
     }
@@ -190,8 +182,7 @@ impl Conn {
                                 // Copy only what arrived: the connection's own
                                 // buffer stays as small as its unfinished message.
                                 self.proto.received(&ctx.scratch[..n]);
-                                self.last_activity = ctx.now;
-                                self.released = false;
+                                self.timeouts.active(ctx.now);
                                 progress = true;
                                 // A short read emptied the receive queue: bytes
                                 // that arrive later bring a new edge-triggered
@@ -235,7 +226,7 @@ impl Conn {
                             ctx.counters.connection_failed(&e);
                             self.failed = true;
                         }
-                        self.last_activity = ctx.now;
+                        self.timeouts.active(ctx.now);
                         progress |= self.proto.buffered_output() != before;
                     }
                     if self.proto.has_output() {
@@ -291,7 +282,7 @@ impl Conn {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     self.proto.advance_output(n);
-                    self.last_write_progress = now;
+                    self.timeouts.wrote(now);
                     wrote = true;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -309,38 +300,29 @@ impl Conn {
     pub(crate) fn sweep(&mut self, config: &ServerConfig, counters: &ServerCounters, now: Instant) -> Option<Step> {
         match self.phase {
             Phase::Open => {
-                if !self.proto.is_handshake_done() && now >= self.handshake_deadline {
-                    counters.protocol_error();
-                    self.begin_close();
-                    return Some(Step::Keep { more: true });
-                }
-                let quiet = now.saturating_duration_since(self.last_activity);
-                if self.proto.deferred_in_flight() > 0 {
-                    // Waiting for deferred answers is not idleness.
-                    self.last_activity = now;
-                }
-                if self.proto.has_output() {
-                    // A client that stopped reading: its output cannot drain.
-                    if config.idle_timeout.is_some_and(|t| now.saturating_duration_since(self.last_write_progress) >= t)
-                    {
-                        return Some(Step::Remove("the client stopped reading (idle_timeout)"));
+                let state = OpenState {
+                    handshake_done: self.proto.is_handshake_done(),
+                    deferred_in_flight: self.proto.deferred_in_flight() > 0,
+                    unsent: self.proto.has_output(),
+                    buffered_input: self.proto.buffered_input() > 0,
+                };
+                match self.timeouts.sweep_open(config, now, state) {
+                    Verdict::Keep => None,
+                    Verdict::ReleaseBuffers => {
+                        self.proto.release_buffers();
+                        None
                     }
-                } else if config.idle_timeout.is_some_and(|t| quiet >= t) {
-                    self.begin_close();
-                    return Some(Step::Keep { more: true });
-                } else if quiet >= IDLE_RELEASE && !self.released && self.proto.buffered_input() == 0 {
-                    self.proto.release_buffers();
-                    self.released = true;
+                    Verdict::BeginClose { protocol_error } => {
+                        if protocol_error {
+                            counters.protocol_error();
+                        }
+                        self.begin_close();
+                        Some(Step::Keep { more: true })
+                    }
+                    Verdict::Remove(reason) => Some(Step::Remove(reason)),
                 }
-                None
             }
-            Phase::Draining { .. } => {
-                // Stuck: no write progress and no deferred answer for a while.
-                let stuck = config.idle_timeout.unwrap_or(net::LINGER);
-                let last = self.last_write_progress.max(self.last_activity);
-                (now.saturating_duration_since(last) >= stuck)
-                    .then_some(Step::Remove("nothing moved while closing (idle_timeout)"))
-            }
+            Phase::Draining { .. } => self.timeouts.sweep_draining(config, now).map(Step::Remove),
             Phase::Lingering { deadline, .. } => (now >= deadline).then_some(Step::Remove("linger timeout")),
         }
     }

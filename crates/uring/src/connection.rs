@@ -28,17 +28,15 @@
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::BytesMut;
+use fastwire_common::timeouts::{OpenState, Timeouts, Verdict};
 use fastwire_common::{net, ConnTally, ServerCounters};
 use fastwire_proto::{ConcurrencyLimit, Connection, Handler, ServerConfig, ServerConn, Wake};
 use io_uring::{opcode, squeue, types, IoUring};
 
 use crate::ring::{self, BufRing, Completion, Op};
-
-/// After this long without traffic a connection gives its buffers back.
-pub(crate) const IDLE_RELEASE: Duration = Duration::from_secs(1);
 
 enum Phase {
     Open,
@@ -98,13 +96,10 @@ pub(crate) struct Conn {
     send_in_flight: bool,
     /// The client's end of stream came: no receive is armed again.
     eof: bool,
-    handshake_deadline: Instant,
-    last_activity: Instant,
-    last_write_progress: Instant,
+    timeouts: Timeouts,
     tally: ConnTally,
     /// The state machine failed (and it was counted): deferred answers still pending are cut.
     failed: bool,
-    released: bool,
     /// Deferred responses (or a free concurrency slot) wait: see `wake`.
     woken: bool,
     /// Why it is being removed (logged when freed).
@@ -147,12 +142,9 @@ impl Conn {
             sent: 0,
             send_in_flight: false,
             eof: false,
-            handshake_deadline: now + config.handshake_timeout,
-            last_activity: now,
-            last_write_progress: now,
+            timeouts: Timeouts::new(config, now),
             tally: ConnTally::default(),
             failed: false,
-            released: false,
             woken: false,
             close_reason: "",
         }
@@ -272,7 +264,7 @@ impl Conn {
                 self.send_in_flight = false;
                 if c.result > 0 {
                     self.sent += c.result as usize;
-                    self.last_write_progress = now;
+                    self.timeouts.wrote(now);
                     if self.sent >= self.sending.len() {
                         self.sending.clear();
                         self.sent = 0;
@@ -296,8 +288,7 @@ impl Conn {
                 // Copy only what arrived: the connection's own buffer stays
                 // as small as its unfinished message.
                 self.proto.received(bytes);
-                self.last_activity = now;
-                self.released = false;
+                self.timeouts.active(now);
             }
             Phase::Lingering { discarded, .. } => *discarded += bytes.len(),
             // Requests after the close began are not served.
@@ -340,7 +331,7 @@ impl Conn {
                             ctx.counters.connection_failed(&e);
                             self.failed = true;
                         }
-                        self.last_activity = ctx.now;
+                        self.timeouts.active(ctx.now);
                     }
                 }
                 Phase::Lingering { discarded, .. } => {
@@ -433,40 +424,30 @@ impl Conn {
     pub(crate) fn sweep(&mut self, config: &ServerConfig, counters: &ServerCounters, now: Instant) -> Option<Step> {
         match self.phase {
             Phase::Open => {
-                if !self.proto.is_handshake_done() && now >= self.handshake_deadline {
-                    counters.protocol_error();
-                    self.begin_close();
-                    return Some(Step::Keep);
-                }
-                let quiet = now.saturating_duration_since(self.last_activity);
-                if self.proto.deferred_in_flight() > 0 {
-                    // Waiting for deferred answers is not idleness.
-                    self.last_activity = now;
-                }
-                let unsent = self.send_in_flight || self.proto.has_output();
-                if unsent {
-                    // A client that stopped reading: its output cannot drain.
-                    if config.idle_timeout.is_some_and(|t| now.saturating_duration_since(self.last_write_progress) >= t)
-                    {
-                        return Some(Step::Remove("the client stopped reading (idle_timeout)"));
+                let state = OpenState {
+                    handshake_done: self.proto.is_handshake_done(),
+                    deferred_in_flight: self.proto.deferred_in_flight() > 0,
+                    unsent: self.send_in_flight || self.proto.has_output(),
+                    buffered_input: self.proto.buffered_input() > 0,
+                };
+                match self.timeouts.sweep_open(config, now, state) {
+                    Verdict::Keep => None,
+                    Verdict::ReleaseBuffers => {
+                        self.proto.release_buffers();
+                        self.sending = BytesMut::new();
+                        None
                     }
-                } else if config.idle_timeout.is_some_and(|t| quiet >= t) {
-                    self.begin_close();
-                    return Some(Step::Keep);
-                } else if quiet >= IDLE_RELEASE && !self.released && self.proto.buffered_input() == 0 {
-                    self.proto.release_buffers();
-                    self.sending = BytesMut::new();
-                    self.released = true;
+                    Verdict::BeginClose { protocol_error } => {
+                        if protocol_error {
+                            counters.protocol_error();
+                        }
+                        self.begin_close();
+                        Some(Step::Keep)
+                    }
+                    Verdict::Remove(reason) => Some(Step::Remove(reason)),
                 }
-                None
             }
-            Phase::Draining { .. } => {
-                // Stuck: no write progress and no deferred answer for a while.
-                let stuck = config.idle_timeout.unwrap_or(net::LINGER);
-                let last = self.last_write_progress.max(self.last_activity);
-                (now.saturating_duration_since(last) >= stuck)
-                    .then_some(Step::Remove("nothing moved while closing (idle_timeout)"))
-            }
+            Phase::Draining { .. } => self.timeouts.sweep_draining(config, now).map(Step::Remove),
             Phase::Lingering { deadline, .. } => (now >= deadline).then_some(Step::Remove("linger timeout")),
             Phase::Closing => None,
         }
