@@ -934,7 +934,14 @@ pub struct Link<D: Driver> {
 
 /// How long a connection nobody reads stays unwatched by its driver (see
 /// [`Link::wait_read_turn`]): a server's close is noticed within this.
-const QUIET_WATCH: Duration = Duration::from_millis(100);
+pub const QUIET_WATCH: Duration = Duration::from_millis(100);
+
+/// For drivers that watch a quiet connection themselves (see
+/// [`QUIET_WATCH`]): whether its socket has bytes waiting or has ended,
+/// without consuming anything and without blocking (a peek).
+pub fn socket_has_news(socket: &TcpStream) -> bool {
+    sys::has_news(socket)
+}
 
 /// Whose turn it is to read (see [`Link::wait_read_turn`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -29,6 +29,9 @@ mod fallback {
     pub(crate) fn peer_closed(_: &TcpStream) -> bool {
         false
     }
+    pub(crate) fn has_news(_: &TcpStream) -> bool {
+        false
+    }
     pub(crate) fn send(_: &TcpStream, _: &[u8]) -> io::Result<usize> {
         Err(unsupported())
     }
@@ -86,6 +89,16 @@ mod unix {
     pub(crate) fn peer_closed(stream: &TcpStream) -> bool {
         let mut byte = [std::mem::MaybeUninit::<u8>::uninit()];
         matches!(socket2::SockRef::from(stream).recv_with_flags(&mut byte, libc::MSG_DONTWAIT | libc::MSG_PEEK), Ok(0))
+    }
+
+    /// Whether the socket has bytes waiting or has ended (or failed),
+    /// without consuming anything and without blocking.
+    pub(crate) fn has_news(stream: &TcpStream) -> bool {
+        let mut byte = [std::mem::MaybeUninit::<u8>::uninit()];
+        match socket2::SockRef::from(stream).recv_with_flags(&mut byte, libc::MSG_DONTWAIT | libc::MSG_PEEK) {
+            Ok(_) => true,
+            Err(e) => !matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted),
+        }
     }
 
     /// Writes what the socket takes now, without blocking.

@@ -19,7 +19,9 @@ use fastwire_proto::ServerConfig;
 
 use crate::net;
 
-/// After this long without traffic a connection gives its buffers back.
+/// After this long without traffic a connection gives its buffers back (on
+/// every backend: the sweeping loops through [`Timeouts`], the others by
+/// their own timers).
 pub const IDLE_RELEASE: Duration = Duration::from_secs(1);
 
 /// A connection's clocks, kept by its loop.

@@ -29,7 +29,7 @@ use std::task::{Poll, Waker};
 use std::time::Instant;
 
 use bytes::BytesMut;
-use fastwire_common::client::{Driver, Link, Output};
+use fastwire_common::client::{socket_has_news, Driver, Link, Output, QUIET_WATCH};
 use fastwire_common::ClientError;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::{LocalExecutorBuilder, Placement};
@@ -97,26 +97,14 @@ impl crate::clock::Tick for UringHandle {
     }
 }
 
-/// How long a connection nobody reads goes unwatched: its reader looks at
-/// the socket this often, so that a server's close is noticed within it.
-const QUIET_WATCH: std::time::Duration = std::time::Duration::from_millis(100);
-
-/// The clock's entry for the reader's watch (see [`QUIET_WATCH`]).
+/// The clock's entry for the reader's watch: every
+/// [`QUIET_WATCH`](fastwire_common::client::QUIET_WATCH), as the other
+/// blocking clients watch a quiet connection.
 struct ReadWatch(Arc<UringHandle>);
 
 impl crate::clock::Tick for ReadWatch {
     fn tick(&self) {
         self.0.read.raise();
-    }
-}
-
-/// Whether the socket has bytes or has ended (or failed), without consuming
-/// anything and without blocking: a peek on the duplicate descriptor.
-fn has_news(socket: &std::net::TcpStream) -> bool {
-    let mut byte = [std::mem::MaybeUninit::<u8>::uninit()];
-    match socket2::SockRef::from(socket).recv_with_flags(&mut byte, libc::MSG_PEEK | libc::MSG_DONTWAIT) {
-        Ok(_) => true,
-        Err(e) => !matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted),
     }
 }
 
@@ -236,7 +224,7 @@ async fn run(link: Rc<Link<Uring>>, stream: glommio::net::TcpStream, handle: Arc
                     // the socket is peeked at, without consuming anything,
                     // and read here if it has news and nobody else reads it.
                     handle.read.wait().await;
-                    if !(has_news(&handle.socket) && link.may_read()) {
+                    if !(socket_has_news(&handle.socket) && link.may_read()) {
                         continue;
                     }
                 }

@@ -32,8 +32,8 @@ use glommio::net::TcpStream;
 
 use crate::server::{Local, Shared};
 
-/// After this long without traffic a connection gives its buffers back.
-const IDLE_RELEASE: Duration = Duration::from_secs(1);
+// After this long without traffic a connection gives its buffers back.
+use fastwire_common::timeouts::IDLE_RELEASE;
 
 /// The smallest read, whatever `buffer_size` says.
 const MIN_READ: usize = 4096;

@@ -44,10 +44,10 @@ use crate::server::Shared;
 /// them at the default 2 MiB would reserve 20 GiB of address space.
 const STACK_SIZE: usize = 128 * 1024;
 
-/// After this long without traffic a connection gives its buffers back, so
-/// an idle connection costs little memory. Not after every batch: that would
-/// cost allocations on every request of a slow, steady client.
-const IDLE_RELEASE: Duration = Duration::from_secs(1);
+// After this long without traffic a connection gives its buffers back, so
+// an idle connection costs little memory. Not after every batch: that would
+// cost allocations on every request of a slow, steady client.
+use fastwire_common::timeouts::IDLE_RELEASE;
 
 /// The first read's size; it doubles while reads fill it.
 const MIN_CHUNK: usize = 4096;

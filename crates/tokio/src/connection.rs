@@ -35,8 +35,8 @@ use tokio::time::{timeout, Instant};
 
 use crate::server::{ConnHandler, Shared};
 
-/// After this long without traffic a connection gives its buffers back.
-const IDLE_RELEASE: Duration = Duration::from_secs(1);
+// After this long without traffic a connection gives its buffers back.
+use fastwire_common::timeouts::IDLE_RELEASE;
 
 /// Deregisters the connection when its task ends (or is aborted).
 struct Guard<'a> {

@@ -42,8 +42,9 @@ const STACK_SIZE: usize = 128 * 1024;
 
 /// How long a connection that a caller reads goes unwatched after the
 /// watch saw bytes (the caller's own): re-arming at once would see the same
-/// bytes again and spin until the caller has read them.
-const REWATCH_AFTER: Duration = Duration::from_millis(100);
+/// bytes again and spin until the caller has read them. The same wait as
+/// the other blocking clients' watch of a quiet connection.
+const REWATCH_AFTER: Duration = fastwire_common::client::QUIET_WATCH;
 
 /// A client for one server address; see [`fastwire_common::client::Client`].
 pub type Client = fastwire_common::client::Client<RingDriver>;
