@@ -33,6 +33,22 @@
 //! connection nobody reads is peeked at before use, so a close by the
 //! server meanwhile is noticed and the call goes out on a new connection.
 //!
+//! **Pipelining callers.** With many calls in flight, a caller's turn as
+//! leader ends when its own response is in while others are still
+//! pending. Handing the role to the driver then (a wake-up, and the
+//! driver's thread racing the caller's next wait for the socket) costs a
+//! context switch per batch. With a driver that allows it
+//! ([`Driver::KEEPS_CALLERS_READING`]: std, mio) the role is left
+//! *vacant* instead: the next caller to wait on a call not yet done leads
+//! (it writes the calls queued meanwhile in one batch, then reads), and
+//! calls started while the role is vacant do not wake the driver to write,
+//! since that caller will. A connection driven by one pipelining thread
+//! then runs as a single thread that writes a batch and reads a batch, the
+//! shape of the floor's client. The driver takes a vacancy only once it
+//! has lasted [`VACANT_WATCH`] (calls started and then left unwaited, a
+//! server's close while nobody waits), and a driver that reads hands the
+//! role back to a caller waiting for it after each read.
+//!
 //! Each call waits on its own pooled slot until its response, its deadline (then it is cancelled and its id freed), or the
 //! death of the connection (every pending call then fails at once: a dead
 //! server never makes a caller hang). The next call reconnects, after a
@@ -81,6 +97,19 @@ pub trait Driver: Sized + Send + Sync + 'static {
     /// The reading role was handed to the driver (calls are pending and no
     /// caller reads): read, even if the socket signals nothing new.
     fn read_needed(_handle: &Self::Handle) {}
+
+    /// Whether callers keep the reading role of a pipelined connection
+    /// (see "Pipelining callers" in the module docs): a leader that leaves
+    /// with calls still pending and no follower leaves the role *vacant*
+    /// for the next caller that waits, instead of handing it to the driver,
+    /// and the driver takes a vacancy only once it has lasted
+    /// [`VACANT_WATCH`] ([`Link::wait_read_turn`] does this for drivers that
+    /// block; reactors call [`Link::read_watch`] on a timer of that
+    /// period). A driver that says yes also hands the role back to a
+    /// waiting caller after each read, and must not be woken by readiness
+    /// while callers read. `false` (the default): the driver reads
+    /// whenever no caller waits.
+    const KEEPS_CALLERS_READING: bool = false;
 }
 
 /// A client for one server address. Cheap to clone: clones share the
@@ -122,6 +151,9 @@ struct Inner<D: Driver> {
     /// that a driver that reads on finds out without taking the lock.
     driver_reads: AtomicBool,
     role_waiters: AtomicUsize,
+    /// A driver waiting for its turn watches at the pace of [`VACANT_WATCH`]
+    /// (calls were pending when it began to wait), not [`QUIET_WATCH`].
+    vacancy_watched: AtomicBool,
     slots: Arc<SlotPool>,
     /// Calls in progress: sent and awaiting a response, or about to be sent.
     in_progress: AtomicUsize,
@@ -144,6 +176,9 @@ struct State<D: Driver> {
     /// Why the last connection ended before its handshake was done (a
     /// refused TLS certificate, say), for `wait_connected` to report.
     handshake_failure: Option<ClientError>,
+    /// Free call slots taken from the pool in bulk (see
+    /// [`SlotPool::acquire_into`]): a call's slot costs no lock of its own.
+    spare_slots: Vec<Arc<CallSlot>>,
 }
 
 struct Active<D: Driver> {
@@ -175,6 +210,9 @@ struct Active<D: Driver> {
     /// batches, than by handing the role back and forth with a wake-up and
     /// a system call under the lock each time: measured, 20 to 40% slower.
     one_at_a_time: bool,
+    /// Counts the times the role was left vacant: a driver takes a vacancy
+    /// only if it sees the same one on two looks [`VACANT_WATCH`] apart.
+    vacancies: u64,
 }
 
 /// Who reads a connection's socket (leader/follower).
@@ -187,6 +225,11 @@ enum Reader {
     /// The driver's thread or reactor: calls are pending and no caller
     /// waits to read them (or the handshake is not in yet).
     Driver,
+    /// Calls are pending and the last leading caller left with nobody
+    /// following: the next caller to wait leads; the driver takes the role
+    /// only if it stays vacant for [`VACANT_WATCH`] (drivers with
+    /// [`Driver::KEEPS_CALLERS_READING`] only).
+    Vacant,
 }
 
 /// What a driver's read did (see [`Link::received_by_driver`]).
@@ -194,9 +237,15 @@ enum Reader {
 pub struct Received {
     /// The server's handshake is in.
     pub handshake_done: bool,
-    /// The driver gave up the reading role (no call is pending): it must
-    /// not read again before [`Link::wait_read_turn`] or [`Link::may_read`].
+    /// The driver gave up the reading role (no call is pending, or it
+    /// handed it to a waiting caller): it must not read again before
+    /// [`Link::wait_read_turn`], [`Link::may_read`] or [`Link::read_watch`]
+    /// says so.
     pub released: bool,
+    /// The role went to a waiting caller ([`Driver::KEEPS_CALLERS_READING`]):
+    /// until [`Link::read_watch`] says otherwise, a reactor must not be
+    /// woken by the socket's readiness (it is the caller's to serve).
+    pub handed_back: bool,
 }
 
 /// How a pending call gets its response.
@@ -231,6 +280,7 @@ impl<D: Driver> Client<D> {
                     used_since: false,
                     read_buf: BytesMut::new(),
                     handshake_failure: None,
+                    spare_slots: Vec::new(),
                 }),
                 output_ready: Condvar::new(),
                 output_drained: Condvar::new(),
@@ -239,6 +289,7 @@ impl<D: Driver> Client<D> {
                 read_role: Condvar::new(),
                 driver_reads: AtomicBool::new(false),
                 role_waiters: AtomicUsize::new(0),
+                vacancy_watched: AtomicBool::new(false),
                 driver: PhantomData,
                 slots: SlotPool::new(),
                 in_progress: AtomicUsize::new(0),
@@ -355,7 +406,8 @@ impl<D: Driver> Client<D> {
         if !active.writable {
             return failed(ClientError::lost(io::ErrorKind::BrokenPipe, "the connection is closing"));
         }
-        let slot = inner.slots.acquire();
+        let slot = inner.slots.acquire_into(&mut state.spare_slots);
+        let active = state.active.as_mut().expect("connected above");
         let first = !active.conn.has_output();
         match active.conn.start_call(name, value, Arc::clone(&slot)) {
             Ok(id) => {
@@ -365,7 +417,14 @@ impl<D: Driver> Client<D> {
                 let alone = active.conn.pending_len() == 1;
                 let quiet = alone && active.one_at_a_time;
                 active.one_at_a_time = alone;
-                if first && !(quiet && inner.write_now(active)) {
+                // A vacant role (or one about to be, see `choose_role`):
+                // the caller who takes it next writes this call together
+                // with the others queued meanwhile.
+                let leader_writes = D::KEEPS_CALLERS_READING
+                    && inner.config.batch_delay.is_none()
+                    && (active.reader == Reader::Vacant
+                        || (active.reader == Reader::Idle && !quiet && active.conn.is_handshake_done()));
+                if first && !leader_writes && !(quiet && inner.write_now(active)) {
                     inner.notify_output(active);
                 }
                 let role = inner.choose_role(active, &slot, waits, quiet);
@@ -494,7 +553,10 @@ impl<D: Driver> PendingCall<D> {
             // pending somebody reads (a caller, or the driver: a started call
             // is handed to it when nobody reads), so it waits for them, on
             // its slot alone: no client lock on this path, which pipelining
-            // callers take for every call.
+            // callers take for every call. Where callers keep the reading
+            // role, one whose call is not done yet decides again (it may
+            // lead, or follow the reader until handed the role).
+            Role::Undecided if D::KEEPS_CALLERS_READING => slot.is_done() || self.decide(&slot),
             Role::Undecided => slot.wait_for(self.deadline),
             Role::MayLead => slot.is_done() || self.decide(&slot),
         };
@@ -518,7 +580,14 @@ impl<D: Driver> PendingCall<D> {
         let inner = &self.inner;
         let mut state = inner.lock();
         let role = match state.active.as_mut().filter(|a| a.generation == self.generation) {
-            Some(active) => inner.choose_role(active, slot, true, false),
+            Some(active) => {
+                let role = inner.choose_role(active, slot, true, false);
+                if role != Role::Undecided && self.io.is_none() {
+                    // Started as Undecided, so without the socket.
+                    self.io = active.io.clone();
+                }
+                role
+            }
             None => Role::Undecided,
         };
         match role {
@@ -548,6 +617,11 @@ impl<D: Driver> PendingCall<D> {
         let chunk = inner.config.buffer_size.clamp(4096, 64 * 1024);
         let mut buf = std::mem::take(&mut self.read_buf);
         loop {
+            if D::KEEPS_CALLERS_READING {
+                // Calls queued while the role was vacant wait for a leader
+                // to write them (see `begin`).
+                inner.flush_by_leader(self.generation, &io);
+            }
             if !read_round(inner, self.generation, &io, &mut buf, chunk) {
                 break; // the connection is over; every pending call has failed
             }
@@ -722,18 +796,56 @@ impl<D: Driver> Inner<D> {
             // until another call is queued, which hands the reading to the
             // driver): one response, which the kernel holds meanwhile.
             Reader::Idle if quiet => Role::MayLead,
+            // Pipelined calls started on a connection nobody reads: the
+            // first of them to be waited on leads (see `Reader::Vacant`).
+            Reader::Idle if D::KEEPS_CALLERS_READING && active.conn.is_handshake_done() => {
+                self.vacate(active);
+                Role::MayLead
+            }
             Reader::Idle => {
                 self.hand_to_driver(active);
                 Role::Undecided
             }
-            Reader::Caller if waits => {
-                if active.followers.len() >= 64 {
-                    active.followers.retain(|f| !f.is_done());
-                }
-                active.followers.push_back(Arc::clone(slot));
-                Role::Follow
+            Reader::Vacant if waits => {
+                self.set_reader(active, Reader::Caller);
+                Role::Lead
+            }
+            // Its caller most likely waits next (a pipelining caller), and
+            // leads then, unless a caller has started reading meanwhile.
+            Reader::Vacant => Role::MayLead,
+            Reader::Caller if waits => Self::follow(active, slot),
+            // The driver hands the role to a waiting caller after its read.
+            Reader::Driver if waits && D::KEEPS_CALLERS_READING && active.conn.is_handshake_done() => {
+                Self::follow(active, slot)
             }
             _ => Role::Undecided,
+        }
+    }
+
+    /// Queues a waiting caller to be handed the reading role.
+    fn follow(active: &mut Active<D>, slot: &Arc<CallSlot>) -> Role {
+        if active.followers.len() >= 64 {
+            active.followers.retain(|f| !f.is_done());
+        }
+        active.followers.push_back(Arc::clone(slot));
+        Role::Follow
+    }
+
+    /// A leading caller writes the calls queued while the role was vacant
+    /// (see `begin`): one non-blocking write; what the socket does not
+    /// take now is the driver's to write.
+    fn flush_by_leader(&self, generation: u64, io: &TcpStream) {
+        let mut state = self.lock();
+        let Some(active) = state.active.as_mut().filter(|a| a.generation == generation) else { return };
+        if active.writing || !active.conn.has_output() || self.config.batch_delay.is_some() {
+            return;
+        }
+        if let Ok(n) = sys::send(io, active.conn.output()) {
+            active.conn.advance_output(n);
+        }
+        // An error is the driver's to find on its own write (and to report).
+        if active.conn.has_output() {
+            self.notify_output(active);
         }
     }
 
@@ -754,7 +866,10 @@ impl<D: Driver> Inner<D> {
         }
         state.read_buf = std::mem::take(buf);
         let Some(active) = active else { return true };
-        if std::mem::take(&mut active.missed_read) {
+        let pending = active.conn.pending_len() > 0;
+        // A vacancy is watched by the driver anyway: what it skipped is
+        // read by the next leader, or by the driver once the vacancy lasts.
+        if std::mem::take(&mut active.missed_read) && !(D::KEEPS_CALLERS_READING && pending) {
             self.hand_to_driver(active);
             return true;
         }
@@ -763,7 +878,9 @@ impl<D: Driver> Inner<D> {
                 return true; // the role passes on, still a caller's
             }
         }
-        if active.conn.pending_len() > 0 {
+        if pending && D::KEEPS_CALLERS_READING {
+            self.vacate(active);
+        } else if pending {
             self.hand_to_driver(active);
         } else {
             self.set_reader(active, Reader::Idle);
@@ -772,7 +889,40 @@ impl<D: Driver> Inner<D> {
     }
     // ANCHOR_END: leave
 
+    /// Leaves the reading role vacant for the next caller that waits (see
+    /// [`Driver::KEEPS_CALLERS_READING`]).
+    fn vacate(&self, active: &mut Active<D>) {
+        self.set_reader(active, Reader::Vacant);
+        // A driver watching at the slow pace (the connection was quiet
+        // when it last looked) is told, to watch at the fast one.
+        if !self.vacancy_watched.load(Ordering::Relaxed) && self.role_waiters.load(Ordering::Relaxed) > 0 {
+            self.read_role.notify_all();
+        }
+    }
+
+    /// A driver's look at a vacant role: takes it (the driver reads, and
+    /// writes what waits) if it is the vacancy `seen` on the last look.
+    fn take_vacancy(&self, active: &mut Active<D>, seen: &mut Option<u64>) -> bool {
+        if active.reader != Reader::Vacant {
+            *seen = None;
+            return false;
+        }
+        if *seen != Some(active.vacancies) {
+            *seen = Some(active.vacancies);
+            return false;
+        }
+        *seen = None;
+        self.set_reader(active, Reader::Driver);
+        if active.conn.has_output() {
+            self.notify_output(active);
+        }
+        true
+    }
+
     fn set_reader(&self, active: &mut Active<D>, reader: Reader) {
+        if reader == Reader::Vacant {
+            active.vacancies += 1;
+        }
         active.reader = reader;
         self.driver_reads.store(reader == Reader::Driver, Ordering::Release);
     }
@@ -801,6 +951,10 @@ impl<D: Driver> Inner<D> {
             return Err(());
         };
         active.conn.receive_buffer(buf);
+        // Handed over before the responses complete the callers' calls: a
+        // caller waits for the oldest pending call, which this read most
+        // likely completes; promoted afterwards, it would leave at once.
+        let handed_back = driver && self.hand_back(active);
         match active.conn.process(|response, slot| slot.complete(response.value)) {
             Ok(()) => {
                 // Reading can make output: with TLS, the handshake's replies
@@ -809,13 +963,13 @@ impl<D: Driver> Inner<D> {
                     self.notify_output(active);
                 }
                 let handshake_done = active.conn.is_handshake_done();
-                let released = driver && self.release_if_unneeded(active);
+                let released = handed_back || (driver && self.release_if_unneeded(active));
                 // A connection counts as made once its handshake is done: one
                 // refused at the handshake keeps the backoff growing.
                 if handshake_done && state.backoff.is_failing() {
                     state.backoff.succeeded();
                 }
-                Ok(Received { handshake_done, released })
+                Ok(Received { handshake_done, released, handed_back })
             }
             Err(e) => {
                 // Last words, best effort: a TLS alert saying why (an
@@ -828,6 +982,21 @@ impl<D: Driver> Inner<D> {
                 Err(())
             }
         }
+    }
+
+    /// A reading driver hands the role to a caller waiting for it, if any
+    /// (drivers with [`Driver::KEEPS_CALLERS_READING`]): returns whether it did.
+    fn hand_back(&self, active: &mut Active<D>) -> bool {
+        if !D::KEEPS_CALLERS_READING || active.reader != Reader::Driver || !active.conn.is_handshake_done() {
+            return false;
+        }
+        while let Some(follower) = active.followers.pop_front() {
+            if follower.promote() {
+                self.set_reader(active, Reader::Caller);
+                return true;
+            }
+        }
+        false
     }
 
     /// The driver reads and no call is pending: nobody needs to read, and
@@ -906,6 +1075,7 @@ impl<D: Driver> Inner<D> {
             missed_read: false,
             followers: VecDeque::new(),
             one_at_a_time: true,
+            vacancies: 0,
         });
         // The driver reads the server's handshake.
         self.set_reader(active, Reader::Driver);
@@ -935,6 +1105,29 @@ pub struct Link<D: Driver> {
 /// How long a connection nobody reads stays unwatched by its driver (see
 /// [`Link::wait_read_turn`]): a server's close is noticed within this.
 pub const QUIET_WATCH: Duration = Duration::from_millis(100);
+
+/// How long a vacant reading role waits for a caller before the driver
+/// takes it (see [`Driver::KEEPS_CALLERS_READING`]): the longest a response
+/// nobody waits for stays unread, or a call started while the role was
+/// vacant stays unwritten, when no caller comes to wait. Long against a
+/// pipelining caller's gaps between waits (microseconds), short against
+/// any deadline a caller would set.
+pub const VACANT_WATCH: Duration = Duration::from_millis(1);
+
+/// What a reactor that stopped watching its socket while callers read
+/// should do now (see [`Link::read_watch`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadWatch {
+    /// A caller reads, or will soon (the role is vacant): stay off the
+    /// socket, and look again within [`VACANT_WATCH`].
+    Callers,
+    /// The role is the driver's (it read when handed it, or a vacancy
+    /// lasted) or nobody's (a quiet connection): watch the socket again,
+    /// and read it.
+    Resume,
+    /// The connection is no longer this one: stop.
+    Gone,
+}
 
 /// For drivers that watch a quiet connection themselves (see
 /// [`QUIET_WATCH`]): whether its socket has bytes waiting or has ended,
@@ -1020,21 +1213,56 @@ impl<D: Driver> Link<D> {
         // thread wake-up per call (measured: 18% slower pipelined calls,
         // and a wake-up per round trip). The wait is not woken when the
         // connection goes quiet, only when the role comes to the driver.
+        // While calls are pending the driver looks every `VACANT_WATCH`,
+        // and takes a vacancy it sees twice (see `KEEPS_CALLERS_READING`).
+        let mut seen = None;
         loop {
-            match state.active.as_ref().filter(|a| a.generation == self.generation) {
+            let watch = match state.active.as_mut().filter(|a| a.generation == self.generation) {
                 None => return ReadTurn::Gone,
                 Some(a) if a.reader == Reader::Driver || a.io.is_none() => return ReadTurn::Driver,
-                Some(_) => {}
-            }
+                Some(a) if D::KEEPS_CALLERS_READING => {
+                    if self.inner.take_vacancy(a, &mut seen) {
+                        return ReadTurn::Driver;
+                    }
+                    if a.conn.pending_len() > 0 {
+                        VACANT_WATCH
+                    } else {
+                        QUIET_WATCH
+                    }
+                }
+                Some(_) => QUIET_WATCH,
+            };
+            self.inner.vacancy_watched.store(watch == VACANT_WATCH, Ordering::Relaxed);
             self.inner.role_waiters.fetch_add(1, Ordering::Relaxed);
-            let (next, waited) =
-                self.inner.read_role.wait_timeout(state, QUIET_WATCH).unwrap_or_else(|p| p.into_inner());
+            let (next, waited) = self.inner.read_role.wait_timeout(state, watch).unwrap_or_else(|p| p.into_inner());
             self.inner.role_waiters.fetch_sub(1, Ordering::Relaxed);
             state = next;
             if waited.timed_out()
+                && watch == QUIET_WATCH
                 && state.active.as_ref().is_some_and(|a| a.generation == self.generation && a.reader == Reader::Idle)
             {
                 return ReadTurn::Nobody;
+            }
+        }
+    }
+
+    /// For reactors of drivers with [`Driver::KEEPS_CALLERS_READING`] that
+    /// stopped watching their socket while callers read it (on
+    /// [`Link::may_read`] saying no, or [`Received::handed_back`]): call it
+    /// at least every [`VACANT_WATCH`] while off the socket. `seen` is the
+    /// reactor's memory between looks (start with `None`): a vacancy seen
+    /// on two looks is taken (the driver reads).
+    pub fn read_watch(&self, seen: &mut Option<u64>) -> ReadWatch {
+        let mut state = self.inner.lock();
+        match state.active.as_mut().filter(|a| a.generation == self.generation) {
+            None => ReadWatch::Gone,
+            Some(a) if a.reader == Reader::Driver || a.reader == Reader::Idle || a.io.is_none() => ReadWatch::Resume,
+            Some(a) => {
+                if self.inner.take_vacancy(a, seen) {
+                    ReadWatch::Resume
+                } else {
+                    ReadWatch::Callers
+                }
             }
         }
     }
@@ -1069,6 +1297,9 @@ impl<D: Driver> Link<D> {
                 a.missed_read = true;
                 false
             }
+            // The next caller to wait reads it, or the driver once the
+            // vacancy lasts (`read_watch`).
+            Some(a) if a.reader == Reader::Vacant => false,
             Some(a) => {
                 if a.io.is_some() {
                     self.inner.set_reader(a, Reader::Driver);

@@ -26,8 +26,10 @@
 //!   through deferred responses.
 
 #![deny(missing_docs)]
-// Unsafe code is denied, and allowed in one place: `sys`, three socket
-// calls std does not offer (each with its reason).
+// Unsafe code is denied, and allowed in two places: `sys`, three socket
+// calls std does not offer (each with its reason), and `slot`, a call's
+// value handed from the completer to the caller under an atomic state
+// instead of a lock (the rule is written at `CallSlot`'s fields).
 #![deny(unsafe_code)]
 
 pub mod backoff;

@@ -12,27 +12,46 @@
 //! A slot can be waited on by a blocking thread ([`CallSlot::wait_for`])
 //! or polled by an async task ([`CallSlot::poll_done`]).
 
+// The value and error cells (see `outcome` below and `CallSlot`).
+#![allow(unsafe_code)]
+
+use std::cell::UnsafeCell;
 use std::ops::Deref;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
 use crate::error::ClientError;
 use crate::Deadline;
 
-#[derive(Debug, Default)]
-enum Outcome {
-    #[default]
-    Waiting,
-    Done,
-    Failed(ClientError),
-    /// Done or failed, and the result was handed to the caller.
-    Taken,
-}
+// ANCHOR: outcome
+// A slot's outcome, in one atomic byte. Whoever moves it into one of the
+// passing states (`WRITING`, `TAKING`, `RESETTING`) with a compare-and-swap
+// owns the value and error until it moves it on; in the resting states
+// nobody touches them, except the caller once the call is `DONE` or
+// `FAILED`. So the caller's checks (is it done? take it; reuse the slot)
+// are single atomic operations, not locks: under load a pipelining caller
+// makes all of them for every call. Only the completer takes the lock,
+// once, to publish the outcome to a waiter that may be going to sleep.
+/// No outcome yet.
+const WAITING: u8 = 0;
+/// A completer is writing the value or error.
+const WRITING: u8 = 1;
+/// Completed: the value is in.
+const DONE: u8 = 2;
+/// Failed: the error is in.
+const FAILED: u8 = 3;
+/// The caller is taking the value or error out.
+const TAKING: u8 = 4;
+/// Done or failed, and the result was handed to the caller.
+const TAKEN: u8 = 5;
+/// Being made ready for the next call.
+const RESETTING: u8 = 6;
+// ANCHOR_END: outcome
 
+/// Who waits, and how: kept under the slot's lock.
 #[derive(Debug, Default)]
-struct SlotState {
-    value: Vec<u8>,
-    outcome: Outcome,
+struct Waiters {
     waker: Option<Waker>,
     /// A thread is blocked on `done`. Notifying a condition variable is a
     /// system call even when nobody waits (a futex wake), so the completer
@@ -59,28 +78,65 @@ pub enum FollowEnd {
 }
 
 /// One call's meeting point between the caller and the connection.
-#[derive(Debug, Default)]
 pub struct CallSlot {
-    state: Mutex<SlotState>,
+    /// See the states above.
+    outcome: AtomicU8,
+    /// The response value: owned by whoever holds a passing state, or by
+    /// the caller once `outcome` is `DONE`.
+    value: UnsafeCell<Vec<u8>>,
+    /// The error of a failed call, under the same rule.
+    error: UnsafeCell<Option<ClientError>>,
+    waiters: Mutex<Waiters>,
     done: Condvar,
 }
 
+// SAFETY: `value` and `error` are only touched by the thread that moved
+// `outcome` into a passing state (a compare-and-swap: one winner), or by
+// the caller after it saw `DONE`/`FAILED` (Acquire, pairing with the
+// completer's Release) and claimed them (`TAKING`, `RESETTING`).
+// Everything else is atomic or behind the mutex.
+unsafe impl Sync for CallSlot {}
+
+impl Default for CallSlot {
+    fn default() -> Self {
+        CallSlot {
+            outcome: AtomicU8::new(WAITING),
+            value: UnsafeCell::new(Vec::new()),
+            error: UnsafeCell::new(None),
+            waiters: Mutex::default(),
+            done: Condvar::new(),
+        }
+    }
+}
+
+impl std::fmt::Debug for CallSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallSlot").field("outcome", &self.outcome.load(Ordering::Relaxed)).finish()
+    }
+}
+
 impl CallSlot {
-    fn lock(&self) -> MutexGuard<'_, SlotState> {
+    fn lock(&self) -> MutexGuard<'_, Waiters> {
         // A panic while holding this lock cannot leave the state invalid
         // (every write is a single assignment), so poisoning is ignored.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.waiters.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Claims the value and error for writing: only while nothing is in.
+    fn claim(&self) -> bool {
+        self.outcome.compare_exchange(WAITING, WRITING, Ordering::Acquire, Ordering::Relaxed).is_ok()
     }
 
     // ANCHOR: notify_sleepers
-    fn finish(&self, mut state: MutexGuard<'_, SlotState>, outcome: Outcome) {
-        if !matches!(state.outcome, Outcome::Waiting) {
-            return;
-        }
-        state.outcome = outcome;
-        let waker = state.waker.take();
-        let sleeping = std::mem::take(&mut state.sleeping);
-        drop(state);
+    /// Publishes what the claimer wrote, under the lock: a waiter checks
+    /// the outcome under it before it sleeps, so it either sees this or is
+    /// asleep (and flagged) when this looks.
+    fn publish(&self, outcome: u8) {
+        let mut waiters = self.lock();
+        self.outcome.store(outcome, Ordering::Release);
+        let waker = waiters.waker.take();
+        let sleeping = std::mem::take(&mut waiters.sleeping);
+        drop(waiters);
         if sleeping {
             self.done.notify_all();
         }
@@ -90,35 +146,43 @@ impl CallSlot {
     }
     // ANCHOR_END: notify_sleepers
 
-    /// Completes the call with its response value (copied into the slot's buffer).
+    /// Completes the call with its response value (copied into the slot's
+    /// buffer). Nothing happens if the call is already done or failed.
     pub fn complete(&self, value: &[u8]) {
-        let mut state = self.lock();
-        if matches!(state.outcome, Outcome::Waiting) {
-            state.value.clear();
-            state.value.extend_from_slice(value);
+        if self.claim() {
+            // SAFETY: `WRITING` was claimed by this thread (see `outcome`).
+            let buf = unsafe { &mut *self.value.get() };
+            buf.clear();
+            buf.extend_from_slice(value);
+            self.publish(DONE);
         }
-        self.finish(state, Outcome::Done);
     }
 
-    /// Fails the call.
+    /// Fails the call. Nothing happens if it is already done or failed.
     pub fn fail(&self, error: ClientError) {
-        let state = self.lock();
-        self.finish(state, Outcome::Failed(error));
+        if self.claim() {
+            // SAFETY: as in `complete`.
+            unsafe { *self.error.get() = Some(error) };
+            self.publish(FAILED);
+        }
     }
 
-    /// Whether the call was completed or failed.
+    /// Whether the call was completed or failed (one atomic load).
     pub fn is_done(&self) -> bool {
-        !matches!(self.lock().outcome, Outcome::Waiting)
+        outcome_is_in(self.outcome.load(Ordering::Acquire))
     }
 
     /// Blocks until the call is done or `deadline` passes; returns whether
-    /// it is done. No clock read at all if the call is already done.
+    /// it is done. No lock and no clock read if the call is already done.
     pub fn wait_for(&self, deadline: Deadline) -> bool {
-        let mut state = self.lock();
-        while matches!(state.outcome, Outcome::Waiting) {
+        if self.is_done() {
+            return true;
+        }
+        let mut waiters = self.lock();
+        while !self.is_done() {
             let Some(left) = deadline.remaining() else { return false };
-            state.sleeping = true;
-            state = self.done.wait_timeout(state, left).unwrap_or_else(|p| p.into_inner()).0;
+            waiters.sleeping = true;
+            waiters = self.done.wait_timeout(waiters, left).unwrap_or_else(|p| p.into_inner()).0;
         }
         true
     }
@@ -127,33 +191,33 @@ impl CallSlot {
     /// or the leader hands over the reading role ([`CallSlot::promote`]).
     /// A promotion wins over both (the role must not be dropped).
     pub fn wait_following(&self, deadline: Deadline) -> FollowEnd {
-        let mut state = self.lock();
-        state.following = true;
+        let mut waiters = self.lock();
+        waiters.following = true;
         let end = loop {
-            if std::mem::take(&mut state.promoted) {
+            if std::mem::take(&mut waiters.promoted) {
                 break FollowEnd::Promoted;
             }
-            if !matches!(state.outcome, Outcome::Waiting) {
+            if self.is_done() {
                 break FollowEnd::Done;
             }
             let Some(left) = deadline.remaining() else { break FollowEnd::TimedOut };
-            state.sleeping = true;
-            state = self.done.wait_timeout(state, left).unwrap_or_else(|p| p.into_inner()).0;
+            waiters.sleeping = true;
+            waiters = self.done.wait_timeout(waiters, left).unwrap_or_else(|p| p.into_inner()).0;
         };
-        state.following = false;
+        waiters.following = false;
         end
     }
 
     /// Hands the reading role to this slot's caller if it waits as a
     /// follower for a call not yet done; returns whether it took it.
     pub fn promote(&self) -> bool {
-        let mut state = self.lock();
-        if !state.following || state.promoted || !matches!(state.outcome, Outcome::Waiting) {
+        let mut waiters = self.lock();
+        if !waiters.following || waiters.promoted || self.is_done() {
             return false;
         }
-        state.promoted = true;
-        let sleeping = std::mem::take(&mut state.sleeping);
-        drop(state);
+        waiters.promoted = true;
+        let sleeping = std::mem::take(&mut waiters.sleeping);
+        drop(waiters);
         if sleeping {
             self.done.notify_all();
         }
@@ -162,52 +226,84 @@ impl CallSlot {
 
     /// Blocks until the call is done.
     pub fn wait(&self) {
-        let mut state = self.lock();
-        while matches!(state.outcome, Outcome::Waiting) {
-            state.sleeping = true;
-            state = self.done.wait(state).unwrap_or_else(|p| p.into_inner());
+        if self.is_done() {
+            return;
+        }
+        let mut waiters = self.lock();
+        while !self.is_done() {
+            waiters.sleeping = true;
+            waiters = self.done.wait(waiters).unwrap_or_else(|p| p.into_inner());
         }
     }
 
     /// For async callers: ready once the call is done, else registers the waker.
     pub fn poll_done(&self, cx: &mut Context<'_>) -> Poll<()> {
-        let mut state = self.lock();
-        if matches!(state.outcome, Outcome::Waiting) {
-            match &state.waker {
-                Some(w) if w.will_wake(cx.waker()) => {}
-                _ => state.waker = Some(cx.waker().clone()),
-            }
-            Poll::Pending
-        } else {
-            Poll::Ready(())
+        if self.is_done() {
+            return Poll::Ready(());
         }
+        let mut waiters = self.lock();
+        if self.is_done() {
+            return Poll::Ready(());
+        }
+        match &waiters.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => waiters.waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
     }
 
     /// Takes the outcome of a finished call: its value, or its error.
-    /// Returns `Err(ClientError::Closed)` if called before the call is done.
+    /// Returns `Err(ClientError::Closed)` if called before the call is
+    /// done, or after its outcome was taken.
     fn take(&self) -> Result<Vec<u8>, ClientError> {
-        let mut state = self.lock();
-        match std::mem::replace(&mut state.outcome, Outcome::Taken) {
-            Outcome::Done => Ok(std::mem::take(&mut state.value)),
-            Outcome::Failed(e) => Err(e),
-            Outcome::Waiting => {
-                state.outcome = Outcome::Waiting;
-                Err(ClientError::Closed)
-            }
-            Outcome::Taken => Err(ClientError::Closed),
+        let outcome = self.outcome.load(Ordering::Acquire);
+        if !matches!(outcome, DONE | FAILED)
+            || self.outcome.compare_exchange(outcome, TAKING, Ordering::Acquire, Ordering::Relaxed).is_err()
+        {
+            return Err(ClientError::Closed);
         }
+        // SAFETY: `TAKING` was claimed by this thread (see `outcome`).
+        let result = unsafe {
+            if outcome == DONE {
+                Ok(std::mem::take(&mut *self.value.get()))
+            } else {
+                Err((*self.error.get()).take().unwrap_or(ClientError::Closed))
+            }
+        };
+        self.outcome.store(TAKEN, Ordering::Release);
+        result
     }
 
-    fn reset(&self, value: Vec<u8>) {
-        let mut state = self.lock();
-        state.value = value;
-        state.value.clear();
-        state.outcome = Outcome::Waiting;
-        state.waker = None;
-        state.sleeping = false;
-        state.following = false;
-        state.promoted = false;
+    /// Makes the slot ready for the next call, with `value` as its buffer.
+    /// Returns `false` (the slot must not be reused) if someone is in the
+    /// middle of writing or taking its outcome.
+    fn reset(&self, mut value: Vec<u8>) -> bool {
+        let outcome = self.outcome.load(Ordering::Acquire);
+        if !matches!(outcome, WAITING | DONE | FAILED | TAKEN)
+            || self.outcome.compare_exchange(outcome, RESETTING, Ordering::Acquire, Ordering::Relaxed).is_err()
+        {
+            return false;
+        }
+        value.clear();
+        // SAFETY: `RESETTING` was claimed by this thread (see `outcome`).
+        unsafe {
+            *self.value.get() = value;
+            *self.error.get() = None;
+        }
+        // The waiters' flags are left as they are: each is cleared by its
+        // own protocol (a completion takes `sleeping` and the waker, a
+        // follower clears `following` and consumes `promoted`), and what a
+        // call that timed out left behind costs the next one at most a
+        // spurious wake-up, which every wait re-checks. Clearing them here
+        // would cost a lock per call.
+        self.outcome.store(WAITING, Ordering::Release);
+        true
     }
+}
+
+/// Whether an outcome byte says the call is over.
+fn outcome_is_in(outcome: u8) -> bool {
+    matches!(outcome, DONE | FAILED | TAKING | TAKEN)
 }
 
 /// Free call slots, shared by all calls of a client.
@@ -237,10 +333,20 @@ impl SlotPool {
         slot.unwrap_or_default()
     }
 
+    /// [`acquire`](Self::acquire) for a caller that keeps a cache of free
+    /// slots under a lock of its own (a client's state): the pool's lock is
+    /// taken only when the cache is empty, to move every free slot into it
+    /// at once (the two vectors are swapped: nothing is allocated).
+    pub fn acquire_into(&self, cache: &mut Vec<Arc<CallSlot>>) -> Arc<CallSlot> {
+        if cache.is_empty() {
+            std::mem::swap(&mut *self.free.lock().unwrap_or_else(|p| p.into_inner()), cache);
+        }
+        cache.pop().unwrap_or_default()
+    }
+
     /// Returns a slot whose call is over.
     pub fn release(&self, slot: Arc<CallSlot>) {
-        if reusable(&slot) {
-            slot.reset(Vec::new());
+        if reusable(&slot) && slot.reset(Vec::new()) {
             self.free.lock().unwrap_or_else(|p| p.into_inner()).push(slot);
         }
     }
@@ -319,8 +425,7 @@ impl Drop for Reply {
     fn drop(&mut self) {
         if let Some(slot) = self.slot.take() {
             let value = std::mem::take(&mut self.value);
-            if value.capacity() <= self.pool.max_kept_value && reusable(&slot) {
-                slot.reset(value);
+            if value.capacity() <= self.pool.max_kept_value && reusable(&slot) && slot.reset(value) {
                 self.pool.free.lock().unwrap_or_else(|p| p.into_inner()).push(slot);
             }
         }

@@ -23,7 +23,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use fastwire_common::client::{Driver, Link, Output};
+use fastwire_common::client::{Driver, Link, Output, ReadWatch, VACANT_WATCH};
 use fastwire_common::{net, ClientError};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -120,6 +120,11 @@ impl Driver for Reactor {
             let _ = handle.waker.wake();
         }
     }
+
+    // While callers read, the reactor takes the socket out of its poll
+    // (an edge per arriving segment would wake it for nothing) and looks
+    // at the role on a timer instead (`Link::read_watch`).
+    const KEEPS_CALLERS_READING: bool = true;
 }
 
 fn run(link: Link<Reactor>, mut poll: Poll, mut stream: TcpStream, handle: &ReactorHandle) {
@@ -135,6 +140,11 @@ fn run(link: Link<Reactor>, mut poll: Poll, mut stream: TcpStream, handle: &Reac
     let mut writable = true;
     let mut timeout = Some(Duration::ZERO);
     let mut hold_until: Option<Instant> = None;
+    // Whether the socket's readiness is watched (registered for reading):
+    // not while callers read it (see `KEEPS_CALLERS_READING`).
+    let mut read_interest = true;
+    let mut registered = true;
+    let mut vacancy_seen = None;
     let read_chunk = config.buffer_size.clamp(4096, 64 * 1024);
     loop {
         // ANCHOR: parked_sleep
@@ -166,11 +176,28 @@ fn run(link: Link<Reactor>, mut poll: Poll, mut stream: TcpStream, handle: &Reac
                 writable |= event.is_writable() || event.is_write_closed();
             }
         }
-        readable |= handle.read_requested.swap(false, Ordering::SeqCst);
+        let mut interest_changed = false;
+        if !read_interest {
+            match link.read_watch(&mut vacancy_seen) {
+                ReadWatch::Gone => return,
+                ReadWatch::Callers => {}
+                // Watch the socket again, and read what arrived unwatched.
+                ReadWatch::Resume => (read_interest, interest_changed, readable) = (true, true, true),
+            }
+        }
+        if handle.read_requested.swap(false, Ordering::SeqCst) {
+            // Handed the role: read, and watch the socket again.
+            readable = true;
+            interest_changed |= !read_interest;
+            read_interest = true;
+        }
         // Read until WouldBlock, handing responses to the waiting callers,
-        // unless a caller is reading (it is told, and serves the readiness).
+        // unless a caller is reading (it is told, and serves the readiness):
+        // then the socket is left to the callers until `read_watch` says.
         if readable && !link.may_read() {
             readable = false;
+            interest_changed |= read_interest;
+            read_interest = false;
         }
         let mut released = !readable;
         while readable {
@@ -188,6 +215,10 @@ fn run(link: Link<Reactor>, mut poll: Poll, mut stream: TcpStream, handle: &Reac
                         if r.released {
                             readable = false;
                             released = true;
+                        }
+                        if r.handed_back {
+                            interest_changed |= read_interest;
+                            read_interest = false;
                         }
                     }
                 },
@@ -262,13 +293,32 @@ fn run(link: Link<Reactor>, mut poll: Poll, mut stream: TcpStream, handle: &Reac
             let left = handshake_deadline.saturating_duration_since(Instant::now());
             timeout = Some(timeout.map_or(left, |t| t.min(left)));
         }
+        if !read_interest {
+            // Off the socket: look at the role on a timer.
+            timeout = Some(timeout.map_or(VACANT_WATCH, |t| t.min(VACANT_WATCH)));
+        }
         // Write interest only while output remains.
         let want_write = hold_until.is_none() && written < out.len();
-        if want_write != write_interest {
-            let interest = if want_write { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
-            if let Err(e) = poll.registry().reregister(&mut stream, SOCKET, interest) {
+        if want_write != write_interest || interest_changed {
+            let interest = match (read_interest, want_write) {
+                (true, false) => Some(Interest::READABLE),
+                (true, true) => Some(Interest::READABLE | Interest::WRITABLE),
+                (false, true) => Some(Interest::WRITABLE),
+                // Nothing to watch: a writable-only registration would
+                // report the idle socket writable at once, for nothing.
+                (false, false) => None,
+            };
+            let registry = poll.registry();
+            let result = match (interest, registered) {
+                (Some(interest), true) => registry.reregister(&mut stream, SOCKET, interest),
+                (Some(interest), false) => registry.register(&mut stream, SOCKET, interest),
+                (None, true) => registry.deregister(&mut stream),
+                (None, false) => Ok(()),
+            };
+            if let Err(e) = result {
                 return link.die(ClientError::from_io(e));
             }
+            registered = interest.is_some();
             write_interest = want_write;
         }
     }

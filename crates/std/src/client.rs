@@ -74,6 +74,11 @@ impl Driver for Threads {
         // calls; the threads keep blocking ones): see `read_loop`.
         Some(Arc::clone(stream))
     }
+
+    // The reader thread waits for its turn on the client's condition
+    // variable, never on the socket: it is woken by nothing while callers
+    // read, and looks at a vacancy on the watch's timer (`wait_read_turn`).
+    const KEEPS_CALLERS_READING: bool = true;
 }
 
 fn read_loop(link: &Link<Threads>, socket: &TcpStream) {
