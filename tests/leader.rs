@@ -3,8 +3,9 @@
 //! everyone, and hands the reading on when it leaves. These are the
 //! hand-overs that must never lose a response or leave a caller hanging:
 //! a leader timing out while followers wait, a leader's connection dying
-//! while followers wait, calls started and waited later, and many callers
-//! on one connection. Over TCP on loopback, against the mio server's demo
+//! while followers wait, calls started and waited later, calls left
+//! pending with nobody waiting (the role vacant), and many callers on one
+//! connection. Over TCP on loopback, against the mio server's demo
 //! service (`wait/<µs>` calls are answered that much later, `re:` + value).
 
 use std::sync::{Arc, Barrier};
@@ -114,6 +115,55 @@ fn started_calls_are_read_whoever_waits<D: Driver>() {
     server.shutdown(Duration::from_secs(5));
 }
 
+/// Calls started while the reading role is vacant (a pipelining caller
+/// just left it) and then never waited on, only polled: they are still
+/// written and their responses read, by the driver once the vacancy has
+/// lasted (`VACANT_WATCH`), without any caller's help.
+fn started_calls_complete_with_nobody_waiting<D: Driver>() {
+    let server = server();
+    let c = client::<D>(&*server);
+    for round in 0..20 {
+        // A pipelining caller leads once and leaves calls pending...
+        let mut calls: Vec<_> = (0..30).map(|i| c.start(b"echo", format!("{round}/{i}").as_bytes()).unwrap()).collect();
+        assert_eq!(&*calls.remove(0).wait().unwrap(), format!("re:{round}/0").as_bytes());
+        // ...then starts more and only polls.
+        calls.extend((30..60).map(|i| c.start(b"echo", format!("{round}/{i}").as_bytes()).unwrap()));
+        let started = Instant::now();
+        while !calls.iter().all(|call| call.is_done()) {
+            assert!(started.elapsed() < Duration::from_secs(5), "calls nobody waits on were never answered");
+            thread::sleep(Duration::from_micros(100));
+        }
+        for (i, call) in (1..).zip(calls) {
+            assert_eq!(&*call.wait().unwrap(), format!("re:{round}/{i}").as_bytes());
+        }
+    }
+    c.close();
+    server.shutdown(Duration::from_secs(5));
+}
+
+/// Calls pending with nobody waiting on them (a pipelining caller left the
+/// role vacant) when the server goes away: they fail at once, noticed by
+/// the driver, not at their deadline.
+fn server_dies_while_nobody_waits<D: Driver>() {
+    let server = server();
+    let c = client::<D>(&*server);
+    let mut calls: Vec<_> = (0..10).map(|_| c.start(&wait_name(5_000_000), b"x").unwrap()).collect();
+    calls.push(c.start(b"echo", b"quick").unwrap());
+    // Waiting on the quick one leads, and leaves the slow ones pending.
+    assert_eq!(&*calls.pop().unwrap().wait().unwrap(), b"re:quick");
+    thread::sleep(Duration::from_millis(50));
+    let started = Instant::now();
+    server.shutdown(Duration::ZERO);
+    while !calls.iter().all(|call| call.is_done()) {
+        assert!(started.elapsed() < Duration::from_secs(3), "pending calls outlived their server");
+        thread::sleep(Duration::from_millis(1));
+    }
+    for call in calls {
+        let e = call.wait().unwrap_err();
+        assert!(!matches!(e, ClientError::Timeout(_)), "a connection error, not a timeout: {e}");
+    }
+}
+
 /// Many threads calling at once on one connection, some slow: every
 /// response reaches its caller, whoever read it.
 fn many_callers_on_one_connection<D: Driver>() {
@@ -212,6 +262,8 @@ for_clients!(
     leader_times_out_while_a_follower_waits,
     leader_connection_dies_while_followers_wait,
     started_calls_are_read_whoever_waits,
+    started_calls_complete_with_nobody_waiting,
+    server_dies_while_nobody_waits,
     many_callers_on_one_connection,
     server_closed_while_nobody_read,
     server_closed_tls_while_nobody_read,
