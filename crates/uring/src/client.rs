@@ -31,7 +31,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use fastwire_common::client::{Driver, Link, Output};
+use fastwire_common::client::{Driver, Link, Output, ReadWatch, VACANT_WATCH};
 use fastwire_common::ClientError;
 use io_uring::{opcode, types, IoUring};
 
@@ -120,6 +120,11 @@ impl Driver for RingDriver {
             handle.eventfd.wake();
         }
     }
+
+    // The driver receives only while it holds the role; while callers
+    // read, its readiness poll is re-armed only after `REWATCH_AFTER`, and
+    // it looks at the role on a timer instead (`Link::read_watch`).
+    const KEEPS_CALLERS_READING: bool = true;
 }
 
 /// One connection's ring thread.
@@ -143,6 +148,10 @@ struct DriverLoop<'a> {
     reading: bool,
     /// When to watch the quiet connection again.
     rewatch_at: Option<Instant>,
+    /// Callers read (or the role is vacant): look at the role every
+    /// `VACANT_WATCH` (`Link::read_watch`), with what the last look saw.
+    callers_read: bool,
+    vacancy_seen: Option<u64>,
     hold_until: Option<Instant>,
     handshake_done: bool,
     handshake_deadline: Instant,
@@ -176,6 +185,8 @@ impl<'a> DriverLoop<'a> {
             poll_in_flight: false,
             reading: false,
             rewatch_at: None,
+            callers_read: false,
+            vacancy_seen: None,
             hold_until: None,
             handshake_done: false,
             handshake_deadline,
@@ -250,6 +261,24 @@ impl<'a> DriverLoop<'a> {
             if self.handle.read_requested.swap(false, Ordering::SeqCst) && !self.recv_in_flight {
                 self.take_role()?;
             }
+            if self.callers_read && !self.reading {
+                match self.link.read_watch(&mut self.vacancy_seen) {
+                    ReadWatch::Gone => return Err(End::Gone),
+                    ReadWatch::Callers => {}
+                    ReadWatch::Resume => {
+                        self.callers_read = false;
+                        self.rewatch_at = None;
+                        // The driver's now (a vacancy it took, or a hand-over):
+                        // receive; nobody's (a quiet connection): watch.
+                        if self.link.try_read_role() == Some(true) {
+                            self.reading = true;
+                            self.recv()?;
+                        } else {
+                            self.watch()?;
+                        }
+                    }
+                }
+            }
             let now = Instant::now();
             if self.rewatch_at.is_some_and(|at| now >= at) {
                 self.rewatch_at = None;
@@ -266,6 +295,9 @@ impl<'a> DriverLoop<'a> {
             if let Some(at) = self.rewatch_at {
                 let left = at.saturating_duration_since(now);
                 timeout = Some(timeout.map_or(left, |t| t.min(left)));
+            }
+            if self.callers_read {
+                timeout = Some(timeout.map_or(VACANT_WATCH, |t| t.min(VACANT_WATCH)));
             }
             if !self.handshake_done {
                 let left = self.handshake_deadline.saturating_duration_since(now);
@@ -306,7 +338,13 @@ impl<'a> DriverLoop<'a> {
                         unsafe { self.inbuf.set_len(self.inbuf.len() + n as usize) };
                         let r = self.link.received_by_driver(&mut self.inbuf).map_err(|()| End::Gone)?;
                         self.handshake_done |= r.handshake_done;
-                        if r.released {
+                        if r.handed_back {
+                            // A waiting caller reads now: stay off the
+                            // socket (its bytes would wake the poll) and
+                            // look at the role on the timer.
+                            self.reading = false;
+                            self.callers_read = true;
+                        } else if r.released {
                             // No call pending: the next caller reads for itself.
                             self.reading = false;
                             self.watch()?;
@@ -330,8 +368,10 @@ impl<'a> DriverLoop<'a> {
                     self.recv()?;
                 } else {
                     // A caller reads them (it was told to make sure they are
-                    // read before it leaves): watch again later.
+                    // read before it leaves), or will (a vacancy): watch
+                    // again later, and look at the role meanwhile.
                     self.rewatch_at = Some(Instant::now() + REWATCH_AFTER);
+                    self.callers_read = true;
                 }
             }
             Op::Send => {
