@@ -151,9 +151,11 @@ struct Inner<D: Driver> {
     /// that a driver that reads on finds out without taking the lock.
     driver_reads: AtomicBool,
     role_waiters: AtomicUsize,
-    /// A driver waiting for its turn watches at the pace of [`VACANT_WATCH`]
-    /// (calls were pending when it began to wait), not [`QUIET_WATCH`].
-    vacancy_watched: AtomicBool,
+    /// The driver looks at the role at least every [`VACANT_WATCH`] (it is
+    /// awake, or sleeps no longer), so a vacancy needs no wake-up: set by
+    /// drivers that wait for their turn (under the lock) and by reactors
+    /// before they sleep ([`Link::announce_sleep`]).
+    driver_watching: AtomicBool,
     slots: Arc<SlotPool>,
     /// Calls in progress: sent and awaiting a response, or about to be sent.
     in_progress: AtomicUsize,
@@ -289,7 +291,7 @@ impl<D: Driver> Client<D> {
                 read_role: Condvar::new(),
                 driver_reads: AtomicBool::new(false),
                 role_waiters: AtomicUsize::new(0),
-                vacancy_watched: AtomicBool::new(false),
+                driver_watching: AtomicBool::new(false),
                 driver: PhantomData,
                 slots: SlotPool::new(),
                 in_progress: AtomicUsize::new(0),
@@ -424,7 +426,9 @@ impl<D: Driver> Client<D> {
                     && inner.config.batch_delay.is_none()
                     && (active.reader == Reader::Vacant
                         || (active.reader == Reader::Idle && !quiet && active.conn.is_handshake_done()));
-                if first && !leader_writes && !(quiet && inner.write_now(active)) {
+                if leader_writes {
+                    inner.keep_driver_watching(active);
+                } else if first && !(quiet && inner.write_now(active)) {
                     inner.notify_output(active);
                 }
                 let role = inner.choose_role(active, &slot, waits, quiet);
@@ -893,10 +897,21 @@ impl<D: Driver> Inner<D> {
     /// [`Driver::KEEPS_CALLERS_READING`]).
     fn vacate(&self, active: &mut Active<D>) {
         self.set_reader(active, Reader::Vacant);
-        // A driver watching at the slow pace (the connection was quiet
-        // when it last looked) is told, to watch at the fast one.
-        if !self.vacancy_watched.load(Ordering::Relaxed) && self.role_waiters.load(Ordering::Relaxed) > 0 {
-            self.read_role.notify_all();
+        self.keep_driver_watching(active);
+    }
+
+    /// A vacancy was made, or a call queued on one: a driver sleeping
+    /// longer than [`VACANT_WATCH`] (it saw the connection quiet when it
+    /// last looked) is woken, to watch at the fast pace. The fence pairs
+    /// with the one in [`Link::announce_sleep`]: either the driver sees the
+    /// calls in progress before it sleeps, or this sees it sleeping long.
+    fn keep_driver_watching(&self, active: &Active<D>) {
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if !self.driver_watching.load(Ordering::Relaxed) {
+            if self.role_waiters.load(Ordering::Relaxed) > 0 {
+                self.read_role.notify_all();
+            }
+            D::wake(&active.handle);
         }
     }
 
@@ -1121,10 +1136,12 @@ pub enum ReadWatch {
     /// A caller reads, or will soon (the role is vacant): stay off the
     /// socket, and look again within [`VACANT_WATCH`].
     Callers,
-    /// The role is the driver's (it read when handed it, or a vacancy
-    /// lasted) or nobody's (a quiet connection): watch the socket again,
-    /// and read it.
-    Resume,
+    /// Nobody reads (a quiet connection): watch the socket again, without
+    /// reading it until it has something (then [`Link::may_read`]).
+    Quiet,
+    /// The role is the driver's (it was handed it, or took a vacancy that
+    /// lasted): watch the socket again, and read it.
+    Driver,
     /// The connection is no longer this one: stop.
     Gone,
 }
@@ -1232,7 +1249,7 @@ impl<D: Driver> Link<D> {
                 }
                 Some(_) => QUIET_WATCH,
             };
-            self.inner.vacancy_watched.store(watch == VACANT_WATCH, Ordering::Relaxed);
+            self.inner.driver_watching.store(watch == VACANT_WATCH, Ordering::Relaxed);
             self.inner.role_waiters.fetch_add(1, Ordering::Relaxed);
             let (next, waited) = self.inner.read_role.wait_timeout(state, watch).unwrap_or_else(|p| p.into_inner());
             self.inner.role_waiters.fetch_sub(1, Ordering::Relaxed);
@@ -1246,20 +1263,42 @@ impl<D: Driver> Link<D> {
         }
     }
 
-    /// For reactors of drivers with [`Driver::KEEPS_CALLERS_READING`] that
-    /// stopped watching their socket while callers read it (on
-    /// [`Link::may_read`] saying no, or [`Received::handed_back`]): call it
-    /// at least every [`VACANT_WATCH`] while off the socket. `seen` is the
-    /// reactor's memory between looks (start with `None`): a vacancy seen
-    /// on two looks is taken (the driver reads).
+    /// For reactors of drivers with [`Driver::KEEPS_CALLERS_READING`]:
+    /// whether to look at the role ([`Link::read_watch`]) every
+    /// [`VACANT_WATCH`]: calls are in progress and the driver does not hold
+    /// the reading role, so it may be vacant (and nothing else may wake the
+    /// driver: calls queued on a vacant role do not). Two atomic loads.
+    pub fn watch_needed(&self) -> bool {
+        !self.inner.driver_reads.load(Ordering::Acquire) && self.inner.in_progress.load(Ordering::Relaxed) > 0
+    }
+
+    /// For reactors of drivers with [`Driver::KEEPS_CALLERS_READING`], just
+    /// before they sleep, saying whether the sleep is `long` (over
+    /// [`VACANT_WATCH`]): returns whether to sleep at most `VACANT_WATCH`
+    /// instead ([`Link::watch_needed`]). A caller who leaves the role
+    /// vacant, or queues a call on a vacant role, afterwards wakes a
+    /// reactor that announced a long sleep ([`Driver::wake`]).
+    pub fn announce_sleep(&self, long: bool) -> bool {
+        self.inner.driver_watching.store(!long, Ordering::Relaxed);
+        std::sync::atomic::fence(Ordering::SeqCst);
+        long && self.watch_needed()
+    }
+
+    /// For reactors of drivers with [`Driver::KEEPS_CALLERS_READING`]:
+    /// call it at least every [`VACANT_WATCH`] while off the socket (on
+    /// [`Link::may_read`] saying no, or [`Received::handed_back`]) or while
+    /// [`Link::watch_needed`]. `seen` is the reactor's memory between looks
+    /// (start with `None`): a vacancy seen on two looks is taken (the
+    /// driver reads, and writes what waits).
     pub fn read_watch(&self, seen: &mut Option<u64>) -> ReadWatch {
         let mut state = self.inner.lock();
         match state.active.as_mut().filter(|a| a.generation == self.generation) {
             None => ReadWatch::Gone,
-            Some(a) if a.reader == Reader::Driver || a.reader == Reader::Idle || a.io.is_none() => ReadWatch::Resume,
+            Some(a) if a.reader == Reader::Driver || a.io.is_none() => ReadWatch::Driver,
+            Some(a) if a.reader == Reader::Idle => ReadWatch::Quiet,
             Some(a) => {
                 if self.inner.take_vacancy(a, seen) {
-                    ReadWatch::Resume
+                    ReadWatch::Driver
                 } else {
                     ReadWatch::Callers
                 }

@@ -31,8 +31,10 @@ use crate::Deadline;
 // nobody touches them, except the caller once the call is `DONE` or
 // `FAILED`. So the caller's checks (is it done? take it; reuse the slot)
 // are single atomic operations, not locks: under load a pipelining caller
-// makes all of them for every call. Only the completer takes the lock,
-// once, to publish the outcome to a waiter that may be going to sleep.
+// makes all of them for every call. A waiter that is going to sleep (or
+// an async caller registering its waker) first sets `WATCHED`, under the
+// lock; only then does the completer take the lock, to publish the outcome
+// and wake it. A call whose caller finds it done never costs a lock.
 /// No outcome yet.
 const WAITING: u8 = 0;
 /// A completer is writing the value or error.
@@ -47,6 +49,9 @@ const TAKING: u8 = 4;
 const TAKEN: u8 = 5;
 /// Being made ready for the next call.
 const RESETTING: u8 = 6;
+/// A flag beside `WAITING` or `WRITING`: a waiter may sleep, or has a
+/// waker registered; publish under the lock and wake it.
+const WATCHED: u8 = 0x80;
 // ANCHOR_END: outcome
 
 /// Who waits, and how: kept under the slot's lock.
@@ -124,14 +129,31 @@ impl CallSlot {
 
     /// Claims the value and error for writing: only while nothing is in.
     fn claim(&self) -> bool {
-        self.outcome.compare_exchange(WAITING, WRITING, Ordering::Acquire, Ordering::Relaxed).is_ok()
+        let mut current = self.outcome.load(Ordering::Relaxed);
+        loop {
+            if current & !WATCHED != WAITING {
+                return false;
+            }
+            let writing = (current & WATCHED) | WRITING;
+            match self.outcome.compare_exchange_weak(current, writing, Ordering::Acquire, Ordering::Relaxed) {
+                Ok(_) => return true,
+                Err(now) => current = now,
+            }
+        }
     }
 
     // ANCHOR: notify_sleepers
-    /// Publishes what the claimer wrote, under the lock: a waiter checks
-    /// the outcome under it before it sleeps, so it either sees this or is
-    /// asleep (and flagged) when this looks.
+    /// Publishes what the claimer wrote. With nobody watching, one
+    /// compare-and-swap: a waiter that comes later sees the outcome before
+    /// it would sleep. With a watcher (or one arriving now: the swap fails),
+    /// under the lock, so that the waiter either sees the outcome or is
+    /// asleep (and flagged) when this looks, and so that nothing of the
+    /// waiters' state is touched after the caller may have seen the
+    /// outcome and reused the slot.
     fn publish(&self, outcome: u8) {
+        if self.outcome.compare_exchange(WRITING, outcome, Ordering::Release, Ordering::Relaxed).is_ok() {
+            return;
+        }
         let mut waiters = self.lock();
         self.outcome.store(outcome, Ordering::Release);
         let waker = waiters.waker.take();
@@ -145,6 +167,25 @@ impl CallSlot {
         }
     }
     // ANCHOR_END: notify_sleepers
+
+    /// Under the lock, before sleeping or registering a waker: flags the
+    /// slot as watched. Returns `false` if the outcome is already in (do
+    /// not sleep).
+    fn watch(&self) -> bool {
+        let mut current = self.outcome.load(Ordering::Acquire);
+        loop {
+            if outcome_is_in(current) {
+                return false;
+            }
+            if current & WATCHED != 0 {
+                return true;
+            }
+            match self.outcome.compare_exchange_weak(current, current | WATCHED, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return true,
+                Err(now) => current = now,
+            }
+        }
+    }
 
     /// Completes the call with its response value (copied into the slot's
     /// buffer). Nothing happens if the call is already done or failed.
@@ -179,7 +220,7 @@ impl CallSlot {
             return true;
         }
         let mut waiters = self.lock();
-        while !self.is_done() {
+        while self.watch() {
             let Some(left) = deadline.remaining() else { return false };
             waiters.sleeping = true;
             waiters = self.done.wait_timeout(waiters, left).unwrap_or_else(|p| p.into_inner()).0;
@@ -197,7 +238,7 @@ impl CallSlot {
             if std::mem::take(&mut waiters.promoted) {
                 break FollowEnd::Promoted;
             }
-            if self.is_done() {
+            if !self.watch() {
                 break FollowEnd::Done;
             }
             let Some(left) = deadline.remaining() else { break FollowEnd::TimedOut };
@@ -230,7 +271,7 @@ impl CallSlot {
             return;
         }
         let mut waiters = self.lock();
-        while !self.is_done() {
+        while self.watch() {
             waiters.sleeping = true;
             waiters = self.done.wait(waiters).unwrap_or_else(|p| p.into_inner());
         }
@@ -242,7 +283,7 @@ impl CallSlot {
             return Poll::Ready(());
         }
         let mut waiters = self.lock();
-        if self.is_done() {
+        if !self.watch() {
             return Poll::Ready(());
         }
         match &waiters.waker {
@@ -279,7 +320,7 @@ impl CallSlot {
     /// middle of writing or taking its outcome.
     fn reset(&self, mut value: Vec<u8>) -> bool {
         let outcome = self.outcome.load(Ordering::Acquire);
-        if !matches!(outcome, WAITING | DONE | FAILED | TAKEN)
+        if !matches!(outcome & !WATCHED, WAITING | DONE | FAILED | TAKEN)
             || self.outcome.compare_exchange(outcome, RESETTING, Ordering::Acquire, Ordering::Relaxed).is_err()
         {
             return false;
@@ -295,7 +336,8 @@ impl CallSlot {
         // follower clears `following` and consumes `promoted`), and what a
         // call that timed out left behind costs the next one at most a
         // spurious wake-up, which every wait re-checks. Clearing them here
-        // would cost a lock per call.
+        // would cost a lock per call. `WATCHED` goes: the next call's
+        // waiters set it again.
         self.outcome.store(WAITING, Ordering::Release);
         true
     }
@@ -303,7 +345,7 @@ impl CallSlot {
 
 /// Whether an outcome byte says the call is over.
 fn outcome_is_in(outcome: u8) -> bool {
-    matches!(outcome, DONE | FAILED | TAKING | TAKEN)
+    matches!(outcome & !WATCHED, DONE | FAILED | TAKING | TAKEN)
 }
 
 /// Free call slots, shared by all calls of a client.

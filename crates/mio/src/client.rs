@@ -157,6 +157,10 @@ fn run(link: Link<Reactor>, mut poll: Poll, mut stream: TcpStream, handle: &Reac
             {
                 handle.parked.store(false, Ordering::SeqCst);
                 timeout = Some(Duration::ZERO);
+            } else if link.announce_sleep(timeout.is_none_or(|t| t > VACANT_WATCH)) {
+                // Calls in progress that callers read: look at the role
+                // on the fast timer (a vacancy wakes nobody).
+                timeout = Some(VACANT_WATCH);
             }
         }
         let polled = poll.poll(&mut events, timeout);
@@ -177,12 +181,23 @@ fn run(link: Link<Reactor>, mut poll: Poll, mut stream: TcpStream, handle: &Reac
             }
         }
         let mut interest_changed = false;
-        if !read_interest {
+        let watching_role = !read_interest || link.watch_needed();
+        if watching_role {
             match link.read_watch(&mut vacancy_seen) {
                 ReadWatch::Gone => return,
                 ReadWatch::Callers => {}
-                // Watch the socket again, and read what arrived unwatched.
-                ReadWatch::Resume => (read_interest, interest_changed, readable) = (true, true, true),
+                // Watch the socket again: registering reports what arrived
+                // unwatched.
+                ReadWatch::Quiet => {
+                    interest_changed |= !read_interest;
+                    read_interest = true;
+                }
+                // The driver's (a vacancy it took): read, whatever the socket says.
+                ReadWatch::Driver => {
+                    interest_changed |= !read_interest;
+                    read_interest = true;
+                    readable = true;
+                }
             }
         }
         if handle.read_requested.swap(false, Ordering::SeqCst) {
@@ -293,8 +308,9 @@ fn run(link: Link<Reactor>, mut poll: Poll, mut stream: TcpStream, handle: &Reac
             let left = handshake_deadline.saturating_duration_since(Instant::now());
             timeout = Some(timeout.map_or(left, |t| t.min(left)));
         }
-        if !read_interest {
-            // Off the socket: look at the role on a timer.
+        if !read_interest || link.watch_needed() {
+            // Off the socket, or calls in progress that callers read: look
+            // at the role on a timer.
             timeout = Some(timeout.map_or(VACANT_WATCH, |t| t.min(VACANT_WATCH)));
         }
         // Write interest only while output remains.

@@ -245,6 +245,10 @@ impl<'a> DriverLoop<'a> {
                 {
                     self.handle.parked.store(false, Ordering::SeqCst);
                     timeout = Some(Duration::ZERO);
+                } else if self.link.announce_sleep(timeout.is_none_or(|t| t > VACANT_WATCH)) {
+                    // Calls in progress that callers read: look at the
+                    // role on the fast timer (a vacancy wakes nobody).
+                    timeout = Some(VACANT_WATCH);
                 }
             }
             let waited = ring::submit_and_wait(&self.ring, timeout);
@@ -261,21 +265,22 @@ impl<'a> DriverLoop<'a> {
             if self.handle.read_requested.swap(false, Ordering::SeqCst) && !self.recv_in_flight {
                 self.take_role()?;
             }
-            if self.callers_read && !self.reading {
+            if !self.reading && (self.callers_read || self.link.watch_needed()) {
                 match self.link.read_watch(&mut self.vacancy_seen) {
                     ReadWatch::Gone => return Err(End::Gone),
                     ReadWatch::Callers => {}
-                    ReadWatch::Resume => {
+                    // Nobody's (a quiet connection): watch it.
+                    ReadWatch::Quiet => {
                         self.callers_read = false;
                         self.rewatch_at = None;
-                        // The driver's now (a vacancy it took, or a hand-over):
-                        // receive; nobody's (a quiet connection): watch.
-                        if self.link.try_read_role() == Some(true) {
-                            self.reading = true;
-                            self.recv()?;
-                        } else {
-                            self.watch()?;
-                        }
+                        self.watch()?;
+                    }
+                    // The driver's now (a vacancy it took): receive.
+                    ReadWatch::Driver => {
+                        self.callers_read = false;
+                        self.rewatch_at = None;
+                        self.reading = true;
+                        self.recv()?;
                     }
                 }
             }
@@ -296,7 +301,7 @@ impl<'a> DriverLoop<'a> {
                 let left = at.saturating_duration_since(now);
                 timeout = Some(timeout.map_or(left, |t| t.min(left)));
             }
-            if self.callers_read {
+            if !self.reading && (self.callers_read || self.link.watch_needed()) {
                 timeout = Some(timeout.map_or(VACANT_WATCH, |t| t.min(VACANT_WATCH)));
             }
             if !self.handshake_done {
