@@ -427,7 +427,13 @@ impl<D: Driver> Client<D> {
                     && (active.reader == Reader::Vacant
                         || (active.reader == Reader::Idle && !quiet && active.conn.is_handshake_done()));
                 if leader_writes {
-                    inner.keep_driver_watching(active);
+                    // Once per batch: a driver that announced a long sleep
+                    // before this batch's first call is woken by that call
+                    // (and then sees the calls in progress); one announcing
+                    // it later sees them (or the output) before it sleeps.
+                    if first {
+                        inner.keep_driver_watching(active);
+                    }
                 } else if first && !(quiet && inner.write_now(active)) {
                     inner.notify_output(active);
                 }
