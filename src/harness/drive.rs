@@ -341,8 +341,11 @@ fn is_slow(slow: Slow<'_>, n: u64) -> bool {
 }
 
 /// One connection's calls: `depth` in flight; each completion is timed and
-/// replaced at once. One clock read per call: the moment a call completes
-/// is the moment its replacement starts. With `slow` (`mixed`), every n-th
+/// replaced at once. The moment a call completes is the moment its
+/// replacement starts, and the clock is read only when a wait had to wait:
+/// a call found already done was completed before the last reading
+/// (responses come in batches, and the caller's last wait read the batch),
+/// so the last reading is its completion time, the closest one to it. With `slow` (`mixed`), every n-th
 /// call is a slow one, counted but left out of the latency figures; slow
 /// calls wait in a queue of their own, so that an instant call is never
 /// timed late because a slow one ahead of it is still running.
@@ -359,7 +362,7 @@ fn pipeline<D: Driver>(
     let mut in_flight = VecDeque::with_capacity(depth);
     let mut slow_in_flight = VecDeque::new();
     let mut n = 0u64;
-    let now = Stamp::now();
+    let mut now = Stamp::now();
     let start = |n: u64, now: Stamp, instant: &mut VecDeque<_>, slow_queue: &mut VecDeque<_>| {
         match slow {
             Some((_, slow_name, slow_value)) if is_slow(slow, n) => {
@@ -386,11 +389,14 @@ fn pipeline<D: Driver>(
             let (call, started) = in_flight.pop_front().expect("a call in flight");
             (call, started, false)
         };
+        let waits = !call.is_done();
         let len = match call.wait() {
             Ok(reply) => reply.len(),
             Err(e) => break Err(e),
         };
-        let now = Stamp::now();
+        if waits {
+            now = Stamp::now();
+        }
         if phase == MEASURE {
             if was_slow {
                 tally.record_untimed(len);

@@ -438,8 +438,10 @@ impl<D: Driver> Client<D> {
                     inner.notify_output(active);
                 }
                 let role = inner.choose_role(active, &slot, waits, quiet);
-                let io = if role == Role::Undecided { None } else { active.io.clone() };
-                let read_buf = if role == Role::Lead { std::mem::take(&mut state.read_buf) } else { BytesMut::new() };
+                // Only a leader needs the socket now; a caller that leads
+                // later gets it then (`decide`, `follow`), saving an atomic
+                // increment and decrement per pipelined call.
+                let io = if role == Role::Lead { active.io.clone() } else { None };
                 drop(state);
                 Ok(PendingCall {
                     inner: Arc::clone(inner),
@@ -450,7 +452,6 @@ impl<D: Driver> Client<D> {
                     timeout,
                     role,
                     io,
-                    read_buf,
                 })
             }
             Err(rejected) => {
@@ -527,8 +528,6 @@ pub struct PendingCall<D: Driver> {
     role: Role,
     /// The socket, for a caller that leads (or may be promoted to).
     io: Option<Arc<TcpStream>>,
-    /// The read buffer, while this caller leads.
-    read_buf: BytesMut,
 }
 
 impl<D: Driver> std::fmt::Debug for PendingCall<D> {
@@ -554,10 +553,12 @@ impl<D: Driver> PendingCall<D> {
     /// reading on when it leaves (see the module docs).
     pub fn wait(mut self) -> Result<Reply, ClientError> {
         let slot = self.slot.take().expect("present until waited");
-        let inner = Arc::clone(&self.inner);
-        let _done = InProgress(&inner);
         let done = match self.role {
-            Role::Lead => self.lead(&slot),
+            Role::Lead => {
+                // The shared read buffer, for as long as this caller leads.
+                let buf = std::mem::take(&mut self.inner.lock().read_buf);
+                self.lead(&slot, buf)
+            }
             Role::Follow => self.follow(&slot),
             // A call started earlier and waited on now. While it is
             // pending somebody reads (a caller, or the driver: a started call
@@ -570,6 +571,9 @@ impl<D: Driver> PendingCall<D> {
             Role::Undecided => slot.wait_for(self.deadline),
             Role::MayLead => slot.is_done() || self.decide(&slot),
         };
+        // Borrowed, not cloned (an atomic increment and decrement per call).
+        let inner = &self.inner;
+        let _done = InProgress(inner);
         if !done {
             if let Some(token) = inner.cancel(self.id, self.generation) {
                 drop(token);
@@ -602,9 +606,9 @@ impl<D: Driver> PendingCall<D> {
         };
         match role {
             Role::Lead => {
-                self.read_buf = std::mem::take(&mut state.read_buf);
+                let buf = std::mem::take(&mut state.read_buf);
                 drop(state);
-                self.lead(slot)
+                self.lead(slot, buf)
             }
             Role::Follow => {
                 drop(state);
@@ -621,11 +625,10 @@ impl<D: Driver> PendingCall<D> {
     /// Reads the connection for everyone until this call is done, its
     /// deadline passes or the connection dies; then hands the reading on.
     /// Returns whether the call is done.
-    fn lead(&mut self, slot: &CallSlot) -> bool {
+    fn lead(&mut self, slot: &CallSlot, mut buf: BytesMut) -> bool {
         let inner = &self.inner;
         let io = self.io.clone().expect("a leading call has the socket");
         let chunk = inner.config.buffer_size.clamp(4096, 64 * 1024);
-        let mut buf = std::mem::take(&mut self.read_buf);
         loop {
             if D::KEEPS_CALLERS_READING {
                 // Calls queued while the role was vacant wait for a leader
@@ -671,9 +674,12 @@ impl<D: Driver> PendingCall<D> {
                     drop(state);
                     return slot.wait_for(self.deadline);
                 }
-                self.read_buf = std::mem::take(&mut state.read_buf);
+                if self.io.is_none() {
+                    self.io = state.active.as_ref().and_then(|a| a.io.clone());
+                }
+                let buf = std::mem::take(&mut state.read_buf);
                 drop(state);
-                self.lead(slot)
+                self.lead(slot, buf)
             }
         }
     }
