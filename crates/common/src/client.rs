@@ -68,6 +68,11 @@ use fastwire_proto::{ClientConfig, ClientConn, Connection};
 
 use crate::{net, sys, Backoff, CallSlot, ClientError, Deadline, FollowEnd, Reply, SlotPool};
 
+/// A connection read this recently is not peeked at before a call (see
+/// `closed_while_quiet`): a server's close of an idle connection comes
+/// after seconds, not milliseconds after its last response.
+const RECENTLY_READ: Duration = Duration::from_millis(10);
+
 /// Output waiting to be written beyond which fire-and-forget sends wait.
 const MAX_QUEUED_OUTPUT: usize = 4 * 1024 * 1024;
 
@@ -215,6 +220,8 @@ struct Active<D: Driver> {
     /// Counts the times the role was left vacant: a driver takes a vacancy
     /// only if it sees the same one on two looks [`VACANT_WATCH`] apart.
     vacancies: u64,
+    /// When responses were last read (the coarse clock, see `deadline`).
+    last_read: u64,
 }
 
 /// Who reads a connection's socket (leader/follower).
@@ -555,9 +562,8 @@ impl<D: Driver> PendingCall<D> {
         let slot = self.slot.take().expect("present until waited");
         let done = match self.role {
             Role::Lead => {
-                // The shared read buffer, for as long as this caller leads.
-                let buf = std::mem::take(&mut self.inner.lock().read_buf);
-                self.lead(&slot, buf)
+                let (buf, alone) = lead_share(self.inner.lock());
+                self.lead(&slot, buf, alone)
             }
             Role::Follow => self.follow(&slot),
             // A call started earlier and waited on now. While it is
@@ -606,9 +612,8 @@ impl<D: Driver> PendingCall<D> {
         };
         match role {
             Role::Lead => {
-                let buf = std::mem::take(&mut state.read_buf);
-                drop(state);
-                self.lead(slot, buf)
+                let (buf, alone) = lead_share(state);
+                self.lead(slot, buf, alone)
             }
             Role::Follow => {
                 drop(state);
@@ -625,17 +630,21 @@ impl<D: Driver> PendingCall<D> {
     /// Reads the connection for everyone until this call is done, its
     /// deadline passes or the connection dies; then hands the reading on.
     /// Returns whether the call is done.
-    fn lead(&mut self, slot: &CallSlot, mut buf: BytesMut) -> bool {
+    fn lead(&mut self, slot: &CallSlot, mut buf: BytesMut, alone: bool) -> bool {
         let inner = &self.inner;
         let io = self.io.clone().expect("a leading call has the socket");
         let chunk = inner.config.buffer_size.clamp(4096, 64 * 1024);
+        // A call alone on its connection, just written: its response cannot
+        // be in yet, so the first read would only say so (a system call per
+        // round trip); wait for readiness first.
+        let mut wait_first = alone;
         loop {
             if D::KEEPS_CALLERS_READING {
                 // Calls queued while the role was vacant wait for a leader
                 // to write them (see `begin`).
                 inner.flush_by_leader(self.generation, &io);
             }
-            if !read_round(inner, self.generation, &io, &mut buf, chunk) {
+            if !std::mem::take(&mut wait_first) && !read_round(inner, self.generation, &io, &mut buf, chunk) {
                 break; // the connection is over; every pending call has failed
             }
             if slot.is_done() {
@@ -664,7 +673,7 @@ impl<D: Driver> PendingCall<D> {
             FollowEnd::Done => true,
             FollowEnd::TimedOut => false,
             FollowEnd::Promoted => {
-                let mut state = self.inner.lock();
+                let state = self.inner.lock();
                 let current = state
                     .active
                     .as_ref()
@@ -677,12 +686,20 @@ impl<D: Driver> PendingCall<D> {
                 if self.io.is_none() {
                     self.io = state.active.as_ref().and_then(|a| a.io.clone());
                 }
-                let buf = std::mem::take(&mut state.read_buf);
-                drop(state);
-                self.lead(slot, buf)
+                let (buf, alone) = lead_share(state);
+                self.lead(slot, buf, alone)
             }
         }
     }
+}
+
+/// A caller about to lead, with the client's lock (taken to decide): the
+/// shared read buffer, for as long as it leads, and whether its call is
+/// alone on the connection (then nothing can have come in yet).
+fn lead_share<D: Driver>(mut state: MutexGuard<'_, State<D>>) -> (BytesMut, bool) {
+    let buf = std::mem::take(&mut state.read_buf);
+    let alone = state.active.as_ref().is_some_and(|a| a.conn.pending_len() == 1 && !a.conn.has_output());
+    (buf, alone)
 }
 
 /// A leading caller reads what the socket holds now (until a short read:
@@ -761,11 +778,15 @@ impl<D: Driver> Inner<D> {
     /// Before a call on a quiet connection that nobody reads: whether the
     /// server has closed it since (a peek finds the end of stream); if so
     /// it is dropped. Without a reader, nobody else would have noticed.
+    /// Not on a connection read within [`RECENTLY_READ`]: calls one at a
+    /// time, or batches one after the other, would pay a system call each
+    /// for a close that servers make after idle seconds.
     fn closed_while_quiet(&self, state: &mut MutexGuard<'_, State<D>>) -> bool {
         let closed = state.active.as_ref().is_some_and(|a| {
             a.reader == Reader::Idle
                 && a.conn.pending_len() == 0
                 && !a.conn.has_output()
+                && sys::coarse_nanos().saturating_sub(a.last_read) >= RECENTLY_READ.as_nanos() as u64
                 && a.io.as_ref().is_some_and(|io| sys::peer_closed(io))
         });
         if closed {
@@ -978,6 +999,7 @@ impl<D: Driver> Inner<D> {
             return Err(());
         };
         active.conn.receive_buffer(buf);
+        active.last_read = sys::coarse_nanos();
         // Handed over before the responses complete the callers' calls: a
         // caller waits for the oldest pending call, which this read most
         // likely completes; promoted afterwards, it would leave at once.
@@ -1103,6 +1125,7 @@ impl<D: Driver> Inner<D> {
             followers: VecDeque::new(),
             one_at_a_time: true,
             vacancies: 0,
+            last_read: 0,
         });
         // The driver reads the server's handshake.
         self.set_reader(active, Reader::Driver);
