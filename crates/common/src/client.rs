@@ -115,6 +115,14 @@ pub trait Driver: Sized + Send + Sync + 'static {
     /// while callers read. `false` (the default): the driver reads
     /// whenever no caller waits.
     const KEEPS_CALLERS_READING: bool = false;
+
+    /// A caller left the reading role vacant (or queued a call on a vacant
+    /// role) while the driver had announced a long sleep
+    /// ([`Link::announce_sleep`]): wake it, so that it watches the vacancy
+    /// ([`Link::read_watch`]). The default wakes it as for output.
+    fn watch_vacancy(handle: &Self::Handle) {
+        Self::wake(handle);
+    }
 }
 
 /// A client for one server address. Cheap to clone: clones share the
@@ -944,7 +952,7 @@ impl<D: Driver> Inner<D> {
             if self.role_waiters.load(Ordering::Relaxed) > 0 {
                 self.read_role.notify_all();
             }
-            D::wake(&active.handle);
+            D::watch_vacancy(&active.handle);
         }
     }
 
@@ -1276,7 +1284,8 @@ impl<D: Driver> Link<D> {
                     if self.inner.take_vacancy(a, &mut seen) {
                         return ReadTurn::Driver;
                     }
-                    if a.conn.pending_len() > 0 {
+                    // Pipelined calls (see `watch_needed`), or a vacancy.
+                    if a.conn.pending_len() > 1 || a.reader == Reader::Vacant {
                         VACANT_WATCH
                     } else {
                         QUIET_WATCH
@@ -1300,11 +1309,14 @@ impl<D: Driver> Link<D> {
 
     /// For reactors of drivers with [`Driver::KEEPS_CALLERS_READING`]:
     /// whether to look at the role ([`Link::read_watch`]) every
-    /// [`VACANT_WATCH`]: calls are in progress and the driver does not hold
-    /// the reading role, so it may be vacant (and nothing else may wake the
-    /// driver: calls queued on a vacant role do not). Two atomic loads.
+    /// [`VACANT_WATCH`]: calls are in progress (more than one: pipelined
+    /// calls, which leave the role vacant between their callers' waits)
+    /// and the driver does not hold the reading role. A single call in
+    /// progress, one at a time, needs no watch: should it leave the role
+    /// vacant, its caller wakes a driver that sleeps long (see
+    /// [`Link::announce_sleep`]). Two atomic loads.
     pub fn watch_needed(&self) -> bool {
-        !self.inner.driver_reads.load(Ordering::Acquire) && self.inner.in_progress.load(Ordering::Relaxed) > 0
+        !self.inner.driver_reads.load(Ordering::Acquire) && self.inner.in_progress.load(Ordering::Relaxed) > 1
     }
 
     /// For reactors of drivers with [`Driver::KEEPS_CALLERS_READING`], just

@@ -29,7 +29,7 @@ use std::task::{Poll, Waker};
 use std::time::Instant;
 
 use bytes::BytesMut;
-use fastwire_common::client::{socket_has_news, Driver, Link, Output, QUIET_WATCH};
+use fastwire_common::client::{socket_has_news, Driver, Link, Output, ReadWatch, QUIET_WATCH, VACANT_WATCH};
 use fastwire_common::ClientError;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::{LocalExecutorBuilder, Placement};
@@ -56,6 +56,9 @@ pub struct UringHandle {
     read: WakeFlag,
     /// A duplicate of the socket: to shut it down, and for callers' own I/O.
     socket: Arc<std::net::TcpStream>,
+    /// The reader watches a possible vacancy of the reading role: the
+    /// clock raises `read` every `VACANT_WATCH` while this is set.
+    watching_vacancy: AtomicBool,
 }
 
 /// A flag another thread raises to wake one parked task.
@@ -100,11 +103,24 @@ impl crate::clock::Tick for UringHandle {
 /// The clock's entry for the reader's watch: every
 /// [`QUIET_WATCH`](fastwire_common::client::QUIET_WATCH), as the other
 /// blocking clients watch a quiet connection.
-struct ReadWatch(Arc<UringHandle>);
+struct QuietWatch(Arc<UringHandle>);
 
-impl crate::clock::Tick for ReadWatch {
+impl crate::clock::Tick for QuietWatch {
     fn tick(&self) {
         self.0.read.raise();
+    }
+}
+
+/// The clock's entry for the reader's watch of a vacant role: every
+/// [`VACANT_WATCH`], but it wakes the reader only while it watches one (a
+/// glommio timer per look would allocate).
+struct VacancyWatch(Arc<UringHandle>);
+
+impl crate::clock::Tick for VacancyWatch {
+    fn tick(&self) {
+        if self.0.watching_vacancy.load(Ordering::Relaxed) {
+            self.0.read.raise();
+        }
     }
 }
 
@@ -117,6 +133,7 @@ impl Driver for Uring {
             wake: WakeFlag::default(),
             read: WakeFlag::default(),
             socket: Arc::new(stream.try_clone()?),
+            watching_vacancy: AtomicBool::new(false),
         });
         let driver = Arc::clone(&handle);
         // Owned until the executor adopts it, so it is closed if the executor cannot start.
@@ -152,6 +169,15 @@ impl Driver for Uring {
     }
 
     fn read_needed(handle: &Arc<UringHandle>) {
+        handle.read.raise();
+    }
+
+    // The reader reads only while it holds the role; while callers read
+    // with calls pending, the clock wakes it every `VACANT_WATCH` to look
+    // at the role, else every `QUIET_WATCH`.
+    const KEEPS_CALLERS_READING: bool = true;
+
+    fn watch_vacancy(handle: &Arc<UringHandle>) {
         handle.read.raise();
     }
 }
@@ -198,8 +224,10 @@ async fn run(link: Rc<Link<Uring>>, stream: glommio::net::TcpStream, handle: Arc
     crate::clock::every(weak, every);
     // The reader's watch of a quiet connection, dropped (and so forgotten
     // by the clock) when this function returns.
-    let watch: Arc<dyn crate::clock::Tick> = Arc::new(ReadWatch(Arc::clone(&handle)));
+    let watch: Arc<dyn crate::clock::Tick> = Arc::new(QuietWatch(Arc::clone(&handle)));
     crate::clock::every(Arc::downgrade(&watch), QUIET_WATCH);
+    let vacancy_watch: Arc<dyn crate::clock::Tick> = Arc::new(VacancyWatch(Arc::clone(&handle)));
+    crate::clock::every(Arc::downgrade(&vacancy_watch), VACANT_WATCH);
     // The reader, on this task: completes calls until the connection ends.
     let deadline = Instant::now() + config.handshake_timeout;
     let mut handshake_done = false;
@@ -208,6 +236,7 @@ async fn run(link: Rc<Link<Uring>>, stream: glommio::net::TcpStream, handle: Arc
     // room for every read (safe Rust reads only into initialised memory)
     // cost a 64 KiB memset per response.
     let mut scratch = vec![0u8; config.buffer_size.clamp(4096, 64 * 1024)];
+    let mut vacancy_seen = None;
     loop {
         if handshake_done {
             // Leader/follower: read only while holding the reading role; a
@@ -217,12 +246,29 @@ async fn run(link: Rc<Link<Uring>>, stream: glommio::net::TcpStream, handle: Arc
             match link.try_read_role() {
                 None => break,
                 Some(true) => {}
+                // Calls in progress that callers read (or will: a vacancy):
+                // look at the role on each of the clock's `VACANT_WATCH`
+                // wakes, and take a vacancy that lasted.
+                Some(false) if link.watch_needed() || link.announce_sleep(true) => {
+                    link.announce_sleep(false);
+                    handle.watching_vacancy.store(true, Ordering::Relaxed);
+                    match link.read_watch(&mut vacancy_seen) {
+                        ReadWatch::Gone => break,
+                        ReadWatch::Driver => handle.watching_vacancy.store(false, Ordering::Relaxed),
+                        ReadWatch::Callers | ReadWatch::Quiet => {
+                            handle.read.wait().await;
+                            continue;
+                        }
+                    }
+                }
                 Some(false) => {
-                    // Woken by a hand-over, a stop, or the clock's watch
-                    // (every `QUIET_WATCH`): a quiet connection nobody reads
-                    // must still notice the server's close, so on each wake
-                    // the socket is peeked at, without consuming anything,
-                    // and read here if it has news and nobody else reads it.
+                    handle.watching_vacancy.store(false, Ordering::Relaxed);
+                    // Woken by a hand-over, a stop, a vacancy, or the
+                    // clock's watch (every `QUIET_WATCH`): a quiet connection
+                    // nobody reads must still notice the server's close, so
+                    // on each wake the socket is peeked at, without consuming
+                    // anything, and read here if it has news and nobody else
+                    // reads it.
                     handle.read.wait().await;
                     if !(socket_has_news(&handle.socket) && link.may_read()) {
                         continue;

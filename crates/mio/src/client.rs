@@ -23,7 +23,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use fastwire_common::client::{Driver, Link, Output, ReadWatch, VACANT_WATCH};
+use fastwire_common::client::{Driver, Link, Output, ReadWatch, QUIET_WATCH, VACANT_WATCH};
 use fastwire_common::{net, ClientError};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -308,10 +308,18 @@ fn run(link: Link<Reactor>, mut poll: Poll, mut stream: TcpStream, handle: &Reac
             let left = handshake_deadline.saturating_duration_since(Instant::now());
             timeout = Some(timeout.map_or(left, |t| t.min(left)));
         }
-        if !read_interest || link.watch_needed() {
-            // Off the socket, or calls in progress that callers read: look
-            // at the role on a timer.
-            timeout = Some(timeout.map_or(VACANT_WATCH, |t| t.min(VACANT_WATCH)));
+        // Calls in progress that callers read: look at the role on the fast
+        // timer; off the socket (a caller read), on the slow one, to watch
+        // the socket again once the connection is quiet.
+        let watch = if link.watch_needed() {
+            Some(VACANT_WATCH)
+        } else if !read_interest {
+            Some(QUIET_WATCH)
+        } else {
+            None
+        };
+        if let Some(watch) = watch {
+            timeout = Some(timeout.map_or(watch, |t| t.min(watch)));
         }
         // Write interest only while output remains.
         let want_write = hold_until.is_none() && written < out.len();

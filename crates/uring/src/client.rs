@@ -301,7 +301,10 @@ impl<'a> DriverLoop<'a> {
                 let left = at.saturating_duration_since(now);
                 timeout = Some(timeout.map_or(left, |t| t.min(left)));
             }
-            if !self.reading && (self.callers_read || self.link.watch_needed()) {
+            // Calls in progress that callers read: look at the role on the
+            // fast timer (a caller reading alone is watched by the poll,
+            // re-armed after `REWATCH_AFTER`).
+            if !self.reading && self.link.watch_needed() {
                 timeout = Some(timeout.map_or(VACANT_WATCH, |t| t.min(VACANT_WATCH)));
             }
             if !self.handshake_done {
@@ -349,6 +352,7 @@ impl<'a> DriverLoop<'a> {
                             // look at the role on the timer.
                             self.reading = false;
                             self.callers_read = true;
+                            self.rewatch_at = Some(Instant::now() + REWATCH_AFTER);
                         } else if r.released {
                             // No call pending: the next caller reads for itself.
                             self.reading = false;
