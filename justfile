@@ -41,6 +41,11 @@ compare-tls dir="docs/src/results/tls":
 compare-uring dir="docs/src/results/uring":
     cargo run --release -- compare --workload fastrpc,pingpong --backends mio,uring,uring-sqpoll,uring-fixed,uring-acceptor,glommio --duration 1s --processes --json {{dir}}/compare.json --markdown {{dir}}/compare.md --svg {{dir}}
 
+# Every backend's client and server together, servers alone and clients alone,
+# for the pipelined, one-at-a-time and fire-and-forget workloads (the client issue's targets).
+compare-pipelining dir="docs/src/results/pipelining":
+    cargo run --release -- compare --workload fastrpc,pingpong,nowait --duration 1s --json {{dir}}/compare.json --markdown {{dir}}/compare.md --svg {{dir}}
+
 # TLS inside the state machine against tokio-rustls under a Framed codec, plaintext and TLS.
 tls-layers:
     cargo run --release --example tls_layers
