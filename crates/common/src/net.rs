@@ -118,6 +118,15 @@ pub fn is_accept_resource_error(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(23 /* ENFILE */ | 24 /* EMFILE */ | 105 /* ENOBUFS */ | 12 /* ENOMEM */))
 }
 
+/// Writes what the socket takes now, without blocking (and without
+/// `SIGPIPE`): how many bytes it took, or `WouldBlock`. For a thread that
+/// usually hands its output to another but writes it itself when that one
+/// is idle (the std server's reader, a leading caller). Not on non-Unix
+/// systems (an `Unsupported` error: hand the output over).
+pub fn send_now(stream: &TcpStream, data: &[u8]) -> io::Result<usize> {
+    crate::sys::send(stream, data)
+}
+
 /// Reads once from `reader`, appending up to `chunk` bytes to `buf`.
 ///
 /// The new space is zero-filled before the read: safe Rust cannot hand

@@ -83,6 +83,9 @@ struct ConnState {
     flushed: bool,
     /// Responses in the batch the writer is writing now.
     in_writer: usize,
+    /// The writer took output and is writing it: nobody else may write
+    /// until it is done (bytes of two writers must not interleave).
+    writing: bool,
     /// The state machine failed (a protocol error, a handler panic); counted once.
     failed: bool,
     /// What this connection already added to the server's counters (either
@@ -122,6 +125,7 @@ impl ConnShared {
                 broken: false,
                 flushed: false,
                 in_writer: 0,
+                writing: false,
                 failed: false,
                 tally: ConnTally::default(),
                 reader_waiting: false,
@@ -262,9 +266,20 @@ fn read_loop(socket: &TcpStream, shared: &ConnShared, server: &Shared, handler: 
             }
         };
         state.sync(&server.counters);
+        // ANCHOR: reader_writes
+        if state.conn.has_output() && !state.writing && config.batch_delay.is_none() {
+            // The writer is idle: the reader writes what the socket takes
+            // now itself (non-blocking), saving the writer's wake-up and a
+            // switch to its thread per batch. What is left (a full socket
+            // buffer: a slow client) is the writer's, which blocks on it.
+            if let Ok(n) = net::send_now(socket, state.conn.output()) {
+                state.conn.advance_output(n);
+            }
+        }
         if state.conn.has_output() {
             shared.wake_writer();
         }
+        // ANCHOR_END: reader_writes
         if let Err(e) = result {
             state.fail(&e, &server.counters);
             break "failed";
@@ -308,7 +323,9 @@ fn read_loop(socket: &TcpStream, shared: &ConnShared, server: &Shared, handler: 
     // Wait for the writer to flush and send end-of-stream, then linger
     // (see `net::LINGER`) unless the client already closed its side.
     while !state.flushed && !state.broken {
+        state.reader_waiting = true;
         state = shared.output_drained.wait(state).unwrap_or_else(|p| p.into_inner());
+        state.reader_waiting = false;
     }
     let clean = state.flushed;
     drop(state);
@@ -354,6 +371,7 @@ fn write_loop(socket: &TcpStream, shared: &ConnShared, server: &Shared) {
                 }
                 state.in_writer = state.conn.unwritten_responses();
                 state.conn.take_output(&mut out);
+                state.writing = true;
                 break;
             }
             if state.broken {
@@ -376,12 +394,18 @@ fn write_loop(socket: &TcpStream, shared: &ConnShared, server: &Shared) {
             }
         }
         // ANCHOR: writer
+        // Room in the output for a reader held back by the limits (a
+        // notify is a system call even when nobody waits: only then).
+        let notify = state.reader_waiting;
         drop(state);
-        shared.output_drained.notify_all();
+        if notify {
+            shared.output_drained.notify_all();
+        }
         let written = stream.write_all(&out);
         out.clear();
         let mut state = shared.lock();
         state.in_writer = 0;
+        state.writing = false;
         if written.is_err() {
             state.broken = true;
             drop(state);
