@@ -3,10 +3,12 @@
 //! glommio's are tested in their crates, with serving on the application's
 //! runtime): they serve on that listener and close it when shut down.
 
-use std::net::{TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
 use fastwire::proto::{demo_handler, ClientConfig, ServerConfig};
+use fastwire_common::client::{Client, Driver};
+use fastwire_common::{ServerHandle, Serving};
 
 fn bound() -> (TcpListener, std::net::SocketAddr) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -14,6 +16,20 @@ fn bound() -> (TcpListener, std::net::SocketAddr) {
     listener.set_nonblocking(true).unwrap();
     let addr = listener.local_addr().unwrap();
     (listener, addr)
+}
+
+/// A multi-loop server on the application's listener: it serves four
+/// connections (one echo each) and closes the listener when shut down.
+fn four_clients_then_shutdown<D: Driver, S: Serving>(server: ServerHandle<S>, addr: SocketAddr) {
+    assert_eq!(server.local_addr(), addr);
+    let clients: Vec<_> = (0..4).map(|_| Client::<D>::connect(addr, ClientConfig::default()).unwrap()).collect();
+    for (i, client) in clients.iter().enumerate() {
+        assert_eq!(&*client.call(b"echo", format!("{i}").as_bytes()).unwrap(), format!("re:{i}").as_bytes());
+    }
+    assert_eq!(server.stats().accepted, 4);
+    drop(clients);
+    server.shutdown(Duration::from_secs(2));
+    assert!(TcpStream::connect(addr).is_err(), "the listener is closed with the server");
 }
 
 #[test]
@@ -40,17 +56,8 @@ fn mio_serves_an_application_listener_through_its_acceptor() {
         .unwrap()
         .serve(demo_handler)
         .unwrap();
-    assert_eq!(server.local_addr(), addr);
     // Several connections, handed to both loops in turn.
-    let clients: Vec<_> =
-        (0..4).map(|_| fastwire::fastwire_mio::Client::connect(addr, ClientConfig::default()).unwrap()).collect();
-    for (i, client) in clients.iter().enumerate() {
-        assert_eq!(&*client.call(b"echo", format!("{i}").as_bytes()).unwrap(), format!("re:{i}").as_bytes());
-    }
-    assert_eq!(server.stats().accepted, 4);
-    drop(clients);
-    server.shutdown(Duration::from_secs(2));
-    assert!(TcpStream::connect(addr).is_err(), "the listener is closed with the server");
+    four_clients_then_shutdown::<fastwire::fastwire_mio::client::Reactor, _>(server, addr);
 }
 
 #[test]
@@ -63,15 +70,6 @@ fn uring_serves_an_application_listener_from_every_loop() {
         .unwrap()
         .serve(demo_handler)
         .unwrap();
-    assert_eq!(server.local_addr(), addr);
     // Both loops keep a multishot accept on the one listener.
-    let clients: Vec<_> =
-        (0..4).map(|_| fastwire::fastwire_uring::Client::connect(addr, ClientConfig::default()).unwrap()).collect();
-    for (i, client) in clients.iter().enumerate() {
-        assert_eq!(&*client.call(b"echo", format!("{i}").as_bytes()).unwrap(), format!("re:{i}").as_bytes());
-    }
-    assert_eq!(server.stats().accepted, 4);
-    drop(clients);
-    server.shutdown(Duration::from_secs(2));
-    assert!(TcpStream::connect(addr).is_err(), "the listener is closed with the server");
+    four_clients_then_shutdown::<fastwire::fastwire_uring::client::RingDriver, _>(server, addr);
 }
