@@ -701,6 +701,17 @@ impl<D: Driver> PendingCall<D> {
     }
 }
 
+/// A caller writes the connection's output itself, under the client's lock:
+/// one non-blocking send of what the socket takes now. Returns whether all
+/// of it went out; the rest is the driver's, and so is an error (found and
+/// reported on its own write).
+fn send_what_fits(io: &TcpStream, conn: &mut ClientConn<Arc<CallSlot>>) -> bool {
+    if let Ok(n) = sys::send(io, conn.output()) {
+        conn.advance_output(n);
+    }
+    !conn.has_output()
+}
+
 /// A caller about to lead, with the client's lock (taken to decide): the
 /// shared read buffer, for as long as it leads, and whether its call is
 /// alone on the connection (then nothing can have come in yet).
@@ -814,12 +825,7 @@ impl<D: Driver> Inner<D> {
         if active.writing || active.conn.pending_len() != 1 || self.config.batch_delay.is_some() {
             return false;
         }
-        let out = active.conn.output();
-        if let Ok(n) = sys::send(io, out) {
-            active.conn.advance_output(n);
-        }
-        // An error is the driver's to find on its own write (and to report).
-        !active.conn.has_output()
+        send_what_fits(io, &mut active.conn)
     }
     // ANCHOR_END: write_now
 
@@ -885,11 +891,7 @@ impl<D: Driver> Inner<D> {
         if active.writing || !active.conn.has_output() || self.config.batch_delay.is_some() {
             return;
         }
-        if let Ok(n) = sys::send(io, active.conn.output()) {
-            active.conn.advance_output(n);
-        }
-        // An error is the driver's to find on its own write (and to report).
-        if active.conn.has_output() {
+        if !send_what_fits(io, &mut active.conn) {
             self.notify_output(active);
         }
     }

@@ -246,32 +246,38 @@ async fn run(link: Rc<Link<Uring>>, stream: glommio::net::TcpStream, handle: Arc
             match link.try_read_role() {
                 None => break,
                 Some(true) => {}
-                // Calls in progress that callers read (or will: a vacancy):
-                // look at the role on each of the clock's `VACANT_WATCH`
-                // wakes, and take a vacancy that lasted.
-                Some(false) if link.watch_needed() || link.announce_sleep(true) => {
-                    link.announce_sleep(false);
-                    handle.watching_vacancy.store(true, Ordering::Relaxed);
-                    match link.read_watch(&mut vacancy_seen) {
-                        ReadWatch::Gone => break,
-                        ReadWatch::Driver => handle.watching_vacancy.store(false, Ordering::Relaxed),
-                        ReadWatch::Callers | ReadWatch::Quiet => {
-                            handle.read.wait().await;
+                Some(false) => {
+                    // Calls in progress that callers read (or will: a
+                    // vacancy) are watched on each of the clock's
+                    // `VACANT_WATCH` wakes; otherwise a slow watch is
+                    // announced, and checked once more after announcing (a
+                    // vacancy made meanwhile wakes this reader).
+                    let fast = link.watch_needed() || link.announce_sleep(true);
+                    if fast {
+                        link.announce_sleep(false);
+                    }
+                    handle.watching_vacancy.store(fast, Ordering::Relaxed);
+                    if fast {
+                        // Take a vacancy that lasted.
+                        match link.read_watch(&mut vacancy_seen) {
+                            ReadWatch::Gone => break,
+                            ReadWatch::Driver => handle.watching_vacancy.store(false, Ordering::Relaxed),
+                            ReadWatch::Callers | ReadWatch::Quiet => {
+                                handle.read.wait().await;
+                                continue;
+                            }
+                        }
+                    } else {
+                        // Woken by a hand-over, a stop, a vacancy, or the
+                        // clock's watch (every `QUIET_WATCH`): a quiet
+                        // connection nobody reads must still notice the
+                        // server's close, so on each wake the socket is
+                        // peeked at, without consuming anything, and read
+                        // here if it has news and nobody else reads it.
+                        handle.read.wait().await;
+                        if !(socket_has_news(&handle.socket) && link.may_read()) {
                             continue;
                         }
-                    }
-                }
-                Some(false) => {
-                    handle.watching_vacancy.store(false, Ordering::Relaxed);
-                    // Woken by a hand-over, a stop, a vacancy, or the
-                    // clock's watch (every `QUIET_WATCH`): a quiet connection
-                    // nobody reads must still notice the server's close, so
-                    // on each wake the socket is peeked at, without consuming
-                    // anything, and read here if it has news and nobody else
-                    // reads it.
-                    handle.read.wait().await;
-                    if !(socket_has_news(&handle.socket) && link.may_read()) {
-                        continue;
                     }
                 }
             }
