@@ -169,7 +169,6 @@ struct Inner<D: Driver> {
     /// drivers that wait for their turn (under the lock) and by reactors
     /// before they sleep ([`Link::announce_sleep`]).
     driver_watching: AtomicBool,
-    slots: Arc<SlotPool>,
     /// Calls in progress: sent and awaiting a response, or about to be sent.
     in_progress: AtomicUsize,
     driver: PhantomData<D>,
@@ -191,9 +190,9 @@ struct State<D: Driver> {
     /// Why the last connection ended before its handshake was done (a
     /// refused TLS certificate, say), for `wait_connected` to report.
     handshake_failure: Option<ClientError>,
-    /// Free call slots taken from the pool in bulk (see
-    /// [`SlotPool::acquire_into`]): a call's slot costs no lock of its own.
-    spare_slots: Vec<Arc<CallSlot>>,
+    /// The call slots, under this lock (which every call takes anyway):
+    /// a call's slot costs no lock of its own.
+    slots: SlotPool,
 }
 
 struct Active<D: Driver> {
@@ -297,7 +296,7 @@ impl<D: Driver> Client<D> {
                     used_since: false,
                     read_buf: BytesMut::new(),
                     handshake_failure: None,
-                    spare_slots: Vec::new(),
+                    slots: SlotPool::default(),
                 }),
                 output_ready: Condvar::new(),
                 output_drained: Condvar::new(),
@@ -308,7 +307,6 @@ impl<D: Driver> Client<D> {
                 role_waiters: AtomicUsize::new(0),
                 driver_watching: AtomicBool::new(false),
                 driver: PhantomData,
-                slots: SlotPool::new(),
                 in_progress: AtomicUsize::new(0),
             }),
         }
@@ -423,7 +421,7 @@ impl<D: Driver> Client<D> {
         if !active.writable {
             return failed(ClientError::lost(io::ErrorKind::BrokenPipe, "the connection is closing"));
         }
-        let slot = inner.slots.acquire_into(&mut state.spare_slots);
+        let slot = state.slots.lend();
         let active = state.active.as_mut().expect("connected above");
         let first = !active.conn.has_output();
         match active.conn.start_call(name, value, Arc::clone(&slot)) {
@@ -471,8 +469,7 @@ impl<D: Driver> Client<D> {
             }
             Err(rejected) => {
                 drop(state);
-                drop(rejected.token);
-                inner.slots.release(slot);
+                drop((rejected.token, slot));
                 failed(rejected.error.into())
             }
         }
@@ -590,14 +587,13 @@ impl<D: Driver> PendingCall<D> {
         let _done = InProgress(inner);
         if !done {
             if let Some(token) = inner.cancel(self.id, self.generation) {
-                drop(token);
-                inner.slots.release(slot);
+                drop((token, slot));
                 return Err(ClientError::Timeout(self.timeout));
             }
             // Not pending any more: completed or failed just now, under the
             // lock `cancel` took, so the slot is already done.
         }
-        inner.slots.finish(slot)
+        CallSlot::finish(slot)
     }
 }
 

@@ -55,7 +55,6 @@ struct Inner {
     state: Mutex<State>,
     /// Serialises connection attempts, so concurrent first calls make one connection.
     connecting: tokio::sync::Mutex<()>,
-    slots: Arc<SlotPool>,
     /// Calls in progress: sent and awaiting a response, or about to be sent.
     in_progress: AtomicUsize,
 }
@@ -73,6 +72,8 @@ struct State {
     /// Why the last connection ended before its handshake was done (a
     /// refused TLS certificate, say), for `wait_connected` to report.
     handshake_failure: Option<ClientError>,
+    /// The call slots, under this lock (which every call takes anyway).
+    slots: SlotPool,
 }
 
 struct Active {
@@ -119,9 +120,9 @@ impl Client {
                     last_used: Instant::now(),
                     used_since: false,
                     handshake_failure: None,
+                    slots: SlotPool::default(),
                 }),
                 connecting: tokio::sync::Mutex::new(()),
-                slots: SlotPool::new(),
                 in_progress: AtomicUsize::new(0),
             }),
         }
@@ -195,12 +196,11 @@ impl Client {
         inner.in_progress.fetch_add(1, Ordering::Relaxed);
         let _in_progress = InProgress(inner);
         inner.ensure_connected(deadline).await?;
-        let slot = inner.slots.acquire();
-        let (id, generation) = {
+        let (id, generation, slot) = {
             let mut state = inner.lock();
             state.last_used = now;
+            let slot = state.slots.lend();
             let Some(active) = state.active.as_mut().filter(|a| a.writable) else {
-                inner.slots.release(slot);
                 // A connection that failed its handshake (TLS refused, say)
                 // between connecting and now: say why.
                 if state.active.is_none() {
@@ -225,12 +225,11 @@ impl Client {
                     if first && !(quiet && write_now(active, &inner.config)) {
                         active.signals.output_ready.notify_one();
                     }
-                    (id, active.generation)
+                    (id, active.generation, slot)
                 }
                 Err(rejected) => {
                     drop(state);
-                    drop(rejected.token);
-                    inner.slots.release(slot);
+                    drop((rejected.token, slot));
                     return Err(rejected.error.into());
                 }
             }
@@ -242,14 +241,13 @@ impl Client {
         guard.armed = false;
         if !done {
             if let Some(token) = inner.cancel(id, generation) {
-                drop(token);
-                inner.slots.release(slot);
+                drop((token, slot));
                 return Err(ClientError::Timeout(timeout));
             }
             // Not pending any more: completed or failed just now, under the
             // lock `cancel` took, so the slot is already done.
         }
-        inner.slots.finish(slot)
+        CallSlot::finish(slot)
     }
 
     /// Sends a fire-and-forget request (id 0): no response, no deadline. If
