@@ -66,7 +66,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use fastwire_proto::{ClientConfig, ClientConn, Connection};
 
-use crate::{net, sys, Backoff, CallSlot, ClientError, Deadline, FollowEnd, Reply, SlotPool};
+use crate::{net, sys, Backoff, CallSlot, ClientError, Deadline, FollowEnd, Reply, SlotPool, SlotToken};
 
 /// A connection read this recently is not peeked at before a call (see
 /// `closed_while_quiet`): a server's close of an idle connection comes
@@ -192,11 +192,13 @@ struct State<D: Driver> {
     handshake_failure: Option<ClientError>,
     /// The call slots, under this lock (which every call takes anyway):
     /// a call's slot costs no lock of its own.
+    /// Declared after `active`, so that the pending calls' tokens are
+    /// dropped before the slots they point at.
     slots: SlotPool,
 }
 
 struct Active<D: Driver> {
-    conn: ClientConn<Arc<CallSlot>>,
+    conn: ClientConn<SlotToken>,
     generation: u64,
     handle: D::Handle,
     /// False once a write failed: no new call is queued, but responses
@@ -421,10 +423,10 @@ impl<D: Driver> Client<D> {
         if !active.writable {
             return failed(ClientError::lost(io::ErrorKind::BrokenPipe, "the connection is closing"));
         }
-        let slot = state.slots.lend();
+        let (slot, token) = state.slots.lend();
         let active = state.active.as_mut().expect("connected above");
         let first = !active.conn.has_output();
-        match active.conn.start_call(name, value, Arc::clone(&slot)) {
+        match active.conn.start_call(name, value, token) {
             Ok(id) => {
                 let generation = active.generation;
                 // Alone now, and the previous call was alone too: the
@@ -701,7 +703,7 @@ impl<D: Driver> PendingCall<D> {
 /// one non-blocking send of what the socket takes now. Returns whether all
 /// of it went out; the rest is the driver's, and so is an error (found and
 /// reported on its own write).
-fn send_what_fits(io: &TcpStream, conn: &mut ClientConn<Arc<CallSlot>>) -> bool {
+fn send_what_fits(io: &TcpStream, conn: &mut ClientConn<SlotToken>) -> bool {
     if let Ok(n) = sys::send(io, conn.output()) {
         conn.advance_output(n);
     }
@@ -776,7 +778,7 @@ impl<D: Driver> Inner<D> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn cancel(&self, id: u32, generation: u64) -> Option<Arc<CallSlot>> {
+    fn cancel(&self, id: u32, generation: u64) -> Option<SlotToken> {
         match self.lock().active.as_mut() {
             Some(active) if active.generation == generation => active.conn.cancel(id),
             _ => None,

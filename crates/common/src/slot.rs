@@ -18,7 +18,8 @@
 use std::cell::UnsafeCell;
 use std::collections::VecDeque;
 use std::ops::Deref;
-use std::sync::atomic::{fence, AtomicU8, Ordering};
+use std::ptr::NonNull;
+use std::sync::atomic::{fence, AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
@@ -26,30 +27,30 @@ use crate::error::ClientError;
 use crate::Deadline;
 
 // ANCHOR: outcome
-// A slot's outcome, in one atomic byte. A completer that moves it from
-// `WAITING` to `WRITING` with a compare-and-swap owns the value and error
-// until it publishes `DONE` or `FAILED`; from then on they are the
-// caller's, who alone holds the call (its `PendingCall`, then its
-// `Reply`), so taking them and giving the buffer back are plain reads and
-// writes. Only the pool resets a slot, once nobody else holds a reference
-// to it (see `SlotPool::lend`). So the caller's checks (is it done? take
-// it) cost an atomic load each, not a lock: under load a pipelining caller
-// makes them for every call. A waiter that is going to sleep (or an async
-// caller registering its waker) first sets `WATCHED`, under the lock; only
-// then does the completer take the lock, to publish the outcome and wake
+// A slot's outcome, in one atomic byte. While it is `WAITING`, the value
+// and error belong to the call's one completer: whoever holds its
+// `SlotToken`, which the connection keeps in its pending table and uses
+// up in completing or failing the call (there is one token per call, so
+// there is nothing to race for). Publishing `DONE` or `FAILED` (a swap,
+// Release) hands them to the caller, who alone holds the call (its
+// `PendingCall`, then its `Reply`), so taking them and giving the buffer
+// back are plain reads and writes. Only the pool resets a slot, once
+// nobody else holds it (see `SlotPool::lend`). So the caller's checks (is
+// it done? take it) cost an atomic load each, not a lock: under load a
+// pipelining caller makes them for every call. A waiter that is going to
+// sleep (or an async caller registering its waker) first sets `WATCHED`,
+// under the lock; a completer whose swap finds it takes the lock to wake
 // it. A call whose caller finds it done never costs a lock.
 /// No outcome yet.
 const WAITING: u8 = 0;
-/// A completer is writing the value or error.
-const WRITING: u8 = 1;
 /// Completed: the value is in.
-const DONE: u8 = 2;
+const DONE: u8 = 1;
 /// Failed: the error is in.
-const FAILED: u8 = 3;
+const FAILED: u8 = 2;
 /// Done or failed, and the result was handed to the caller.
-const TAKEN: u8 = 4;
-/// A flag beside `WAITING` or `WRITING`: a waiter may sleep, or has a
-/// waker registered; publish under the lock and wake it.
+const TAKEN: u8 = 3;
+/// A flag beside `WAITING`: a waiter may sleep, or has a waker
+/// registered; the completer wakes it.
 const WATCHED: u8 = 0x80;
 // ANCHOR_END: outcome
 
@@ -85,21 +86,24 @@ pub enum FollowEnd {
 pub struct CallSlot {
     /// See the states above.
     outcome: AtomicU8,
-    /// The response value: owned by whoever holds a passing state, or by
-    /// the caller once `outcome` is `DONE`.
+    /// The response value: the completer's while `WAITING`, the caller's
+    /// once `outcome` is `DONE`.
     value: UnsafeCell<Vec<u8>>,
     /// The error of a failed call, under the same rule.
     error: UnsafeCell<Option<ClientError>>,
     waiters: Mutex<Waiters>,
     done: Condvar,
+    /// The call's [`SlotToken`] is alive: the pool must not reuse (or free)
+    /// the slot, whatever its reference count says.
+    token_alive: AtomicBool,
 }
 
-// SAFETY: `value` and `error` are only touched by the completer that moved
-// `outcome` to `WRITING` (a compare-and-swap: one winner), by the caller
-// after it saw `DONE`/`FAILED` (Acquire, pairing with the completer's
-// Release; the caller is one owner, its `PendingCall` then its `Reply`),
-// or by the pool once it holds the only reference. Everything else is
-// atomic or behind the mutex.
+// SAFETY: `value` and `error` are only touched by the holder of the call's
+// one `SlotToken` before it publishes, by the caller after it saw
+// `DONE`/`FAILED` (Acquire, pairing with the completer's Release; the
+// caller is one owner, its `PendingCall` then its `Reply`), or by the pool
+// once nobody else holds the slot. Everything else is atomic or behind the
+// mutex.
 unsafe impl Sync for CallSlot {}
 
 impl Default for CallSlot {
@@ -110,6 +114,7 @@ impl Default for CallSlot {
             error: UnsafeCell::new(None),
             waiters: Mutex::default(),
             done: Condvar::new(),
+            token_alive: AtomicBool::new(false),
         }
     }
 }
@@ -127,35 +132,19 @@ impl CallSlot {
         self.waiters.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Claims the value and error for writing: only while nothing is in.
-    fn claim(&self) -> bool {
-        let mut current = self.outcome.load(Ordering::Relaxed);
-        loop {
-            if current & !WATCHED != WAITING {
-                return false;
-            }
-            let writing = (current & WATCHED) | WRITING;
-            match self.outcome.compare_exchange_weak(current, writing, Ordering::Acquire, Ordering::Relaxed) {
-                Ok(_) => return true,
-                Err(now) => current = now,
-            }
-        }
-    }
-
     // ANCHOR: notify_sleepers
-    /// Publishes what the claimer wrote. With nobody watching, one
-    /// compare-and-swap: a waiter that comes later sees the outcome before
-    /// it would sleep. With a watcher (or one arriving now: the swap fails),
-    /// under the lock, so that the waiter either sees the outcome or is
-    /// asleep (and flagged) when this looks, and so that nothing of the
-    /// waiters' state is touched after the caller may have seen the
-    /// outcome and reused the slot.
+    /// Publishes what the completer wrote: one swap. A waiter that comes
+    /// later sees the outcome before it would sleep. One that flagged the
+    /// slot `WATCHED` did so under the lock and holds it until it sleeps, so
+    /// taking the lock here finds it asleep (and says so in `sleeping`) or
+    /// with its waker registered. The slot is not reused while the token
+    /// that calls this is alive, so the waiters' state touched after the
+    /// caller may have seen the outcome is still this call's.
     fn publish(&self, outcome: u8) {
-        if self.outcome.compare_exchange(WRITING, outcome, Ordering::Release, Ordering::Relaxed).is_ok() {
+        if self.outcome.swap(outcome, Ordering::Release) & WATCHED == 0 {
             return;
         }
         let mut waiters = self.lock();
-        self.outcome.store(outcome, Ordering::Release);
         let waker = waiters.waker.take();
         let sleeping = std::mem::take(&mut waiters.sleeping);
         drop(waiters);
@@ -184,27 +173,6 @@ impl CallSlot {
                 Ok(_) => return true,
                 Err(now) => current = now,
             }
-        }
-    }
-
-    /// Completes the call with its response value (copied into the slot's
-    /// buffer). Nothing happens if the call is already done or failed.
-    pub fn complete(&self, value: &[u8]) {
-        if self.claim() {
-            // SAFETY: `WRITING` was claimed by this thread (see `outcome`).
-            let buf = unsafe { &mut *self.value.get() };
-            buf.clear();
-            buf.extend_from_slice(value);
-            self.publish(DONE);
-        }
-    }
-
-    /// Fails the call. Nothing happens if it is already done or failed.
-    pub fn fail(&self, error: ClientError) {
-        if self.claim() {
-            // SAFETY: as in `complete`.
-            unsafe { *self.error.get() = Some(error) };
-            self.publish(FAILED);
         }
     }
 
@@ -348,14 +316,16 @@ impl SlotPool {
     /// (each `lend` adds one, and takes back or moves on at least one).
     const LOOKS: usize = 2;
 
-    /// A ready slot for a new call: a free one if any, else a new one.
-    pub fn lend(&mut self) -> Arc<CallSlot> {
+    /// A ready slot for a new call (a free one if any, else a new one),
+    /// and the call's one token, for the connection that completes it.
+    pub fn lend(&mut self) -> (Arc<CallSlot>, SlotToken) {
         let mut reclaimed = false;
         for _ in 0..Self::LOOKS {
             let Some(oldest) = self.lent.front() else { break };
-            if Arc::strong_count(oldest) == 1 {
-                // Pairs with the Release of the last other owner's drop:
-                // everything it wrote to the slot happened before this.
+            if Arc::strong_count(oldest) == 1 && !oldest.token_alive.load(Ordering::Relaxed) {
+                // Pairs with the Release of the last other owner's drop (of
+                // its `Arc`, or of the token): everything it wrote to the
+                // slot happened before this.
                 fence(Ordering::Acquire);
                 let slot = self.lent.pop_front().expect("looked at");
                 slot.reset_unshared();
@@ -372,8 +342,10 @@ impl SlotPool {
             }
         }
         let slot = self.free.pop().unwrap_or_default();
+        slot.token_alive.store(true, Ordering::Relaxed);
+        let token = SlotToken { slot: NonNull::from(&*slot) };
         self.lent.push_back(Arc::clone(&slot));
-        slot
+        (slot, token)
     }
 
     /// Slots lent and not yet seen back (a test's view of the bound).
@@ -383,6 +355,87 @@ impl SlotPool {
     }
 }
 // ANCHOR_END: lend
+
+impl Drop for SlotPool {
+    fn drop(&mut self) {
+        // A token that outlives its pool (none does: a client's connection,
+        // with its pending table, is dropped or drained before its slots)
+        // would point at freed memory; its slot is leaked instead.
+        for slot in self.lent.drain(..) {
+            if slot.token_alive.load(Ordering::Acquire) {
+                std::mem::forget(slot);
+            }
+        }
+    }
+}
+
+// ANCHOR: token
+/// The connection's handle on one call's slot: what completes or fails it,
+/// used up in doing so. There is one per call (made by [`SlotPool::lend`]),
+/// so the completer writes the value without a compare-and-swap, and it is
+/// not a reference count: the pool that made it keeps the slot alive, and
+/// does not reuse it, until the token is gone (`token_alive`). That saves
+/// an atomic increment and decrement per call over an `Arc` clone.
+pub struct SlotToken {
+    slot: NonNull<CallSlot>,
+}
+// ANCHOR_END: token
+
+// SAFETY: a token is the slot's one writer while the call is waiting (see
+// `outcome`); `CallSlot` is `Sync`.
+unsafe impl Send for SlotToken {}
+// SAFETY: through `&SlotToken` only `is_done` can be called (atomic).
+unsafe impl Sync for SlotToken {}
+
+impl SlotToken {
+    fn slot(&self) -> &CallSlot {
+        // SAFETY: the pool keeps the slot (a clone of its `Arc` in `lent`)
+        // until `token_alive` is cleared, which only this token's drop does.
+        unsafe { self.slot.as_ref() }
+    }
+
+    /// Completes the call with its response value (copied into the slot's
+    /// buffer). Nothing happens if the call already has an outcome.
+    pub fn complete(self, value: &[u8]) {
+        let slot = self.slot();
+        if slot.outcome.load(Ordering::Relaxed) & !WATCHED == WAITING {
+            // SAFETY: the token is the writer while `WAITING` (see `outcome`).
+            let buf = unsafe { &mut *slot.value.get() };
+            buf.clear();
+            buf.extend_from_slice(value);
+            slot.publish(DONE);
+        }
+    }
+
+    /// Fails the call. Nothing happens if it already has an outcome.
+    pub fn fail(self, error: ClientError) {
+        let slot = self.slot();
+        if slot.outcome.load(Ordering::Relaxed) & !WATCHED == WAITING {
+            // SAFETY: as in `complete`.
+            unsafe { *slot.error.get() = Some(error) };
+            slot.publish(FAILED);
+        }
+    }
+
+    /// Whether the call has its outcome.
+    pub fn is_done(&self) -> bool {
+        self.slot().is_done()
+    }
+}
+
+impl std::fmt::Debug for SlotToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("SlotToken").field(self.slot()).finish()
+    }
+}
+
+impl Drop for SlotToken {
+    fn drop(&mut self) {
+        // The token's last touch of the slot: the pool may reuse it from
+        // here on (Release: what the token wrote happened before).
+        self.slot().token_alive.store(false, Ordering::Release);
+    }
+}
 
 /// Reply buffers larger than this are not kept (so one huge response does
 /// not pin memory for the life of the client).
@@ -484,16 +537,14 @@ mod tests {
     #[test]
     fn slots_and_buffers_are_reused() {
         let mut pool = SlotPool::default();
-        let slot = pool.lend();
-        let token = Arc::clone(&slot);
+        let (slot, token) = pool.lend();
         token.complete(b"hello");
-        drop(token);
         let reply = CallSlot::finish(slot).unwrap();
         assert_eq!(&*reply, b"hello");
         let ptr = reply.as_ptr();
         drop(reply);
-        let slot = pool.lend();
-        slot.complete(b"again");
+        let (slot, token) = pool.lend();
+        token.complete(b"again");
         let reply = CallSlot::finish(slot).unwrap();
         assert_eq!(reply.as_ptr(), ptr, "the same buffer serves the next call");
     }
@@ -501,36 +552,35 @@ mod tests {
     #[test]
     fn a_slot_is_reused_only_once_nobody_else_holds_it() {
         let mut pool = SlotPool::default();
-        let slot = pool.lend();
-        let completer = Arc::clone(&slot);
-        completer.complete(b"done");
-        // The caller is faster than the completer's last step (dropping its clone).
-        let reply = CallSlot::finish(slot).unwrap();
-        let ptr = Arc::as_ptr(&completer);
-        drop(reply);
-        let next = pool.lend();
-        assert_ne!(Arc::as_ptr(&next), ptr, "still held by its completer: not reused yet");
-        drop(completer);
-        let (second, third) = (next, pool.lend());
-        assert_eq!(Arc::as_ptr(&third), ptr, "reused once its completer let go");
-        drop(second);
+        let (slot, token) = pool.lend();
+        let ptr = Arc::as_ptr(&slot);
+        // A caller that gave up (dropped its call) while the connection
+        // still holds the token: not reused, whatever the reference count.
+        drop(slot);
+        let (next, next_token) = pool.lend();
+        assert_ne!(Arc::as_ptr(&next), ptr, "its token is alive: not reused yet");
+        // The late response completes the old call, not the next one.
+        token.complete(b"late");
+        assert!(!next.is_done());
+        let (third, third_token) = pool.lend();
+        assert_eq!(Arc::as_ptr(&third), ptr, "reused once its token was used up");
         assert!(!third.is_done(), "reset for the next call");
-        assert!(!third.wait_for(Deadline::after(Duration::from_millis(5))), "still waiting");
-        third.complete(b"mine");
+        third_token.complete(b"mine");
         assert_eq!(&*CallSlot::finish(third).unwrap(), b"mine");
+        drop((next, next_token));
     }
 
     #[test]
     fn a_kept_reply_does_not_stop_reuse_and_lent_slots_stay_bounded() {
         let mut pool = SlotPool::default();
-        let kept = pool.lend();
-        kept.complete(b"kept");
+        let (kept, token) = pool.lend();
+        token.complete(b"kept");
         let kept = CallSlot::finish(kept).unwrap();
         let mut seen = std::collections::HashSet::new();
         for _ in 0..1000 {
-            let slot = pool.lend();
+            let (slot, token) = pool.lend();
             seen.insert(Arc::as_ptr(&slot) as usize);
-            slot.complete(b"x");
+            token.complete(b"x");
             drop(CallSlot::finish(slot).unwrap());
         }
         assert!(seen.len() <= 3, "the others were reused around the kept one: {} slots", seen.len());
@@ -546,21 +596,40 @@ mod tests {
     }
 
     #[test]
+    fn completions_on_another_thread_race_the_reuse_soundly() {
+        // Under Miri (`cargo +nightly miri test -p fastwire-common --lib
+        // slot::`) this checks the unsafe parts for data races: the
+        // completer writes and publishes on its thread, the caller takes,
+        // gives the buffer back and the pool resets on this one.
+        let mut pool = SlotPool::default();
+        let (calls, done) = std::sync::mpsc::channel::<SlotToken>();
+        let completer = std::thread::spawn(move || {
+            for (n, token) in done.into_iter().enumerate() {
+                token.complete(format!("reply {n}").as_bytes());
+            }
+        });
+        for n in 0..20 {
+            let (slot, token) = pool.lend();
+            calls.send(token).unwrap();
+            slot.wait();
+            assert_eq!(&*CallSlot::finish(slot).unwrap(), format!("reply {n}").as_bytes());
+        }
+        drop(calls);
+        completer.join().unwrap();
+    }
+
+    #[test]
     fn failures_and_timeouts() {
         let mut pool = SlotPool::default();
-        let slot = pool.lend();
+        let (slot, token) = pool.lend();
         assert!(!slot.wait_for(Deadline::after(Duration::from_millis(10))));
-        let worker = {
-            let slot = Arc::clone(&slot);
-            std::thread::spawn(move || slot.fail(ClientError::Closed))
-        };
+        let worker = std::thread::spawn(move || token.fail(ClientError::Closed));
         slot.wait();
         worker.join().unwrap();
         assert!(matches!(CallSlot::finish(slot), Err(ClientError::Closed)));
         // Completing after a failure changes nothing.
-        let slot = pool.lend();
-        slot.fail(ClientError::Closed);
-        slot.complete(b"late");
+        let (slot, token) = pool.lend();
+        token.fail(ClientError::Closed);
         assert!(CallSlot::finish(slot).is_err());
     }
 }

@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use fastwire_common::{net, Backoff, CallSlot, ClientError, Reply, SlotPool};
+use fastwire_common::{net, Backoff, CallSlot, ClientError, Reply, SlotPool, SlotToken};
 use fastwire_proto::{ClientConfig, ClientConn, Connection};
 use tokio::io::AsyncReadExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -73,11 +73,13 @@ struct State {
     /// refused TLS certificate, say), for `wait_connected` to report.
     handshake_failure: Option<ClientError>,
     /// The call slots, under this lock (which every call takes anyway).
+    /// Declared after `active`, so that the pending calls' tokens are
+    /// dropped before the slots they point at.
     slots: SlotPool,
 }
 
 struct Active {
-    conn: ClientConn<Arc<CallSlot>>,
+    conn: ClientConn<SlotToken>,
     generation: u64,
     signals: Arc<Signals>,
     tasks: [AbortHandle; 2],
@@ -199,7 +201,7 @@ impl Client {
         let (id, generation, slot) = {
             let mut state = inner.lock();
             state.last_used = now;
-            let slot = state.slots.lend();
+            let (slot, token) = state.slots.lend();
             let Some(active) = state.active.as_mut().filter(|a| a.writable) else {
                 // A connection that failed its handshake (TLS refused, say)
                 // between connecting and now: say why.
@@ -214,7 +216,7 @@ impl Client {
                 ));
             };
             let first = !active.conn.has_output();
-            match active.conn.start_call(name, value, Arc::clone(&slot)) {
+            match active.conn.start_call(name, value, token) {
                 Ok(id) => {
                     // Alone now, after a call that was alone too: this task
                     // writes the call itself (no hand-off to the writer
@@ -325,7 +327,7 @@ impl Inner {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn cancel(&self, id: u32, generation: u64) -> Option<Arc<CallSlot>> {
+    fn cancel(&self, id: u32, generation: u64) -> Option<SlotToken> {
         match self.lock().active.as_mut() {
             Some(active) if active.generation == generation => active.conn.cancel(id),
             _ => None,
