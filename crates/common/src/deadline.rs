@@ -24,6 +24,7 @@ pub struct Deadline {
 
 impl Deadline {
     /// `timeout` from now (plus the clock's resolution).
+    #[inline]
     pub fn after(timeout: Duration) -> Deadline {
         let timeout = u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX);
         Deadline { nanos: sys::coarse_nanos().saturating_add(sys::coarse_resolution()).saturating_add(timeout) }

@@ -177,6 +177,7 @@ impl CallSlot {
     }
 
     /// Whether the call was completed or failed (one atomic load).
+    #[inline]
     pub fn is_done(&self) -> bool {
         outcome_is_in(self.outcome.load(Ordering::Acquire))
     }
@@ -287,6 +288,7 @@ impl CallSlot {
 }
 
 /// Whether an outcome byte says the call is over.
+#[inline]
 fn outcome_is_in(outcome: u8) -> bool {
     matches!(outcome & !WATCHED, DONE | FAILED | TAKEN)
 }
@@ -477,6 +479,7 @@ pub struct Reply {
 
 impl Reply {
     /// The value, as a slice.
+    #[inline]
     pub fn as_slice(&self) -> &[u8] {
         &self.value
     }
@@ -489,12 +492,14 @@ impl Reply {
 
 impl Deref for Reply {
     type Target = [u8];
+    #[inline]
     fn deref(&self) -> &[u8] {
         &self.value
     }
 }
 
 impl AsRef<[u8]> for Reply {
+    #[inline]
     fn as_ref(&self) -> &[u8] {
         &self.value
     }

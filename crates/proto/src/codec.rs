@@ -86,25 +86,34 @@ pub trait OutBuf {
     fn reserve(&mut self, additional: usize);
 }
 
+// `#[inline]`: the encoders are generic and instantiated in the backends'
+// crates, where a call per field (four bytes, say) would cost more than
+// the copy.
 impl OutBuf for Vec<u8> {
+    #[inline]
     fn put_slice(&mut self, bytes: &[u8]) {
         self.extend_from_slice(bytes);
     }
+    #[inline]
     fn len(&self) -> usize {
         Vec::len(self)
     }
+    #[inline]
     fn reserve(&mut self, additional: usize) {
         Vec::reserve(self, additional);
     }
 }
 
 impl OutBuf for bytes::BytesMut {
+    #[inline]
     fn put_slice(&mut self, bytes: &[u8]) {
         self.extend_from_slice(bytes);
     }
+    #[inline]
     fn len(&self) -> usize {
         bytes::BytesMut::len(self)
     }
+    #[inline]
     fn reserve(&mut self, additional: usize) {
         bytes::BytesMut::reserve(self, additional);
     }
@@ -184,9 +193,15 @@ pub fn encode_request(
     check_name(MessageKind::Request, name.len(), limits)?;
     check_value(MessageKind::Request, value.len(), limits)?;
     out.reserve(12 + name.len() + value.len());
-    out.put_slice(&id.to_le_bytes());
-    out.put_slice(&(name.len() as u32).to_le_bytes());
-    out.put_slice(name);
+    // Fixed-size pieces in one copy each (a constant length compiles to a
+    // store); an empty name (the common case) costs nothing.
+    let mut head = [0u8; 8];
+    head[..4].copy_from_slice(&id.to_le_bytes());
+    head[4..].copy_from_slice(&(name.len() as u32).to_le_bytes());
+    out.put_slice(&head);
+    if !name.is_empty() {
+        out.put_slice(name);
+    }
     out.put_slice(&(value.len() as u32).to_le_bytes());
     out.put_slice(value);
     Ok(())
@@ -198,8 +213,10 @@ pub fn encode_request(
 pub fn encode_response(out: &mut impl OutBuf, id: u32, value: &[u8], limits: &Limits) -> Result<(), MessageError> {
     check_value(MessageKind::Response, value.len(), limits)?;
     out.reserve(RESPONSE_HEADER_LEN + value.len());
-    out.put_slice(&id.to_le_bytes());
-    out.put_slice(&(value.len() as u32).to_le_bytes());
+    let mut head = [0u8; RESPONSE_HEADER_LEN];
+    head[..4].copy_from_slice(&id.to_le_bytes());
+    head[4..].copy_from_slice(&(value.len() as u32).to_le_bytes());
+    out.put_slice(&head);
     out.put_slice(value);
     Ok(())
 }
