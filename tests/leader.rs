@@ -239,6 +239,41 @@ fn quiet_connection_at_graceful_shutdown<D: Driver>() {
     c.close();
 }
 
+/// Large values are handed over sharing the read buffer, not copied (see
+/// `fastwire_common::LARGE_VALUE`), small ones in the slot's pooled buffer;
+/// replies kept while later calls read more into the same buffer (and,
+/// with snappy, into the decompressed one) keep their own bytes.
+fn large_replies_are_shared_and_stay_intact<D: Driver>() {
+    let server = server();
+    for compression in [fastwire::proto::Compression::None, fastwire::proto::Compression::Snappy] {
+        let protocol = fastwire::proto::ProtocolConfig { compression, ..Default::default() };
+        let config = ClientConfig { call_timeout: Duration::from_secs(10), protocol, ..ClientConfig::default() };
+        let c: Client<D> = Client::connect(server.local_addr(), config).unwrap();
+        let large = |i: usize| -> Vec<u8> { (0..200_000 + i).map(|j| ((i * 7 + j) % 251) as u8).collect() };
+        let mut kept = Vec::new();
+        for round in 0..3 {
+            // Pipelined, so that several large frames share one read.
+            let calls: Vec<_> = (0..6).map(|i| c.start(b"echo", &large(round * 6 + i)).unwrap()).collect();
+            let small = c.start(b"echo", b"small").unwrap();
+            for call in calls {
+                let reply = call.wait().unwrap();
+                assert!(reply.shared().is_some(), "{compression}: a large value is shared");
+                kept.push(reply);
+            }
+            let small = small.wait().unwrap();
+            assert!(small.shared().is_none(), "{compression}: a small value is copied into its slot");
+            assert_eq!(&*small, b"re:small");
+        }
+        for (i, reply) in kept.iter().enumerate() {
+            assert!(reply.starts_with(b"re:") && reply[3..] == large(i)[..], "{compression}: kept reply {i} intact");
+        }
+        assert_eq!(kept.pop().unwrap().into_vec()[3..], large(17)[..]);
+        drop(kept);
+        c.close();
+    }
+    server.shutdown(Duration::from_secs(5));
+}
+
 macro_rules! for_clients {
     ($($name:ident),*) => {
         mod std_client { $( #[test] fn $name() { super::$name::<fastwire::fastwire_std::client::Threads>() } )* }
@@ -267,5 +302,6 @@ for_clients!(
     many_callers_on_one_connection,
     server_closed_while_nobody_read,
     server_closed_tls_while_nobody_read,
-    quiet_connection_at_graceful_shutdown
+    quiet_connection_at_graceful_shutdown,
+    large_replies_are_shared_and_stay_intact
 );

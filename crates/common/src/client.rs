@@ -66,7 +66,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use fastwire_proto::{ClientConfig, ClientConn, Connection};
 
-use crate::{net, sys, Backoff, CallSlot, ClientError, Deadline, FollowEnd, Reply, SlotPool, SlotToken};
+use crate::{net, sys, Backoff, CallSlot, ClientError, Deadline, FollowEnd, Reply, SlotPool, SlotToken, LARGE_VALUE};
 
 /// A connection read this recently is not peeked at before a call (see
 /// `closed_while_quiet`): a server's close of an idle connection comes
@@ -1012,7 +1012,7 @@ impl<D: Driver> Inner<D> {
         // caller waits for the oldest pending call, which this read most
         // likely completes; promoted afterwards, it would leave at once.
         let handed_back = driver && self.hand_back(active);
-        match active.conn.process(|response, slot| slot.complete(response.value)) {
+        match active.conn.process(|response, slot| slot.complete_response(response)) {
             Ok(()) => {
                 // Reading can make output: with TLS, the handshake's replies
                 // and the calls that waited for it.
@@ -1122,7 +1122,7 @@ impl<D: Driver> Inner<D> {
         };
         let io = if sys::CALLER_IO { D::caller_io(&handle) } else { None };
         let active = state.active.insert(Active {
-            conn: ClientConn::new(&self.config),
+            conn: ClientConn::new(&self.config).share_values_from(LARGE_VALUE),
             generation,
             handle,
             writable: true,

@@ -16,6 +16,8 @@
 #![allow(unsafe_code)]
 
 use std::cell::UnsafeCell;
+
+use bytes::Bytes;
 use std::collections::VecDeque;
 use std::ops::Deref;
 use std::ptr::NonNull;
@@ -89,6 +91,9 @@ pub struct CallSlot {
     /// The response value: the completer's while `WAITING`, the caller's
     /// once `outcome` is `DONE`.
     value: UnsafeCell<Vec<u8>>,
+    /// A large value shared with the read buffer instead (see
+    /// [`SlotToken::complete_shared`]), under the same rule.
+    shared: UnsafeCell<Option<Bytes>>,
     /// The error of a failed call, under the same rule.
     error: UnsafeCell<Option<ClientError>>,
     waiters: Mutex<Waiters>,
@@ -111,6 +116,7 @@ impl Default for CallSlot {
         CallSlot {
             outcome: AtomicU8::new(WAITING),
             value: UnsafeCell::new(Vec::new()),
+            shared: UnsafeCell::new(None),
             error: UnsafeCell::new(None),
             waiters: Mutex::default(),
             done: Condvar::new(),
@@ -265,7 +271,7 @@ impl CallSlot {
     /// Takes the outcome of a finished call: its value, or its error.
     /// Returns `Err(ClientError::Closed)` if called before the call is
     /// done, or after its outcome was taken.
-    fn take(&self) -> Result<Vec<u8>, ClientError> {
+    fn take(&self) -> Result<(Vec<u8>, Option<Bytes>), ClientError> {
         let outcome = self.outcome.load(Ordering::Acquire);
         if !matches!(outcome, DONE | FAILED) {
             return Err(ClientError::Closed);
@@ -275,7 +281,7 @@ impl CallSlot {
         // (see `outcome`).
         let result = unsafe {
             if outcome == DONE {
-                Ok(std::mem::take(&mut *self.value.get()))
+                Ok((std::mem::take(&mut *self.value.get()), (*self.shared.get()).take()))
             } else {
                 Err((*self.error.get()).take().unwrap_or(ClientError::Closed))
             }
@@ -409,6 +415,29 @@ impl SlotToken {
         }
     }
 
+    /// Completes the call with a value that shares the connection's read
+    /// buffer ([`Response::shared`](fastwire_proto::Response::shared)): a
+    /// large value is handed over without a copy.
+    pub fn complete_shared(self, value: Bytes) {
+        let slot = self.slot();
+        if slot.outcome.load(Ordering::Relaxed) & !WATCHED == WAITING {
+            // SAFETY: as in `complete`.
+            unsafe { *slot.shared.get() = Some(value) };
+            slot.publish(DONE);
+        }
+    }
+
+    /// Completes the call with a decoded response: shared if the
+    /// connection split it off for sharing (see [`LARGE_VALUE`]), else
+    /// copied into the slot's buffer.
+    #[inline]
+    pub fn complete_response(self, response: fastwire_proto::Response<'_>) {
+        match response.shared {
+            Some(shared) => self.complete_shared(shared.clone()),
+            None => self.complete(response.value),
+        }
+    }
+
     /// Fails the call. Nothing happens if it already has an outcome.
     pub fn fail(self, error: ClientError) {
         let slot = self.slot();
@@ -443,12 +472,18 @@ impl Drop for SlotToken {
 /// not pin memory for the life of the client).
 const MAX_KEPT_VALUE: usize = 64 * 1024;
 
+/// Values longer than this are handed to the caller sharing the read
+/// buffer (`ClientConn::share_values_from`), not copied into the slot: a
+/// buffer that large would not be kept anyway (`MAX_KEPT_VALUE`), so the
+/// copy would come with an allocation of its own (and its page faults).
+pub const LARGE_VALUE: usize = MAX_KEPT_VALUE + 1;
+
 impl CallSlot {
     /// Turns a finished call's slot into the caller's result: its value
     /// (a [`Reply`]), or its error. `Err(ClientError::Closed)` if the call is
     /// not done, or its outcome was already taken.
     pub fn finish(slot: Arc<CallSlot>) -> Result<Reply, ClientError> {
-        slot.take().map(|value| Reply { value, slot: Some(slot) })
+        slot.take().map(|(value, shared)| Reply { value, shared, slot: Some(slot) })
     }
 
     /// Makes a slot nobody else holds ready for the next call.
@@ -457,6 +492,7 @@ impl CallSlot {
         // so nobody else can read or write any of the slot's fields.
         unsafe {
             (*self.value.get()).clear();
+            *self.shared.get() = None;
             *self.error.get() = None;
         }
         // The waiters' flags are left as they are: each is cleared by its
@@ -472,8 +508,14 @@ impl CallSlot {
 
 /// A call's response value. Derefs to the bytes; dropping it gives the
 /// buffer back to its slot, for the slot's next call.
+///
+/// A value of more than 64 KiB (`LARGE_VALUE`) is not copied: it shares the
+/// memory it was read into ([`Reply::shared`]), which stays allocated while
+/// the reply lives.
 pub struct Reply {
     value: Vec<u8>,
+    /// The value instead of `value`, when it was handed over shared.
+    shared: Option<Bytes>,
     slot: Option<Arc<CallSlot>>,
 }
 
@@ -481,12 +523,26 @@ impl Reply {
     /// The value, as a slice.
     #[inline]
     pub fn as_slice(&self) -> &[u8] {
-        &self.value
+        match &self.shared {
+            Some(shared) => shared,
+            None => &self.value,
+        }
     }
 
-    /// The value as an owned vector (the pooled buffer is given up).
+    /// The value as an owned vector (the pooled buffer is given up; a
+    /// shared value is copied out unless nothing else holds its memory).
     pub fn into_vec(mut self) -> Vec<u8> {
-        std::mem::take(&mut self.value)
+        match self.shared.take() {
+            Some(shared) => Vec::from(shared),
+            None => std::mem::take(&mut self.value),
+        }
+    }
+
+    /// The value as [`Bytes`], if it was handed over sharing the memory it
+    /// was read into (values over 64 KiB): keep or pass it on without a
+    /// copy. `None` for a value in the pooled buffer.
+    pub fn shared(&self) -> Option<&Bytes> {
+        self.shared.as_ref()
     }
 }
 
@@ -494,26 +550,26 @@ impl Deref for Reply {
     type Target = [u8];
     #[inline]
     fn deref(&self) -> &[u8] {
-        &self.value
+        self.as_slice()
     }
 }
 
 impl AsRef<[u8]> for Reply {
     #[inline]
     fn as_ref(&self) -> &[u8] {
-        &self.value
+        self.as_slice()
     }
 }
 
 impl std::fmt::Debug for Reply {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Reply").field("len", &self.value.len()).finish()
+        f.debug_struct("Reply").field("len", &self.len()).field("shared", &self.shared.is_some()).finish()
     }
 }
 
 impl PartialEq<[u8]> for Reply {
     fn eq(&self, other: &[u8]) -> bool {
-        self.value == other
+        self.as_slice() == other
     }
 }
 

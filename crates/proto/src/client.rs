@@ -25,7 +25,7 @@
 //! assert_eq!(got, [(1, b"re:hi".to_vec(), "my token")]);
 //! ```
 
-use crate::codec::{decode_response, encode_request, Response};
+use crate::codec::{decode_response, encode_request, Response, RESPONSE_HEADER_LEN};
 use crate::compress::{StreamDecoder, StreamEncoder};
 use crate::config::{ClientConfig, Limits};
 use crate::connection::impl_connection;
@@ -56,6 +56,9 @@ pub struct ClientConn<T> {
     version: u8,
     limits: Limits,
     unknown_responses: u64,
+    /// Values at least this long are split off the read buffer and handed
+    /// out shared (see [`share_values_from`](Self::share_values_from)).
+    share_from: usize,
     /// The TLS session when this client asks for TLS (started by the
     /// server's handshake agreeing).
     #[cfg(feature = "tls")]
@@ -108,11 +111,26 @@ impl<T> ClientConn<T> {
             version: protocol.protocol_version,
             limits: protocol.limits,
             unknown_responses: 0,
+            share_from: usize::MAX,
             #[cfg(feature = "tls")]
             tls,
             #[cfg(feature = "tls")]
             tls_failed,
         }
+    }
+
+    /// Hands response values of at least `len` bytes to
+    /// [`process`](Self::process)'s callback as a `Bytes` that shares the
+    /// read buffer ([`Response::shared`]) instead of only borrowing them:
+    /// the frame is split off the buffer rather than consumed, so a receiver
+    /// that keeps the value needs no copy. The buffer's next bytes then go
+    /// into what is left of its allocation, or into a new one while the
+    /// shared value is alive: worth it for large values (whose copy costs
+    /// more than an allocation, and which a receiver would not keep a
+    /// pooled buffer for), not for small ones. Off (`usize::MAX`) by default.
+    pub fn share_values_from(mut self, len: usize) -> Self {
+        self.share_from = len;
+        self
     }
 
     /// Queues a call and returns its request id. `token` comes back from
@@ -226,11 +244,21 @@ impl<T> ClientConn<T> {
         let limits = self.limits;
         loop {
             while let Some((response, used)) = decode_response(self.inbound.plain(), &limits)? {
-                match self.pending.remove(response.id) {
-                    Some(token) => on_response(response, token),
-                    None => self.unknown_responses += 1,
+                let (id, len) = (response.id, response.value.len());
+                match self.pending.remove(id) {
+                    Some(token) if len >= self.share_from => {
+                        let value = self.inbound.take_front(used).slice(RESPONSE_HEADER_LEN..);
+                        on_response(Response { id, value: &value, shared: Some(&value) }, token);
+                    }
+                    Some(token) => {
+                        on_response(response, token);
+                        self.inbound.consume(used);
+                    }
+                    None => {
+                        self.unknown_responses += 1;
+                        self.inbound.consume(used);
+                    }
                 }
-                self.inbound.consume(used);
             }
             if !self.inbound.decompress()? {
                 return Ok(());

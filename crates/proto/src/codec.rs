@@ -36,6 +36,8 @@
 //! [`bytes::BytesMut`]), so that many messages share one buffer and one
 //! `write` system call.
 
+use bytes::Bytes;
+
 use crate::config::Limits;
 use crate::error::{MessageError, MessageKind};
 
@@ -67,6 +69,12 @@ pub struct Response<'a> {
     pub id: u32,
     /// The response value; may be empty.
     pub value: &'a [u8],
+    /// The same value as a [`Bytes`] that shares the read buffer's memory,
+    /// when the connection split the frame off for it (values of at least
+    /// [`ClientConn::share_values_from`](crate::ClientConn::share_values_from)
+    /// bytes): a receiver can keep it (cloning is a reference count) instead
+    /// of copying the value out. `None` for values read in place.
+    pub shared: Option<&'a Bytes>,
 }
 
 /// A growable byte buffer the encoders can append to.
@@ -176,7 +184,7 @@ pub fn decode_response<'a>(buf: &'a [u8], limits: &Limits) -> Result<Option<(Res
     if buf.len() < end {
         return Ok(None);
     }
-    Ok(Some((Response { id, value: &buf[RESPONSE_HEADER_LEN..end] }, end)))
+    Ok(Some((Response { id, value: &buf[RESPONSE_HEADER_LEN..end], shared: None }, end)))
 }
 
 /// Appends a request. Fails, appending nothing, if the name or value is over

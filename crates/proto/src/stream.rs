@@ -70,6 +70,17 @@ impl Inbound {
         }
     }
 
+    /// [`consume`](Self::consume), handing the bytes out: the first `n`
+    /// plain bytes, split off their buffer (no copy).
+    pub(crate) fn take_front(&mut self, n: usize) -> bytes::Bytes {
+        if self.decoder.is_identity() {
+            self.consumed += n as u64;
+            self.wire.split_to(n).freeze()
+        } else {
+            self.plain.split_to(n).freeze()
+        }
+    }
+
     /// Decompresses one step; `false` when there is nothing more to do until
     /// more wire bytes arrive.
     pub(crate) fn decompress(&mut self) -> Result<bool, CompressionError> {

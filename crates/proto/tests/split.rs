@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use fastwire_proto::Compression;
+use fastwire_proto::{Compression, Connection};
 
 /// Checks a server's output: byte for byte where there is no compression;
 /// otherwise batching decides where flushes fall, so compare what it decodes to.
@@ -85,5 +85,32 @@ fn one_byte_at_a_time() {
         assert_requests_eq(&server.requests, &s.requests, s.name);
         let client = run_client(client_with_calls(&s.client_config(), &s.requests).0, s.server_to_client.chunks(1));
         assert_responses_eq(&client.responses, &s.responses, s.name);
+    }
+}
+
+/// With every value split off the read buffer and shared
+/// (`share_values_from(0)`), every recorded stream, cut at every offset,
+/// decodes to the same responses as read in place, and each shared value
+/// is the value's bytes (kept past later reads into the buffer).
+#[test]
+fn shared_values_decode_the_same_at_every_offset() {
+    for s in all_scenarios() {
+        let config = s.client_config();
+        for at in 0..=s.server_to_client.len() {
+            let (a, b) = s.server_to_client.split_at(at);
+            let mut conn = client_with_calls(&config, &s.requests).0.share_values_from(0);
+            let mut kept = Vec::new();
+            for chunk in [a, b] {
+                conn.received(chunk);
+                conn.process(|resp, _token| {
+                    let shared = resp.shared.expect("every value shared at 0").clone();
+                    assert_eq!(&shared[..], resp.value, "{} split at {at}", s.name);
+                    kept.push((resp.id, shared));
+                })
+                .unwrap_or_else(|e| panic!("{} split at {at}: {e}", s.name));
+            }
+            let kept: Vec<(u32, Vec<u8>)> = kept.into_iter().map(|(id, v)| (id, v.to_vec())).collect();
+            assert_responses_eq(&kept, &s.responses, &format!("{} split at {at}, shared", s.name));
+        }
     }
 }
