@@ -85,9 +85,17 @@ pub enum FollowEnd {
 }
 
 /// One call's meeting point between the caller and the connection.
+// `repr(C)`: the fields every call touches (with the reference count in
+// front of them, in the `Arc`) come first, in declaration order, so that
+// they share a cache line; the waiters' lock and condition variable, which
+// a pipelined call never touches, come last.
+#[repr(C)]
 pub struct CallSlot {
     /// See the states above.
     outcome: AtomicU8,
+    /// The call's [`SlotToken`] is alive: the pool must not reuse (or free)
+    /// the slot, whatever its reference count says.
+    token_alive: AtomicBool,
     /// The response value: the completer's while `WAITING`, the caller's
     /// once `outcome` is `DONE`.
     value: UnsafeCell<Vec<u8>>,
@@ -98,9 +106,6 @@ pub struct CallSlot {
     error: UnsafeCell<Option<ClientError>>,
     waiters: Mutex<Waiters>,
     done: Condvar,
-    /// The call's [`SlotToken`] is alive: the pool must not reuse (or free)
-    /// the slot, whatever its reference count says.
-    token_alive: AtomicBool,
 }
 
 // SAFETY: `value` and `error` are only touched by the holder of the call's
@@ -319,15 +324,18 @@ pub struct SlotPool {
 }
 
 impl SlotPool {
-    /// How many of the oldest lent slots each `lend` looks at: more than
-    /// one, so that the lent slots cannot outgrow the calls in progress
-    /// (each `lend` adds one, and takes back or moves on at least one).
+    /// How many of the oldest lent slots a `lend` looks at, at most: it
+    /// stops at the first it takes back (calls mostly end in the order they
+    /// started, so the next is most likely still in progress, and looking
+    /// is a cache miss: the slot was last touched a thousand calls ago), and
+    /// moves on past one still in use. Each `lend` adds one slot and takes
+    /// back or moves on at least one, so the lent slots cannot outgrow the
+    /// calls in progress.
     const LOOKS: usize = 2;
 
     /// A ready slot for a new call (a free one if any, else a new one),
     /// and the call's one token, for the connection that completes it.
     pub fn lend(&mut self) -> (Arc<CallSlot>, SlotToken) {
-        let mut reclaimed = false;
         for _ in 0..Self::LOOKS {
             let Some(oldest) = self.lent.front() else { break };
             if Arc::strong_count(oldest) == 1 && !oldest.token_alive.load(Ordering::Relaxed) {
@@ -338,14 +346,12 @@ impl SlotPool {
                 let slot = self.lent.pop_front().expect("looked at");
                 slot.reset_unshared();
                 self.free.push(slot);
-                reclaimed = true;
-            } else if !reclaimed && self.lent.len() > 1 {
+                break;
+            } else if self.lent.len() > 1 {
                 // Still in use (a reply kept, a slow call): moved on, so
                 // that it does not hide the slots behind it.
                 self.lent.rotate_left(1);
             } else {
-                // The next call in order is still in progress: calls mostly
-                // end in order, so the rest are too.
                 break;
             }
         }
@@ -492,8 +498,13 @@ impl CallSlot {
         // so nobody else can read or write any of the slot's fields.
         unsafe {
             (*self.value.get()).clear();
-            *self.shared.get() = None;
-            *self.error.get() = None;
+            // A taken outcome left nothing behind (`take` moved the shared
+            // value or the error out): not touching those fields keeps the
+            // reuse of a slot to its first cache line.
+            if self.outcome.load(Ordering::Relaxed) != TAKEN {
+                *self.shared.get() = None;
+                *self.error.get() = None;
+            }
         }
         // The waiters' flags are left as they are: each is cleared by its
         // own protocol (a completion takes `sleeping` and the waker, a
