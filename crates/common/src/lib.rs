@@ -9,9 +9,11 @@
 //!   fire-and-forget) for every backend whose callers are threads; a
 //!   backend supplies only its [`client::Driver`].
 //! * [`slot`]: pooled call slots and the [`Reply`] a call returns. A caller
-//!   waits on a slot (blocking or async); the connection completes it; the
-//!   reply's buffer goes back to the pool when dropped, so a call allocates
-//!   nothing in steady state.
+//!   waits on a slot (blocking or async); the connection completes it
+//!   through the call's [`SlotToken`]; the reply's buffer goes back to the
+//!   slot when dropped, and the slot to the pool, so a call allocates
+//!   nothing in steady state (a large value is shared with the read buffer
+//!   rather than copied).
 //! * [`handle`]: the [`ServerHandle`] every backend's server returns, around
 //!   its own [`Serving`] part.
 //! * [`stats`]: server counters and the [`ShutdownReport`] of a graceful shutdown.

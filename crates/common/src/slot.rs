@@ -520,9 +520,9 @@ impl CallSlot {
 /// A call's response value. Derefs to the bytes; dropping it gives the
 /// buffer back to its slot, for the slot's next call.
 ///
-/// A value of more than 64 KiB (`LARGE_VALUE`) is not copied: it shares the
-/// memory it was read into ([`Reply::shared`]), which stays allocated while
-/// the reply lives.
+/// From the blocking clients, a value of more than 64 KiB ([`LARGE_VALUE`])
+/// is not copied: it shares the memory it was read into
+/// ([`Reply::shared`]), which stays allocated while the reply lives.
 pub struct Reply {
     value: Vec<u8>,
     /// The value instead of `value`, when it was handed over shared.
