@@ -11,8 +11,8 @@ use serde_json::Value;
 /// tens of milliseconds, and measured side by side one run's threads can
 /// starve another's for a whole window on two cores (seen once in a CI
 /// run: a mio row that completed no call in its 40 ms, with the other
-/// measuring tests, the sweep's thousands of connections among them,
-/// running beside it). One at a time, each run has the machine.
+/// measuring tests (servers in processes, the sweep, TLS) running beside
+/// it). One at a time, each run has the machine.
 static MEASURING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
