@@ -1,9 +1,10 @@
 //! Call slots: where a caller waits for its response, reused across calls.
 //!
-//! A call is lent a [`CallSlot`] by its client's [`SlotPool`] and gives a
-//! clone of its `Arc` to the connection as the call's token. The connection
-//! completes the slot with the response value (copied into the slot's own
-//! buffer, which keeps its capacity between calls) or fails it. The caller
+//! A call is lent a [`CallSlot`] by its client's [`SlotPool`], with the
+//! call's one [`SlotToken`], which it gives to the connection. The
+//! connection completes the slot through the token with the response value
+//! (copied into the slot's own buffer, which keeps its capacity between
+//! calls, or for a large value shared with the read buffer) or fails it. The caller
 //! then gets a [`Reply`], which derefs to the value and, when dropped, puts
 //! the buffer back into the slot; the pool takes the slot back once nobody
 //! else holds it. After warm-up, a call allocates nothing: this is
@@ -108,9 +109,9 @@ pub struct CallSlot {
     done: Condvar,
 }
 
-// SAFETY: `value` and `error` are only touched by the holder of the call's
-// one `SlotToken` before it publishes, by the caller after it saw
-// `DONE`/`FAILED` (Acquire, pairing with the completer's Release; the
+// SAFETY: `value`, `shared` and `error` are only touched by the holder of
+// the call's one `SlotToken` before it publishes, by the caller after it
+// saw `DONE`/`FAILED` (Acquire, pairing with the completer's Release; the
 // caller is one owner, its `PendingCall` then its `Reply`), or by the pool
 // once nobody else holds the slot. Everything else is atomic or behind the
 // mutex.
@@ -310,9 +311,10 @@ fn outcome_is_in(outcome: u8) -> bool {
 /// anyway to queue its request, so lending a slot costs no lock and no
 /// reference count of its own, and returning one costs nothing at all. A
 /// call's slot is owned by its [`PendingCall`](crate::client::PendingCall),
-/// then its [`Reply`], and by the connection's pending table until the
-/// response is in; a clone stays here, in `lent`. Once this clone is the
-/// only one left, nobody can touch the slot any more: the next
+/// then its [`Reply`]; the connection's pending table holds its
+/// [`SlotToken`] until the response is in; a clone stays here, in `lent`.
+/// Once this clone is the only one left and the token is gone, nobody can
+/// touch the slot any more: the next
 /// [`lend`](Self::lend) finds it at the front of `lent` (calls mostly end
 /// in the order they started) and resets it with plain writes. A slot still
 /// in use at the front (a reply kept, a slow call) goes to the back, so
@@ -396,10 +398,9 @@ pub struct SlotToken {
 // ANCHOR_END: token
 
 // SAFETY: a token is the slot's one writer while the call is waiting (see
-// `outcome`); `CallSlot` is `Sync`.
+// `outcome`); `CallSlot` is `Sync`. (Not `Sync`: nothing is done through a
+// shared token, and the connection that holds it sits behind a lock.)
 unsafe impl Send for SlotToken {}
-// SAFETY: through `&SlotToken` only `is_done` can be called (atomic).
-unsafe impl Sync for SlotToken {}
 
 impl SlotToken {
     fn slot(&self) -> &CallSlot {
@@ -408,29 +409,34 @@ impl SlotToken {
         unsafe { self.slot.as_ref() }
     }
 
+    /// Writes the call's outcome with `write` and publishes it, unless the
+    /// call already has one. `write` may touch the value, shared value and
+    /// error cells: while `WAITING` they are this token's (see `outcome`).
+    fn settle(self, outcome: u8, write: impl FnOnce(&CallSlot)) {
+        let slot = self.slot();
+        if slot.outcome.load(Ordering::Relaxed) & !WATCHED == WAITING {
+            write(slot);
+            slot.publish(outcome);
+        }
+    }
+
     /// Completes the call with its response value (copied into the slot's
     /// buffer). Nothing happens if the call already has an outcome.
     pub fn complete(self, value: &[u8]) {
-        let slot = self.slot();
-        if slot.outcome.load(Ordering::Relaxed) & !WATCHED == WAITING {
-            // SAFETY: the token is the writer while `WAITING` (see `outcome`).
+        self.settle(DONE, |slot| {
+            // SAFETY: the token's while `WAITING` (`settle`).
             let buf = unsafe { &mut *slot.value.get() };
             buf.clear();
             buf.extend_from_slice(value);
-            slot.publish(DONE);
-        }
+        });
     }
 
     /// Completes the call with a value that shares the connection's read
     /// buffer ([`Response::shared`](fastwire_proto::Response::shared)): a
     /// large value is handed over without a copy.
     pub fn complete_shared(self, value: Bytes) {
-        let slot = self.slot();
-        if slot.outcome.load(Ordering::Relaxed) & !WATCHED == WAITING {
-            // SAFETY: as in `complete`.
-            unsafe { *slot.shared.get() = Some(value) };
-            slot.publish(DONE);
-        }
+        // SAFETY: the token's while `WAITING` (`settle`).
+        self.settle(DONE, |slot| unsafe { *slot.shared.get() = Some(value) });
     }
 
     /// Completes the call with a decoded response: shared if the
@@ -446,17 +452,8 @@ impl SlotToken {
 
     /// Fails the call. Nothing happens if it already has an outcome.
     pub fn fail(self, error: ClientError) {
-        let slot = self.slot();
-        if slot.outcome.load(Ordering::Relaxed) & !WATCHED == WAITING {
-            // SAFETY: as in `complete`.
-            unsafe { *slot.error.get() = Some(error) };
-            slot.publish(FAILED);
-        }
-    }
-
-    /// Whether the call has its outcome.
-    pub fn is_done(&self) -> bool {
-        self.slot().is_done()
+        // SAFETY: the token's while `WAITING` (`settle`).
+        self.settle(FAILED, |slot| unsafe { *slot.error.get() = Some(error) });
     }
 }
 
@@ -589,9 +586,10 @@ impl Drop for Reply {
     fn drop(&mut self) {
         if let Some(slot) = self.slot.take() {
             if self.value.capacity() <= MAX_KEPT_VALUE {
-                // SAFETY: the outcome was taken (`TAKEN`): no completer can
-                // claim the slot, and the pool resets it only once this
-                // reference is gone (see `outcome` and `SlotPool::lend`).
+                // SAFETY: the outcome was taken (`TAKEN`): a token still
+                // alive writes nothing (it writes only while `WAITING`), and
+                // the pool resets the slot only once this reference is gone
+                // (see `outcome` and `SlotPool::lend`).
                 unsafe { *slot.value.get() = std::mem::take(&mut self.value) };
             }
             // Dropping the reference is the whole release: the pool sees
@@ -606,18 +604,22 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    /// A call on a slot from `pool`, answered with `value`, and its reply.
+    fn answered(pool: &mut SlotPool, value: &[u8]) -> Reply {
+        let (slot, token) = pool.lend();
+        token.complete(value);
+        CallSlot::finish(slot).unwrap()
+    }
+
     #[test]
     fn slots_and_buffers_are_reused() {
         let mut pool = SlotPool::default();
-        let (slot, token) = pool.lend();
-        token.complete(b"hello");
-        let reply = CallSlot::finish(slot).unwrap();
+        let reply = answered(&mut pool, b"hello");
         assert_eq!(&*reply, b"hello");
         let ptr = reply.as_ptr();
         drop(reply);
-        let (slot, token) = pool.lend();
-        token.complete(b"again");
-        let reply = CallSlot::finish(slot).unwrap();
+        let reply = answered(&mut pool, b"again");
+        assert_eq!(&*reply, b"again");
         assert_eq!(reply.as_ptr(), ptr, "the same buffer serves the next call");
     }
 
@@ -645,9 +647,7 @@ mod tests {
     #[test]
     fn a_kept_reply_does_not_stop_reuse_and_lent_slots_stay_bounded() {
         let mut pool = SlotPool::default();
-        let (kept, token) = pool.lend();
-        token.complete(b"kept");
-        let kept = CallSlot::finish(kept).unwrap();
+        let kept = answered(&mut pool, b"kept");
         let mut seen = std::collections::HashSet::new();
         for _ in 0..1000 {
             let (slot, token) = pool.lend();
