@@ -5,8 +5,9 @@
 //! connection completes the slot through the token with the response value
 //! (copied into the slot's own buffer, which keeps its capacity between
 //! calls, or for a large value shared with the read buffer) or fails it. The caller
-//! then gets a [`Reply`], which derefs to the value and, when dropped, puts
-//! the buffer back into the slot; the pool takes the slot back once nobody
+//! then gets a [`Reply`], which derefs to the value where it lies, in the
+//! slot (so nothing moves out and back); the pool takes the slot back, its
+//! buffer still in it, once nobody
 //! else holds it. After warm-up, a call allocates nothing: this is
 //! fasthttp's `AcquireResponse` / `ReleaseResponse`, made safe by ownership.
 //!
@@ -273,30 +274,6 @@ impl CallSlot {
         }
         Poll::Pending
     }
-
-    /// Takes the outcome of a finished call: its value, or its error.
-    /// Returns `Err(ClientError::Closed)` if called before the call is
-    /// done, or after its outcome was taken.
-    fn take(&self) -> Result<(Vec<u8>, Option<Bytes>), ClientError> {
-        let outcome = self.outcome.load(Ordering::Acquire);
-        if !matches!(outcome, DONE | FAILED) {
-            return Err(ClientError::Closed);
-        }
-        // SAFETY: published (Acquire, pairing with the completer's Release),
-        // so the value and error are the caller's, and only the caller takes
-        // (see `outcome`).
-        let result = unsafe {
-            if outcome == DONE {
-                Ok((std::mem::take(&mut *self.value.get()), (*self.shared.get()).take()))
-            } else {
-                Err((*self.error.get()).take().unwrap_or(ClientError::Closed))
-            }
-        };
-        // Read only by this caller (a second `take`) and by the pool, which
-        // sees it through the reference count (Release on drop, Acquire there).
-        self.outcome.store(TAKEN, Ordering::Relaxed);
-        result
-    }
 }
 
 /// Whether an outcome byte says the call is over.
@@ -483,10 +460,23 @@ pub const LARGE_VALUE: usize = MAX_KEPT_VALUE + 1;
 
 impl CallSlot {
     /// Turns a finished call's slot into the caller's result: its value
-    /// (a [`Reply`]), or its error. `Err(ClientError::Closed)` if the call is
-    /// not done, or its outcome was already taken.
+    /// (a [`Reply`], which reads it where the completer wrote it), or its
+    /// error. `Err(ClientError::Closed)` if the call is not done, or its
+    /// outcome was already taken. One load and one store: the value stays
+    /// in the slot, so nothing is moved out of it (or back in later).
     pub fn finish(slot: Arc<CallSlot>) -> Result<Reply, ClientError> {
-        slot.take().map(|(value, shared)| Reply { value, shared, slot: Some(slot) })
+        let outcome = slot.outcome.load(Ordering::Acquire);
+        let result = match outcome {
+            DONE => Ok(()),
+            // SAFETY: published (Acquire, pairing with the completer's
+            // Release), so the error is the caller's (see `outcome`).
+            FAILED => Err(unsafe { (*slot.error.get()).take() }.unwrap_or(ClientError::Closed)),
+            _ => return Err(ClientError::Closed),
+        };
+        // Read only by this caller (a second `finish`) and by the pool, which
+        // sees it through the reference count (Release on drop, Acquire there).
+        slot.outcome.store(TAKEN, Ordering::Relaxed);
+        result.map(|()| Reply { slot })
     }
 
     /// Makes a slot nobody else holds ready for the next call.
@@ -495,9 +485,9 @@ impl CallSlot {
         // so nobody else can read or write any of the slot's fields.
         unsafe {
             (*self.value.get()).clear();
-            // A taken outcome left nothing behind (`take` moved the shared
-            // value or the error out): not touching those fields keeps the
-            // reuse of a slot to its first cache line.
+            // A taken outcome left nothing behind (`finish` moved the error
+            // out, the reply's drop let go of a shared value): not touching
+            // those fields keeps the reuse of a slot to its first cache line.
             if self.outcome.load(Ordering::Relaxed) != TAKEN {
                 *self.shared.get() = None;
                 *self.error.get() = None;
@@ -514,44 +504,62 @@ impl CallSlot {
     }
 }
 
-/// A call's response value. Derefs to the bytes; dropping it gives the
-/// buffer back to its slot, for the slot's next call.
+/// A call's response value. Derefs to the bytes, which stay where the
+/// connection wrote them, in the call's slot; dropping the reply lets the
+/// slot (and its buffer) serve a later call.
 ///
 /// From the blocking clients, a value of more than 64 KiB ([`LARGE_VALUE`])
 /// is not copied: it shares the memory it was read into
 /// ([`Reply::shared`]), which stays allocated while the reply lives.
+// ANCHOR: reply
 pub struct Reply {
-    value: Vec<u8>,
-    /// The value instead of `value`, when it was handed over shared.
-    shared: Option<Bytes>,
-    slot: Option<Arc<CallSlot>>,
+    // The value is read in place: a reply is one pointer, returned in a
+    // register, and neither taking the outcome nor dropping the reply moves
+    // the buffer (three words each way, and the reply's own 64 bytes, cost
+    // a pipelined call a visible share of its time in the profile).
+    slot: Arc<CallSlot>,
 }
+// ANCHOR_END: reply
 
 impl Reply {
     /// The value, as a slice.
     #[inline]
     pub fn as_slice(&self) -> &[u8] {
-        match &self.shared {
+        match self.shared() {
             Some(shared) => shared,
-            None => &self.value,
+            // SAFETY: see "The reply's cells" below `Reply::shared`.
+            None => unsafe { &*self.slot.value.get() },
         }
     }
 
     /// The value as an owned vector (the pooled buffer is given up; a
     /// shared value is copied out unless nothing else holds its memory).
-    pub fn into_vec(mut self) -> Vec<u8> {
-        match self.shared.take() {
-            Some(shared) => Vec::from(shared),
-            None => std::mem::take(&mut self.value),
+    pub fn into_vec(self) -> Vec<u8> {
+        // SAFETY: see "The reply's cells" below `Reply::shared`; the reply is ours to consume, and its
+        // drop sees the cells emptied.
+        unsafe {
+            match (*self.slot.shared.get()).take() {
+                Some(shared) => Vec::from(shared),
+                None => std::mem::take(&mut *self.slot.value.get()),
+            }
         }
     }
 
     /// The value as [`Bytes`], if it was handed over sharing the memory it
     /// was read into (values over 64 KiB): keep or pass it on without a
     /// copy. `None` for a value in the pooled buffer.
+    #[inline]
     pub fn shared(&self) -> Option<&Bytes> {
-        self.shared.as_ref()
+        // SAFETY: see "The reply's cells" below `Reply::shared`.
+        unsafe { (*self.slot.shared.get()).as_ref() }
     }
+
+    // The reply's cells: the slot's value and shared value are the reply's
+    // while it lives. Its slot's outcome is `TAKEN`, so a token still alive
+    // writes nothing (it writes only while `WAITING`); the pool resets the
+    // slot only once this reference is gone; and only the reply's owner
+    // writes them, in `into_vec` and `drop` (a shared `&Reply` only reads).
+    // See `outcome` and `SlotPool::lend`.
 }
 
 impl Deref for Reply {
@@ -571,7 +579,7 @@ impl AsRef<[u8]> for Reply {
 
 impl std::fmt::Debug for Reply {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Reply").field("len", &self.len()).field("shared", &self.shared.is_some()).finish()
+        f.debug_struct("Reply").field("len", &self.len()).field("shared", &self.shared().is_some()).finish()
     }
 }
 
@@ -584,17 +592,20 @@ impl PartialEq<[u8]> for Reply {
 // ANCHOR: reply_drop
 impl Drop for Reply {
     fn drop(&mut self) {
-        if let Some(slot) = self.slot.take() {
-            if self.value.capacity() <= MAX_KEPT_VALUE {
-                // SAFETY: the outcome was taken (`TAKEN`): a token still
-                // alive writes nothing (it writes only while `WAITING`), and
-                // the pool resets the slot only once this reference is gone
-                // (see `outcome` and `SlotPool::lend`).
-                unsafe { *slot.value.get() = std::mem::take(&mut self.value) };
+        // SAFETY: see "The reply's cells" below `Reply::shared`.
+        unsafe {
+            let value = &mut *self.slot.value.get();
+            if value.capacity() > MAX_KEPT_VALUE {
+                *value = Vec::new();
             }
-            // Dropping the reference is the whole release: the pool sees
-            // the slot unshared when it next lends one.
+            // A shared value's memory goes now, not when the slot is reused.
+            let shared = &mut *self.slot.shared.get();
+            if shared.is_some() {
+                *shared = None;
+            }
         }
+        // Dropping the reference is the whole release: the pool sees the
+        // slot unshared when it next lends one, with the buffer still in it.
     }
 }
 // ANCHOR_END: reply_drop
@@ -621,6 +632,32 @@ mod tests {
         let reply = answered(&mut pool, b"again");
         assert_eq!(&*reply, b"again");
         assert_eq!(reply.as_ptr(), ptr, "the same buffer serves the next call");
+    }
+
+    #[test]
+    fn replies_read_their_value_in_place_and_let_go_of_what_is_not_kept() {
+        let mut pool = SlotPool::default();
+        // A shared value: read where it is, its memory let go with the reply.
+        let (slot, token) = pool.lend();
+        let memory = Bytes::from(vec![7u8; 1000]);
+        token.complete_shared(memory.clone());
+        let reply = CallSlot::finish(slot).unwrap();
+        assert_eq!(reply.shared().map(|b| b.as_ptr()), Some(memory.as_ptr()), "not copied");
+        assert_eq!(&*reply, &[7u8; 1000][..]);
+        drop(reply);
+        assert!(memory.is_unique(), "the reply's drop let go of the shared memory");
+        // A copied value too large to keep: its buffer goes with the reply.
+        let (slot, token) = pool.lend();
+        token.complete(&vec![1u8; MAX_KEPT_VALUE + 1]);
+        let held = Arc::clone(&slot);
+        drop(CallSlot::finish(slot).unwrap());
+        // SAFETY: the reply is gone and nothing else touches the slot.
+        assert_eq!(unsafe { (*held.value.get()).capacity() }, 0, "not kept");
+        drop(held);
+        // `into_vec` hands the buffer out, and the slot serves the next call.
+        let owned = answered(&mut pool, b"mine").into_vec();
+        assert_eq!(owned, b"mine");
+        assert_eq!(&*answered(&mut pool, b"next"), b"next");
     }
 
     #[test]
@@ -672,7 +709,7 @@ mod tests {
         // Under Miri (`cargo +nightly miri test -p fastwire-common --lib
         // slot::`) this checks the unsafe parts for data races: the
         // completer writes and publishes on its thread, the caller takes,
-        // gives the buffer back and the pool resets on this one.
+        // reads the reply in place and lets it go, and the pool resets on this one.
         let mut pool = SlotPool::default();
         let (calls, done) = std::sync::mpsc::channel::<SlotToken>();
         let completer = std::thread::spawn(move || {
