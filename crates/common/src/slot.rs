@@ -276,6 +276,26 @@ impl CallSlot {
     }
 }
 
+/// Asks the CPU to bring the memory of `slot`, and of its `Arc`'s
+/// reference counts just before it, into the cache, without waiting for it
+/// (a hint: it changes nothing else, and does nothing on other CPUs).
+#[inline]
+fn prefetch(slot: *const CallSlot) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let at = slot.cast::<i8>();
+        // SAFETY: a prefetch never faults and reads nothing the program
+        // sees; the address need not even be valid.
+        unsafe {
+            _mm_prefetch(at.wrapping_sub(16), _MM_HINT_T0);
+            _mm_prefetch(at.wrapping_add(48), _MM_HINT_T0);
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = slot;
+}
+
 /// Whether an outcome byte says the call is over.
 #[inline]
 fn outcome_is_in(outcome: u8) -> bool {
@@ -338,6 +358,13 @@ impl SlotPool {
         slot.token_alive.store(true, Ordering::Relaxed);
         let token = SlotToken { slot: NonNull::from(&*slot) };
         self.lent.push_back(Arc::clone(&slot));
+        // The next lend looks at the slot now in front, last touched many
+        // calls ago: most likely out of the cache, and that one load was
+        // half of this function's time in the profile. Asked for now, it
+        // arrives while the caller does the rest of its call.
+        if let Some(next) = self.lent.front() {
+            prefetch(Arc::as_ptr(next));
+        }
         (slot, token)
     }
 
