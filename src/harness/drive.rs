@@ -23,10 +23,8 @@
 //! A run is either timed (latency recorded) or counted (allocations
 //! counted, nothing timed): allocs/op is never taken from a timed run.
 
-use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
@@ -470,28 +468,28 @@ fn closed_tokio(
                         .enable_all()
                         .build()
                         .map_err(|e| failed("starting a runtime", e))?;
-                    let local = tokio::task::LocalSet::new();
-                    local.block_on(&runtime, async move {
+                    runtime.block_on(async move {
                         let client = fastwire_tokio::Client::new(addr, config);
                         let connected = client.wait_connected().await;
                         ready.wait();
                         connected.map_err(|e| failed("connecting", e))?;
-                        let tally = Rc::new(RefCell::new(Tally::new(mode, fire)));
-                        // `mixed`: the connection's calls are numbered, and
-                        // every n-th is slow, whichever task makes it.
-                        let tickets = Rc::new(std::cell::Cell::new(0u64));
+                        CONNECTION.with(|c| c.start(Tally::new(mode, fire)));
                         let callers: Vec<_> = (0..if fire { 1 } else { spec.depth.max(1) })
                             .map(|_| {
-                                let (client, tally, control) =
-                                    (client.clone(), Rc::clone(&tally), Arc::clone(&control));
+                                let (client, control) = (client.clone(), Arc::clone(&control));
                                 let calls = Calls {
                                     request: (name.clone(), value.clone()),
                                     slow: spec.workload.slow_every().map(|every| (every, slow.clone())),
-                                    tickets: Rc::clone(&tickets),
                                 };
-                                tokio::task::spawn_local(async move {
-                                    tokio_caller(&client, &calls, &control, &tally, fire).await
-                                })
+                                // On the runtime itself, beside the client's
+                                // reader and writer tasks, as a tokio program
+                                // spawns its tasks: not in a `LocalSet`,
+                                // whose tick of 61 tasks interleaved with the
+                                // runtime's own tasks ran the writer after
+                                // every 61 callers at most (a system call per
+                                // 30 calls instead of per 400; the client
+                                // measured 320 ns/op there against 184 here).
+                                tokio::spawn(async move { tokio_caller(&client, &calls, &control, fire).await })
                             })
                             .collect();
                         let mut result = Ok(());
@@ -502,8 +500,7 @@ fn closed_tokio(
                         }
                         client.close();
                         result?;
-                        let tally = Rc::try_unwrap(tally).ok().expect("callers finished").into_inner();
-                        Ok(tally)
+                        Ok(CONNECTION.with(ConnectionTally::finish))
                     })
                 })
             })
@@ -518,6 +515,47 @@ fn closed_tokio(
 #[cfg(feature = "tokio")]
 type NameValue = (Vec<u8>, Vec<u8>);
 
+#[cfg(feature = "tokio")]
+thread_local! {
+    /// The tally and call numbering of the connection whose runtime runs
+    /// on this thread. A current-thread runtime runs every task it spawns on
+    /// the thread that drives it, so its callers share these without a lock
+    /// or a reference count, and their futures stay `Send`.
+    static CONNECTION: ConnectionTally = const {
+        ConnectionTally { tally: std::cell::RefCell::new(None), tickets: std::cell::Cell::new(0) }
+    };
+}
+
+/// See [`CONNECTION`].
+#[cfg(feature = "tokio")]
+struct ConnectionTally {
+    tally: std::cell::RefCell<Option<Tally>>,
+    /// `mixed`: the connection's calls are numbered, and every n-th is
+    /// slow, whichever task makes it.
+    tickets: std::cell::Cell<u64>,
+}
+
+#[cfg(feature = "tokio")]
+impl ConnectionTally {
+    fn start(&self, tally: Tally) {
+        *self.tally.borrow_mut() = Some(tally);
+        self.tickets.set(0);
+    }
+
+    fn record(&self, len: usize, latency: Option<Duration>) {
+        if let Some(tally) = self.tally.borrow_mut().as_mut() {
+            match latency {
+                Some(latency) => tally.record(len, latency),
+                None => tally.record_untimed(len),
+            }
+        }
+    }
+
+    fn finish(&self) -> Tally {
+        self.tally.borrow_mut().take().expect("started")
+    }
+}
+
 /// What a tokio caller sends: the workload's request, or for `mixed`
 /// every n-th call of its connection the slow one.
 #[cfg(feature = "tokio")]
@@ -525,15 +563,13 @@ struct Calls {
     request: NameValue,
     /// One call in `.0` is this slow one.
     slow: Option<(u64, NameValue)>,
-    tickets: Rc<std::cell::Cell<u64>>,
 }
 
 #[cfg(feature = "tokio")]
 impl Calls {
     /// The next call's name and value, and whether it is timed.
     fn next(&self) -> (&[u8], &[u8], bool) {
-        let n = self.tickets.get();
-        self.tickets.set(n + 1);
+        let n = CONNECTION.with(|c| c.tickets.replace(c.tickets.get() + 1));
         match &self.slow {
             Some((every, (name, value))) if n % every == every - 1 => (name, value, false),
             _ => (&self.request.0, &self.request.1, true),
@@ -547,7 +583,6 @@ async fn tokio_caller(
     client: &fastwire_tokio::Client,
     calls: &Calls,
     control: &Control,
-    tally: &RefCell<Tally>,
     fire: bool,
 ) -> Result<(), ClientError> {
     let mut started = Stamp::now();
@@ -572,11 +607,7 @@ async fn tokio_caller(
         };
         let now = Stamp::now();
         if phase == MEASURE {
-            if timed {
-                tally.borrow_mut().record(len, now - started);
-            } else {
-                tally.borrow_mut().record_untimed(len);
-            }
+            CONNECTION.with(|c| c.record(len, timed.then(|| now - started)));
         }
         started = now;
     }
