@@ -12,7 +12,8 @@
 //! when a caller actually has to sleep. A call may therefore time out up to
 //! about two ticks late, never early.
 
-use std::time::Duration;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use crate::sys;
 
@@ -35,12 +36,27 @@ impl Deadline {
         let now = sys::coarse_nanos();
         (now < self.nanos).then(|| Duration::from_nanos(self.nanos - now))
     }
+
+    /// The deadline as an [`Instant`], for timers that take one (tokio's),
+    /// still never earlier than asked. The coarse clock is mapped onto
+    /// `Instant` through one pair of readings taken once: the coarse one
+    /// first, so that it is not later than the precise one and the mapped
+    /// time can only come out late (by up to a tick), never early.
+    pub fn to_instant(self) -> Instant {
+        static BASE: OnceLock<(u64, Instant)> = OnceLock::new();
+        let &(coarse, precise) = BASE.get_or_init(|| {
+            let coarse = sys::coarse_nanos();
+            (coarse, Instant::now())
+        });
+        let after = Duration::from_nanos(self.nanos.saturating_sub(coarse));
+        // A deadline beyond what `Instant` holds (an unlimited timeout):
+        // a century is as good.
+        precise.checked_add(after).unwrap_or_else(|| precise + Duration::from_secs(100 * 365 * 24 * 3600))
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::time::Instant;
-
     use super::*;
 
     #[test]
@@ -57,5 +73,17 @@ mod tests {
         assert!(took < Duration::from_secs(2), "{took:?}");
         assert!(Deadline::after(Duration::from_secs(60)).remaining().unwrap() > Duration::from_secs(59));
         assert_eq!(Deadline::after(Duration::MAX).remaining().map(|d| d > Duration::from_secs(1 << 30)), Some(true));
+    }
+
+    #[test]
+    fn as_an_instant_never_early() {
+        for millis in [0, 1, 5, 30] {
+            let started = Instant::now();
+            let at = Deadline::after(Duration::from_millis(millis)).to_instant();
+            assert!(at >= started + Duration::from_millis(millis), "{millis} ms: early");
+            // Not a timing assertion: only a wrong mapping is seconds late.
+            assert!(at < started + Duration::from_millis(millis) + Duration::from_secs(1), "{millis} ms");
+        }
+        assert!(Deadline::after(Duration::MAX).to_instant() > Instant::now() + Duration::from_secs(1 << 30));
     }
 }
