@@ -194,7 +194,7 @@ impl Client {
         let inner = &self.inner;
         // One coarse clock read per call, as in the blocking clients (see
         // `fastwire_common::Deadline`): the precise clock was the largest
-        // single item in this client's profile (8% of its thread's time).
+        // single item in this client's profile (6% of its samples).
         let deadline = Instant::from_std(Deadline::after(timeout).to_instant());
         inner.in_progress.fetch_add(1, Ordering::Relaxed);
         let _in_progress = InProgress(inner);
