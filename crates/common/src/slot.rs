@@ -7,8 +7,7 @@
 //! calls, or for a large value shared with the read buffer) or fails it. The caller
 //! then gets a [`Reply`], which derefs to the value where it lies, in the
 //! slot (so nothing moves out and back); the pool takes the slot back, its
-//! buffer still in it, once nobody
-//! else holds it. After warm-up, a call allocates nothing: this is
+//! buffer still in it, once nobody else holds it. After warm-up, a call allocates nothing: this is
 //! fasthttp's `AcquireResponse` / `ReleaseResponse`, made safe by ownership.
 //!
 //! A slot can be waited on by a blocking thread ([`CallSlot::wait_for`])
@@ -562,8 +561,8 @@ impl Reply {
     /// The value as an owned vector (the pooled buffer is given up; a
     /// shared value is copied out unless nothing else holds its memory).
     pub fn into_vec(self) -> Vec<u8> {
-        // SAFETY: see "The reply's cells" below `Reply::shared`; the reply is ours to consume, and its
-        // drop sees the cells emptied.
+        // SAFETY: see "The reply's cells" below `Reply::shared`; the reply
+        // is ours to consume, and its drop sees the cells emptied.
         unsafe {
             match (*self.slot.shared.get()).take() {
                 Some(shared) => Vec::from(shared),
