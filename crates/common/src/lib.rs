@@ -10,10 +10,10 @@
 //!   backend supplies only its [`client::Driver`].
 //! * [`slot`]: pooled call slots and the [`Reply`] a call returns. A caller
 //!   waits on a slot (blocking or async); the connection completes it
-//!   through the call's [`SlotToken`]; the reply's buffer goes back to the
-//!   slot when dropped, and the slot to the pool, so a call allocates
-//!   nothing in steady state (a large value is shared with the read buffer
-//!   rather than copied).
+//!   through the call's [`SlotToken`]; the reply reads the value in the
+//!   slot, and once it is dropped the pool lends the slot (its buffer still
+//!   in it) to a later call, so a call allocates nothing in steady state (a
+//!   large value is shared with the read buffer rather than copied).
 //! * [`handle`]: the [`ServerHandle`] every backend's server returns, around
 //!   its own [`Serving`] part.
 //! * [`stats`]: server counters and the [`ShutdownReport`] of a graceful shutdown.

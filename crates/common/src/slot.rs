@@ -4,11 +4,12 @@
 //! call's one [`SlotToken`], which it gives to the connection. The
 //! connection completes the slot through the token with the response value
 //! (copied into the slot's own buffer, which keeps its capacity between
-//! calls, or for a large value shared with the read buffer) or fails it. The caller
-//! then gets a [`Reply`], which derefs to the value where it lies, in the
-//! slot (so nothing moves out and back); the pool takes the slot back, its
-//! buffer still in it, once nobody else holds it. After warm-up, a call allocates nothing: this is
-//! fasthttp's `AcquireResponse` / `ReleaseResponse`, made safe by ownership.
+//! calls, or for a large value shared with the read buffer) or fails it.
+//! The caller then gets a [`Reply`], which derefs to the value where it
+//! lies, in the slot (so nothing moves out and back); the pool takes the
+//! slot back, its buffer still in it, once nobody else holds it. After
+//! warm-up, a call allocates nothing: this is fasthttp's `AcquireResponse`
+//! / `ReleaseResponse`, made safe by ownership.
 //!
 //! A slot can be waited on by a blocking thread ([`CallSlot::wait_for`])
 //! or polled by an async task ([`CallSlot::poll_done`]).
@@ -36,8 +37,8 @@ use crate::Deadline;
 // up in completing or failing the call (there is one token per call, so
 // there is nothing to race for). Publishing `DONE` or `FAILED` (a swap,
 // Release) hands them to the caller, who alone holds the call (its
-// `PendingCall`, then its `Reply`), so taking them and giving the buffer
-// back are plain reads and writes. Only the pool resets a slot, once
+// `PendingCall`, then its `Reply`), so taking the error and reading the
+// value are plain reads and writes. Only the pool resets a slot, once
 // nobody else holds it (see `SlotPool::lend`). So the caller's checks (is
 // it done? take it) cost an atomic load each, not a lock: under load a
 // pipelining caller makes them for every call. A waiter that is going to
