@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use fastwire_common::client::Driver;
 use fastwire_common::Serving;
-use fastwire_common::{ClientError, Reply, ServerStats, ShutdownReport};
+use fastwire_common::{ClientError, ClientStats, Reply, ServerStats, ShutdownReport};
 use fastwire_proto::{ClientConfig, Handler, ServerConfig};
 
 /// The backends this build was compiled with, by name.
@@ -195,6 +195,8 @@ pub trait BlockingClient: Send + Sync {
     fn send(&self, name: &[u8], value: &[u8]) -> Result<(), ClientError>;
     /// Calls awaiting a response.
     fn pending(&self) -> usize;
+    /// The client's counters (unsolicited responses, buffer capacity).
+    fn stats(&self) -> ClientStats;
     /// Closes the connection.
     fn close(&self);
 }
@@ -341,6 +343,9 @@ impl<D: Driver> BlockingClient for fastwire_common::client::Client<D> {
     fn pending(&self) -> usize {
         fastwire_common::client::Client::pending(self)
     }
+    fn stats(&self) -> ClientStats {
+        fastwire_common::client::Client::stats(self)
+    }
     fn close(&self) {
         fastwire_common::client::Client::close(self)
     }
@@ -363,6 +368,9 @@ impl BlockingClient for TokioBlocking {
     }
     fn pending(&self) -> usize {
         self.client.pending()
+    }
+    fn stats(&self) -> ClientStats {
+        self.client.stats()
     }
     fn close(&self) {
         self.client.close()

@@ -64,14 +64,23 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use fastwire_proto::{ClientConfig, ClientConn, Connection};
+use fastwire_proto::{ClientConfig, ClientConn, Connection, HandshakeStage};
 
-use crate::{net, sys, Backoff, CallSlot, ClientError, Deadline, FollowEnd, Reply, SlotPool, SlotToken, LARGE_VALUE};
+use crate::{
+    net, sys, Backoff, CallSlot, ClientError, ClientStats, Deadline, FollowEnd, Reply, SlotPool, SlotToken, LARGE_VALUE,
+};
 
 /// A connection read this recently is not peeked at before a call (see
 /// `closed_while_quiet`): a server's close of an idle connection comes
 /// after seconds, not milliseconds after its last response.
 const RECENTLY_READ: Duration = Duration::from_millis(10);
+
+/// How many socket reads of `buffer_size` (at most 64 KiB) a leading
+/// caller makes before it hands what it read to the connection: a server
+/// that keeps the socket full (a flood) never makes the read buffer hold
+/// more than this plus one partial message, and the leader looks at its
+/// own call between rounds.
+const READS_PER_ROUND: usize = 4;
 
 /// Output waiting to be written beyond which fire-and-forget sends wait.
 const MAX_QUEUED_OUTPUT: usize = 4 * 1024 * 1024;
@@ -187,14 +196,25 @@ struct State<D: Driver> {
     /// The leading caller's read buffer: taken by whoever leads, given back
     /// when it leaves, so that it keeps its capacity across calls.
     read_buf: BytesMut,
-    /// Why the last connection ended before its handshake was done (a
-    /// refused TLS certificate, say), for `wait_connected` to report.
-    handshake_failure: Option<ClientError>,
+    /// Why the last connection ended (a refused TLS certificate, a close
+    /// by the server), for `wait_connected` to report.
+    failure: Option<ClientError>,
+    /// The counters over every connection (see [`Client::stats`]).
+    stats: ClientStats,
     /// The call slots, under this lock (which every call takes anyway):
     /// a call's slot costs no lock of its own.
     /// Declared after `active`, so that the pending calls' tokens are
     /// dropped before the slots they point at.
     slots: SlotPool,
+}
+
+impl<D: Driver> State<D> {
+    /// Takes the connection away (it ends), adding its counts to the client's.
+    fn end(&mut self) -> Option<Active<D>> {
+        let active = self.active.take()?;
+        self.stats.connection_ended(active.conn.unknown_responses());
+        Some(active)
+    }
 }
 
 struct Active<D: Driver> {
@@ -297,7 +317,8 @@ impl<D: Driver> Client<D> {
                     last_used: Instant::now(),
                     used_since: false,
                     read_buf: BytesMut::new(),
-                    handshake_failure: None,
+                    failure: None,
+                    stats: ClientStats::default(),
                     slots: SlotPool::default(),
                 }),
                 output_ready: Condvar::new(),
@@ -348,14 +369,15 @@ impl<D: Driver> Client<D> {
             match &state.active {
                 Some(a) if a.conn.is_handshake_done() => return Ok(()),
                 Some(_) => {}
-                None if state.handshake_failure.is_some() => {
-                    return Err(state.handshake_failure.clone().expect("checked"));
-                }
                 None => {
-                    return Err(state.backoff.check(Instant::now()).map_or_else(
-                        || ClientError::lost(io::ErrorKind::ConnectionAborted, "connection closed during handshake"),
-                        |(e, _)| ClientError::Connect { addr: self.inner.addr, source: e },
-                    ))
+                    // The connection died (its error says why and when),
+                    // or was never made (the backoff's error).
+                    return Err(state.failure.clone().unwrap_or_else(|| {
+                        state.backoff.check(Instant::now()).map_or(ClientError::Closed, |(e, _)| ClientError::Connect {
+                            addr: self.inner.addr,
+                            source: e,
+                        })
+                    }));
                 }
             }
             drop(state);
@@ -364,6 +386,13 @@ impl<D: Driver> Client<D> {
             }
             std::thread::sleep(Duration::from_millis(1));
         }
+    }
+
+    /// The client's counters: connections made, unsolicited responses
+    /// dropped, the buffers' capacity now and at most.
+    pub fn stats(&self) -> ClientStats {
+        let state = self.inner.lock();
+        state.stats.with_live(state.active.as_ref().map_or(0, |a| a.conn.unknown_responses()))
     }
 
     /// Calls `name` with `value` and waits for the response, at most
@@ -522,7 +551,7 @@ impl<D: Driver> Client<D> {
     pub fn close(&self) {
         let mut state = self.inner.lock();
         state.closed = true;
-        if let Some(active) = state.active.take() {
+        if let Some(active) = state.end() {
             self.inner.fail_all(active, ClientError::Closed);
         }
         drop(state);
@@ -650,16 +679,20 @@ impl<D: Driver> PendingCall<D> {
                 // to write them (see `begin`).
                 inner.flush_by_leader(self.generation, &io);
             }
-            if !std::mem::take(&mut wait_first) && !read_round(inner, self.generation, &io, &mut buf, chunk) {
-                break; // the connection is over; every pending call has failed
+            let mut round = Round::Drained;
+            if !std::mem::take(&mut wait_first) {
+                round = read_round(inner, self.generation, &io, &mut buf, chunk);
             }
-            if slot.is_done() {
-                break;
+            if round == Round::Over || slot.is_done() {
+                break; // over: every pending call has failed
             }
             let Some(left) = self.deadline.remaining() else { break };
-            if let Err(e) = sys::wait_readable(&io, left) {
-                inner.die(self.generation, ClientError::from_io(e));
-                break;
+            // Bytes still waiting (a full round): read on without asking.
+            if round == Round::Drained {
+                if let Err(e) = sys::wait_readable(&io, left) {
+                    inner.die(self.generation, ClientError::from_io(e));
+                    break;
+                }
             }
         }
         // Readiness the driver skipped while this caller read is served
@@ -719,40 +752,60 @@ fn lead_share<D: Driver>(mut state: MutexGuard<'_, State<D>>) -> (BytesMut, bool
     (buf, alone)
 }
 
-/// A leading caller reads what the socket holds now (until a short read:
-/// drained for now) and hands it to the connection. Returns whether the
-/// connection goes on; if not, every pending call has failed.
-fn read_round<D: Driver>(inner: &Inner<D>, generation: u64, io: &TcpStream, buf: &mut BytesMut, chunk: usize) -> bool {
+/// What a leading caller's read round found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Round {
+    /// The connection is over: every pending call has failed.
+    Over,
+    /// The socket is drained for now (a short read, or nothing).
+    Drained,
+    /// The round's reads were all full: more is likely waiting.
+    More,
+}
+
+/// A leading caller reads what the socket holds now, up to
+/// [`READS_PER_ROUND`] reads (until a short read: drained for now), and
+/// hands it to the connection. The budget bounds the read buffer whatever
+/// the server sends: a socket that never runs dry is read round after
+/// round, each decoded (and its bytes let go) before the next.
+fn read_round<D: Driver>(inner: &Inner<D>, generation: u64, io: &TcpStream, buf: &mut BytesMut, chunk: usize) -> Round {
     let mut got = false;
+    // Some(None): the server closed the connection.
     let mut broken = None;
-    loop {
+    let mut round = Round::More;
+    for _ in 0..READS_PER_ROUND {
         match sys::recv(io, buf, chunk) {
             Ok(0) => {
-                broken = Some(ClientError::lost(io::ErrorKind::UnexpectedEof, "the server closed the connection"));
+                broken = Some(None);
                 break;
             }
             Ok(n) => {
                 got = true;
                 if n < chunk {
+                    round = Round::Drained;
                     break;
                 }
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                round = Round::Drained;
+                break;
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => {
-                broken = Some(ClientError::from_io(e));
+                broken = Some(Some(ClientError::from_io(e)));
                 break;
             }
         }
     }
     if got && inner.receive(generation, buf).is_err() {
-        return false;
+        return Round::Over;
     }
-    if let Some(error) = broken {
-        inner.die(generation, error);
-        return false;
+    match broken {
+        Some(None) => inner.server_closed(generation),
+        Some(Some(error)) => inner.die(generation, error),
+        None => return round,
     }
-    true
+    Round::Over
 }
 
 impl<D: Driver> Drop for PendingCall<D> {
@@ -807,8 +860,10 @@ impl<D: Driver> Inner<D> {
                 && a.io.as_ref().is_some_and(|io| sys::peer_closed(io))
         });
         if closed {
-            let active = state.active.take().expect("checked");
-            self.fail_all(active, ClientError::lost(io::ErrorKind::UnexpectedEof, "the server closed the connection"));
+            let active = state.end().expect("checked");
+            let error = ClientError::closed_by_server(active.conn.handshake_stage());
+            state.failure = Some(error.clone());
+            self.fail_all(active, error);
         }
         closed
     }
@@ -1008,6 +1063,8 @@ impl<D: Driver> Inner<D> {
         };
         active.conn.receive_buffer(buf);
         active.last_read = sys::coarse_nanos();
+        // `buf` now holds the connection's previous buffer, to fill next.
+        let capacity = active.conn.buffer_capacity() + buf.capacity();
         // Handed over before the responses complete the callers' calls: a
         // caller waits for the oldest pending call, which this read most
         // likely completes; promoted afterwards, it would leave at once.
@@ -1021,6 +1078,7 @@ impl<D: Driver> Inner<D> {
                 }
                 let handshake_done = active.conn.is_handshake_done();
                 let released = handed_back || (driver && self.release_if_unneeded(active));
+                state.stats.saw_capacity(capacity);
                 // A connection counts as made once its handshake is done: one
                 // refused at the handshake keeps the backoff growing.
                 if handshake_done && state.backoff.is_failing() {
@@ -1070,18 +1128,38 @@ impl<D: Driver> Inner<D> {
         unneeded
     }
 
+    /// The server closed connection `generation`: ends it, with words for
+    /// where its handshakes were.
+    fn server_closed(&self, generation: u64) {
+        let stage = self.stage_of(generation);
+        self.die(generation, ClientError::closed_by_server(stage));
+    }
+
+    /// Connection `generation`'s handshake did not finish within
+    /// `handshake_timeout`: ends it, saying which handshake.
+    fn handshake_timed_out(&self, generation: u64) {
+        let stage = self.stage_of(generation);
+        self.die(generation, ClientError::handshake_timeout(stage, self.config.handshake_timeout));
+    }
+
+    fn stage_of(&self, generation: u64) -> HandshakeStage {
+        let state = self.lock();
+        let active = state.active.as_ref().filter(|a| a.generation == generation);
+        active.map_or(HandshakeStage::Done, |a| a.conn.handshake_stage())
+    }
+
     /// Ends the connection (if it is still `generation`) with `error`:
     /// every pending call fails with it.
     fn die(&self, generation: u64, error: ClientError) {
         let mut state = self.lock();
         if state.active.as_ref().is_some_and(|a| a.generation == generation) {
-            let active = state.active.take().expect("checked");
+            let active = state.end().expect("checked");
             if !active.conn.is_handshake_done() {
                 // Refused at the handshake (a certificate not trusted, TLS
                 // not served): retrying at once would only be refused again.
                 state.backoff.failed(Instant::now(), Arc::new(io::Error::other(error.to_string())));
-                state.handshake_failure = Some(error.clone());
             }
+            state.failure = Some(error.clone());
             drop(state);
             tracing::debug!(addr = %self.addr, %error, "client connection lost");
             self.fail_all(active, error);
@@ -1137,7 +1215,8 @@ impl<D: Driver> Inner<D> {
         });
         // The driver reads the server's handshake.
         self.set_reader(active, Reader::Driver);
-        state.handshake_failure = None;
+        state.failure = None;
+        state.stats.connections += 1;
         // The backoff is reset when the handshake is done (see `receive_as`).
         Ok(())
     }
@@ -1432,7 +1511,7 @@ impl<D: Driver> Link<D> {
         let idle_timeout = self.inner.config.idle_timeout;
         if active.conn.pending_len() == 0 && idle_for >= idle_timeout {
             // Unused for idle_timeout: close; the next call reconnects.
-            let active = state.active.take().expect("checked");
+            let active = state.end().expect("checked");
             self.inner.fail_all(active, ClientError::Closed);
             return Output::Gone;
         }
@@ -1459,6 +1538,20 @@ impl<D: Driver> Link<D> {
         let state = self.inner.output_ready.wait_timeout(state, timeout).unwrap_or_else(|p| p.into_inner()).0;
         self.inner.output_waiters.fetch_sub(1, Ordering::Relaxed);
         current(&state)
+    }
+
+    /// The driver read the end of the stream: the server closed the
+    /// connection. Every pending call fails, with words for where its
+    /// handshakes were (the same on every backend).
+    pub fn server_closed(&self) {
+        self.inner.server_closed(self.generation)
+    }
+
+    /// The server's handshake (fastrpc's, or TLS's) did not finish within
+    /// `handshake_timeout`: the connection ends, and every pending call
+    /// fails, saying which handshake.
+    pub fn handshake_timed_out(&self) {
+        self.inner.handshake_timed_out(self.generation)
     }
 
     /// A write failed. Not the end of the connection yet: responses may still

@@ -51,6 +51,18 @@ impl ClientError {
         ClientError::ConnectionLost(Arc::new(io::Error::new(kind, message.into())))
     }
 
+    /// The server closed the connection at `stage` of its handshakes (the
+    /// same words on every backend).
+    pub fn closed_by_server(stage: fastwire_proto::HandshakeStage) -> Self {
+        Self::lost(io::ErrorKind::UnexpectedEof, stage.closed_by_server())
+    }
+
+    /// The server's handshake (fastrpc's, or TLS's at `stage`) did not
+    /// finish within `timeout` (the client's `handshake_timeout`).
+    pub fn handshake_timeout(stage: fastwire_proto::HandshakeStage, timeout: Duration) -> Self {
+        Self::lost(io::ErrorKind::TimedOut, stage.handshake_timed_out(timeout))
+    }
+
     /// The error to fail pending calls with when a connection ends with `error`.
     pub fn from_io(error: io::Error) -> Self {
         ClientError::ConnectionLost(Arc::new(error))

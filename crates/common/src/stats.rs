@@ -1,4 +1,4 @@
-//! Server counters and the report of a graceful shutdown.
+//! Server counters, the report of a graceful shutdown, and a client's counters.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
@@ -114,6 +114,49 @@ impl ServerCounters {
             bytes_in: self.bytes_in.load(Relaxed),
             bytes_out: self.bytes_out.load(Relaxed),
         }
+    }
+}
+
+/// A client's counters (every backend's `Client::stats`), over all the
+/// connections it has made.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClientStats {
+    /// Connections made (each one's handshake begun).
+    pub connections: u64,
+    /// Responses for no call in progress: an id never requested, a second
+    /// answer to the same call, or an answer after its call gave up. They
+    /// are dropped, never delivered; a server that sends many is broken or
+    /// hostile.
+    pub unsolicited_responses: u64,
+    /// Bytes the current connection's buffers hold allocated now (the
+    /// protocol state machine's and the read buffer being filled).
+    pub buffer_capacity: usize,
+    /// The most any connection's buffers held allocated after a read:
+    /// bounded by the settings (`buffer_size`, the limits), whatever the
+    /// server sends and however fast.
+    pub peak_buffer_capacity: usize,
+}
+
+impl ClientStats {
+    /// Notes a connection's buffer capacity after a read.
+    #[inline]
+    pub fn saw_capacity(&mut self, capacity: usize) {
+        self.buffer_capacity = capacity;
+        if capacity > self.peak_buffer_capacity {
+            self.peak_buffer_capacity = capacity;
+        }
+    }
+
+    /// A connection ended: its unsolicited responses join the total.
+    pub fn connection_ended(&mut self, unsolicited: u64) {
+        self.unsolicited_responses += unsolicited;
+        self.buffer_capacity = 0;
+    }
+
+    /// These counters with the live connection's unsolicited responses.
+    pub fn with_live(mut self, unsolicited: u64) -> ClientStats {
+        self.unsolicited_responses += unsolicited;
+        self
     }
 }
 

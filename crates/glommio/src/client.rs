@@ -283,31 +283,27 @@ async fn run(link: Rc<Link<Uring>>, stream: glommio::net::TcpStream, handle: Arc
             }
         }
         let read = if handshake_done {
-            reader.read(&mut scratch).await
+            Some(reader.read(&mut scratch).await)
         } else {
             // Until the server's handshake is in, a read may wait only so long.
             let left = deadline.saturating_duration_since(Instant::now());
-            let read = glommio::timer::timeout(left, async { Ok(reader.read(&mut scratch).await) }).await;
-            read.unwrap_or_else(|_| {
-                Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!(
-                        "no handshake from the server within {:?} (setting: handshake_timeout)",
-                        config.handshake_timeout
-                    ),
-                ))
-            })
+            glommio::timer::timeout(left, async { Ok(reader.read(&mut scratch).await) }).await.ok()
         };
-        buf.extend_from_slice(&scratch[..*read.as_ref().unwrap_or(&0)]);
-        let error = match read {
-            Ok(0) => Some(ClientError::lost(io::ErrorKind::UnexpectedEof, "the server closed the connection")),
-            Ok(_) => None,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => None,
-            Err(e) => Some(ClientError::from_io(e)),
-        };
-        if let Some(error) = error {
-            link.die(error);
-            break;
+        match read {
+            None => {
+                link.handshake_timed_out();
+                break;
+            }
+            Some(Ok(0)) => {
+                link.server_closed();
+                break;
+            }
+            Some(Ok(n)) => buf.extend_from_slice(&scratch[..n]),
+            Some(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+            Some(Err(e)) => {
+                link.die(ClientError::from_io(e));
+                break;
+            }
         }
         match link.received_by_driver(&mut buf) {
             Err(()) => break,

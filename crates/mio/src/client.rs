@@ -127,6 +127,9 @@ impl Driver for Reactor {
     const KEEPS_CALLERS_READING: bool = true;
 }
 
+/// Reads per turn of the reactor (see `run`).
+const READS_PER_TURN: usize = 16;
+
 fn run(link: Link<Reactor>, mut poll: Poll, mut stream: TcpStream, handle: &ReactorHandle) {
     let config = link.config().clone();
     let handshake_deadline = Instant::now() + config.handshake_timeout;
@@ -215,12 +218,14 @@ fn run(link: Link<Reactor>, mut poll: Poll, mut stream: TcpStream, handle: &Reac
             read_interest = false;
         }
         let mut released = !readable;
-        while readable {
+        // A turn reads at most READS_PER_TURN times: a server that keeps
+        // the socket full must not keep the reactor from writing, nor make
+        // the read buffer grow (each read is decoded before the next).
+        let mut reads = 0;
+        while readable && reads < READS_PER_TURN {
+            reads += 1;
             match net::read_some(&mut stream, &mut inbuf, read_chunk) {
-                Ok(0) => {
-                    return link
-                        .die(ClientError::lost(io::ErrorKind::UnexpectedEof, "the server closed the connection"))
-                }
+                Ok(0) => return link.server_closed(),
                 // No call pending any more: the role is given up and the
                 // reading stops (later data raises a new edge).
                 Ok(_) => match link.received_by_driver(&mut inbuf) {
@@ -242,18 +247,12 @@ fn run(link: Link<Reactor>, mut poll: Poll, mut stream: TcpStream, handle: &Reac
                 Err(e) => return link.die(ClientError::from_io(e)),
             }
         }
-        if !released {
+        if !released && !readable {
             // Drained (or woken for nothing) while holding the role.
             link.reading_done();
         }
         if !handshake_done && Instant::now() >= handshake_deadline {
-            return link.die(ClientError::lost(
-                io::ErrorKind::TimedOut,
-                format!(
-                    "no handshake from the server within {:?} (setting: handshake_timeout)",
-                    config.handshake_timeout
-                ),
-            ));
+            return link.handshake_timed_out();
         }
         // Write until WouldBlock.
         timeout = None;
@@ -320,6 +319,11 @@ fn run(link: Link<Reactor>, mut poll: Poll, mut stream: TcpStream, handle: &Reac
         };
         if let Some(watch) = watch {
             timeout = Some(timeout.map_or(watch, |t| t.min(watch)));
+        }
+        if readable {
+            // The turn's reads ran out before the socket did: come straight
+            // back (edge-triggered, no new event would say so).
+            timeout = Some(Duration::ZERO);
         }
         // Write interest only while output remains.
         let want_write = hold_until.is_none() && written < out.len();

@@ -44,6 +44,58 @@ pub struct Rejected<T> {
     pub token: T,
 }
 
+/// How far a client connection's handshakes have come: what a driver says
+/// when the server closes the connection or a handshake takes too long
+/// ([`closed_by_server`](Self::closed_by_server),
+/// [`handshake_timed_out`](Self::handshake_timed_out)), so that every
+/// backend words them the same.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HandshakeStage {
+    /// Waiting for the server's fastrpc handshake.
+    Fastrpc,
+    /// The fastrpc handshake agreed on TLS and the TLS handshake is under way.
+    Tls {
+        /// Whether this client has a certificate to present if asked.
+        client_certificate: bool,
+    },
+    /// Both handshakes are done: calls and responses flow.
+    Done,
+}
+
+impl HandshakeStage {
+    /// Why the connection ended when the server closed it at this stage.
+    pub fn closed_by_server(self) -> &'static str {
+        match self {
+            HandshakeStage::Fastrpc => {
+                "the server closed the connection during the handshake, before answering ours \
+                 (is it a fastrpc server, with the same sniff header and protocol version?)"
+            }
+            HandshakeStage::Tls { client_certificate: false } => {
+                "the server closed the connection during the TLS handshake: it may require a client \
+                 certificate (setting: the client's TLS identity, TlsClient::from_pem / --tls-client-cert), \
+                 or refused this client's TLS settings"
+            }
+            HandshakeStage::Tls { client_certificate: true } => {
+                "the server closed the connection during the TLS handshake: it may have refused this \
+                 client's certificate (is it signed by an authority the server trusts? setting: \
+                 --tls-client-cert, and the server's client CA)"
+            }
+            HandshakeStage::Done => "the server closed the connection",
+        }
+    }
+
+    /// Why the connection ended when a handshake did not finish within
+    /// `timeout` (the client's `handshake_timeout`).
+    pub fn handshake_timed_out(self, timeout: std::time::Duration) -> String {
+        match self {
+            HandshakeStage::Tls { .. } => {
+                format!("the TLS handshake with the server did not finish within {timeout:?} (setting: handshake_timeout)")
+            }
+            _ => format!("no handshake from the server within {timeout:?} (setting: handshake_timeout)"),
+        }
+    }
+}
+
 /// The client side of one connection; `T` is the per-call token.
 #[derive(Debug)]
 pub struct ClientConn<T> {
@@ -183,9 +235,26 @@ impl<T> ClientConn<T> {
         self.pending.len()
     }
 
-    /// Responses dropped because no pending call had their id.
+    /// Responses dropped because no pending call had their id (a response
+    /// never asked for, a second one for the same call, or one for a call
+    /// given up on).
     pub fn unknown_responses(&self) -> u64 {
         self.unknown_responses
+    }
+
+    /// How far the handshakes have come (see [`HandshakeStage`]).
+    pub fn handshake_stage(&self) -> HandshakeStage {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = self.tls.as_deref() {
+            if tls.active && !tls.is_established() {
+                return HandshakeStage::Tls { client_certificate: tls.has_client_certificate() };
+            }
+        }
+        if crate::Connection::is_handshake_done(self) {
+            HandshakeStage::Done
+        } else {
+            HandshakeStage::Fastrpc
+        }
     }
 
     /// Reads the server's handshake (once), then decodes every complete

@@ -69,7 +69,7 @@ pub mod tls;
 #[cfg(feature = "tokio-util")]
 pub mod tokio_codec;
 
-pub use client::{ClientConn, Rejected};
+pub use client::{ClientConn, HandshakeStage, Rejected};
 pub use codec::{Request, Response};
 pub use config::{ClientConfig, Compression, Limits, OverLimit, ProtocolConfig, ServerConfig};
 pub use connection::Connection;

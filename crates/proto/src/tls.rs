@@ -307,6 +307,8 @@ pub(crate) struct TlsLayer {
     /// The session failed: rustls is not called again (the connection
     /// reports its error and closes).
     failed: bool,
+    /// A client session's: whether it has a certificate to present.
+    client_certificate: bool,
 }
 
 enum Session {
@@ -356,7 +358,15 @@ impl TlsLayer {
         let session =
             rustls::client::UnbufferedClientConnection::new(Arc::clone(&config.config), config.server_name.clone())
                 .map_err(tls_error)?;
-        Ok(Self::with_session(Session::Client(session), handshake, buffer_size, false))
+        let mut layer = Self::with_session(Session::Client(session), handshake, buffer_size, false);
+        layer.client_certificate = config.config.client_auth_cert_resolver.has_certs();
+        Ok(layer)
+    }
+
+    /// Whether this (client) session has a certificate to present if the
+    /// server asks for one.
+    pub(crate) fn has_client_certificate(&self) -> bool {
+        self.client_certificate
     }
 
     fn with_session(session: Session, handshake: BytesMut, buffer_size: usize, active: bool) -> Self {
@@ -370,6 +380,7 @@ impl TlsLayer {
             raw_consumed: 0,
             raw_written: 0,
             failed: false,
+            client_certificate: false,
         }
     }
 

@@ -105,23 +105,14 @@ fn read_loop(link: &Link<Threads>, socket: &TcpStream) {
                 }
             }
         }
-        let error = match net::read_some(&mut stream, &mut buf, config.buffer_size) {
-            Ok(0) => Some(ClientError::lost(io::ErrorKind::UnexpectedEof, "the server closed the connection")),
-            Ok(_) => None,
+        match net::read_some(&mut stream, &mut buf, config.buffer_size) {
+            Ok(0) => return link.server_closed(),
+            Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) if !handshake_done && matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
-                Some(ClientError::lost(
-                    io::ErrorKind::TimedOut,
-                    format!(
-                        "no handshake from the server within {:?} (setting: handshake_timeout)",
-                        config.handshake_timeout
-                    ),
-                ))
+                return link.handshake_timed_out()
             }
-            Err(e) => Some(ClientError::from_io(e)),
-        };
-        if let Some(error) = error {
-            return link.die(error);
+            Err(e) => return link.die(ClientError::from_io(e)),
         }
         // Gives the reading role up when no call is pending any more.
         match link.received_by_driver(&mut buf) {

@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use fastwire_common::{net, Backoff, CallSlot, ClientError, Deadline, Reply, SlotPool, SlotToken};
+use fastwire_common::{net, Backoff, CallSlot, ClientError, ClientStats, Deadline, Reply, SlotPool, SlotToken};
 use fastwire_proto::{ClientConfig, ClientConn, Connection};
 use tokio::io::AsyncReadExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -69,13 +69,24 @@ struct State {
     /// reading the clock; the writer stamps the time when it next looks
     /// (see the blocking client in fastwire-common for why).
     used_since: bool,
-    /// Why the last connection ended before its handshake was done (a
-    /// refused TLS certificate, say), for `wait_connected` to report.
-    handshake_failure: Option<ClientError>,
+    /// Why the last connection ended (a refused TLS certificate, a close
+    /// by the server), for `wait_connected` and calls to report.
+    failure: Option<ClientError>,
+    /// The counters over every connection (see [`Client::stats`]).
+    stats: ClientStats,
     /// The call slots, under this lock (which every call takes anyway).
     /// Declared after `active`, so that the pending calls' tokens are
     /// dropped before the slots they point at.
     slots: SlotPool,
+}
+
+impl State {
+    /// Takes the connection away (it ends), adding its counts to the client's.
+    fn end(&mut self) -> Option<Active> {
+        let active = self.active.take()?;
+        self.stats.connection_ended(active.conn.unknown_responses());
+        Some(active)
+    }
 }
 
 struct Active {
@@ -121,7 +132,8 @@ impl Client {
                     closed: false,
                     last_used: Instant::now(),
                     used_since: false,
-                    handshake_failure: None,
+                    failure: None,
+                    stats: ClientStats::default(),
                     slots: SlotPool::default(),
                 }),
                 connecting: tokio::sync::Mutex::new(()),
@@ -163,15 +175,8 @@ impl Client {
                 match &state.active {
                     Some(a) if a.conn.is_handshake_done() => return Ok(()),
                     Some(a) => Arc::clone(&a.signals),
-                    None if state.handshake_failure.is_some() => {
-                        return Err(state.handshake_failure.clone().expect("checked"));
-                    }
-                    None => {
-                        return Err(ClientError::lost(
-                            io::ErrorKind::ConnectionAborted,
-                            "connection closed during handshake",
-                        ))
-                    }
+                    // The connection died: its error says why and when.
+                    None => return Err(state.failure.clone().unwrap_or(ClientError::Closed)),
                 }
             };
             let notified = signals.handshake_done.notified();
@@ -205,10 +210,10 @@ impl Client {
             state.used_since = true;
             let (slot, token) = state.slots.lend();
             let Some(active) = state.active.as_mut().filter(|a| a.writable) else {
-                // A connection that failed its handshake (TLS refused, say)
-                // between connecting and now: say why.
+                // A connection that died (TLS refused, a close by the
+                // server) between connecting and now: say why.
                 if state.active.is_none() {
-                    if let Some(failure) = state.handshake_failure.clone() {
+                    if let Some(failure) = state.failure.clone() {
                         return Err(failure);
                     }
                 }
@@ -289,11 +294,18 @@ impl Client {
         }
     }
 
+    /// The client's counters: connections made, unsolicited responses
+    /// dropped, the buffers' capacity now and at most.
+    pub fn stats(&self) -> ClientStats {
+        let state = self.inner.lock();
+        state.stats.with_live(state.active.as_ref().map_or(0, |a| a.conn.unknown_responses()))
+    }
+
     /// Closes the connection; pending and future calls fail with `Closed`.
     pub fn close(&self) {
         let mut state = self.inner.lock();
         state.closed = true;
-        if let Some(active) = state.active.take() {
+        if let Some(active) = state.end() {
             fail_all(active, ClientError::Closed);
         }
     }
@@ -369,7 +381,8 @@ impl Inner {
             return Err(ClientError::Closed);
         }
         // The backoff is reset when the handshake is done (see `read_loop`).
-        state.handshake_failure = None;
+        state.failure = None;
+        state.stats.connections += 1;
         state.generation += 1;
         let generation = state.generation;
         let (read_half, write_half) = stream.into_split();
@@ -422,13 +435,13 @@ fn fail_all(mut active: Active, error: ClientError) {
 fn die(inner: &Inner, generation: u64, error: ClientError) {
     let mut state = inner.lock();
     if state.active.as_ref().is_some_and(|a| a.generation == generation) {
-        let active = state.active.take().expect("checked");
+        let active = state.end().expect("checked");
         if !active.conn.is_handshake_done() {
             // Refused at the handshake (a certificate not trusted, TLS not
             // served): retrying at once would only be refused again.
             state.backoff.failed(std::time::Instant::now(), Arc::new(io::Error::other(error.to_string())));
-            state.handshake_failure = Some(error.clone());
         }
+        state.failure = Some(error.clone());
         drop(state);
         tracing::debug!(addr = %inner.addr, %error, "client connection lost");
         fail_all(active, error);
@@ -448,26 +461,23 @@ async fn read_loop(inner: Arc<Inner>, generation: u64, mut stream: OwnedReadHalf
         } else {
             tokio::time::timeout_at(handshake_deadline, stream.read_buf(&mut buf)).await
         };
-        let error = match read {
-            Ok(Ok(0)) => Some(ClientError::lost(io::ErrorKind::UnexpectedEof, "the server closed the connection")),
-            Ok(Ok(_)) => None,
-            Ok(Err(e)) => Some(ClientError::from_io(e)),
-            Err(_) => Some(ClientError::lost(
-                io::ErrorKind::TimedOut,
-                format!(
-                    "no handshake from the server within {:?} (setting: handshake_timeout)",
-                    inner.config.handshake_timeout
-                ),
-            )),
-        };
-        if let Some(error) = error {
-            return die(&inner, generation, error);
-        }
         let mut state = inner.lock();
         let Some(active) = state.active.as_mut().filter(|a| a.generation == generation) else {
             return;
         };
+        let error = match read {
+            Ok(Ok(0)) => Some(ClientError::closed_by_server(active.conn.handshake_stage())),
+            Ok(Ok(_)) => None,
+            Ok(Err(e)) => Some(ClientError::from_io(e)),
+            Err(_) => Some(ClientError::handshake_timeout(active.conn.handshake_stage(), inner.config.handshake_timeout)),
+        };
+        if let Some(error) = error {
+            drop(state);
+            return die(&inner, generation, error);
+        }
         active.conn.receive_buffer(&mut buf);
+        // `buf` now holds the connection's previous buffer, to fill next.
+        let capacity = active.conn.buffer_capacity() + buf.capacity();
         if let Err(e) = active.conn.process(|response, slot| slot.complete_response(response)) {
             // Last words, best effort: a TLS alert saying why (an untrusted
             // certificate, say) lets the server log the reason.
@@ -482,7 +492,9 @@ async fn read_loop(inner: Arc<Inner>, generation: u64, mut stream: OwnedReadHalf
         if active.conn.has_output() {
             signals.output_ready.notify_one();
         }
-        if !handshake_done && active.conn.is_handshake_done() {
+        let handshake_now = !handshake_done && active.conn.is_handshake_done();
+        state.stats.saw_capacity(capacity);
+        if handshake_now {
             handshake_done = true;
             // A connection counts as made once its handshake is done: one
             // refused at the handshake keeps the backoff growing.
@@ -541,7 +553,7 @@ async fn write_loop(inner: Arc<Inner>, generation: u64, stream: Arc<OwnedWriteHa
                 active.writing = false;
                 if active.conn.pending_len() == 0 && idle_for >= inner.config.idle_timeout {
                     // Unused for idle_timeout: close; the next call reconnects.
-                    let active = state.active.take().expect("checked");
+                    let active = state.end().expect("checked");
                     drop(state);
                     fail_all(active, ClientError::Closed);
                     return;

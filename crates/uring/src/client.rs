@@ -159,9 +159,12 @@ struct DriverLoop<'a> {
     completions: Vec<Completion>,
 }
 
-/// Why the loop ended: the connection is over (`Gone`), or it failed.
+/// Why the loop ended: the connection is over (`Gone`), the server
+/// closed it, its handshake took too long, or it failed.
 enum End {
     Gone,
+    Closed,
+    HandshakeTimeout,
     Failed(ClientError),
 }
 
@@ -198,6 +201,8 @@ impl<'a> DriverLoop<'a> {
     fn run(mut self) {
         match self.turns() {
             Ok(()) | Err(End::Gone) => {}
+            Err(End::Closed) => self.link.server_closed(),
+            Err(End::HandshakeTimeout) => self.link.handshake_timed_out(),
             Err(End::Failed(e)) => self.link.die(e),
         }
         // Let the kernel return what it holds before the buffers go.
@@ -290,11 +295,7 @@ impl<'a> DriverLoop<'a> {
                 self.watch()?;
             }
             if !self.handshake_done && now >= self.handshake_deadline {
-                let timeout = self.link.config().handshake_timeout;
-                return Err(End::Failed(ClientError::lost(
-                    io::ErrorKind::TimedOut,
-                    format!("no handshake from the server within {timeout:?} (setting: handshake_timeout)"),
-                )));
+                return Err(End::HandshakeTimeout);
             }
             timeout = self.write()?;
             if let Some(at) = self.rewatch_at {
@@ -334,12 +335,7 @@ impl<'a> DriverLoop<'a> {
             Op::Recv => {
                 self.recv_in_flight = false;
                 match c.result {
-                    0 => {
-                        return Err(End::Failed(ClientError::lost(
-                            io::ErrorKind::UnexpectedEof,
-                            "the server closed the connection",
-                        )))
-                    }
+                    0 => return Err(End::Closed),
                     n if n > 0 => {
                         // SAFETY: the kernel wrote `n` bytes into the spare
                         // capacity the receive was given.
