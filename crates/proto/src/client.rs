@@ -89,7 +89,9 @@ impl HandshakeStage {
     pub fn handshake_timed_out(self, timeout: std::time::Duration) -> String {
         match self {
             HandshakeStage::Tls { .. } => {
-                format!("the TLS handshake with the server did not finish within {timeout:?} (setting: handshake_timeout)")
+                format!(
+                    "the TLS handshake with the server did not finish within {timeout:?} (setting: handshake_timeout)"
+                )
             }
             _ => format!("no handshake from the server within {timeout:?} (setting: handshake_timeout)"),
         }

@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{BufMut, BytesMut};
 use fastwire_common::{net, Backoff, CallSlot, ClientError, ClientStats, Deadline, Reply, SlotPool, SlotToken};
 use fastwire_proto::{ClientConfig, ClientConn, Connection};
 use tokio::io::AsyncReadExt;
@@ -452,14 +452,19 @@ async fn read_loop(inner: Arc<Inner>, generation: u64, mut stream: OwnedReadHalf
     let handshake_deadline = Instant::now() + inner.config.handshake_timeout;
     let mut handshake_done = false;
     let mut buf = BytesMut::new();
+    // One read takes at most this much, and is decoded before the next: a
+    // buffer left with more room by a swap (see `receive_buffer`) must not
+    // let a flooded socket fill all of it.
+    let chunk = inner.config.buffer_size.clamp(4096, 64 * 1024);
     loop {
         if buf.capacity() - buf.len() < 4096 {
-            buf.reserve(inner.config.buffer_size);
+            buf.reserve(chunk);
         }
+        let mut room = (&mut buf).limit(chunk);
         let read = if handshake_done {
-            Ok(stream.read_buf(&mut buf).await)
+            Ok(stream.read_buf(&mut room).await)
         } else {
-            tokio::time::timeout_at(handshake_deadline, stream.read_buf(&mut buf)).await
+            tokio::time::timeout_at(handshake_deadline, stream.read_buf(&mut room)).await
         };
         let mut state = inner.lock();
         let Some(active) = state.active.as_mut().filter(|a| a.generation == generation) else {
@@ -469,7 +474,9 @@ async fn read_loop(inner: Arc<Inner>, generation: u64, mut stream: OwnedReadHalf
             Ok(Ok(0)) => Some(ClientError::closed_by_server(active.conn.handshake_stage())),
             Ok(Ok(_)) => None,
             Ok(Err(e)) => Some(ClientError::from_io(e)),
-            Err(_) => Some(ClientError::handshake_timeout(active.conn.handshake_stage(), inner.config.handshake_timeout)),
+            Err(_) => {
+                Some(ClientError::handshake_timeout(active.conn.handshake_stage(), inner.config.handshake_timeout))
+            }
         };
         if let Some(error) = error {
             drop(state);
