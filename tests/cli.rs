@@ -27,11 +27,16 @@ fn response(s: &mut TcpStream) -> (u32, Vec<u8>) {
 /// `fastwire serve ARGS` as a child process; its stdout after the first line,
 /// and the address that line names ("fastwire: serving on ADDR (backend NAME)").
 fn serve(args: &[&str]) -> (std::process::Child, BufReader<std::process::ChildStdout>, String) {
+    serve_logging(args, Stdio::null())
+}
+
+/// [`serve`], its log (stderr) going to `log`.
+fn serve_logging(args: &[&str], log: Stdio) -> (std::process::Child, BufReader<std::process::ChildStdout>, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_fastwire"))
         .arg("serve")
         .args(args)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .unwrap();
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
@@ -144,16 +149,26 @@ fn serve_and_load_over_tls() {
         if !runs_here(backend) {
             continue;
         }
-        let (mut child, _stdout, addr) = serve(&[
-            "--backend",
-            backend,
-            "--addr",
-            "127.0.0.1:0",
-            "--tls-cert",
-            &path("server.pem"),
-            "--tls-key",
-            &path("server.key"),
-        ]);
+        let (mut child, mut stdout, addr) = serve_logging(
+            &[
+                "--backend",
+                backend,
+                "--addr",
+                "127.0.0.1:0",
+                "--tls-cert",
+                &path("server.pem"),
+                "--tls-key",
+                &path("server.key"),
+            ],
+            Stdio::piped(),
+        );
+        // The log, read as it comes (a full pipe would stall the server).
+        let mut log = child.stderr.take().unwrap();
+        let log = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = log.read_to_string(&mut text);
+            text
+        });
         let load = |extra: &[&str]| {
             Command::new(exe)
                 .args(["load", "--addr", &addr, "--workload", "pingpong", "--duration", "100ms", "--client", "std"])
@@ -176,6 +191,14 @@ fn serve_and_load_over_tls() {
         assert!(!wrong_name.status.success() && said.contains("--tls-server-name"), "{backend}: {said}");
         assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
         assert!(child.wait().unwrap().success(), "{backend}");
+        // The server said, at its default log level, whom it refused and
+        // why, and its shutdown report counts them by reason.
+        let log = log.join().unwrap();
+        assert!(log.contains("refused 127.0.0.1:") && log.contains("TLS"), "{backend}: {log}");
+        let mut report = String::new();
+        stdout.read_to_string(&mut report).unwrap();
+        assert!(report.contains("plaintext client, TLS required"), "{backend}: {report}");
+        assert!(report.contains("TLS handshake failed"), "{backend}: {report}");
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }

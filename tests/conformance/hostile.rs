@@ -8,15 +8,17 @@ use std::time::{Duration, Instant};
 
 use fastwire::proto::compress::SnappyEncoder;
 use fastwire::proto::{demo_handler, ProtocolConfig, ServerConfig};
+use fastwire::Refusal;
 use fastwire_bench::BackendKind;
 
 use crate::util::*;
 
 const CLOSE_WITHIN: Duration = Duration::from_secs(10);
 
-/// Sends `bytes` on a fresh connection and expects the server to close it;
-/// returns what the server sent before closing. Then checks it still serves.
-fn closes_on(kind: BackendKind, config: ServerConfig, bytes: &[u8]) -> Vec<u8> {
+/// Sends `bytes` to a new server of `kind`, which must close the
+/// connection (counted as a protocol error, and as `refusal` if it was
+/// refused at its handshake) and still serve others; returns what it sent.
+fn closes_on(kind: BackendKind, config: ServerConfig, bytes: &[u8], refusal: Option<Refusal>) -> Vec<u8> {
     let protocol = config.protocol.clone();
     let server = start(kind, config, demo_handler);
     let mut s = raw(server.local_addr());
@@ -24,7 +26,12 @@ fn closes_on(kind: BackendKind, config: ServerConfig, bytes: &[u8]) -> Vec<u8> {
     let got = expect_closed(s, CLOSE_WITHIN);
     assert_still_serves_with(kind, &*server, protocol);
     eventually(Duration::from_secs(5), "the bad connection is gone", || server.stats().open == 0);
-    assert!(server.stats().protocol_errors >= 1, "{kind}: counted as a protocol error");
+    let stats = server.stats();
+    assert!(stats.protocol_errors >= 1, "{kind}: counted as a protocol error");
+    match refusal {
+        Some(reason) => assert_eq!(stats.refused.get(reason), 1, "{kind}: counted as {reason}: {}", stats.refused),
+        None => assert_eq!(stats.refused.total(), 0, "{kind}: an error after the handshake is no refusal"),
+    }
     server.shutdown(Duration::from_secs(5));
     got
 }
@@ -35,29 +42,32 @@ fn demo_config() -> ServerConfig {
 
 pub fn garbage(kind: BackendKind) {
     // An HTTP request: 'G' is not protocol version 0.
-    assert!(closes_on(kind, demo_config(), b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").is_empty());
+    assert!(closes_on(kind, demo_config(), b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", Some(Refusal::Handshake)).is_empty());
     // A valid handshake, then noise whose first length field is enormous.
     let mut noise = vec![0, 1, 0];
     noise.extend((0..4096u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8 | 0x80));
-    assert_eq!(closes_on(kind, demo_config(), &noise), [0, 1, 0], "our handshake, then close");
+    assert_eq!(closes_on(kind, demo_config(), &noise, None), [0, 1, 0], "our handshake, then close");
 }
 
 pub fn wrong_version(kind: BackendKind) {
-    assert!(closes_on(kind, demo_config(), &[7, 1, 0]).is_empty(), "nothing is answered to a wrong version");
+    assert!(
+        closes_on(kind, demo_config(), &[7, 1, 0], Some(Refusal::Handshake)).is_empty(),
+        "nothing is answered to a wrong version"
+    );
 }
 
 pub fn wrong_sniff(kind: BackendKind) {
     let config = server_config(ProtocolConfig { sniff_header: b"xy".to_vec(), ..ProtocolConfig::default() });
-    assert!(closes_on(kind, config, b"xz\0\x01\0").is_empty());
+    assert!(closes_on(kind, config, b"xz\0\x01\0", Some(Refusal::Handshake)).is_empty());
 }
 
 pub fn unknown_compression(kind: BackendKind) {
-    assert!(closes_on(kind, demo_config(), &[0, 9, 0]).is_empty());
+    assert!(closes_on(kind, demo_config(), &[0, 9, 0], Some(Refusal::Handshake)).is_empty());
 }
 
 pub fn tls_requested(kind: BackendKind) {
     // As Go's server without TLS: answer "no TLS", then close.
-    assert_eq!(closes_on(kind, demo_config(), &[0, 1, 1]), [0, 1, 0]);
+    assert_eq!(closes_on(kind, demo_config(), &[0, 1, 1], Some(Refusal::TlsNotServed)), [0, 1, 0]);
 }
 
 pub fn oversized_name(kind: BackendKind) {
@@ -65,7 +75,7 @@ pub fn oversized_name(kind: BackendKind) {
     bytes.extend_from_slice(&1u32.to_le_bytes());
     bytes.extend_from_slice(&(1024 * 1024 + 1u32).to_le_bytes());
     // Only the length: the server refuses without waiting for a megabyte.
-    assert_eq!(closes_on(kind, demo_config(), &bytes), [0, 1, 0]);
+    assert_eq!(closes_on(kind, demo_config(), &bytes, None), [0, 1, 0]);
 }
 
 pub fn oversized_value(kind: BackendKind) {
@@ -73,7 +83,7 @@ pub fn oversized_value(kind: BackendKind) {
     bytes.extend_from_slice(&1u32.to_le_bytes());
     bytes.extend_from_slice(&0u32.to_le_bytes());
     bytes.extend_from_slice(&u32::MAX.to_le_bytes());
-    assert_eq!(closes_on(kind, demo_config(), &bytes), [0, 1, 0]);
+    assert_eq!(closes_on(kind, demo_config(), &bytes, None), [0, 1, 0]);
 }
 
 pub fn truncated_then_closed(kind: BackendKind) {
@@ -109,7 +119,7 @@ pub fn reset_mid_message(kind: BackendKind) {
 
 pub fn corrupt_flate(kind: BackendKind) {
     // Handshake announcing flate, then a DEFLATE block of the reserved type 3.
-    assert_eq!(closes_on(kind, demo_config(), &[0, 0, 0, 0xff, 0xff, 0xff, 0xff]), [0, 1, 0]);
+    assert_eq!(closes_on(kind, demo_config(), &[0, 0, 0, 0xff, 0xff, 0xff, 0xff], None), [0, 1, 0]);
 }
 
 pub fn corrupt_snappy(kind: BackendKind) {
@@ -118,7 +128,7 @@ pub fn corrupt_snappy(kind: BackendKind) {
     let mut bytes = vec![0, 2, 0];
     bytes.extend_from_slice(&framed);
     *bytes.last_mut().unwrap() ^= 0x20; // the CRC no longer matches
-    assert_eq!(closes_on(kind, demo_config(), &bytes), [0, 1, 0]);
+    assert_eq!(closes_on(kind, demo_config(), &bytes, None), [0, 1, 0]);
 }
 
 pub fn never_finishes_handshake(kind: BackendKind) {
@@ -133,6 +143,8 @@ pub fn never_finishes_handshake(kind: BackendKind) {
     let silent = raw(server.local_addr());
     assert!(expect_closed(silent, CLOSE_WITHIN).is_empty());
     assert_still_serves(kind, &*server);
+    let refused = server.stats().refused;
+    assert_eq!((refused.handshake_timeout, refused.total()), (2, 2), "{kind}: {refused}");
     server.shutdown(Duration::from_secs(5));
 }
 
@@ -165,7 +177,7 @@ pub fn over_connection_limit(kind: BackendKind) {
     let mut fourth = raw(server.local_addr());
     let _ = fourth.write_all(&[0, 1, 0]);
     assert!(expect_closed(fourth, CLOSE_WITHIN).is_empty());
-    assert!(server.stats().refused >= 1);
+    assert!(server.stats().refused.connection_limit >= 1);
     // The three held connections still work.
     for (i, s) in held.iter_mut().enumerate() {
         s.write_all(&spec_request(i as u32 + 1, b"echo", b"held")).unwrap();

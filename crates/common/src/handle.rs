@@ -51,7 +51,8 @@ impl<S: Serving> ServerHandle<S> {
 
     fn stop(&mut self, grace: Duration) -> ShutdownReport {
         let Some(mut server) = self.server.take() else { return ShutdownReport::default() };
-        let report = server.stop(grace);
+        let mut report = server.stop(grace);
+        report.refused = server.counters().snapshot().refused;
         tracing::info!(local_addr = %self.local_addr, %report, "shut down");
         report
     }

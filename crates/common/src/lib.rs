@@ -55,5 +55,7 @@ pub use handle::{ServerHandle, Serving};
 pub use pool::{Pool, PoolClient, Pooled};
 pub use registry::Registry;
 pub use slot::{CallSlot, FollowEnd, Reply, SlotPool, SlotToken, LARGE_VALUE};
-pub use stats::{stop_loops, ClientStats, ConnTally, Cut, ServerCounters, ServerStats, ShutdownReport};
+pub use stats::{
+    stop_loops, ClientStats, ConnTally, Cut, Refusal, Refusals, ServerCounters, ServerStats, ShutdownReport,
+};
 pub use work::{Blocking, OwnedRequest, Timer};

@@ -1,14 +1,142 @@
 //! Server counters, the report of a graceful shutdown, and a client's counters.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::OnceLock;
+use std::time::Instant;
 
-use fastwire_proto::{Connection, Error, ServerConn};
+use fastwire_proto::{Connection, Error, HandshakeError, ServerConn};
+
+/// Why a server refused a connection before serving it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// `max_connections` were open.
+    ConnectionLimit,
+    /// The client's handshake (fastrpc's, or TLS's) did not finish within
+    /// `handshake_timeout`.
+    HandshakeTimeout,
+    /// The client's fastrpc handshake did not match this server's settings
+    /// (sniff header, protocol version, compression).
+    Handshake,
+    /// A plaintext client on a server that requires TLS.
+    TlsRequired,
+    /// A client asked for TLS, which this server does not serve.
+    TlsNotServed,
+    /// The TLS handshake failed: a certificate refused (by either side), or
+    /// bytes that are not TLS.
+    Tls,
+}
+
+impl Refusal {
+    const ALL: [Refusal; 6] = [
+        Refusal::ConnectionLimit,
+        Refusal::HandshakeTimeout,
+        Refusal::Handshake,
+        Refusal::TlsRequired,
+        Refusal::TlsNotServed,
+        Refusal::Tls,
+    ];
+
+    /// The refusal a connection's error before its handshake was done stands for.
+    pub fn of(error: &Error) -> Option<Refusal> {
+        match error {
+            Error::Handshake(HandshakeError::TlsRequired) => Some(Refusal::TlsRequired),
+            Error::Handshake(HandshakeError::TlsRequested) => Some(Refusal::TlsNotServed),
+            Error::Handshake(_) => Some(Refusal::Handshake),
+            Error::Tls(_) => Some(Refusal::Tls),
+            _ => None,
+        }
+    }
+
+    /// A few words for logs and reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::ConnectionLimit => "max_connections open",
+            Refusal::HandshakeTimeout => "no handshake within handshake_timeout",
+            Refusal::Handshake => "handshake mismatch",
+            Refusal::TlsRequired => "plaintext client, TLS required",
+            Refusal::TlsNotServed => "TLS asked, not served",
+            Refusal::Tls => "TLS handshake failed",
+        }
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Connections a server refused, by reason (see [`Refusal`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Refusals {
+    /// `max_connections` were open.
+    pub connection_limit: u64,
+    /// No handshake within `handshake_timeout`.
+    pub handshake_timeout: u64,
+    /// A fastrpc handshake that did not match (sniff header, version, compression).
+    pub handshake: u64,
+    /// Plaintext clients on a server that requires TLS.
+    pub tls_required: u64,
+    /// Clients that asked for TLS, which the server does not serve.
+    pub tls_not_served: u64,
+    /// Failed TLS handshakes (a certificate refused, not TLS at all).
+    pub tls: u64,
+}
+
+impl Refusals {
+    /// All of them.
+    pub fn total(&self) -> u64 {
+        Refusal::ALL.iter().map(|r| self.get(*r)).sum()
+    }
+
+    /// The count of one reason.
+    pub fn get(&self, reason: Refusal) -> u64 {
+        match reason {
+            Refusal::ConnectionLimit => self.connection_limit,
+            Refusal::HandshakeTimeout => self.handshake_timeout,
+            Refusal::Handshake => self.handshake,
+            Refusal::TlsRequired => self.tls_required,
+            Refusal::TlsNotServed => self.tls_not_served,
+            Refusal::Tls => self.tls,
+        }
+    }
+}
+
+impl std::fmt::Display for Refusals {
+    /// `3 refused (2 TLS handshake failed, 1 no handshake within handshake_timeout)`, or `none refused`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let total = self.total();
+        if total == 0 {
+            return f.write_str("none refused");
+        }
+        write!(f, "{total} refused (")?;
+        let mut first = true;
+        for reason in Refusal::ALL {
+            let n = self.get(reason);
+            if n > 0 {
+                write!(f, "{}{n} {reason}", if first { "" } else { ", " })?;
+                first = false;
+            }
+        }
+        f.write_str(")")
+    }
+}
+
+/// At most this many refusals are logged per second; the rest are counted
+/// and the next line logged says how many were not.
+const REFUSALS_LOGGED_PER_SECOND: u64 = 10;
 
 /// Live counters of a server, updated by its connections.
 #[derive(Debug, Default)]
 pub struct ServerCounters {
     accepted: AtomicU64,
-    refused: AtomicU64,
+    refused: [AtomicU64; 6],
+    /// The second (since the process's first refusal log) whose log lines
+    /// `logged` counts, and the lines not logged since the last one that was.
+    log_second: AtomicU64,
+    logged: AtomicU64,
+    unlogged: AtomicU64,
     open: AtomicUsize,
     requests: AtomicU64,
     protocol_errors: AtomicU64,
@@ -25,8 +153,9 @@ pub struct ServerCounters {
 pub struct ServerStats {
     /// Connections accepted and served.
     pub accepted: u64,
-    /// Connections accepted and closed at once because `max_connections` were open.
-    pub refused: u64,
+    /// Connections refused before they were served, by reason (at once
+    /// for `max_connections`, or at their handshake).
+    pub refused: Refusals,
     /// Connections open now.
     pub open: usize,
     /// Requests served (fire-and-forget included).
@@ -55,7 +184,7 @@ impl ServerCounters {
         let mut open = self.open.load(Relaxed);
         loop {
             if open >= max {
-                self.refused.fetch_add(1, Relaxed);
+                self.refuse(Refusal::ConnectionLimit, None, &format_args!("max_connections ({max}) are open"));
                 return false;
             }
             match self.open.compare_exchange_weak(open, open + 1, Relaxed, Relaxed) {
@@ -86,16 +215,55 @@ impl ServerCounters {
     }
 
     /// Counts why a connection's state machine failed (a handler panic or a
-    /// protocol error), logs it, and returns the reason to close with.
-    pub fn connection_failed(&self, error: &Error) -> &'static str {
+    /// protocol error), logs it, and returns the reason to close with. An
+    /// error before the handshake was done is a refusal: counted by its
+    /// reason and logged (at most [`REFUSALS_LOGGED_PER_SECOND`] a second).
+    pub fn connection_failed(&self, conn: &ServerConn, error: &Error) -> &'static str {
         if let Error::HandlerPanicked { .. } = error {
             self.handler_panics.fetch_add(1, Relaxed);
             tracing::error!(error = %error, "closing a connection: handler panic");
-            "handler panic"
+            return "handler panic";
+        }
+        self.protocol_error();
+        match Refusal::of(error).filter(|_| !conn.is_handshake_done()) {
+            Some(reason) => {
+                self.refuse(reason, conn.peer_addr(), error);
+                "refused at the handshake"
+            }
+            None => {
+                tracing::debug!(peer = ?conn.peer_addr(), error = %error, "closing a connection: protocol error");
+                "protocol error"
+            }
+        }
+    }
+
+    /// Counts (and logs) a connection whose handshake did not finish
+    /// within `handshake_timeout`: a protocol error, and a refusal.
+    pub fn handshake_timed_out(&self, conn: &ServerConn) {
+        self.protocol_error();
+        let why = "its handshake (fastrpc's, or TLS's) did not finish within handshake_timeout";
+        self.refuse(Refusal::HandshakeTimeout, conn.peer_addr(), &why);
+    }
+
+    /// Counts a refusal and logs it, at most [`REFUSALS_LOGGED_PER_SECOND`]
+    /// lines a second (a flood of bad clients must not flood the log).
+    fn refuse(&self, reason: Refusal, peer: Option<SocketAddr>, why: &dyn std::fmt::Display) {
+        self.refused[reason as usize].fetch_add(1, Relaxed);
+        static START: OnceLock<Instant> = OnceLock::new();
+        let second = START.get_or_init(Instant::now).elapsed().as_secs();
+        if self.log_second.swap(second, Relaxed) != second {
+            self.logged.store(0, Relaxed);
+        }
+        if self.logged.fetch_add(1, Relaxed) >= REFUSALS_LOGGED_PER_SECOND {
+            self.unlogged.fetch_add(1, Relaxed);
+            return;
+        }
+        let unlogged = self.unlogged.swap(0, Relaxed);
+        let peer = peer.map_or_else(|| "a client".to_owned(), |p| p.to_string());
+        if unlogged > 0 {
+            tracing::warn!(%reason, "refused {peer}: {why} ({unlogged} more refusals not logged before this one)");
         } else {
-            self.protocol_error();
-            tracing::debug!(error = %error, "closing a connection: protocol error");
-            "protocol error"
+            tracing::warn!(%reason, "refused {peer}: {why}");
         }
     }
 
@@ -103,7 +271,14 @@ impl ServerCounters {
     pub fn snapshot(&self) -> ServerStats {
         ServerStats {
             accepted: self.accepted.load(Relaxed),
-            refused: self.refused.load(Relaxed),
+            refused: Refusals {
+                connection_limit: self.refused[Refusal::ConnectionLimit as usize].load(Relaxed),
+                handshake_timeout: self.refused[Refusal::HandshakeTimeout as usize].load(Relaxed),
+                handshake: self.refused[Refusal::Handshake as usize].load(Relaxed),
+                tls_required: self.refused[Refusal::TlsRequired as usize].load(Relaxed),
+                tls_not_served: self.refused[Refusal::TlsNotServed as usize].load(Relaxed),
+                tls: self.refused[Refusal::Tls as usize].load(Relaxed),
+            },
             open: self.open.load(Relaxed),
             requests: self.requests.load(Relaxed),
             protocol_errors: self.protocol_errors.load(Relaxed),
@@ -223,14 +398,17 @@ pub struct ShutdownReport {
     /// Deferred calls still unanswered on cut-off connections (their
     /// responders' answers are discarded).
     pub deferred_cut: u64,
+    /// Connections refused over the server's life, by reason.
+    pub refused: Refusals,
 }
 
 impl std::fmt::Display for ShutdownReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} connections closed gracefully, {} cut off ({} responses not delivered, {} deferred calls unanswered)",
-            self.closed_gracefully, self.cut_off, self.responses_lost, self.deferred_cut
+            "{} connections closed gracefully, {} cut off ({} responses not delivered, {} deferred calls unanswered); \
+             over its life, {}",
+            self.closed_gracefully, self.cut_off, self.responses_lost, self.deferred_cut, self.refused
         )
     }
 }
@@ -248,7 +426,8 @@ mod tests {
         c.close();
         assert!(c.try_open(2));
         let s = c.snapshot();
-        assert_eq!((s.accepted, s.refused, s.open), (3, 1, 2));
+        assert_eq!((s.accepted, s.refused.connection_limit, s.open), (3, 1, 2));
+        assert_eq!(s.refused.to_string(), "1 refused (1 max_connections open)");
     }
 }
 

@@ -225,7 +225,7 @@ pub(crate) async fn serve<H: Handler + 'static>(
             }
         }
         if let Some(e) = failed {
-            break shared.counters.connection_failed(&e);
+            break shared.counters.connection_failed(&conn, &e);
         }
         let stopping = shared.stopping.load(Ordering::Acquire);
         if !reading || stopping {
@@ -285,7 +285,7 @@ pub(crate) async fn serve<H: Handler + 'static>(
             }
             Err(e) if matches!(e.kind(), io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock) => {
                 if !conn.is_handshake_done() {
-                    shared.counters.protocol_error();
+                    shared.counters.handshake_timed_out(&conn);
                     break "no handshake within handshake_timeout";
                 }
                 if conn.deferred_in_flight() > 0 {

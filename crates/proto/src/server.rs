@@ -126,6 +126,11 @@ impl ServerConn {
         self.peer = peer;
     }
 
+    /// The client's address, if the backend told it ([`set_peer_addr`](Self::set_peer_addr)).
+    pub fn peer_addr(&self) -> Option<std::net::SocketAddr> {
+        self.peer
+    }
+
     /// Deferred requests whose responses have not arrived yet.
     pub fn deferred_in_flight(&self) -> usize {
         self.deferred

@@ -103,7 +103,7 @@ impl ConnState {
 
     fn fail(&mut self, error: &Error, counters: &ServerCounters) {
         if !std::mem::replace(&mut self.failed, true) {
-            counters.connection_failed(error);
+            counters.connection_failed(&self.conn, error);
         }
     }
 }
@@ -224,7 +224,7 @@ fn read_loop(socket: &TcpStream, shared: &ConnShared, server: &Shared, handler: 
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
                 if !handshake_done {
-                    server.counters.protocol_error();
+                    server.counters.handshake_timed_out(&shared.lock().conn);
                     break "no handshake within handshake_timeout";
                 }
                 if config.idle_timeout.is_some_and(|limit| last_activity.elapsed() >= limit) {

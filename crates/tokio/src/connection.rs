@@ -149,7 +149,7 @@ pub(crate) async fn serve<H: ConnHandler>(
             }
         }
         if let Some(e) = failed {
-            break shared.counters.connection_failed(&e);
+            break shared.counters.connection_failed(&conn, &e);
         }
         if !reading {
             // The client closed its side: only deferred answers are awaited.
@@ -191,7 +191,7 @@ pub(crate) async fn serve<H: ConnHandler>(
             Ok(Err(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {} // a spurious wake-up
             Ok(Err(_)) => break "read error",
             Err(_) if !conn.is_handshake_done() => {
-                shared.counters.protocol_error();
+                shared.counters.handshake_timed_out(&conn);
                 break "no handshake within handshake_timeout";
             }
             Err(_) if conn.deferred_in_flight() > 0 => last_activity = Instant::now(), // waiting is not idleness

@@ -309,7 +309,7 @@ impl Conn {
                         let result = self.proto.process(ctx.handler);
                         self.tally.sync(&self.proto, ctx.counters);
                         if let Err(e) = result {
-                            ctx.counters.connection_failed(&e);
+                            ctx.counters.connection_failed(&self.proto, &e);
                             self.failed = true;
                             self.phase = Phase::Draining { linger: true };
                         }
@@ -328,7 +328,7 @@ impl Conn {
                         let collected = self.proto.collect_deferred();
                         self.tally.sync(&self.proto, ctx.counters);
                         if let (Err(e), false) = (collected, self.failed) {
-                            ctx.counters.connection_failed(&e);
+                            ctx.counters.connection_failed(&self.proto, &e);
                             self.failed = true;
                         }
                         self.timeouts.active(ctx.now);
@@ -439,7 +439,7 @@ impl Conn {
                     }
                     Verdict::BeginClose { protocol_error } => {
                         if protocol_error {
-                            counters.protocol_error();
+                            counters.handshake_timed_out(&self.proto);
                         }
                         self.begin_close();
                         Some(Step::Keep)
