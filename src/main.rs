@@ -274,6 +274,13 @@ struct LoadArgs {
     /// Also count allocations of this process, in a second run.
     #[arg(long)]
     count_allocations: bool,
+    /// Each call's deadline: a call not answered within it fails the run.
+    #[arg(long, default_value = "30s", value_parser = duration)]
+    call_timeout: Duration,
+    /// Do not check the replies against the demo service's answers (which
+    /// `fastwire serve` gives): for loading another fastrpc service.
+    #[arg(long)]
+    no_check: bool,
     /// Ask the server for TLS (Mozilla's root authorities are trusted unless --tls-ca is given).
     #[arg(long)]
     tls: bool,
@@ -555,6 +562,8 @@ fn load(args: LoadArgs) -> Result<(), Box<dyn std::error::Error>> {
         rate,
         sniff: args.sniff.into_bytes(),
         version: args.version,
+        check_replies: !args.no_check,
+        call_timeout: args.call_timeout,
         ..d
     };
     if let Some(why) = args.client.unavailable() {
@@ -585,6 +594,24 @@ fn load(args: LoadArgs) -> Result<(), Box<dyn std::error::Error>> {
     let rows = vec![Row::new(&format!("{client} client"), &spec, &timed, counted.as_ref(), env)];
     print!("{}", report::table(&rows));
     write_outputs(&rows, &args.outputs)?;
+    // A run is a success only if it was one: calls completed, none failed
+    // (a failure ends the run above), and the server answered only what
+    // was asked.
+    let unsolicited = timed.unsolicited + counted.as_ref().map_or(0, |c| c.unsolicited);
+    if unsolicited > 0 {
+        return Err(format!(
+            "the server sent {unsolicited} responses for no call in progress (ids never requested, \
+             answers given twice, or answers after their call gave up): it is not a correct fastrpc server"
+        )
+        .into());
+    }
+    if timed.ops == 0 {
+        return Err(format!(
+            "no call completed in the {:?} window: the server at {addr} accepted the connections but answered nothing",
+            args.duration
+        )
+        .into());
+    }
     Ok(())
 }
 

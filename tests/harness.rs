@@ -20,7 +20,7 @@ fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
 }
 
 /// The keys `--json` promises, exactly.
-const KEYS: [&str; 18] = [
+const KEYS: [&str; 19] = [
     "allocs_per_op",
     "backend",
     "compress",
@@ -37,6 +37,7 @@ const KEYS: [&str; 18] = [
     "seconds",
     "server_cpu_ns_per_op",
     "server_rss_bytes",
+    "unsolicited",
     "value_size",
     "workload",
 ];
@@ -58,6 +59,11 @@ fn check_row(row: &Value) {
     assert_eq!(keys, KEYS, "{row}");
     assert!(row["ops"].as_u64().unwrap() > 0, "{row}");
     assert!(row["ns_per_op"].as_f64().unwrap() > 0.0, "{row}");
+    // No latency is stamped with a clock reading taken before its call began.
+    for key in ["p50_ns", "p99_ns", "p999_ns"] {
+        assert!(row[key].as_u64().is_none_or(|ns| ns > 0), "{key} of 0 ns: {row}");
+    }
+    assert_eq!(row["unsolicited"].as_u64(), Some(0), "{row}");
     let env = &row["env"];
     for key in ["threads", "kernel", "cpus", "rustc", "commit", "date", "build"] {
         assert!(!env[key].is_null(), "env lacks {key}: {row}");

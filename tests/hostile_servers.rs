@@ -225,7 +225,9 @@ fn silent_server_times_the_handshake_out() {
 
 #[test]
 fn garbage_http_and_wrong_handshakes_are_refused() {
-    let cases: [(&'static [u8], &str, fn(&Error) -> bool); 5] = [
+    /// The server's handshake answer, what it is, and the error it must give.
+    type Case = (&'static [u8], &'static str, fn(&Error) -> bool);
+    let cases: [Case; 5] = [
         (b"\xff\xfe\xfd\xfc garbage", "garbage", |e| {
             matches!(e, Error::Handshake(HandshakeError::VersionMismatch { .. }))
         }),

@@ -125,6 +125,7 @@ fn ideal(spec: &Spec) -> Option<Sample> {
     let ops = (1.0 / seconds_per_op).round() as u64;
     Some(Sample {
         ops,
+        unsolicited: 0,
         seconds: 1.0,
         bytes: ops * spec.response_size() as u64,
         latency: None,

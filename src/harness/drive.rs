@@ -22,6 +22,12 @@
 //!
 //! A run is either timed (latency recorded) or counted (allocations
 //! counted, nothing timed): allocs/op is never taken from a timed run.
+//!
+//! A run tells the truth or fails: every reply is checked against the
+//! demo service's answer (unless [`Spec::check_replies`] is off), the first
+//! failed call ends the whole run at once with its error, and the
+//! responses the server sent for no call in progress are counted
+//! ([`Sample::unsolicited`]).
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -83,6 +89,10 @@ pub enum Mode {
 pub struct Sample {
     /// Operations completed in the window.
     pub ops: u64,
+    /// Responses the server sent for no call in progress, over the run
+    /// (the clients' [`ClientStats`](fastwire_common::ClientStats)): a
+    /// correct server sends none.
+    pub unsolicited: u64,
     /// The window's length.
     pub seconds: f64,
     /// Response value bytes received in the window.
@@ -147,6 +157,24 @@ impl Control {
     pub(crate) fn phase(&self) -> u8 {
         self.phase.load(Relaxed)
     }
+
+    /// A load thread failed: every other one stops, and the window ends
+    /// now (the run reports the failure at once, not after the window).
+    pub(crate) fn abort(&self) {
+        self.phase.store(STOP, Relaxed);
+    }
+
+    /// Sleeps `length`, or less if a load thread aborts the run meanwhile.
+    fn sleep(&self, length: Duration) {
+        let until = Instant::now() + length;
+        while self.phase() != STOP {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            std::thread::sleep(left.min(Duration::from_millis(10)));
+        }
+    }
 }
 
 /// The measured window, as the coordinator saw it.
@@ -161,13 +189,14 @@ pub(crate) struct Window {
 /// `counter` (the server's handled requests, for fire-and-forget) is read
 /// as the window opens and closes.
 pub(crate) fn window(control: &Control, timing: &Timing, mode: Mode, counter: Option<&dyn Fn() -> u64>) -> Window {
-    std::thread::sleep(timing.warmup);
+    control.sleep(timing.warmup);
     let length = if mode == Mode::Timed { timing.measure } else { timing.count };
     let counted_before = counter.map(|c| c());
     let allocations_before = alloc::count();
-    control.phase.store(MEASURE, Relaxed);
+    // Not if a load thread has failed (and stopped the run) already.
+    let _ = control.phase.compare_exchange(WARMUP, MEASURE, Relaxed, Relaxed);
     let start = Instant::now();
-    std::thread::sleep(length);
+    control.sleep(length);
     control.phase.store(STOP, Relaxed);
     let seconds = start.elapsed().as_secs_f64();
     let allocations = alloc::count() - allocations_before;
@@ -181,11 +210,13 @@ pub(crate) struct Tally {
     pub(crate) ops: u64,
     pub(crate) bytes: u64,
     pub(crate) latency: Option<Histogram<u64>>,
+    /// Unsolicited responses its connections dropped (over the run).
+    pub(crate) unsolicited: u64,
 }
 
 impl Tally {
     pub(crate) fn new(mode: Mode, fire_and_forget: bool) -> Tally {
-        Tally { ops: 0, bytes: 0, latency: (mode == Mode::Timed && !fire_and_forget).then(histogram) }
+        Tally { ops: 0, bytes: 0, latency: (mode == Mode::Timed && !fire_and_forget).then(histogram), unsolicited: 0 }
     }
 
     #[inline]
@@ -208,6 +239,7 @@ impl Tally {
     pub(crate) fn merge(&mut self, other: Tally) {
         self.ops += other.ops;
         self.bytes += other.bytes;
+        self.unsolicited += other.unsolicited;
         if let (Some(mine), Some(theirs)) = (&mut self.latency, other.latency) {
             mine.add(theirs).expect("same bounds");
         }
@@ -219,6 +251,7 @@ impl Tally {
         let ops = if fire_and_forget { window.counted.unwrap_or(self.ops) } else { self.ops };
         Sample {
             ops,
+            unsolicited: self.unsolicited,
             seconds: window.seconds,
             bytes: self.bytes,
             latency: self.latency,
@@ -230,6 +263,28 @@ impl Tally {
 
 fn failed(what: &str, e: impl std::fmt::Display) -> String {
     format!("{what}: {e}")
+}
+
+/// Checks a reply against the demo service's answer, if checking.
+#[inline]
+fn check_reply(reply: &[u8], expected: Option<&[u8]>) -> Result<(), String> {
+    match expected {
+        Some(expected) if reply != expected => Err(wrong_reply(reply, expected)),
+        _ => Ok(()),
+    }
+}
+
+#[cold]
+fn wrong_reply(reply: &[u8], expected: &[u8]) -> String {
+    let start = |b: &[u8]| b[..b.len().min(24)].escape_ascii().to_string();
+    format!(
+        "a reply is not the demo service's answer: {} bytes \"{}\"..., expected {} bytes \"{}\"... \
+         (--no-check to load a service other than fastwire's demo)",
+        reply.len(),
+        start(reply),
+        expected.len(),
+        start(expected)
+    )
 }
 
 /// Closed loop (or fire-and-forget, for `nowait`) through the client of
@@ -271,7 +326,9 @@ fn gather(
     for worker in workers {
         match worker.join().expect("load thread panicked") {
             Ok(tally) => total.merge(tally),
-            Err(e) => error = Some(e),
+            Err(e) => {
+                error.get_or_insert(e);
+            }
         }
     }
     match error {
@@ -304,21 +361,28 @@ fn closed_threads<D: Driver>(
     let clients: Vec<Client<D>> = connect(addr, spec)?;
     let (name, value) = spec.request();
     let slow = spec.slow_request();
+    let expected = Expected::of(spec);
     let fire = spec.workload.is_fire_and_forget();
     let control = Control::default();
     let result = std::thread::scope(|s| {
         let workers: Vec<_> = clients
             .iter()
             .map(|client| {
-                let (name, value, control) = (&name, &value, &control);
+                let (name, value, control, expected) = (&name, &value, &control, &expected);
                 let slow = spec.workload.slow_every().map(|every| (every, &slow.0[..], &slow.1[..]));
                 s.spawn(move || {
                     let tally = if fire {
-                        send_loop(client, name, value, control, mode)
+                        send_loop(client, name, value, control, mode).map_err(|e| failed("calling", e))
                     } else {
-                        pipeline(client, spec.depth.max(1), (name, value), slow, control, mode)
+                        pipeline(client, spec.depth.max(1), (name, value), slow, expected, control, mode)
                     };
-                    tally.map_err(|e| failed("calling", e))
+                    if tally.is_err() {
+                        control.abort();
+                    }
+                    tally.map(|mut tally| {
+                        tally.unsolicited = client.stats().unsolicited_responses;
+                        tally
+                    })
                 })
             })
             .collect();
@@ -332,6 +396,30 @@ fn closed_threads<D: Driver>(
 /// A `mixed` connection's slow calls: one in `.0`, with this name and value.
 type Slow<'a> = Option<(u64, &'a [u8], &'a [u8])>;
 
+/// The answers every reply is checked against: the workload's call's and
+/// its slow call's (`None`: not checked, see [`Spec::check_replies`]).
+pub(crate) struct Expected {
+    call: Option<Vec<u8>>,
+    slow: Option<Vec<u8>>,
+}
+
+impl Expected {
+    pub(crate) fn of(spec: &Spec) -> Expected {
+        let (name, value) = spec.request();
+        let (slow_name, slow_value) = spec.slow_request();
+        Expected { call: spec.expected_reply(&name, &value), slow: spec.expected_reply(&slow_name, &slow_value) }
+    }
+
+    #[inline]
+    fn of_call(&self, slow: bool) -> Option<&[u8]> {
+        if slow {
+            self.slow.as_deref()
+        } else {
+            self.call.as_deref()
+        }
+    }
+}
+
 /// Whether call number `n` of a connection is one of its slow calls.
 #[inline]
 fn is_slow(slow: Slow<'_>, n: u64) -> bool {
@@ -340,10 +428,13 @@ fn is_slow(slow: Slow<'_>, n: u64) -> bool {
 
 /// One connection's calls: `depth` in flight; each completion is timed and
 /// replaced at once. The moment a call completes is the moment its
-/// replacement starts, and the clock is read only when a wait had to wait:
-/// a call found already done was completed before the last reading
-/// (responses come in batches, and the caller's last wait read the batch),
-/// so the last reading is its completion time, the closest one to it. With `slow` (`mixed`), every n-th
+/// replacement starts. The clock is read when a wait had to wait, and when
+/// a call found already done started at the last reading: a call found
+/// done that started before the last reading was most likely completed
+/// before it (responses come in batches, and the caller's last wait read
+/// the batch), so that reading, taken after the call began, is its
+/// completion time; a call that started at the last reading needs a new
+/// one (the old one would make its latency zero). With `slow` (`mixed`), every n-th
 /// call is a slow one, counted but left out of the latency figures; slow
 /// calls wait in a queue of their own, so that an instant call is never
 /// timed late because a slow one ahead of it is still running.
@@ -358,9 +449,10 @@ fn pipeline<D: Driver>(
     depth: usize,
     (name, value): (&[u8], &[u8]),
     slow: Slow<'_>,
+    expected: &Expected,
     control: &Control,
     mode: Mode,
-) -> Result<Tally, ClientError> {
+) -> Result<Tally, String> {
     let mut tally = Tally::new(mode, false);
     let mut in_flight = VecDeque::with_capacity(depth);
     let mut slow_in_flight = VecDeque::new();
@@ -376,7 +468,7 @@ fn pipeline<D: Driver>(
         Ok::<(), ClientError>(())
     };
     for _ in 0..depth {
-        start(n, now, &mut in_flight, &mut slow_in_flight)?;
+        start(n, now, &mut in_flight, &mut slow_in_flight).map_err(|e| failed("calling", e))?;
         n += 1;
     }
     let result = loop {
@@ -394,10 +486,13 @@ fn pipeline<D: Driver>(
         };
         let waits = !call.is_done();
         let len = match call.wait() {
-            Ok(reply) => reply.len(),
-            Err(e) => break Err(e),
+            Ok(reply) => match check_reply(&reply, expected.of_call(was_slow)) {
+                Ok(()) => reply.len(),
+                Err(e) => break Err(e),
+            },
+            Err(e) => break Err(failed("calling", e)),
         };
-        if waits {
+        if waits || started == now {
             now = Stamp::now();
         }
         if phase == MEASURE {
@@ -408,7 +503,7 @@ fn pipeline<D: Driver>(
             }
         }
         if let Err(e) = start(n, now, &mut in_flight, &mut slow_in_flight) {
-            break Err(e);
+            break Err(failed("calling", e));
         }
         n += 1;
     };
@@ -455,14 +550,15 @@ fn closed_tokio(
     let config = spec.client_config();
     let (name, value) = spec.request();
     let slow = spec.slow_request();
+    let expected = Arc::new(Expected::of(spec));
     let fire = spec.workload.is_fire_and_forget();
     let control = Arc::new(Control::default());
     let ready = Barrier::new(spec.connections + 1);
     std::thread::scope(|s| {
         let workers: Vec<_> = (0..spec.connections)
             .map(|_| {
-                let (config, name, value, control, ready, slow) =
-                    (config.clone(), &name, &value, Arc::clone(&control), &ready, &slow);
+                let (config, name, value, control, ready, slow, expected) =
+                    (config.clone(), &name, &value, Arc::clone(&control), &ready, &slow, &expected);
                 s.spawn(move || -> Result<Tally, String> {
                     let runtime = tokio::runtime::Builder::new_current_thread()
                         .enable_all()
@@ -471,12 +567,16 @@ fn closed_tokio(
                     runtime.block_on(async move {
                         let client = fastwire_tokio::Client::new(addr, config);
                         let connected = client.wait_connected().await;
+                        if connected.is_err() {
+                            control.abort();
+                        }
                         ready.wait();
                         connected.map_err(|e| failed("connecting", e))?;
                         CONNECTION.with(|c| c.start(Tally::new(mode, fire)));
                         let callers: Vec<_> = (0..if fire { 1 } else { spec.depth.max(1) })
                             .map(|_| {
-                                let (client, control) = (client.clone(), Arc::clone(&control));
+                                let (client, control, expected) =
+                                    (client.clone(), Arc::clone(&control), Arc::clone(expected));
                                 let calls = Calls {
                                     request: (name.clone(), value.clone()),
                                     slow: spec.workload.slow_every().map(|every| (every, slow.clone())),
@@ -490,18 +590,27 @@ fn closed_tokio(
                                 // calls instead of per ~430; the client alone
                                 // 280 ns/op there against 171 here, medians of
                                 // three alternations, see the tokio chapter).
-                                tokio::spawn(async move { tokio_caller(&client, &calls, &control, fire).await })
+                                tokio::spawn(async move {
+                                    let result = tokio_caller(&client, &calls, &expected, &control, fire).await;
+                                    if result.is_err() {
+                                        control.abort();
+                                    }
+                                    result
+                                })
                             })
                             .collect();
                         let mut result = Ok(());
                         for caller in callers {
                             if let Err(e) = caller.await.expect("caller task panicked") {
-                                result = Err(failed("calling", e));
+                                result = result.and(Err(e));
                             }
                         }
+                        let unsolicited = client.stats().unsolicited_responses;
                         client.close();
                         result?;
-                        Ok(CONNECTION.with(ConnectionTally::finish))
+                        let mut tally = CONNECTION.with(ConnectionTally::finish);
+                        tally.unsolicited = unsolicited;
+                        Ok(tally)
                     })
                 })
             })
@@ -583,9 +692,10 @@ impl Calls {
 async fn tokio_caller(
     client: &fastwire_tokio::Client,
     calls: &Calls,
+    expected: &Expected,
     control: &Control,
     fire: bool,
-) -> Result<(), ClientError> {
+) -> Result<(), String> {
     let mut started = Stamp::now();
     let mut sent = 0u32;
     loop {
@@ -595,7 +705,7 @@ async fn tokio_caller(
         }
         let (name, value, timed) = calls.next();
         let len = if fire {
-            client.send(name, value).await?;
+            client.send(name, value).await.map_err(|e| failed("calling", e))?;
             // `send` only waits when 4 MiB are queued; yield now and then so
             // that the connection's writer, on this same thread, gets to run.
             sent = sent.wrapping_add(1);
@@ -604,7 +714,9 @@ async fn tokio_caller(
             }
             0
         } else {
-            client.call(name, value).await?.len()
+            let reply = client.call(name, value).await.map_err(|e| failed("calling", e))?;
+            check_reply(&reply, expected.of_call(!timed))?;
+            reply.len()
         };
         let now = Stamp::now();
         if phase == MEASURE {
@@ -655,6 +767,8 @@ pub fn open_loop(addr: SocketAddr, spec: &Spec, timing: &Timing, mode: Mode) -> 
     let control = Arc::new(Control::default());
     let tally = Arc::new(Mutex::new(Tally::new(mode, false)));
     let errors = Arc::new(AtomicU64::new(0));
+    let first_error = Arc::new(Mutex::new(None));
+    let expected = Arc::new(spec.expected_reply(&name, &value));
     let mut queues = Vec::new();
     let mut callers = Vec::new();
     for client in &clients {
@@ -663,19 +777,26 @@ pub fn open_loop(addr: SocketAddr, spec: &Spec, timing: &Timing, mode: Mode) -> 
             queues.push(tx);
             let (client, name, value) = (client.clone(), Arc::clone(&name), Arc::clone(&value));
             let (control, tally, errors) = (Arc::clone(&control), Arc::clone(&tally), Arc::clone(&errors));
+            let (first_error, expected) = (Arc::clone(&first_error), Arc::clone(&expected));
             callers.push(runtime.spawn(async move {
                 while let Some(intended) = rx.recv().await {
                     let phase = control.phase();
                     if phase == STOP {
                         break;
                     }
-                    match client.call(&name, &value).await {
+                    let checked = match client.call(&name, &value).await {
+                        Ok(reply) => check_reply(&reply, expected.as_deref()).map(|()| reply),
+                        Err(e) => Err(failed("calling", e)),
+                    };
+                    match checked {
                         Ok(reply) if phase == MEASURE => {
                             tally.lock().unwrap().record(reply.len(), intended.elapsed());
                         }
                         Ok(_) => {}
-                        Err(_) => {
+                        Err(e) => {
                             errors.fetch_add(1, Relaxed);
+                            first_error.lock().unwrap().get_or_insert(e);
+                            control.abort();
                         }
                     }
                 }
@@ -694,12 +815,15 @@ pub fn open_loop(addr: SocketAddr, spec: &Spec, timing: &Timing, mode: Mode) -> 
             let _ = caller.await;
         }
     });
+    let unsolicited = clients.iter().map(|c| c.stats().unsolicited_responses).sum();
     clients.iter().for_each(fastwire_tokio::Client::close);
     let failures = errors.load(Relaxed);
     if failures > 0 {
-        return Err(format!("{failures} calls failed"));
+        let first = first_error.lock().unwrap().take().unwrap_or_default();
+        return Err(format!("{failures} calls failed; the first: {first}"));
     }
-    let tally = Arc::try_unwrap(tally).ok().expect("callers finished").into_inner().unwrap();
+    let mut tally = Arc::try_unwrap(tally).ok().expect("callers finished").into_inner().unwrap();
+    tally.unsolicited = unsolicited;
     Ok(tally.into_sample(result, false))
 }
 
@@ -761,11 +885,12 @@ fn precise_sleeps() {
 pub fn handshakes(addr: SocketAddr, spec: &Spec, timing: &Timing, mode: Mode) -> Result<Sample, String> {
     let config = spec.client_config();
     let (name, value) = spec.request();
+    let expected = spec.expected_reply(&name, &value);
     let control = Control::default();
     std::thread::scope(|s| {
         let workers: Vec<_> = (0..spec.connections.max(1))
             .map(|_| {
-                let (config, name, value, control) = (&config, &name, &value, &control);
+                let (config, name, value, control, expected) = (&config, &name, &value, &control, &expected);
                 s.spawn(move || {
                     let mut tally = Tally::new(mode, false);
                     let mut buf = vec![0u8; 16 * 1024];
@@ -775,10 +900,18 @@ pub fn handshakes(addr: SocketAddr, spec: &Spec, timing: &Timing, mode: Mode) ->
                             return Ok(tally);
                         }
                         let start = Instant::now();
-                        let got = one_connection(addr, config, name, value, &mut buf)
-                            .map_err(|e| failed("a new connection", e))?;
+                        let got = one_connection(addr, config, (name, value), expected.as_deref(), &mut buf)
+                            .map_err(|e| failed("a new connection", e));
+                        let (len, unsolicited) = match got {
+                            Ok(got) => got,
+                            Err(e) => {
+                                control.abort();
+                                return Err(e);
+                            }
+                        };
+                        tally.unsolicited += unsolicited;
                         if phase == MEASURE {
-                            tally.record(got, start.elapsed());
+                            tally.record(len, start.elapsed());
                         }
                     }
                 })
@@ -790,14 +923,15 @@ pub fn handshakes(addr: SocketAddr, spec: &Spec, timing: &Timing, mode: Mode) ->
 }
 
 /// One connection of the `handshakes` workload: connect, handshake, one
-/// call, close. Returns the response's length.
+/// call (its reply checked against `expected`), close. Returns the reply's
+/// length and the unsolicited responses that came before it.
 fn one_connection(
     addr: SocketAddr,
     config: &fastwire_proto::ClientConfig,
-    name: &[u8],
-    value: &[u8],
+    (name, value): (&[u8], &[u8]),
+    expected: Option<&[u8]>,
     buf: &mut [u8],
-) -> Result<usize, String> {
+) -> Result<(usize, u64), String> {
     use fastwire_proto::Connection;
     use std::io::{Read, Write};
     let io = |e: std::io::Error| e.to_string();
@@ -824,9 +958,10 @@ fn one_connection(
             return Err("the server closed the connection".into());
         }
         conn.received(&buf[..n]);
-        conn.process(|response, ()| reply = Some(response.value.len())).map_err(|e| e.to_string())?;
+        conn.process(|response, ()| reply = Some(check_reply(response.value, expected).map(|()| response.value.len())))
+            .map_err(|e| e.to_string())?;
         if let Some(len) = reply {
-            return Ok(len);
+            return Ok((len?, conn.unknown_responses()));
         }
     }
 }

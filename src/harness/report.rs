@@ -28,6 +28,9 @@ pub struct Row {
     pub compress: String,
     /// Operations in the timed window.
     pub ops: u64,
+    /// Responses the server sent for no call in progress, over the timed
+    /// run (a correct server sends none; `fastwire load` fails on any).
+    pub unsolicited: u64,
     /// The timed window's length.
     pub seconds: f64,
     /// Inverse throughput: window / operations.
@@ -71,6 +74,7 @@ impl Row {
                 spec.compress.name().to_owned()
             },
             ops: timed.ops,
+            unsolicited: timed.unsolicited,
             seconds: timed.seconds,
             ns_per_op: timed.ns_per_op(),
             mb_per_s: timed.mb_per_s(),

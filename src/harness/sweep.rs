@@ -141,6 +141,8 @@ pub fn run(
     let counted = counter.zip(before).map(|(c, b)| c() - b);
     Ok(Sample {
         ops,
+        // Its own client: a response it did not ask for is an error above.
+        unsolicited: 0,
         seconds: opened_at.elapsed().as_secs_f64().min(measure.as_secs_f64().max(1e-9)),
         bytes,
         latency: Some(latency),

@@ -100,6 +100,8 @@ impl Workload {
             version: 0,
             role: Role::Both,
             tls: None,
+            check_replies: true,
+            call_timeout: std::time::Duration::from_secs(30),
         };
         match self {
             Workload::Fastrpc => base,
@@ -216,6 +218,11 @@ pub struct Spec {
     pub role: Role,
     /// TLS on both sides (`None`: plaintext).
     pub tls: Option<crate::tls::SpecTls>,
+    /// Check every reply against the demo service's answer (on by default;
+    /// off to load a service other than fastwire's demo).
+    pub check_replies: bool,
+    /// Each call's deadline: a call not answered within it fails the run.
+    pub call_timeout: std::time::Duration,
 }
 
 impl Spec {
@@ -229,6 +236,19 @@ impl Spec {
             }
             _ => (Vec::new(), FASTRPC_VALUE.to_vec()),
         }
+    }
+
+    /// What every reply to a call of `name` with `value` must be when
+    /// replies are checked ([`check_replies`](Self::check_replies)): the
+    /// demo service's answer (see [`fastwire_proto::demo_handler`]).
+    pub fn expected_reply(&self, name: &[u8], value: &[u8]) -> Option<Vec<u8>> {
+        self.check_replies.then(|| {
+            if name.is_empty() {
+                fastwire_proto::FASTRPC_BENCH_BODY.to_vec()
+            } else {
+                [&b"re:"[..], value].concat()
+            }
+        })
     }
 
     /// Limits that let the largest `sizes` value (1 MiB, echoed with a
@@ -283,7 +303,7 @@ impl Spec {
         ClientConfig {
             protocol: self.protocol(),
             max_pending: self.depth.max(1000) * 2,
-            call_timeout: std::time::Duration::from_secs(30),
+            call_timeout: self.call_timeout,
             tls: self.tls.as_ref().map(|tls| tls.client.clone()),
             ..ClientConfig::default()
         }

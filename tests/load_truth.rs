@@ -1,0 +1,236 @@
+//! `fastwire load`, as a separate process, never reports a success it did
+//! not have: against scripted servers on 127.0.0.1 that answer wrong,
+//! answer what nobody asked, stop answering, or close, it exits non-zero
+//! with a message that says so, and it says so at once.
+
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How a scripted server behaves.
+#[derive(Clone, Copy)]
+enum Script {
+    /// Answers right, as the demo service does.
+    Right,
+    /// Answers every call with a value the demo service would not give.
+    Wrong,
+    /// Answers right, each answer preceded by one for an id never asked.
+    Unsolicited,
+    /// Answers right, and closes the connection after this many calls.
+    CloseAfter(usize),
+    /// Reads the calls and never answers.
+    Silent,
+}
+
+/// The demo service's answer (`fastwire_proto::demo_handler`).
+fn demo_answer(name: &[u8], value: &[u8]) -> Vec<u8> {
+    if name.is_empty() {
+        fastwire::proto::FASTRPC_BENCH_BODY.to_vec()
+    } else {
+        [&b"re:"[..], value].concat()
+    }
+}
+
+fn frame(id: u32, value: &[u8]) -> Vec<u8> {
+    [&id.to_le_bytes()[..], &(value.len() as u32).to_le_bytes(), value].concat()
+}
+
+/// Serves one connection by `script`, until the client closes.
+fn serve(stream: TcpStream, script: Script) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = BufWriter::new(stream);
+    let mut handshake = [0u8; 3];
+    if reader.read_exact(&mut handshake).is_err() || writer.write_all(&[0, 1, 0]).and_then(|()| writer.flush()).is_err()
+    {
+        return;
+    }
+    let le = |b: &[u8]| u32::from_le_bytes(b.try_into().unwrap()) as usize;
+    let mut calls = 0;
+    loop {
+        let mut head = [0u8; 8];
+        if reader.read_exact(&mut head).is_err() {
+            return;
+        }
+        let mut name = vec![0; le(&head[4..])];
+        let mut len = [0u8; 4];
+        if reader.read_exact(&mut name).and_then(|()| reader.read_exact(&mut len)).is_err() {
+            return;
+        }
+        let mut value = vec![0; le(&len)];
+        if reader.read_exact(&mut value).is_err() {
+            return;
+        }
+        let id = le(&head[..4]) as u32;
+        calls += 1;
+        let out = match script {
+            Script::Right => frame(id, &demo_answer(&name, &value)),
+            Script::Wrong => frame(id, b"not what the demo service says"),
+            Script::Unsolicited => {
+                [frame(id ^ 0x8000_0000, b"nobody asked"), frame(id, &demo_answer(&name, &value))].concat()
+            }
+            Script::CloseAfter(n) if calls > n => return,
+            Script::CloseAfter(_) => frame(id, &demo_answer(&name, &value)),
+            Script::Silent => continue,
+        };
+        if writer.write_all(&out).is_err() {
+            return;
+        }
+        // Flush once the calls read so far are answered.
+        if reader.buffer().is_empty() && writer.flush().is_err() {
+            return;
+        }
+    }
+}
+
+/// A scripted server on 127.0.0.1; stops accepting when dropped.
+struct Scripted {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+}
+
+impl Scripted {
+    fn start(script: Script) -> Scripted {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let until = Instant::now() + Duration::from_secs(120);
+            while !stopped.load(Ordering::Relaxed) && Instant::now() < until {
+                match listener.accept() {
+                    Ok((s, _)) => {
+                        s.set_nonblocking(false).unwrap();
+                        std::thread::spawn(move || serve(s, script));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(2)),
+                }
+            }
+        });
+        Scripted { addr, stop }
+    }
+}
+
+impl Drop for Scripted {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn load(addr: SocketAddr, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fastwire"))
+        .args(["load", "--addr", &addr.to_string()])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn said(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The clients this machine can run.
+fn clients() -> Vec<&'static str> {
+    ["std", "tokio", "mio", "glommio", "uring"]
+        .into_iter()
+        .filter(|c| match c.parse::<fastwire_bench::BackendKind>().unwrap().unavailable() {
+            Some(why) => {
+                eprintln!("skipped the {c} client: {why}");
+                false
+            }
+            None => true,
+        })
+        .collect()
+}
+
+#[test]
+fn a_right_server_passes_on_every_client_and_workload_shape() {
+    let server = Scripted::start(Script::Right);
+    for client in clients() {
+        let out = load(server.addr, &["--client", client, "--duration", "200ms", "--depth", "50"]);
+        assert!(out.status.success(), "{client}: {}", said(&out));
+    }
+    // Echoes, the open loop and new connections per call check their replies too.
+    for args in [
+        &["--workload", "pingpong", "--duration", "200ms"][..],
+        &["--workload", "conns", "--connections", "20", "--rate", "2000", "--duration", "200ms"],
+        &["--workload", "handshakes", "--duration", "200ms"],
+    ] {
+        let out = load(server.addr, args);
+        assert!(out.status.success(), "{args:?}: {}", said(&out));
+    }
+}
+
+#[test]
+fn wrong_answers_fail_the_run_unless_unchecked() {
+    let server = Scripted::start(Script::Wrong);
+    for client in clients() {
+        let out = load(server.addr, &["--client", client, "--duration", "200ms", "--depth", "10"]);
+        assert!(!out.status.success(), "{client}: a wrong answer passed");
+        assert!(
+            said(&out).contains("not the demo service's answer") && said(&out).contains("--no-check"),
+            "{client}: {}",
+            said(&out)
+        );
+    }
+    for args in [
+        &["--workload", "conns", "--connections", "4", "--rate", "1000", "--duration", "200ms"][..],
+        &["--workload", "handshakes", "--duration", "200ms"],
+    ] {
+        let out = load(server.addr, args);
+        assert!(
+            !out.status.success() && said(&out).contains("not the demo service's answer"),
+            "{args:?}: {}",
+            said(&out)
+        );
+    }
+    // Another service's answers are its own business.
+    let out = load(server.addr, &["--duration", "200ms", "--depth", "10", "--no-check"]);
+    assert!(out.status.success(), "--no-check: {}", said(&out));
+}
+
+#[test]
+fn unsolicited_responses_fail_the_run_and_are_reported() {
+    let server = Scripted::start(Script::Unsolicited);
+    let json = std::env::temp_dir().join(format!("fastwire-load-unsolicited-{}.json", std::process::id()));
+    for client in clients() {
+        let out = load(
+            server.addr,
+            &["--client", client, "--duration", "200ms", "--depth", "10", "--json", json.to_str().unwrap()],
+        );
+        assert!(!out.status.success(), "{client}: unsolicited responses passed");
+        assert!(said(&out).contains("for no call in progress"), "{client}: {}", said(&out));
+        let rows: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        assert!(rows[0]["unsolicited"].as_u64().unwrap() > 0, "{client}: {rows}");
+    }
+    let _ = std::fs::remove_file(&json);
+}
+
+#[test]
+fn a_lost_connection_fails_the_run_at_once() {
+    let server = Scripted::start(Script::CloseAfter(500));
+    for client in clients() {
+        // Warm-up and window: 12.5 s. The run must end long before.
+        let start = Instant::now();
+        let out = load(server.addr, &["--client", client, "--duration", "10s", "--depth", "10"]);
+        let took = start.elapsed();
+        assert!(!out.status.success(), "{client}: a lost connection passed");
+        assert!(said(&out).contains("the server closed the connection"), "{client}: {}", said(&out));
+        assert!(took < Duration::from_secs(8), "{client}: the failure was reported after {took:?}");
+    }
+}
+
+#[test]
+fn a_server_that_never_answers_fails_the_run() {
+    let server = Scripted::start(Script::Silent);
+    for client in clients() {
+        let out =
+            load(server.addr, &["--client", client, "--duration", "100ms", "--call-timeout", "1s", "--depth", "4"]);
+        assert!(!out.status.success(), "{client}: a silent server passed");
+        assert!(said(&out).contains("no response within 1s"), "{client}: {}", said(&out));
+    }
+}
