@@ -134,6 +134,10 @@ accept-storm backends="mio,mio-acceptor" threads="4" per_thread="2500":
 conformance:
     cargo test --test conformance
 
+# The flakiness check: the whole suite `runs` times under `hogs` busy loops.
+test-under-load runs="5" hogs="2":
+    bash scripts/test-under-load.sh {{runs}} {{hogs}}
+
 # Build the guide (mdBook; installs it with cargo if missing) into docs/book/.
 docs:
     bash scripts/build-docs.sh
