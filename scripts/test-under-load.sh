@@ -10,6 +10,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-5}
 hogs=${2:-2}
+logs=${CARGO_TARGET_DIR:-target}
+mkdir -p "$logs"
 cargo test --workspace --no-run --quiet
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
@@ -19,9 +21,10 @@ for _ in $(seq "$hogs"); do
 done
 for run in $(seq "$runs"); do
     start=$(date +%s)
-    if ! cargo test --workspace --quiet >"target/test-under-load-$run.log" 2>&1; then
-        echo "run $run of $runs failed under $hogs hogs: target/test-under-load-$run.log" >&2
-        grep -E "panicked|FAILED|failures:" "target/test-under-load-$run.log" | head -20 >&2
+    log="$logs/test-under-load-$run.log"
+    if ! cargo test --workspace --quiet >"$log" 2>&1; then
+        echo "run $run of $runs failed under $hogs hogs: $log" >&2
+        grep -E "panicked|FAILED|failures:" "$log" | head -20 >&2
         exit 1
     fi
     echo "run $run of $runs passed under $hogs hogs in $(( $(date +%s) - start )) s"
