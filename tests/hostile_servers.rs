@@ -10,11 +10,10 @@
 //! protocol crate, and every one of them stops by itself.
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use fastwire::proto::{ClientConfig, Error, HandshakeError, HandshakeStage, MessageError};
@@ -22,6 +21,9 @@ use fastwire::{ClientError, ClientStats};
 use fastwire_bench::backend::{blocking_client, BlockingClient};
 use fastwire_bench::tls::{TestPki, SERVER_NAME};
 use fastwire_bench::BackendKind;
+use scripted::{demo_answer, response, Scripted};
+
+mod scripted;
 
 /// The clients' handshake timeout here: short, so stalled handshakes end quickly.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_millis(500);
@@ -33,52 +35,6 @@ const SLACK: Duration = Duration::from_secs(3);
 const SCRIPT_LIFETIME: Duration = Duration::from_secs(20);
 
 // ---- scripted servers ----
-
-/// A server on 127.0.0.1 that runs `script` on each connection it accepts
-/// (a thread each). Stops accepting when dropped; each script ends by
-/// itself (the client closes, or `SCRIPT_LIFETIME` passes).
-struct Scripted {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    acceptor: Option<JoinHandle<()>>,
-}
-
-impl Scripted {
-    fn start(script: impl Fn(TcpStream) + Send + Sync + 'static) -> Scripted {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let script = Arc::new(script);
-        let acceptor = {
-            let stop = Arc::clone(&stop);
-            std::thread::spawn(move || {
-                let until = Instant::now() + Duration::from_secs(120);
-                while !stop.load(Ordering::Relaxed) && Instant::now() < until {
-                    match listener.accept() {
-                        Ok((stream, _)) => {
-                            stream.set_nonblocking(false).unwrap();
-                            stream.set_nodelay(true).unwrap();
-                            let script = Arc::clone(&script);
-                            std::thread::spawn(move || script(stream));
-                        }
-                        Err(_) => std::thread::sleep(Duration::from_millis(2)),
-                    }
-                }
-            })
-        };
-        Scripted { addr, stop, acceptor: Some(acceptor) }
-    }
-}
-
-impl Drop for Scripted {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.acceptor.take() {
-            let _ = t.join();
-        }
-    }
-}
 
 /// Reads exactly `n` bytes, or `None` if the client closed or stalled.
 fn read_n(s: &mut TcpStream, n: usize) -> Option<Vec<u8>> {
@@ -103,18 +59,9 @@ fn read_request(s: &mut TcpStream) -> Option<(u32, Vec<u8>, Vec<u8>)> {
     Some((id, name, value))
 }
 
-/// One response frame: id, value length, value (little-endian).
-fn response(id: u32, value: &[u8]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(8 + value.len());
-    v.extend_from_slice(&id.to_le_bytes());
-    v.extend_from_slice(&(value.len() as u32).to_le_bytes());
-    v.extend_from_slice(value);
-    v
-}
-
-/// What the demo service answers: `re:` and the value.
+/// What the demo service answers an `echo` call.
 fn answer(value: &[u8]) -> Vec<u8> {
-    [b"re:", value].concat()
+    demo_answer(b"echo", value)
 }
 
 /// Reads whatever the client sends for `quiet` (so that closing then sends

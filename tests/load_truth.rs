@@ -4,11 +4,13 @@
 //! with a message that says so, and it says so at once.
 
 use std::io::{BufReader, BufWriter, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use scripted::{demo_answer, response, Scripted};
+
+mod scripted;
 
 /// How a scripted server behaves.
 #[derive(Clone, Copy)]
@@ -23,19 +25,6 @@ enum Script {
     CloseAfter(usize),
     /// Reads the calls and never answers.
     Silent,
-}
-
-/// The demo service's answer (`fastwire_proto::demo_handler`).
-fn demo_answer(name: &[u8], value: &[u8]) -> Vec<u8> {
-    if name.is_empty() {
-        fastwire::proto::FASTRPC_BENCH_BODY.to_vec()
-    } else {
-        [&b"re:"[..], value].concat()
-    }
-}
-
-fn frame(id: u32, value: &[u8]) -> Vec<u8> {
-    [&id.to_le_bytes()[..], &(value.len() as u32).to_le_bytes(), value].concat()
 }
 
 /// Serves one connection by `script`, until the client closes.
@@ -67,13 +56,13 @@ fn serve(stream: TcpStream, script: Script) {
         let id = le(&head[..4]) as u32;
         calls += 1;
         let out = match script {
-            Script::Right => frame(id, &demo_answer(&name, &value)),
-            Script::Wrong => frame(id, b"not what the demo service says"),
+            Script::Right => response(id, &demo_answer(&name, &value)),
+            Script::Wrong => response(id, b"not what the demo service says"),
             Script::Unsolicited => {
-                [frame(id ^ 0x8000_0000, b"nobody asked"), frame(id, &demo_answer(&name, &value))].concat()
+                [response(id ^ 0x8000_0000, b"nobody asked"), response(id, &demo_answer(&name, &value))].concat()
             }
             Script::CloseAfter(n) if calls > n => return,
-            Script::CloseAfter(_) => frame(id, &demo_answer(&name, &value)),
+            Script::CloseAfter(_) => response(id, &demo_answer(&name, &value)),
             Script::Silent => continue,
         };
         if writer.write_all(&out).is_err() {
@@ -86,39 +75,9 @@ fn serve(stream: TcpStream, script: Script) {
     }
 }
 
-/// A scripted server on 127.0.0.1; stops accepting when dropped.
-struct Scripted {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-}
-
-impl Scripted {
-    fn start(script: Script) -> Scripted {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopped = Arc::clone(&stop);
-        std::thread::spawn(move || {
-            let until = Instant::now() + Duration::from_secs(120);
-            while !stopped.load(Ordering::Relaxed) && Instant::now() < until {
-                match listener.accept() {
-                    Ok((s, _)) => {
-                        s.set_nonblocking(false).unwrap();
-                        std::thread::spawn(move || serve(s, script));
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(2)),
-                }
-            }
-        });
-        Scripted { addr, stop }
-    }
-}
-
-impl Drop for Scripted {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
+/// A scripted server that serves every connection by `script`.
+fn scripted(script: Script) -> Scripted {
+    Scripted::start(move |s| serve(s, script))
 }
 
 fn load(addr: SocketAddr, args: &[&str]) -> Output {
@@ -149,7 +108,7 @@ fn clients() -> Vec<&'static str> {
 
 #[test]
 fn a_right_server_passes_on_every_client_and_workload_shape() {
-    let server = Scripted::start(Script::Right);
+    let server = scripted(Script::Right);
     for client in clients() {
         let out = load(server.addr, &["--client", client, "--duration", "200ms", "--depth", "50"]);
         assert!(out.status.success(), "{client}: {}", said(&out));
@@ -167,7 +126,7 @@ fn a_right_server_passes_on_every_client_and_workload_shape() {
 
 #[test]
 fn wrong_answers_fail_the_run_unless_unchecked() {
-    let server = Scripted::start(Script::Wrong);
+    let server = scripted(Script::Wrong);
     for client in clients() {
         let out = load(server.addr, &["--client", client, "--duration", "200ms", "--depth", "10"]);
         assert!(!out.status.success(), "{client}: a wrong answer passed");
@@ -195,7 +154,7 @@ fn wrong_answers_fail_the_run_unless_unchecked() {
 
 #[test]
 fn unsolicited_responses_fail_the_run_and_are_reported() {
-    let server = Scripted::start(Script::Unsolicited);
+    let server = scripted(Script::Unsolicited);
     let json = std::env::temp_dir().join(format!("fastwire-load-unsolicited-{}.json", std::process::id()));
     for client in clients() {
         let out = load(
@@ -212,7 +171,7 @@ fn unsolicited_responses_fail_the_run_and_are_reported() {
 
 #[test]
 fn a_lost_connection_fails_the_run_at_once() {
-    let server = Scripted::start(Script::CloseAfter(500));
+    let server = scripted(Script::CloseAfter(500));
     for client in clients() {
         // Warm-up and window: 12.5 s. The run must end long before.
         let start = Instant::now();
@@ -226,7 +185,7 @@ fn a_lost_connection_fails_the_run_at_once() {
 
 #[test]
 fn a_server_that_never_answers_fails_the_run() {
-    let server = Scripted::start(Script::Silent);
+    let server = scripted(Script::Silent);
     for client in clients() {
         let out =
             load(server.addr, &["--client", client, "--duration", "100ms", "--call-timeout", "1s", "--depth", "4"]);
