@@ -250,21 +250,28 @@ impl ServerCounters {
     fn refuse(&self, reason: Refusal, peer: Option<SocketAddr>, why: &dyn std::fmt::Display) {
         self.refused[reason as usize].fetch_add(1, Relaxed);
         static START: OnceLock<Instant> = OnceLock::new();
-        let second = START.get_or_init(Instant::now).elapsed().as_secs();
-        if self.log_second.swap(second, Relaxed) != second {
-            self.logged.store(0, Relaxed);
-        }
-        if self.logged.fetch_add(1, Relaxed) >= REFUSALS_LOGGED_PER_SECOND {
-            self.unlogged.fetch_add(1, Relaxed);
-            return;
-        }
-        let unlogged = self.unlogged.swap(0, Relaxed);
+        let Some(unlogged) = self.may_log(START.get_or_init(Instant::now).elapsed().as_secs()) else { return };
         let peer = peer.map_or_else(|| "a client".to_owned(), |p| p.to_string());
         if unlogged > 0 {
             tracing::warn!(%reason, "refused {peer}: {why} ({unlogged} more refusals not logged before this one)");
         } else {
             tracing::warn!(%reason, "refused {peer}: {why}");
         }
+    }
+
+    /// Whether a refusal in `second` may be logged: `Some(lines not logged
+    /// since the last one that was)`, or `None` if this second's lines are
+    /// used up (it is counted as not logged). Approximate under races
+    /// between threads, never more than a few lines over.
+    fn may_log(&self, second: u64) -> Option<u64> {
+        if self.log_second.swap(second, Relaxed) != second {
+            self.logged.store(0, Relaxed);
+        }
+        if self.logged.fetch_add(1, Relaxed) >= REFUSALS_LOGGED_PER_SECOND {
+            self.unlogged.fetch_add(1, Relaxed);
+            return None;
+        }
+        Some(self.unlogged.swap(0, Relaxed))
     }
 
     /// A snapshot.
@@ -428,6 +435,16 @@ mod tests {
         let s = c.snapshot();
         assert_eq!((s.accepted, s.refused.connection_limit, s.open), (3, 1, 2));
         assert_eq!(s.refused.to_string(), "1 refused (1 max_connections open)");
+    }
+
+    #[test]
+    fn refusals_are_logged_at_most_ten_a_second() {
+        let c = ServerCounters::default();
+        let logged = |second| (0..25).filter(|_| c.may_log(second).is_some()).count();
+        assert_eq!(logged(7), 10, "ten lines in a second, the rest counted");
+        // The next second's first line says how many were not logged.
+        assert_eq!(c.may_log(8), Some(15));
+        assert_eq!(c.may_log(8), Some(0));
     }
 }
 

@@ -225,3 +225,39 @@ mod no_panics {
         PKI.get_or_init(|| pki("fastwire.test"))
     }
 }
+
+/// The stage a driver words a close or a timeout by: the fastrpc
+/// handshake, then TLS's (with or without a client certificate), then done.
+#[test]
+fn handshake_stages_in_order() {
+    use fastwire_proto::HandshakeStage;
+    let pki = pki("localhost");
+    let mut server = ServerConn::new(&server_config(&pki, Compression::None));
+    let mut client = ClientConn::<u32>::new(&client_config(&pki, "localhost", Compression::None));
+    assert_eq!(client.handshake_stage(), HandshakeStage::Fastrpc);
+    // Our handshake out, the server's (agreeing to TLS) in: TLS is under way.
+    let ours = client.output().to_vec();
+    client.advance_output(ours.len());
+    server.received(&ours);
+    server.process(&demo_handler).unwrap();
+    let theirs = server.output().to_vec();
+    server.advance_output(theirs.len());
+    client.received(&theirs[..3]);
+    client.process(|_, _| {}).unwrap();
+    assert_eq!(client.handshake_stage(), HandshakeStage::Tls { client_certificate: false });
+    assert!(client.handshake_stage().closed_by_server().contains("may require a client certificate"));
+    let timeout = std::time::Duration::from_millis(500);
+    assert!(client.handshake_stage().handshake_timed_out(timeout).starts_with("the TLS handshake"));
+    // The rest of the exchange: done.
+    client.received(&theirs[3..]);
+    let (_, server_error, client_error) = exchange(&mut server, &mut client);
+    assert_eq!((server_error, client_error), (None, None));
+    assert_eq!(client.handshake_stage(), HandshakeStage::Done);
+    assert_eq!(HandshakeStage::Done.closed_by_server(), "the server closed the connection");
+    // Without TLS, the fastrpc handshake alone.
+    let mut plain = ClientConn::<()>::new(&ClientConfig::default());
+    assert!(plain.handshake_stage().handshake_timed_out(timeout).starts_with("no handshake from the server"));
+    plain.received(&[0, 1, 0]);
+    plain.process(|_, ()| {}).unwrap();
+    assert_eq!(plain.handshake_stage(), HandshakeStage::Done);
+}
