@@ -93,7 +93,7 @@ pub fn quiet_for(stream: &mut TcpStream, wait: Duration) -> bool {
     }
 }
 
-// A client written from the wire specification alone (wire-protocol.md),
+// A client written from the protocol reference alone (docs/src/wire-protocol.md),
 // without the protocol crate: little-endian u32 lengths.
 
 pub fn spec_request(id: u32, name: &[u8], value: &[u8]) -> Vec<u8> {

@@ -1,4 +1,4 @@
-//! The message codec: fastrpc's tlv requests and responses (`wire-protocol.md` §3).
+//! The message codec: fastrpc's tlv requests and responses (`docs/src/wire-protocol.md`, "Messages").
 //!
 //! ```text
 //! request  = u32 request_id, u32 name_len, name, u32 value_len, value

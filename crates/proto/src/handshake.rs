@@ -1,4 +1,4 @@
-//! The connection handshake (`wire-protocol.md` §1).
+//! The connection handshake (the protocol reference, `docs/src/wire-protocol.md`, "Handshake").
 //!
 //! Right after connecting, each side sends:
 //!

@@ -2,7 +2,7 @@
 //! (feature `tls`).
 //!
 //! The client asks for TLS with the last byte of its handshake
-//! (`wire-protocol.md` §1); a server configured with TLS echoes 1, and right
+//! (`docs/src/wire-protocol.md`, "Handshake"); a server with TLS echoes 1, and right
 //! after that 3-byte exchange both sides run a TLS handshake on the raw
 //! socket. Compression then runs inside TLS. So TLS is one more stream
 //! transform under the compression ones:

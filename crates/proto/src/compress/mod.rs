@@ -1,4 +1,4 @@
-//! Compression of the byte stream, per direction (`wire-protocol.md` §2).
+//! Compression of the byte stream, per direction (`docs/src/wire-protocol.md`, "Compression").
 //!
 //! Compression sits between the message codec and the socket: the codec
 //! writes plain bytes, a [`StreamEncoder`] turns a batch of them into wire
