@@ -190,8 +190,8 @@ struct State<D: Driver> {
     closed: bool,
     last_used: Instant,
     /// Used since `last_used` was set: a fire-and-forget send marks the
-    /// connection used without reading the clock (35 ns on a VM, a third
-    /// of a send); the driver stamps the time when it next takes output.
+    /// connection used without reading the clock (a large part of a send's
+    /// cost on a VM); the driver stamps the time when it next takes output.
     used_since: bool,
     /// The leading caller's read buffer: taken by whoever leads, given back
     /// when it leaves, so that it keeps its capacity across calls.
@@ -244,7 +244,7 @@ struct Active<D: Driver> {
     /// pending. Pipelining (many calls in flight) is better served by a
     /// driver that reads on, blocked in its read or poll, and writes in big
     /// batches, than by handing the role back and forth with a wake-up and
-    /// a system call under the lock each time: measured, 20 to 40% slower.
+    /// a system call under the lock each time.
     one_at_a_time: bool,
     /// Counts the times the role was left vacant: a driver takes a vacancy
     /// only if it sees the same one on two looks [`VACANT_WATCH`] apart.
@@ -1349,8 +1349,8 @@ impl<D: Driver> Link<D> {
         // wait of `QUIET_WATCH`: a connection in use goes quiet between
         // calls for moments and is read by its callers or handed back at
         // once; watching it each time would cost a system call and a
-        // thread wake-up per call (measured: 18% slower pipelined calls,
-        // and a wake-up per round trip). The wait is not woken when the
+        // thread wake-up per call (and per round trip, one at a time).
+        // The wait is not woken when the
         // connection goes quiet, only when the role comes to the driver.
         // While calls are pending the driver looks every `VACANT_WATCH`,
         // and takes a vacancy it sees twice (see `KEEPS_CALLERS_READING`).

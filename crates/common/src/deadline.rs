@@ -1,9 +1,9 @@
 //! Call deadlines on a coarse clock.
 //!
 //! Every call has a deadline, so a precise clock read per call
-//! (`Instant::now()`, `CLOCK_MONOTONIC`: about 35 ns on a VM, where the
-//! time stamp counter must be scaled through the hypervisor's page) is a
-//! visible share of a call that costs a few hundred nanoseconds. Go's
+//! (`Instant::now()`, `CLOCK_MONOTONIC`, which on a VM must scale the time
+//! stamp counter through the hypervisor's page) would be a share of every
+//! call, whose whole cost is a few hundred nanoseconds. Go's
 //! fastrpc reads a coarse clock kept by a ticker for the same reason
 //! (`coarseTime`). Linux keeps one for free: `CLOCK_MONOTONIC_COARSE`,
 //! the time of the last scheduler tick (a few ms resolution), read from the

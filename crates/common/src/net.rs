@@ -131,8 +131,7 @@ pub fn send_now(stream: &TcpStream, data: &[u8]) -> io::Result<usize> {
 ///
 /// The new space is zero-filled before the read: safe Rust cannot hand
 /// uninitialised memory to `Read::read`. That costs a `memset` of `chunk`
-/// bytes per read (about 2 µs for 64 KiB here), amortised over every
-/// message the read brings in.
+/// bytes per read, amortised over every message the read brings in.
 // ANCHOR: read_some
 pub fn read_some(reader: &mut impl io::Read, buf: &mut bytes::BytesMut, chunk: usize) -> io::Result<usize> {
     let start = buf.len();

@@ -359,9 +359,9 @@ impl SlotPool {
         let token = SlotToken { slot: NonNull::from(&*slot) };
         self.lent.push_back(Arc::clone(&slot));
         // The next lend looks at the slot now in front, last touched many
-        // calls ago: most likely out of the cache, and that one load was
-        // half of this function's time in the profile. Asked for now, it
-        // arrives while the caller does the rest of its call.
+        // calls ago and most likely out of the cache: a load that would
+        // stall this function. Asked for now, it arrives while the caller
+        // does the rest of its call.
         if let Some(next) = self.lent.front() {
             prefetch(Arc::as_ptr(next));
         }
@@ -542,8 +542,8 @@ impl CallSlot {
 pub struct Reply {
     // The value is read in place: a reply is one pointer, returned in a
     // register, and neither taking the outcome nor dropping the reply moves
-    // the buffer (three words each way, and the reply's own 64 bytes, cost
-    // a pipelined call a visible share of its time in the profile).
+    // the buffer (three words each way, and a reply of its own 64 bytes
+    // returned through memory, on every call).
     slot: Arc<CallSlot>,
 }
 // ANCHOR_END: reply

@@ -9,9 +9,8 @@
 //!   never leaves its loop, so loops share nothing but counters. The
 //!   alternative, [`Accept::Acceptor`], is one acceptor thread handing each
 //!   connection to the next loop through the loop's inbox and `Waker`.
-//!   Measured with `examples/accept_storm.rs` (4 client threads x 2,500
-//!   connect-call-close, 2-core VM, three runs): 18,913 and 18,921
-//!   connections/s (medians): equal here, where TCP set-up dominates. The
+//!   Under a storm of short connections (`examples/accept_storm.rs`) the
+//!   two accept at the same rate, since TCP set-up dominates. The
 //!   default is `SO_REUSEPORT` because it needs no extra thread and no
 //!   hand-off, and scales with cores; but the kernel *hashes* connections to
 //!   listeners, so with very few connections (two, say) several can land on

@@ -315,8 +315,8 @@ impl<T> ClientConn<T> {
         let limits = self.limits;
         loop {
             // The frames handed out are consumed once, at the end (or before
-            // a value is split off): `BytesMut::advance` per frame was a
-            // visible share of a pipelined call in the profile.
+            // a value is split off): one `BytesMut::advance` per batch
+            // instead of one per frame.
             let mut used = 0;
             let decoded = loop {
                 let (response, len) = match decode_response(&self.inbound.plain()[used..], &limits) {

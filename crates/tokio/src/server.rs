@@ -366,14 +366,12 @@ type Answer<Fut> = Join<Ready<CallGuard>, CatchUnwind<AssertUnwindSafe<Fut>>>;
 /// and its future pushed into the connection's own set, which the
 /// connection task polls beside its socket.
 ///
-/// Why a set per connection rather than a task per request:
-/// `examples/async_spawn_vs_set.rs` measured, per request, 98 ns for the
-/// set against 367 ns for spawning on a current-thread runtime, and 217
-/// against 651 ns on the two-worker multi-thread runtime (2 vCPUs,
-/// 2026-11-24; 100 in flight, each waiting for one wake-up). A spawned task
-/// is scheduled, run and freed by the runtime and wakes the connection
-/// across tasks; a future in the set is polled where the connection already
-/// is. The price: a connection's requests share its task, so on the
+/// Why a set per connection rather than a task per request (compared by
+/// `examples/async_spawn_vs_set.rs`; the guide's chapter on handlers that
+/// wait has the figures): a
+/// spawned task is scheduled, run and freed by the runtime and wakes the
+/// connection across tasks; a future in the set is polled where the
+/// connection already is. The price: a connection's requests share its task, so on the
 /// multi-thread runtime they run on one worker at a time (a handler with
 /// heavy CPU work should `spawn_blocking` or `spawn` it itself).
 struct AsyncConn<F, Fut: Future<Output = ()>> {

@@ -63,10 +63,9 @@ pub struct Options {
     /// use), as glommio pins its executors: a loop's connections, ring and
     /// buffers then stay in one core's caches, and the scheduler never
     /// moves a loop onto the core where the other one runs. Off by
-    /// default: alternating pinned and unpinned builds three times each
-    /// (fastrpc, server under the blaster and both sides, 2 cores), the
-    /// medians were equal within the noise, and a pinned loop cannot
-    /// move away from a core that the application's own threads crowd.
+    /// default: pinning showed no gain (the guide's io_uring chapter says
+    /// how it was measured), and a pinned loop cannot move away from a
+    /// core that the application's own threads crowd.
     pub pin: bool,
     /// How new connections reach the loops (see [`Accept`]).
     pub accept: Accept,
