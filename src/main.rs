@@ -302,6 +302,11 @@ struct LoadArgs {
 
 fn main() {
     let cli = Cli::parse();
+    // The guide's test checks that every command it shows parses, without
+    // running it (tests/docs.rs).
+    if std::env::var_os("FASTWIRE_PARSE_ONLY").is_some() {
+        return;
+    }
     // `serve` logs what it does; `compare` and `load` print a table, and the
     // servers they start would only clutter it.
     let default_level = match cli.command {

@@ -95,3 +95,81 @@ fn the_summary_lists_every_chapter() {
         assert!(listed.contains(&chapter), "SUMMARY.md does not list {}", chapter.display());
     }
 }
+
+/// The code the guide and the README show: each line of a fenced block
+/// (continuation lines joined, comments cut), and each inline code span
+/// (which may wrap across lines).
+fn code(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut prose = String::new();
+    let mut fenced = false;
+    let mut pending = String::new();
+    for line in text.lines() {
+        if line.trim_start().starts_with("```") {
+            fenced = !fenced;
+            continue;
+        }
+        if fenced {
+            let line = line.split(" #").next().unwrap_or("");
+            match line.trim_end().strip_suffix('\\') {
+                Some(start) => pending.push_str(start),
+                None => out.push(std::mem::take(&mut pending) + line),
+            }
+        } else {
+            prose.push_str(line);
+            prose.push(' ');
+        }
+    }
+    out.extend(prose.split('`').skip(1).step_by(2).map(str::to_owned));
+    out
+}
+
+/// Every `fastwire` command the guide and the README show (`fastwire
+/// SUBCOMMAND ...` or `cargo run --release -- SUBCOMMAND ...`), with its
+/// placeholders (`N`, `HOST:PORT`) given sample values. A subcommand named
+/// alone is a mention, not a command.
+fn commands() -> Vec<(PathBuf, String)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut found = Vec::new();
+    for file in chapters().into_iter().chain([root.join("README.md")]) {
+        for snippet in code(&std::fs::read_to_string(&file).unwrap()) {
+            for prefix in ["cargo run --release -- ", "fastwire "] {
+                let Some(at) = snippet.find(prefix) else { continue };
+                if snippet[..at].ends_with(|c: char| c.is_alphanumeric() || c == '-' || c == '/') {
+                    continue;
+                }
+                let words: Vec<&str> = snippet[at + prefix.len()..].split_whitespace().collect();
+                let known = ["compare", "load", "serve", "tls-certs"].contains(words.first().unwrap_or(&""));
+                if known && words.len() > 1 && !snippet.contains("{{") {
+                    let words = words.iter().map(|w| match *w {
+                        "N" => "2",
+                        "HOST:PORT" | "ADDR" => "127.0.0.1:7000",
+                        w => w,
+                    });
+                    found.push((file.clone(), words.collect::<Vec<_>>().join(" ")));
+                }
+                break;
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn every_fastwire_command_shown_parses() {
+    let commands = commands();
+    assert!(commands.len() >= 20, "the guide and README show their commands; found {}", commands.len());
+    let mut broken = Vec::new();
+    for (file, command) in &commands {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_fastwire"))
+            .args(command.split_whitespace())
+            .env("FASTWIRE_PARSE_ONLY", "1")
+            .output()
+            .unwrap();
+        if !out.status.success() {
+            let why = String::from_utf8_lossy(&out.stderr);
+            broken.push(format!("{}: `fastwire {command}`: {}", file.display(), why.lines().next().unwrap_or("")));
+        }
+    }
+    assert!(broken.is_empty(), "commands that do not parse:\n{}", broken.join("\n"));
+}
