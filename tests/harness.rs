@@ -225,7 +225,7 @@ fn compare_sweeps_connections() {
     charts.sort();
     assert_eq!(charts, ["sweep-p99.svg", "sweep-throughput.svg"]);
     let text = std::fs::read_to_string(svg.join("sweep-throughput.svg")).unwrap();
-    assert!(text.contains("mio") && text.contains("tokio") && text.contains("connections (log)"));
+    assert!(text.contains("mio") && text.contains("tokio") && text.contains("connections, log scale"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -3,8 +3,10 @@
 //!
 //! One chart per workload configuration, one bar per backend: ns/op for the
 //! throughput workloads, p50 and p99 latency for `pingpong`, `conns` and
-//! `mixed` (its instant calls),
-//! whose point is latency. Shorter is better in every chart.
+//! `mixed` (its instant calls), whose point is latency, and value
+//! throughput for `sizes`. Each axis says its unit and which way is
+//! better; the sweep's lines keep their legend beside the plot, and a line
+//! that stops before the others says so where it stops.
 
 use std::path::{Path, PathBuf};
 
@@ -15,8 +17,17 @@ use super::report::{size, Row};
 /// What a chart plots.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Metric {
+    /// ns per call (lower is better).
     NsPerOp,
+    /// p50 and p99 latency (lower is better).
     Latency,
+    /// Response value bytes per second (higher is better).
+    Throughput,
+}
+
+/// A number with thousands separators, `decimals` after the point.
+fn human(x: f64, decimals: usize) -> String {
+    super::report::number(x, decimals)
 }
 
 /// Draws one chart per configuration in `rows` into `dir` (created if
@@ -54,6 +65,7 @@ pub fn draw(rows: &[Row], dir: &Path) -> Result<Vec<PathBuf>, String> {
     for (key, members) in groups {
         let metric = match members[0].workload.as_str() {
             "pingpong" | "conns" | "mixed" | "mixed-base" => Metric::Latency,
+            "sizes" => Metric::Throughput,
             _ => Metric::NsPerOp,
         };
         let path = dir.join(format!("{key}.svg"));
@@ -63,18 +75,14 @@ pub fn draw(rows: &[Row], dir: &Path) -> Result<Vec<PathBuf>, String> {
     Ok(written)
 }
 
-fn title(row: &Row, metric: Metric) -> String {
-    let what = match metric {
-        Metric::NsPerOp => "ns/op (wall time / calls)",
-        Metric::Latency => "latency, p50 (dark) and p99 (light), µs",
-    };
+fn title(row: &Row) -> String {
     let role = match row.role.as_str() {
         "server" => " (servers alone, loaded by the blaster)",
         "client" => " (clients alone, against the floor server)",
         _ => "",
     };
     format!(
-        "{}{role}: {} conns × {} deep, {} values, {}: {what}",
+        "{}{role}: {} conns × {} deep, {} values, {}",
         row.workload,
         row.connections,
         row.depth,
@@ -107,14 +115,19 @@ fn lines(path: &Path, rows: &[&Row], metric: SweepMetric) -> Result<(), Box<dyn 
     let (lo, hi) = values.iter().fold((f64::MAX, 0.0f64), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
     let (caption, y_desc) = match metric {
         SweepMetric::CallsPerSecond => {
-            ("sweep: calls/s by connections (one 100-byte call in flight each)", "calls per second")
+            ("sweep: calls/s by connections (one 100-byte call in flight each)", "calls per second (higher is better)")
         }
-        SweepMetric::P99 => ("sweep: p99 latency by connections (one 100-byte call in flight each)", "p99, µs (log)"),
+        SweepMetric::P99 => (
+            "sweep: p99 latency by connections (one 100-byte call in flight each)",
+            "p99 latency, µs, log scale (lower is better)",
+        ),
     };
-    let root = SVGBackend::new(path, (760, 440)).into_drawing_area();
+    let root = SVGBackend::new(path, (900, 460)).into_drawing_area();
     root.fill(&WHITE)?;
-    let mut builder = ChartBuilder::on(&root);
-    builder.caption(caption, ("sans-serif", 15)).margin(14).x_label_area_size(36).y_label_area_size(70);
+    // The legend gets a column of its own, clear of the lines.
+    let (plot, legend) = root.split_horizontally(760);
+    let mut builder = ChartBuilder::on(&plot);
+    builder.caption(caption, ("sans-serif", 15)).margin(14).x_label_area_size(40).y_label_area_size(80);
     let palette = [
         RGBColor(46, 94, 170),
         RGBColor(200, 80, 40),
@@ -129,10 +142,10 @@ fn lines(path: &Path, rows: &[&Row], metric: SweepMetric) -> Result<(), Box<dyn 
             let mut chart = $chart;
             chart
                 .configure_mesh()
-                .x_desc("connections (log)")
+                .x_desc("client connections, log scale")
                 .y_desc(y_desc)
-                .x_label_formatter(&|x| format!("{x:.0}"))
-                .y_label_formatter(&|y| format!("{y:.0}"))
+                .x_label_formatter(&|x| human(*x, 0))
+                .y_label_formatter(&|y| human(*y, 0))
                 .draw()?;
             for (i, backend) in backends.iter().enumerate() {
                 let color = palette[i % palette.len()];
@@ -142,18 +155,20 @@ fn lines(path: &Path, rows: &[&Row], metric: SweepMetric) -> Result<(), Box<dyn 
                     .map(|r| (r.connections as f64, value(r)))
                     .filter(|(_, v)| v.is_finite() && *v > 0.0)
                     .collect();
-                chart
-                    .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?
-                    .label(*backend)
-                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
-                chart.draw_series(points.into_iter().map(|p| Circle::new(p, 3, color.filled())))?;
+                chart.draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?;
+                chart.draw_series(points.iter().map(|p| Circle::new(*p, 3, color.filled())))?;
+                // A line that stops short of the others says so where it stops.
+                if let Some(&(x, y)) = points.last().filter(|(x, _)| *x < max_x) {
+                    chart.draw_series(std::iter::once(Text::new(
+                        format!("{backend} stops at {}", human(x, 0)),
+                        (x, y),
+                        ("sans-serif", 11).into_font().color(&color),
+                    )))?;
+                }
+                let y = 40 + 22 * i as i32;
+                legend.draw(&PathElement::new(vec![(8, y), (30, y)], color.stroke_width(3)))?;
+                legend.draw(&Text::new(backend.to_string(), (36, y - 7), ("sans-serif", 13).into_font()))?;
             }
-            chart
-                .configure_series_labels()
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK)
-                .position(SeriesLabelPosition::UpperRight)
-                .draw()?;
         }};
     }
     match metric {
@@ -170,14 +185,22 @@ fn lines(path: &Path, rows: &[&Row], metric: SweepMetric) -> Result<(), Box<dyn 
 }
 
 fn bars(path: &Path, rows: &[&Row], metric: Metric) -> Result<(), Box<dyn std::error::Error>> {
+    // Nanoseconds, shown in the unit that keeps the numbers short.
+    let slowest = rows.iter().filter_map(|r| r.p99_ns.or(r.p50_ns)).max().unwrap_or(0) as f64;
+    let (ns_per_unit, unit) = if slowest >= 2e6 { (1e6, "ms") } else { (1e3, "µs") };
+    let fastest = rows.iter().map(|r| r.mb_per_s).fold(0.0f64, f64::max);
+    let (mb_per_unit, rate) = if fastest >= 1000.0 { (1000.0, "GB/s") } else { (1.0, "MB/s") };
     // (label, main value, secondary value drawn behind it)
     let values: Vec<(String, f64, Option<f64>)> = rows
         .iter()
         .map(|r| match metric {
             Metric::NsPerOp => (r.backend.clone(), r.ns_per_op, None),
-            Metric::Latency => {
-                (r.backend.clone(), r.p50_ns.map_or(f64::NAN, |v| v as f64 / 1e3), r.p99_ns.map(|v| v as f64 / 1e3))
-            }
+            Metric::Latency => (
+                r.backend.clone(),
+                r.p50_ns.map_or(f64::NAN, |v| v as f64 / ns_per_unit),
+                r.p99_ns.map(|v| v as f64 / ns_per_unit),
+            ),
+            Metric::Throughput => (r.backend.clone(), r.mb_per_s / mb_per_unit, None),
         })
         .collect();
     let max = values
@@ -187,16 +210,23 @@ fn bars(path: &Path, rows: &[&Row], metric: Metric) -> Result<(), Box<dyn std::e
         .filter(|v| v.is_finite())
         .fold(0.0f64, f64::max)
         .max(1e-9);
-    let height = 90 + 34 * values.len() as u32;
+    let x_desc = match metric {
+        Metric::NsPerOp => "ns per call: wall time / calls (lower is better)".to_owned(),
+        Metric::Latency => format!("call latency, {unit} (lower is better)"),
+        Metric::Throughput => format!("response values, {rate} (higher is better)"),
+    };
+    let height = 110 + 34 * values.len() as u32;
     let root = SVGBackend::new(path, (760, height)).into_drawing_area();
     root.fill(&WHITE)?;
     let n = values.len();
     let mut chart = ChartBuilder::on(&root)
-        .caption(title(rows[0], metric), ("sans-serif", 15))
+        .caption(title(rows[0]), ("sans-serif", 15))
         .margin(12)
-        .x_label_area_size(30)
+        .x_label_area_size(44)
         .y_label_area_size(110)
-        .build_cartesian_2d(0.0..max * 1.18, (0..n).into_segmented())?;
+        // One segment per bar: a segmented range 0..k has k + 1 of them.
+        .build_cartesian_2d(0.0..max * 1.25, (0..n - 1).into_segmented())?;
+    let decimals = if max < 10.0 { 1 } else { 0 };
     chart
         .configure_mesh()
         .disable_y_mesh()
@@ -205,8 +235,22 @@ fn bars(path: &Path, rows: &[&Row], metric: Metric) -> Result<(), Box<dyn std::e
             SegmentValue::CenterOf(i) => values.get(*i).map(|v| v.0.clone()).unwrap_or_default(),
             _ => String::new(),
         })
-        .x_label_formatter(&|x| format!("{x:.0}"))
+        .x_desc(x_desc)
+        .x_label_formatter(&|x| human(*x, decimals))
         .draw()?;
+    if metric == Metric::Latency {
+        // The legend of the two shades, in the bottom right corner, beside
+        // the axis title and clear of the bars.
+        let (width, height) = root.dim_in_pixel();
+        let (x, y) = (width as i32 - 185, height as i32 - 22);
+        for (i, (color, what)) in
+            [(RGBColor(46, 94, 170), "p50 (median)"), (RGBColor(160, 190, 230), "p99")].into_iter().enumerate()
+        {
+            let x = x + 100 * i as i32;
+            root.draw(&Rectangle::new([(x, y), (x + 14, y + 12)], color.filled()))?;
+            root.draw(&Text::new(what, (x + 19, y), ("sans-serif", 12).into_font()))?;
+        }
+    }
     let dark = RGBColor(46, 94, 170);
     let light = RGBColor(160, 190, 230);
     let floor = RGBColor(120, 120, 120);
@@ -224,15 +268,16 @@ fn bars(path: &Path, rows: &[&Row], metric: Metric) -> Result<(), Box<dyn std::e
                 color.filled(),
             )))?;
             chart.draw_series(std::iter::once(Rectangle::new(
-                [(0.0, SegmentValue::Exact(i)), (max * 1.18, SegmentValue::Exact(i + 1))],
+                [(0.0, SegmentValue::Exact(i)), (max * 1.25, SegmentValue::Exact(i + 1))],
                 WHITE.stroke_width(3),
             )))?;
             let text = match metric {
-                Metric::NsPerOp => format!("{main:.0}"),
+                Metric::NsPerOp => human(*main, 1),
                 Metric::Latency => match secondary {
-                    Some(s) => format!("{main:.1} / {s:.1}"),
-                    None => format!("{main:.1}"),
+                    Some(s) => format!("{} / {} {unit}", human(*main, 1), human(*s, 1)),
+                    None => format!("{} {unit}", human(*main, 1)),
                 },
+                Metric::Throughput => format!("{} {rate}", human(*main, if mb_per_unit > 1.0 { 2 } else { 1 })),
             };
             let at = secondary.filter(|s| s.is_finite()).map_or(*main, |s| s.max(*main));
             chart.draw_series(std::iter::once(Text::new(

@@ -109,7 +109,7 @@ pub fn size(bytes: usize) -> String {
     }
 }
 
-fn number(x: f64, decimals: usize) -> String {
+pub(crate) fn number(x: f64, decimals: usize) -> String {
     if x.is_finite() {
         // Thousands separators for the integer part, so that 2,773 reads at a glance.
         let s = format!("{x:.decimals$}");
