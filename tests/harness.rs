@@ -356,6 +356,8 @@ fn load_against_a_dead_address_fails_with_a_message() {
 #[cfg(all(feature = "glommio", target_os = "linux"))]
 #[test]
 fn compare_skips_a_backend_that_cannot_run_and_says_why() {
+    // It measures too (mio's row): not beside another measuring test.
+    let _measuring = one_at_a_time();
     // Too little locked memory for glommio (it needs 512 KiB): lower the
     // limit for the child only, through the shell's `ulimit`.
     let output = Command::new("bash")
