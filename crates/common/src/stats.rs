@@ -217,7 +217,7 @@ impl ServerCounters {
     /// Counts why a connection's state machine failed (a handler panic or a
     /// protocol error), logs it, and returns the reason to close with. An
     /// error before the handshake was done is a refusal: counted by its
-    /// reason and logged (at most [`REFUSALS_LOGGED_PER_SECOND`] a second).
+    /// reason and logged (at most ten lines a second).
     pub fn connection_failed(&self, conn: &ServerConn, error: &Error) -> &'static str {
         if let Error::HandlerPanicked { .. } = error {
             self.handler_panics.fetch_add(1, Relaxed);
