@@ -190,6 +190,10 @@ fn a_server_that_never_answers_fails_the_run() {
         let out =
             load(server.addr, &["--client", client, "--duration", "100ms", "--call-timeout", "1s", "--depth", "4"]);
         assert!(!out.status.success(), "{client}: a silent server passed");
-        assert!(said(&out).contains("no response within 1s"), "{client}: {}", said(&out));
+        // The calls time out after the window; on a loaded machine the
+        // callers may not have started one before the window closed. Either
+        // verdict is the truth, and says so.
+        let said = said(&out);
+        assert!(said.contains("no response within 1s") || said.contains("no call completed"), "{client}: {said}");
     }
 }
