@@ -36,6 +36,7 @@
 
 pub mod backoff;
 pub mod client;
+pub mod close;
 pub mod deadline;
 pub mod error;
 pub mod handle;
@@ -49,6 +50,7 @@ pub mod timeouts;
 pub mod work;
 
 pub use backoff::Backoff;
+pub use close::CloseReason;
 pub use deadline::Deadline;
 pub use error::ClientError;
 pub use handle::{ServerHandle, Serving};

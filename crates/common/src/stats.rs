@@ -7,6 +7,8 @@ use std::time::Instant;
 
 use fastwire_proto::{Connection, Error, HandshakeError, ServerConn};
 
+use crate::CloseReason;
+
 /// Why a server refused a connection before serving it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Refusal {
@@ -218,21 +220,21 @@ impl ServerCounters {
     /// protocol error), logs it, and returns the reason to close with. An
     /// error before the handshake was done is a refusal: counted by its
     /// reason and logged (at most ten lines a second).
-    pub fn connection_failed(&self, conn: &ServerConn, error: &Error) -> &'static str {
+    pub fn connection_failed(&self, conn: &ServerConn, error: &Error) -> CloseReason {
         if let Error::HandlerPanicked { .. } = error {
             self.handler_panics.fetch_add(1, Relaxed);
             tracing::error!(error = %error, "closing a connection: handler panic");
-            return "handler panic";
+            return CloseReason::HandlerPanic;
         }
         self.protocol_error();
         match Refusal::of(error).filter(|_| !conn.is_handshake_done()) {
             Some(reason) => {
                 self.refuse(reason, conn.peer_addr(), error);
-                "refused at the handshake"
+                CloseReason::Refused
             }
             None => {
                 tracing::debug!(peer = ?conn.peer_addr(), error = %error, "closing a connection: protocol error");
-                "protocol error"
+                CloseReason::ProtocolError
             }
         }
     }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use fastwire_proto::ServerConfig;
 
-use crate::net;
+use crate::{net, CloseReason};
 
 /// After this long without traffic a connection gives its buffers back (on
 /// every backend: the sweeping loops through [`Timeouts`], the others by
@@ -47,7 +47,7 @@ pub enum Verdict {
         protocol_error: bool,
     },
     /// Remove the connection, for this reason.
-    Remove(&'static str),
+    Remove(CloseReason),
 }
 
 /// What an open connection's sweep needs to know of it.
@@ -98,7 +98,7 @@ impl Timeouts {
         if state.unsent {
             // A client that stopped reading: its output cannot drain.
             if config.idle_timeout.is_some_and(|t| now.saturating_duration_since(self.last_write_progress) >= t) {
-                return Verdict::Remove("the client stopped reading (idle_timeout)");
+                return Verdict::Remove(CloseReason::StoppedReading);
             }
         } else if config.idle_timeout.is_some_and(|t| quiet >= t) {
             return Verdict::BeginClose { protocol_error: false };
@@ -112,10 +112,10 @@ impl Timeouts {
     /// The periodic check of a connection that is closing: the reason to
     /// remove it, if it is stuck (no write progress and no deferred answer
     /// for `idle_timeout`, or the linger time without one).
-    pub fn sweep_draining(&self, config: &ServerConfig, now: Instant) -> Option<&'static str> {
+    pub fn sweep_draining(&self, config: &ServerConfig, now: Instant) -> Option<CloseReason> {
         let stuck = config.idle_timeout.unwrap_or(net::LINGER);
         let last = self.last_write_progress.max(self.last_activity);
-        (now.saturating_duration_since(last) >= stuck).then_some("nothing moved while closing (idle_timeout)")
+        (now.saturating_duration_since(last) >= stuck).then_some(CloseReason::StuckClosing)
     }
 }
 

@@ -46,7 +46,9 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
-pub use fastwire_common::{ClientError, ClientStats, Refusal, Refusals, Reply, ServerStats, ShutdownReport};
+pub use fastwire_common::{
+    ClientError, ClientStats, CloseReason, Refusal, Refusals, Reply, ServerStats, ShutdownReport,
+};
 #[cfg(all(feature = "glommio", target_os = "linux"))]
 pub use fastwire_glommio;
 #[cfg(feature = "mio")]

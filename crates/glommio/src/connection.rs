@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use fastwire_common::{net, ConnTally};
+use fastwire_common::{net, CloseReason, ConnTally};
 use fastwire_proto::{Connection, Flow, Handler, ServerConn, Wake};
 use futures_lite::{future, AsyncRead, AsyncReadExt, AsyncWriteExt};
 use futures_util::task::AtomicWaker;
@@ -205,7 +205,7 @@ pub(crate) async fn serve<H: Handler + 'static>(
                 local.unwritten.set(local.unwritten.get() - unwritten.get());
                 unwritten.set(0);
                 if written.is_err() {
-                    break 'conn "write error";
+                    break 'conn CloseReason::WriteError;
                 }
             }
             match flow {
@@ -214,7 +214,7 @@ pub(crate) async fn serve<H: Handler + 'static>(
                     // Full of deferred calls (max_in_flight) or waiting for
                     // a concurrency slot: no reading until answers come.
                     if !woken(&signal, &shared, Duration::MAX).await {
-                        break 'conn "shutdown: grace period over";
+                        break 'conn CloseReason::Shutdown;
                     }
                 }
                 Ok(Flow::NeedInput) => break,
@@ -233,7 +233,7 @@ pub(crate) async fn serve<H: Handler + 'static>(
             // (shutdown: until the grace period ends; the executor then drops us).
             let pending = conn.deferred_in_flight();
             if pending == 0 {
-                break if stopping { "shutdown" } else { "closed by the client" };
+                break if stopping { CloseReason::Shutdown } else { CloseReason::ClosedByClient };
             }
             // Answers keep the connection: idle_timeout counts from the last
             // one (the clock's wake-ups are not answers).
@@ -245,7 +245,7 @@ pub(crate) async fn serve<H: Handler + 'static>(
             if !left.is_zero() && woken(&signal, &shared, left).await {
                 continue;
             }
-            break "deferred answers stopped coming (idle_timeout), or the grace period is over";
+            break CloseReason::DeferredStalled;
         }
         let event = future::or(read_some(&mut stream, &local, &mut conn, read_size), async {
             signal.wait().await;
@@ -263,7 +263,7 @@ pub(crate) async fn serve<H: Handler + 'static>(
                     }
                     let quiet = last_activity.elapsed();
                     if config.idle_timeout.is_some_and(|t| quiet >= t) {
-                        break "idle for idle_timeout";
+                        break CloseReason::Idle;
                     }
                     if quiet >= IDLE_RELEASE {
                         // Quiet for a while: an idle connection keeps no large buffers.
@@ -286,18 +286,18 @@ pub(crate) async fn serve<H: Handler + 'static>(
             Err(e) if matches!(e.kind(), io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock) => {
                 if !conn.is_handshake_done() {
                     shared.counters.handshake_timed_out(&conn);
-                    break "no handshake within handshake_timeout";
+                    break CloseReason::HandshakeTimeout;
                 }
                 if conn.deferred_in_flight() > 0 {
                     last_activity = Instant::now(); // waiting is not idleness
                 }
                 if config.idle_timeout.is_some_and(|t| last_activity.elapsed() >= t) {
-                    break "idle for idle_timeout";
+                    break CloseReason::Idle;
                 }
                 // Quiet for a while: an idle connection keeps no large buffers.
                 conn.release_buffers();
             }
-            Err(_) => break "read error",
+            Err(_) => break CloseReason::ReadError,
         }
     };
     if shared.forced.load(Ordering::Acquire) && (conn.deferred_in_flight() > 0 || conn.has_output()) {
@@ -309,12 +309,12 @@ pub(crate) async fn serve<H: Handler + 'static>(
     }
     tally.sync(&conn, &shared.counters);
     tally.finish(&shared.counters);
-    tracing::trace!(reason, "connection done");
+    tracing::trace!(%reason, "connection done");
     // Everything is written: end-of-stream after the last response, then a
     // lingering close (see `fastwire_common::net::LINGER`) unless the client
     // already closed its side.
     let _ = stream.shutdown(Shutdown::Write).await;
-    if reason != "closed by the client" {
+    if reason != CloseReason::ClosedByClient {
         let _ = stream.set_read_timeout(Some(net::LINGER));
         let mut scratch = vec![0u8; 4096];
         let mut discarded = 0;

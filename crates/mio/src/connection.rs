@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use fastwire_common::timeouts::{OpenState, Timeouts, Verdict};
-use fastwire_common::{net, ConnTally, ServerCounters};
+use fastwire_common::{net, CloseReason, ConnTally, ServerCounters};
 use fastwire_proto::{ConcurrencyLimit, Connection, Handler, ServerConfig, ServerConn, Wake};
 use mio::event::Event;
 use mio::net::TcpStream;
@@ -47,7 +47,7 @@ pub(crate) enum Step {
     /// Keep it; `more` if it has work left that no event will announce.
     Keep { more: bool },
     /// Remove and close it.
-    Remove(&'static str),
+    Remove(CloseReason),
 }
 
 /// What a connection's loop lends it while driving it.
@@ -160,7 +160,7 @@ impl Conn {
             if self.writable && self.proto.has_output() {
                 match self.write_out(ctx.now) {
                     Ok(wrote) => progress |= wrote,
-                    Err(_) => return Step::Remove("write error"),
+                    Err(_) => return Step::Remove(CloseReason::WriteError),
                 }
             }
             match self.phase {
@@ -197,7 +197,7 @@ impl Conn {
                             }
                             Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.readable = false,
                             Err(e) if e.kind() == io::ErrorKind::Interrupted => progress = true,
-                            Err(_) => return Step::Remove("read error"),
+                            Err(_) => return Step::Remove(CloseReason::ReadError),
                         }
                         // ANCHOR_END: mio_read
                     }
@@ -239,7 +239,7 @@ impl Conn {
                         // Everything is written: end-of-stream after the last response.
                         let _ = self.stream.shutdown(Shutdown::Write);
                         if !linger {
-                            return Step::Remove("closed by the client");
+                            return Step::Remove(CloseReason::ClosedByClient);
                         }
                         self.phase = Phase::Lingering { deadline: ctx.now + net::LINGER, discarded: 0 };
                         progress = true;
@@ -250,17 +250,17 @@ impl Conn {
                         return Step::Keep { more: false };
                     }
                     match self.stream.read(ctx.scratch) {
-                        Ok(0) => return Step::Remove("closed"),
+                        Ok(0) => return Step::Remove(CloseReason::Closed),
                         Ok(n) => {
                             *discarded += n;
                             if *discarded > net::LINGER_MAX_BYTES {
-                                return Step::Remove("lingered too long");
+                                return Step::Remove(CloseReason::LingerTimeout);
                             }
                             progress = true;
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.readable = false,
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(_) => return Step::Remove("closed"),
+                        Err(_) => return Step::Remove(CloseReason::Closed),
                     }
                 }
             }
@@ -323,7 +323,7 @@ impl Conn {
                 }
             }
             Phase::Draining { .. } => self.timeouts.sweep_draining(config, now).map(Step::Remove),
-            Phase::Lingering { deadline, .. } => (now >= deadline).then_some(Step::Remove("linger timeout")),
+            Phase::Lingering { deadline, .. } => (now >= deadline).then_some(Step::Remove(CloseReason::LingerTimeout)),
         }
     }
 }

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use fastwire_common::{net, Blocking, Cut, ServerCounters, Serving, ShutdownReport};
+use fastwire_common::{net, Blocking, CloseReason, Cut, ServerCounters, Serving, ShutdownReport};
 use fastwire_proto::{ConcurrencyLimit, Handler, ServerConfig, Wake};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -427,7 +427,7 @@ impl<H: Handler + 'static> EventLoop<H> {
         }
     }
 
-    fn remove(&mut self, key: usize, reason: &'static str) {
+    fn remove(&mut self, key: usize, reason: CloseReason) {
         let mut conn = self.conns.remove(key);
         conn.finish(&self.shared.counters);
         let _ = self.poll.registry().deregister(&mut conn.stream);
@@ -435,7 +435,7 @@ impl<H: Handler + 'static> EventLoop<H> {
         // counting as open: whoever sees `open` drop sees a closed connection.
         drop(conn);
         self.shared.counters.close();
-        tracing::trace!(reason, "connection closed");
+        tracing::trace!(%reason, "connection closed");
     }
 
     fn sweep(&mut self, now: Instant) {
@@ -464,7 +464,7 @@ impl<H: Handler + 'static> EventLoop<H> {
         }
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
-            self.remove(key, "shutdown: grace period over");
+            self.remove(key, CloseReason::Shutdown);
         }
         cut
     }

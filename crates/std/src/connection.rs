@@ -35,7 +35,7 @@ use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use fastwire_common::{net, ConnTally, ServerCounters};
+use fastwire_common::{net, CloseReason, ConnTally, ServerCounters};
 use fastwire_proto::{ConcurrencyLimit, Connection, Error, Flow, Handler, ServerConfig, ServerConn, Wake};
 
 use crate::server::Shared;
@@ -88,6 +88,8 @@ struct ConnState {
     writing: bool,
     /// The state machine failed (a protocol error, a handler panic); counted once.
     failed: bool,
+    /// Why, once `failed`.
+    failure: CloseReason,
     /// What this connection already added to the server's counters (either
     /// thread may serve or collect, so both update it).
     tally: ConnTally,
@@ -103,7 +105,7 @@ impl ConnState {
 
     fn fail(&mut self, error: &Error, counters: &ServerCounters) {
         if !std::mem::replace(&mut self.failed, true) {
-            counters.connection_failed(&self.conn, error);
+            self.failure = counters.connection_failed(&self.conn, error);
         }
     }
 }
@@ -127,6 +129,7 @@ impl ConnShared {
                 in_writer: 0,
                 writing: false,
                 failed: false,
+                failure: CloseReason::ProtocolError,
                 tally: ConnTally::default(),
                 reader_waiting: false,
             }),
@@ -213,10 +216,10 @@ fn read_loop(socket: &TcpStream, shared: &ConnShared, server: &Shared, handler: 
     let mut chunk = MIN_CHUNK;
     let reason = loop {
         if server.stopping.load(Ordering::Acquire) {
-            break "shutdown";
+            break CloseReason::Shutdown;
         }
         match net::read_some(&mut stream, &mut buf, chunk) {
-            Ok(0) => break "closed by the client",
+            Ok(0) => break CloseReason::ClosedByClient,
             // Reads that fill the chunk double it, up to buffer_size: busy
             // connections read in big gulps, idle ones touch little memory.
             Ok(n) if n == chunk => chunk = (chunk * 2).min(config.buffer_size.max(MIN_CHUNK)),
@@ -225,10 +228,10 @@ fn read_loop(socket: &TcpStream, shared: &ConnShared, server: &Shared, handler: 
             Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
                 if !handshake_done {
                     server.counters.handshake_timed_out(&shared.lock().conn);
-                    break "no handshake within handshake_timeout";
+                    break CloseReason::HandshakeTimeout;
                 }
                 if config.idle_timeout.is_some_and(|limit| last_activity.elapsed() >= limit) {
-                    break "idle for idle_timeout";
+                    break CloseReason::Idle;
                 }
                 // Quiet for IDLE_RELEASE: an idle connection keeps no large buffers.
                 buf = BytesMut::new();
@@ -239,7 +242,7 @@ fn read_loop(socket: &TcpStream, shared: &ConnShared, server: &Shared, handler: 
                 }
                 continue;
             }
-            Err(_) => break "read error",
+            Err(_) => break CloseReason::ReadError,
         }
         last_activity = Instant::now();
         let mut state = shared.lock();
@@ -282,13 +285,13 @@ fn read_loop(socket: &TcpStream, shared: &ConnShared, server: &Shared, handler: 
         // ANCHOR_END: reader_writes
         if let Err(e) = result {
             state.fail(&e, &server.counters);
-            break "failed";
+            break state.failure;
         }
         if state.failed {
-            break "failed"; // the writer saw a deferred handler panic
+            break state.failure; // the writer saw a deferred handler panic
         }
         if state.broken {
-            break "write error";
+            break CloseReason::WriteError;
         }
         if !handshake_done && state.conn.is_handshake_done() {
             handshake_done = true;
@@ -296,7 +299,7 @@ fn read_loop(socket: &TcpStream, shared: &ConnShared, server: &Shared, handler: 
             let _ = stream.set_read_timeout(Some(wake_every));
         }
     };
-    tracing::trace!(reason, "reader done");
+    tracing::trace!(%reason, "reader done");
     let mut state = shared.lock();
     // Reading is over, but deferred calls still running are answered
     // (unless the connection failed), for as long as answers keep coming
@@ -329,7 +332,7 @@ fn read_loop(socket: &TcpStream, shared: &ConnShared, server: &Shared, handler: 
     }
     let clean = state.flushed;
     drop(state);
-    if clean && reason != "closed by the client" {
+    if clean && reason != CloseReason::ClosedByClient {
         net::linger(socket);
     }
 }

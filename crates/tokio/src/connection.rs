@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use fastwire_common::{net, ConnTally};
+use fastwire_common::{net, CloseReason, ConnTally};
 use fastwire_proto::{Connection, Flow, ServerConn, Wake};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -125,8 +125,8 @@ pub(crate) async fn serve<H: ConnHandler>(
                 let output = conn.output();
                 match timeout(write_timeout, stream.write(output)).await {
                     Ok(Ok(n)) if n > 0 => conn.advance_output(n),
-                    Ok(_) => break 'conn "write error",
-                    Err(_) => break 'conn "the client stopped reading (idle_timeout)",
+                    Ok(_) => break 'conn CloseReason::WriteError,
+                    Err(_) => break 'conn CloseReason::StoppedReading,
                 }
             }
             progress.unwritten.store(0, Ordering::Relaxed);
@@ -137,7 +137,7 @@ pub(crate) async fn serve<H: ConnHandler>(
                     // a concurrency slot: no reading until answers come.
                     tokio::select! {
                         biased;
-                        _ = stop.wait_for(|stopping| *stopping) => break 'conn "shutdown",
+                        _ = stop.wait_for(|stopping| *stopping) => break 'conn CloseReason::Shutdown,
                         _ = answers(&wake, &handler) => continue,
                     }
                 }
@@ -154,16 +154,16 @@ pub(crate) async fn serve<H: ConnHandler>(
         if !reading {
             // The client closed its side: only deferred answers are awaited.
             if conn.deferred_in_flight() == 0 {
-                break "closed by the client";
+                break CloseReason::ClosedByClient;
             }
             let quiet = config.idle_timeout.unwrap_or(Duration::MAX);
             tokio::select! {
                 _ = answers(&wake, &handler) => continue,
-                _ = tokio::time::sleep(quiet) => break "deferred answers stopped coming (idle_timeout)",
+                _ = tokio::time::sleep(quiet) => break CloseReason::DeferredStalled,
             }
         }
         if *stop.borrow() {
-            break "shutdown";
+            break CloseReason::Shutdown;
         }
         // Read more, or time out.
         let wait_until = if conn.is_handshake_done() {
@@ -179,7 +179,7 @@ pub(crate) async fn serve<H: ConnHandler>(
         // again just to wait. Deferred answers interrupt the wait.
         let ready = tokio::select! {
             biased;
-            _ = stop.wait_for(|stopping| *stopping) => break "shutdown",
+            _ = stop.wait_for(|stopping| *stopping) => break CloseReason::Shutdown,
             _ = answers(&wake, &handler) => continue,
             ready = tokio::time::timeout_at(wait_until, stream.readable()) => ready,
         };
@@ -189,20 +189,18 @@ pub(crate) async fn serve<H: ConnHandler>(
             Ok(Ok(0)) => reading = false,
             Ok(Ok(_)) => last_activity = Instant::now(),
             Ok(Err(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {} // a spurious wake-up
-            Ok(Err(_)) => break "read error",
+            Ok(Err(_)) => break CloseReason::ReadError,
             Err(_) if !conn.is_handshake_done() => {
                 shared.counters.handshake_timed_out(&conn);
-                break "no handshake within handshake_timeout";
+                break CloseReason::HandshakeTimeout;
             }
             Err(_) if conn.deferred_in_flight() > 0 => last_activity = Instant::now(), // waiting is not idleness
-            Err(_) if config.idle_timeout.is_some_and(|t| last_activity.elapsed() >= t) => {
-                break "idle for idle_timeout"
-            }
+            Err(_) if config.idle_timeout.is_some_and(|t| last_activity.elapsed() >= t) => break CloseReason::Idle,
             // Quiet for a while: an idle connection keeps no large buffers.
             Err(_) => conn.release_buffers(),
         }
     };
-    if reason == "shutdown" && conn.deferred_in_flight() > 0 {
+    if reason == CloseReason::Shutdown && conn.deferred_in_flight() > 0 {
         // Graceful shutdown: answer the deferred calls still running (the
         // handle aborts this task when the grace period ends).
         while conn.deferred_in_flight() > 0 {
@@ -221,12 +219,12 @@ pub(crate) async fn serve<H: ConnHandler>(
     }
     tally.sync(&conn, &shared.counters);
     tally.finish(&shared.counters);
-    tracing::trace!(reason, "connection done");
+    tracing::trace!(%reason, "connection done");
     // Everything is written: end-of-stream after the last response, then a
     // lingering close (see `fastwire_common::net::LINGER`) unless the client
     // already closed its side, so no written response is lost to a reset.
     let _ = stream.shutdown().await;
-    if reason != "closed by the client" {
+    if reason != CloseReason::ClosedByClient {
         let drain = async {
             let mut discarded = 0;
             // On the heap: an array here would be part of every connection

@@ -32,7 +32,7 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 use fastwire_common::timeouts::{OpenState, Timeouts, Verdict};
-use fastwire_common::{net, ConnTally, ServerCounters};
+use fastwire_common::{net, CloseReason, ConnTally, ServerCounters};
 use fastwire_proto::{ConcurrencyLimit, Connection, Handler, ServerConfig, ServerConn, Wake};
 use io_uring::{opcode, squeue, types, IoUring};
 
@@ -68,7 +68,7 @@ pub(crate) enum Step {
     /// Keep it.
     Keep,
     /// Start removing it (the loop frees it once [`Conn::is_done`]).
-    Remove(&'static str),
+    Remove(CloseReason),
 }
 
 /// What a connection's loop lends it while driving it.
@@ -103,7 +103,7 @@ pub(crate) struct Conn {
     /// Deferred responses (or a free concurrency slot) wait: see `wake`.
     woken: bool,
     /// Why it is being removed (logged when freed).
-    close_reason: &'static str,
+    close_reason: CloseReason,
 }
 
 /// Builds an operation on the connection's socket, by descriptor or by its
@@ -146,7 +146,7 @@ impl Conn {
             tally: ConnTally::default(),
             failed: false,
             woken: false,
-            close_reason: "",
+            close_reason: CloseReason::Closed,
         }
     }
 
@@ -186,7 +186,7 @@ impl Conn {
     }
 
     /// Why it was removed.
-    pub(crate) fn close_reason(&self) -> &'static str {
+    pub(crate) fn close_reason(&self) -> CloseReason {
         self.close_reason
     }
 
@@ -199,7 +199,7 @@ impl Conn {
 
     /// Starts removing it: its counts leave the server's gauges, its socket
     /// is shut down (which ends a send in flight) and its receive cancelled.
-    pub(crate) fn begin_remove(&mut self, reason: &'static str, ring: &mut IoUring, counters: &ServerCounters) {
+    pub(crate) fn begin_remove(&mut self, reason: CloseReason, ring: &mut IoUring, counters: &ServerCounters) {
         if self.is_closing() {
             return;
         }
@@ -249,7 +249,7 @@ impl Conn {
                                 self.phase = Phase::Draining { linger: false };
                                 Some(Step::Keep)
                             }
-                            Phase::Lingering { .. } => Some(Step::Remove("closed")),
+                            Phase::Lingering { .. } => Some(Step::Remove(CloseReason::Closed)),
                             Phase::Closing => None,
                         }
                     }
@@ -257,7 +257,7 @@ impl Conn {
                     // loop has copied them), or cancelled: armed again by `drive`.
                     e if e == -libc::ENOBUFS || e == -libc::ECANCELED => Some(Step::Keep),
                     _ if self.is_closing() => None,
-                    _ => Some(Step::Remove("read error")),
+                    _ => Some(Step::Remove(CloseReason::ReadError)),
                 }
             }
             Op::Send => {
@@ -275,7 +275,7 @@ impl Conn {
                 } else if c.result == -libc::EINTR || c.result == -libc::EAGAIN {
                     Some(Step::Keep)
                 } else {
-                    Some(Step::Remove("write error"))
+                    Some(Step::Remove(CloseReason::WriteError))
                 }
             }
             _ => None,
@@ -336,13 +336,13 @@ impl Conn {
                 }
                 Phase::Lingering { discarded, .. } => {
                     if discarded > net::LINGER_MAX_BYTES {
-                        return Step::Remove("lingered too long");
+                        return Step::Remove(CloseReason::LingerTimeout);
                     }
                 }
                 Phase::Closing => return Step::Keep,
             }
             if !self.start_send(ctx.ring) {
-                return Step::Remove("cannot submit");
+                return Step::Remove(CloseReason::SubmitFailed);
             }
             if !(self.proto.buffered_input() > 0 && self.is_open() && !self.proto.is_output_full()) {
                 break;
@@ -354,7 +354,7 @@ impl Conn {
                 // Everything is written: end-of-stream after the last response.
                 let _ = self.stream.shutdown(Shutdown::Write);
                 if !linger || self.eof {
-                    return Step::Remove("closed by the client");
+                    return Step::Remove(CloseReason::ClosedByClient);
                 }
                 self.phase = Phase::Lingering { deadline: ctx.now + net::LINGER, discarded: 0 };
             }
@@ -374,7 +374,7 @@ impl Conn {
                 // SAFETY: a multishot receive names no buffer of ours: the
                 // kernel picks from the registered ring, which outlives it.
                 if unsafe { ring::push(ctx.ring, &recv) }.is_err() {
-                    return Step::Remove("cannot submit");
+                    return Step::Remove(CloseReason::SubmitFailed);
                 }
                 self.recv = Recv::Armed;
             }
@@ -448,7 +448,7 @@ impl Conn {
                 }
             }
             Phase::Draining { .. } => self.timeouts.sweep_draining(config, now).map(Step::Remove),
-            Phase::Lingering { deadline, .. } => (now >= deadline).then_some(Step::Remove("linger timeout")),
+            Phase::Lingering { deadline, .. } => (now >= deadline).then_some(Step::Remove(CloseReason::LingerTimeout)),
             Phase::Closing => None,
         }
     }

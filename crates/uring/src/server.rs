@@ -17,7 +17,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use fastwire_common::{net, Blocking, Cut, ServerCounters, Serving, ShutdownReport};
+use fastwire_common::{net, Blocking, CloseReason, Cut, ServerCounters, Serving, ShutdownReport};
 use fastwire_proto::{ConcurrencyLimit, Handler, ServerConfig, Wake};
 use io_uring::{opcode, types, IoUring};
 use slab::Slab;
@@ -531,7 +531,7 @@ impl<H: Handler + 'static> EventLoop<H> {
     }
 
     /// Starts removing a connection; it is freed when the kernel is done with it.
-    fn remove(&mut self, key: usize, reason: &'static str) {
+    fn remove(&mut self, key: usize, reason: CloseReason) {
         let Some(conn) = self.conns.get_mut(key) else { return };
         conn.begin_remove(reason, &mut self.ring, &self.shared.counters);
         if conn.is_done() {
@@ -545,7 +545,7 @@ impl<H: Handler + 'static> EventLoop<H> {
             // The table holds a reference to the socket: let it go.
             let _ = self.ring.submitter().register_files_update(index, &[-1]);
         }
-        tracing::trace!(reason = conn.close_reason(), "connection closed");
+        tracing::trace!(reason = %conn.close_reason(), "connection closed");
         // Closed (socket, and the responders' view of it) before it stops
         // counting as open: whoever sees `open` drop sees a closed connection.
         drop(conn);
@@ -578,7 +578,7 @@ impl<H: Handler + 'static> EventLoop<H> {
                 cut.deferred += conn.deferred_in_flight() as u64;
                 cut.connections += 1;
             }
-            self.remove(key, "shutdown: grace period over");
+            self.remove(key, CloseReason::Shutdown);
         }
         self.stop_accepting();
         let deadline = Instant::now() + DRAIN_WAIT;
