@@ -162,11 +162,17 @@ fn serve_and_load_over_tls() {
             ],
             Stdio::piped(),
         );
-        // The log, read as it comes (a full pipe would stall the server).
-        let mut log = child.stderr.take().unwrap();
+        // The log, read as it comes (a full pipe would stall the server),
+        // each line also sent to the test as it arrives.
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        let (lines, logged) = std::sync::mpsc::channel();
         let log = std::thread::spawn(move || {
             let mut text = String::new();
-            let _ = log.read_to_string(&mut text);
+            for line in stderr.lines().map_while(Result::ok) {
+                let _ = lines.send(line.clone());
+                text += &line;
+                text.push('\n');
+            }
             text
         });
         let load = |extra: &[&str]| {
@@ -189,6 +195,15 @@ fn serve_and_load_over_tls() {
         let wrong_name = load(&["--tls", "--tls-ca", &path("ca.pem"), "--tls-server-name", "elsewhere.test"]);
         let said = String::from_utf8_lossy(&wrong_name.stderr);
         assert!(!wrong_name.status.success() && said.contains("--tls-server-name"), "{backend}: {said}");
+        // The client's alert reaches the server after the load has exited:
+        // wait until the server has read it (a shutdown stops reading, and
+        // the refusal would go uncounted on a loaded machine).
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while let Ok(line) = logged.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())) {
+            if line.contains("TLS handshake failed") {
+                break;
+            }
+        }
         assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
         assert!(child.wait().unwrap().success(), "{backend}");
         // The server said, at its default log level, whom it refused and
