@@ -6,7 +6,7 @@
 //! For each, the client must end the call with the typed error (or the
 //! right value), within its deadline, never hand a caller a wrong value,
 //! and keep its buffers bounded. The scripted servers are raw sockets
-//! written from the protocol reference (`docs/src/protocol.md`), not the
+//! written from the protocol reference (`docs/src/wire-protocol.md`), not the
 //! protocol crate, and every one of them stops by itself.
 
 use std::io::{Read, Write};

@@ -1,6 +1,6 @@
 //! Scripted servers for the tests that hold clients to account: a
 //! listener on 127.0.0.1 that runs a script (a plain function over a raw
-//! socket, written from the protocol reference, not the protocol crate) on
+//! socket, written from `docs/src/wire-protocol.md`, not the protocol crate) on
 //! each connection it accepts.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
