@@ -64,7 +64,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use fastwire_proto::{ClientConfig, ClientConn, Connection, HandshakeStage};
+use fastwire_proto::{ClientConfig, ClientConn, Connection};
 
 use crate::{
     net, sys, Backoff, CallSlot, ClientError, ClientStats, Deadline, FollowEnd, Reply, SlotPool, SlotToken, LARGE_VALUE,
@@ -1131,29 +1131,29 @@ impl<D: Driver> Inner<D> {
     /// The server closed connection `generation`: ends it, with words for
     /// where its handshakes were.
     fn server_closed(&self, generation: u64) {
-        let stage = self.stage_of(generation);
-        self.die(generation, ClientError::closed_by_server(stage));
+        self.die_with(generation, |conn| ClientError::closed_by_server(conn.handshake_stage()));
     }
 
     /// Connection `generation`'s handshake did not finish within
     /// `handshake_timeout`: ends it, saying which handshake.
     fn handshake_timed_out(&self, generation: u64) {
-        let stage = self.stage_of(generation);
-        self.die(generation, ClientError::handshake_timeout(stage, self.config.handshake_timeout));
-    }
-
-    fn stage_of(&self, generation: u64) -> HandshakeStage {
-        let state = self.lock();
-        let active = state.active.as_ref().filter(|a| a.generation == generation);
-        active.map_or(HandshakeStage::Done, |a| a.conn.handshake_stage())
+        let timeout = self.config.handshake_timeout;
+        self.die_with(generation, |conn| ClientError::handshake_timeout(conn.handshake_stage(), timeout));
     }
 
     /// Ends the connection (if it is still `generation`) with `error`:
     /// every pending call fails with it.
     fn die(&self, generation: u64, error: ClientError) {
+        self.die_with(generation, |_| error);
+    }
+
+    /// [`die`](Inner::die), with the error made from the connection under
+    /// the same lock (its handshake stage, say).
+    fn die_with(&self, generation: u64, error: impl FnOnce(&ClientConn<SlotToken>) -> ClientError) {
         let mut state = self.lock();
         if state.active.as_ref().is_some_and(|a| a.generation == generation) {
             let active = state.end().expect("checked");
+            let error = error(&active.conn);
             if !active.conn.is_handshake_done() {
                 // Refused at the handshake (a certificate not trusted, TLS
                 // not served): retrying at once would only be refused again.
