@@ -164,6 +164,14 @@ impl Control {
         self.phase.store(STOP, Relaxed);
     }
 
+    /// Passes a load thread's result on, aborting the run if it failed.
+    pub(crate) fn abort_on_error<T>(&self, result: Result<T, String>) -> Result<T, String> {
+        if result.is_err() {
+            self.abort();
+        }
+        result
+    }
+
     /// Sleeps `length`, or less if a load thread aborts the run meanwhile.
     fn sleep(&self, length: Duration) {
         let until = Instant::now() + length;
@@ -376,10 +384,7 @@ fn closed_threads<D: Driver>(
                     } else {
                         pipeline(client, spec.depth.max(1), (name, value), slow, expected, control, mode)
                     };
-                    if tally.is_err() {
-                        control.abort();
-                    }
-                    tally.map(|mut tally| {
+                    control.abort_on_error(tally).map(|mut tally| {
                         tally.unsolicited = client.stats().unsolicited_responses;
                         tally
                     })
@@ -566,12 +571,10 @@ fn closed_tokio(
                         .map_err(|e| failed("starting a runtime", e))?;
                     runtime.block_on(async move {
                         let client = fastwire_tokio::Client::new(addr, config);
-                        let connected = client.wait_connected().await;
-                        if connected.is_err() {
-                            control.abort();
-                        }
+                        let connected =
+                            control.abort_on_error(client.wait_connected().await.map_err(|e| failed("connecting", e)));
                         ready.wait();
-                        connected.map_err(|e| failed("connecting", e))?;
+                        connected?;
                         CONNECTION.with(|c| c.start(Tally::new(mode, fire)));
                         let callers: Vec<_> = (0..if fire { 1 } else { spec.depth.max(1) })
                             .map(|_| {
@@ -591,11 +594,8 @@ fn closed_tokio(
                                 // 280 ns/op there against 171 here, medians of
                                 // three alternations, see the tokio chapter).
                                 tokio::spawn(async move {
-                                    let result = tokio_caller(&client, &calls, &expected, &control, fire).await;
-                                    if result.is_err() {
-                                        control.abort();
-                                    }
-                                    result
+                                    control
+                                        .abort_on_error(tokio_caller(&client, &calls, &expected, &control, fire).await)
                                 })
                             })
                             .collect();
@@ -900,15 +900,10 @@ pub fn handshakes(addr: SocketAddr, spec: &Spec, timing: &Timing, mode: Mode) ->
                             return Ok(tally);
                         }
                         let start = Instant::now();
-                        let got = one_connection(addr, config, (name, value), expected.as_deref(), &mut buf)
-                            .map_err(|e| failed("a new connection", e));
-                        let (len, unsolicited) = match got {
-                            Ok(got) => got,
-                            Err(e) => {
-                                control.abort();
-                                return Err(e);
-                            }
-                        };
+                        let (len, unsolicited) = control.abort_on_error(
+                            one_connection(addr, config, (name, value), expected.as_deref(), &mut buf)
+                                .map_err(|e| failed("a new connection", e)),
+                        )?;
                         tally.unsolicited += unsolicited;
                         if phase == MEASURE {
                             tally.record(len, start.elapsed());
