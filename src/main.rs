@@ -42,6 +42,19 @@ enum Command {
     /// certificate signed by it (PEM, made now with rcgen), to try `serve
     /// --tls-cert` and `load --tls`. For tests and trials, not production.
     TlsCerts(TlsCertsArgs),
+    /// Write the figures the guide and the README quote from the published
+    /// run's JSON (docs/src/results/figures.txt, and the README's table).
+    Figures(FiguresArgs),
+}
+
+#[derive(Args)]
+struct FiguresArgs {
+    /// The published results: a directory of `<set>/compare.json`.
+    #[arg(long, default_value = "docs/src/results")]
+    results: std::path::PathBuf,
+    /// The README whose generated table to rewrite.
+    #[arg(long, default_value = "README.md")]
+    readme: std::path::PathBuf,
 }
 
 #[derive(Args)]
@@ -325,11 +338,28 @@ fn main() {
         Command::Compare(args) => compare(args),
         Command::Load(args) => load(args),
         Command::TlsCerts(args) => tls_certs(args),
+        Command::Figures(args) => figures(args),
     };
     if let Err(e) = result {
         eprintln!("fastwire: {e}");
         std::process::exit(1);
     }
+}
+
+fn figures(args: FiguresArgs) -> Result<(), Box<dyn std::error::Error>> {
+    use harness::figures;
+    let published = figures::load(&args.results)?;
+    if published.sets.is_empty() {
+        return Err(format!("no <set>/compare.json under {}", args.results.display()).into());
+    }
+    let all = figures::figures(&published);
+    let path = args.results.join(figures::FIGURES_FILE);
+    std::fs::write(&path, figures::render(&all)).map_err(|e| format!("{}: {e}", path.display()))?;
+    let readme = std::fs::read_to_string(&args.readme).map_err(|e| format!("{}: {e}", args.readme.display()))?;
+    let updated = figures::readme_with_table(&readme, &figures::readme_table(&published))?;
+    std::fs::write(&args.readme, updated).map_err(|e| format!("{}: {e}", args.readme.display()))?;
+    println!("fastwire: wrote {} figures to {} and the table of {}", all.len(), path.display(), args.readme.display());
+    Ok(())
 }
 
 fn tls_certs(args: TlsCertsArgs) -> Result<(), Box<dyn std::error::Error>> {

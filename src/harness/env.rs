@@ -3,13 +3,13 @@
 
 use std::process::Command;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::workload::Workload;
 use crate::backend::BackendKind;
 
 /// Where and how a result was measured.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Env {
     /// The threads of the server and of the load, for this backend and workload.
     pub threads: String,

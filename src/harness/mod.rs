@@ -20,6 +20,7 @@
 //!   client side by side, one [`Row`] per measurement.
 //! * [`report`]: the table, Markdown and JSON.
 //! * [`chart`]: SVG charts (plotters) for the guide.
+//! * [`figures`]: the published run as the figures the guide includes.
 //!
 //! Why these figures: ns/op is wall time over all operations of all callers
 //! (inverse throughput, as Go prints it), never latency; latency is per call,
@@ -33,6 +34,7 @@ pub mod child;
 pub mod compare;
 pub mod drive;
 pub mod env;
+pub mod figures;
 pub mod floor;
 pub mod live;
 pub mod peers;

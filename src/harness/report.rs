@@ -1,6 +1,6 @@
 //! Results as rows, and the rows as a table, Markdown and JSON.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::drive::Sample;
 use super::env::Env;
@@ -8,7 +8,7 @@ use super::workload::Spec;
 
 /// One measurement: a backend (or a floor) on one workload configuration.
 /// Serialised with exactly the keys `fastwire compare --json` promises.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Row {
     /// Backend name, or `floor` for a reference without protocol.
     pub backend: String,
@@ -131,7 +131,7 @@ pub(crate) fn number(x: f64, decimals: usize) -> String {
     }
 }
 
-fn allocs(a: Option<f64>) -> String {
+pub(crate) fn allocs(a: Option<f64>) -> String {
     match a {
         None => "-".into(),
         Some(a) if !a.is_finite() => "-".into(),

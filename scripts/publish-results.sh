@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Regenerates every published result, on this machine, from this commit:
+# the comparison tables, JSON and charts under docs/src/results/, the idle
+# memory and system-call tables, the figures file the guide's chapters
+# include (docs/src/results/figures.txt) and the README's table.
+#
+# It refuses a working tree with changes: a published figure must name the
+# commit that produced it, and a `-dirty` commit names none. Commit the
+# results afterwards (`git add docs/src/results README.md`).
+#
+# Usage: scripts/publish-results.sh [duration]   (default 1s per measurement;
+# about 20 minutes on 2 cores). Needs perf for the system-call table
+# (skipped, and said so, without it).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ -n "$(git status --porcelain --untracked-files=no)" ]; then
+    echo "publish-results: the working tree has changes; commit or stash them first" >&2
+    git status --short --untracked-files=no >&2
+    exit 1
+fi
+duration=${1:-1s}
+commit=$(git rev-parse --short=12 HEAD)
+
+cargo build --release --bin fastwire --examples
+bin=target/release/fastwire
+stage=target/publish/$commit
+rm -rf "$stage"
+mkdir -p "$stage"
+
+run() { # set, then compare's arguments
+    local set=$1
+    shift
+    mkdir -p "$stage/$set"
+    echo "== $set: fastwire compare $*" >&2
+    "$bin" compare --duration "$duration" "$@" \
+        --json "$stage/$set/compare.json" --markdown "$stage/$set/compare.md" --svg "$stage/$set"
+}
+
+# Every default backend through every workload but the sweep; servers alone
+# in processes of their own (their CPU time and memory), clients alone, both.
+run main --processes
+# The completion loop's measured settings and the acceptor layouts beside
+# the defaults they vary.
+run variants --workload fastrpc,pingpong --processes \
+    --backends mio,mio-acceptor,uring,uring-sqpoll,uring-fixed,uring-acceptor,glommio
+# TLS beside plaintext.
+run tls --workload fastrpc,pingpong,handshakes --tls both
+# Each server from 1 to 10,000 connections.
+run sweep --workload sweep
+
+mkdir -p "$stage/idle"
+echo "== idle memory per connection" >&2
+cargo run --release --example idle_memory -- std,tokio,tokio-per-core,mio,glommio,uring 10000 \
+    > "$stage/idle/idle-memory.md"
+
+if command -v perf >/dev/null && perf stat -e raw_syscalls:sys_enter -- true >/dev/null 2>&1; then
+    mkdir -p "$stage/syscalls"
+    echo "== system calls per call" >&2
+    bash scripts/syscalls-per-call.sh std,tokio,mio,glommio,uring fastrpc 3 > "$stage/syscalls/syscalls.md"
+else
+    echo "publish-results: perf cannot count system calls here; the system-call table keeps its last run" >&2
+    if [ -d docs/src/results/syscalls ]; then cp -r docs/src/results/syscalls "$stage/"; fi
+fi
+
+{
+    echo "- commit: $commit"
+    echo "- date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    echo "- machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $(uname -srm)"
+    echo "- memory: $(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo); open files: $(ulimit -n); locked memory: $(ulimit -l) KiB"
+    echo "- toolchain: $(rustc -V)"
+    echo "- measured window per row: $duration (after a warm-up of a quarter of it)"
+    echo "- command: scripts/publish-results.sh $duration"
+} > "$stage/environment.md"
+
+# Swap the new run in whole: nothing of an older run stays beside it.
+rm -rf docs/src/results && mkdir -p docs/src/results
+
+cp -r "$stage"/. docs/src/results/
+"$bin" figures --results docs/src/results --readme README.md
+echo "publish-results: done; commit docs/src/results and README.md" >&2
