@@ -57,7 +57,9 @@ cargo run --release --example idle_memory -- std,tokio,tokio-per-core,mio,glommi
 if command -v perf >/dev/null && perf stat -e raw_syscalls:sys_enter -- true >/dev/null 2>&1; then
     mkdir -p "$stage/syscalls"
     echo "== system calls per call" >&2
-    bash scripts/syscalls-per-call.sh std,tokio,mio,glommio,uring fastrpc 3 > "$stage/syscalls/syscalls.md"
+    servers=std,tokio,mio,glommio,uring
+    bash scripts/syscalls-per-call.sh "$servers" fastrpc 3 > "$stage/syscalls/syscalls.md"
+    bash scripts/syscalls-per-call.sh "$servers" pingpong 3 | tail -n +3 >> "$stage/syscalls/syscalls.md"
 else
     echo "publish-results: perf cannot count system calls here; the system-call table keeps its last run" >&2
     if [ -d docs/src/results/syscalls ]; then cp -r docs/src/results/syscalls "$stage/"; fi
