@@ -15,36 +15,19 @@ test:
 compare *args:
     cargo run --release -- compare {{args}}
 
-# The comparison as the guide's results chapter shows it: table, JSON and charts.
-compare-report dir="docs/src/results":
-    cargo run --release -- compare --duration 1s --json {{dir}}/compare.json --markdown {{dir}}/compare.md --svg {{dir}}
+# Every published result, regenerated on this machine from a clean commit
+# (refuses a dirty tree): the compare runs, idle memory, system calls, and the
+# figures the guide and the README include. About 20 minutes on 2 cores.
+publish duration="1s":
+    bash scripts/publish-results.sh {{duration}}
 
-# Servers alone (under the blaster, each in a process of its own), clients alone
-# (against the floor server), and both, for fastrpc and pingpong.
-compare-roles dir="docs/src/results/roles":
-    cargo run --release -- compare --workload fastrpc,pingpong --duration 1s --processes --json {{dir}}/compare.json --markdown {{dir}}/compare.md --svg {{dir}}
+# Rewrite the guide's figures and the README's table from the published JSON.
+figures:
+    cargo run --release -- figures
 
-# Each server from 1 to 10,000 connections (several minutes).
-sweep dir="docs/src/results/sweep":
-    cargo run --release -- compare --workload sweep --duration 1s --json {{dir}}/compare.json --markdown {{dir}}/compare.md --svg {{dir}}
-
-# Handlers that wait, work or are slow now and then (the guide's "When handlers wait").
-compare-waiting dir="docs/src/results/waiting":
-    cargo run --release -- compare --workload wait,cpu,mixed,mixed-base --duration 1s --json {{dir}}/compare.json --markdown {{dir}}/compare.md --svg {{dir}}
-
-# TLS beside plaintext: fastrpc, pingpong and new connections (handshakes/s), every backend.
-compare-tls dir="docs/src/results/tls":
-    cargo run --release -- compare --workload fastrpc,pingpong,handshakes --tls both --role both --duration 1s --json {{dir}}/compare.json --markdown {{dir}}/compare.md --svg {{dir}}
-
-# The completion loop by hand beside the reactor and glommio, with its two measured
-# settings (SQPOLL, registered files): servers alone in processes of their own, clients alone, both.
-compare-uring dir="docs/src/results/uring":
-    cargo run --release -- compare --workload fastrpc,pingpong --backends mio,uring,uring-sqpoll,uring-fixed,uring-acceptor,glommio --duration 1s --processes --json {{dir}}/compare.json --markdown {{dir}}/compare.md --svg {{dir}}
-
-# Every backend's client and server together, servers alone and clients alone,
-# for the pipelined, one-at-a-time and fire-and-forget workloads (the client issue's targets).
-compare-pipelining dir="docs/src/results/pipelining":
-    cargo run --release -- compare --workload fastrpc,pingpong,nowait --duration 1s --json {{dir}}/compare.json --markdown {{dir}}/compare.md --svg {{dir}}
+# Each server from 1 to 10,000 connections (several minutes), printed only.
+sweep:
+    cargo run --release -- compare --workload sweep --duration 1s
 
 # TLS inside the state machine against tokio-rustls under a Framed codec, plaintext and TLS.
 tls-layers:

@@ -26,4 +26,10 @@ if sed 's/\x1b\[[0-9;]*m//g' "$log" | grep -Eq '\[ERROR\]|(^|[[:space:]])ERROR([
     echo "the guide has errors (see above)" >&2
     exit 1
 fi
+# Code included from inside functions keeps their indentation; remove it.
+if command -v perl >/dev/null; then
+    find docs/book -name '*.html' -exec perl scripts/dedent-code.pl {} +
+else
+    echo "perl is missing: the guide's included code keeps its source indentation" >&2
+fi
 echo "the guide is in docs/book/index.html"

@@ -45,7 +45,7 @@ run main --processes
 run variants --workload fastrpc,pingpong --processes \
     --backends mio,mio-acceptor,uring,uring-sqpoll,uring-fixed,uring-acceptor,glommio
 # TLS beside plaintext.
-run tls --workload fastrpc,pingpong,handshakes --tls both
+run tls --workload fastrpc,pingpong,handshakes --tls both --role both
 # Each server from 1 to 10,000 connections.
 run sweep --workload sweep
 

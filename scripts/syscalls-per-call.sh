@@ -46,6 +46,6 @@ for line in open(perf):
 run = json.load(open(load))[0]
 rate = run["ops"] / run["seconds"]
 calls = rate * window
-print(f"| {backend} | {workload} | {rate:,.0f} | {counts.get('raw_syscalls:sys_enter', 0) / calls:.3f} | {counts.get('context-switches', 0) / calls:.3f} |")
+print(f"| {backend} | {workload} | {rate:,.0f} | {counts.get('raw_syscalls:sys_enter', 0) / calls:.4f} | {counts.get('context-switches', 0) / calls:.4f} |")
 PY
 done

@@ -88,3 +88,42 @@ fn every_link_of_the_rendered_book_resolves() {
     assert!(checked > 100, "the book's pages link to each other; checked only {checked}");
     assert!(broken.is_empty(), "broken links in the rendered book:\n{}", broken.join("\n"));
 }
+
+/// The text of each Rust code block of a page, HTML as it is.
+fn rust_blocks(html: &str) -> Vec<&str> {
+    html.split("<code class=\"language-rust")
+        .skip(1)
+        .filter_map(|rest| rest.split_once('>').and_then(|(_, code)| code.split("</code>").next()))
+        .collect()
+}
+
+#[test]
+fn included_code_starts_at_the_left_margin() {
+    let root = book();
+    if !root.join("index.html").exists() {
+        assert!(std::env::var_os("CI").is_none(), "CI builds the book before the tests; {} is missing", root.display());
+        eprintln!("skipped: no rendered book in {} (scripts/build-docs.sh builds it)", root.display());
+        return;
+    }
+    let mut all = Vec::new();
+    pages(&root, &mut all);
+    let mut indented = Vec::new();
+    let mut blocks = 0;
+    for page in &all {
+        let html = std::fs::read_to_string(page).unwrap();
+        for block in rust_blocks(&html) {
+            blocks += 1;
+            let unindented = block.lines().filter(|l| !l.trim().is_empty()).any(|l| !l.starts_with(' '));
+            if !unindented {
+                let first = block.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+                indented.push(format!("{}: {}", page.display(), first.trim()));
+            }
+        }
+    }
+    assert!(blocks >= 10, "the book shows the project's code; found {blocks} Rust blocks");
+    assert!(
+        indented.is_empty(),
+        "code blocks indented as a whole (scripts/build-docs.sh removes the common indentation):\n{}",
+        indented.join("\n")
+    );
+}

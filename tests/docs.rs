@@ -3,6 +3,13 @@
 //! in it; every relative link and image points at a file that exists; and
 //! `SUMMARY.md` lists exactly the chapters there are. (CI also builds the
 //! book with mdBook; this test needs nothing but cargo.)
+//!
+//! The guide teaches the present: every measured figure in its text and in
+//! the README is included from the published run's generated figures
+//! (`docs/src/results/figures.txt`, written by `fastwire figures` from the
+//! run's JSON), never typed; dates and commits stand only in the results
+//! chapter and the lab notes appendix; and the chapters keep to their
+//! length (2,000 prose words each, 16,000 together, the README 1,500).
 
 use std::path::{Path, PathBuf};
 
@@ -89,8 +96,8 @@ fn the_summary_lists_every_chapter() {
     let summary = std::fs::read_to_string(root.join("SUMMARY.md")).unwrap();
     let listed: Vec<PathBuf> = between(&summary, "](", ")").into_iter().map(|f| root.join(f)).collect();
     for chapter in chapters() {
-        if chapter.ends_with("SUMMARY.md") || chapter.ends_with("compare.md") {
-            continue; // compare.md files are generated and included by the results chapters
+        if chapter.ends_with("SUMMARY.md") || chapter.starts_with(root.join("results")) {
+            continue; // docs/src/results/ is generated, and included by the chapters
         }
         assert!(listed.contains(&chapter), "SUMMARY.md does not list {}", chapter.display());
     }
@@ -172,4 +179,239 @@ fn every_fastwire_command_shown_parses() {
         }
     }
     assert!(broken.is_empty(), "commands that do not parse:\n{}", broken.join("\n"));
+}
+
+/// The chapters a reader reads (the generated results directory and the
+/// summary aside), each with its text.
+fn guide() -> Vec<(PathBuf, String)> {
+    let results = docs().join("results");
+    chapters()
+        .into_iter()
+        .filter(|c| !c.starts_with(&results) && !c.ends_with("SUMMARY.md"))
+        .map(|c| {
+            let text = std::fs::read_to_string(&c).unwrap();
+            (c, text)
+        })
+        .collect()
+}
+
+/// The appendix that keeps the history: dates, commits and the figures of
+/// past experiments belong there.
+const APPENDIX: &str = "lab-notes.md";
+
+/// Text as a reader reads it: fenced blocks, include directives, HTML
+/// comments, quotations and inline code removed (a command's `--duration 1s` is not a
+/// figure). Tables stay.
+fn prose(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut fenced = false;
+    for line in text.lines() {
+        if line.trim_start().starts_with("```") {
+            fenced = !fenced;
+            continue;
+        }
+        // A quotation (`>`) cites someone else's figure, not the run's.
+        if fenced || line.trim_start().starts_with("<!--") || line.trim_start().starts_with('>') {
+            out.push(String::new());
+            continue;
+        }
+        let mut kept = String::new();
+        let mut rest = line;
+        while let Some(at) = rest.find("{{#") {
+            kept.push_str(&rest[..at]);
+            kept.push_str(" FIGURE ");
+            rest = rest[at..].find("}}").map_or("", |end| &rest[at + end + 2..]);
+        }
+        kept.push_str(rest);
+        let without_code: String = kept.split('`').step_by(2).collect::<Vec<_>>().join(" ");
+        out.push(without_code);
+    }
+    out
+}
+
+/// Words of prose: what a reader reads as sentences (tables, code and
+/// included figures aside).
+fn prose_words(text: &str) -> usize {
+    prose(text)
+        .iter()
+        .filter(|l| !l.trim_start().starts_with('|'))
+        .flat_map(|l| l.split(|c: char| !(c.is_alphabetic() || c == '\'' || c == '-')))
+        .filter(|w| w.chars().any(char::is_alphabetic) && *w != "FIGURE")
+        .count()
+}
+
+/// A measured figure typed into the text: a ratio (`2.8x`), a time per
+/// operation, a rate, a decimal time, a percentage.
+fn typed_figures(line: &str) -> Vec<String> {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let number = |w: &str| !w.is_empty() && w.chars().all(|c| c.is_ascii_digit() || c == '.' || c == ',');
+    let clean = |w: &str| w.trim_matches(|c: char| "()*,;:!?\"".contains(c)).trim_end_matches('.').to_owned();
+    let mut found = Vec::new();
+    for (i, raw) in words.iter().enumerate() {
+        let w = clean(raw);
+        let next = words.get(i + 1).map(|n| clean(n)).unwrap_or_default();
+        let ratio = ["x", "×"]
+            .iter()
+            .any(|x| w.strip_suffix(x).is_some_and(|n| number(n) && n.starts_with(|c: char| c.is_ascii_digit())));
+        let percent = w.strip_suffix('%').is_some_and(number);
+        let unit = number(&w)
+            && (["ns/op", "ns", "MB/s", "GB/s", "calls/s"].contains(&next.as_str())
+                || (w.contains('.') && ["µs", "us", "ms"].contains(&next.as_str())));
+        if ratio || percent {
+            found.push(w);
+        } else if unit {
+            found.push(format!("{w} {next}"));
+        }
+    }
+    found
+}
+
+#[test]
+fn the_guide_types_no_measured_figure() {
+    let mut typed = Vec::new();
+    for (chapter, text) in guide() {
+        if chapter.ends_with(APPENDIX) {
+            continue;
+        }
+        for (n, line) in prose(&text).iter().enumerate() {
+            for figure in typed_figures(line) {
+                typed.push(format!("{}:{}: {figure}", chapter.display(), n + 1));
+            }
+        }
+    }
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let (before, after) = readme.split_once(fastwire_bench::harness::figures::README_END).unwrap_or((&readme, ""));
+    let outside = before.split(fastwire_bench::harness::figures::README_BEGIN).next().unwrap_or("").to_owned() + after;
+    for (n, line) in prose(&outside).iter().enumerate() {
+        for figure in typed_figures(line) {
+            typed.push(format!("README.md (outside its generated table):{}: {figure}", n + 1));
+        }
+    }
+    assert!(
+        typed.is_empty(),
+        "figures typed into the text; include them from results/figures.txt (`fastwire figures`) instead:\n{}",
+        typed.join("\n")
+    );
+}
+
+#[test]
+fn the_typed_figure_check_catches_figures() {
+    assert_eq!(typed_figures("tokio took 251.7 ns/op, 2.8x std's"), ["251.7 ns/op", "2.8x"]);
+    assert_eq!(typed_figures("a p50 of 21.2 µs (27%)"), ["21.2 µs", "27%"]);
+    assert!(typed_figures("1,000 calls in flight, a 1 ms wait, 20 µs of work, 10,000 connections").is_empty());
+}
+
+/// A date (2026-12-01) or something shaped like a commit hash.
+fn history(line: &str) -> Vec<String> {
+    line.split(|c: char| !c.is_ascii_alphanumeric() && c != '-')
+        .filter(|w| {
+            let b = w.as_bytes();
+            let date = b.len() >= 10
+                && b[..10]
+                    .iter()
+                    .enumerate()
+                    .all(|(i, c)| if i == 4 || i == 7 { *c == b'-' } else { c.is_ascii_digit() });
+            let hash = (7..=12).contains(&w.len())
+                && w.chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
+                && w.chars().any(|c| c.is_ascii_digit())
+                && w.chars().any(|c| c.is_ascii_alphabetic());
+            date || hash
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn dates_and_commits_stand_only_in_the_results_and_the_appendix() {
+    let mut found = Vec::new();
+    for (chapter, text) in guide() {
+        if chapter.ends_with(APPENDIX) || chapter.ends_with("results.md") {
+            continue;
+        }
+        for (n, line) in text.lines().enumerate() {
+            for h in history(line) {
+                found.push(format!("{}:{}: {h}", chapter.display(), n + 1));
+            }
+        }
+    }
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let end = fastwire_bench::harness::figures::README_END;
+    for (n, line) in readme.lines().enumerate() {
+        let generated = line.starts_with("Measured on ") && readme.contains(end);
+        if !generated {
+            for h in history(line) {
+                found.push(format!("README.md:{}: {h}", n + 1));
+            }
+        }
+    }
+    assert!(found.is_empty(), "history in the teaching text (it belongs in the lab notes):\n{}", found.join("\n"));
+}
+
+#[test]
+fn chapters_keep_to_their_length() {
+    let mut total = 0;
+    let mut long = Vec::new();
+    for (chapter, text) in guide() {
+        if chapter.ends_with(APPENDIX) {
+            continue;
+        }
+        let words = prose_words(&text);
+        total += words;
+        if words > 2000 {
+            long.push(format!("{}: {words} prose words (at most 2,000)", chapter.display()));
+        }
+    }
+    assert!(long.is_empty(), "{}", long.join("\n"));
+    assert!(total <= 16_000, "the chapters hold {total} prose words together (at most 16,000)");
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let words = prose_words(&readme);
+    assert!(words <= 1500, "the README holds {words} prose words (at most 1,500)");
+}
+
+#[test]
+fn published_figures_are_what_the_published_run_says() {
+    use fastwire_bench::harness::figures;
+    let results = docs().join("results");
+    let published = figures::load(&results).unwrap();
+    assert!(!published.sets.is_empty(), "no published run under {}", results.display());
+    let all = figures::figures(&published);
+    let committed = std::fs::read_to_string(results.join(figures::FIGURES_FILE)).unwrap();
+    assert!(
+        committed == figures::render(&all),
+        "docs/src/results/figures.txt is not what the published JSON gives: run `cargo run --release -- figures`"
+    );
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let expected = figures::readme_with_table(&readme, &figures::readme_table(&published)).unwrap();
+    assert!(readme == expected, "the README's table is not the published run's: run `cargo run --release -- figures`");
+    // Every set of the run comes from one clean commit.
+    let commits: std::collections::BTreeSet<&str> =
+        published.sets.iter().flat_map(|s| s.rows.iter().map(|r| r.env.commit.as_str())).collect();
+    assert_eq!(commits.len(), 1, "the published sets come from several commits: {commits:?}");
+    assert!(!commits.iter().any(|c| c.ends_with("-dirty")), "the published run was made from a dirty tree");
+}
+
+#[test]
+fn every_published_chart_is_shown() {
+    let results = docs().join("results");
+    let mut charts = Vec::new();
+    let mut dirs = vec![results.clone()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "svg") {
+                charts.push(path);
+            }
+        }
+    }
+    let shown: Vec<PathBuf> = guide()
+        .iter()
+        .flat_map(|(chapter, text)| {
+            between(text, "](", ")").into_iter().map(|t| chapter.parent().unwrap().join(t)).collect::<Vec<_>>()
+        })
+        .collect();
+    let hidden: Vec<String> = charts.iter().filter(|c| !shown.contains(c)).map(|c| c.display().to_string()).collect();
+    assert!(!charts.is_empty(), "the published run has charts");
+    assert!(hidden.is_empty(), "published charts no chapter shows:\n{}", hidden.join("\n"));
 }

@@ -178,9 +178,11 @@ fn pair_figures(set: &str, rows: &[Row], out: &mut BTreeMap<String, String>) {
     }
 }
 
-/// A table of one configuration: a row per backend, its roles side by side.
+/// A table of one configuration: a row per backend, its roles side by
+/// side, and only the columns some row has a value for.
 fn table(rows: &[Row], config_name: &str) -> String {
     let rows: Vec<&Row> = rows.iter().filter(|r| config(r) == config_name).collect();
+    let all: Vec<Row> = rows.iter().map(|r| (*r).clone()).collect();
     let mut roles: Vec<&str> = Vec::new();
     let mut backends: Vec<&str> = Vec::new();
     for r in &rows {
@@ -191,46 +193,60 @@ fn table(rows: &[Row], config_name: &str) -> String {
             backends.push(&r.backend);
         }
     }
-    let all: Vec<Row> = rows.iter().map(|r| (*r).clone()).collect();
-    let latency = rows.first().is_some_and(|r| r.workload == "pingpong");
-    let mut header = vec!["backend".to_owned()];
-    for role in &roles {
+    let workload = rows.first().map_or("", |r| r.workload.as_str());
+    let latency = workload == "pingpong";
+    let find = |backend: &str, role: &str| rows.iter().copied().find(|r| r.backend == backend && r.role == role);
+    let main_role = |backend: &str| find(backend, "both").or_else(|| roles.iter().find_map(|role| find(backend, role)));
+    // Each column: its title, and its cell for a backend (None: no value).
+    type Cell<'a> = Box<dyn Fn(&str) -> Option<String> + 'a>;
+    let mut columns: Vec<(String, Cell)> = Vec::new();
+    for &role in &roles {
         let what = if latency { "p50" } else { "ns/op" };
-        header.push(format!("{role}: {what}"));
-        header.push(format!("{role}: vs floor"));
+        columns.push((
+            format!("{role}: {what}"),
+            Box::new(move |b: &str| {
+                find(b, role).map(|r| if latency { report::duration(r.p50_ns) } else { report::number(r.ns_per_op, 1) })
+            }),
+        ));
+        let all = &all;
+        columns.push((
+            format!("{role}: vs floor"),
+            Box::new(move |b: &str| find(b, role).and_then(|r| report::vs_floor(r, all)).map(ratio)),
+        ));
     }
-    let both = roles.contains(&"both");
-    if both && !latency {
-        header.push("both: p50".into());
+    if !latency {
+        columns.push((
+            "p50".into(),
+            Box::new(move |b: &str| main_role(b).and_then(|r| r.p50_ns).map(|ns| report::duration(Some(ns)))),
+        ));
     }
-    header.push("allocs/op".into());
-    let server_cpu = rows.iter().any(|r| r.server_cpu_ns_per_op.is_some());
-    if server_cpu {
-        header.push("server: CPU/op".into());
+    if ["conns", "wait", "mixed", "mixed-base", "pingpong"].contains(&workload) {
+        columns.push((
+            "p99".into(),
+            Box::new(move |b: &str| main_role(b).and_then(|r| r.p99_ns).map(|ns| report::duration(Some(ns)))),
+        ));
     }
-    let mut out = format!("| {} |\n| --- |{}\n", header.join(" | "), " ---: |".repeat(header.len() - 1));
+    if workload == "sizes" {
+        columns.push(("values".into(), Box::new(move |b: &str| main_role(b).map(|r| throughput(r.mb_per_s)))));
+    }
+    columns.push((
+        "allocs/op".into(),
+        Box::new(move |b: &str| main_role(b).and_then(|r| r.allocs_per_op).map(|a| report::allocs(Some(a)))),
+    ));
+    columns.push((
+        "server alone: CPU/op".into(),
+        Box::new(move |b: &str| {
+            find(b, "server").and_then(|r| r.server_cpu_ns_per_op).map(|ns| format!("{} ns", report::number(ns, 0)))
+        }),
+    ));
+    columns.retain(|(_, cell)| backends.iter().any(|b| *b != FLOOR && cell(b).is_some()));
+    let mut out =
+        format!("| backend | {} |\n| --- |", columns.iter().map(|(t, _)| t.as_str()).collect::<Vec<_>>().join(" | "));
+    out += &" ---: |".repeat(columns.len());
+    out.push('\n');
     for backend in backends {
-        let find = |role: &str| rows.iter().find(|r| r.backend == backend && r.role == role);
-        let mut cells = vec![backend.to_owned()];
-        for role in &roles {
-            match find(role) {
-                Some(r) => {
-                    cells.push(if latency { report::duration(r.p50_ns) } else { report::number(r.ns_per_op, 1) });
-                    cells.push(report::vs_floor(r, &all).map_or("-".into(), ratio));
-                }
-                None => cells.extend(["-".to_owned(), "-".to_owned()]),
-            }
-        }
-        let first = roles.iter().find_map(|role| find(role));
-        if both && !latency {
-            cells.push(report::duration(find("both").and_then(|r| r.p50_ns)));
-        }
-        cells.push(report::allocs(find("both").or(first).and_then(|r| r.allocs_per_op)));
-        if server_cpu {
-            let cpu = find("server").and_then(|r| r.server_cpu_ns_per_op);
-            cells.push(cpu.map_or("-".into(), |ns| format!("{} ns", report::number(ns, 0))));
-        }
-        let _ = writeln!(out, "| {} |", cells.join(" | "));
+        let cells: Vec<String> = columns.iter().map(|(_, cell)| cell(backend).unwrap_or_else(|| "-".into())).collect();
+        let _ = writeln!(out, "| {backend} | {} |", cells.join(" | "));
     }
     out
 }
