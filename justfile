@@ -98,7 +98,7 @@ fuzz target="server_decode" seconds="60":
     command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz
     cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run {{target}} --fuzz-dir . -- -max_total_time={{seconds}}
 
-# Serve the demo handler (backend: std, tokio, tokio-per-core, mio, mio-acceptor, glommio).
+# Serve the demo handler (backend: std, tokio, tokio-per-core, mio, glommio, uring; or a variant, e.g. mio-reuseport).
 # Extra arguments go to `fastwire serve`, e.g. `just serve mio 127.0.0.1:7000 --handler-delay 5ms`.
 serve backend="tokio" addr="127.0.0.1:7000" *args:
     cargo run --release -- serve --backend {{backend}} --addr {{addr}} {{args}}
@@ -109,7 +109,7 @@ idle-memory backends="mio,glommio,tokio,tokio-per-core" connections="10000":
     cargo run --release --example idle_memory -- {{backends}} {{connections}}
 
 # A connection storm against each accept strategy of the mio backend.
-accept-storm backends="mio,mio-acceptor" threads="4" per_thread="2500":
+accept-storm backends="mio,mio-reuseport" threads="4" per_thread="2500":
     cargo build --release --examples
     cargo run --release --example accept_storm -- {{backends}} {{threads}} {{per_thread}}
 

@@ -3,11 +3,12 @@
 //! Starts `fastwire serve` as a separate process, then `threads` client
 //! threads each open `per_thread` connections one after another: connect,
 //! handshake, one call, close. Prints connections per second. Written to
-//! compare the mio backend's two ways of accepting: a `SO_REUSEPORT` listener
-//! per event loop (`mio`) and one acceptor thread handing connections out
-//! (`mio-acceptor`); it works for every backend.
+//! compare the mio backend's two ways of accepting: one acceptor thread
+//! handing connections to the loops in turn (`mio`, the default) and a
+//! `SO_REUSEPORT` listener per event loop (`mio-reuseport`); it works for
+//! every backend.
 //!
-//! Run: `cargo build --release && cargo run --release --example accept_storm -- mio,mio-acceptor 4 2500`
+//! Run: `cargo build --release && cargo run --release --example accept_storm -- mio,mio-reuseport 4 2500`
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -27,7 +28,7 @@ fn one_connection(addr: &str) {
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let backends = args.next().unwrap_or_else(|| "mio,mio-acceptor".into());
+    let backends = args.next().unwrap_or_else(|| "mio,mio-reuseport".into());
     let threads: usize = args.next().map_or(4, |n| n.parse().unwrap());
     let per_thread: usize = args.next().map_or(2500, |n| n.parse().unwrap());
     let server_bin = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().join("fastwire");

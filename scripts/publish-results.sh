@@ -40,10 +40,10 @@ run() { # set, then compare's arguments
 # Every default backend through every workload but the sweep; servers alone
 # in processes of their own (their CPU time and memory), clients alone, both.
 run main --processes
-# The completion loop's measured settings and the acceptor layouts beside
-# the defaults they vary.
-run variants --workload fastrpc,pingpong --processes \
-    --backends mio,mio-acceptor,uring,uring-sqpoll,uring-fixed,uring-acceptor,glommio
+# The measured settings and the reuse-port layouts beside the defaults
+# they vary.
+run variants --workload fastrpc,pingpong,cpu --processes \
+    --backends mio,mio-reuseport,tokio-per-core,tokio-per-core-reuseport,uring,uring-reuseport,uring-sqpoll,uring-fixed,glommio
 # TLS beside plaintext.
 run tls --workload fastrpc,pingpong,handshakes --tls both --role both
 # Each server from 1 to 10,000 connections.

@@ -29,15 +29,22 @@ pub enum BackendKind {
     /// `fastwire-tokio` on the multi-threaded work-stealing runtime.
     #[cfg(feature = "tokio")]
     Tokio,
-    /// `fastwire-tokio` with a current-thread runtime and a listener per core.
+    /// `fastwire-tokio` with a current-thread runtime per core, connections
+    /// handed to them in turn.
     #[cfg(feature = "tokio")]
     TokioPerCore,
-    /// `fastwire-mio`: a hand-written edge-triggered reactor, one event loop per core.
+    /// `fastwire-tokio` per core, each runtime with its own `SO_REUSEPORT`
+    /// listener (not in the default run: see [`BackendKind::VARIANTS`]).
+    #[cfg(feature = "tokio")]
+    TokioPerCoreReuseport,
+    /// `fastwire-mio`: a hand-written edge-triggered reactor, one event loop
+    /// per core, an acceptor thread handing connections to the loops in turn.
     #[cfg(feature = "mio")]
     Mio,
-    /// `fastwire-mio` with one acceptor thread handing connections to the loops.
+    /// `fastwire-mio` with a `SO_REUSEPORT` listener per loop (not in the
+    /// default run).
     #[cfg(feature = "mio")]
-    MioAcceptor,
+    MioReuseport,
     /// `fastwire-glommio`: io_uring, one pinned executor per core.
     #[cfg(feature = "glommio")]
     Glommio,
@@ -51,10 +58,10 @@ pub enum BackendKind {
     /// `fastwire-uring` with registered files (not in the default run).
     #[cfg(feature = "uring")]
     UringFixed,
-    /// `fastwire-uring` with one listener, its connections handed to the
-    /// loops in turn (not in the default run).
+    /// `fastwire-uring` with a `SO_REUSEPORT` listener per loop (not in the
+    /// default run).
     #[cfg(feature = "uring")]
-    UringAcceptor,
+    UringReuseport,
 }
 
 impl BackendKind {
@@ -68,8 +75,6 @@ impl BackendKind {
         BackendKind::TokioPerCore,
         #[cfg(feature = "mio")]
         BackendKind::Mio,
-        #[cfg(feature = "mio")]
-        BackendKind::MioAcceptor,
         #[cfg(feature = "glommio")]
         BackendKind::Glommio,
         #[cfg(feature = "uring")]
@@ -80,12 +85,16 @@ impl BackendKind {
     /// run only when named (`--backends uring,uring-sqpoll`): they are not
     /// in [`ALL`](BackendKind::ALL), the default of `compare` and the benches.
     pub const VARIANTS: &'static [BackendKind] = &[
+        #[cfg(feature = "tokio")]
+        BackendKind::TokioPerCoreReuseport,
+        #[cfg(feature = "mio")]
+        BackendKind::MioReuseport,
+        #[cfg(feature = "uring")]
+        BackendKind::UringReuseport,
         #[cfg(feature = "uring")]
         BackendKind::UringSqpoll,
         #[cfg(feature = "uring")]
         BackendKind::UringFixed,
-        #[cfg(feature = "uring")]
-        BackendKind::UringAcceptor,
     ];
 
     /// The name used on the command line and in reports.
@@ -97,10 +106,12 @@ impl BackendKind {
             BackendKind::Tokio => "tokio",
             #[cfg(feature = "tokio")]
             BackendKind::TokioPerCore => "tokio-per-core",
+            #[cfg(feature = "tokio")]
+            BackendKind::TokioPerCoreReuseport => "tokio-per-core-reuseport",
             #[cfg(feature = "mio")]
             BackendKind::Mio => "mio",
             #[cfg(feature = "mio")]
-            BackendKind::MioAcceptor => "mio-acceptor",
+            BackendKind::MioReuseport => "mio-reuseport",
             #[cfg(feature = "glommio")]
             BackendKind::Glommio => "glommio",
             #[cfg(feature = "uring")]
@@ -110,20 +121,20 @@ impl BackendKind {
             #[cfg(feature = "uring")]
             BackendKind::UringFixed => "uring-fixed",
             #[cfg(feature = "uring")]
-            BackendKind::UringAcceptor => "uring-acceptor",
+            BackendKind::UringReuseport => "uring-reuseport",
         }
     }
 
     /// The backend whose client a server of this kind pairs with (server
-    /// layouts such as tokio-per-core or mio-acceptor use their crate's client).
+    /// layouts such as tokio-per-core or mio-reuseport use their crate's client).
     pub fn client_kind(self) -> BackendKind {
         match self {
             #[cfg(feature = "tokio")]
-            BackendKind::TokioPerCore => BackendKind::Tokio,
+            BackendKind::TokioPerCore | BackendKind::TokioPerCoreReuseport => BackendKind::Tokio,
             #[cfg(feature = "mio")]
-            BackendKind::MioAcceptor => BackendKind::Mio,
+            BackendKind::MioReuseport => BackendKind::Mio,
             #[cfg(feature = "uring")]
-            BackendKind::UringSqpoll | BackendKind::UringFixed | BackendKind::UringAcceptor => BackendKind::Uring,
+            BackendKind::UringSqpoll | BackendKind::UringFixed | BackendKind::UringReuseport => BackendKind::Uring,
             other => other,
         }
     }
@@ -136,7 +147,7 @@ impl BackendKind {
             #[cfg(feature = "glommio")]
             BackendKind::Glommio => fastwire_glommio::probe().err().map(|e| e.to_string()),
             #[cfg(feature = "uring")]
-            BackendKind::Uring | BackendKind::UringSqpoll | BackendKind::UringFixed | BackendKind::UringAcceptor => {
+            BackendKind::Uring | BackendKind::UringSqpoll | BackendKind::UringFixed | BackendKind::UringReuseport => {
                 fastwire_uring::probe().err().map(|e| e.to_string())
             }
             #[allow(unreachable_patterns)]
@@ -224,23 +235,39 @@ pub fn start_server<H: Handler + 'static>(
         #[cfg(feature = "uring")]
         BackendKind::Uring => Box::new(fastwire_uring::Server::bind(addr, config)?.serve(handler)?),
         #[cfg(feature = "uring")]
-        BackendKind::UringSqpoll | BackendKind::UringFixed | BackendKind::UringAcceptor => {
+        BackendKind::UringSqpoll | BackendKind::UringFixed | BackendKind::UringReuseport => {
             let options = match kind {
                 BackendKind::UringSqpoll => fastwire_uring::Options { sqpoll_idle_ms: Some(10), ..Default::default() },
                 BackendKind::UringFixed => fastwire_uring::Options { fixed_files: true, ..Default::default() },
-                _ => fastwire_uring::Options { accept: fastwire_uring::Accept::RoundRobin, ..Default::default() },
+                _ => fastwire_uring::Options { accept: fastwire_uring::Accept::ReusePort, ..Default::default() },
             };
             let loops = std::thread::available_parallelism().map_or(1, |n| n.get());
             Box::new(fastwire_uring::Server::bind_with(addr, config, loops, options)?.serve(handler)?)
         }
         #[cfg(feature = "mio")]
-        BackendKind::MioAcceptor => {
+        BackendKind::MioReuseport => {
             let loops = std::thread::available_parallelism().map_or(1, |n| n.get());
             Box::new(
-                fastwire_mio::Server::bind_with(addr, config, loops, fastwire_mio::Accept::Acceptor)?.serve(handler)?,
+                fastwire_mio::Server::bind_with(addr, config, loops, fastwire_mio::Accept::ReusePort)?
+                    .serve(handler)?,
             )
         }
+        #[cfg(feature = "tokio")]
+        BackendKind::TokioPerCoreReuseport => {
+            Box::new(fastwire_tokio::Server::bind_with(addr, config, per_core_reuseport())?.serve(handler)?)
+        }
     })
+}
+
+/// tokio's per-core flavor with a `SO_REUSEPORT` listener per runtime.
+#[cfg(feature = "tokio")]
+fn per_core_reuseport() -> fastwire_tokio::Flavor {
+    match fastwire_tokio::Flavor::per_core() {
+        fastwire_tokio::Flavor::PerCore { cores, .. } => {
+            fastwire_tokio::Flavor::PerCore { cores, accept: fastwire_tokio::Accept::ReusePort }
+        }
+        other => other,
+    }
 }
 
 /// Starts a server of `kind` running a blocking `handler` on its worker
@@ -277,6 +304,10 @@ where
             fastwire_tokio::Server::bind_with(addr, config, fastwire_tokio::Flavor::per_core())?
                 .serve_async(handler)?,
         ),
+        #[cfg(feature = "tokio")]
+        BackendKind::TokioPerCoreReuseport => {
+            Box::new(fastwire_tokio::Server::bind_with(addr, config, per_core_reuseport())?.serve_async(handler)?)
+        }
         #[cfg(feature = "glommio")]
         BackendKind::Glommio => Box::new(fastwire_glommio::Server::bind(addr, config)?.serve_async(handler)?),
         #[allow(unreachable_patterns)]
@@ -304,15 +335,15 @@ pub fn blocking_client(
         #[cfg(feature = "std")]
         BackendKind::Std => Box::new(fastwire_std::Client::new(addr, config)),
         #[cfg(feature = "mio")]
-        BackendKind::Mio | BackendKind::MioAcceptor => Box::new(fastwire_mio::Client::new(addr, config)),
+        BackendKind::Mio | BackendKind::MioReuseport => Box::new(fastwire_mio::Client::new(addr, config)),
         #[cfg(feature = "glommio")]
         BackendKind::Glommio => Box::new(fastwire_glommio::Client::new(addr, config)),
         #[cfg(feature = "uring")]
-        BackendKind::Uring | BackendKind::UringSqpoll | BackendKind::UringFixed | BackendKind::UringAcceptor => {
+        BackendKind::Uring | BackendKind::UringSqpoll | BackendKind::UringFixed | BackendKind::UringReuseport => {
             Box::new(fastwire_uring::Client::new(addr, config))
         }
         #[cfg(feature = "tokio")]
-        BackendKind::Tokio | BackendKind::TokioPerCore => {
+        BackendKind::Tokio | BackendKind::TokioPerCore | BackendKind::TokioPerCoreReuseport => {
             let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
             Box::new(TokioBlocking { client: fastwire_tokio::Client::new(addr, config), runtime })
         }

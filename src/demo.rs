@@ -8,9 +8,11 @@
 //!   name `wait/<microseconds>`): the wait never blocks the connection. It
 //!   goes through the path each architecture has for it: on tokio an
 //!   `async` handler (every call a future in its connection's set, waiting
-//!   on tokio's timer); on glommio a local task per waiting call, on
-//!   glommio's timer; on std and mio a deferred [`Responder`] answered from
-//!   a timer thread (they have no timers of their own for handlers). Except
+//!   on `fastwire_tokio::Timer`, since tokio's own wheel rounds a sleep up
+//!   to whole milliseconds); on glommio a local task per waiting call, on
+//!   glommio's timer; on std, mio and uring a deferred [`Responder`]
+//!   answered from a timer thread (they have no timers of their own for
+//!   handlers). Except
 //!   on tokio, calls that do not wait are answered inline, so an instant
 //!   call pays nothing for its neighbours' waits;
 //! * **work**: burn CPU for [`Demo::work`] on the connection's own thread,
@@ -108,17 +110,22 @@ pub fn start_demo(
 ) -> io::Result<Box<dyn RunningServer>> {
     match kind {
         // An `async` handler: every call is a future in its connection's set
-        // (see `fastwire_tokio::Server::serve_async`), waiting on tokio's timer.
+        // (see `fastwire_tokio::Server::serve_async`), waiting on the
+        // backend's precise timer (tokio's own wheel counts milliseconds).
         #[cfg(feature = "tokio")]
-        BackendKind::Tokio | BackendKind::TokioPerCore => {
-            crate::backend::start_async(kind, addr, config, move |request, responder| async move {
-                if let Some(work) = demo.work {
-                    burn(work);
+        BackendKind::Tokio | BackendKind::TokioPerCore | BackendKind::TokioPerCoreReuseport => {
+            let timer = fastwire_tokio::Timer::new()?;
+            crate::backend::start_async(kind, addr, config, move |request, responder| {
+                let timer = timer.clone();
+                async move {
+                    if let Some(work) = demo.work {
+                        burn(work);
+                    }
+                    if let Some(delay) = demo.delay_of(&request.as_request()) {
+                        timer.sleep(delay).await;
+                    }
+                    respond(&request, responder);
                 }
-                if let Some(delay) = demo.delay_of(&request.as_request()) {
-                    tokio::time::sleep(delay).await;
-                }
-                respond(&request, responder);
             })
         }
         // A local task per waiting call on the connection's executor, with

@@ -58,7 +58,7 @@ fn runs_here(backend: &str) -> bool {
 
 #[test]
 fn serve_answers_a_spec_client_on_every_backend() {
-    for backend in ["std", "tokio", "tokio-per-core", "mio", "mio-acceptor", "glommio", "uring"] {
+    for backend in ["std", "tokio", "tokio-per-core", "mio", "mio-reuseport", "glommio", "uring"] {
         if !runs_here(backend) {
             continue;
         }

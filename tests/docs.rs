@@ -138,7 +138,9 @@ fn code(text: &str) -> Vec<String> {
 fn commands() -> Vec<(PathBuf, String)> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut found = Vec::new();
-    for file in chapters().into_iter().chain([root.join("README.md")]) {
+    // The appendix's commands ran at the commits it names, with that day's options.
+    let current = chapters().into_iter().filter(|c| !c.ends_with(APPENDIX));
+    for file in current.chain([root.join("README.md")]) {
         for snippet in code(&std::fs::read_to_string(&file).unwrap()) {
             for prefix in ["cargo run --release -- ", "fastwire "] {
                 let Some(at) = snippet.find(prefix) else { continue };

@@ -115,15 +115,16 @@ pub fn layout(backend: BackendKind, workload: Workload) -> String {
     let server = match backend.name() {
         "std" => "an acceptor thread, and a reader and a writer thread per connection".to_owned(),
         "tokio" => format!("tokio multi-thread runtime ({n} workers), a task per connection"),
-        "tokio-per-core" => format!("{n} current-thread tokio runtimes, one per core, a SO_REUSEPORT listener each"),
-        "mio" => format!("{n} edge-triggered mio event loops, one per core, a SO_REUSEPORT listener each"),
-        "mio-acceptor" => format!("an acceptor thread handing connections to {n} mio event loops"),
+        "tokio-per-core" => format!("{n} current-thread tokio runtimes, one per core, the first accepting and handing connections to them in turn"),
+        "tokio-per-core-reuseport" => format!("{n} current-thread tokio runtimes, one per core, a SO_REUSEPORT listener each"),
+        "mio" => format!("an acceptor thread handing connections in turn to {n} edge-triggered mio event loops, one per core"),
+        "mio-reuseport" => format!("{n} edge-triggered mio event loops, one per core, a SO_REUSEPORT listener each"),
         "glommio" => format!("{n} glommio (io_uring) executors pinned one per core, a SO_REUSEPORT listener each"),
         "uring-sqpoll" => format!("{n} io_uring completion loops by hand with SQPOLL (a kernel thread per ring polls for submissions)"),
         "uring-fixed" => format!("{n} io_uring completion loops by hand with registered files"),
-        "uring-acceptor" => format!("one listener on the first of {n} io_uring completion loops, handing connections to the loops in turn"),
+        "uring-reuseport" => format!("{n} io_uring completion loops by hand, one per core, a SO_REUSEPORT listener each"),
         "uring" => format!(
-            "{n} io_uring completion loops by hand, one per core, a SO_REUSEPORT listener each (multishot accept and receive, provided buffers)"
+            "{n} io_uring completion loops by hand, one per core, the first accepting and handing connections to the loops in turn (multishot accept and receive, provided buffers)"
         ),
         other => other.to_owned(),
     };

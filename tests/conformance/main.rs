@@ -112,10 +112,11 @@ conformance!(
     tokio => BackendKind::Tokio,
     tokio_per_core => BackendKind::TokioPerCore,
     mio => BackendKind::Mio,
-    mio_acceptor => BackendKind::MioAcceptor,
+    mio_reuseport => BackendKind::MioReuseport,
     glommio => BackendKind::Glommio,
     uring => BackendKind::Uring,
     uring_sqpoll => BackendKind::UringSqpoll,
     uring_fixed => BackendKind::UringFixed,
-    uring_acceptor => BackendKind::UringAcceptor,
+    uring_reuseport => BackendKind::UringReuseport,
+    tokio_per_core_reuseport => BackendKind::TokioPerCoreReuseport,
 );

@@ -17,7 +17,8 @@
 //! * [`handle`]: the [`ServerHandle`] every backend's server returns, around
 //!   its own [`Serving`] part.
 //! * [`stats`]: server counters and the [`ShutdownReport`] of a graceful shutdown.
-//! * [`net`]: socket setup through `socket2` (reuse-port listeners, `TCP_NODELAY`).
+//! * [`net`]: socket setup through `socket2` (reuse-port listeners, `TCP_NODELAY`),
+//!   and [`Accept`], how new connections reach a server's loops.
 //! * [`backoff`]: the reconnect backoff of clients.
 //! * [`pool`]: [`Pool`], up to N clients per address, for any backend's client.
 //! * [`registry`]: a server's open connections, for graceful shutdown.
@@ -54,6 +55,7 @@ pub use close::CloseReason;
 pub use deadline::Deadline;
 pub use error::ClientError;
 pub use handle::{ServerHandle, Serving};
+pub use net::Accept;
 pub use pool::{Pool, PoolClient, Pooled};
 pub use registry::Registry;
 pub use slot::{CallSlot, FollowEnd, Reply, SlotPool, SlotToken, LARGE_VALUE};

@@ -142,3 +142,21 @@ pub fn read_some(reader: &mut impl io::Read, buf: &mut bytes::BytesMut, chunk: u
     result
 }
 // ANCHOR_END: read_some
+
+/// How new connections reach a server's loops, runtimes or executors, on
+/// every backend that runs one per core (mio, uring, tokio's per-core
+/// flavor).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Accept {
+    /// One listener; new connections are handed to the loops in turn, so
+    /// that two busy connections never share a core while another idles.
+    /// The default. Costs a cross-thread hand-off per connection.
+    #[default]
+    RoundRobin,
+    /// Each loop has its own `SO_REUSEPORT` listener on the same address,
+    /// and the kernel hashes each new connection to one of them: no
+    /// hand-off, and every core accepts at once in a connection storm; but
+    /// with few connections several can hash to one loop and leave another
+    /// core idle, and nothing moves them.
+    ReusePort,
+}

@@ -4,18 +4,16 @@
 //! itself), written out by hand so that nothing is hidden:
 //!
 //! * **One event loop per core**, each a thread with its own `epoll`
-//!   instance (`mio::Poll`) and, by default, its own `SO_REUSEPORT` listener:
-//!   the kernel spreads new connections over the loops, and a connection
-//!   never leaves its loop, so loops share nothing but counters. The
-//!   alternative, [`Accept::Acceptor`], is one acceptor thread handing each
-//!   connection to the next loop through the loop's inbox and `Waker`.
+//!   instance (`mio::Poll`); a connection never leaves its loop, so loops
+//!   share nothing but counters. By default ([`Accept::RoundRobin`]) one
+//!   acceptor thread hands each new connection to the next loop through
+//!   the loop's inbox and `Waker`, so that two busy connections never share
+//!   a loop while another core idles. The alternative,
+//!   [`Accept::ReusePort`], gives each loop its own `SO_REUSEPORT` listener
+//!   and lets the kernel hash connections to loops: no extra thread and no
+//!   hand-off, but with few connections several can land on one loop.
 //!   Under a storm of short connections (`examples/accept_storm.rs`) the
-//!   two accept at the same rate, since TCP set-up dominates. The
-//!   default is `SO_REUSEPORT` because it needs no extra thread and no
-//!   hand-off, and scales with cores; but the kernel *hashes* connections to
-//!   listeners, so with very few connections (two, say) several can land on
-//!   one loop and leave a core idle, while the acceptor's round robin always
-//!   spreads them. Choose by the number of connections you expect.
+//!   two accept at the same rate, since TCP set-up dominates.
 //! * **Non-blocking sockets, edge-triggered readiness.** `epoll` reports a
 //!   socket once when it *becomes* readable or writable. So on each event the
 //!   loop reads until `WouldBlock` (or until its per-turn budget, then it

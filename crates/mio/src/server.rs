@@ -24,19 +24,7 @@ const SWEEP_EVERY: Duration = Duration::from_millis(100);
 /// Size of each loop's read buffer.
 const SCRATCH: usize = 64 * 1024;
 
-/// How new connections reach the event loops.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum Accept {
-    /// Each loop has its own `SO_REUSEPORT` listener on the same address and
-    /// the kernel spreads new connections over them. The default: loops share
-    /// nothing, and a connection storm is accepted by every core at once.
-    #[default]
-    ReusePort,
-    /// One acceptor thread accepts on one listener and hands each new
-    /// connection to the loops in turn (through a loop's inbox and its
-    /// `Waker`): a cross-thread hand-off per connection, kept for comparison.
-    Acceptor,
-}
+pub use fastwire_common::Accept;
 
 /// Bound listeners, not yet serving.
 #[derive(Debug)]
@@ -55,10 +43,11 @@ impl Server {
         Self::bind_loops(addr, config, cores)
     }
 
-    /// Binds `addr` with `loops` event loops, each with its own
-    /// `SO_REUSEPORT` listener on the same address.
+    /// Binds `addr` with `loops` event loops, accepting the default way
+    /// ([`Accept::RoundRobin`]: one acceptor thread, connections handed to
+    /// the loops in turn).
     pub fn bind_loops(addr: impl ToSocketAddrs, config: ServerConfig, loops: usize) -> io::Result<Server> {
-        Self::bind_with(addr, config, loops, Accept::ReusePort)
+        Self::bind_with(addr, config, loops, Accept::default())
     }
 
     /// Binds `addr` with `loops` event loops, accepting as `accept` says.
@@ -78,7 +67,7 @@ impl Server {
                 listeners
             }
             // One blocking listener for the acceptor thread.
-            Accept::Acceptor => vec![net::listener(net::resolve(addr)?, false)?],
+            Accept::RoundRobin => vec![net::listener(net::resolve(addr)?, false)?],
         };
         Ok(Server { listeners, config, accept, loops })
     }
@@ -86,11 +75,11 @@ impl Server {
     /// A server with `loops` event loops on one listener the application
     /// bound itself (options it set on the socket are kept): an acceptor
     /// thread accepts on it and hands connections to the loops
-    /// ([`Accept::Acceptor`]). For a listener per loop, bind with
-    /// [`bind_loops`](Server::bind_loops).
+    /// ([`Accept::RoundRobin`]). For a listener per loop, bind with
+    /// [`bind_with`](Server::bind_with) and [`Accept::ReusePort`].
     pub fn from_listener(listener: std::net::TcpListener, config: ServerConfig, loops: usize) -> io::Result<Server> {
         listener.set_nonblocking(false)?;
-        Ok(Server { listeners: vec![listener], config, accept: Accept::Acceptor, loops: loops.max(1) })
+        Ok(Server { listeners: vec![listener], config, accept: Accept::RoundRobin, loops: loops.max(1) })
     }
 
     /// The bound address.
@@ -114,7 +103,7 @@ impl Server {
         let mut inboxes = Vec::new();
         let mut listeners = self.listeners.into_iter();
         let acceptor_listener = match self.accept {
-            Accept::Acceptor => listeners.next(),
+            Accept::RoundRobin => listeners.next(),
             Accept::ReusePort => None,
         };
         for i in 0..self.loops {
@@ -201,7 +190,7 @@ impl Wake for LoopWake {
 /// A loop's inbox: connections handed over by the acceptor thread.
 type Inbox = Arc<Mutex<Vec<std::net::TcpStream>>>;
 
-/// [`Accept::Acceptor`]: accept on one thread, hand connections to the loops in turn.
+/// [`Accept::RoundRobin`]: accept on one thread, hand connections to the loops in turn.
 fn acceptor(listener: std::net::TcpListener, shared: &Shared, loops: &[(Inbox, Arc<Waker>)]) {
     let mut next = 0;
     loop {
@@ -241,7 +230,7 @@ struct Shared {
 struct EventLoop<H> {
     poll: Poll,
     listener: Option<TcpListener>,
-    /// Connections from the acceptor thread ([`Accept::Acceptor`]).
+    /// Connections from the acceptor thread ([`Accept::RoundRobin`]).
     inbox: Inbox,
     /// Connections with deferred responses waiting, from other threads.
     woken: Arc<LoopWake>,
@@ -478,7 +467,7 @@ pub type ServerHandle = fastwire_common::ServerHandle<Running>;
 pub struct Running {
     shared: Arc<Shared>,
     loops: Vec<(Arc<Waker>, JoinHandle<Cut>)>,
-    /// [`Accept::Acceptor`]: its listener (to wake it) and thread.
+    /// [`Accept::RoundRobin`]: its listener (to wake it) and thread.
     acceptor: Option<(std::net::TcpListener, JoinHandle<()>)>,
 }
 

@@ -28,6 +28,8 @@
 //! * [`client`]: [`Client`], one reconnecting connection carrying many
 //!   calls (`Clone + Send + Sync`, `async fn call`).
 //! * [`pool`]: [`Pool`], up to N clients per address.
+//! * [`timer`]: [`Timer`], sleeps with the operating system's precision for
+//!   handlers that wait less than tokio's millisecond wheel can time.
 //!
 //! ```no_run
 //! use fastwire_tokio::proto::{demo_handler, ClientConfig, ServerConfig};
@@ -54,9 +56,11 @@ pub mod client;
 mod connection;
 pub mod pool;
 pub mod server;
+pub mod timer;
 
 pub use client::Client;
 pub use fastwire_common::{ClientError, Reply, ServerStats, ShutdownReport};
 pub use fastwire_proto as proto;
 pub use pool::Pool;
-pub use server::{Flavor, Server, ServerHandle, SpawnedServer};
+pub use server::{Accept, Flavor, Server, ServerHandle, SpawnedServer};
+pub use timer::Timer;

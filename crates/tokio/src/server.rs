@@ -17,11 +17,13 @@ use fastwire_common::{net, Blocking, OwnedRequest, Registry, ServerCounters, Ser
 use fastwire_proto::{CallGuard, ConcurrencyLimit, Handler, Request, Responder, ResponseWriter, ServerConfig};
 use futures_util::future::{join, ready, CatchUnwind, FutureExt, Join, Ready};
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tokio::task::AbortHandle;
+use tokio::task::{AbortHandle, JoinSet};
 
 use crate::connection::{self, Progress};
+
+pub use fastwire_common::Accept;
 
 // ANCHOR: flavor
 /// How the server's runtime is laid out.
@@ -33,11 +35,15 @@ pub enum Flavor {
         /// Worker threads.
         workers: usize,
     },
-    /// This many current-thread runtimes, one per thread, each with its own
-    /// `SO_REUSEPORT` listener on the same address.
+    /// This many current-thread runtimes, one per thread; a connection
+    /// lives on the runtime it was handed to.
     PerCore {
         /// Threads (one per core is the idea).
         cores: usize,
+        /// How connections reach the runtimes: by default the first
+        /// runtime accepts on one listener and hands them out in turn;
+        /// [`Accept::ReusePort`] gives each its own `SO_REUSEPORT` listener.
+        accept: Accept,
     },
 }
 // ANCHOR_END: flavor
@@ -48,9 +54,9 @@ impl Flavor {
         Flavor::MultiThread { workers: available_cores() }
     }
 
-    /// One runtime per available core.
+    /// One runtime per available core, connections handed out in turn.
     pub fn per_core() -> Flavor {
-        Flavor::PerCore { cores: available_cores() }
+        Flavor::PerCore { cores: available_cores(), accept: Accept::RoundRobin }
     }
 }
 
@@ -72,14 +78,15 @@ impl Server {
         Self::bind_with(addr, config, Flavor::multi_thread())
     }
 
-    /// Binds `addr` for the given flavor. For [`Flavor::PerCore`] one
-    /// `SO_REUSEPORT` listener per core is bound (port 0 is resolved by the
-    /// first, and the others bind the same port).
+    /// Binds `addr` for the given flavor. For [`Flavor::PerCore`] with
+    /// [`Accept::ReusePort`] one `SO_REUSEPORT` listener per core is bound
+    /// (port 0 is resolved by the first, and the others bind the same port).
     pub fn bind_with(addr: impl ToSocketAddrs, config: ServerConfig, flavor: Flavor) -> io::Result<Server> {
         let addr = net::resolve(addr)?;
         let listeners = match flavor {
             Flavor::MultiThread { .. } => vec![net::listener(addr, false)?],
-            Flavor::PerCore { cores } => net::reuseport_listeners(addr, cores)?,
+            Flavor::PerCore { cores, accept: Accept::ReusePort } => net::reuseport_listeners(addr, cores)?,
+            Flavor::PerCore { accept: Accept::RoundRobin, .. } => vec![net::listener(addr, false)?],
         };
         for listener in &listeners {
             listener.set_nonblocking(true)?;
@@ -135,7 +142,7 @@ impl Server {
                     runtime.block_on(run(listener, shared, handler));
                 })?);
             }
-            Flavor::PerCore { .. } => {
+            Flavor::PerCore { accept: Accept::ReusePort, .. } => {
                 for (core, listener) in self.listeners.into_iter().enumerate() {
                     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
                     let (shared, handler) = (Arc::clone(&shared), Arc::clone(&handler));
@@ -145,6 +152,29 @@ impl Server {
                         },
                     )?);
                 }
+            }
+            Flavor::PerCore { cores, accept: Accept::RoundRobin } => {
+                // Runtime 0 accepts and hands every other connection to the
+                // next runtime's inbox, as a std stream (a tokio stream
+                // belongs to the I/O driver that registered it).
+                let listener = self.listeners.into_iter().next().expect("one listener");
+                let mut inboxes = Vec::new();
+                for core in 1..cores.max(1) {
+                    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                    inboxes.push(tx);
+                    let (shared, handler) = (Arc::clone(&shared), Arc::clone(&handler));
+                    threads.push(thread::Builder::new().name(format!("fastwire-tokio-core{core}")).spawn(
+                        move || {
+                            runtime.block_on(run_handed(rx, shared, handler));
+                        },
+                    )?);
+                }
+                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                let (shared, handler) = (Arc::clone(&shared), Arc::clone(&handler));
+                threads.push(thread::Builder::new().name("fastwire-tokio-core0".into()).spawn(move || {
+                    runtime.block_on(run_round_robin(listener, inboxes, shared, handler));
+                })?);
             }
         }
         tracing::info!(%local_addr, backend = "tokio", flavor = ?self.flavor, "serving");
@@ -449,12 +479,24 @@ pub(crate) struct ConnEntry {
 /// One runtime's life: accept until told to stop, then wait for this
 /// runtime's connections (the handle aborts them if they overstay).
 async fn run<S: Service>(listener: std::net::TcpListener, shared: Arc<Shared>, handler: Arc<S>) {
+    run_round_robin(listener, Vec::new(), shared, handler).await
+}
+
+/// [`run`], handing every connection after its own share to the next of
+/// `inboxes` in turn (none: it keeps every connection).
+async fn run_round_robin<S: Service>(
+    listener: std::net::TcpListener,
+    inboxes: Vec<Inbox>,
+    shared: Arc<Shared>,
+    handler: Arc<S>,
+) {
     let listener = match TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => return tracing::error!(error = %e, "cannot register the listener"),
     };
     let mut stop = shared.stop.clone();
     let mut tasks = tokio::task::JoinSet::new();
+    let mut next = 0;
     loop {
         let accepted = tokio::select! {
             biased;
@@ -472,22 +514,68 @@ async fn run<S: Service>(listener: std::net::TcpListener, shared: Arc<Shared>, h
             }
             Err(_) => continue,
         };
-        if !shared.counters.try_open(shared.config.max_connections) {
-            continue; // dropped: closed at once
+        next = (next + 1) % (inboxes.len() + 1);
+        match next.checked_sub(1).map(|i| &inboxes[i]) {
+            None => adopt(stream, &shared, &handler, &mut tasks),
+            Some(inbox) => {
+                // Out of this runtime's driver, into the other's (which
+                // registers it again); a closed inbox means its runtime
+                // is stopping, and the connection is dropped.
+                if let Ok(stream) = stream.into_std() {
+                    let _ = inbox.send(stream);
+                }
+            }
         }
-        if stream.set_nodelay(true).is_err() {
-            shared.counters.close();
-            continue;
-        }
-        let progress = Arc::new(Progress::default());
-        let id = shared.registry.register(ConnEntry { abort: OnceLock::new(), progress: Arc::clone(&progress) });
-        let task = tasks.spawn(connection::serve(id, stream, Arc::clone(&shared), handler.for_connection(), progress));
-        shared.registry.for_id(id, |entry| {
-            let _ = entry.abort.set(task);
-        });
     }
     drop(listener);
     while tasks.join_next().await.is_some() {}
+}
+
+/// A runtime that accepts nothing itself: it serves the connections handed
+/// to it, until told to stop, then waits for them.
+async fn run_handed<S: Service>(
+    mut inbox: tokio::sync::mpsc::UnboundedReceiver<std::net::TcpStream>,
+    shared: Arc<Shared>,
+    handler: Arc<S>,
+) {
+    let mut stop = shared.stop.clone();
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
+        let handed = tokio::select! {
+            biased;
+            _ = stop.wait_for(|stopping| *stopping) => break,
+            handed = inbox.recv() => handed,
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
+        };
+        let Some(stream) = handed else { break };
+        match tokio::net::TcpStream::from_std(stream) {
+            Ok(stream) => adopt(stream, &shared, &handler, &mut tasks),
+            Err(e) => tracing::warn!(error = %e, "cannot register a handed connection"),
+        }
+    }
+    drop(inbox);
+    while tasks.join_next().await.is_some() {}
+}
+
+/// A runtime's inbox of connections handed over by the accepting runtime.
+type Inbox = tokio::sync::mpsc::UnboundedSender<std::net::TcpStream>;
+
+/// Counts a new connection in (or drops it over `max_connections`) and
+/// spawns its task on this runtime.
+fn adopt<S: Service>(stream: TcpStream, shared: &Arc<Shared>, handler: &Arc<S>, tasks: &mut JoinSet<()>) {
+    if !shared.counters.try_open(shared.config.max_connections) {
+        return; // dropped: closed at once
+    }
+    if stream.set_nodelay(true).is_err() {
+        shared.counters.close();
+        return;
+    }
+    let progress = Arc::new(Progress::default());
+    let id = shared.registry.register(ConnEntry { abort: OnceLock::new(), progress: Arc::clone(&progress) });
+    let task = tasks.spawn(connection::serve(id, stream, Arc::clone(shared), handler.for_connection(), progress));
+    shared.registry.for_id(id, |entry| {
+        let _ = entry.abort.set(task);
+    });
 }
 
 /// A running server's handle (address, stats, graceful shutdown); see

@@ -29,8 +29,8 @@
 //! * [`Options`]: ring size, the provided buffers, and settings that exist
 //!   to be measured: `SQPOLL` (a kernel thread that polls for submissions),
 //!   registered files, pinned loops, and how connections reach the loops
-//!   ([`Accept`]: a `SO_REUSEPORT` listener per loop, or one listener whose
-//!   connections are handed to the loops in turn).
+//!   ([`Accept`]: by default one listener whose connections the first loop
+//!   hands to the loops in turn, or a `SO_REUSEPORT` listener per loop).
 //!
 //! The client keeps a connection's pipelined I/O on a ring of its own (a
 //! thread per connection); a call alone on a quiet connection is written

@@ -37,7 +37,7 @@ use io_uring::{cqueue, squeue, IoUring};
 /// How each ring is set up and how connections reach the loops. The
 /// defaults are what measured best here, or no worse; the other settings
 /// exist to be measured (`fastwire compare --backends
-/// uring,uring-sqpoll,uring-fixed,uring-acceptor`; the figures are in the
+/// uring,uring-sqpoll,uring-fixed,uring-reuseport`; the figures are in the
 /// guide's chapter "A completion loop by hand").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Options {
@@ -71,21 +71,7 @@ pub struct Options {
     pub accept: Accept,
 }
 
-/// How new connections reach a server's loops.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum Accept {
-    /// Each loop has its own `SO_REUSEPORT` listener and multishot accept,
-    /// and the kernel hashes each new connection to one of them: no
-    /// hand-off, every core accepts; but with few connections several can
-    /// hash to one loop and leave another idle.
-    #[default]
-    ReusePort,
-    /// One listener, accepted on by the first loop, which keeps every n-th
-    /// connection and hands the others to the other loops in turn (an inbox
-    /// and the loop's `eventfd`): connections are always spread evenly, at
-    /// the price of a cross-thread hand-off per connection.
-    RoundRobin,
-}
+pub use fastwire_common::Accept;
 
 impl Default for Options {
     fn default() -> Self {
@@ -96,7 +82,7 @@ impl Default for Options {
             sqpoll_idle_ms: None,
             fixed_files: false,
             pin: PIN_DEFAULT,
-            accept: Accept::ReusePort,
+            accept: Accept::RoundRobin,
         }
     }
 }

@@ -52,8 +52,8 @@ impl Server {
         Self::bind_loops(addr, config, cores)
     }
 
-    /// Binds `addr` with `loops` loops, each with its own `SO_REUSEPORT`
-    /// listener on the same address.
+    /// Binds `addr` with `loops` loops and the default ring [`Options`]
+    /// (one listener, connections handed to the loops in turn).
     pub fn bind_loops(addr: impl ToSocketAddrs, config: ServerConfig, loops: usize) -> io::Result<Server> {
         Self::bind_with(addr, config, loops, Options::default())
     }
@@ -75,18 +75,14 @@ impl Server {
     }
 
     /// A server with `loops` loops on one listener the application bound
-    /// itself (options it set on the socket are kept): every loop keeps a
-    /// multishot accept on it (a duplicate of its descriptor each), and the
-    /// kernel completes one of them per connection.
+    /// itself (options it set on the socket are kept): the first loop keeps
+    /// a multishot accept on it and hands connections to the loops in turn
+    /// ([`Accept::RoundRobin`]).
     pub fn from_listener(listener: TcpListener, config: ServerConfig, loops: usize) -> io::Result<Server> {
         crate::probe()?;
         listener.set_nonblocking(false)?;
-        let mut listeners = Vec::new();
-        for _ in 1..loops.max(1) {
-            listeners.push(listener.try_clone()?);
-        }
-        listeners.push(listener);
-        Ok(Server { listeners, config, options: Options::default(), loops: loops.max(1) })
+        let options = Options { accept: Accept::RoundRobin, ..Options::default() };
+        Ok(Server { listeners: vec![listener], config, options, loops: loops.max(1) })
     }
 
     /// The bound address.
