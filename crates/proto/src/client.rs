@@ -227,6 +227,15 @@ impl<T> ClientConn<T> {
         self.pending.remove(id)
     }
 
+    /// Forgets every pending call whose token `over` says is over (its
+    /// deadline passed), handing each to `each` to fail it; responses that
+    /// still come for them are dropped as unknown. A sweep looks at the
+    /// whole table: run it now and then (a timer per connection), not per
+    /// call.
+    pub fn cancel_where(&mut self, over: impl FnMut(&T) -> bool, each: impl FnMut(u32, T)) {
+        self.pending.remove_where(over, each)
+    }
+
     /// Removes every pending call, to fail them when the connection is lost.
     pub fn drain_pending(&mut self) -> impl Iterator<Item = (u32, T)> + '_ {
         self.pending.drain()

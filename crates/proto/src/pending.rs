@@ -90,6 +90,22 @@ impl<T> PendingTable<T> {
         self.slots.iter_mut().filter_map(Option::take)
     }
 
+    /// Removes every pending call whose token `over` says is over (its
+    /// deadline passed, say), handing each to `each`. It looks at every slot
+    /// of the table, so a caller sweeps now and then, not per call.
+    pub fn remove_where(&mut self, mut over: impl FnMut(&T) -> bool, mut each: impl FnMut(u32, T)) {
+        if self.len == 0 {
+            return;
+        }
+        for slot in self.slots.iter_mut() {
+            if matches!(slot, Some((_, token)) if over(token)) {
+                let (id, token) = slot.take().expect("matched just above");
+                self.len -= 1;
+                each(id, token);
+            }
+        }
+    }
+
     /// Sets the next id to hand out (for tests of wrap-around).
     #[doc(hidden)]
     pub fn set_next_id(&mut self, id: u32) {
@@ -132,6 +148,20 @@ mod tests {
         assert_eq!(t.len(), 1);
         assert_eq!(t.drain().collect::<Vec<_>>(), vec![(c, 'c')]);
         assert!(t.is_empty());
+    }
+
+    #[test]
+    fn a_sweep_removes_only_what_is_over() {
+        let mut table = PendingTable::new(8);
+        let ids: Vec<u32> = (0..6).map(|deadline| table.insert(deadline).unwrap()).collect();
+        let mut over = Vec::new();
+        table.remove_where(|deadline| *deadline < 3, |id, deadline| over.push((id, deadline)));
+        assert_eq!(over, [(ids[0], 0), (ids[1], 1), (ids[2], 2)]);
+        assert_eq!(table.len(), 3);
+        assert!(!table.contains(ids[0]) && table.contains(ids[3]));
+        // Ids of swept calls are free again; the others are still pending.
+        assert_eq!(table.remove(ids[4]), Some(4));
+        assert_eq!(table.remove(ids[1]), None);
     }
 
     #[test]

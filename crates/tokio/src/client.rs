@@ -13,7 +13,11 @@
 //! connection's output buffer while the writer is busy in `write`, so under
 //! load many calls share one system call. A call waits on its own pooled
 //! slot until its response, its deadline, or the death of the connection
-//! (every pending call then fails at once). The next call reconnects, after
+//! (every pending call then fails at once). Deadlines are kept with the
+//! pending calls and swept by the reader task on one timer per connection
+//! ([`SWEEP_EVERY`]), not a timer per call: registering a call in tokio's
+//! timer wheel and removing it again would cost more than the rest of the
+//! call's bookkeeping. The next call reconnects, after
 //! a backoff if the last attempt failed. Must be used inside a tokio runtime:
 //! the connection's reader and writer are tasks on it.
 
@@ -89,8 +93,21 @@ impl State {
     }
 }
 
+/// A call awaiting its response: the token that completes its slot, and
+/// when it times out.
+struct Call {
+    token: SlotToken,
+    deadline: std::time::Instant,
+    timeout: Duration,
+}
+
+/// How often the reader task looks for calls past their deadline while
+/// calls are in flight: a call times out at most this much after its
+/// deadline.
+const SWEEP_EVERY: Duration = Duration::from_millis(10);
+
 struct Active {
-    conn: ClientConn<SlotToken>,
+    conn: ClientConn<Call>,
     generation: u64,
     signals: Arc<Signals>,
     tasks: [AbortHandle; 2],
@@ -107,6 +124,11 @@ struct Active {
     /// in fastwire-common): only on a connection used one call at a time
     /// does a caller write its own call.
     one_at_a_time: bool,
+    /// The reader task sweeps deadlines (its timer is armed); when it is
+    /// not, the next call wakes it (`Signals::sweep`).
+    sweeping: bool,
+    /// A call started since the reader's last sweep.
+    started_since_sweep: bool,
 }
 
 /// Wake-ups for one connection's writer and for senders waiting on it.
@@ -115,6 +137,8 @@ struct Signals {
     output_ready: Notify,
     output_drained: Notify,
     handshake_done: Notify,
+    /// A call started while the reader was not sweeping deadlines.
+    sweep: Notify,
 }
 
 impl Client {
@@ -199,7 +223,8 @@ impl Client {
         let inner = &self.inner;
         // One coarse clock read per call, as in the blocking clients (see
         // `fastwire_common::Deadline` for why not the precise clock).
-        let deadline = Instant::from_std(Deadline::after(timeout).to_instant());
+        let deadline_at = Deadline::after(timeout).to_instant();
+        let deadline = Instant::from_std(deadline_at);
         inner.in_progress.fetch_add(1, Ordering::Relaxed);
         let _in_progress = InProgress(inner);
         inner.ensure_connected(deadline).await?;
@@ -222,7 +247,12 @@ impl Client {
                 ));
             };
             let first = !active.conn.has_output();
-            match active.conn.start_call(name, value, token) {
+            active.started_since_sweep = true;
+            if !active.sweeping {
+                active.sweeping = true;
+                active.signals.sweep.notify_one();
+            }
+            match active.conn.start_call(name, value, Call { token, deadline: deadline_at, timeout }) {
                 Ok(id) => {
                     // Alone now, after a call that was alone too: this task
                     // writes the call itself (no hand-off to the writer
@@ -237,24 +267,18 @@ impl Client {
                 }
                 Err(rejected) => {
                     drop(state);
-                    drop((rejected.token, slot));
+                    drop((rejected.token.token, slot));
                     return Err(rejected.error.into());
                 }
             }
         };
         // If this future is dropped before the call is done (a `select!`, a
         // cancelled task), the guard forgets the call so its id is freed.
+        // Its deadline is the reader's to enforce: a call past it is failed
+        // with `Timeout` by the next sweep.
         let mut guard = CancelOnDrop { inner, id, generation, armed: true };
-        let done = tokio::time::timeout_at(deadline, poll_fn(|cx| slot.poll_done(cx))).await.is_ok();
+        poll_fn(|cx| slot.poll_done(cx)).await;
         guard.armed = false;
-        if !done {
-            if let Some(token) = inner.cancel(id, generation) {
-                drop((token, slot));
-                return Err(ClientError::Timeout(timeout));
-            }
-            // Not pending any more: completed or failed just now, under the
-            // lock `cancel` took, so the slot is already done.
-        }
         CallSlot::finish(slot)
     }
 
@@ -342,7 +366,7 @@ impl Inner {
 
     fn cancel(&self, id: u32, generation: u64) -> Option<SlotToken> {
         match self.lock().active.as_mut() {
-            Some(active) if active.generation == generation => active.conn.cancel(id),
+            Some(active) if active.generation == generation => active.conn.cancel(id).map(|call| call.token),
             _ => None,
         }
     }
@@ -405,6 +429,8 @@ impl Inner {
             write_half,
             writing: false,
             one_at_a_time: true,
+            sweeping: false,
+            started_since_sweep: false,
         });
         Ok(())
     }
@@ -420,8 +446,8 @@ impl Inner {
 
 /// Fails every pending call of a connection and stops its tasks.
 fn fail_all(mut active: Active, error: ClientError) {
-    for (_, slot) in active.conn.drain_pending() {
-        slot.fail(error.clone());
+    for (_, call) in active.conn.drain_pending() {
+        call.token.fail(error.clone());
     }
     for task in &active.tasks {
         task.abort();
@@ -455,15 +481,29 @@ async fn read_loop(inner: Arc<Inner>, generation: u64, mut stream: OwnedReadHalf
     // buffer left with more room by a swap (see `receive_buffer`) must not
     // let a flooded socket fill all of it.
     let chunk = inner.config.buffer_size.clamp(4096, 64 * 1024);
+    // The connection's one timer for call deadlines, reset at each sweep.
+    let sweep = tokio::time::sleep(SWEEP_EVERY);
+    tokio::pin!(sweep);
+    let mut sweeping = false;
     loop {
         if buf.capacity() - buf.len() < 4096 {
             buf.reserve(chunk);
         }
         let mut room = (&mut buf).limit(chunk);
-        let read = if handshake_done {
-            Ok(stream.read_buf(&mut room).await)
-        } else {
-            tokio::time::timeout_at(handshake_deadline, stream.read_buf(&mut room)).await
+        // `read_buf` is cancel-safe: a branch that wins instead read nothing.
+        let read = tokio::select! {
+            read = stream.read_buf(&mut room) => Ok(read),
+            _ = tokio::time::sleep_until(handshake_deadline), if !handshake_done => Err(()),
+            _ = &mut sweep, if sweeping => {
+                sweeping = sweep_deadlines(&inner, generation);
+                sweep.as_mut().reset(Instant::now() + SWEEP_EVERY);
+                continue;
+            }
+            _ = signals.sweep.notified(), if !sweeping => {
+                sweeping = true;
+                sweep.as_mut().reset(Instant::now() + SWEEP_EVERY);
+                continue;
+            }
         };
         let mut state = inner.lock();
         let Some(active) = state.active.as_mut().filter(|a| a.generation == generation) else {
@@ -484,7 +524,7 @@ async fn read_loop(inner: Arc<Inner>, generation: u64, mut stream: OwnedReadHalf
         active.conn.receive_buffer(&mut buf);
         // `buf` now holds the connection's previous buffer, to fill next.
         let capacity = active.conn.buffer_capacity() + buf.capacity();
-        if let Err(e) = active.conn.process(|response, slot| slot.complete_response(response)) {
+        if let Err(e) = active.conn.process(|response, call| call.token.complete_response(response)) {
             // Last words, best effort: a TLS alert saying why (an untrusted
             // certificate, say) lets the server log the reason.
             if !active.writing {
@@ -508,6 +548,24 @@ async fn read_loop(inner: Arc<Inner>, generation: u64, mut stream: OwnedReadHalf
             signals.handshake_done.notify_waiters();
         }
     }
+}
+
+/// Fails the calls of connection `generation` that are past their
+/// deadline. Returns whether to go on sweeping: while calls are in flight,
+/// or were started since the last sweep; otherwise the next call wakes the
+/// reader to start again (`Signals::sweep`).
+fn sweep_deadlines(inner: &Inner, generation: u64) -> bool {
+    let mut state = inner.lock();
+    let Some(active) = state.active.as_mut().filter(|a| a.generation == generation) else {
+        return false;
+    };
+    let now = std::time::Instant::now();
+    active
+        .conn
+        .cancel_where(|call| call.deadline <= now, |_, call| call.token.fail(ClientError::Timeout(call.timeout)));
+    let go_on = active.conn.pending_len() > 0 || std::mem::take(&mut active.started_since_sweep);
+    active.sweeping = go_on;
+    go_on
 }
 
 /// A caller writes its own call on a quiet connection: one non-blocking
