@@ -6,15 +6,13 @@
 //!
 //! * **wait** before answering ([`Demo::delay`], or per call with a request
 //!   name `wait/<microseconds>`): the wait never blocks the connection. It
-//!   goes through the path each architecture has for it: on tokio an
-//!   `async` handler (every call a future in its connection's set, waiting
-//!   on `fastwire_tokio::Timer`, since tokio's own wheel rounds a sleep up
-//!   to whole milliseconds); on glommio a local task per waiting call, on
-//!   glommio's timer; on std, mio and uring a deferred [`Responder`]
-//!   answered from a timer thread (they have no timers of their own for
-//!   handlers). Except
-//!   on tokio, calls that do not wait are answered inline, so an instant
-//!   call pays nothing for its neighbours' waits;
+//!   goes through the path each architecture has for it: on glommio a
+//!   local task per waiting call, on glommio's timer; on std, mio, uring
+//!   and tokio a deferred [`Responder`] answered from a timer thread (the
+//!   first three have no timers of their own for handlers, and tokio's
+//!   wheel rounds a sleep up to whole milliseconds). Calls that do not
+//!   wait are answered inline everywhere, so an instant call pays nothing
+//!   for its neighbours' waits;
 //! * **work**: burn CPU for [`Demo::work`] on the connection's own thread,
 //!   task or loop, as a CPU-bound handler does.
 //!
@@ -109,25 +107,6 @@ pub fn start_demo(
     demo: Demo,
 ) -> io::Result<Box<dyn RunningServer>> {
     match kind {
-        // An `async` handler: every call is a future in its connection's set
-        // (see `fastwire_tokio::Server::serve_async`), waiting on the
-        // backend's precise timer (tokio's own wheel counts milliseconds).
-        #[cfg(feature = "tokio")]
-        BackendKind::Tokio | BackendKind::TokioPerCore | BackendKind::TokioPerCoreReuseport => {
-            let timer = fastwire_tokio::Timer::new()?;
-            crate::backend::start_async(kind, addr, config, move |request, responder| {
-                let timer = timer.clone();
-                async move {
-                    if let Some(work) = demo.work {
-                        burn(work);
-                    }
-                    if let Some(delay) = demo.delay_of(&request.as_request()) {
-                        timer.sleep(delay).await;
-                    }
-                    respond(&request, responder);
-                }
-            })
-        }
         // A local task per waiting call on the connection's executor, with
         // glommio's timer; the rest inline.
         #[cfg(feature = "glommio")]

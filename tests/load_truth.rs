@@ -61,7 +61,15 @@ fn serve(stream: TcpStream, script: Script) {
             Script::Unsolicited => {
                 [response(id ^ 0x8000_0000, b"nobody asked"), response(id, &demo_answer(&name, &value))].concat()
             }
-            Script::CloseAfter(n) if calls > n => return,
+            Script::CloseAfter(n) if calls > n => {
+                // A graceful close (FIN), the client's later requests read
+                // and dropped: closing with them unread would reset the
+                // connection instead, and the client would see a reset.
+                let _ = writer.flush();
+                let _ = writer.get_ref().shutdown(std::net::Shutdown::Write);
+                let _ = std::io::copy(&mut reader, &mut std::io::sink());
+                return;
+            }
             Script::CloseAfter(_) => response(id, &demo_answer(&name, &value)),
             Script::Silent => continue,
         };
