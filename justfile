@@ -17,7 +17,7 @@ compare *args:
 
 # Every published result, regenerated on this machine from a clean commit
 # (refuses a dirty tree): the compare runs, idle memory, system calls, and the
-# figures the guide and the README include. About 20 minutes on 2 cores.
+# figures the guide and the README include.
 publish duration="1s":
     bash scripts/publish-results.sh {{duration}}
 

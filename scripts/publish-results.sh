@@ -8,9 +8,9 @@
 # commit that produced it, and a `-dirty` commit names none. Commit the
 # results afterwards (`git add docs/src/results README.md`).
 #
-# Usage: scripts/publish-results.sh [duration]   (default 1s per measurement;
-# about 20 minutes on 2 cores). Needs perf for the system-call table
-# (skipped, and said so, without it).
+# Usage: scripts/publish-results.sh [duration]   (default 1s per measurement).
+# Needs perf for the system-call table (without it, the last run's table is
+# kept, and the script says so).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
