@@ -15,7 +15,7 @@
 //! slot until its response, its deadline, or the death of the connection
 //! (every pending call then fails at once). Deadlines are kept with the
 //! pending calls and swept by the reader task on one timer per connection
-//! ([`SWEEP_EVERY`]), not a timer per call: registering a call in tokio's
+//! (`SWEEP_EVERY`), not a timer per call: registering a call in tokio's
 //! timer wheel and removing it again would cost more than the rest of the
 //! call's bookkeeping. The next call reconnects, after
 //! a backoff if the last attempt failed. Must be used inside a tokio runtime:
