@@ -45,16 +45,24 @@ fn hrefs(html: &str) -> Vec<&str> {
     html.split("href=\"").skip(1).filter_map(|rest| rest.split('"').next()).collect()
 }
 
-#[test]
-fn every_link_of_the_rendered_book_resolves() {
+/// The rendered book's root and its pages; `None` (the test is skipped,
+/// and says so) when there is no rendered book, except under CI, which
+/// builds it first and fails without it.
+fn rendered() -> Option<(PathBuf, Vec<PathBuf>)> {
     let root = book();
     if !root.join("index.html").exists() {
         assert!(std::env::var_os("CI").is_none(), "CI builds the book before the tests; {} is missing", root.display());
         eprintln!("skipped: no rendered book in {} (scripts/build-docs.sh builds it)", root.display());
-        return;
+        return None;
     }
     let mut all = Vec::new();
     pages(&root, &mut all);
+    Some((root, all))
+}
+
+#[test]
+fn every_link_of_the_rendered_book_resolves() {
+    let Some((root, all)) = rendered() else { return };
     let mut broken = Vec::new();
     let mut checked = 0;
     for page in &all {
@@ -99,14 +107,7 @@ fn rust_blocks(html: &str) -> Vec<&str> {
 
 #[test]
 fn included_code_starts_at_the_left_margin() {
-    let root = book();
-    if !root.join("index.html").exists() {
-        assert!(std::env::var_os("CI").is_none(), "CI builds the book before the tests; {} is missing", root.display());
-        eprintln!("skipped: no rendered book in {} (scripts/build-docs.sh builds it)", root.display());
-        return;
-    }
-    let mut all = Vec::new();
-    pages(&root, &mut all);
+    let Some((_, all)) = rendered() else { return };
     let mut indented = Vec::new();
     let mut blocks = 0;
     for page in &all {

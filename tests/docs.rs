@@ -18,14 +18,19 @@ fn docs() -> PathBuf {
 }
 
 fn chapters() -> Vec<PathBuf> {
+    files(&docs(), "md")
+}
+
+/// Every file under `root` whose name ends in `.ext`, sorted.
+fn files(root: &Path, ext: &str) -> Vec<PathBuf> {
     let mut out = Vec::new();
-    let mut dirs = vec![docs()];
+    let mut dirs = vec![root.to_path_buf()];
     while let Some(dir) = dirs.pop() {
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
             if path.is_dir() {
                 dirs.push(path);
-            } else if path.extension().is_some_and(|e| e == "md") {
+            } else if path.extension().is_some_and(|e| e == ext) {
                 out.push(path);
             }
         }
@@ -394,19 +399,7 @@ fn published_figures_are_what_the_published_run_says() {
 
 #[test]
 fn every_published_chart_is_shown() {
-    let results = docs().join("results");
-    let mut charts = Vec::new();
-    let mut dirs = vec![results.clone()];
-    while let Some(dir) = dirs.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                dirs.push(path);
-            } else if path.extension().is_some_and(|e| e == "svg") {
-                charts.push(path);
-            }
-        }
-    }
+    let charts = files(&docs().join("results"), "svg");
     let shown: Vec<PathBuf> = guide()
         .iter()
         .flat_map(|(chapter, text)| {

@@ -3,8 +3,9 @@
 //!
 //! tokio's timer wheel counts whole milliseconds and rounds a deadline up
 //! to the next tick, and its driver sleeps in whole milliseconds too: a
-//! `tokio::time::sleep` of 1 ms ends between 1 and 2 ms later, plus the
-//! time until the driver next turns. A [`Timer`] keeps its deadlines in a
+//! `tokio::time::sleep` may end up to a whole tick after its deadline, plus
+//! the time until the driver next turns, which for a wait of about a tick
+//! doubles it. A [`Timer`] keeps its deadlines in a
 //! heap on one thread ([`fastwire_common::Timer`]) that sleeps until the
 //! soonest with the operating system's precision, and wakes the sleeping
 //! task through a one-shot channel: one thread wake-up per sleep, beside
