@@ -224,6 +224,13 @@ struct CompareArgs {
     /// its memory.
     #[arg(long)]
     processes: bool,
+    /// Add the peers, the stacks a Rust user would pick instead: tarpc and
+    /// a hand-written tokio-util codec echo (rows `peer-tarpc`,
+    /// `peer-codec`), on fastrpc and pingpong, client and server together.
+    /// Needs the `peers` feature: `cargo run --release --features peers --
+    /// compare --peers`.
+    #[arg(long)]
+    peers: bool,
     /// Draw SVG charts into this directory.
     #[arg(long, value_name = "DIR")]
     svg: Option<std::path::PathBuf>,
@@ -497,12 +504,18 @@ fn specs(args: &CompareArgs) -> Vec<Spec> {
 }
 
 fn compare(args: CompareArgs) -> Result<(), Box<dyn std::error::Error>> {
+    if args.peers && !cfg!(feature = "peers") {
+        return Err("this build has no peers (tarpc, the codec echo): \
+                    cargo run --release --features peers -- compare --peers"
+            .into());
+    }
     let plan = harness::Plan {
         backends: if args.backends.is_empty() { BackendKind::ALL.to_vec() } else { args.backends.clone() },
         specs: specs(&args),
         timing: Timing::new(args.duration),
         floors: !args.no_floor,
         processes: args.processes,
+        peers: args.peers,
         server_exe: std::env::current_exe().ok(),
     };
     if cfg!(debug_assertions) {

@@ -275,6 +275,49 @@ fn compare_rejects_unknown_names_and_says_what_exists() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("this build has std"));
 }
 
+/// The peers race beside the backends on fastrpc and pingpong, client and
+/// server together, their replies checked, with rows like any backend's.
+#[cfg(feature = "peers")]
+#[test]
+fn compare_races_the_peers() {
+    let _measuring = one_at_a_time();
+    let dir = std::env::temp_dir().join(format!("fastwire-peers-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("rows.json");
+    let output = fastwire()
+        .args(["compare", "--workload", "fastrpc,pingpong,sizes", "--backends", "tokio", "--peers"])
+        .args(["--duration", "40ms", "--depth", "16", "--json"])
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let rows = rows(&json);
+    for (peer, stack) in [("peer-tarpc", "tarpc"), ("peer-codec", "LengthDelimitedCodec")] {
+        let mine: Vec<_> = rows.iter().filter(|r| r["backend"] == peer).collect();
+        let workloads: Vec<_> = mine.iter().map(|r| r["workload"].as_str().unwrap()).collect();
+        // Not on sizes: the peers race where every stack makes the calls as it is.
+        assert_eq!(workloads, ["fastrpc", "pingpong"], "{peer}");
+        for row in mine {
+            check_row(row);
+            assert_eq!(row["role"], "both", "{row}");
+            // The environment says what was raced and how it was loaded.
+            let threads = row["env"]["threads"].as_str().unwrap();
+            assert!(threads.contains(stack) && threads.contains("caller tasks"), "{row}");
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Without the `peers` feature, `--peers` fails and says how to get them.
+#[cfg(not(feature = "peers"))]
+#[test]
+fn compare_without_the_peers_feature_says_how_to_build_them() {
+    let output = fastwire().args(["compare", "--peers", "--workload", "pingpong"]).output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--features peers"), "{stderr}");
+}
+
 /// `fastwire serve` in a process of its own; its address.
 fn serve(backend: &str) -> (Child, String) {
     let mut child = fastwire()

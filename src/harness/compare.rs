@@ -15,7 +15,7 @@ use super::child::ChildServer;
 use super::drive::{self, Mode, Sample, Timing};
 use super::env::{self, Machine};
 use super::floor;
-use super::peers::{self, FloorServer};
+use super::floor_pair::{self, FloorServer};
 use super::report;
 use super::report::Row;
 use super::sweep;
@@ -36,6 +36,9 @@ pub struct Plan {
     /// Run servers under the blaster (`--role server`) as child processes,
     /// to report their own CPU time per call and memory.
     pub processes: bool,
+    /// Add the peers (tarpc, the codec echo) where they apply; a build
+    /// without the `peers` feature measures none.
+    pub peers: bool,
     /// The `fastwire` binary, for servers in processes of their own
     /// (`processes`, and the sweep's largest points). `None`: none can run.
     pub server_exe: Option<std::path::PathBuf>,
@@ -49,11 +52,23 @@ impl Plan {
             .iter()
             .map(|s| match s.role {
                 _ if s.workload == Workload::Sweep => self.backends.len(),
-                Role::Both => self.backends.len() + usize::from(self.floors && floor_of(s).is_some()),
+                Role::Both => {
+                    self.backends.len() + usize::from(self.floors && floor_of(s).is_some()) + self.peers_on(s)
+                }
                 Role::Server => self.backends.len() + usize::from(self.floors),
                 Role::Client => clients + usize::from(self.floors),
             })
             .sum()
+    }
+
+    /// How many peers race on `spec`.
+    fn peers_on(&self, spec: &Spec) -> usize {
+        #[cfg(feature = "peers")]
+        if self.peers && super::peers::applies(spec).is_ok() {
+            return super::peers::Peer::ALL.len();
+        }
+        let _ = spec;
+        0
     }
 
     /// Whether the plan measures nothing.
@@ -195,6 +210,24 @@ pub fn compare(plan: &Plan, progress: &mut dyn FnMut(Event<'_>)) -> Vec<Row> {
                 Err(reason) => progress(Event::Skipped { backend: kind.name(), spec: Some(spec), reason: &reason }),
             }
         }
+        #[cfg(feature = "peers")]
+        if plan.peers_on(spec) > 0 {
+            for peer in super::peers::Peer::ALL {
+                progress(Event::Start { backend: peer.name(), spec });
+                match super::peers::measure(peer, spec, &plan.timing) {
+                    Ok((timed, counted)) => {
+                        let env = machine.env(
+                            format!("{}; load: {}", peer.layout(), env::async_load(&format!("{peer} client"))),
+                            true,
+                        );
+                        let row = Row::new(peer.name(), spec, &timed, Some(&counted), env);
+                        progress(Event::Done(&row));
+                        rows.push(row);
+                    }
+                    Err(reason) => progress(Event::Skipped { backend: peer.name(), spec: Some(spec), reason: &reason }),
+                }
+            }
+        }
     }
     rows
 }
@@ -226,7 +259,7 @@ fn measure_role(
     let in_process = |result: Result<(Sample, Sample), String>| result.map(|samples| (samples, None));
     if plan.floors {
         let result = FloorServer::start(spec)
-            .and_then(|floor| twice(&|mode| peers::blast(floor.local_addr(), spec, &plan.timing, mode, None)));
+            .and_then(|floor| twice(&|mode| floor_pair::blast(floor.local_addr(), spec, &plan.timing, mode, None)));
         record(report::FLOOR, env::floor_pair_layout(), in_process(result));
     }
     for &kind in runnable {
@@ -236,8 +269,8 @@ fn measure_role(
                 under_load(kind, spec, exe, |addr, cpu| {
                     // The server's CPU is read over the timed window only.
                     Ok((
-                        peers::blast(addr, spec, &plan.timing, Mode::Timed, cpu)?,
-                        peers::blast(addr, spec, &plan.timing, Mode::Counted, None)?,
+                        floor_pair::blast(addr, spec, &plan.timing, Mode::Timed, cpu)?,
+                        floor_pair::blast(addr, spec, &plan.timing, Mode::Counted, None)?,
                     ))
                 })
             }

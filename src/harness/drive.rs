@@ -541,6 +541,59 @@ fn send_loop<D: Driver>(
     }
 }
 
+/// A client the async closed loop can drive: fastwire's tokio client, or
+/// a peer's (see [`super::peers`]). Clones share one connection.
+#[cfg(feature = "tokio")]
+pub(crate) trait AsyncClient: Clone + Send + Sync + 'static {
+    /// What a call returns.
+    type Reply: AsRef<[u8]> + Send;
+    /// Which stack to dial (nothing for fastwire's own client).
+    type Dial: Sync;
+
+    /// Connects to `addr` (and, for fastwire, waits for the handshake).
+    fn connect(
+        dial: &Self::Dial,
+        addr: SocketAddr,
+        spec: &Spec,
+    ) -> impl std::future::Future<Output = Result<Self, String>> + Send;
+    /// One call, its reply.
+    fn call(&self, name: &[u8], value: &[u8]) -> impl std::future::Future<Output = Result<Self::Reply, String>> + Send;
+    /// One fire-and-forget request (`nowait`), where the stack has them.
+    fn send(&self, name: &[u8], value: &[u8]) -> impl std::future::Future<Output = Result<(), String>> + Send;
+    /// Responses that matched no call, over the connection's life.
+    fn unsolicited(&self) -> u64;
+    /// Ends the connection.
+    fn close(&self);
+}
+
+#[cfg(feature = "tokio")]
+impl AsyncClient for fastwire_tokio::Client {
+    type Reply = fastwire_common::Reply;
+    type Dial = ();
+
+    async fn connect(_: &(), addr: SocketAddr, spec: &Spec) -> Result<Self, String> {
+        let client = fastwire_tokio::Client::new(addr, spec.client_config());
+        client.wait_connected().await.map_err(|e| failed("connecting", e))?;
+        Ok(client)
+    }
+
+    async fn call(&self, name: &[u8], value: &[u8]) -> Result<Self::Reply, String> {
+        fastwire_tokio::Client::call(self, name, value).await.map_err(|e| failed("calling", e))
+    }
+
+    async fn send(&self, name: &[u8], value: &[u8]) -> Result<(), String> {
+        fastwire_tokio::Client::send(self, name, value).await.map_err(|e| failed("calling", e))
+    }
+
+    fn unsolicited(&self) -> u64 {
+        self.stats().unsolicited_responses
+    }
+
+    fn close(&self) {
+        fastwire_tokio::Client::close(self);
+    }
+}
+
 /// A thread per connection, each with a current-thread tokio runtime
 /// running the connection and its `depth` caller tasks: calls and
 /// responses never cross a thread.
@@ -552,7 +605,21 @@ fn closed_tokio(
     mode: Mode,
     handled: Option<&dyn Fn() -> u64>,
 ) -> Result<Sample, String> {
-    let config = spec.client_config();
+    closed_async::<fastwire_tokio::Client>(&(), addr, spec, timing, mode, handled)
+}
+
+/// The closed loop of an [`AsyncClient`]: a thread per connection, each
+/// with a current-thread tokio runtime running the connection and its
+/// `depth` caller tasks.
+#[cfg(feature = "tokio")]
+pub(crate) fn closed_async<C: AsyncClient>(
+    dial: &C::Dial,
+    addr: SocketAddr,
+    spec: &Spec,
+    timing: &Timing,
+    mode: Mode,
+    handled: Option<&dyn Fn() -> u64>,
+) -> Result<Sample, String> {
     let (name, value) = spec.request();
     let slow = spec.slow_request();
     let expected = Arc::new(Expected::of(spec));
@@ -562,19 +629,17 @@ fn closed_tokio(
     std::thread::scope(|s| {
         let workers: Vec<_> = (0..spec.connections)
             .map(|_| {
-                let (config, name, value, control, ready, slow, expected) =
-                    (config.clone(), &name, &value, Arc::clone(&control), &ready, &slow, &expected);
+                let (name, value, control, ready, slow, expected) =
+                    (&name, &value, Arc::clone(&control), &ready, &slow, &expected);
                 s.spawn(move || -> Result<Tally, String> {
                     let runtime = tokio::runtime::Builder::new_current_thread()
                         .enable_all()
                         .build()
                         .map_err(|e| failed("starting a runtime", e))?;
                     runtime.block_on(async move {
-                        let client = fastwire_tokio::Client::new(addr, config);
-                        let connected =
-                            control.abort_on_error(client.wait_connected().await.map_err(|e| failed("connecting", e)));
+                        let connected = control.abort_on_error(C::connect(dial, addr, spec).await);
                         ready.wait();
-                        connected?;
+                        let client = connected?;
                         CONNECTION.with(|c| c.start(Tally::new(mode, fire)));
                         let callers: Vec<_> = (0..if fire { 1 } else { spec.depth.max(1) })
                             .map(|_| {
@@ -586,16 +651,13 @@ fn closed_tokio(
                                 };
                                 // On the runtime itself, beside the client's
                                 // reader and writer tasks, as a tokio program
-                                // spawns its tasks: not in a `LocalSet`,
-                                // whose tick of 61 tasks interleaved with the
-                                // runtime's own tasks ran the writer after
-                                // every 61 callers at most (a send per 27
-                                // calls instead of per ~430; the client alone
-                                // 280 ns/op there against 171 here, medians of
-                                // three alternations, see the tokio chapter).
+                                // spawns its tasks: not in a `LocalSet`, whose
+                                // tick interleaves its tasks with the
+                                // runtime's own and starves the writer of
+                                // batches (see the tokio chapter).
                                 tokio::spawn(async move {
                                     control
-                                        .abort_on_error(tokio_caller(&client, &calls, &expected, &control, fire).await)
+                                        .abort_on_error(async_caller(&client, &calls, &expected, &control, fire).await)
                                 })
                             })
                             .collect();
@@ -605,7 +667,7 @@ fn closed_tokio(
                                 result = result.and(Err(e));
                             }
                         }
-                        let unsolicited = client.stats().unsolicited_responses;
+                        let unsolicited = client.unsolicited();
                         client.close();
                         result?;
                         let mut tally = CONNECTION.with(ConnectionTally::finish);
@@ -687,10 +749,10 @@ impl Calls {
     }
 }
 
-/// One tokio caller: a call at a time, timed, until the phase says stop.
+/// One async caller: a call at a time, timed, until the phase says stop.
 #[cfg(feature = "tokio")]
-async fn tokio_caller(
-    client: &fastwire_tokio::Client,
+async fn async_caller<C: AsyncClient>(
+    client: &C,
     calls: &Calls,
     expected: &Expected,
     control: &Control,
@@ -705,7 +767,7 @@ async fn tokio_caller(
         }
         let (name, value, timed) = calls.next();
         let len = if fire {
-            client.send(name, value).await.map_err(|e| failed("calling", e))?;
+            client.send(name, value).await?;
             // `send` only waits when 4 MiB are queued; yield now and then so
             // that the connection's writer, on this same thread, gets to run.
             sent = sent.wrapping_add(1);
@@ -714,8 +776,9 @@ async fn tokio_caller(
             }
             0
         } else {
-            let reply = client.call(name, value).await.map_err(|e| failed("calling", e))?;
-            check_reply(&reply, expected.of_call(!timed))?;
+            let reply = client.call(name, value).await?;
+            let reply = reply.as_ref();
+            check_reply(reply, expected.of_call(!timed))?;
             reply.len()
         };
         let now = Stamp::now();

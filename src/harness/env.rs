@@ -146,7 +146,7 @@ pub fn layout(backend: BackendKind, workload: Workload) -> String {
              through the protocol crate over blocking sockets (the same load for every server)"
                 .to_owned()
         }
-        _ if backend.client_kind().name() == "tokio" => format!("load: {client}, `depth` caller tasks per connection"),
+        _ if backend.client_kind().name() == "tokio" => format!("load: {}", async_load("tokio client")),
         _ => format!("load: {client}, a thread per connection keeping `depth` calls in flight"),
     };
     match handlers(backend, workload) {
@@ -155,10 +155,14 @@ pub fn layout(backend: BackendKind, workload: Workload) -> String {
     }
 }
 
+/// The load of the tokio client and of the peers' clients.
+pub fn async_load(client: &str) -> String {
+    format!("{client} on a current-thread runtime per connection, `depth` caller tasks per connection")
+}
+
 /// Where the handlers of `wait`, `cpu` and `mixed` run on `backend`.
 fn handlers(backend: BackendKind, workload: Workload) -> Option<&'static str> {
     let waits = match backend.client_kind().name() {
-        "tokio" => "waiting calls are tokio tasks sleeping on tokio's timer, the rest inline",
         "glommio" => "waiting calls are local glommio tasks sleeping on glommio's timer, the rest inline",
         _ => "waiting calls are deferred to a timer thread, the rest inline",
     };

@@ -16,6 +16,10 @@
 //! * [`env`](mod@env): the environment recorded beside every result.
 //! * [`live`]: a server and its clients kept running for criterion, which
 //!   times a fixed number of operations per sample.
+//! * [`floor_pair`]: the blaster and the floor server, the peers that
+//!   load a server alone or answer a client alone.
+//! * `peers` (feature `peers`): tarpc and a tokio-util codec echo, raced
+//!   beside the backends by `compare --peers`.
 //! * [`compare`](mod@compare): runs backends × workloads in one process, server and
 //!   client side by side, one [`Row`] per measurement.
 //! * [`report`]: the table, Markdown and JSON.
@@ -36,7 +40,9 @@ pub mod drive;
 pub mod env;
 pub mod figures;
 pub mod floor;
+pub mod floor_pair;
 pub mod live;
+#[cfg(feature = "peers")]
 pub mod peers;
 pub mod report;
 pub mod sweep;

@@ -20,7 +20,7 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
 use super::drive::{histogram, Sample};
-use super::peers;
+use super::floor_pair;
 use super::workload::Spec;
 
 /// The connection counts of the sweep.
@@ -63,7 +63,7 @@ pub fn run(
         let ready = s
             .set_nodelay(true)
             .and_then(|()| s.set_read_timeout(Some(Duration::from_secs(10))))
-            .and_then(|()| peers::handshake(&mut s, spec))
+            .and_then(|()| floor_pair::handshake(&mut s, spec))
             .and_then(|()| s.set_nonblocking(true));
         ready.map_err(|e| format!("sweep: connection {i}: handshake: {e}"))?;
         let mut stream = TcpStream::from_std(s);

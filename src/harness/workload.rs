@@ -145,7 +145,7 @@ impl FromStr for Workload {
 }
 
 /// What a measurement measures: a backend's server and client together, or
-/// one of them against a floor peer (see [`super::peers`]).
+/// one of them against a floor peer (see [`super::floor_pair`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Role {
     /// The backend's client against its own server (one row each, as always).
