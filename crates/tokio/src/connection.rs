@@ -9,9 +9,10 @@
 //! ```
 //!
 //! One task, one buffer set, no lock: the task owns its `ServerConn`. The
-//! task waits for readability with no buffer in hand, then reads straight
-//! into the connection's buffer (`try_read_buf` fills spare capacity without
-//! zeroing it), so an idle connection holds no buffer. Reading and writing alternate: while the
+//! task waits for readability with no buffer in hand, then reads into its
+//! worker thread's read buffer and hands the connection a copy of only the
+//! bytes that came (see [`read`]), so a connection between calls holds no
+//! buffer sized for a batch. Reading and writing alternate: while the
 //! task writes a batch, new requests wait in the kernel's socket buffer, and
 //! the next read takes them all at once, so batches grow with load. Output
 //! is always written before reading more, so the output limit holds
@@ -50,14 +51,22 @@ impl Drop for Guard<'_> {
     }
 }
 
-/// Wakes the connection's task when deferred answers arrive. A `Notify`
-/// keeps one permit, so a wake-up before the task waits is not lost.
+/// Wakes the connection's task when deferred answers arrive or shutdown
+/// starts. A `Notify` keeps one permit, so a wake-up before the task waits
+/// is not lost.
 #[derive(Default)]
 pub(crate) struct TaskWake(Notify);
 
+impl TaskWake {
+    /// Wakes the task, or its next wait if it is not waiting.
+    pub(crate) fn notify(&self) {
+        self.0.notify_one();
+    }
+}
+
 impl Wake for TaskWake {
     fn wake(&self, _key: usize) {
-        self.0.notify_one();
+        self.notify();
     }
 }
 
@@ -71,6 +80,36 @@ async fn answers<H: ConnHandler>(wake: &TaskWake, handler: &H) {
     }
 }
 
+/// Bytes of each worker thread's read buffer.
+const SCRATCH: usize = 64 * 1024;
+
+thread_local! {
+    /// The read buffer of the connections this thread runs, one at a time
+    /// (nothing is awaited while it is borrowed), as a mio loop has one.
+    static SCRATCH_BUFFER: std::cell::RefCell<Box<[u8]>> =
+        std::cell::RefCell::new(vec![0; SCRATCH].into_boxed_slice());
+}
+
+/// Reads what the socket holds without waiting. A connection in the middle
+/// of a message reads straight into its own buffer, which already holds
+/// the message's start (a large value arrives in place, never copied);
+/// otherwise it reads into the thread's buffer and keeps a copy of only the
+/// bytes received. A connection reading into a buffer of its own each time
+/// would take a batch-sized allocation for a call of a few bytes, and
+/// allocations interleaved with the connections' tasks leave holes the
+/// allocator cannot give back once they are released: resident memory per
+/// idle connection stays as high as if they were never released.
+fn read(stream: &TcpStream, conn: &mut ServerConn) -> std::io::Result<usize> {
+    if conn.buffered_input() > 0 {
+        return stream.try_read_buf(conn.read_buffer());
+    }
+    SCRATCH_BUFFER.with_borrow_mut(|scratch| {
+        let n = stream.try_read(scratch)?;
+        conn.received(&scratch[..n]);
+        Ok(n)
+    })
+}
+
 /// What shutdown can read of a connection from outside its task.
 #[derive(Default)]
 pub(crate) struct Progress {
@@ -80,19 +119,27 @@ pub(crate) struct Progress {
     pub(crate) deferred: AtomicUsize,
 }
 
-pub(crate) async fn serve<H: ConnHandler>(
-    id: u64,
-    mut stream: TcpStream,
-    shared: Arc<Shared>,
-    handler: H,
-    progress: Arc<Progress>,
-) {
+/// What the server keeps of a connection beside its task: its id in the
+/// registry, its wake-up, what shutdown reads of it.
+pub(crate) struct Parts {
+    pub(crate) id: u64,
+    pub(crate) wake: Arc<TaskWake>,
+    pub(crate) progress: Arc<Progress>,
+}
+
+// The task's future is most of an idle connection's memory: its state
+// holds every local live across an await, and the largest set of futures
+// awaited at once (the read wait: answers, and readiness under a timeout).
+// Shutdown wakes the task through `wake` rather than a watch future of its
+// own, and readiness is polled (`poll_read_ready`, a waker slot in the
+// socket's registration) rather than awaited through `readable()` (a waiter
+// node in the future).
+pub(crate) async fn serve<H: ConnHandler>(parts: Parts, mut stream: TcpStream, shared: Arc<Shared>, handler: H) {
+    let Parts { id, wake, progress } = parts;
     let _guard = Guard { id, shared: &shared };
     let config = &shared.config;
-    let wake = Arc::new(TaskWake::default());
     let mut conn = ServerConn::with_waker(config, shared.limit.clone(), wake.clone(), 0);
     conn.set_peer_addr(stream.peer_addr().ok());
-    let mut stop = shared.stop.clone();
     let mut tally = ConnTally::default();
     let mut last_activity = Instant::now();
     let handshake_deadline = Instant::now() + config.handshake_timeout;
@@ -112,7 +159,7 @@ pub(crate) async fn serve<H: ConnHandler>(
                     // batch_delay: let requests that arrive meanwhile join this batch.
                     delayed = true;
                     tokio::time::sleep(delay).await;
-                    if let Ok(n @ 1..) = stream.try_read_buf(conn.read_buffer()) {
+                    if let Ok(n @ 1..) = read(&stream, &mut conn) {
                         last_activity = Instant::now();
                         let _ = n;
                         continue;
@@ -135,11 +182,11 @@ pub(crate) async fn serve<H: ConnHandler>(
                 Ok(Flow::OutputFull) => {
                     // Full of deferred calls (max_in_flight) or waiting for
                     // a concurrency slot: no reading until answers come.
-                    tokio::select! {
-                        biased;
-                        _ = stop.wait_for(|stopping| *stopping) => break 'conn CloseReason::Shutdown,
-                        _ = answers(&wake, &handler) => continue,
+                    if shared.stopping() {
+                        break 'conn CloseReason::Shutdown;
                     }
+                    answers(&wake, &handler).await;
+                    continue;
                 }
                 Ok(Flow::NeedInput) => break,
                 Err(e) => {
@@ -162,7 +209,7 @@ pub(crate) async fn serve<H: ConnHandler>(
                 _ = tokio::time::sleep(quiet) => break CloseReason::DeferredStalled,
             }
         }
-        if *stop.borrow() {
+        if shared.stopping() {
             break CloseReason::Shutdown;
         }
         // Read more, or time out.
@@ -177,13 +224,13 @@ pub(crate) async fn serve<H: ConnHandler>(
         // Wait for readability *without* a buffer, then read into one: an
         // idle connection that gave its buffers back does not take them
         // again just to wait. Deferred answers interrupt the wait.
+        let readable = std::future::poll_fn(|cx| stream.poll_read_ready(cx));
         let ready = tokio::select! {
             biased;
-            _ = stop.wait_for(|stopping| *stopping) => break CloseReason::Shutdown,
             _ = answers(&wake, &handler) => continue,
-            ready = tokio::time::timeout_at(wait_until, stream.readable()) => ready,
+            ready = tokio::time::timeout_at(wait_until, readable) => ready,
         };
-        let read = ready.map(|r| r.and_then(|()| stream.try_read_buf(conn.read_buffer())));
+        let read = ready.map(|r| r.and_then(|()| read(&stream, &mut conn)));
         // ANCHOR_END: readable
         match read {
             Ok(Ok(0)) => reading = false,

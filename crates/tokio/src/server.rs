@@ -21,7 +21,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::{AbortHandle, JoinSet};
 
-use crate::connection::{self, Progress};
+use crate::connection::{self, Progress, TaskWake};
 
 pub use fastwire_common::Accept;
 
@@ -292,7 +292,7 @@ impl SpawnedServer {
     /// blocking a runtime thread.
     pub async fn shutdown(mut self, grace: Duration) -> ShutdownReport {
         let started_with = self.shared.registry.len();
-        let _ = self.stop.send(true);
+        self.shared.stop_all(&self.stop);
         // Each accept loop ends once its connections have (see `run`).
         let mut loops = futures_util::future::join_all(std::mem::take(&mut self.loops));
         let report = match tokio::time::timeout(grace, &mut loops).await {
@@ -468,10 +468,27 @@ pub(crate) struct Shared {
     pub(crate) stop: watch::Receiver<bool>,
 }
 
+impl Shared {
+    /// Starts a graceful shutdown: the flag first, then every connection's
+    /// task woken to see it. A connection registered after the wake-ups
+    /// reads the flag before its next read.
+    fn stop_all(&self, stop: &watch::Sender<bool>) {
+        let _ = stop.send(true);
+        self.registry.for_each(|entry| entry.wake.notify());
+    }
+
+    /// Whether a graceful shutdown has started.
+    pub(crate) fn stopping(&self) -> bool {
+        *self.stop.borrow()
+    }
+}
+
 /// What shutdown needs to know about a connection.
 pub(crate) struct ConnEntry {
     /// Set right after the task is spawned (the task needs its id first).
     pub(crate) abort: OnceLock<AbortHandle>,
+    /// Wakes the connection's task: deferred answers, or shutdown.
+    pub(crate) wake: Arc<TaskWake>,
     /// Responses unwritten and deferred calls unanswered.
     pub(crate) progress: Arc<Progress>,
 }
@@ -571,8 +588,11 @@ fn adopt<S: Service>(stream: TcpStream, shared: &Arc<Shared>, handler: &Arc<S>, 
         return;
     }
     let progress = Arc::new(Progress::default());
-    let id = shared.registry.register(ConnEntry { abort: OnceLock::new(), progress: Arc::clone(&progress) });
-    let task = tasks.spawn(connection::serve(id, stream, Arc::clone(shared), handler.for_connection(), progress));
+    let wake = Arc::new(TaskWake::default());
+    let entry = ConnEntry { abort: OnceLock::new(), wake: Arc::clone(&wake), progress: Arc::clone(&progress) };
+    let id = shared.registry.register(entry);
+    let conn = connection::Parts { id, wake, progress };
+    let task = tasks.spawn(connection::serve(conn, stream, Arc::clone(shared), handler.for_connection()));
     shared.registry.for_id(id, |entry| {
         let _ = entry.abort.set(task);
     });
@@ -602,7 +622,7 @@ impl Serving for Running {
 
     fn stop(&mut self, grace: Duration) -> ShutdownReport {
         let started_with = self.shared.registry.len();
-        let _ = self.stop.send(true);
+        self.shared.stop_all(&self.stop);
         self.shared.registry.wait_empty(Instant::now() + grace);
         let report = cut_off(&self.shared, started_with);
         for thread in self.threads.drain(..) {
