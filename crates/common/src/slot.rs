@@ -41,10 +41,16 @@ use crate::Deadline;
 // value are plain reads and writes. Only the pool resets a slot, once
 // nobody else holds it (see `SlotPool::lend`). So the caller's checks (is
 // it done? take it) cost an atomic load each, not a lock: under load a
-// pipelining caller makes them for every call. A waiter that is going to
-// sleep (or an async caller registering its waker) first sets `WATCHED`,
-// under the lock; a completer whose swap finds it takes the lock to wake
+// pipelining caller makes them for every call. A thread that is going to
+// sleep first sets `WATCHED`, under the lock; a completer whose swap finds it takes the lock to wake
 // it. A call whose caller finds it done never costs a lock.
+//
+// An async caller does without the lock (see `CallSlot::poll_done`): it
+// claims the waker cell by setting `REGISTERING`, stores its waker, and
+// swaps `REGISTERING` for `ASYNC_WAKER`; the completer whose swap finds
+// `ASYNC_WAKER` takes the waker from the cell and wakes it. One whose swap
+// finds `REGISTERING` leaves the cell alone: the caller is polling right
+// then, and its second compare-and-swap fails on the outcome.
 /// No outcome yet.
 const WAITING: u8 = 0;
 /// Completed: the value is in.
@@ -56,12 +62,19 @@ const TAKEN: u8 = 3;
 /// A flag beside `WAITING`: a waiter may sleep, or has a waker
 /// registered; the completer wakes it.
 const WATCHED: u8 = 0x80;
+/// A flag beside `WAITING`: an async caller's waker is in its cell; the
+/// completer takes it and wakes it.
+const ASYNC_WAKER: u8 = 0x40;
+/// A flag beside `WAITING`: an async caller is writing its waker; the
+/// completer must not touch the cell.
+const REGISTERING: u8 = 0x20;
+/// Every flag that may sit beside `WAITING`.
+const FLAGS: u8 = WATCHED | ASYNC_WAKER | REGISTERING;
 // ANCHOR_END: outcome
 
 /// Who waits, and how: kept under the slot's lock.
 #[derive(Debug, Default)]
 struct Waiters {
-    waker: Option<Waker>,
     /// A thread is blocked on `done`. Notifying a condition variable is a
     /// system call even when nobody waits (a futex wake), so the completer
     /// only notifies when this is set: under load the caller usually finds
@@ -98,6 +111,10 @@ pub struct CallSlot {
     /// The call's [`SlotToken`] is alive: the pool must not reuse (or free)
     /// the slot, whatever its reference count says.
     token_alive: AtomicBool,
+    /// An async caller's waker: the caller's while it holds `REGISTERING`,
+    /// the completer's once `ASYNC_WAKER` is set, the pool's once nobody
+    /// else holds the slot (see `outcome`).
+    async_waker: UnsafeCell<Option<Waker>>,
     /// The response value: the completer's while `WAITING`, the caller's
     /// once `outcome` is `DONE`.
     value: UnsafeCell<Vec<u8>>,
@@ -122,6 +139,7 @@ impl Default for CallSlot {
     fn default() -> Self {
         CallSlot {
             outcome: AtomicU8::new(WAITING),
+            async_waker: UnsafeCell::new(None),
             value: UnsafeCell::new(Vec::new()),
             shared: UnsafeCell::new(None),
             error: UnsafeCell::new(None),
@@ -149,28 +167,36 @@ impl CallSlot {
     /// Publishes what the completer wrote: one swap. A waiter that comes
     /// later sees the outcome before it would sleep. One that flagged the
     /// slot `WATCHED` did so under the lock and holds it until it sleeps, so
-    /// taking the lock here finds it asleep (and says so in `sleeping`) or
-    /// with its waker registered. The slot is not reused while the token
+    /// taking the lock here finds it asleep (and says so in `sleeping`). An
+    /// async caller's waker is taken without the lock. The slot is not reused while the token
     /// that calls this is alive, so the waiters' state touched after the
     /// caller may have seen the outcome is still this call's.
     fn publish(&self, outcome: u8) {
-        if self.outcome.swap(outcome, Ordering::Release) & WATCHED == 0 {
+        // Acquire too: an async caller's waker, written before it set
+        // `ASYNC_WAKER` (Release), is read here.
+        let before = self.outcome.swap(outcome, Ordering::AcqRel);
+        if before & ASYNC_WAKER != 0 {
+            // SAFETY: `ASYNC_WAKER` hands the cell to the completer; the
+            // caller touches it again only under `REGISTERING`, which it
+            // can no longer set (the outcome is in), and the pool not while
+            // this token lives.
+            if let Some(waker) = unsafe { (*self.async_waker.get()).take() } {
+                waker.wake();
+            }
+        }
+        if before & WATCHED == 0 {
             return;
         }
         let mut waiters = self.lock();
-        let waker = waiters.waker.take();
         let sleeping = std::mem::take(&mut waiters.sleeping);
         drop(waiters);
         if sleeping {
             self.done.notify_all();
         }
-        if let Some(waker) = waker {
-            waker.wake();
-        }
     }
     // ANCHOR_END: notify_sleepers
 
-    /// Under the lock, before sleeping or registering a waker: flags the
+    /// Under the lock, before sleeping: flags the
     /// slot as watched. Returns `false` if the outcome is already in (do
     /// not sleep).
     fn watch(&self) -> bool {
@@ -259,20 +285,36 @@ impl CallSlot {
         }
     }
 
-    /// For async callers: ready once the call is done, else registers the waker.
+    /// For async callers: ready once the call is done, else registers the
+    /// waker. Two compare-and-swaps and no lock when it registers; one load
+    /// when the call is done (see `outcome`).
     pub fn poll_done(&self, cx: &mut Context<'_>) -> Poll<()> {
-        if self.is_done() {
-            return Poll::Ready(());
+        let mut current = self.outcome.load(Ordering::Acquire);
+        let claimed = loop {
+            if outcome_is_in(current) {
+                return Poll::Ready(());
+            }
+            let claimed = (current & !ASYNC_WAKER) | REGISTERING;
+            match self.outcome.compare_exchange_weak(current, claimed, Ordering::Acquire, Ordering::Acquire) {
+                Ok(_) => break claimed,
+                Err(now) => current = now,
+            }
+        };
+        // SAFETY: `REGISTERING` is set: the cell is this caller's.
+        let cell = unsafe { &mut *self.async_waker.get() };
+        match cell {
+            Some(waker) if waker.will_wake(cx.waker()) => {}
+            _ => *cell = Some(cx.waker().clone()),
         }
-        let mut waiters = self.lock();
-        if !self.watch() {
-            return Poll::Ready(());
+        let registered = (claimed & !REGISTERING) | ASYNC_WAKER;
+        match self.outcome.compare_exchange(claimed, registered, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => Poll::Pending,
+            // The completer published meanwhile and left the cell alone.
+            Err(_) => {
+                *cell = None;
+                Poll::Ready(())
+            }
         }
-        match &waiters.waker {
-            Some(w) if w.will_wake(cx.waker()) => {}
-            _ => waiters.waker = Some(cx.waker().clone()),
-        }
-        Poll::Pending
     }
 }
 
@@ -299,7 +341,7 @@ fn prefetch(slot: *const CallSlot) {
 /// Whether an outcome byte says the call is over.
 #[inline]
 fn outcome_is_in(outcome: u8) -> bool {
-    matches!(outcome & !WATCHED, DONE | FAILED | TAKEN)
+    matches!(outcome & !FLAGS, DONE | FAILED | TAKEN)
 }
 
 // ANCHOR: lend
@@ -418,7 +460,7 @@ impl SlotToken {
     /// error cells: while `WAITING` they are this token's (see `outcome`).
     fn settle(self, outcome: u8, write: impl FnOnce(&CallSlot)) {
         let slot = self.slot();
-        if slot.outcome.load(Ordering::Relaxed) & !WATCHED == WAITING {
+        if slot.outcome.load(Ordering::Relaxed) & !FLAGS == WAITING {
             write(slot);
             slot.publish(outcome);
         }
@@ -518,6 +560,8 @@ impl CallSlot {
             if self.outcome.load(Ordering::Relaxed) != TAKEN {
                 *self.shared.get() = None;
                 *self.error.get() = None;
+                // A call cancelled with its waker registered.
+                *self.async_waker.get() = None;
             }
         }
         // The waiters' flags are left as they are: each is cleared by its
@@ -767,5 +811,72 @@ mod tests {
         let (slot, token) = pool.lend();
         token.fail(ClientError::Closed);
         assert!(CallSlot::finish(slot).is_err());
+    }
+
+    /// A waker that counts its wake-ups; its `Arc`'s count says how many
+    /// clones of it are alive.
+    struct CountingWake(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for CountingWake {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn counting_waker() -> (Arc<CountingWake>, Waker) {
+        let wake = Arc::new(CountingWake(Default::default()));
+        (Arc::clone(&wake), Waker::from(Arc::clone(&wake)))
+    }
+
+    #[test]
+    fn an_async_caller_is_woken_once_by_the_latest_waker_it_registered() {
+        let mut pool = SlotPool::default();
+        let (slot, token) = pool.lend();
+        let (first, first_waker) = counting_waker();
+        let (second, second_waker) = counting_waker();
+        assert!(slot.poll_done(&mut Context::from_waker(&first_waker)).is_pending());
+        // Polled again by another task: only that one is woken.
+        assert!(slot.poll_done(&mut Context::from_waker(&second_waker)).is_pending());
+        assert_eq!(Arc::strong_count(&first), 2, "the first waker's clone was let go");
+        token.complete(b"done");
+        assert_eq!(first.0.load(Ordering::SeqCst), 0);
+        assert_eq!(second.0.load(Ordering::SeqCst), 1);
+        assert_eq!(Arc::strong_count(&second), 2, "the completer used up the clone it woke");
+        assert!(slot.poll_done(&mut Context::from_waker(&second_waker)).is_ready());
+        assert_eq!(&*CallSlot::finish(slot).unwrap(), b"done");
+    }
+
+    #[test]
+    fn a_cancelled_async_call_does_not_keep_its_waker_past_the_slots_reuse() {
+        let mut pool = SlotPool::default();
+        let (slot, token) = pool.lend();
+        let (wake, waker) = counting_waker();
+        assert!(slot.poll_done(&mut Context::from_waker(&waker)).is_pending());
+        // Cancelled: the connection forgets the call, the caller goes away.
+        drop((token, slot));
+        assert_eq!(Arc::strong_count(&wake), 3, "registered, until the slot is reused");
+        drop(answered(&mut pool, b"next"));
+        drop(answered(&mut pool, b"and the next"));
+        assert_eq!(Arc::strong_count(&wake), 2, "the reused slot let go of the old waker");
+        assert_eq!(wake.0.load(Ordering::SeqCst), 0);
+    }
+
+    /// Completions racing registrations on two threads: every call is seen
+    /// done, by its wake-up or by its next poll; none is lost.
+    #[test]
+    fn async_registration_racing_completion_loses_no_wake_up() {
+        let mut pool = SlotPool::default();
+        for _ in 0..2000 {
+            let (slot, token) = pool.lend();
+            let (wake, waker) = counting_waker();
+            let completer = std::thread::spawn(move || token.complete(b"x"));
+            let pending = slot.poll_done(&mut Context::from_waker(&waker)).is_pending();
+            completer.join().unwrap();
+            if pending {
+                assert_eq!(wake.0.load(Ordering::SeqCst), 1, "registered before the outcome: woken");
+            }
+            assert!(slot.poll_done(&mut Context::from_waker(&waker)).is_ready());
+            assert_eq!(&*CallSlot::finish(slot).unwrap(), b"x");
+        }
     }
 }

@@ -227,48 +227,66 @@ impl Client {
         let deadline = Instant::from_std(deadline_at);
         inner.in_progress.fetch_add(1, Ordering::Relaxed);
         let _in_progress = InProgress(inner);
-        inner.ensure_connected(deadline).await?;
-        let (id, generation, slot) = {
-            let mut state = inner.lock();
-            // Used: the writer stamps the time when it next looks.
-            state.used_since = true;
-            let (slot, token) = state.slots.lend();
-            let Some(active) = state.active.as_mut().filter(|a| a.writable) else {
-                // A connection that died (TLS refused, a close by the
-                // server) between connecting and now: say why.
-                if state.active.is_none() {
-                    if let Some(failure) = state.failure.clone() {
-                        return Err(failure);
+        // One lock for the call when the connection is up; without one,
+        // connect (outside the lock) and try once more.
+        let mut connected = false;
+        let (id, generation, slot) = loop {
+            let started = {
+                let mut state = inner.lock();
+                if state.closed {
+                    return Err(ClientError::Closed);
+                }
+                if state.active.is_none() && !connected {
+                    None
+                } else {
+                    // Used: the writer stamps the time when it next looks.
+                    state.used_since = true;
+                    let (slot, token) = state.slots.lend();
+                    let Some(active) = state.active.as_mut().filter(|a| a.writable) else {
+                        // A connection that died (TLS refused, a close by the
+                        // server) between connecting and now: say why.
+                        if state.active.is_none() {
+                            if let Some(failure) = state.failure.clone() {
+                                return Err(failure);
+                            }
+                        }
+                        return Err(ClientError::lost(
+                            io::ErrorKind::ConnectionAborted,
+                            "connection lost before the call was sent",
+                        ));
+                    };
+                    let first = !active.conn.has_output();
+                    active.started_since_sweep = true;
+                    if !active.sweeping {
+                        active.sweeping = true;
+                        active.signals.sweep.notify_one();
+                    }
+                    match active.conn.start_call(name, value, Call { token, deadline: deadline_at, timeout }) {
+                        Ok(id) => {
+                            // Alone now, after a call that was alone too: this task
+                            // writes the call itself (no hand-off to the writer
+                            // task); what the socket does not take is the writer's.
+                            let alone = active.conn.pending_len() == 1;
+                            let quiet = alone && active.one_at_a_time;
+                            active.one_at_a_time = alone;
+                            if first && !(quiet && write_now(active, &inner.config)) {
+                                active.signals.output_ready.notify_one();
+                            }
+                            Some((id, active.generation, slot))
+                        }
+                        Err(rejected) => {
+                            drop(state);
+                            drop((rejected.token.token, slot));
+                            return Err(rejected.error.into());
+                        }
                     }
                 }
-                return Err(ClientError::lost(
-                    io::ErrorKind::ConnectionAborted,
-                    "connection lost before the call was sent",
-                ));
             };
-            let first = !active.conn.has_output();
-            active.started_since_sweep = true;
-            if !active.sweeping {
-                active.sweeping = true;
-                active.signals.sweep.notify_one();
-            }
-            match active.conn.start_call(name, value, Call { token, deadline: deadline_at, timeout }) {
-                Ok(id) => {
-                    // Alone now, after a call that was alone too: this task
-                    // writes the call itself (no hand-off to the writer
-                    // task); what the socket does not take is the writer's.
-                    let alone = active.conn.pending_len() == 1;
-                    let quiet = alone && active.one_at_a_time;
-                    active.one_at_a_time = alone;
-                    if first && !(quiet && write_now(active, &inner.config)) {
-                        active.signals.output_ready.notify_one();
-                    }
-                    (id, active.generation, slot)
-                }
-                Err(rejected) => {
-                    drop(state);
-                    drop((rejected.token.token, slot));
-                    return Err(rejected.error.into());
+            match started {
+                Some(started) => break started,
+                None => {
+                    inner.ensure_connected(deadline).await?;
+                    connected = true;
                 }
             }
         };
