@@ -59,8 +59,11 @@ struct Inner {
     state: Mutex<State>,
     /// Serialises connection attempts, so concurrent first calls make one connection.
     connecting: tokio::sync::Mutex<()>,
-    /// Calls in progress: sent and awaiting a response, or about to be sent.
-    in_progress: AtomicUsize,
+    /// Calls waiting for a connection to be made (the rest of the calls in
+    /// progress are the connection's pending calls). Touched only on that
+    /// slow path: a counter every call moved would cost two atomic
+    /// operations per call, for a figure only a pool reads.
+    connecting_calls: AtomicUsize,
 }
 
 struct State {
@@ -161,7 +164,7 @@ impl Client {
                     slots: SlotPool::default(),
                 }),
                 connecting: tokio::sync::Mutex::new(()),
-                in_progress: AtomicUsize::new(0),
+                connecting_calls: AtomicUsize::new(0),
             }),
         }
     }
@@ -185,7 +188,9 @@ impl Client {
     /// sent (waiting for the connection). A pool uses it to pick the least
     /// busy client.
     pub fn pending(&self) -> usize {
-        self.inner.in_progress.load(Ordering::Relaxed)
+        let state = self.inner.lock();
+        let sent = state.active.as_ref().map_or(0, |a| a.conn.pending_len());
+        sent + self.inner.connecting_calls.load(Ordering::Relaxed)
     }
 
     /// Connects if needed and waits until the server's handshake is in.
@@ -225,8 +230,6 @@ impl Client {
         // `fastwire_common::Deadline` for why not the precise clock).
         let deadline_at = Deadline::after(timeout).to_instant();
         let deadline = Instant::from_std(deadline_at);
-        inner.in_progress.fetch_add(1, Ordering::Relaxed);
-        let _in_progress = InProgress(inner);
         // One lock for the call when the connection is up; without one,
         // connect (outside the lock) and try once more.
         let mut connected = false;
@@ -285,6 +288,8 @@ impl Client {
             match started {
                 Some(started) => break started,
                 None => {
+                    inner.connecting_calls.fetch_add(1, Ordering::Relaxed);
+                    let _counted = ConnectingCall(inner);
                     inner.ensure_connected(deadline).await?;
                     connected = true;
                 }
@@ -352,12 +357,12 @@ impl Client {
     }
 }
 
-/// Gives a call's count of `in_progress` back when dropped.
-struct InProgress<'a>(&'a Inner);
+/// Gives a call's count of `connecting_calls` back when dropped.
+struct ConnectingCall<'a>(&'a Inner);
 
-impl Drop for InProgress<'_> {
+impl Drop for ConnectingCall<'_> {
     fn drop(&mut self) {
-        self.0.in_progress.fetch_sub(1, Ordering::Relaxed);
+        self.0.connecting_calls.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
