@@ -45,9 +45,14 @@ pub enum BackendKind {
     /// default run).
     #[cfg(feature = "mio")]
     MioReuseport,
-    /// `fastwire-glommio`: io_uring, one pinned executor per core.
+    /// `fastwire-glommio`: io_uring, one pinned executor per core, the
+    /// first accepting and handing connections to them in turn.
     #[cfg(feature = "glommio")]
     Glommio,
+    /// `fastwire-glommio` with a `SO_REUSEPORT` listener per executor (not
+    /// in the default run).
+    #[cfg(feature = "glommio")]
+    GlommioReuseport,
     /// `fastwire-uring`: io_uring by hand, one completion loop per core.
     #[cfg(feature = "uring")]
     Uring,
@@ -89,6 +94,8 @@ impl BackendKind {
         BackendKind::TokioPerCoreReuseport,
         #[cfg(feature = "mio")]
         BackendKind::MioReuseport,
+        #[cfg(feature = "glommio")]
+        BackendKind::GlommioReuseport,
         #[cfg(feature = "uring")]
         BackendKind::UringReuseport,
         #[cfg(feature = "uring")]
@@ -114,6 +121,8 @@ impl BackendKind {
             BackendKind::MioReuseport => "mio-reuseport",
             #[cfg(feature = "glommio")]
             BackendKind::Glommio => "glommio",
+            #[cfg(feature = "glommio")]
+            BackendKind::GlommioReuseport => "glommio-reuseport",
             #[cfg(feature = "uring")]
             BackendKind::Uring => "uring",
             #[cfg(feature = "uring")]
@@ -133,6 +142,8 @@ impl BackendKind {
             BackendKind::TokioPerCore | BackendKind::TokioPerCoreReuseport => BackendKind::Tokio,
             #[cfg(feature = "mio")]
             BackendKind::MioReuseport => BackendKind::Mio,
+            #[cfg(feature = "glommio")]
+            BackendKind::GlommioReuseport => BackendKind::Glommio,
             #[cfg(feature = "uring")]
             BackendKind::UringSqpoll | BackendKind::UringFixed | BackendKind::UringReuseport => BackendKind::Uring,
             other => other,
@@ -145,7 +156,9 @@ impl BackendKind {
     pub fn unavailable(self) -> Option<String> {
         match self {
             #[cfg(feature = "glommio")]
-            BackendKind::Glommio => fastwire_glommio::probe().err().map(|e| e.to_string()),
+            BackendKind::Glommio | BackendKind::GlommioReuseport => {
+                fastwire_glommio::probe().err().map(|e| e.to_string())
+            }
             #[cfg(feature = "uring")]
             BackendKind::Uring | BackendKind::UringSqpoll | BackendKind::UringFixed | BackendKind::UringReuseport => {
                 fastwire_uring::probe().err().map(|e| e.to_string())
@@ -232,6 +245,8 @@ pub fn start_server<H: Handler + 'static>(
         BackendKind::Mio => Box::new(fastwire_mio::Server::bind(addr, config)?.serve(handler)?),
         #[cfg(feature = "glommio")]
         BackendKind::Glommio => Box::new(fastwire_glommio::Server::bind(addr, config)?.serve(handler)?),
+        #[cfg(feature = "glommio")]
+        BackendKind::GlommioReuseport => Box::new(glommio_reuseport(addr, config)?.serve(handler)?),
         #[cfg(feature = "uring")]
         BackendKind::Uring => Box::new(fastwire_uring::Server::bind(addr, config)?.serve(handler)?),
         #[cfg(feature = "uring")]
@@ -257,6 +272,13 @@ pub fn start_server<H: Handler + 'static>(
             Box::new(fastwire_tokio::Server::bind_with(addr, config, per_core_reuseport())?.serve(handler)?)
         }
     })
+}
+
+/// glommio with a `SO_REUSEPORT` listener per executor.
+#[cfg(feature = "glommio")]
+fn glommio_reuseport(addr: SocketAddr, config: ServerConfig) -> io::Result<fastwire_glommio::Server> {
+    let executors = std::thread::available_parallelism().map_or(1, |n| n.get());
+    fastwire_glommio::Server::bind_with(addr, config, executors, fastwire_glommio::Accept::ReusePort)
 }
 
 /// tokio's per-core flavor with a `SO_REUSEPORT` listener per runtime.
@@ -310,6 +332,8 @@ where
         }
         #[cfg(feature = "glommio")]
         BackendKind::Glommio => Box::new(fastwire_glommio::Server::bind(addr, config)?.serve_async(handler)?),
+        #[cfg(feature = "glommio")]
+        BackendKind::GlommioReuseport => Box::new(glommio_reuseport(addr, config)?.serve_async(handler)?),
         #[allow(unreachable_patterns)]
         other => {
             return Err(io::Error::new(
@@ -337,7 +361,7 @@ pub fn blocking_client(
         #[cfg(feature = "mio")]
         BackendKind::Mio | BackendKind::MioReuseport => Box::new(fastwire_mio::Client::new(addr, config)),
         #[cfg(feature = "glommio")]
-        BackendKind::Glommio => Box::new(fastwire_glommio::Client::new(addr, config)),
+        BackendKind::Glommio | BackendKind::GlommioReuseport => Box::new(fastwire_glommio::Client::new(addr, config)),
         #[cfg(feature = "uring")]
         BackendKind::Uring | BackendKind::UringSqpoll | BackendKind::UringFixed | BackendKind::UringReuseport => {
             Box::new(fastwire_uring::Client::new(addr, config))

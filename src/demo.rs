@@ -110,7 +110,7 @@ pub fn start_demo(
         // A local task per waiting call on the connection's executor, with
         // glommio's timer; the rest inline.
         #[cfg(feature = "glommio")]
-        BackendKind::Glommio => {
+        BackendKind::Glommio | BackendKind::GlommioReuseport => {
             let later: Later = Box::new(|delay, request, responder| {
                 let guard = responder.guard();
                 fastwire_glommio::glommio::spawn_local(fastwire_common::work::answer_async(guard, async move {

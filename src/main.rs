@@ -85,7 +85,7 @@ fn optional_duration(s: &str) -> Result<MaybeDuration, String> {
 #[derive(Args)]
 struct ServeArgs {
     /// Backend: std, tokio, tokio-per-core, mio, glommio, uring, or a variant:
-    /// tokio-per-core-reuseport, mio-reuseport, uring-reuseport, uring-sqpoll, uring-fixed.
+    /// tokio-per-core-reuseport, mio-reuseport, glommio-reuseport, uring-reuseport, uring-sqpoll, uring-fixed.
     #[arg(long, default_value = "tokio")]
     backend: BackendKind,
     /// Address to listen on (port 0 picks a free port; the address is printed).

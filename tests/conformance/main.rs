@@ -114,6 +114,7 @@ conformance!(
     mio => BackendKind::Mio,
     mio_reuseport => BackendKind::MioReuseport,
     glommio => BackendKind::Glommio,
+    glommio_reuseport => BackendKind::GlommioReuseport,
     uring => BackendKind::Uring,
     uring_sqpoll => BackendKind::UringSqpoll,
     uring_fixed => BackendKind::UringFixed,

@@ -1,4 +1,8 @@
-//! The server: one pinned executor per core, each with its own listener.
+//! The server: one pinned executor per core. By default the first accepts
+//! and hands connections to the executors in turn ([`Accept::RoundRobin`]:
+//! glommio's `shared_accept`, a stream sent over a shared channel and bound
+//! to its executor there); [`Accept::ReusePort`] gives each executor a
+//! listener of its own instead.
 
 use std::cell::Cell;
 use std::io;
@@ -11,17 +15,27 @@ use std::time::{Duration, Instant};
 
 use std::future::Future;
 
+pub use fastwire_common::Accept;
 use fastwire_common::{net, work, Blocking, OwnedRequest, ServerCounters, Serving, ShutdownReport};
 use fastwire_proto::{ConcurrencyLimit, Handler, Request, Responder, ResponseWriter, ServerConfig};
-use glommio::{LocalExecutorBuilder, Placement};
+use glommio::channels::shared_channel::{self, ConnectedSender, SharedReceiver, SharedSender};
+use glommio::net::AcceptedTcpStream;
+use glommio::{LocalExecutorBuilder, Placement, ResourceType};
 
 use crate::{connection, IO_MEMORY};
 
-/// Bound listeners (one per executor), not yet serving.
+/// Connections handed to one executor and not yet taken, at most: the
+/// accepting executor waits for room beyond this.
+const HAND_OFF: usize = 1024;
+
+/// Bound listeners, not yet serving: one, or one per executor
+/// ([`Accept::ReusePort`]).
 #[derive(Debug)]
 pub struct Server {
     listeners: Vec<std::net::TcpListener>,
     config: ServerConfig,
+    accept: Accept,
+    executors: usize,
 }
 
 impl Server {
@@ -33,12 +47,30 @@ impl Server {
         Self::bind_executors(addr, config, cores)
     }
 
-    /// Binds `addr` with `executors` executors, each pinned to a core and
-    /// with its own `SO_REUSEPORT` listener on the same address.
+    /// Binds `addr` with `executors` executors, each pinned to a core,
+    /// accepting the default way ([`Accept::RoundRobin`]: the first
+    /// executor accepts and hands connections to all of them in turn).
     pub fn bind_executors(addr: impl ToSocketAddrs, config: ServerConfig, executors: usize) -> io::Result<Server> {
+        Self::bind_with(addr, config, executors, Accept::default())
+    }
+
+    /// Binds `addr` with `executors` executors, accepting as `accept` says
+    /// ([`Accept::ReusePort`]: each its own `SO_REUSEPORT` listener on the
+    /// same address).
+    pub fn bind_with(
+        addr: impl ToSocketAddrs,
+        config: ServerConfig,
+        executors: usize,
+        accept: Accept,
+    ) -> io::Result<Server> {
         crate::probe()?;
-        let listeners = net::reuseport_listeners(net::resolve(addr)?, executors)?;
-        Ok(Server { listeners, config })
+        let executors = executors.max(1);
+        let addr = net::resolve(addr)?;
+        let listeners = match accept {
+            Accept::ReusePort => net::reuseport_listeners(addr, executors)?,
+            Accept::RoundRobin => vec![net::listener(addr, false)?],
+        };
+        Ok(Server { listeners, config, accept, executors })
     }
 
     /// A server on a listener the application bound itself (options it set
@@ -46,7 +78,7 @@ impl Server {
     /// or the caller's for [`spawn_local`](Server::spawn_local).
     pub fn from_listener(listener: std::net::TcpListener, config: ServerConfig) -> io::Result<Server> {
         crate::probe()?;
-        Ok(Server { listeners: vec![listener], config })
+        Ok(Server { listeners: vec![listener], config, accept: Accept::ReusePort, executors: 1 })
     }
 
     /// The bound address.
@@ -54,15 +86,21 @@ impl Server {
         self.listeners[0].local_addr()
     }
 
-    /// One server per bound listener (see [`bind_executors`](Server::bind_executors)),
-    /// to hand one to each executor of the application's, which then calls
+    /// One server per bound listener (bind with [`Accept::ReusePort`] for
+    /// one per executor; a round-robin server has one listener), to hand
+    /// one to each executor of the application's, which then calls
     /// [`spawn_local`](Server::spawn_local) on it. They share nothing: each
     /// has its own stats and its own shutdown.
     pub fn split(self) -> Vec<Server> {
         let config = self.config;
         self.listeners
             .into_iter()
-            .map(|listener| Server { listeners: vec![listener], config: config.clone() })
+            .map(|listener| Server {
+                listeners: vec![listener],
+                config: config.clone(),
+                accept: Accept::ReusePort,
+                executors: 1,
+            })
             .collect()
     }
 
@@ -85,18 +123,34 @@ impl Server {
         let (done_tx, done) = mpsc::channel();
         let mut executors = Vec::new();
         let mut wakers = Vec::new();
-        for (i, listener) in self.listeners.into_iter().enumerate() {
+        let mut sources = Vec::new();
+        for listener in self.listeners {
             // A duplicate of the listener lets shutdown wake its `accept`.
             wakers.push(listener.try_clone()?);
-            let (shared, handler, done_tx) = (Arc::clone(&shared), Arc::clone(&handler), done_tx.clone());
             // Owned until the executor adopts it, so it is closed if the executor cannot start.
-            let fd = OwnedFd::from(listener);
+            sources.push(Source::Listener(OwnedFd::from(listener), Vec::new()));
+        }
+        // Round robin: the one listener on the first executor, and an inbox
+        // on each of the others for the connections it hands them.
+        if self.accept == Accept::RoundRobin {
+            let (to, inboxes): (Vec<_>, Vec<_>) =
+                (1..self.executors).map(|_| shared_channel::new_bounded(HAND_OFF)).unzip();
+            if let Some(Source::Listener(_, peers)) = sources.first_mut() {
+                *peers = to;
+            }
+            sources.extend(inboxes.into_iter().map(Source::Inbox));
+        }
+        for (i, source) in sources.into_iter().enumerate() {
+            let (shared, handler, done_tx) = (Arc::clone(&shared), Arc::clone(&handler), done_tx.clone());
             // ANCHOR: executors
             let executor = LocalExecutorBuilder::new(Placement::Fixed(i % cores))
                 .io_memory(IO_MEMORY)
                 .name(&format!("fastwire-glommio{i}"))
                 .spawn(move || async move {
-                    let cut = run(adopt(fd), shared, handler).await;
+                    let cut = match source {
+                        Source::Listener(fd, peers) => run(adopt(fd), peers, shared, handler).await,
+                        Source::Inbox(inbox) => run_inbox(inbox, shared, handler).await,
+                    };
                     let _ = done_tx.send(());
                     cut
                 })?;
@@ -155,7 +209,7 @@ impl Server {
             let (shared, handler, finished) = (Arc::clone(&shared), Arc::clone(&handler), Rc::clone(&finished));
             loops.push(
                 glommio::spawn_local(async move {
-                    let cut = run(listener, shared, handler).await;
+                    let cut = run(listener, Vec::new(), shared, handler).await;
                     finished.set(finished.get() + 1);
                     cut
                 })
@@ -334,13 +388,33 @@ pub(crate) struct Local {
     pub(crate) scratch: std::cell::RefCell<Vec<u8>>,
 }
 
-/// One executor's life: accept until told to stop, then wait for its
+/// Where an executor's connections come from.
+enum Source {
+    /// A listener to accept on, and the inboxes of the executors it hands
+    /// connections to in turn (none: it keeps them all).
+    Listener(OwnedFd, Vec<SharedSender<AcceptedTcpStream>>),
+    /// Connections another executor accepted.
+    Inbox(SharedReceiver<AcceptedTcpStream>),
+}
+
+/// One executor's life: accept until told to stop (serving each connection
+/// here, or handing it to the next of `peers` in turn), then wait for its
 /// connections to close gracefully (or the grace period to end).
-async fn run<H: Handler + 'static>(listener: glommio::net::TcpListener, shared: Arc<Shared>, handler: Arc<H>) -> Cut {
+async fn run<H: Handler + 'static>(
+    listener: glommio::net::TcpListener,
+    peers: Vec<SharedSender<AcceptedTcpStream>>,
+    shared: Arc<Shared>,
+    handler: Arc<H>,
+) -> Cut {
     let local = Rc::new(Local::default());
+    let mut to: Vec<ConnectedSender<AcceptedTcpStream>> = Vec::with_capacity(peers.len());
+    for peer in peers {
+        to.push(peer.connect().await);
+    }
+    let mut turn = 0;
     loop {
-        let stream = match listener.accept().await {
-            Ok(stream) => stream,
+        let accepted = match listener.shared_accept().await {
+            Ok(accepted) => accepted,
             Err(_) if shared.stopping.load(Ordering::Acquire) => break,
             Err(e) => {
                 let e = io::Error::from(e);
@@ -351,21 +425,73 @@ async fn run<H: Handler + 'static>(listener: glommio::net::TcpListener, shared: 
                 continue;
             }
         };
-        if shared.stopping.load(Ordering::Acquire) {
-            break;
-        }
-        if !shared.counters.try_open(shared.config.max_connections) {
-            continue; // dropped: closed at once
-        }
-        if stream.set_nodelay(true).is_err() {
-            shared.counters.close();
+        turn = (turn + 1) % (to.len() + 1);
+        if turn > 0 {
+            if let Err(
+                glommio::GlommioError::Closed(ResourceType::Channel(accepted))
+                | glommio::GlommioError::WouldBlock(ResourceType::Channel(accepted)),
+            ) = to[turn - 1].send(accepted).await
+            {
+                // Its executor is gone: bound here only to be closed.
+                drop(accepted.bind_to_executor());
+            }
             continue;
         }
-        local.open.set(local.open.get() + 1);
-        let task = connection::serve(stream, Arc::clone(&shared), Arc::clone(&handler), Rc::clone(&local));
-        glommio::spawn_local(task).detach();
+        if !open(accepted, &shared, &handler, &local) {
+            break;
+        }
     }
     drop(listener);
+    // Closing the inboxes ends the other executors' loops once they have
+    // taken every connection handed to them.
+    drop(to);
+    wind_down(&local, &shared).await
+}
+
+/// The life of an executor that serves connections another one accepted:
+/// until the accepting one closes the inbox, then as [`run`].
+async fn run_inbox<H: Handler + 'static>(
+    inbox: SharedReceiver<AcceptedTcpStream>,
+    shared: Arc<Shared>,
+    handler: Arc<H>,
+) -> Cut {
+    let local = Rc::new(Local::default());
+    let inbox = inbox.connect().await;
+    while let Some(accepted) = inbox.recv().await {
+        // After a stop, what is still handed over is closed.
+        let _ = open(accepted, &shared, &handler, &local);
+    }
+    wind_down(&local, &shared).await
+}
+
+/// Binds an accepted connection to this executor and starts serving it;
+/// `false` (and the connection closed) once the server is stopping.
+fn open<H: Handler + 'static>(
+    accepted: AcceptedTcpStream,
+    shared: &Arc<Shared>,
+    handler: &Arc<H>,
+    local: &Rc<Local>,
+) -> bool {
+    let stream = accepted.bind_to_executor();
+    if shared.stopping.load(Ordering::Acquire) {
+        return false;
+    }
+    if !shared.counters.try_open(shared.config.max_connections) {
+        return true; // dropped: closed at once
+    }
+    if stream.set_nodelay(true).is_err() {
+        shared.counters.close();
+        return true;
+    }
+    local.open.set(local.open.get() + 1);
+    let task = connection::serve(stream, Arc::clone(shared), Arc::clone(handler), Rc::clone(local));
+    glommio::spawn_local(task).detach();
+    true
+}
+
+/// After the accepting stops: waits for this executor's connections to
+/// close gracefully, or for the grace period to end; what it cut off.
+async fn wind_down(local: &Local, shared: &Shared) -> Cut {
     while local.open.get() > 0 && !shared.forced.load(Ordering::Acquire) {
         glommio::timer::sleep(Duration::from_millis(5)).await;
     }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use fastwire_glommio::glommio::{LocalExecutorBuilder, Placement};
 use fastwire_glommio::proto::{demo_handler, ClientConfig, ServerConfig};
-use fastwire_glommio::{Client, Server, IO_MEMORY};
+use fastwire_glommio::{Accept, Client, Server, IO_MEMORY};
 
 fn glommio_runs() -> bool {
     match fastwire_glommio::probe() {
@@ -96,7 +96,7 @@ fn one_server_per_application_executor_from_split() {
     if !glommio_runs() {
         return;
     }
-    let parts = Server::bind_executors("127.0.0.1:0", ServerConfig::default(), 2).unwrap().split();
+    let parts = Server::bind_with("127.0.0.1:0", ServerConfig::default(), 2, Accept::ReusePort).unwrap().split();
     assert_eq!(parts.len(), 2);
     let addr = parts[0].local_addr().unwrap();
     assert_eq!(parts[1].local_addr().unwrap(), addr, "the same port, SO_REUSEPORT");
