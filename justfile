@@ -15,6 +15,11 @@ test:
 compare *args:
     cargo run --release -- compare {{args}}
 
+# fastwire beside the stacks a Rust user would pick instead (tarpc, tonic,
+# a tokio-util codec echo): builds them too (the `peers` feature).
+peers *args:
+    cargo run --release --features peers -- compare --workload fastrpc,pingpong --role both --backends tokio,std,mio --peers {{args}}
+
 # Every published result, regenerated on this machine from a clean commit
 # (refuses a dirty tree): the compare runs, idle memory, system calls, and the
 # figures the guide and the README include.

@@ -22,7 +22,8 @@ fi
 duration=${1:-1s}
 commit=$(git rev-parse --short=12 HEAD)
 
-cargo build --release --bin fastwire --examples
+# With the peers (tarpc, tonic, the codec echo) for the `peers` set.
+cargo build --release --features peers --bin fastwire --examples
 bin=target/release/fastwire
 stage=target/publish/$commit
 rm -rf "$stage"
@@ -43,7 +44,10 @@ run main --processes
 # The measured settings and the reuse-port layouts beside the defaults
 # they vary.
 run variants --workload fastrpc,pingpong,cpu --processes \
-    --backends mio,mio-reuseport,tokio-per-core,tokio-per-core-reuseport,uring,uring-reuseport,uring-sqpoll,uring-fixed,glommio
+    --backends mio,mio-reuseport,tokio-per-core,tokio-per-core-reuseport,uring,uring-reuseport,uring-sqpoll,uring-fixed,glommio,glommio-reuseport
+# The stacks a Rust user would pick instead, beside fastwire's tokio
+# backends and the fastest by hand.
+run peers --workload fastrpc,pingpong --role both --backends tokio,tokio-per-core,std,mio --peers
 # TLS beside plaintext.
 run tls --workload fastrpc,pingpong,handshakes --tls both --role both
 # Each server from 1 to 10,000 connections.

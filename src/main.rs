@@ -224,9 +224,10 @@ struct CompareArgs {
     /// its memory.
     #[arg(long)]
     processes: bool,
-    /// Add the peers, the stacks a Rust user would pick instead: tarpc and
-    /// a hand-written tokio-util codec echo (rows `peer-tarpc`,
-    /// `peer-codec`), on fastrpc and pingpong, client and server together.
+    /// Add the peers, the stacks a Rust user would pick instead: tarpc,
+    /// tonic and a hand-written tokio-util codec echo (rows `peer-tarpc`,
+    /// `peer-tonic`, `peer-codec`), on fastrpc and pingpong, client and
+    /// server together.
     /// Needs the `peers` feature: `cargo run --release --features peers --
     /// compare --peers`.
     #[arg(long)]
@@ -505,7 +506,7 @@ fn specs(args: &CompareArgs) -> Vec<Spec> {
 
 fn compare(args: CompareArgs) -> Result<(), Box<dyn std::error::Error>> {
     if args.peers && !cfg!(feature = "peers") {
-        return Err("this build has no peers (tarpc, the codec echo): \
+        return Err("this build has no peers (tarpc, tonic, the codec echo): \
                     cargo run --release --features peers -- compare --peers"
             .into());
     }

@@ -292,7 +292,7 @@ fn compare_races_the_peers() {
         .unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let rows = rows(&json);
-    for (peer, stack) in [("peer-tarpc", "tarpc"), ("peer-codec", "LengthDelimitedCodec")] {
+    for (peer, stack) in [("peer-tarpc", "tarpc"), ("peer-tonic", "tonic"), ("peer-codec", "LengthDelimitedCodec")] {
         let mine: Vec<_> = rows.iter().filter(|r| r["backend"] == peer).collect();
         let workloads: Vec<_> = mine.iter().map(|r| r["workload"].as_str().unwrap()).collect();
         // Not on sizes: the peers race where every stack makes the calls as it is.

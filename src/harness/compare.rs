@@ -36,7 +36,7 @@ pub struct Plan {
     /// Run servers under the blaster (`--role server`) as child processes,
     /// to report their own CPU time per call and memory.
     pub processes: bool,
-    /// Add the peers (tarpc, the codec echo) where they apply; a build
+    /// Add the peers (tarpc, tonic, the codec echo) where they apply; a build
     /// without the `peers` feature measures none.
     pub peers: bool,
     /// The `fastwire` binary, for servers in processes of their own

@@ -18,7 +18,7 @@
 //!   times a fixed number of operations per sample.
 //! * [`floor_pair`]: the blaster and the floor server, the peers that
 //!   load a server alone or answer a client alone.
-//! * `peers` (feature `peers`): tarpc and a tokio-util codec echo, raced
+//! * `peers` (feature `peers`): tarpc, tonic and a tokio-util codec echo, raced
 //!   beside the backends by `compare --peers`.
 //! * [`compare`](mod@compare): runs backends × workloads in one process, server and
 //!   client side by side, one [`Row`] per measurement.

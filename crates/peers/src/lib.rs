@@ -11,6 +11,8 @@
 //! * [`with_tarpc`]: tarpc's generated client and server over its serde
 //!   transport (bincode in tokio-util's length-delimited frames), each
 //!   request answered in a task of its own, as tarpc's examples do.
+//! * [`with_tonic`]: tonic's generated gRPC client and server (HTTP/2,
+//!   prost messages), generated without `protoc` (see `build.rs`).
 //! * [`with_codec`]: the echo people write by hand on tokio: a
 //!   `LengthDelimitedCodec`, a request id in each frame, a map of pending
 //!   calls to oneshot channels, a writer task fed by a channel.
@@ -31,24 +33,28 @@ use bytes::Bytes;
 
 pub mod with_codec;
 pub mod with_tarpc;
+pub mod with_tonic;
 
 /// One of the stacks in the race.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Peer {
     /// tarpc: see [`with_tarpc`].
     Tarpc,
+    /// tonic (gRPC): see [`with_tonic`].
+    Tonic,
     /// A hand-written tokio-util codec echo: see [`with_codec`].
     Codec,
 }
 
 impl Peer {
     /// Every peer, in report order.
-    pub const ALL: [Peer; 2] = [Peer::Tarpc, Peer::Codec];
+    pub const ALL: [Peer; 3] = [Peer::Tarpc, Peer::Tonic, Peer::Codec];
 
     /// The peer's name in reports: `peer-` and the stack.
     pub fn name(self) -> &'static str {
         match self {
             Peer::Tarpc => "peer-tarpc",
+            Peer::Tonic => "peer-tonic",
             Peer::Codec => "peer-codec",
         }
     }
@@ -60,6 +66,10 @@ impl Peer {
             Peer::Tarpc => {
                 "tarpc 0.38 (bincode over tokio-util length-delimited frames, TCP_NODELAY); server: a \
                  multi-thread tokio runtime, a task per connection and a task per request"
+            }
+            Peer::Tonic => {
+                "tonic 0.14 (gRPC over HTTP/2, prost messages, TCP_NODELAY); server: a multi-thread tokio runtime, \
+                 tonic's Server::builder() (hyper: a task per connection and per request stream)"
             }
             Peer::Codec => {
                 "tokio-util LengthDelimitedCodec echo by hand (a request id per frame, pending calls in a \
@@ -114,6 +124,7 @@ impl Server {
         let addr = listener.local_addr()?;
         match peer {
             Peer::Tarpc => runtime.spawn(with_tarpc::serve(listener)),
+            Peer::Tonic => runtime.spawn(with_tonic::serve(listener)),
             Peer::Codec => runtime.spawn(with_codec::serve(listener)),
         };
         Ok(Server { addr, runtime: Some(runtime) })
@@ -154,6 +165,8 @@ impl std::fmt::Debug for Server {
 pub enum Client {
     /// See [`with_tarpc::Client`].
     Tarpc(with_tarpc::Client),
+    /// See [`with_tonic::Client`].
+    Tonic(with_tonic::Client),
     /// See [`with_codec::Client`].
     Codec(with_codec::Client),
 }
@@ -161,11 +174,12 @@ pub enum Client {
 impl Client {
     /// Connects to `peer`'s server at `addr`, for up to `in_flight` calls
     /// at once; `timeout` is each call's deadline where the stack has one
-    /// (tarpc's context deadline; the codec echo has none, its calls fail
-    /// only when the connection does).
+    /// (tarpc's context deadline, gRPC's; the codec echo has none, its calls
+    /// fail only when the connection does).
     pub async fn connect(peer: Peer, addr: SocketAddr, in_flight: usize, timeout: Duration) -> io::Result<Client> {
         Ok(match peer {
             Peer::Tarpc => Client::Tarpc(with_tarpc::Client::connect(addr, in_flight, timeout).await?),
+            Peer::Tonic => Client::Tonic(with_tonic::Client::connect(addr, timeout).await?),
             Peer::Codec => Client::Codec(with_codec::Client::connect(addr).await?),
         })
     }
@@ -174,14 +188,17 @@ impl Client {
     pub async fn call(&self, name: &[u8], value: &[u8]) -> io::Result<Bytes> {
         match self {
             Client::Tarpc(client) => client.call(name, value).await,
+            Client::Tonic(client) => client.call(name, value).await,
             Client::Codec(client) => client.call(name, value).await,
         }
     }
 
-    /// Ends the connection: calls in flight fail, the background tasks stop.
+    /// Ends the connection: calls in flight fail, the background tasks stop
+    /// (tonic's connection closes when its last clone is dropped).
     pub fn close(&self) {
         match self {
             Client::Tarpc(client) => client.close(),
+            Client::Tonic(_) => {}
             Client::Codec(client) => client.close(),
         }
     }
@@ -252,6 +269,6 @@ mod tests {
             assert_eq!(peer.name().trim_start_matches("peer-").parse::<Peer>().unwrap(), peer);
         }
         let error = "grpc".parse::<Peer>().unwrap_err();
-        assert!(error.contains("peer-tarpc, peer-codec"), "{error}");
+        assert!(error.contains("peer-tarpc, peer-tonic, peer-codec"), "{error}");
     }
 }
