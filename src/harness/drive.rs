@@ -45,9 +45,9 @@ use super::alloc;
 /// cost is part of every thread client's figure. `quanta` reads the CPU's
 /// time stamp counter and scales it (calibrated once against the OS clock;
 /// it falls back to the OS clock where the counter is not invariant):
-/// about 10 ns, where `Instant::now()` (`clock_gettime` through the vDSO
-/// and, on a VM, the hypervisor's clock page) measured 25 to 35 ns, a
-/// tenth of a pipelined call's cost in the harness thread.
+/// several times cheaper than `Instant::now()` (`clock_gettime` through the
+/// vDSO and, on a VM, the hypervisor's clock page), which would be a
+/// visible share of a pipelined call's cost in the harness thread.
 type Stamp = quanta::Instant;
 use super::workload::Spec;
 use crate::backend::BackendKind;
@@ -446,8 +446,8 @@ fn is_slow(slow: Slow<'_>, n: u64) -> bool {
 // ANCHOR: pipeline
 // Never inlined: whether the compiler folds this loop into its thread's
 // entry changed between builds that did not touch it, and with it the
-// clients' figures (by up to 5% in alternations, layout and registers) and
-// their profiles: kept a function of its own so that builds compare.
+// clients' figures (layout and registers) and their profiles: kept a
+// function of its own so that builds compare.
 #[inline(never)]
 fn pipeline<D: Driver>(
     client: &Client<D>,

@@ -6,9 +6,8 @@
 //! with `split_off`, which allocates a node whenever any timer is
 //! registered (`glommio::reactor::Timers::process_timers`). A connection
 //! waiting in a read with a read timeout, or a client's idle ticker,
-//! therefore made every park and wake-up of its executor allocate: about 13
-//! of the 33 allocations per round trip in `pingpong` (found with a `malloc`
-//! uprobe; see the guide's glommio chapter). The periodic checks (an idle
+//! therefore made every park and wake-up of its executor allocate (the
+//! guide's lab notes tell how it was found). The periodic checks (an idle
 //! connection gives its buffers back, idle connections are closed, a
 //! shutdown is noticed) need a wake-up about once a second, and a thread
 //! that sends one through the task's own waker costs nothing per call.

@@ -134,9 +134,9 @@ async fn woken(signal: &Signal, shared: &Shared, limit: Duration) -> bool {
 /// connection (a copy, as the mio loops make). `AsyncRead` writes into the
 /// buffer only within `poll_read`, so the scratch is borrowed only while the
 /// read is polled: one buffer serves every connection of the executor, and
-/// a connection waiting for bytes holds no read buffer of its own. (Reading
-/// into the connection's buffer instead kept 4 KiB zeroed and waiting in
-/// every idle connection: most of its memory.)
+/// a connection waiting for bytes holds no read buffer of its own (reading
+/// into the connection's buffer would keep one zeroed and waiting in every
+/// idle connection).
 async fn read_some(stream: &mut TcpStream, local: &Local, conn: &mut ServerConn, size: usize) -> Event {
     let result = std::future::poll_fn(|cx| {
         let mut scratch = local.scratch.borrow_mut();
