@@ -156,7 +156,7 @@ async fn read_some(stream: &mut TcpStream, local: &Local, conn: &mut ServerConn,
 }
 
 pub(crate) async fn serve<H: Handler + 'static>(
-    mut stream: TcpStream,
+    stream: TcpStream,
     shared: Arc<Shared>,
     handler: Arc<H>,
     local: Rc<Local>,
@@ -164,90 +164,132 @@ pub(crate) async fn serve<H: Handler + 'static>(
     let unwritten = Cell::new(0);
     let deferred = Cell::new(0);
     let _guard = Guard { shared: &shared, local: &local, unwritten: &unwritten, deferred: &deferred };
-    let config = &shared.config;
-    let signal = Arc::new(Signal::default());
-    let period = config.idle_timeout.map_or(IDLE_RELEASE, |t| t.min(IDLE_RELEASE));
-    let weak = Arc::downgrade(&signal) as std::sync::Weak<dyn crate::clock::Tick>;
-    crate::clock::every(weak, period);
-    let mut conn = ServerConn::with_waker(config, shared.limit.clone(), signal.clone(), 0);
-    conn.set_peer_addr(stream.peer_addr().ok());
-    let mut tally = ConnTally::default();
-    let mut last_activity = Instant::now();
-    // Each read takes up to this much (the scratch buffer's size).
-    let read_size = config.buffer_size.max(MIN_READ);
-    let mut reading = true;
-    let mut handshake_seen = false;
-    // Once reading is over: deferred calls still awaited, and since when
-    // none has been answered.
-    let mut waiting_for = usize::MAX;
-    let mut quiet_since = Instant::now();
-    let _ = stream.set_read_timeout(Some(config.handshake_timeout));
-    // A client that stops reading makes writes wait; after idle_timeout the connection is closed.
-    let _ = stream.set_write_timeout(config.idle_timeout);
-    let reason = 'conn: loop {
-        // Serve everything received so far (and collect deferred answers),
-        // writing as the output fills.
-        let mut failed = None;
+    let mut task = Task::new(stream, &shared, &*handler, &local, (&unwritten, &deferred));
+    let reason = loop {
+        if let Err(reason) = task.serve_received().await {
+            break reason;
+        }
+        if let Some(reason) = task.await_input().await {
+            break reason;
+        }
+    };
+    task.close(reason).await;
+}
+
+/// One connection's task: the socket, the protocol state machine, and what
+/// the I/O around it needs between awaits.
+struct Task<'a, H> {
+    stream: TcpStream,
+    conn: ServerConn,
+    shared: &'a Shared,
+    handler: &'a H,
+    local: &'a Local,
+    /// Its responses unwritten and deferred calls unanswered, as counted in
+    /// `local` (the guard takes them back out if the task is dropped).
+    unwritten: &'a Cell<u64>,
+    deferred: &'a Cell<u64>,
+    signal: Arc<Signal>,
+    tally: ConnTally,
+    last_activity: Instant,
+    /// Each read takes up to this much (the scratch buffer's size).
+    read_size: usize,
+    /// False once the client closed its side.
+    reading: bool,
+    handshake_seen: bool,
+    /// Once reading is over: deferred calls still awaited, and since when
+    /// none has been answered.
+    waiting_for: usize,
+    quiet_since: Instant,
+}
+
+impl<'a, H: Handler + 'static> Task<'a, H> {
+    fn new(
+        stream: TcpStream,
+        shared: &'a Shared,
+        handler: &'a H,
+        local: &'a Local,
+        (unwritten, deferred): (&'a Cell<u64>, &'a Cell<u64>),
+    ) -> Self {
+        let config = &shared.config;
+        let signal = Arc::new(Signal::default());
+        let period = config.idle_timeout.map_or(IDLE_RELEASE, |t| t.min(IDLE_RELEASE));
+        let weak = Arc::downgrade(&signal) as std::sync::Weak<dyn crate::clock::Tick>;
+        crate::clock::every(weak, period);
+        let mut conn = ServerConn::with_waker(config, shared.limit.clone(), signal.clone(), 0);
+        conn.set_peer_addr(stream.peer_addr().ok());
+        let _ = stream.set_read_timeout(Some(config.handshake_timeout));
+        // A client that stops reading makes writes wait; after idle_timeout the connection is closed.
+        let _ = stream.set_write_timeout(config.idle_timeout);
+        Task {
+            stream,
+            conn,
+            shared,
+            handler,
+            local,
+            unwritten,
+            deferred,
+            signal,
+            tally: ConnTally::default(),
+            last_activity: Instant::now(),
+            read_size: config.buffer_size.max(MIN_READ),
+            reading: true,
+            handshake_seen: false,
+            waiting_for: usize::MAX,
+            quiet_since: Instant::now(),
+        }
+    }
+
+    /// Serves everything received so far (and collects deferred answers),
+    /// writing as the output fills, until the connection needs input; or
+    /// why it closes.
+    async fn serve_received(&mut self) -> Result<(), CloseReason> {
         loop {
-            let flow = conn.process(&*handler);
-            tally.sync(&conn, &shared.counters);
-            let d = conn.deferred_in_flight() as u64;
-            local.deferred.set(local.deferred.get() + d - deferred.get());
-            deferred.set(d);
-            let wrote = conn.has_output();
-            if wrote {
-                let n = conn.unwritten_responses() as u64;
-                local.unwritten.set(local.unwritten.get() + n - unwritten.get());
-                unwritten.set(n);
-                let written = stream.write_all(conn.output()).await;
-                let len = conn.output().len();
-                conn.advance_output(len);
-                local.unwritten.set(local.unwritten.get() - unwritten.get());
-                unwritten.set(0);
-                if written.is_err() {
-                    break 'conn CloseReason::WriteError;
-                }
-            }
+            let flow = self.conn.process(self.handler);
+            self.tally.sync(&self.conn, &self.shared.counters);
+            let d = self.conn.deferred_in_flight() as u64;
+            self.local.deferred.set(self.local.deferred.get() + d - self.deferred.get());
+            self.deferred.set(d);
+            let wrote = self.write_output().await?;
             match flow {
-                Ok(Flow::OutputFull) if wrote => continue,
+                Ok(Flow::OutputFull) if wrote => {}
                 Ok(Flow::OutputFull) => {
                     // Full of deferred calls (max_in_flight) or waiting for
                     // a concurrency slot: no reading until answers come.
-                    if !woken(&signal, &shared, Duration::MAX).await {
-                        break 'conn CloseReason::Shutdown;
+                    if !woken(&self.signal, self.shared, Duration::MAX).await {
+                        return Err(CloseReason::Shutdown);
                     }
                 }
-                Ok(Flow::NeedInput) => break,
-                Err(e) => {
-                    failed = Some(e);
-                    break;
-                }
+                Ok(Flow::NeedInput) => return Ok(()),
+                Err(e) => return Err(self.shared.counters.connection_failed(&self.conn, &e)),
             }
         }
-        if let Some(e) = failed {
-            break shared.counters.connection_failed(&conn, &e);
+    }
+
+    /// Writes all the output; whether there was any.
+    async fn write_output(&mut self) -> Result<bool, CloseReason> {
+        if !self.conn.has_output() {
+            return Ok(false);
         }
-        let stopping = shared.stopping.load(Ordering::Acquire);
-        if !reading || stopping {
-            // Reading is over: only the answers of deferred calls are awaited
-            // (shutdown: until the grace period ends; the executor then drops us).
-            let pending = conn.deferred_in_flight();
-            if pending == 0 {
-                break if stopping { CloseReason::Shutdown } else { CloseReason::ClosedByClient };
-            }
-            // Answers keep the connection: idle_timeout counts from the last
-            // one (the clock's wake-ups are not answers).
-            if pending < waiting_for {
-                quiet_since = Instant::now();
-            }
-            waiting_for = pending;
-            let left = config.idle_timeout.map_or(Duration::MAX, |t| t.saturating_sub(quiet_since.elapsed()));
-            if !left.is_zero() && woken(&signal, &shared, left).await {
-                continue;
-            }
-            break CloseReason::DeferredStalled;
+        let n = self.conn.unwritten_responses() as u64;
+        self.local.unwritten.set(self.local.unwritten.get() + n - self.unwritten.get());
+        self.unwritten.set(n);
+        let written = self.stream.write_all(self.conn.output()).await;
+        let len = self.conn.output().len();
+        self.conn.advance_output(len);
+        self.local.unwritten.set(self.local.unwritten.get() - self.unwritten.get());
+        self.unwritten.set(0);
+        written.map(|()| true).map_err(|_| CloseReason::WriteError)
+    }
+
+    /// Waits for more input or a wake-up (a deferred answer, the clock),
+    /// and reads what came; `Some` when the connection closes.
+    async fn await_input(&mut self) -> Option<CloseReason> {
+        let stopping = self.shared.stopping.load(Ordering::Acquire);
+        if !self.reading || stopping {
+            return self.await_answers(stopping).await;
         }
-        let event = future::or(read_some(&mut stream, &local, &mut conn, read_size), async {
+        let signal = &self.signal;
+        let event = future::or(read_some(&mut self.stream, self.local, &mut self.conn, self.read_size), async {
             signal.wait().await;
             Event::Woken
         })
@@ -257,71 +299,98 @@ pub(crate) async fn serve<H: Handler + 'static>(
             Event::Woken => {
                 // A deferred answer, or the clock: idleness is checked here
                 // (before the handshake, its read timeout rules).
-                if conn.is_handshake_done() {
-                    if conn.deferred_in_flight() > 0 {
-                        last_activity = Instant::now(); // waiting is not idleness
-                    }
-                    let quiet = last_activity.elapsed();
-                    if config.idle_timeout.is_some_and(|t| quiet >= t) {
-                        break CloseReason::Idle;
-                    }
-                    if quiet >= IDLE_RELEASE {
-                        // Quiet for a while: an idle connection keeps no large buffers.
-                        conn.release_buffers();
-                    }
+                if self.conn.is_handshake_done() {
+                    return self.check_idle(IDLE_RELEASE);
                 }
-                continue;
+                return None;
             }
         };
         match read {
-            Ok(0) => reading = false,
+            Ok(0) => self.reading = false,
             Ok(_) => {
-                last_activity = Instant::now();
-                if conn.is_handshake_done() && !handshake_seen {
+                self.last_activity = Instant::now();
+                if self.conn.is_handshake_done() && !self.handshake_seen {
                     // From now on the clock wakes this task; no glommio timer.
-                    handshake_seen = true;
-                    let _ = stream.set_read_timeout(None);
+                    self.handshake_seen = true;
+                    let _ = self.stream.set_read_timeout(None);
                 }
             }
             Err(e) if matches!(e.kind(), io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock) => {
-                if !conn.is_handshake_done() {
-                    shared.counters.handshake_timed_out(&conn);
-                    break CloseReason::HandshakeTimeout;
+                if !self.conn.is_handshake_done() {
+                    self.shared.counters.handshake_timed_out(&self.conn);
+                    return Some(CloseReason::HandshakeTimeout);
                 }
-                if conn.deferred_in_flight() > 0 {
-                    last_activity = Instant::now(); // waiting is not idleness
-                }
-                if config.idle_timeout.is_some_and(|t| last_activity.elapsed() >= t) {
-                    break CloseReason::Idle;
-                }
-                // Quiet for a while: an idle connection keeps no large buffers.
-                conn.release_buffers();
+                return self.check_idle(Duration::ZERO);
             }
-            Err(_) => break CloseReason::ReadError,
+            Err(_) => return Some(CloseReason::ReadError),
         }
-    };
-    if shared.forced.load(Ordering::Acquire) && (conn.deferred_in_flight() > 0 || conn.has_output()) {
-        // It ends because the grace period is over: a cut, even if it
-        // leaves before the executor counts what is still open.
-        local.cut.set(local.cut.get() + 1);
-        local.cut_deferred.set(local.cut_deferred.get() + conn.deferred_in_flight() as u64);
-        local.cut_responses.set(local.cut_responses.get() + conn.unwritten_responses() as u64);
+        None
     }
-    tally.sync(&conn, &shared.counters);
-    tally.finish(&shared.counters);
-    tracing::trace!(%reason, "connection done");
-    // Everything is written: end-of-stream after the last response, then a
-    // lingering close (see `fastwire_common::net::LINGER`) unless the client
-    // already closed its side.
-    let _ = stream.shutdown(Shutdown::Write).await;
-    if reason != CloseReason::ClosedByClient {
-        let _ = stream.set_read_timeout(Some(net::LINGER));
-        let mut scratch = vec![0u8; 4096];
-        let mut discarded = 0;
-        while discarded < net::LINGER_MAX_BYTES {
-            match stream.read(&mut scratch).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => discarded += n,
+
+    /// Closes an idle connection (`idle_timeout`), or gives its buffers
+    /// back once it has been quiet for `release_after`.
+    fn check_idle(&mut self, release_after: Duration) -> Option<CloseReason> {
+        if self.conn.deferred_in_flight() > 0 {
+            self.last_activity = Instant::now(); // waiting is not idleness
+        }
+        let quiet = self.last_activity.elapsed();
+        if self.shared.config.idle_timeout.is_some_and(|t| quiet >= t) {
+            return Some(CloseReason::Idle);
+        }
+        if quiet >= release_after {
+            // Quiet for a while: an idle connection keeps no large buffers.
+            self.conn.release_buffers();
+        }
+        None
+    }
+
+    /// Reading is over: only the answers of deferred calls are awaited
+    /// (shutdown: until the grace period ends; the executor then drops us).
+    async fn await_answers(&mut self, stopping: bool) -> Option<CloseReason> {
+        let pending = self.conn.deferred_in_flight();
+        if pending == 0 {
+            return Some(if stopping { CloseReason::Shutdown } else { CloseReason::ClosedByClient });
+        }
+        // Answers keep the connection: idle_timeout counts from the last
+        // one (the clock's wake-ups are not answers).
+        if pending < self.waiting_for {
+            self.quiet_since = Instant::now();
+        }
+        self.waiting_for = pending;
+        let idle_timeout = self.shared.config.idle_timeout;
+        let left = idle_timeout.map_or(Duration::MAX, |t| t.saturating_sub(self.quiet_since.elapsed()));
+        if !left.is_zero() && woken(&self.signal, self.shared, left).await {
+            return None;
+        }
+        Some(CloseReason::DeferredStalled)
+    }
+
+    /// Counts the connection out, then closes it: end-of-stream after the
+    /// last response, then a lingering close (see
+    /// `fastwire_common::net::LINGER`) unless the client already closed its
+    /// side.
+    async fn close(&mut self, reason: CloseReason) {
+        let (conn, local) = (&self.conn, self.local);
+        if self.shared.forced.load(Ordering::Acquire) && (conn.deferred_in_flight() > 0 || conn.has_output()) {
+            // It ends because the grace period is over: a cut, even if it
+            // leaves before the executor counts what is still open.
+            local.cut.set(local.cut.get() + 1);
+            local.cut_deferred.set(local.cut_deferred.get() + conn.deferred_in_flight() as u64);
+            local.cut_responses.set(local.cut_responses.get() + conn.unwritten_responses() as u64);
+        }
+        self.tally.sync(&self.conn, &self.shared.counters);
+        self.tally.finish(&self.shared.counters);
+        tracing::trace!(%reason, "connection done");
+        let _ = self.stream.shutdown(Shutdown::Write).await;
+        if reason != CloseReason::ClosedByClient {
+            let _ = self.stream.set_read_timeout(Some(net::LINGER));
+            let mut scratch = vec![0u8; 4096];
+            let mut discarded = 0;
+            while discarded < net::LINGER_MAX_BYTES {
+                match self.stream.read(&mut scratch).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => discarded += n,
+                }
             }
         }
     }

@@ -134,157 +134,218 @@ pub(crate) struct Parts {
 // own, and readiness is polled (`poll_read_ready`, a waker slot in the
 // socket's registration) rather than awaited through `readable()` (a waiter
 // node in the future).
-pub(crate) async fn serve<H: ConnHandler>(parts: Parts, mut stream: TcpStream, shared: Arc<Shared>, handler: H) {
-    let Parts { id, wake, progress } = parts;
-    let _guard = Guard { id, shared: &shared };
-    let config = &shared.config;
-    let mut conn = ServerConn::with_waker(config, shared.limit.clone(), wake.clone(), 0);
-    conn.set_peer_addr(stream.peer_addr().ok());
-    let mut tally = ConnTally::default();
-    let mut last_activity = Instant::now();
-    let handshake_deadline = Instant::now() + config.handshake_timeout;
-    let write_timeout = config.idle_timeout.unwrap_or(Duration::MAX);
-    let mut reading = true;
-    let reason = 'conn: loop {
-        // Serve everything received so far (and collect deferred answers),
-        // writing as the output fills.
-        let mut failed = None;
+pub(crate) async fn serve<H: ConnHandler>(parts: Parts, stream: TcpStream, shared: Arc<Shared>, handler: H) {
+    let _guard = Guard { id: parts.id, shared: &shared };
+    let mut task = Task::new(parts, stream, &shared, &handler);
+    let reason = loop {
+        if let Err(reason) = task.serve_received().await {
+            break reason;
+        }
+        if let Some(reason) = task.await_input().await {
+            break reason;
+        }
+    };
+    if reason == CloseReason::Shutdown {
+        task.answer_deferred().await;
+    }
+    task.close(reason).await;
+}
+
+/// One connection's task: the socket, the protocol state machine, and what
+/// the I/O around it needs between awaits.
+struct Task<'a, H> {
+    stream: TcpStream,
+    conn: ServerConn,
+    shared: &'a Shared,
+    handler: &'a H,
+    wake: Arc<TaskWake>,
+    progress: Arc<Progress>,
+    tally: ConnTally,
+    last_activity: Instant,
+    handshake_deadline: Instant,
+    /// False once the client closed its side.
+    reading: bool,
+}
+
+impl<'a, H: ConnHandler> Task<'a, H> {
+    fn new(parts: Parts, stream: TcpStream, shared: &'a Shared, handler: &'a H) -> Self {
+        let config = &shared.config;
+        let mut conn = ServerConn::with_waker(config, shared.limit.clone(), parts.wake.clone(), 0);
+        conn.set_peer_addr(stream.peer_addr().ok());
+        let now = Instant::now();
+        Task {
+            stream,
+            conn,
+            shared,
+            handler,
+            wake: parts.wake,
+            progress: parts.progress,
+            tally: ConnTally::default(),
+            last_activity: now,
+            handshake_deadline: now + config.handshake_timeout,
+            reading: true,
+        }
+    }
+
+    /// Serves everything received so far (and collects deferred answers),
+    /// writing as the output fills, until the connection needs input; or
+    /// why it closes.
+    async fn serve_received(&mut self) -> Result<(), CloseReason> {
         let mut delayed = false;
         loop {
-            let flow = conn.process(&handler);
-            tally.sync(&conn, &shared.counters);
-            progress.deferred.store(conn.deferred_in_flight(), Ordering::Relaxed);
-            if let (Some(delay), false, Ok(Flow::NeedInput), true) = (config.batch_delay, delayed, &flow, reading) {
-                if conn.has_output() {
+            let flow = self.conn.process(self.handler);
+            self.tally.sync(&self.conn, &self.shared.counters);
+            self.progress.deferred.store(self.conn.deferred_in_flight(), Ordering::Relaxed);
+            let batch_delay = self.shared.config.batch_delay.filter(|_| !delayed && self.reading);
+            if let (Some(delay), Ok(Flow::NeedInput)) = (batch_delay, &flow) {
+                if self.conn.has_output() {
                     // batch_delay: let requests that arrive meanwhile join this batch.
                     delayed = true;
                     tokio::time::sleep(delay).await;
-                    if let Ok(n @ 1..) = read(&stream, &mut conn) {
-                        last_activity = Instant::now();
-                        let _ = n;
+                    if let Ok(1..) = read(&self.stream, &mut self.conn) {
+                        self.last_activity = Instant::now();
                         continue;
                     }
                 }
             }
-            let wrote = conn.has_output();
-            while conn.has_output() {
-                progress.unwritten.store(conn.unwritten_responses(), Ordering::Relaxed);
-                let output = conn.output();
-                match timeout(write_timeout, stream.write(output)).await {
-                    Ok(Ok(n)) if n > 0 => conn.advance_output(n),
-                    Ok(_) => break 'conn CloseReason::WriteError,
-                    Err(_) => break 'conn CloseReason::StoppedReading,
-                }
-            }
-            progress.unwritten.store(0, Ordering::Relaxed);
+            let wrote = self.write_output().await?;
             match flow {
-                Ok(Flow::OutputFull) if wrote => continue,
+                Ok(Flow::OutputFull) if wrote => {}
                 Ok(Flow::OutputFull) => {
                     // Full of deferred calls (max_in_flight) or waiting for
                     // a concurrency slot: no reading until answers come.
-                    if shared.stopping() {
-                        break 'conn CloseReason::Shutdown;
+                    if self.shared.stopping() {
+                        return Err(CloseReason::Shutdown);
                     }
-                    answers(&wake, &handler).await;
-                    continue;
+                    answers(&self.wake, self.handler).await;
                 }
-                Ok(Flow::NeedInput) => break,
-                Err(e) => {
-                    failed = Some(e);
-                    break;
-                }
+                Ok(Flow::NeedInput) => return Ok(()),
+                Err(e) => return Err(self.shared.counters.connection_failed(&self.conn, &e)),
             }
         }
-        if let Some(e) = failed {
-            break shared.counters.connection_failed(&conn, &e);
+    }
+
+    /// Writes all the output; whether there was any. A write that makes no
+    /// progress for `idle_timeout` (a client that never reads) closes the
+    /// connection.
+    async fn write_output(&mut self) -> Result<bool, CloseReason> {
+        let wrote = self.conn.has_output();
+        let write_timeout = self.shared.config.idle_timeout.unwrap_or(Duration::MAX);
+        while self.conn.has_output() {
+            self.progress.unwritten.store(self.conn.unwritten_responses(), Ordering::Relaxed);
+            let output = self.conn.output();
+            match timeout(write_timeout, self.stream.write(output)).await {
+                Ok(Ok(n)) if n > 0 => self.conn.advance_output(n),
+                Ok(_) => return Err(CloseReason::WriteError),
+                Err(_) => return Err(CloseReason::StoppedReading),
+            }
         }
-        if !reading {
+        self.progress.unwritten.store(0, Ordering::Relaxed);
+        Ok(wrote)
+    }
+
+    /// Waits for more input, deferred answers or a timeout, and reads what
+    /// came; `Some` when the connection closes.
+    async fn await_input(&mut self) -> Option<CloseReason> {
+        let config = &self.shared.config;
+        if !self.reading {
             // The client closed its side: only deferred answers are awaited.
-            if conn.deferred_in_flight() == 0 {
-                break CloseReason::ClosedByClient;
+            if self.conn.deferred_in_flight() == 0 {
+                return Some(CloseReason::ClosedByClient);
             }
             let quiet = config.idle_timeout.unwrap_or(Duration::MAX);
-            tokio::select! {
-                _ = answers(&wake, &handler) => continue,
-                _ = tokio::time::sleep(quiet) => break CloseReason::DeferredStalled,
-            }
+            return tokio::select! {
+                _ = answers(&self.wake, self.handler) => None,
+                _ = tokio::time::sleep(quiet) => Some(CloseReason::DeferredStalled),
+            };
         }
-        if shared.stopping() {
-            break CloseReason::Shutdown;
+        if self.shared.stopping() {
+            return Some(CloseReason::Shutdown);
         }
-        // Read more, or time out.
-        let wait_until = if conn.is_handshake_done() {
-            let idle_deadline = config.idle_timeout.map(|t| last_activity + t);
+        let wait_until = if self.conn.is_handshake_done() {
+            let idle_deadline = config.idle_timeout.map(|t| self.last_activity + t);
             let release_at = Instant::now() + IDLE_RELEASE;
             idle_deadline.map_or(release_at, |d| d.min(release_at))
         } else {
-            handshake_deadline
+            self.handshake_deadline
         };
         // ANCHOR: readable
         // Wait for readability *without* a buffer, then read into one: an
         // idle connection that gave its buffers back does not take them
         // again just to wait. Deferred answers interrupt the wait.
+        let stream = &self.stream;
         let readable = std::future::poll_fn(|cx| stream.poll_read_ready(cx));
         let ready = tokio::select! {
             biased;
-            _ = answers(&wake, &handler) => continue,
+            _ = answers(&self.wake, self.handler) => return None,
             ready = tokio::time::timeout_at(wait_until, readable) => ready,
         };
-        let read = ready.map(|r| r.and_then(|()| read(&stream, &mut conn)));
+        let read = ready.map(|r| r.and_then(|()| read(&self.stream, &mut self.conn)));
         // ANCHOR_END: readable
         match read {
-            Ok(Ok(0)) => reading = false,
-            Ok(Ok(_)) => last_activity = Instant::now(),
+            Ok(Ok(0)) => self.reading = false,
+            Ok(Ok(_)) => self.last_activity = Instant::now(),
             Ok(Err(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {} // a spurious wake-up
-            Ok(Err(_)) => break CloseReason::ReadError,
-            Err(_) if !conn.is_handshake_done() => {
-                shared.counters.handshake_timed_out(&conn);
-                break CloseReason::HandshakeTimeout;
+            Ok(Err(_)) => return Some(CloseReason::ReadError),
+            Err(_) if !self.conn.is_handshake_done() => {
+                self.shared.counters.handshake_timed_out(&self.conn);
+                return Some(CloseReason::HandshakeTimeout);
             }
-            Err(_) if conn.deferred_in_flight() > 0 => last_activity = Instant::now(), // waiting is not idleness
-            Err(_) if config.idle_timeout.is_some_and(|t| last_activity.elapsed() >= t) => break CloseReason::Idle,
+            // Waiting for deferred answers is not idleness.
+            Err(_) if self.conn.deferred_in_flight() > 0 => self.last_activity = Instant::now(),
+            Err(_) if config.idle_timeout.is_some_and(|t| self.last_activity.elapsed() >= t) => {
+                return Some(CloseReason::Idle)
+            }
             // Quiet for a while: an idle connection keeps no large buffers.
-            Err(_) => conn.release_buffers(),
+            Err(_) => self.conn.release_buffers(),
         }
-    };
-    if reason == CloseReason::Shutdown && conn.deferred_in_flight() > 0 {
-        // Graceful shutdown: answer the deferred calls still running (the
-        // handle aborts this task when the grace period ends).
-        while conn.deferred_in_flight() > 0 {
-            answers(&wake, &handler).await;
-            if conn.collect_deferred().is_err() {
+        None
+    }
+
+    /// Graceful shutdown: answers the deferred calls still running (the
+    /// handle aborts this task when the grace period ends).
+    async fn answer_deferred(&mut self) {
+        while self.conn.deferred_in_flight() > 0 {
+            answers(&self.wake, self.handler).await;
+            if self.conn.collect_deferred().is_err() {
                 break;
             }
-            progress.deferred.store(conn.deferred_in_flight(), Ordering::Relaxed);
-            let output = conn.output();
-            if stream.write_all(output).await.is_err() {
+            self.progress.deferred.store(self.conn.deferred_in_flight(), Ordering::Relaxed);
+            let output = self.conn.output();
+            if self.stream.write_all(output).await.is_err() {
                 break;
             }
             let len = output.len();
-            conn.advance_output(len);
+            self.conn.advance_output(len);
         }
     }
-    tally.sync(&conn, &shared.counters);
-    tally.finish(&shared.counters);
-    tracing::trace!(%reason, "connection done");
-    // Everything is written: end-of-stream after the last response, then a
-    // lingering close (see `fastwire_common::net::LINGER`) unless the client
-    // already closed its side, so no written response is lost to a reset.
-    let _ = stream.shutdown().await;
-    if reason != CloseReason::ClosedByClient {
-        let drain = async {
-            let mut discarded = 0;
-            // On the heap: an array here would be part of every connection
-            // task's future (its state holds the locals of every await
-            // point), costing each idle connection 4 KiB.
-            let mut scratch = vec![0u8; 4096];
-            while discarded < net::LINGER_MAX_BYTES {
-                match stream.read(&mut scratch).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => discarded += n,
-                }
-            }
-        };
-        let _ = timeout(net::LINGER, drain).await;
+
+    /// Counts the connection out, then closes it: end-of-stream after the
+    /// last response, then a lingering close (see
+    /// `fastwire_common::net::LINGER`) unless the client already closed its
+    /// side, so no written response is lost to a reset.
+    async fn close(&mut self, reason: CloseReason) {
+        self.tally.sync(&self.conn, &self.shared.counters);
+        self.tally.finish(&self.shared.counters);
+        tracing::trace!(%reason, "connection done");
+        let _ = self.stream.shutdown().await;
+        if reason != CloseReason::ClosedByClient {
+            let _ = timeout(net::LINGER, drain(&mut self.stream)).await;
+        }
+    }
+}
+
+/// Reads and discards what the client still sends, up to
+/// `LINGER_MAX_BYTES`, until it closes.
+async fn drain(stream: &mut TcpStream) {
+    let mut discarded = 0;
+    // On the heap: an array here would be part of every connection task's
+    // future (its state holds the locals of every await point).
+    let mut scratch = vec![0u8; 4096];
+    while discarded < net::LINGER_MAX_BYTES {
+        match stream.read(&mut scratch).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => discarded += n,
+        }
     }
 }
