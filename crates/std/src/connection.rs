@@ -207,6 +207,13 @@ pub(crate) fn spawn<H: Handler + 'static>(
 }
 
 fn read_loop(socket: &TcpStream, shared: &ConnShared, server: &Shared, handler: &dyn Handler) {
+    let reason = read_until_closed(socket, shared, server, handler);
+    tracing::trace!(%reason, "reader done");
+    finish(socket, shared, server, reason);
+}
+
+/// Reads and serves until the connection closes; why it closed.
+fn read_until_closed(socket: &TcpStream, shared: &ConnShared, server: &Shared, handler: &dyn Handler) -> CloseReason {
     let mut stream = socket;
     let config = &server.config;
     let _ = stream.set_read_timeout(Some(config.handshake_timeout));
@@ -214,12 +221,12 @@ fn read_loop(socket: &TcpStream, shared: &ConnShared, server: &Shared, handler: 
     let mut buf = BytesMut::new();
     let mut last_activity = Instant::now();
     let mut chunk = MIN_CHUNK;
-    let reason = loop {
+    loop {
         if server.stopping.load(Ordering::Acquire) {
-            break CloseReason::Shutdown;
+            return CloseReason::Shutdown;
         }
         match net::read_some(&mut stream, &mut buf, chunk) {
-            Ok(0) => break CloseReason::ClosedByClient,
+            Ok(0) => return CloseReason::ClosedByClient,
             // Reads that fill the chunk double it, up to buffer_size: busy
             // connections read in big gulps, idle ones touch little memory.
             Ok(n) if n == chunk => chunk = (chunk * 2).min(config.buffer_size.max(MIN_CHUNK)),
@@ -228,10 +235,10 @@ fn read_loop(socket: &TcpStream, shared: &ConnShared, server: &Shared, handler: 
             Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
                 if !handshake_done {
                     server.counters.handshake_timed_out(&shared.lock().conn);
-                    break CloseReason::HandshakeTimeout;
+                    return CloseReason::HandshakeTimeout;
                 }
                 if config.idle_timeout.is_some_and(|limit| last_activity.elapsed() >= limit) {
-                    break CloseReason::Idle;
+                    return CloseReason::Idle;
                 }
                 // Quiet for IDLE_RELEASE: an idle connection keeps no large buffers.
                 buf = BytesMut::new();
@@ -242,68 +249,90 @@ fn read_loop(socket: &TcpStream, shared: &ConnShared, server: &Shared, handler: 
                 }
                 continue;
             }
-            Err(_) => break CloseReason::ReadError,
+            Err(_) => return CloseReason::ReadError,
         }
         last_activity = Instant::now();
-        let mut state = shared.lock();
-        state.conn.receive_buffer(&mut buf);
-        let result = loop {
-            match state.conn.process(handler) {
-                Ok(Flow::NeedInput) => break Ok(()),
-                // ANCHOR: backpressure
-                Ok(Flow::OutputFull) => {
-                    // Backpressure: wait for the writer (or deferred answers,
-                    // which it collects) instead of reading more.
-                    shared.wake_writer();
-                    while state.conn.is_output_full() && !state.broken && !state.failed {
-                        state.reader_waiting = true;
-                        state = shared.output_drained.wait(state).unwrap_or_else(|p| p.into_inner());
-                        state.reader_waiting = false;
-                    }
-                    if state.broken {
-                        break Ok(());
-                    }
+        match serve_read(socket, &mut buf, shared, server, handler) {
+            Err(reason) => return reason,
+            Ok(true) if !handshake_done => {
+                handshake_done = true;
+                let wake_every = config.idle_timeout.map_or(IDLE_RELEASE, |t| t.min(IDLE_RELEASE));
+                let _ = stream.set_read_timeout(Some(wake_every));
+            }
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Hands what was read to the connection and serves it, writing what the
+/// socket takes now; whether the handshake is done, or why the connection
+/// closes.
+fn serve_read(
+    socket: &TcpStream,
+    buf: &mut BytesMut,
+    shared: &ConnShared,
+    server: &Shared,
+    handler: &dyn Handler,
+) -> Result<bool, CloseReason> {
+    let mut state = shared.lock();
+    state.conn.receive_buffer(buf);
+    let result = loop {
+        match state.conn.process(handler) {
+            Ok(Flow::NeedInput) => break Ok(()),
+            // ANCHOR: backpressure
+            Ok(Flow::OutputFull) => {
+                // Backpressure: wait for the writer (or deferred answers,
+                // which it collects) instead of reading more.
+                shared.wake_writer();
+                while state.conn.is_output_full() && !state.broken && !state.failed {
+                    state.reader_waiting = true;
+                    state = shared.output_drained.wait(state).unwrap_or_else(|p| p.into_inner());
+                    state.reader_waiting = false;
                 }
-                // ANCHOR_END: backpressure
-                Err(e) => break Err(e),
+                if state.broken {
+                    break Ok(());
+                }
             }
-        };
-        state.sync(&server.counters);
-        // ANCHOR: reader_writes
-        if state.conn.has_output() && !state.writing && config.batch_delay.is_none() {
-            // The writer is idle: the reader writes what the socket takes
-            // now itself (non-blocking), saving the writer's wake-up and a
-            // switch to its thread per batch. What is left (a full socket
-            // buffer: a slow client) is the writer's, which blocks on it.
-            if let Ok(n) = net::send_now(socket, state.conn.output()) {
-                state.conn.advance_output(n);
-            }
-        }
-        if state.conn.has_output() {
-            shared.wake_writer();
-        }
-        // ANCHOR_END: reader_writes
-        if let Err(e) = result {
-            state.fail(&e, &server.counters);
-            break state.failure;
-        }
-        if state.failed {
-            break state.failure; // the writer saw a deferred handler panic
-        }
-        if state.broken {
-            break CloseReason::WriteError;
-        }
-        if !handshake_done && state.conn.is_handshake_done() {
-            handshake_done = true;
-            let wake_every = config.idle_timeout.map_or(IDLE_RELEASE, |t| t.min(IDLE_RELEASE));
-            let _ = stream.set_read_timeout(Some(wake_every));
+            // ANCHOR_END: backpressure
+            Err(e) => break Err(e),
         }
     };
-    tracing::trace!(%reason, "reader done");
+    state.sync(&server.counters);
+    // ANCHOR: reader_writes
+    if state.conn.has_output() && !state.writing && server.config.batch_delay.is_none() {
+        // The writer is idle: the reader writes what the socket takes
+        // now itself (non-blocking), saving the writer's wake-up and a
+        // switch to its thread per batch. What is left (a full socket
+        // buffer: a slow client) is the writer's, which blocks on it.
+        if let Ok(n) = net::send_now(socket, state.conn.output()) {
+            state.conn.advance_output(n);
+        }
+    }
+    if state.conn.has_output() {
+        shared.wake_writer();
+    }
+    // ANCHOR_END: reader_writes
+    if let Err(e) = result {
+        state.fail(&e, &server.counters);
+        return Err(state.failure);
+    }
+    if state.failed {
+        return Err(state.failure); // the writer saw a deferred handler panic
+    }
+    if state.broken {
+        return Err(CloseReason::WriteError);
+    }
+    Ok(state.conn.is_handshake_done())
+}
+
+/// Reading is over, but deferred calls still running are answered (unless
+/// the connection failed), for as long as answers keep coming within
+/// idle_timeout; a forced shutdown cuts them (`cut`). Then the writer
+/// flushes and sends end-of-stream, and the socket lingers (see
+/// `net::LINGER`) unless the client already closed its side.
+fn finish(socket: &TcpStream, shared: &ConnShared, server: &Shared, reason: CloseReason) {
+    let config = &server.config;
     let mut state = shared.lock();
-    // Reading is over, but deferred calls still running are answered
-    // (unless the connection failed), for as long as answers keep coming
-    // within idle_timeout; a forced shutdown cuts them (`cut`).
     let mut last_answer = Instant::now();
     let mut waiting = state.conn.deferred_in_flight();
     while waiting > 0 && !state.failed && !state.broken {
@@ -323,8 +352,6 @@ fn read_loop(socket: &TcpStream, shared: &ConnShared, server: &Shared, handler: 
     state.tally.finish(&server.counters);
     state.closing = true;
     shared.wake_writer();
-    // Wait for the writer to flush and send end-of-stream, then linger
-    // (see `net::LINGER`) unless the client already closed its side.
     while !state.flushed && !state.broken {
         state.reader_waiting = true;
         state = shared.output_drained.wait(state).unwrap_or_else(|p| p.into_inner());
