@@ -163,110 +163,136 @@ impl Conn {
                     Err(_) => return Step::Remove(CloseReason::WriteError),
                 }
             }
-            match self.phase {
-                Phase::Open => {
-                    if self.readable && !self.proto.is_output_full() {
-                        if reads == READ_BUDGET {
-                            return Step::Keep { more: true };
-                        }
-                        reads += 1;
-                        // ANCHOR: mio_read
-                        match self.stream.read(ctx.scratch) {
-                            Ok(0) => {
-                                // The client closed its side: answer what it sent, then close.
-                                self.readable = false;
-                                self.phase = Phase::Draining { linger: false };
-                                progress = true;
-                            }
-                            Ok(n) => {
-                                // Copy only what arrived: the connection's own
-                                // buffer stays as small as its unfinished message.
-                                self.proto.received(&ctx.scratch[..n]);
-                                self.timeouts.active(ctx.now);
-                                progress = true;
-                                // A short read emptied the receive queue: bytes
-                                // that arrive later bring a new edge-triggered
-                                // event, so the read that would only say
-                                // `WouldBlock` is skipped (a system call per
-                                // round trip). Not once the peer has closed: its
-                                // end-of-stream may already be queued, with no
-                                // event left to announce it.
-                                if n < ctx.scratch.len() && !self.peer_closed {
-                                    self.readable = false;
-                                }
-                            }
-                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.readable = false,
-                            Err(e) if e.kind() == io::ErrorKind::Interrupted => progress = true,
-                            Err(_) => return Step::Remove(CloseReason::ReadError),
-                        }
-                        // ANCHOR_END: mio_read
-                    }
-                    let woken = std::mem::take(&mut self.woken);
-                    if woken || (self.proto.buffered_input() > 0 && !self.proto.is_output_full()) {
-                        let before = self.proto.buffered_output();
-                        let result = self.proto.process(ctx.handler);
-                        progress |= self.tally.sync(&self.proto, ctx.counters);
-                        progress |= self.proto.buffered_output() != before;
-                        if let Err(e) = result {
-                            ctx.counters.connection_failed(&self.proto, &e);
-                            self.failed = true;
-                            self.phase = Phase::Draining { linger: true };
-                            progress = true;
-                        }
-                    }
-                }
-                Phase::Draining { linger } => {
-                    if std::mem::take(&mut self.woken) {
-                        // Answers of deferred calls still come in; an error
-                        // (a deferred handler panicked) cuts the rest.
-                        let before = self.proto.buffered_output();
-                        let collected = self.proto.collect_deferred();
-                        self.tally.sync(&self.proto, ctx.counters);
-                        if let (Err(e), false) = (collected, self.failed) {
-                            ctx.counters.connection_failed(&self.proto, &e);
-                            self.failed = true;
-                        }
-                        self.timeouts.active(ctx.now);
-                        progress |= self.proto.buffered_output() != before;
-                    }
-                    if self.proto.has_output() {
-                        if !self.writable {
-                            return Step::Keep { more: false }; // wait for writability
-                        }
-                    } else if self.proto.deferred_in_flight() > 0 && !self.failed {
-                        return Step::Keep { more: false }; // wait for their answers (a wake-up)
-                    } else {
-                        // Everything is written: end-of-stream after the last response.
-                        let _ = self.stream.shutdown(Shutdown::Write);
-                        if !linger {
-                            return Step::Remove(CloseReason::ClosedByClient);
-                        }
-                        self.phase = Phase::Lingering { deadline: ctx.now + net::LINGER, discarded: 0 };
-                        progress = true;
-                    }
-                }
-                Phase::Lingering { ref mut discarded, .. } => {
-                    if !self.readable {
-                        return Step::Keep { more: false };
-                    }
-                    match self.stream.read(ctx.scratch) {
-                        Ok(0) => return Step::Remove(CloseReason::Closed),
-                        Ok(n) => {
-                            *discarded += n;
-                            if *discarded > net::LINGER_MAX_BYTES {
-                                return Step::Remove(CloseReason::LingerTimeout);
-                            }
-                            progress = true;
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.readable = false,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(_) => return Step::Remove(CloseReason::Closed),
-                    }
-                }
+            let step = match self.phase {
+                Phase::Open => self.drive_open(ctx, &mut reads),
+                Phase::Draining { linger } => self.drive_draining(ctx, linger),
+                Phase::Lingering { .. } => self.drive_lingering(ctx),
+            };
+            match step {
+                Ok(more) => progress |= more,
+                Err(step) => return step,
             }
             if !progress {
                 return Step::Keep { more: false };
             }
+        }
+    }
+
+    /// Open: reads (at most `READ_BUDGET` times a turn) and serves what
+    /// came. Whether it made progress, or the step to return.
+    #[inline]
+    fn drive_open<H: Handler + ?Sized>(&mut self, ctx: &mut Ctx<'_, H>, reads: &mut usize) -> Result<bool, Step> {
+        let mut progress = false;
+        if self.readable && !self.proto.is_output_full() {
+            if *reads == READ_BUDGET {
+                return Err(Step::Keep { more: true });
+            }
+            *reads += 1;
+            // ANCHOR: mio_read
+            match self.stream.read(ctx.scratch) {
+                Ok(0) => {
+                    // The client closed its side: answer what it sent, then close.
+                    self.readable = false;
+                    self.phase = Phase::Draining { linger: false };
+                    progress = true;
+                }
+                Ok(n) => {
+                    // Copy only what arrived: the connection's own
+                    // buffer stays as small as its unfinished message.
+                    self.proto.received(&ctx.scratch[..n]);
+                    self.timeouts.active(ctx.now);
+                    progress = true;
+                    // A short read emptied the receive queue: bytes
+                    // that arrive later bring a new edge-triggered
+                    // event, so the read that would only say
+                    // `WouldBlock` is skipped (a system call per
+                    // round trip). Not once the peer has closed: its
+                    // end-of-stream may already be queued, with no
+                    // event left to announce it.
+                    if n < ctx.scratch.len() && !self.peer_closed {
+                        self.readable = false;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.readable = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => progress = true,
+                Err(_) => return Err(Step::Remove(CloseReason::ReadError)),
+            }
+            // ANCHOR_END: mio_read
+        }
+        let woken = std::mem::take(&mut self.woken);
+        if woken || (self.proto.buffered_input() > 0 && !self.proto.is_output_full()) {
+            let before = self.proto.buffered_output();
+            let result = self.proto.process(ctx.handler);
+            progress |= self.tally.sync(&self.proto, ctx.counters);
+            progress |= self.proto.buffered_output() != before;
+            if let Err(e) = result {
+                ctx.counters.connection_failed(&self.proto, &e);
+                self.failed = true;
+                self.phase = Phase::Draining { linger: true };
+                progress = true;
+            }
+        }
+        Ok(progress)
+    }
+
+    /// Draining: collects the answers of deferred calls still running,
+    /// and once everything is written sends end-of-stream, then lingers
+    /// (or closes, if the client already closed its side).
+    fn drive_draining<H: Handler + ?Sized>(&mut self, ctx: &mut Ctx<'_, H>, linger: bool) -> Result<bool, Step> {
+        let mut progress = false;
+        if std::mem::take(&mut self.woken) {
+            // Answers of deferred calls still come in; an error
+            // (a deferred handler panicked) cuts the rest.
+            let before = self.proto.buffered_output();
+            let collected = self.proto.collect_deferred();
+            self.tally.sync(&self.proto, ctx.counters);
+            if let (Err(e), false) = (collected, self.failed) {
+                ctx.counters.connection_failed(&self.proto, &e);
+                self.failed = true;
+            }
+            self.timeouts.active(ctx.now);
+            progress |= self.proto.buffered_output() != before;
+        }
+        if self.proto.has_output() {
+            if !self.writable {
+                return Err(Step::Keep { more: false }); // wait for writability
+            }
+        } else if self.proto.deferred_in_flight() > 0 && !self.failed {
+            return Err(Step::Keep { more: false }); // wait for their answers (a wake-up)
+        } else {
+            // Everything is written: end-of-stream after the last response.
+            let _ = self.stream.shutdown(Shutdown::Write);
+            if !linger {
+                return Err(Step::Remove(CloseReason::ClosedByClient));
+            }
+            self.phase = Phase::Lingering { deadline: ctx.now + net::LINGER, discarded: 0 };
+            progress = true;
+        }
+        Ok(progress)
+    }
+
+    /// Lingering: reads and discards until the client closes, or sends
+    /// more than `LINGER_MAX_BYTES`.
+    fn drive_lingering<H: Handler + ?Sized>(&mut self, ctx: &mut Ctx<'_, H>) -> Result<bool, Step> {
+        if !self.readable {
+            return Err(Step::Keep { more: false });
+        }
+        let Phase::Lingering { ref mut discarded, .. } = self.phase else { return Ok(false) };
+        match self.stream.read(ctx.scratch) {
+            Ok(0) => Err(Step::Remove(CloseReason::Closed)),
+            Ok(n) => {
+                *discarded += n;
+                if *discarded > net::LINGER_MAX_BYTES {
+                    return Err(Step::Remove(CloseReason::LingerTimeout));
+                }
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.readable = false;
+                Ok(false)
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(false),
+            Err(_) => Err(Step::Remove(CloseReason::Closed)),
         }
     }
 
