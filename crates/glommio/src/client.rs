@@ -183,103 +183,138 @@ impl Driver for Uring {
 }
 
 async fn run(link: Rc<Link<Uring>>, stream: glommio::net::TcpStream, handle: Arc<UringHandle>) {
-    let config = link.config().clone();
-    let (mut reader, mut writer) = futures_lite::io::split(stream);
-    // The writer task: parked on the wake flag until callers queue output.
-    let writer_task = {
-        let (link, handle) = (Rc::clone(&link), Arc::clone(&handle));
-        glommio::spawn_local(async move {
-            let mut out = BytesMut::new();
-            loop {
-                match link.take_output(&mut out) {
-                    Output::Gone => return,
-                    Output::Empty(_) => {
-                        // Parked until a caller queues output, or the clock
-                        // below comes by to let `take_output` check idleness
-                        // (no timer per wait: each would cost an allocation).
-                        handle.wake.wait().await;
-                        continue;
-                    }
-                    Output::Taken => {}
-                }
-                if let Some(delay) = link.config().batch_delay {
-                    // batch_delay: let more calls join this batch.
-                    glommio::timer::sleep(delay).await;
-                    if link.take_output(&mut out) == Output::Gone {
-                        return;
-                    }
-                }
-                if let Err(e) = writer.write_all(&out).await {
-                    return link.write_failed(&e);
-                }
-                out.clear();
-            }
-        })
-    };
+    let (reader, writer) = futures_lite::io::split(stream);
+    let writer_task = glommio::spawn_local(write_loop(Rc::clone(&link), Arc::clone(&handle), writer));
     // The idle check: the process's clock wakes the writer about once a
     // second so that an unused connection is closed after idle_timeout (a
     // glommio timer would make every wake-up of this executor allocate).
     let every = link.config().idle_timeout.min(std::time::Duration::from_secs(1));
     let weak = Arc::downgrade(&handle) as std::sync::Weak<dyn crate::clock::Tick>;
     crate::clock::every(weak, every);
-    // The reader's watch of a quiet connection, dropped (and so forgotten
-    // by the clock) when this function returns.
+    // The reader's watches of a quiet connection, dropped (and so forgotten
+    // by the clock) when the reader returns.
     let watch: Arc<dyn crate::clock::Tick> = Arc::new(QuietWatch(Arc::clone(&handle)));
     crate::clock::every(Arc::downgrade(&watch), QUIET_WATCH);
     let vacancy_watch: Arc<dyn crate::clock::Tick> = Arc::new(VacancyWatch(Arc::clone(&handle)));
     crate::clock::every(Arc::downgrade(&vacancy_watch), VACANT_WATCH);
-    // The reader, on this task: completes calls until the connection ends.
+    read_loop(&link, &handle, reader).await;
+    // The connection is over: let the writer see it and finish.
+    handle.wake.raise();
+    writer_task.await;
+}
+
+/// The writer task: parked on the wake flag until callers queue output,
+/// then writes what it took.
+async fn write_loop(
+    link: Rc<Link<Uring>>,
+    handle: Arc<UringHandle>,
+    mut writer: futures_lite::io::WriteHalf<glommio::net::TcpStream>,
+) {
+    let mut out = BytesMut::new();
+    loop {
+        match link.take_output(&mut out) {
+            Output::Gone => return,
+            Output::Empty(_) => {
+                // Parked until a caller queues output, or the clock comes
+                // by to let `take_output` check idleness (no timer per
+                // wait: each would cost an allocation).
+                handle.wake.wait().await;
+                continue;
+            }
+            Output::Taken => {}
+        }
+        if let Some(delay) = link.config().batch_delay {
+            // batch_delay: let more calls join this batch.
+            glommio::timer::sleep(delay).await;
+            if link.take_output(&mut out) == Output::Gone {
+                return;
+            }
+        }
+        if let Err(e) = writer.write_all(&out).await {
+            return link.write_failed(&e);
+        }
+        out.clear();
+    }
+}
+
+/// What the reader does next once the handshake is done.
+enum Turn {
+    /// Read the socket.
+    Read,
+    /// Look again (it was woken).
+    Again,
+    /// The connection is gone.
+    Stop,
+}
+
+/// Leader/follower: the reader reads only while holding the reading role;
+/// a caller alone on a quiet connection reads for itself (see
+/// `Driver::caller_io`), and hands the role over when it leaves with calls
+/// still pending (`read_needed` raises the flag).
+async fn take_turn(link: &Link<Uring>, handle: &UringHandle, vacancy_seen: &mut Option<u64>) -> Turn {
+    match link.try_read_role() {
+        None => return Turn::Stop,
+        Some(true) => return Turn::Read,
+        Some(false) => {}
+    }
+    // Calls in progress that callers read (or will: a vacancy) are watched
+    // on each of the clock's `VACANT_WATCH` wakes; otherwise a slow watch
+    // is announced, and checked once more after announcing (a vacancy made
+    // meanwhile wakes this reader).
+    let fast = link.watch_needed() || link.announce_sleep(true);
+    if fast {
+        link.announce_sleep(false);
+    }
+    handle.watching_vacancy.store(fast, Ordering::Relaxed);
+    if fast {
+        // Take a vacancy that lasted.
+        return match link.read_watch(vacancy_seen) {
+            ReadWatch::Gone => Turn::Stop,
+            ReadWatch::Driver => {
+                handle.watching_vacancy.store(false, Ordering::Relaxed);
+                Turn::Read
+            }
+            ReadWatch::Callers | ReadWatch::Quiet => {
+                handle.read.wait().await;
+                Turn::Again
+            }
+        };
+    }
+    // Woken by a hand-over, a stop, a vacancy, or the clock's watch (every
+    // `QUIET_WATCH`): a quiet connection nobody reads must still notice the
+    // server's close, so on each wake the socket is peeked at, without
+    // consuming anything, and read here if it has news and nobody else
+    // reads it.
+    handle.read.wait().await;
+    if socket_has_news(&handle.socket) && link.may_read() {
+        Turn::Read
+    } else {
+        Turn::Again
+    }
+}
+
+/// The reader, on the connection's task: completes calls until the
+/// connection ends.
+async fn read_loop(
+    link: &Link<Uring>,
+    handle: &UringHandle,
+    mut reader: futures_lite::io::ReadHalf<glommio::net::TcpStream>,
+) {
+    let config = link.config();
     let deadline = Instant::now() + config.handshake_timeout;
     let mut handshake_done = false;
     let mut buf = BytesMut::new();
     // Reads land here, zeroed once, and are copied into `buf`: zeroing the
     // room for every read (safe Rust reads only into initialised memory)
-    // cost a 64 KiB memset per response.
+    // would cost a memset of the whole buffer per response.
     let mut scratch = vec![0u8; config.buffer_size.clamp(4096, 64 * 1024)];
     let mut vacancy_seen = None;
     loop {
         if handshake_done {
-            // Leader/follower: read only while holding the reading role; a
-            // caller alone on a quiet connection reads for itself (see
-            // `Driver::caller_io`), and hands the role over when it leaves
-            // with calls still pending (`read_needed` raises the flag).
-            match link.try_read_role() {
-                None => break,
-                Some(true) => {}
-                Some(false) => {
-                    // Calls in progress that callers read (or will: a
-                    // vacancy) are watched on each of the clock's
-                    // `VACANT_WATCH` wakes; otherwise a slow watch is
-                    // announced, and checked once more after announcing (a
-                    // vacancy made meanwhile wakes this reader).
-                    let fast = link.watch_needed() || link.announce_sleep(true);
-                    if fast {
-                        link.announce_sleep(false);
-                    }
-                    handle.watching_vacancy.store(fast, Ordering::Relaxed);
-                    if fast {
-                        // Take a vacancy that lasted.
-                        match link.read_watch(&mut vacancy_seen) {
-                            ReadWatch::Gone => break,
-                            ReadWatch::Driver => handle.watching_vacancy.store(false, Ordering::Relaxed),
-                            ReadWatch::Callers | ReadWatch::Quiet => {
-                                handle.read.wait().await;
-                                continue;
-                            }
-                        }
-                    } else {
-                        // Woken by a hand-over, a stop, a vacancy, or the
-                        // clock's watch (every `QUIET_WATCH`): a quiet
-                        // connection nobody reads must still notice the
-                        // server's close, so on each wake the socket is
-                        // peeked at, without consuming anything, and read
-                        // here if it has news and nobody else reads it.
-                        handle.read.wait().await;
-                        if !(socket_has_news(&handle.socket) && link.may_read()) {
-                            continue;
-                        }
-                    }
-                }
+            match take_turn(link, handle, &mut vacancy_seen).await {
+                Turn::Read => {}
+                Turn::Again => continue,
+                Turn::Stop => break,
             }
         }
         let read = if handshake_done {
@@ -310,7 +345,4 @@ async fn run(link: Rc<Link<Uring>>, stream: glommio::net::TcpStream, handle: Arc
             Ok(r) => handshake_done |= r.handshake_done,
         }
     }
-    // The connection is over: let the writer see it and finish.
-    handle.wake.raise();
-    writer_task.await;
 }
