@@ -17,6 +17,7 @@
 
 use std::io::{self, Write};
 use std::net::Shutdown;
+use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -130,224 +131,313 @@ impl Driver for Reactor {
 /// Reads per turn of the reactor (see `run`).
 const READS_PER_TURN: usize = 16;
 
-fn run(link: Link<Reactor>, mut poll: Poll, mut stream: TcpStream, handle: &ReactorHandle) {
-    let config = link.config().clone();
-    let handshake_deadline = Instant::now() + config.handshake_timeout;
-    let mut handshake_done = false;
-    let mut events = Events::with_capacity(16);
-    let mut inbuf = BytesMut::new();
-    let mut out = BytesMut::new();
-    let mut written = 0; // of `out`
-    let mut write_interest = false;
-    let mut readable = true;
-    let mut writable = true;
-    let mut timeout = Some(Duration::ZERO);
-    let mut hold_until: Option<Instant> = None;
-    // Whether the socket's readiness is watched (registered for reading):
-    // not while callers read it (see `KEEPS_CALLERS_READING`).
-    let mut read_interest = true;
-    let mut registered = true;
-    let mut vacancy_seen = None;
-    let read_chunk = config.buffer_size.clamp(4096, 64 * 1024);
-    loop {
+fn run(link: Link<Reactor>, poll: Poll, stream: TcpStream, handle: &ReactorHandle) {
+    let mut reactor = ReactorLoop::new(link, poll, stream);
+    while reactor.turn(handle).is_continue() {}
+}
+
+/// The connection's reactor thread: its socket, its poll, and what one turn
+/// leaves for the next. A turn that returns `Break` ended the connection
+/// (the link was told why).
+struct ReactorLoop {
+    link: Link<Reactor>,
+    poll: Poll,
+    stream: TcpStream,
+    events: Events,
+    handshake_deadline: Instant,
+    handshake_done: bool,
+    inbuf: BytesMut,
+    out: BytesMut,
+    /// Bytes of `out` written.
+    written: usize,
+    write_interest: bool,
+    /// Whether the socket's readiness is watched (registered for reading):
+    /// not while callers read it (see `KEEPS_CALLERS_READING`).
+    read_interest: bool,
+    registered: bool,
+    readable: bool,
+    writable: bool,
+    /// How long the next poll may wait (`None`: until an event).
+    timeout: Option<Duration>,
+    /// `batch_delay`: the batch taken waits until then for more calls.
+    hold_until: Option<Instant>,
+    vacancy_seen: Option<u64>,
+    read_chunk: usize,
+}
+
+impl ReactorLoop {
+    fn new(link: Link<Reactor>, poll: Poll, stream: TcpStream) -> Self {
+        let config = link.config();
+        ReactorLoop {
+            handshake_deadline: Instant::now() + config.handshake_timeout,
+            read_chunk: config.buffer_size.clamp(4096, 64 * 1024),
+            link,
+            poll,
+            stream,
+            events: Events::with_capacity(16),
+            handshake_done: false,
+            inbuf: BytesMut::new(),
+            out: BytesMut::new(),
+            written: 0,
+            write_interest: false,
+            read_interest: true,
+            registered: true,
+            readable: true,
+            writable: true,
+            timeout: Some(Duration::ZERO),
+            hold_until: None,
+            vacancy_seen: None,
+        }
+    }
+
+    /// One turn: wait for events, look at the reading role, read, write,
+    /// and say what to watch and for how long next.
+    fn turn(&mut self, handle: &ReactorHandle) -> ControlFlow<()> {
+        self.wait(handle)?;
+        let mut interest_changed = self.watch_role(handle)?;
+        self.read(&mut interest_changed)?;
+        if !self.handshake_done && Instant::now() >= self.handshake_deadline {
+            self.link.handshake_timed_out();
+            return ControlFlow::Break(());
+        }
+        self.write()?;
+        self.next_timeout();
+        self.watch_socket(interest_changed)
+    }
+
+    /// Parks in the poll (announcing it, see `Driver::wake`) unless there is
+    /// work now; notes the socket's readiness.
+    fn wait(&mut self, handle: &ReactorHandle) -> ControlFlow<()> {
+        let link = &self.link;
         // ANCHOR: parked_sleep
-        if timeout != Some(Duration::ZERO) {
+        if self.timeout != Some(Duration::ZERO) {
             // About to sleep: announce it, then look once more for output
             // queued by a caller who saw the reactor busy and did not wake it.
             handle.parked.store(true, Ordering::SeqCst);
             if handle.read_requested.load(Ordering::SeqCst)
-                || (link.has_output() && !(write_interest || hold_until.is_some()))
+                || (link.has_output() && !(self.write_interest || self.hold_until.is_some()))
             {
                 handle.parked.store(false, Ordering::SeqCst);
-                timeout = Some(Duration::ZERO);
-            } else if link.announce_sleep(timeout.is_none_or(|t| t > VACANT_WATCH)) {
+                self.timeout = Some(Duration::ZERO);
+            } else if link.announce_sleep(self.timeout.is_none_or(|t| t > VACANT_WATCH)) {
                 // Calls in progress that callers read: look at the role
                 // on the fast timer (a vacancy wakes nobody).
-                timeout = Some(VACANT_WATCH);
+                self.timeout = Some(VACANT_WATCH);
             }
         }
-        let polled = poll.poll(&mut events, timeout);
+        let polled = self.poll.poll(&mut self.events, self.timeout);
         handle.parked.store(false, Ordering::SeqCst);
         // ANCHOR_END: parked_sleep
         if let Err(e) = polled {
             if e.kind() != io::ErrorKind::Interrupted {
-                return link.die(ClientError::from_io(e));
+                link.die(ClientError::from_io(e));
+                return ControlFlow::Break(());
             }
         }
         if handle.stopped.load(Ordering::Acquire) {
-            return;
+            return ControlFlow::Break(());
         }
-        for event in events.iter() {
+        for event in self.events.iter() {
             if event.token() == SOCKET {
-                readable |= event.is_readable() || event.is_read_closed() || event.is_error();
-                writable |= event.is_writable() || event.is_write_closed();
+                self.readable |= event.is_readable() || event.is_read_closed() || event.is_error();
+                self.writable |= event.is_writable() || event.is_write_closed();
             }
         }
+        ControlFlow::Continue(())
+    }
+
+    /// Looks at the reading role (leader/follower): whether the socket is
+    /// watched again, and read now. Whether the interest changed.
+    fn watch_role(&mut self, handle: &ReactorHandle) -> ControlFlow<(), bool> {
         let mut interest_changed = false;
-        let watching_role = !read_interest || link.watch_needed();
-        if watching_role {
-            match link.read_watch(&mut vacancy_seen) {
-                ReadWatch::Gone => return,
+        if !self.read_interest || self.link.watch_needed() {
+            match self.link.read_watch(&mut self.vacancy_seen) {
+                ReadWatch::Gone => return ControlFlow::Break(()),
                 ReadWatch::Callers => {}
                 // Watch the socket again: registering reports what arrived
                 // unwatched.
                 ReadWatch::Quiet => {
-                    interest_changed |= !read_interest;
-                    read_interest = true;
+                    interest_changed |= !self.read_interest;
+                    self.read_interest = true;
                 }
                 // The driver's (a vacancy it took): read, whatever the socket says.
                 ReadWatch::Driver => {
-                    interest_changed |= !read_interest;
-                    read_interest = true;
-                    readable = true;
+                    interest_changed |= !self.read_interest;
+                    self.read_interest = true;
+                    self.readable = true;
                 }
             }
         }
         if handle.read_requested.swap(false, Ordering::SeqCst) {
             // Handed the role: read, and watch the socket again.
-            readable = true;
-            interest_changed |= !read_interest;
-            read_interest = true;
+            self.readable = true;
+            interest_changed |= !self.read_interest;
+            self.read_interest = true;
         }
-        // Read until WouldBlock, handing responses to the waiting callers,
-        // unless a caller is reading (it is told, and serves the readiness):
-        // then the socket is left to the callers until `read_watch` says.
-        if readable && !link.may_read() {
-            readable = false;
-            interest_changed |= read_interest;
-            read_interest = false;
+        ControlFlow::Continue(interest_changed)
+    }
+
+    /// Reads until `WouldBlock`, handing responses to the waiting callers,
+    /// unless a caller is reading (it is told, and serves the readiness):
+    /// then the socket is left to the callers until `read_watch` says.
+    fn read(&mut self, interest_changed: &mut bool) -> ControlFlow<()> {
+        if self.readable && !self.link.may_read() {
+            self.readable = false;
+            *interest_changed |= self.read_interest;
+            self.read_interest = false;
         }
-        let mut released = !readable;
+        let mut released = !self.readable;
         // A turn reads at most READS_PER_TURN times: a server that keeps
         // the socket full must not keep the reactor from writing, nor make
         // the read buffer grow (each read is decoded before the next).
         let mut reads = 0;
-        while readable && reads < READS_PER_TURN {
+        while self.readable && reads < READS_PER_TURN {
             reads += 1;
-            match net::read_some(&mut stream, &mut inbuf, read_chunk) {
-                Ok(0) => return link.server_closed(),
+            match net::read_some(&mut self.stream, &mut self.inbuf, self.read_chunk) {
+                Ok(0) => {
+                    self.link.server_closed();
+                    return ControlFlow::Break(());
+                }
                 // No call pending any more: the role is given up and the
                 // reading stops (later data raises a new edge).
-                Ok(_) => match link.received_by_driver(&mut inbuf) {
-                    Err(()) => return,
+                Ok(_) => match self.link.received_by_driver(&mut self.inbuf) {
+                    Err(()) => return ControlFlow::Break(()),
                     Ok(r) => {
-                        handshake_done |= r.handshake_done;
+                        self.handshake_done |= r.handshake_done;
                         if r.released {
-                            readable = false;
+                            self.readable = false;
                             released = true;
                         }
                         if r.handed_back {
-                            interest_changed |= read_interest;
-                            read_interest = false;
+                            *interest_changed |= self.read_interest;
+                            self.read_interest = false;
                         }
                     }
                 },
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => readable = false,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.readable = false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return link.die(ClientError::from_io(e)),
+                Err(e) => {
+                    self.link.die(ClientError::from_io(e));
+                    return ControlFlow::Break(());
+                }
             }
         }
-        if !released && !readable {
+        if !released && !self.readable {
             // Drained (or woken for nothing) while holding the role.
-            link.reading_done();
+            self.link.reading_done();
         }
-        if !handshake_done && Instant::now() >= handshake_deadline {
-            return link.handshake_timed_out();
-        }
-        // Write until WouldBlock.
-        timeout = None;
+        ControlFlow::Continue(())
+    }
+
+    /// Takes the callers' output and writes until `WouldBlock` (or until a
+    /// batch held for `batch_delay` is due); sets the poll's timeout to
+    /// when the output next needs a look.
+    fn write(&mut self) -> ControlFlow<()> {
+        self.timeout = None;
         loop {
-            if let Some(until) = hold_until {
+            if let Some(until) = self.hold_until {
                 // batch_delay: the batch waits so that more calls join it.
                 let now = Instant::now();
                 if now < until {
-                    timeout = Some(until - now);
+                    self.timeout = Some(until - now);
                     break;
                 }
-                hold_until = None;
-                if link.take_output(&mut out) == Output::Gone {
-                    return;
+                self.hold_until = None;
+                if self.link.take_output(&mut self.out) == Output::Gone {
+                    return ControlFlow::Break(());
                 }
             }
-            if written == out.len() {
-                out.clear();
-                written = 0;
-                match link.take_output(&mut out) {
-                    Output::Gone => return,
+            if self.written == self.out.len() {
+                self.out.clear();
+                self.written = 0;
+                match self.link.take_output(&mut self.out) {
+                    Output::Gone => return ControlFlow::Break(()),
                     Output::Empty(wait) => {
-                        timeout = Some(wait);
+                        self.timeout = Some(wait);
                         break;
                     }
                     Output::Taken => {
-                        if let Some(delay) = config.batch_delay {
-                            hold_until = Some(Instant::now() + delay);
+                        if let Some(delay) = self.link.config().batch_delay {
+                            self.hold_until = Some(Instant::now() + delay);
                             continue;
                         }
                     }
                 }
             }
-            if !writable {
+            if !self.writable {
                 break;
             }
-            match stream.write(&out[written..]) {
-                Ok(0) => return link.write_failed(&io::ErrorKind::WriteZero.into()),
-                Ok(n) => written += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => writable = false,
+            match self.stream.write(&self.out[self.written..]) {
+                Ok(0) => {
+                    self.link.write_failed(&io::ErrorKind::WriteZero.into());
+                    return ControlFlow::Break(());
+                }
+                Ok(n) => self.written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.writable = false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    link.write_failed(&e);
+                    self.link.write_failed(&e);
                     // Keep reading: responses may still come; the read side ends the connection.
-                    out.clear();
-                    written = 0;
+                    self.out.clear();
+                    self.written = 0;
                     break;
                 }
             }
         }
-        if !handshake_done {
-            let left = handshake_deadline.saturating_duration_since(Instant::now());
-            timeout = Some(timeout.map_or(left, |t| t.min(left)));
+        ControlFlow::Continue(())
+    }
+
+    /// Shortens the poll's timeout to the handshake's deadline and the
+    /// reading role's watches, or to nothing when the socket still has
+    /// bytes.
+    fn next_timeout(&mut self) {
+        let mut limit = |t: Duration| self.timeout = Some(self.timeout.map_or(t, |now| now.min(t)));
+        if !self.handshake_done {
+            limit(self.handshake_deadline.saturating_duration_since(Instant::now()));
         }
         // Calls in progress that callers read: look at the role on the fast
         // timer; off the socket (a caller read), on the slow one, to watch
         // the socket again once the connection is quiet.
-        let watch = if link.watch_needed() {
-            Some(VACANT_WATCH)
-        } else if !read_interest {
-            Some(QUIET_WATCH)
-        } else {
-            None
-        };
-        if let Some(watch) = watch {
-            timeout = Some(timeout.map_or(watch, |t| t.min(watch)));
+        if self.link.watch_needed() {
+            limit(VACANT_WATCH);
+        } else if !self.read_interest {
+            limit(QUIET_WATCH);
         }
-        if readable {
+        if self.readable {
             // The turn's reads ran out before the socket did: come straight
             // back (edge-triggered, no new event would say so).
-            timeout = Some(Duration::ZERO);
+            self.timeout = Some(Duration::ZERO);
         }
-        // Write interest only while output remains.
-        let want_write = hold_until.is_none() && written < out.len();
-        if want_write != write_interest || interest_changed {
-            let interest = match (read_interest, want_write) {
-                (true, false) => Some(Interest::READABLE),
-                (true, true) => Some(Interest::READABLE | Interest::WRITABLE),
-                (false, true) => Some(Interest::WRITABLE),
-                // Nothing to watch: a writable-only registration would
-                // report the idle socket writable at once, for nothing.
-                (false, false) => None,
-            };
-            let registry = poll.registry();
-            let result = match (interest, registered) {
-                (Some(interest), true) => registry.reregister(&mut stream, SOCKET, interest),
-                (Some(interest), false) => registry.register(&mut stream, SOCKET, interest),
-                (None, true) => registry.deregister(&mut stream),
-                (None, false) => Ok(()),
-            };
-            if let Err(e) = result {
-                return link.die(ClientError::from_io(e));
-            }
-            registered = interest.is_some();
-            write_interest = want_write;
+    }
+
+    /// Registers the socket for what is worth watching: reading unless
+    /// callers read it, writing only while output remains.
+    fn watch_socket(&mut self, interest_changed: bool) -> ControlFlow<()> {
+        let want_write = self.hold_until.is_none() && self.written < self.out.len();
+        if want_write == self.write_interest && !interest_changed {
+            return ControlFlow::Continue(());
         }
+        let interest = match (self.read_interest, want_write) {
+            (true, false) => Some(Interest::READABLE),
+            (true, true) => Some(Interest::READABLE | Interest::WRITABLE),
+            (false, true) => Some(Interest::WRITABLE),
+            // Nothing to watch: a writable-only registration would
+            // report the idle socket writable at once, for nothing.
+            (false, false) => None,
+        };
+        let registry = self.poll.registry();
+        let result = match (interest, self.registered) {
+            (Some(interest), true) => registry.reregister(&mut self.stream, SOCKET, interest),
+            (Some(interest), false) => registry.register(&mut self.stream, SOCKET, interest),
+            (None, true) => registry.deregister(&mut self.stream),
+            (None, false) => Ok(()),
+        };
+        if let Err(e) = result {
+            self.link.die(ClientError::from_io(e));
+            return ControlFlow::Break(());
+        }
+        self.registered = interest.is_some();
+        self.write_interest = want_write;
+        ControlFlow::Continue(())
     }
 }
