@@ -280,42 +280,25 @@ impl ServerConn {
                     break;
                 };
                 // The server's concurrency limit, if any (no cost without one).
-                let mut holds_slot = false;
-                if let Some(limit) = &self.deferral.limit {
-                    holds_slot = limit.try_acquire();
-                    if !holds_slot {
-                        match &limit.over_limit {
-                            OverLimit::Backpressure => {
-                                // Register, then try once more: a slot freed
-                                // in between must not go unnoticed.
-                                let limit = Arc::clone(limit);
-                                limit.wait(self.deferral.completions());
-                                if !limit.try_acquire() {
-                                    self.limit_blocked = true;
-                                    self.outbound.end_batch()?;
-                                    return Ok(Flow::OutputFull);
-                                }
-                                holds_slot = true;
-                            }
-                            OverLimit::Reject(value) => {
-                                self.requests += 1;
-                                self.rejected += 1;
-                                if request.id != 0 {
-                                    crate::codec::encode_response(
-                                        self.outbound.plain_mut(),
-                                        request.id,
-                                        value,
-                                        &limits,
-                                    )?;
-                                    self.outbound.unwritten_messages += 1;
-                                }
-                                self.inbound.consume(used);
-                                self.outbound.end_batch_if_large()?;
-                                continue;
-                            }
-                        }
+                let admission = match self.deferral.limit {
+                    None => Admission::Go { holds_slot: false },
+                    Some(_) => admit(&mut self.deferral, &mut self.outbound, &limits, request.id)?,
+                };
+                let holds_slot = match admission {
+                    Admission::Go { holds_slot } => holds_slot,
+                    Admission::Rejected => {
+                        self.requests += 1;
+                        self.rejected += 1;
+                        self.inbound.consume(used);
+                        self.outbound.end_batch_if_large()?;
+                        continue;
                     }
-                }
+                    Admission::Blocked => {
+                        self.limit_blocked = true;
+                        self.outbound.end_batch()?;
+                        return Ok(Flow::OutputFull);
+                    }
+                };
                 self.limit_blocked = false;
                 self.requests += 1;
                 let out = self.outbound.plain_mut();
@@ -360,21 +343,7 @@ impl ServerConn {
                     self.deferred += 1;
                     // ANCHOR_END: handler_call
                 } else {
-                    if holds_slot {
-                        self.release_slot();
-                    }
-                    let out = self.outbound.plain_mut();
-                    let value_len = out.len() - header_at - 8;
-                    if id == 0 {
-                        out.truncate(header_at);
-                    } else {
-                        if let Err(e) = check_response_value(value_len, &limits) {
-                            out.truncate(header_at);
-                            return Err(e.into());
-                        }
-                        out[header_at + 4..header_at + 8].copy_from_slice(&(value_len as u32).to_le_bytes());
-                        self.outbound.unwritten_messages += 1;
-                    }
+                    self.finish_response(header_at, id, holds_slot)?;
                 }
                 self.inbound.consume(used);
                 self.outbound.end_batch_if_large()?;
@@ -389,6 +358,29 @@ impl ServerConn {
 }
 
 impl ServerConn {
+    /// Fills in the header reserved at `header_at` for the value the
+    /// handler wrote after it (or drops it: a fire-and-forget request gets
+    /// no response), and gives the concurrency slot back.
+    #[inline]
+    fn finish_response(&mut self, header_at: usize, id: u32, holds_slot: bool) -> Result<(), Error> {
+        if holds_slot {
+            self.release_slot();
+        }
+        let out = self.outbound.plain_mut();
+        let value_len = out.len() - header_at - 8;
+        if id == 0 {
+            out.truncate(header_at);
+            return Ok(());
+        }
+        if let Err(e) = check_response_value(value_len, &self.limits) {
+            out.truncate(header_at);
+            return Err(e.into());
+        }
+        out[header_at + 4..header_at + 8].copy_from_slice(&(value_len as u32).to_le_bytes());
+        self.outbound.unwritten_messages += 1;
+        Ok(())
+    }
+
     fn release_slot(&self) {
         if let Some(limit) = &self.deferral.limit {
             limit.release();
@@ -397,3 +389,45 @@ impl ServerConn {
 }
 
 impl_connection!(ServerConn);
+
+/// Whether a request may run now (see [`admit`]).
+enum Admission {
+    /// It runs; `holds_slot` if it took a slot of the concurrency limit.
+    Go { holds_slot: bool },
+    /// Refused over the limit, its answer written (none for id 0).
+    Rejected,
+    /// No slot free: the connection reads no more until one is (backpressure).
+    Blocked,
+}
+
+/// The server's concurrency limit, if any, for the request with `id`: a
+/// slot taken, or the request refused with the over-limit answer, or the
+/// connection held back until a slot is free.
+fn admit(deferral: &mut Deferral, outbound: &mut Outbound, limits: &Limits, id: u32) -> Result<Admission, Error> {
+    let Some(limit) = &deferral.limit else {
+        return Ok(Admission::Go { holds_slot: false });
+    };
+    if limit.try_acquire() {
+        return Ok(Admission::Go { holds_slot: true });
+    }
+    match &limit.over_limit {
+        OverLimit::Backpressure => {
+            // Register, then try once more: a slot freed in between must
+            // not go unnoticed.
+            let limit = Arc::clone(limit);
+            limit.wait(deferral.completions());
+            if limit.try_acquire() {
+                Ok(Admission::Go { holds_slot: true })
+            } else {
+                Ok(Admission::Blocked)
+            }
+        }
+        OverLimit::Reject(value) => {
+            if id != 0 {
+                crate::codec::encode_response(outbound.plain_mut(), id, value, limits)?;
+                outbound.unwritten_messages += 1;
+            }
+            Ok(Admission::Rejected)
+        }
+    }
+}
