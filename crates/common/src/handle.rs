@@ -5,9 +5,42 @@
 //! `ServerHandle` has the same methods and the same drop behaviour.
 
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::Duration;
 
+use fastwire_proto::{ConcurrencyLimit, ServerConfig};
+
 use crate::{ServerCounters, ServerStats, ShutdownReport};
+
+/// What every connection and loop of a server shares, on the backends
+/// that run their own loops (mio, uring, glommio): the configuration, the
+/// server-wide concurrency limit, the counters, and a shutdown's two flags.
+pub struct LoopShared {
+    /// The server's configuration.
+    pub config: ServerConfig,
+    /// The server-wide concurrency limit, if configured.
+    pub limit: Option<Arc<ConcurrencyLimit>>,
+    /// The server's counters.
+    pub counters: ServerCounters,
+    /// Graceful shutdown started: stop accepting, close connections gracefully.
+    pub stopping: AtomicBool,
+    /// The grace period is over: drop whatever is left.
+    pub forced: AtomicBool,
+}
+
+impl LoopShared {
+    /// Shared state for a server with `config`, not stopping.
+    pub fn new(config: ServerConfig) -> Arc<LoopShared> {
+        Arc::new(LoopShared {
+            limit: ConcurrencyLimit::for_config(&config),
+            config,
+            counters: ServerCounters::default(),
+            stopping: AtomicBool::new(false),
+            forced: AtomicBool::new(false),
+        })
+    }
+}
 
 /// A backend's running server.
 pub trait Serving: Send + 'static {

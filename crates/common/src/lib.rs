@@ -54,7 +54,7 @@ pub use backoff::Backoff;
 pub use close::CloseReason;
 pub use deadline::Deadline;
 pub use error::ClientError;
-pub use handle::{ServerHandle, Serving};
+pub use handle::{LoopShared, ServerHandle, Serving};
 pub use net::Accept;
 pub use pool::{Pool, PoolClient, Pooled};
 pub use registry::Registry;

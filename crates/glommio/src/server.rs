@@ -9,7 +9,7 @@ use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
@@ -17,7 +17,7 @@ use std::future::Future;
 
 pub use fastwire_common::Accept;
 use fastwire_common::{net, work, Blocking, OwnedRequest, ServerCounters, Serving, ShutdownReport};
-use fastwire_proto::{ConcurrencyLimit, Handler, Request, Responder, ResponseWriter, ServerConfig};
+use fastwire_proto::{Handler, Request, Responder, ResponseWriter, ServerConfig};
 use glommio::channels::shared_channel::{self, ConnectedSender, SharedReceiver, SharedSender};
 use glommio::net::AcceptedTcpStream;
 use glommio::{LocalExecutorBuilder, Placement, ResourceType};
@@ -105,13 +105,7 @@ impl Server {
     }
 
     fn shared(&self) -> Arc<Shared> {
-        Arc::new(Shared {
-            limit: ConcurrencyLimit::for_config(&self.config),
-            config: self.config.clone(),
-            counters: ServerCounters::default(),
-            stopping: AtomicBool::new(false),
-            forced: AtomicBool::new(false),
-        })
+        Shared::new(self.config.clone())
     }
 
     /// Starts the executors, serving `handler`.
@@ -336,16 +330,8 @@ where
     }
 }
 
-pub(crate) struct Shared {
-    pub(crate) config: ServerConfig,
-    /// The server-wide concurrency limit, if configured.
-    pub(crate) limit: Option<Arc<ConcurrencyLimit>>,
-    pub(crate) counters: ServerCounters,
-    /// Graceful shutdown started: stop accepting, close connections gracefully.
-    pub(crate) stopping: AtomicBool,
-    /// The grace period is over: drop whatever is left.
-    pub(crate) forced: AtomicBool,
-}
+/// What every connection and loop of the server shares.
+pub(crate) type Shared = fastwire_common::LoopShared;
 
 /// What one executor had to cut off at a forced shutdown.
 #[derive(Default)]

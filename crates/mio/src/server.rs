@@ -2,13 +2,13 @@
 
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use fastwire_common::{net, Blocking, CloseReason, Cut, ServerCounters, Serving, ShutdownReport};
-use fastwire_proto::{ConcurrencyLimit, Handler, ServerConfig, Wake};
+use fastwire_proto::{Handler, ServerConfig, Wake};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
@@ -91,13 +91,7 @@ impl Server {
     /// that waits must defer: see [`fastwire_proto::deferred`]).
     pub fn serve<H: Handler + 'static>(self, handler: H) -> io::Result<ServerHandle> {
         let local_addr = self.local_addr()?;
-        let shared = Arc::new(Shared {
-            limit: ConcurrencyLimit::for_config(&self.config),
-            config: self.config,
-            counters: ServerCounters::default(),
-            stopping: AtomicBool::new(false),
-            forced: AtomicBool::new(false),
-        });
+        let shared = Shared::new(self.config);
         let handler = Arc::new(handler);
         let mut loops = Vec::new();
         let mut inboxes = Vec::new();
@@ -216,16 +210,8 @@ fn acceptor(listener: std::net::TcpListener, shared: &Shared, loops: &[(Inbox, A
     }
 }
 
-struct Shared {
-    config: ServerConfig,
-    /// The server-wide concurrency limit, if configured.
-    limit: Option<Arc<ConcurrencyLimit>>,
-    counters: ServerCounters,
-    /// Graceful shutdown started: stop accepting, close connections gracefully.
-    stopping: AtomicBool,
-    /// The grace period is over: drop whatever is left.
-    forced: AtomicBool,
-}
+/// What every connection and loop of the server shares.
+type Shared = fastwire_common::LoopShared;
 
 struct EventLoop<H> {
     poll: Poll,

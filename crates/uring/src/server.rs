@@ -12,13 +12,13 @@
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::os::fd::{AsRawFd, FromRawFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use fastwire_common::{net, Blocking, CloseReason, Cut, ServerCounters, Serving, ShutdownReport};
-use fastwire_proto::{ConcurrencyLimit, Handler, ServerConfig, Wake};
+use fastwire_proto::{Handler, ServerConfig, Wake};
 use io_uring::{opcode, types, IoUring};
 use slab::Slab;
 
@@ -94,13 +94,7 @@ impl Server {
     /// waits must defer: see [`fastwire_proto::deferred`]).
     pub fn serve<H: Handler + 'static>(self, handler: H) -> io::Result<ServerHandle> {
         let local_addr = self.local_addr()?;
-        let shared = Arc::new(Shared {
-            limit: ConcurrencyLimit::for_config(&self.config),
-            config: self.config,
-            counters: ServerCounters::default(),
-            stopping: AtomicBool::new(false),
-            forced: AtomicBool::new(false),
-        });
+        let shared = Shared::new(self.config);
         let handler = Arc::new(handler);
         let mut loops = Vec::new();
         let (ready_tx, ready_rx) = mpsc::channel();
@@ -193,16 +187,8 @@ impl Wake for LoopWake {
     }
 }
 
-struct Shared {
-    config: ServerConfig,
-    /// The server-wide concurrency limit, if configured.
-    limit: Option<Arc<ConcurrencyLimit>>,
-    counters: ServerCounters,
-    /// Graceful shutdown started: stop accepting, close connections gracefully.
-    stopping: AtomicBool,
-    /// The grace period is over: drop whatever is left.
-    forced: AtomicBool,
-}
+/// What every connection and loop of the server shares.
+type Shared = fastwire_common::LoopShared;
 
 /// The listener and its multishot accept.
 struct Acceptor {
