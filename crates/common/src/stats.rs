@@ -357,6 +357,18 @@ pub struct ConnTally {
 }
 
 impl ConnTally {
+    /// A closing connection's deferred answers: collects those that came,
+    /// counts them, and on the first error (a deferred handler panicked)
+    /// counts the connection failed and sets `failed`, which cuts the rest.
+    pub fn collect_deferred(&mut self, conn: &mut ServerConn, counters: &ServerCounters, failed: &mut bool) {
+        let collected = conn.collect_deferred();
+        self.sync(conn, counters);
+        if let (Err(e), false) = (collected, *failed) {
+            counters.connection_failed(conn, &e);
+            *failed = true;
+        }
+    }
+
     /// Adds what `conn` counted since the last call; returns whether any
     /// request was served meanwhile.
     pub fn sync(&mut self, conn: &ServerConn, counters: &ServerCounters) -> bool {

@@ -244,12 +244,7 @@ impl Conn {
             // Answers of deferred calls still come in; an error
             // (a deferred handler panicked) cuts the rest.
             let before = self.proto.buffered_output();
-            let collected = self.proto.collect_deferred();
-            self.tally.sync(&self.proto, ctx.counters);
-            if let (Err(e), false) = (collected, self.failed) {
-                ctx.counters.connection_failed(&self.proto, &e);
-                self.failed = true;
-            }
+            self.tally.collect_deferred(&mut self.proto, ctx.counters, &mut self.failed);
             self.timeouts.active(ctx.now);
             progress |= self.proto.buffered_output() != before;
         }

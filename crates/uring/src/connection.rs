@@ -325,12 +325,7 @@ impl Conn {
                     if std::mem::take(&mut self.woken) {
                         // Answers of deferred calls still come in; an error
                         // (a deferred handler panicked) cuts the rest.
-                        let collected = self.proto.collect_deferred();
-                        self.tally.sync(&self.proto, ctx.counters);
-                        if let (Err(e), false) = (collected, self.failed) {
-                            ctx.counters.connection_failed(&self.proto, &e);
-                            self.failed = true;
-                        }
+                        self.tally.collect_deferred(&mut self.proto, ctx.counters, &mut self.failed);
                         self.timeouts.active(ctx.now);
                     }
                 }
