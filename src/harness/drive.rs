@@ -316,7 +316,7 @@ pub fn closed_loop(
         #[cfg(feature = "uring")]
         BackendKind::Uring => closed_threads::<fastwire_uring::client::RingDriver>(addr, spec, timing, mode, handled),
         #[cfg(feature = "tokio")]
-        BackendKind::Tokio => closed_tokio(addr, spec, timing, mode, handled),
+        BackendKind::Tokio => closed_async::<fastwire_tokio::Client>(&(), addr, spec, timing, mode, handled),
         #[allow(unreachable_patterns)]
         other => Err(format!("{other} has no client of its own")),
     }
@@ -594,23 +594,9 @@ impl AsyncClient for fastwire_tokio::Client {
     }
 }
 
-/// A thread per connection, each with a current-thread tokio runtime
-/// running the connection and its `depth` caller tasks: calls and
-/// responses never cross a thread.
-#[cfg(feature = "tokio")]
-fn closed_tokio(
-    addr: SocketAddr,
-    spec: &Spec,
-    timing: &Timing,
-    mode: Mode,
-    handled: Option<&dyn Fn() -> u64>,
-) -> Result<Sample, String> {
-    closed_async::<fastwire_tokio::Client>(&(), addr, spec, timing, mode, handled)
-}
-
 /// The closed loop of an [`AsyncClient`]: a thread per connection, each
 /// with a current-thread tokio runtime running the connection and its
-/// `depth` caller tasks.
+/// `depth` caller tasks (calls and responses never cross a thread).
 #[cfg(feature = "tokio")]
 pub(crate) fn closed_async<C: AsyncClient>(
     dial: &C::Dial,
@@ -787,11 +773,6 @@ async fn async_caller<C: AsyncClient>(
         }
         started = now;
     }
-}
-
-#[cfg(not(feature = "tokio"))]
-fn closed_tokio(_: SocketAddr, _: &Spec, _: &Timing, _: Mode, _: Option<&dyn Fn() -> u64>) -> Result<Sample, String> {
-    Err("this build has no tokio backend".into())
 }
 
 /// Open loop: `spec.rate` calls per second over `spec.connections`

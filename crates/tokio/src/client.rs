@@ -229,7 +229,6 @@ impl Client {
         // One coarse clock read per call, as in the blocking clients (see
         // `fastwire_common::Deadline` for why not the precise clock).
         let deadline_at = Deadline::after(timeout).to_instant();
-        let deadline = Instant::from_std(deadline_at);
         // One lock for the call when the connection is up; without one,
         // connect (outside the lock) and try once more.
         let mut connected = false;
@@ -290,7 +289,7 @@ impl Client {
                 None => {
                     inner.connecting_calls.fetch_add(1, Ordering::Relaxed);
                     let _counted = ConnectingCall(inner);
-                    inner.ensure_connected(deadline).await?;
+                    inner.ensure_connected(Instant::from_std(deadline_at)).await?;
                     connected = true;
                 }
             }
