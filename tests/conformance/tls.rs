@@ -77,7 +77,10 @@ pub fn mutual(kind: BackendKind) {
         c.close();
         // Without a certificate: the server refuses, and says so in an alert.
         let c = client(client_kind, server.local_addr(), tls_client(Compression::None));
-        let e = protocol_error(c.call_timeout(b"echo", b"x", Duration::from_secs(10)), "no client certificate");
+        let e = protocol_error(
+            c.call_timeout(b"echo", b"x", Duration::from_secs(10)),
+            &format!("{client_kind}: no client certificate"),
+        );
         assert!(matches!(e, Error::Tls(TlsError::AlertReceived { .. })), "{client_kind}: {e}");
         c.close();
     }

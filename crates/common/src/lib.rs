@@ -22,8 +22,6 @@
 //! * [`backoff`]: the reconnect backoff of clients.
 //! * [`pool`]: [`Pool`], up to N clients per address, for any backend's client.
 //! * [`registry`]: a server's open connections, for graceful shutdown.
-//! * [`timeouts`]: the handshake, idle and closing timeouts of the loops
-//!   that sweep their connections (mio, uring), one policy for both.
 //! * [`work`]: handlers that wait: [`OwnedRequest`], the worker pool for
 //!   blocking handlers ([`Blocking`]) and a [`Timer`] thread, all answering
 //!   through deferred responses.
@@ -37,7 +35,6 @@
 
 pub mod backoff;
 pub mod client;
-pub mod close;
 pub mod deadline;
 pub mod error;
 pub mod handle;
@@ -47,13 +44,12 @@ pub mod registry;
 pub mod slot;
 pub mod stats;
 mod sys;
-pub mod timeouts;
 pub mod work;
 
 pub use backoff::Backoff;
-pub use close::CloseReason;
 pub use deadline::Deadline;
 pub use error::ClientError;
+pub use fastwire_proto::lifecycle::CloseReason;
 pub use handle::{LoopShared, ServerHandle, Serving};
 pub use net::Accept;
 pub use pool::{Pool, PoolClient, Pooled};

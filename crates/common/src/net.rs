@@ -7,18 +7,7 @@ use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-/// How long a closing connection waits for the client to close its side.
-///
-/// Closing a socket that still has unread input makes the kernel send a
-/// reset and throw away output not yet sent: responses already "written"
-/// could vanish. So a server closes gracefully ("lingering close", as nginx
-/// does): stop serving, flush, `shutdown(Write)` so the client gets every
-/// response and then end-of-stream, read and discard until the client closes
-/// (or this long, or [`LINGER_MAX_BYTES`]), and only then close.
-pub const LINGER: Duration = Duration::from_secs(5);
-
-/// Most bytes a lingering close reads and discards.
-pub const LINGER_MAX_BYTES: usize = 4 * 1024 * 1024;
+pub use fastwire_proto::lifecycle::{LINGER, LINGER_MAX_BYTES};
 
 /// Reads and discards until end-of-stream, an error, [`LINGER`] or
 /// [`LINGER_MAX_BYTES`] (see [`LINGER`]). Call after `shutdown(Write)`.

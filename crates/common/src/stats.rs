@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use fastwire_proto::{Connection, Error, HandshakeError, ServerConn};
+use fastwire_proto::{Connection, Error, HandshakeError, Lifecycle, ServerConn};
 
 use crate::CloseReason;
 
@@ -357,15 +357,21 @@ pub struct ConnTally {
 }
 
 impl ConnTally {
-    /// A closing connection's deferred answers: collects those that came,
-    /// counts them, and on the first error (a deferred handler panicked)
-    /// counts the connection failed and sets `failed`, which cuts the rest.
-    pub fn collect_deferred(&mut self, conn: &mut ServerConn, counters: &ServerCounters, failed: &mut bool) {
+    /// A closing connection's deferred answers, come at `now`: collects
+    /// them, counts them, and on the first error (a deferred handler
+    /// panicked) counts the connection failed, which cuts the rest.
+    pub fn collect_deferred(
+        &mut self,
+        conn: &mut ServerConn,
+        life: &mut Lifecycle,
+        counters: &ServerCounters,
+        now: Instant,
+    ) {
         let collected = conn.collect_deferred();
         self.sync(conn, counters);
-        if let (Err(e), false) = (collected, *failed) {
-            counters.connection_failed(conn, &e);
-            *failed = true;
+        life.answered(now);
+        if let (Err(e), false) = (collected, life.has_failed()) {
+            life.fail(counters.connection_failed(conn, &e));
         }
     }
 

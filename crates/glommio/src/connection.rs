@@ -2,12 +2,14 @@
 //! and writes in turn, like the tokio backend's, but every read and write is
 //! an io_uring request that the executor submits in batches with others.
 //!
-//! The handshake timeout is the socket's own read timeout (glommio links a
-//! timeout to each read request). After the handshake the read has no
-//! timeout: the process's clock thread (`clock`) wakes the task about once
-//! a second to give idle buffers back, close an idle connection and notice
-//! a shutdown, so that no glommio timer is registered while connections
-//! wait (each makes every reactor wake-up of the executor allocate).
+//! When to give buffers back or close is the protocol crate's
+//! [`Lifecycle`](fastwire_proto::Lifecycle), handed the time when the task
+//! wakes. The handshake's deadline is the socket's own read timeout
+//! (glommio links a timeout to each read request). After the handshake the
+//! read has no timeout: the process's clock thread (`clock`) wakes the task
+//! about once a second to look at the clock and notice a shutdown, so that
+//! no glommio timer is registered while connections wait (each makes every
+//! reactor wake-up of the executor allocate).
 //!
 //! Deferred responses (from `async` handlers on this executor, or from any
 //! other thread) wake the task through a [`Signal`]; a pending read is
@@ -25,15 +27,13 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use fastwire_common::{net, CloseReason, ConnTally};
-use fastwire_proto::{Connection, Flow, Handler, ServerConn, Wake};
+use fastwire_proto::lifecycle::{Expired, IDLE_RELEASE};
+use fastwire_proto::{Connection, Flow, Handler, Lifecycle, ServerConn, Wake};
 use futures_lite::{future, AsyncRead, AsyncReadExt, AsyncWriteExt};
 use futures_util::task::AtomicWaker;
 use glommio::net::TcpStream;
 
 use crate::server::{Local, Shared};
-
-// After this long without traffic a connection gives its buffers back.
-use fastwire_common::timeouts::IDLE_RELEASE;
 
 /// The smallest read, whatever `buffer_size` says.
 const MIN_READ: usize = 4096;
@@ -190,16 +190,10 @@ struct Task<'a, H> {
     deferred: &'a Cell<u64>,
     signal: Arc<Signal>,
     tally: ConnTally,
-    last_activity: Instant,
+    life: Lifecycle,
     /// Each read takes up to this much (the scratch buffer's size).
     read_size: usize,
-    /// False once the client closed its side.
-    reading: bool,
     handshake_seen: bool,
-    /// Once reading is over: deferred calls still awaited, and since when
-    /// none has been answered.
-    waiting_for: usize,
-    quiet_since: Instant,
 }
 
 impl<'a, H: Handler + 'static> Task<'a, H> {
@@ -230,12 +224,9 @@ impl<'a, H: Handler + 'static> Task<'a, H> {
             deferred,
             signal,
             tally: ConnTally::default(),
-            last_activity: Instant::now(),
+            life: Lifecycle::new(config, Instant::now()),
             read_size: config.buffer_size.max(MIN_READ),
-            reading: true,
             handshake_seen: false,
-            waiting_for: usize::MAX,
-            quiet_since: Instant::now(),
         }
     }
 
@@ -244,8 +235,12 @@ impl<'a, H: Handler + 'static> Task<'a, H> {
     /// why it closes.
     async fn serve_received(&mut self) -> Result<(), CloseReason> {
         loop {
+            let waiting = self.conn.deferred_in_flight();
             let flow = self.conn.process(self.handler);
             self.tally.sync(&self.conn, &self.shared.counters);
+            if self.conn.deferred_in_flight() < waiting {
+                self.life.answered(Instant::now());
+            }
             let d = self.conn.deferred_in_flight() as u64;
             self.local.deferred.set(self.local.deferred.get() + d - self.deferred.get());
             self.deferred.set(d);
@@ -284,9 +279,11 @@ impl<'a, H: Handler + 'static> Task<'a, H> {
     /// Waits for more input or a wake-up (a deferred answer, the clock),
     /// and reads what came; `Some` when the connection closes.
     async fn await_input(&mut self) -> Option<CloseReason> {
-        let stopping = self.shared.stopping.load(Ordering::Acquire);
-        if !self.reading || stopping {
-            return self.await_answers(stopping).await;
+        if self.shared.stopping.load(Ordering::Acquire) {
+            self.life.begin_close(CloseReason::Shutdown);
+        }
+        if !self.life.is_open() {
+            return self.await_answers().await;
         }
         let signal = &self.signal;
         let event = future::or(read_some(&mut self.stream, self.local, &mut self.conn, self.read_size), async {
@@ -294,21 +291,15 @@ impl<'a, H: Handler + 'static> Task<'a, H> {
             Event::Woken
         })
         .await;
-        let read = match event {
-            Event::Read(read) => read,
-            Event::Woken => {
-                // A deferred answer, or the clock: idleness is checked here
-                // (before the handshake, its read timeout rules).
-                if self.conn.is_handshake_done() {
-                    return self.check_idle(IDLE_RELEASE);
-                }
-                return None;
-            }
-        };
+        // A deferred answer, or the clock.
+        let Event::Read(read) = event else { return self.expired() };
         match read {
-            Ok(0) => self.reading = false,
-            Ok(_) => {
-                self.last_activity = Instant::now();
+            Ok(0) => {
+                self.life.end_of_stream();
+                self.life.begin_close(CloseReason::ClosedByClient);
+            }
+            Ok(n) => {
+                self.life.received(n, Instant::now());
                 if self.conn.is_handshake_done() && !self.handshake_seen {
                     // From now on the clock wakes this task; no glommio timer.
                     self.handshake_seen = true;
@@ -316,53 +307,50 @@ impl<'a, H: Handler + 'static> Task<'a, H> {
                 }
             }
             Err(e) if matches!(e.kind(), io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock) => {
-                if !self.conn.is_handshake_done() {
-                    self.shared.counters.handshake_timed_out(&self.conn);
-                    return Some(CloseReason::HandshakeTimeout);
+                let closed = self.expired();
+                if closed.is_none() && !self.conn.is_handshake_done() {
+                    // Woken a little early: the rest of the handshake's time.
+                    let left =
+                        self.life.poll_timeout(&self.conn, false).map(|d| d.saturating_duration_since(Instant::now()));
+                    let _ = self.stream.set_read_timeout(left.map(|l| l.max(Duration::from_millis(1))));
                 }
-                return self.check_idle(Duration::ZERO);
+                return closed;
             }
             Err(_) => return Some(CloseReason::ReadError),
         }
         None
     }
 
-    /// Closes an idle connection (`idle_timeout`), or gives its buffers
-    /// back once it has been quiet for `release_after`.
-    fn check_idle(&mut self, release_after: Duration) -> Option<CloseReason> {
-        if self.conn.deferred_in_flight() > 0 {
-            self.last_activity = Instant::now(); // waiting is not idleness
+    /// Hands the lifecycle the time; why the connection closes, if it does.
+    fn expired(&mut self) -> Option<CloseReason> {
+        match self.life.handle_timeout(&self.conn, false, Instant::now()) {
+            Expired::Nothing => None,
+            Expired::ReleaseBuffers => {
+                self.conn.release_buffers();
+                None
+            }
+            Expired::Closing(reason) | Expired::Closed(reason) => {
+                if reason == CloseReason::HandshakeTimeout {
+                    self.shared.counters.handshake_timed_out(&self.conn);
+                }
+                Some(reason)
+            }
         }
-        let quiet = self.last_activity.elapsed();
-        if self.shared.config.idle_timeout.is_some_and(|t| quiet >= t) {
-            return Some(CloseReason::Idle);
-        }
-        if quiet >= release_after {
-            // Quiet for a while: an idle connection keeps no large buffers.
-            self.conn.release_buffers();
-        }
-        None
     }
 
-    /// Reading is over: only the answers of deferred calls are awaited
-    /// (shutdown: until the grace period ends; the executor then drops us).
-    async fn await_answers(&mut self, stopping: bool) -> Option<CloseReason> {
-        let pending = self.conn.deferred_in_flight();
-        if pending == 0 {
-            return Some(if stopping { CloseReason::Shutdown } else { CloseReason::ClosedByClient });
+    /// Closing (the client closed its side, or shutdown): only the answers
+    /// of deferred calls are awaited, until the lifecycle's deadline (on
+    /// shutdown, or until the grace period ends: the executor then drops us).
+    async fn await_answers(&mut self) -> Option<CloseReason> {
+        if self.conn.deferred_in_flight() == 0 {
+            return self.life.reason();
         }
-        // Answers keep the connection: idle_timeout counts from the last
-        // one (the clock's wake-ups are not answers).
-        if pending < self.waiting_for {
-            self.quiet_since = Instant::now();
-        }
-        self.waiting_for = pending;
-        let idle_timeout = self.shared.config.idle_timeout;
-        let left = idle_timeout.map_or(Duration::MAX, |t| t.saturating_sub(self.quiet_since.elapsed()));
+        let deadline = self.life.poll_timeout(&self.conn, false);
+        let left = deadline.map_or(Duration::MAX, |d| d.saturating_duration_since(Instant::now()));
         if !left.is_zero() && woken(&self.signal, self.shared, left).await {
             return None;
         }
-        Some(CloseReason::DeferredStalled)
+        self.expired().or(Some(CloseReason::Shutdown))
     }
 
     /// Counts the connection out, then closes it: end-of-stream after the
@@ -382,7 +370,7 @@ impl<'a, H: Handler + 'static> Task<'a, H> {
         self.tally.finish(&self.shared.counters);
         tracing::trace!(%reason, "connection done");
         let _ = self.stream.shutdown(Shutdown::Write).await;
-        if reason != CloseReason::ClosedByClient {
+        if !self.life.peer_closed() {
             let _ = self.stream.set_read_timeout(Some(net::LINGER));
             let mut scratch = vec![0u8; 4096];
             let mut discarded = 0;

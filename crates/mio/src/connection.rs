@@ -5,6 +5,9 @@
 //!  Open ──(peer closed / protocol error / idle / shutdown)──> Draining ──(output flushed, FIN sent)──> Lingering ──> removed
 //! ```
 //!
+//! The phases and their timeouts are the protocol crate's
+//! [`Lifecycle`](fastwire_proto::Lifecycle); this file moves the bytes.
+//!
 //! `drive` does all the work the socket allows right now: write pending
 //! output until `WouldBlock`; read (into the loop's shared buffer) until
 //! `WouldBlock`, handing what arrived to the protocol state machine, which
@@ -18,29 +21,15 @@ use std::net::Shutdown;
 use std::sync::Arc;
 use std::time::Instant;
 
-use fastwire_common::timeouts::{OpenState, Timeouts, Verdict};
-use fastwire_common::{net, CloseReason, ConnTally, ServerCounters};
-use fastwire_proto::{ConcurrencyLimit, Connection, Handler, ServerConfig, ServerConn, Wake};
+use fastwire_common::{CloseReason, ConnTally, ServerCounters};
+use fastwire_proto::lifecycle::{Expired, Phase};
+use fastwire_proto::{ConcurrencyLimit, Connection, Handler, Lifecycle, ServerConfig, ServerConn, Wake};
 use mio::event::Event;
 use mio::net::TcpStream;
 
 /// Reads per connection per turn, so that one busy client cannot starve the
 /// others of its loop; it continues on the next turn.
 const READ_BUDGET: usize = 16;
-
-enum Phase {
-    Open,
-    /// Serving no more requests; writing the answers of deferred calls still
-    /// running, flushing output, then end-of-stream.
-    Draining {
-        linger: bool,
-    },
-    /// End-of-stream sent; discarding input until the client closes (see `net::LINGER`).
-    Lingering {
-        deadline: Instant,
-        discarded: usize,
-    },
-}
 
 /// What the loop does with a connection after driving it.
 pub(crate) enum Step {
@@ -62,18 +51,14 @@ pub(crate) struct Ctx<'a, H: ?Sized> {
 pub(crate) struct Conn {
     pub(crate) stream: TcpStream,
     proto: ServerConn,
-    phase: Phase,
+    life: Lifecycle,
     readable: bool,
     /// An event said the peer closed (or the socket failed): read to the end.
     peer_closed: bool,
     /// The socket can take bytes: true until a write says `WouldBlock`,
     /// then false until a writable edge (see `server::EventLoop::adopt`).
     writable: bool,
-    timeouts: Timeouts,
     tally: ConnTally,
-    /// The state machine failed (and it was counted): deferred answers
-    /// still pending are cut.
-    failed: bool,
     /// Deferred responses (or a free concurrency slot) wait: see `wake`.
     woken: bool,
 }
@@ -94,14 +79,12 @@ impl Conn {
         Conn {
             stream,
             proto,
-            phase: Phase::Open,
+            life: Lifecycle::new(config, now),
             readable: true, // read once at once: data may have come with the connection
             peer_closed: false,
             // A new socket's send buffer is empty: write at once.
             writable: true,
-            timeouts: Timeouts::new(config, now),
             tally: ConnTally::default(),
-            failed: false,
             woken: false,
         }
     }
@@ -142,14 +125,12 @@ impl Conn {
 
     /// Whether it is still serving requests.
     pub(crate) fn is_open(&self) -> bool {
-        matches!(self.phase, Phase::Open)
+        self.life.is_open()
     }
 
-    /// Stops serving: flush, send end-of-stream, linger.
-    pub(crate) fn begin_close(&mut self) {
-        if self.is_open() {
-            self.phase = Phase::Draining { linger: true };
-        }
+    /// Stops serving for `reason`: flush, send end-of-stream, linger.
+    pub(crate) fn begin_close(&mut self, reason: CloseReason) {
+        self.life.begin_close(reason);
     }
 
     /// Does everything the socket allows now.
@@ -163,10 +144,11 @@ impl Conn {
                     Err(_) => return Step::Remove(CloseReason::WriteError),
                 }
             }
-            let step = match self.phase {
+            let step = match self.life.phase() {
                 Phase::Open => self.drive_open(ctx, &mut reads),
-                Phase::Draining { linger } => self.drive_draining(ctx, linger),
-                Phase::Lingering { .. } => self.drive_lingering(ctx),
+                Phase::Draining => self.drive_draining(ctx),
+                Phase::Lingering => self.drive_lingering(ctx),
+                Phase::Closed => Err(self.removed()),
             };
             match step {
                 Ok(more) => progress |= more,
@@ -191,16 +173,18 @@ impl Conn {
             // ANCHOR: mio_read
             match self.stream.read(ctx.scratch) {
                 Ok(0) => {
-                    // The client closed its side: answer what it sent, then close.
+                    // The client closed its side: what it sent is served
+                    // (it was, as it came), then the connection closes.
                     self.readable = false;
-                    self.phase = Phase::Draining { linger: false };
+                    self.life.end_of_stream();
+                    self.life.begin_close(CloseReason::ClosedByClient);
                     progress = true;
                 }
                 Ok(n) => {
                     // Copy only what arrived: the connection's own
                     // buffer stays as small as its unfinished message.
+                    self.life.received(n, ctx.now);
                     self.proto.received(&ctx.scratch[..n]);
-                    self.timeouts.active(ctx.now);
                     progress = true;
                     // A short read emptied the receive queue: bytes
                     // that arrive later bring a new edge-triggered
@@ -226,10 +210,10 @@ impl Conn {
             progress |= self.tally.sync(&self.proto, ctx.counters);
             progress |= self.proto.buffered_output() != before;
             if let Err(e) = result {
-                ctx.counters.connection_failed(&self.proto, &e);
-                self.failed = true;
-                self.phase = Phase::Draining { linger: true };
+                self.life.fail(ctx.counters.connection_failed(&self.proto, &e));
                 progress = true;
+            } else if woken {
+                self.life.answered(ctx.now);
             }
         }
         Ok(progress)
@@ -238,32 +222,23 @@ impl Conn {
     /// Draining: collects the answers of deferred calls still running,
     /// and once everything is written sends end-of-stream, then lingers
     /// (or closes, if the client already closed its side).
-    fn drive_draining<H: Handler + ?Sized>(&mut self, ctx: &mut Ctx<'_, H>, linger: bool) -> Result<bool, Step> {
+    fn drive_draining<H: Handler + ?Sized>(&mut self, ctx: &mut Ctx<'_, H>) -> Result<bool, Step> {
         let mut progress = false;
         if std::mem::take(&mut self.woken) {
-            // Answers of deferred calls still come in; an error
-            // (a deferred handler panicked) cuts the rest.
             let before = self.proto.buffered_output();
-            self.tally.collect_deferred(&mut self.proto, ctx.counters, &mut self.failed);
-            self.timeouts.active(ctx.now);
+            self.tally.collect_deferred(&mut self.proto, &mut self.life, ctx.counters, ctx.now);
             progress |= self.proto.buffered_output() != before;
         }
-        if self.proto.has_output() {
-            if !self.writable {
-                return Err(Step::Keep { more: false }); // wait for writability
-            }
-        } else if self.proto.deferred_in_flight() > 0 && !self.failed {
-            return Err(Step::Keep { more: false }); // wait for their answers (a wake-up)
-        } else {
-            // Everything is written: end-of-stream after the last response.
-            let _ = self.stream.shutdown(Shutdown::Write);
-            if !linger {
-                return Err(Step::Remove(CloseReason::ClosedByClient));
-            }
-            self.phase = Phase::Lingering { deadline: ctx.now + net::LINGER, discarded: 0 };
-            progress = true;
+        if self.proto.has_output() && !self.writable {
+            return Err(Step::Keep { more: false }); // wait for writability
         }
-        Ok(progress)
+        if !self.life.poll_shutdown(&self.proto, false, ctx.now) {
+            // Output to write, or deferred answers to wait for (a wake-up).
+            return if progress { Ok(true) } else { Err(Step::Keep { more: false }) };
+        }
+        // Everything is written: end-of-stream after the last response.
+        let _ = self.stream.shutdown(Shutdown::Write);
+        Ok(true)
     }
 
     /// Lingering: reads and discards until the client closes, or sends
@@ -272,23 +247,24 @@ impl Conn {
         if !self.readable {
             return Err(Step::Keep { more: false });
         }
-        let Phase::Lingering { ref mut discarded, .. } = self.phase else { return Ok(false) };
         match self.stream.read(ctx.scratch) {
-            Ok(0) => Err(Step::Remove(CloseReason::Closed)),
+            Ok(0) => self.life.end_of_stream(),
             Ok(n) => {
-                *discarded += n;
-                if *discarded > net::LINGER_MAX_BYTES {
-                    return Err(Step::Remove(CloseReason::LingerTimeout));
-                }
-                Ok(true)
+                self.life.received(n, ctx.now);
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 self.readable = false;
-                Ok(false)
+                return Ok(false);
             }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(false),
-            Err(_) => Err(Step::Remove(CloseReason::Closed)),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(false),
+            Err(_) => self.life.end_of_stream(),
         }
+        Ok(true)
+    }
+
+    /// Why a closed connection is removed.
+    fn removed(&self) -> Step {
+        Step::Remove(self.life.reason().unwrap_or(CloseReason::ClosedByClient))
     }
 
     /// Writes until the output is empty or the socket is full.
@@ -303,7 +279,7 @@ impl Conn {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     self.proto.advance_output(n);
-                    self.timeouts.wrote(now);
+                    self.life.wrote(now);
                     wrote = true;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -318,33 +294,20 @@ impl Conn {
 
     /// Periodic checks: timeouts, and giving idle buffers back. Returns
     /// whether the connection must be driven (it started closing) or removed.
-    pub(crate) fn sweep(&mut self, config: &ServerConfig, counters: &ServerCounters, now: Instant) -> Option<Step> {
-        match self.phase {
-            Phase::Open => {
-                let state = OpenState {
-                    handshake_done: self.proto.is_handshake_done(),
-                    deferred_in_flight: self.proto.deferred_in_flight() > 0,
-                    unsent: self.proto.has_output(),
-                    buffered_input: self.proto.buffered_input() > 0,
-                };
-                match self.timeouts.sweep_open(config, now, state) {
-                    Verdict::Keep => None,
-                    Verdict::ReleaseBuffers => {
-                        self.proto.release_buffers();
-                        None
-                    }
-                    Verdict::BeginClose { protocol_error } => {
-                        if protocol_error {
-                            counters.handshake_timed_out(&self.proto);
-                        }
-                        self.begin_close();
-                        Some(Step::Keep { more: true })
-                    }
-                    Verdict::Remove(reason) => Some(Step::Remove(reason)),
-                }
+    pub(crate) fn sweep(&mut self, counters: &ServerCounters, now: Instant) -> Option<Step> {
+        match self.life.handle_timeout(&self.proto, false, now) {
+            Expired::Nothing => None,
+            Expired::ReleaseBuffers => {
+                self.proto.release_buffers();
+                None
             }
-            Phase::Draining { .. } => self.timeouts.sweep_draining(config, now).map(Step::Remove),
-            Phase::Lingering { deadline, .. } => (now >= deadline).then_some(Step::Remove(CloseReason::LingerTimeout)),
+            Expired::Closing(reason) => {
+                if reason == CloseReason::HandshakeTimeout {
+                    counters.handshake_timed_out(&self.proto);
+                }
+                Some(Step::Keep { more: true })
+            }
+            Expired::Closed(reason) => Some(Step::Remove(reason)),
         }
     }
 }

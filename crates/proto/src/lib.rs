@@ -33,6 +33,9 @@
 //!   and out of either side's state machine.
 //! * [`server`] and [`client`]: the two state machines, [`ServerConn`] and
 //!   [`ClientConn`]. A backend's loop is read, `process`, write.
+//! * [`lifecycle`]: a server connection's phases from open to closed and
+//!   the timeouts that move it along ([`Lifecycle`], handed the time), so
+//!   that every backend closes the same connections at the same moments.
 //! * `tls` (feature `tls`): TLS as fastrpc negotiates it, with rustls, as
 //!   one more stream transform inside both state machines, so that every
 //!   backend serves and calls over TLS without TLS code of its own.
@@ -61,6 +64,7 @@ pub mod deferred;
 pub mod error;
 pub mod handler;
 pub mod handshake;
+pub mod lifecycle;
 pub mod pending;
 pub mod server;
 mod stream;
@@ -76,6 +80,7 @@ pub use connection::Connection;
 pub use deferred::{CallGuard, ConcurrencyLimit, NoWake, RespondError, Responder, Wake};
 pub use error::{CompressionError, Error, HandshakeError, MessageError, MessageKind, TlsError};
 pub use handler::{Handler, ResponseWriter};
+pub use lifecycle::{CloseReason, Lifecycle};
 pub use pending::PendingTable;
 pub use server::{Flow, ServerConn};
 

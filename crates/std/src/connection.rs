@@ -36,18 +36,14 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use fastwire_common::{net, CloseReason, ConnTally, ServerCounters};
-use fastwire_proto::{ConcurrencyLimit, Connection, Error, Flow, Handler, ServerConfig, ServerConn, Wake};
+use fastwire_proto::lifecycle::{Expired, IDLE_RELEASE};
+use fastwire_proto::{ConcurrencyLimit, Connection, Error, Flow, Handler, Lifecycle, ServerConfig, ServerConn, Wake};
 
 use crate::server::Shared;
 
 /// Thread stack size: connection threads need little, and ten thousand of
 /// them at the default 2 MiB would reserve 20 GiB of address space.
 const STACK_SIZE: usize = 128 * 1024;
-
-// After this long without traffic a connection gives its buffers back, so
-// an idle connection costs little memory. Not after every batch: that would
-// cost allocations on every request of a slow, steady client.
-use fastwire_common::timeouts::IDLE_RELEASE;
 
 /// The first read's size; it doubles while reads fill it.
 const MIN_CHUNK: usize = 4096;
@@ -207,73 +203,86 @@ pub(crate) fn spawn<H: Handler + 'static>(
 }
 
 fn read_loop(socket: &TcpStream, shared: &ConnShared, server: &Shared, handler: &dyn Handler) {
-    let reason = read_until_closed(socket, shared, server, handler);
+    let mut life = Lifecycle::new(&server.config, Instant::now());
+    let reason = read_until_closed(socket, shared, server, handler, &mut life);
     tracing::trace!(%reason, "reader done");
-    finish(socket, shared, server, reason);
+    finish(socket, shared, server, reason, &mut life);
 }
 
-/// Reads and serves until the connection closes; why it closed.
-fn read_until_closed(socket: &TcpStream, shared: &ConnShared, server: &Shared, handler: &dyn Handler) -> CloseReason {
+/// Reads and serves until the connection closes; why it closed. The
+/// socket's read timeout wakes the reader at the lifecycle's deadlines (at
+/// least once a second, to notice a shutdown).
+fn read_until_closed(
+    socket: &TcpStream,
+    shared: &ConnShared,
+    server: &Shared,
+    handler: &dyn Handler,
+    life: &mut Lifecycle,
+) -> CloseReason {
     let mut stream = socket;
     let config = &server.config;
-    let _ = stream.set_read_timeout(Some(config.handshake_timeout));
-    let mut handshake_done = false;
+    let first_look = config.idle_timeout.unwrap_or(IDLE_RELEASE).min(IDLE_RELEASE).min(config.handshake_timeout);
+    let _ = stream.set_read_timeout(Some(first_look.max(Duration::from_millis(1))));
     let mut buf = BytesMut::new();
-    let mut last_activity = Instant::now();
     let mut chunk = MIN_CHUNK;
     loop {
         if server.stopping.load(Ordering::Acquire) {
             return CloseReason::Shutdown;
         }
         match net::read_some(&mut stream, &mut buf, chunk) {
-            Ok(0) => return CloseReason::ClosedByClient,
-            // Reads that fill the chunk double it, up to buffer_size: busy
-            // connections read in big gulps, idle ones touch little memory.
-            Ok(n) if n == chunk => chunk = (chunk * 2).min(config.buffer_size.max(MIN_CHUNK)),
-            Ok(_) => {}
+            Ok(0) => {
+                life.end_of_stream();
+                return CloseReason::ClosedByClient;
+            }
+            Ok(n) => {
+                // Reads that fill the chunk double it, up to buffer_size: busy
+                // connections read in big gulps, idle ones touch little memory.
+                if n == chunk {
+                    chunk = (chunk * 2).min(config.buffer_size.max(MIN_CHUNK));
+                }
+                life.received(n, Instant::now());
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
-                if !handshake_done {
-                    server.counters.handshake_timed_out(&shared.lock().conn);
-                    return CloseReason::HandshakeTimeout;
-                }
-                if config.idle_timeout.is_some_and(|limit| last_activity.elapsed() >= limit) {
-                    return CloseReason::Idle;
-                }
-                // Quiet for IDLE_RELEASE: an idle connection keeps no large buffers.
-                buf = BytesMut::new();
-                chunk = MIN_CHUNK;
                 let mut state = shared.lock();
-                if !state.conn.has_output() {
-                    state.conn.release_buffers();
+                let now = Instant::now();
+                match life.handle_timeout(&state.conn, false, now) {
+                    Expired::Nothing => {}
+                    Expired::ReleaseBuffers => {
+                        // An idle connection keeps no large buffers.
+                        buf = BytesMut::new();
+                        chunk = MIN_CHUNK;
+                        state.conn.release_buffers();
+                    }
+                    Expired::Closing(reason) | Expired::Closed(reason) => {
+                        if reason == CloseReason::HandshakeTimeout {
+                            server.counters.handshake_timed_out(&state.conn);
+                        }
+                        return reason;
+                    }
                 }
+                let next = life.poll_timeout(&state.conn, false).map(|d| d.saturating_duration_since(now));
+                let wake = next.map_or(IDLE_RELEASE, |d| d.clamp(Duration::from_millis(1), IDLE_RELEASE));
+                let _ = stream.set_read_timeout(Some(wake));
                 continue;
             }
             Err(_) => return CloseReason::ReadError,
         }
-        last_activity = Instant::now();
-        match serve_read(socket, &mut buf, shared, server, handler) {
-            Err(reason) => return reason,
-            Ok(true) if !handshake_done => {
-                handshake_done = true;
-                let wake_every = config.idle_timeout.map_or(IDLE_RELEASE, |t| t.min(IDLE_RELEASE));
-                let _ = stream.set_read_timeout(Some(wake_every));
-            }
-            Ok(_) => {}
+        if let Err(reason) = serve_read(socket, &mut buf, shared, server, handler) {
+            return reason;
         }
     }
 }
 
 /// Hands what was read to the connection and serves it, writing what the
-/// socket takes now; whether the handshake is done, or why the connection
-/// closes.
+/// socket takes now; or why the connection closes.
 fn serve_read(
     socket: &TcpStream,
     buf: &mut BytesMut,
     shared: &ConnShared,
     server: &Shared,
     handler: &dyn Handler,
-) -> Result<bool, CloseReason> {
+) -> Result<(), CloseReason> {
     let mut state = shared.lock();
     state.conn.receive_buffer(buf);
     let result = loop {
@@ -322,22 +331,20 @@ fn serve_read(
     if state.broken {
         return Err(CloseReason::WriteError);
     }
-    Ok(state.conn.is_handshake_done())
+    Ok(())
 }
 
 /// Reading is over, but deferred calls still running are answered (unless
-/// the connection failed), for as long as answers keep coming within
-/// idle_timeout; a forced shutdown cuts them (`cut`). Then the writer
-/// flushes and sends end-of-stream, and the socket lingers (see
-/// `net::LINGER`) unless the client already closed its side.
-fn finish(socket: &TcpStream, shared: &ConnShared, server: &Shared, reason: CloseReason) {
-    let config = &server.config;
+/// the connection failed), until the lifecycle says the close is stuck; a
+/// forced shutdown cuts them (`cut`). Then the writer flushes and sends
+/// end-of-stream, and the socket lingers (see `net::LINGER`) unless the
+/// client already closed its side.
+fn finish(socket: &TcpStream, shared: &ConnShared, server: &Shared, reason: CloseReason, life: &mut Lifecycle) {
+    life.begin_close(reason);
     let mut state = shared.lock();
-    let mut last_answer = Instant::now();
     let mut waiting = state.conn.deferred_in_flight();
     while waiting > 0 && !state.failed && !state.broken {
-        let quiet = config.idle_timeout.unwrap_or(Duration::MAX);
-        if last_answer.elapsed() >= quiet {
+        if let Expired::Closed(_) = life.handle_timeout(&state.conn, false, Instant::now()) {
             break;
         }
         state.reader_waiting = true;
@@ -345,7 +352,7 @@ fn finish(socket: &TcpStream, shared: &ConnShared, server: &Shared, reason: Clos
         state.reader_waiting = false;
         if state.conn.deferred_in_flight() < waiting {
             waiting = state.conn.deferred_in_flight();
-            last_answer = Instant::now();
+            life.answered(Instant::now());
         }
     }
     state.sync(&server.counters);
@@ -359,7 +366,7 @@ fn finish(socket: &TcpStream, shared: &ConnShared, server: &Shared, reason: Clos
     }
     let clean = state.flushed;
     drop(state);
-    if clean && reason != CloseReason::ClosedByClient {
+    if clean && !life.peer_closed() {
         net::linger(socket);
     }
 }

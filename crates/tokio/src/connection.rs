@@ -16,8 +16,10 @@
 //! task writes a batch, new requests wait in the kernel's socket buffer, and
 //! the next read takes them all at once, so batches grow with load. Output
 //! is always written before reading more, so the output limit holds
-//! trivially; a write that makes no progress for `idle_timeout` (a client
-//! that never reads) closes the connection.
+//! trivially. When to give buffers back or close (the handshake, idle and
+//! stopped-reading timeouts) is the protocol crate's
+//! [`Lifecycle`](fastwire_proto::Lifecycle): the task sleeps until the
+//! deadline it names, and hands it the time.
 //!
 //! Deferred responses and `async` handlers answer through the connection's
 //! completions, which wake the task through a `Notify`; the task waits for
@@ -25,19 +27,17 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::Instant;
 
 use fastwire_common::{net, CloseReason, ConnTally};
-use fastwire_proto::{Connection, Flow, ServerConn, Wake};
+use fastwire_proto::lifecycle::Expired;
+use fastwire_proto::{Connection, Flow, Lifecycle, ServerConn, Wake};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
-use tokio::time::{timeout, Instant};
+use tokio::time::timeout;
 
 use crate::server::{ConnHandler, Shared};
-
-// After this long without traffic a connection gives its buffers back.
-use fastwire_common::timeouts::IDLE_RELEASE;
 
 /// Deregisters the connection when its task ends (or is aborted).
 struct Guard<'a> {
@@ -161,10 +161,7 @@ struct Task<'a, H> {
     wake: Arc<TaskWake>,
     progress: Arc<Progress>,
     tally: ConnTally,
-    last_activity: Instant,
-    handshake_deadline: Instant,
-    /// False once the client closed its side.
-    reading: bool,
+    life: Lifecycle,
 }
 
 impl<'a, H: ConnHandler> Task<'a, H> {
@@ -172,7 +169,6 @@ impl<'a, H: ConnHandler> Task<'a, H> {
         let config = &shared.config;
         let mut conn = ServerConn::with_waker(config, shared.limit.clone(), parts.wake.clone(), 0);
         conn.set_peer_addr(stream.peer_addr().ok());
-        let now = Instant::now();
         Task {
             stream,
             conn,
@@ -181,9 +177,7 @@ impl<'a, H: ConnHandler> Task<'a, H> {
             wake: parts.wake,
             progress: parts.progress,
             tally: ConnTally::default(),
-            last_activity: now,
-            handshake_deadline: now + config.handshake_timeout,
-            reading: true,
+            life: Lifecycle::new(config, Instant::now()),
         }
     }
 
@@ -196,14 +190,14 @@ impl<'a, H: ConnHandler> Task<'a, H> {
             let flow = self.conn.process(self.handler);
             self.tally.sync(&self.conn, &self.shared.counters);
             self.progress.deferred.store(self.conn.deferred_in_flight(), Ordering::Relaxed);
-            let batch_delay = self.shared.config.batch_delay.filter(|_| !delayed && self.reading);
+            let batch_delay = self.shared.config.batch_delay.filter(|_| !delayed && self.life.is_open());
             if let (Some(delay), Ok(Flow::NeedInput)) = (batch_delay, &flow) {
                 if self.conn.has_output() {
                     // batch_delay: let requests that arrive meanwhile join this batch.
                     delayed = true;
                     tokio::time::sleep(delay).await;
-                    if let Ok(1..) = read(&self.stream, &mut self.conn) {
-                        self.last_activity = Instant::now();
+                    if let Ok(n @ 1..) = read(&self.stream, &mut self.conn) {
+                        self.life.received(n, Instant::now());
                         continue;
                     }
                 }
@@ -225,50 +219,76 @@ impl<'a, H: ConnHandler> Task<'a, H> {
         }
     }
 
-    /// Writes all the output; whether there was any. A write that makes no
-    /// progress for `idle_timeout` (a client that never reads) closes the
-    /// connection.
+    /// Writes all the output; whether there was any. While the socket is
+    /// full the write waits, until the lifecycle's deadline (a client that
+    /// never reads is closed after `idle_timeout`).
     async fn write_output(&mut self) -> Result<bool, CloseReason> {
         let wrote = self.conn.has_output();
-        let write_timeout = self.shared.config.idle_timeout.unwrap_or(Duration::MAX);
+        let mut progress = true;
         while self.conn.has_output() {
             self.progress.unwritten.store(self.conn.unwritten_responses(), Ordering::Relaxed);
-            let output = self.conn.output();
-            match timeout(write_timeout, self.stream.write(output)).await {
-                Ok(Ok(n)) if n > 0 => self.conn.advance_output(n),
-                Ok(_) => return Err(CloseReason::WriteError),
-                Err(_) => return Err(CloseReason::StoppedReading),
+            match self.stream.try_write(self.conn.output()) {
+                Ok(n) if n > 0 => {
+                    self.conn.advance_output(n);
+                    progress = true;
+                    continue;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                _ => return Err(CloseReason::WriteError),
+            }
+            let now = Instant::now();
+            if std::mem::take(&mut progress) {
+                self.life.wrote(now);
+            }
+            if tokio::time::timeout_at(self.deadline(true), self.stream.writable()).await.is_err() {
+                self.expired(true)?;
             }
         }
         self.progress.unwritten.store(0, Ordering::Relaxed);
         Ok(wrote)
     }
 
+    /// The lifecycle's next deadline, given whether output waits.
+    fn deadline(&self, unsent: bool) -> tokio::time::Instant {
+        let far = || tokio::time::Instant::now() + std::time::Duration::from_secs(86_400);
+        self.life.poll_timeout(&self.conn, unsent).map_or_else(far, tokio::time::Instant::from_std)
+    }
+
+    /// The deadline came: hands the lifecycle the time; why the connection
+    /// closes, if it does.
+    fn expired(&mut self, unsent: bool) -> Result<(), CloseReason> {
+        match self.life.handle_timeout(&self.conn, unsent, Instant::now()) {
+            Expired::Nothing => Ok(()),
+            Expired::ReleaseBuffers => {
+                self.conn.release_buffers();
+                Ok(())
+            }
+            Expired::Closing(reason) | Expired::Closed(reason) => {
+                if reason == CloseReason::HandshakeTimeout {
+                    self.shared.counters.handshake_timed_out(&self.conn);
+                }
+                Err(reason)
+            }
+        }
+    }
+
     /// Waits for more input, deferred answers or a timeout, and reads what
     /// came; `Some` when the connection closes.
     async fn await_input(&mut self) -> Option<CloseReason> {
-        let config = &self.shared.config;
-        if !self.reading {
+        if !self.life.is_open() {
             // The client closed its side: only deferred answers are awaited.
             if self.conn.deferred_in_flight() == 0 {
-                return Some(CloseReason::ClosedByClient);
+                return self.life.reason();
             }
-            let quiet = config.idle_timeout.unwrap_or(Duration::MAX);
-            return tokio::select! {
-                _ = answers(&self.wake, self.handler) => None,
-                _ = tokio::time::sleep(quiet) => Some(CloseReason::DeferredStalled),
-            };
+            let answered = tokio::time::timeout_at(self.deadline(false), answers(&self.wake, self.handler)).await;
+            if answered.is_ok() {
+                self.life.answered(Instant::now());
+            }
+            return answered.or_else(|_| self.expired(false)).err();
         }
         if self.shared.stopping() {
             return Some(CloseReason::Shutdown);
         }
-        let wait_until = if self.conn.is_handshake_done() {
-            let idle_deadline = config.idle_timeout.map(|t| self.last_activity + t);
-            let release_at = Instant::now() + IDLE_RELEASE;
-            idle_deadline.map_or(release_at, |d| d.min(release_at))
-        } else {
-            self.handshake_deadline
-        };
         // ANCHOR: readable
         // Wait for readability *without* a buffer, then read into one: an
         // idle connection that gave its buffers back does not take them
@@ -277,27 +297,25 @@ impl<'a, H: ConnHandler> Task<'a, H> {
         let readable = std::future::poll_fn(|cx| stream.poll_read_ready(cx));
         let ready = tokio::select! {
             biased;
-            _ = answers(&self.wake, self.handler) => return None,
-            ready = tokio::time::timeout_at(wait_until, readable) => ready,
+            _ = answers(&self.wake, self.handler) => {
+                self.life.answered(Instant::now());
+                return None;
+            }
+            ready = tokio::time::timeout_at(self.deadline(false), readable) => ready,
         };
-        let read = ready.map(|r| r.and_then(|()| read(&self.stream, &mut self.conn)));
+        let Ok(ready) = ready else { return self.expired(false).err() };
+        let read = ready.and_then(|()| read(&self.stream, &mut self.conn));
         // ANCHOR_END: readable
         match read {
-            Ok(Ok(0)) => self.reading = false,
-            Ok(Ok(_)) => self.last_activity = Instant::now(),
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {} // a spurious wake-up
-            Ok(Err(_)) => return Some(CloseReason::ReadError),
-            Err(_) if !self.conn.is_handshake_done() => {
-                self.shared.counters.handshake_timed_out(&self.conn);
-                return Some(CloseReason::HandshakeTimeout);
+            Ok(0) => {
+                self.life.end_of_stream();
+                self.life.begin_close(CloseReason::ClosedByClient);
             }
-            // Waiting for deferred answers is not idleness.
-            Err(_) if self.conn.deferred_in_flight() > 0 => self.last_activity = Instant::now(),
-            Err(_) if config.idle_timeout.is_some_and(|t| self.last_activity.elapsed() >= t) => {
-                return Some(CloseReason::Idle)
+            Ok(n) => {
+                self.life.received(n, Instant::now());
             }
-            // Quiet for a while: an idle connection keeps no large buffers.
-            Err(_) => self.conn.release_buffers(),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {} // a spurious wake-up
+            Err(_) => return Some(CloseReason::ReadError),
         }
         None
     }
@@ -329,7 +347,7 @@ impl<'a, H: ConnHandler> Task<'a, H> {
         self.tally.finish(&self.shared.counters);
         tracing::trace!(%reason, "connection done");
         let _ = self.stream.shutdown().await;
-        if reason != CloseReason::ClosedByClient {
+        if !self.life.peer_closed() {
             let _ = timeout(net::LINGER, drain(&mut self.stream)).await;
         }
     }

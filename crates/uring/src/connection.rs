@@ -21,9 +21,10 @@
 //!   again (no copy), so under load each send carries every response made
 //!   during the previous one: batching by itself.
 //!
-//! Removing a connection is a phase of its own (`Closing`): its socket is
-//! shut down, its receive cancelled, and its memory kept until the kernel
-//! has returned both requests.
+//! The phases and their timeouts are the protocol crate's
+//! [`Lifecycle`](fastwire_proto::Lifecycle). Removing a connection takes
+//! one more step here: its socket is shut down, its receive cancelled, and
+//! its memory kept until the kernel has returned both requests.
 
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::AsRawFd;
@@ -31,28 +32,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::BytesMut;
-use fastwire_common::timeouts::{OpenState, Timeouts, Verdict};
-use fastwire_common::{net, CloseReason, ConnTally, ServerCounters};
-use fastwire_proto::{ConcurrencyLimit, Connection, Handler, ServerConfig, ServerConn, Wake};
+use fastwire_common::{CloseReason, ConnTally, ServerCounters};
+use fastwire_proto::lifecycle::{Expired, Phase};
+use fastwire_proto::{ConcurrencyLimit, Connection, Handler, Lifecycle, ServerConfig, ServerConn, Wake};
 use io_uring::{opcode, squeue, types, IoUring};
 
 use crate::ring::{self, BufRing, Completion, Op};
-
-enum Phase {
-    Open,
-    /// Serving no more requests; writing the answers of deferred calls still
-    /// running, flushing output, then end-of-stream.
-    Draining {
-        linger: bool,
-    },
-    /// End-of-stream sent; discarding input until the client closes (see `net::LINGER`).
-    Lingering {
-        deadline: Instant,
-        discarded: usize,
-    },
-    /// Being removed: waiting for the kernel to return its operations.
-    Closing,
-}
 
 /// The multishot receive's state.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -86,7 +71,9 @@ pub(crate) struct Conn {
     fixed: Option<u32>,
     key: usize,
     proto: ServerConn,
-    phase: Phase,
+    life: Lifecycle,
+    /// Being removed: waiting for the kernel to return its operations.
+    removing: bool,
     recv: Recv,
     /// What the send in flight (if any) sends: the kernel reads it until
     /// the send completes, so it is not touched before.
@@ -94,12 +81,7 @@ pub(crate) struct Conn {
     /// Bytes of `sending` already sent.
     sent: usize,
     send_in_flight: bool,
-    /// The client's end of stream came: no receive is armed again.
-    eof: bool,
-    timeouts: Timeouts,
     tally: ConnTally,
-    /// The state machine failed (and it was counted): deferred answers still pending are cut.
-    failed: bool,
     /// Deferred responses (or a free concurrency slot) wait: see `wake`.
     woken: bool,
     /// Why it is being removed (logged when freed).
@@ -136,17 +118,15 @@ impl Conn {
             fixed,
             key,
             proto,
-            phase: Phase::Open,
+            life: Lifecycle::new(config, now),
+            removing: false,
             recv: Recv::Idle,
             sending: BytesMut::new(),
             sent: 0,
             send_in_flight: false,
-            eof: false,
-            timeouts: Timeouts::new(config, now),
             tally: ConnTally::default(),
-            failed: false,
             woken: false,
-            close_reason: CloseReason::Closed,
+            close_reason: CloseReason::ClosedByClient,
         }
     }
 
@@ -172,12 +152,12 @@ impl Conn {
 
     /// Whether it is still serving requests.
     pub(crate) fn is_open(&self) -> bool {
-        matches!(self.phase, Phase::Open)
+        self.life.is_open()
     }
 
     /// Whether it is being removed.
     pub(crate) fn is_closing(&self) -> bool {
-        matches!(self.phase, Phase::Closing)
+        self.removing
     }
 
     /// Removed, and the kernel holds nothing of it any more: it may be freed.
@@ -190,11 +170,9 @@ impl Conn {
         self.close_reason
     }
 
-    /// Stops serving: flush, send end-of-stream, linger.
-    pub(crate) fn begin_close(&mut self) {
-        if self.is_open() {
-            self.phase = Phase::Draining { linger: true };
-        }
+    /// Stops serving for `reason`: flush, send end-of-stream, linger.
+    pub(crate) fn begin_close(&mut self, reason: CloseReason) {
+        self.life.begin_close(reason);
     }
 
     /// Starts removing it: its counts leave the server's gauges, its socket
@@ -205,8 +183,9 @@ impl Conn {
         }
         self.tally.sync(&self.proto, counters);
         self.tally.finish(counters);
+        self.life.close(reason);
         self.close_reason = reason;
-        self.phase = Phase::Closing;
+        self.removing = true;
         let _ = self.stream.shutdown(Shutdown::Both);
         self.cancel_recv(ring);
     }
@@ -238,20 +217,12 @@ impl Conn {
                 match c.result {
                     n if n > 0 => Some(Step::Keep),
                     0 => {
-                        // End of stream: the client closed its side.
+                        // End of stream: the client closed its side. Open,
+                        // `drive` serves what came before the end, then
+                        // starts the close.
                         self.recv = Recv::Idle;
-                        self.eof = true;
-                        match self.phase {
-                            // Answer what it sent (`drive` serves what came
-                            // before the end, then starts the close).
-                            Phase::Open => Some(Step::Keep),
-                            Phase::Draining { .. } => {
-                                self.phase = Phase::Draining { linger: false };
-                                Some(Step::Keep)
-                            }
-                            Phase::Lingering { .. } => Some(Step::Remove(CloseReason::Closed)),
-                            Phase::Closing => None,
-                        }
+                        self.life.end_of_stream();
+                        (!self.removing).then_some(Step::Keep)
                     }
                     // Out of provided buffers (they come back as soon as the
                     // loop has copied them), or cancelled: armed again by `drive`.
@@ -264,7 +235,7 @@ impl Conn {
                 self.send_in_flight = false;
                 if c.result > 0 {
                     self.sent += c.result as usize;
-                    self.timeouts.wrote(now);
+                    self.life.wrote(now);
                     if self.sent >= self.sending.len() {
                         self.sending.clear();
                         self.sent = 0;
@@ -283,16 +254,11 @@ impl Conn {
     }
 
     fn received(&mut self, bytes: &[u8], now: Instant) {
-        match &mut self.phase {
-            Phase::Open => {
-                // Copy only what arrived: the connection's own buffer stays
-                // as small as its unfinished message.
-                self.proto.received(bytes);
-                self.timeouts.active(now);
-            }
-            Phase::Lingering { discarded, .. } => *discarded += bytes.len(),
-            // Requests after the close began are not served.
-            Phase::Draining { .. } | Phase::Closing => {}
+        // Served only while open (requests after the close began are not;
+        // a lingering close counts and drops them). Copy only what arrived:
+        // the connection's own buffer stays as small as its unfinished message.
+        if !self.removing && self.life.received(bytes.len(), now) {
+            self.proto.received(bytes);
         }
     }
 
@@ -302,39 +268,19 @@ impl Conn {
         // Twice at most: a send that took the output makes room for the
         // requests that waited for it.
         for _ in 0..2 {
-            match self.phase {
-                Phase::Open => {
-                    let woken = std::mem::take(&mut self.woken);
-                    if woken || (self.proto.buffered_input() > 0 && !self.proto.is_output_full()) {
-                        let result = self.proto.process(ctx.handler);
-                        self.tally.sync(&self.proto, ctx.counters);
-                        if let Err(e) = result {
-                            ctx.counters.connection_failed(&self.proto, &e);
-                            self.failed = true;
-                            self.phase = Phase::Draining { linger: true };
-                        }
-                    }
-                    // The client closed its side: once what it sent is
-                    // served (all of it, unless the output is full and the
-                    // rest waits for room), close.
-                    if self.eof && self.is_open() && !(self.proto.buffered_input() > 0 && self.proto.is_output_full()) {
-                        self.phase = Phase::Draining { linger: false };
-                    }
-                }
-                Phase::Draining { .. } => {
+            if self.removing {
+                return Step::Keep;
+            }
+            match self.life.phase() {
+                Phase::Open => self.serve(ctx),
+                Phase::Draining => {
                     if std::mem::take(&mut self.woken) {
-                        // Answers of deferred calls still come in; an error
-                        // (a deferred handler panicked) cuts the rest.
-                        self.tally.collect_deferred(&mut self.proto, ctx.counters, &mut self.failed);
-                        self.timeouts.active(ctx.now);
+                        // Answers of deferred calls still come in.
+                        self.tally.collect_deferred(&mut self.proto, &mut self.life, ctx.counters, ctx.now);
                     }
                 }
-                Phase::Lingering { discarded, .. } => {
-                    if discarded > net::LINGER_MAX_BYTES {
-                        return Step::Remove(CloseReason::LingerTimeout);
-                    }
-                }
-                Phase::Closing => return Step::Keep,
+                Phase::Lingering => {}
+                Phase::Closed => return self.removed(),
             }
             if !self.start_send(ctx.ring) {
                 return Step::Remove(CloseReason::SubmitFailed);
@@ -343,24 +289,21 @@ impl Conn {
                 break;
             }
         }
-        if let Phase::Draining { linger } = self.phase {
-            let unsent = self.send_in_flight || self.proto.has_output();
-            if !unsent && (self.proto.deferred_in_flight() == 0 || self.failed) {
-                // Everything is written: end-of-stream after the last response.
-                let _ = self.stream.shutdown(Shutdown::Write);
-                if !linger || self.eof {
-                    return Step::Remove(CloseReason::ClosedByClient);
-                }
-                self.phase = Phase::Lingering { deadline: ctx.now + net::LINGER, discarded: 0 };
+        let unsent = self.send_in_flight || self.sent < self.sending.len();
+        if self.life.poll_shutdown(&self.proto, unsent, ctx.now) {
+            // Everything is written: end-of-stream after the last response.
+            let _ = self.stream.shutdown(Shutdown::Write);
+            if self.life.is_closed() {
+                return self.removed();
             }
         }
         // Receive while serving (unless the output is over its bound: the
         // client must read first) and while lingering (to see its close).
-        let want_recv = !self.eof
-            && match self.phase {
+        let want_recv = !self.life.peer_closed()
+            && match self.life.phase() {
                 Phase::Open => !self.proto.is_output_full(),
-                Phase::Draining { .. } | Phase::Lingering { .. } => true,
-                Phase::Closing => false,
+                Phase::Draining | Phase::Lingering => true,
+                Phase::Closed => false,
             };
         // ANCHOR: uring_recv
         match (want_recv, self.recv) {
@@ -378,6 +321,31 @@ impl Conn {
         }
         // ANCHOR_END: uring_recv
         Step::Keep
+    }
+
+    /// Open: runs the handler on what arrived (and collects deferred
+    /// answers); once the client's end of stream came and what it sent is
+    /// served, starts the close.
+    fn serve<H: Handler + ?Sized>(&mut self, ctx: &mut Ctx<'_, H>) {
+        let woken = std::mem::take(&mut self.woken);
+        if woken || (self.proto.buffered_input() > 0 && !self.proto.is_output_full()) {
+            let result = self.proto.process(ctx.handler);
+            self.tally.sync(&self.proto, ctx.counters);
+            if let Err(e) = result {
+                self.life.fail(ctx.counters.connection_failed(&self.proto, &e));
+            } else if woken {
+                self.life.answered(ctx.now);
+            }
+        }
+        // All of what it sent, unless the output is full and the rest waits for room.
+        if self.life.peer_closed() && !(self.proto.buffered_input() > 0 && self.proto.is_output_full()) {
+            self.life.begin_close(CloseReason::ClosedByClient);
+        }
+    }
+
+    /// Why a closed connection is removed.
+    fn removed(&self) -> Step {
+        Step::Remove(self.life.reason().unwrap_or(CloseReason::ClosedByClient))
     }
 
     // ANCHOR: uring_send
@@ -416,35 +384,25 @@ impl Conn {
 
     /// Periodic checks: timeouts, and giving idle buffers back. Returns
     /// whether the connection must be driven (it started closing) or removed.
-    pub(crate) fn sweep(&mut self, config: &ServerConfig, counters: &ServerCounters, now: Instant) -> Option<Step> {
-        match self.phase {
-            Phase::Open => {
-                let state = OpenState {
-                    handshake_done: self.proto.is_handshake_done(),
-                    deferred_in_flight: self.proto.deferred_in_flight() > 0,
-                    unsent: self.send_in_flight || self.proto.has_output(),
-                    buffered_input: self.proto.buffered_input() > 0,
-                };
-                match self.timeouts.sweep_open(config, now, state) {
-                    Verdict::Keep => None,
-                    Verdict::ReleaseBuffers => {
-                        self.proto.release_buffers();
-                        self.sending = BytesMut::new();
-                        None
-                    }
-                    Verdict::BeginClose { protocol_error } => {
-                        if protocol_error {
-                            counters.handshake_timed_out(&self.proto);
-                        }
-                        self.begin_close();
-                        Some(Step::Keep)
-                    }
-                    Verdict::Remove(reason) => Some(Step::Remove(reason)),
-                }
+    pub(crate) fn sweep(&mut self, counters: &ServerCounters, now: Instant) -> Option<Step> {
+        if self.removing {
+            return None;
+        }
+        let unsent = self.send_in_flight || self.sent < self.sending.len();
+        match self.life.handle_timeout(&self.proto, unsent, now) {
+            Expired::Nothing => None,
+            Expired::ReleaseBuffers => {
+                self.proto.release_buffers();
+                self.sending = BytesMut::new();
+                None
             }
-            Phase::Draining { .. } => self.timeouts.sweep_draining(config, now).map(Step::Remove),
-            Phase::Lingering { deadline, .. } => (now >= deadline).then_some(Step::Remove(CloseReason::LingerTimeout)),
-            Phase::Closing => None,
+            Expired::Closing(reason) => {
+                if reason == CloseReason::HandshakeTimeout {
+                    counters.handshake_timed_out(&self.proto);
+                }
+                Some(Step::Keep)
+            }
+            Expired::Closed(reason) => Some(Step::Remove(reason)),
         }
     }
 }

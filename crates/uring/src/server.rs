@@ -319,7 +319,7 @@ impl<H: Handler + 'static> EventLoop<H> {
                     self.stop_accepting();
                     let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
                     for key in keys {
-                        self.conns[key].begin_close();
+                        self.conns[key].begin_close(CloseReason::Shutdown);
                         self.ready.push(key);
                     }
                 }
@@ -538,7 +538,7 @@ impl<H: Handler + 'static> EventLoop<H> {
         let decided: Vec<(usize, Step)> = self
             .conns
             .iter_mut()
-            .filter_map(|(key, conn)| conn.sweep(&self.shared.config, &self.shared.counters, now).map(|s| (key, s)))
+            .filter_map(|(key, conn)| conn.sweep(&self.shared.counters, now).map(|s| (key, s)))
             .collect();
         for (key, step) in decided {
             match step {
