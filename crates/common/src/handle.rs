@@ -7,9 +7,9 @@
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use fastwire_proto::{ConcurrencyLimit, ServerConfig};
+use fastwire_proto::{ConcurrencyLimit, Lifecycle, ServerConfig, ServerConn, Wake};
 
 use crate::{ServerCounters, ServerStats, ShutdownReport};
 
@@ -39,6 +39,20 @@ impl LoopShared {
             stopping: AtomicBool::new(false),
             forced: AtomicBool::new(false),
         })
+    }
+
+    /// A connection accepted at `now` from `peer`: its state machine, whose
+    /// deferred answers are announced by `waker.wake(key)`, and its lifecycle.
+    pub fn new_conn(
+        &self,
+        peer: Option<SocketAddr>,
+        waker: Arc<dyn Wake>,
+        key: usize,
+        now: Instant,
+    ) -> (ServerConn, Lifecycle) {
+        let mut conn = ServerConn::with_waker(&self.config, self.limit.clone(), waker, key);
+        conn.set_peer_addr(peer);
+        (conn, Lifecycle::new(&self.config, now))
     }
 }
 

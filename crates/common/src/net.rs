@@ -9,6 +9,45 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 pub use fastwire_proto::lifecycle::{LINGER, LINGER_MAX_BYTES};
 
+/// A server's listening sockets, bound and not yet served: one listener
+/// whose connections are handed to the loops in turn
+/// ([`Accept::RoundRobin`]), or one per loop on the same address
+/// ([`Accept::ReusePort`]).
+#[derive(Debug)]
+pub struct Listeners {
+    /// The sockets (blocking); the first one's address is the server's.
+    pub sockets: Vec<TcpListener>,
+    /// How connections reach the loops.
+    pub accept: Accept,
+    /// How many loops (threads, executors) serve the connections.
+    pub loops: usize,
+}
+
+impl Listeners {
+    /// Binds `addr` (IPv4 or IPv6; port 0 picks a free port) for `loops`
+    /// loops (at least one), accepting as `accept` says.
+    pub fn bind(addr: impl ToSocketAddrs, loops: usize, accept: Accept) -> io::Result<Listeners> {
+        let (addr, loops) = (resolve(addr)?, loops.max(1));
+        let sockets = match accept {
+            Accept::ReusePort => reuseport_listeners(addr, loops)?,
+            Accept::RoundRobin => vec![listener(addr, false)?],
+        };
+        Ok(Listeners { sockets, accept, loops })
+    }
+
+    /// One listener the application bound itself (options it set on the
+    /// socket are kept), its connections handed to `loops` loops in turn.
+    pub fn adopt(listener: TcpListener, loops: usize) -> io::Result<Listeners> {
+        listener.set_nonblocking(false)?;
+        Ok(Listeners { sockets: vec![listener], accept: Accept::RoundRobin, loops: loops.max(1) })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.sockets[0].local_addr()
+    }
+}
+
 /// Reads and discards until end-of-stream, an error, [`LINGER`] or
 /// [`LINGER_MAX_BYTES`] (see [`LINGER`]). Call after `shutdown(Write)`.
 pub fn linger(stream: &TcpStream) {
@@ -94,6 +133,36 @@ pub fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
 /// on a listening socket makes `accept` return an error at once).
 pub fn wake_acceptor(listener: &TcpListener) {
     let _ = socket2::SockRef::from(listener).shutdown(std::net::Shutdown::Both);
+}
+
+/// A blocking acceptor's next connection, admitted under the server's
+/// connection limit; `None` once `stopping` is set (a wake-up, see
+/// [`wake_acceptor`], unblocks the wait). Out of descriptors, it backs off
+/// instead of spinning (the pending connections wait in the backlog); a
+/// connection over `max_connections` is closed at once (dropped), so its
+/// client sees a closed connection rather than a hang.
+pub fn accept_admitted(
+    listener: &TcpListener,
+    stopping: &std::sync::atomic::AtomicBool,
+    counters: &crate::ServerCounters,
+    max_connections: usize,
+) -> Option<TcpStream> {
+    use std::sync::atomic::Ordering;
+    loop {
+        let accepted = listener.accept();
+        if stopping.load(Ordering::Acquire) {
+            return None;
+        }
+        match accepted {
+            Ok((stream, _)) if counters.try_open(max_connections) => return Some(stream),
+            Ok(_) => {}
+            Err(e) if is_accept_resource_error(&e) => {
+                tracing::warn!(error = %e, "accept: out of resources");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(_) => {}
+        }
+    }
 }
 
 /// Whether an I/O error means "try again" rather than "this connection is over".

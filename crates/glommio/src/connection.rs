@@ -209,8 +209,7 @@ impl<'a, H: Handler + 'static> Task<'a, H> {
         let period = config.idle_timeout.map_or(IDLE_RELEASE, |t| t.min(IDLE_RELEASE));
         let weak = Arc::downgrade(&signal) as std::sync::Weak<dyn crate::clock::Tick>;
         crate::clock::every(weak, period);
-        let mut conn = ServerConn::with_waker(config, shared.limit.clone(), signal.clone(), 0);
-        conn.set_peer_addr(stream.peer_addr().ok());
+        let (conn, life) = shared.new_conn(stream.peer_addr().ok(), signal.clone(), 0, Instant::now());
         let _ = stream.set_read_timeout(Some(config.handshake_timeout));
         // A client that stops reading makes writes wait; after idle_timeout the connection is closed.
         let _ = stream.set_write_timeout(config.idle_timeout);
@@ -224,7 +223,7 @@ impl<'a, H: Handler + 'static> Task<'a, H> {
             deferred,
             signal,
             tally: ConnTally::default(),
-            life: Lifecycle::new(config, Instant::now()),
+            life,
             read_size: config.buffer_size.max(MIN_READ),
             handshake_seen: false,
         }

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use std::future::Future;
 
+use fastwire_common::net::Listeners;
 pub use fastwire_common::Accept;
 use fastwire_common::{net, work, Blocking, OwnedRequest, ServerCounters, Serving, ShutdownReport};
 use fastwire_proto::{Handler, Request, Responder, ResponseWriter, ServerConfig};
@@ -32,10 +33,8 @@ const HAND_OFF: usize = 1024;
 /// ([`Accept::ReusePort`]).
 #[derive(Debug)]
 pub struct Server {
-    listeners: Vec<std::net::TcpListener>,
+    listeners: Listeners,
     config: ServerConfig,
-    accept: Accept,
-    executors: usize,
 }
 
 impl Server {
@@ -64,13 +63,7 @@ impl Server {
         accept: Accept,
     ) -> io::Result<Server> {
         crate::probe()?;
-        let executors = executors.max(1);
-        let addr = net::resolve(addr)?;
-        let listeners = match accept {
-            Accept::ReusePort => net::reuseport_listeners(addr, executors)?,
-            Accept::RoundRobin => vec![net::listener(addr, false)?],
-        };
-        Ok(Server { listeners, config, accept, executors })
+        Ok(Server { listeners: Listeners::bind(addr, executors, accept)?, config })
     }
 
     /// A server on a listener the application bound itself (options it set
@@ -78,12 +71,12 @@ impl Server {
     /// or the caller's for [`spawn_local`](Server::spawn_local).
     pub fn from_listener(listener: std::net::TcpListener, config: ServerConfig) -> io::Result<Server> {
         crate::probe()?;
-        Ok(Server { listeners: vec![listener], config, accept: Accept::ReusePort, executors: 1 })
+        Ok(Server::alone(listener, config))
     }
 
     /// The bound address.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.listeners[0].local_addr()
+        self.listeners.local_addr()
     }
 
     /// One server per bound listener (bind with [`Accept::ReusePort`] for
@@ -93,15 +86,12 @@ impl Server {
     /// has its own stats and its own shutdown.
     pub fn split(self) -> Vec<Server> {
         let config = self.config;
-        self.listeners
-            .into_iter()
-            .map(|listener| Server {
-                listeners: vec![listener],
-                config: config.clone(),
-                accept: Accept::ReusePort,
-                executors: 1,
-            })
-            .collect()
+        self.listeners.sockets.into_iter().map(|listener| Server::alone(listener, config.clone())).collect()
+    }
+
+    /// A server of one executor on `listener`.
+    fn alone(listener: std::net::TcpListener, config: ServerConfig) -> Server {
+        Server { listeners: Listeners { sockets: vec![listener], accept: Accept::ReusePort, loops: 1 }, config }
     }
 
     fn shared(&self) -> Arc<Shared> {
@@ -118,7 +108,7 @@ impl Server {
         let mut executors = Vec::new();
         let mut wakers = Vec::new();
         let mut sources = Vec::new();
-        for listener in self.listeners {
+        for listener in self.listeners.sockets {
             // A duplicate of the listener lets shutdown wake its `accept`.
             wakers.push(listener.try_clone()?);
             // Owned until the executor adopts it, so it is closed if the executor cannot start.
@@ -126,9 +116,9 @@ impl Server {
         }
         // Round robin: the one listener on the first executor, and an inbox
         // on each of the others for the connections it hands them.
-        if self.accept == Accept::RoundRobin {
+        if self.listeners.accept == Accept::RoundRobin {
             let (to, inboxes): (Vec<_>, Vec<_>) =
-                (1..self.executors).map(|_| shared_channel::new_bounded(HAND_OFF)).unzip();
+                (1..self.listeners.loops).map(|_| shared_channel::new_bounded(HAND_OFF)).unzip();
             if let Some(Source::Listener(_, peers)) = sources.first_mut() {
                 *peers = to;
             }
@@ -197,7 +187,7 @@ impl Server {
         let mut wakers = Vec::new();
         let mut loops = Vec::new();
         let finished = Rc::new(Cell::new(0));
-        for listener in self.listeners {
+        for listener in self.listeners.sockets {
             wakers.push(listener.try_clone()?);
             let listener = adopt(OwnedFd::from(listener));
             let (shared, handler, finished) = (Arc::clone(&shared), Arc::clone(&handler), Rc::clone(&finished));
@@ -506,12 +496,6 @@ pub struct Running {
     executors: Vec<glommio::ExecutorJoinHandle<Cut>>,
     wakers: Vec<std::net::TcpListener>,
     done: mpsc::Receiver<()>,
-}
-
-impl std::fmt::Debug for Running {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Running").field("stats", &self.shared.counters.snapshot()).finish()
-    }
 }
 
 impl Serving for Running {

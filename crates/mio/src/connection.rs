@@ -18,12 +18,11 @@
 
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
-use std::sync::Arc;
 use std::time::Instant;
 
 use fastwire_common::{CloseReason, ConnTally, ServerCounters};
 use fastwire_proto::lifecycle::{Expired, Phase};
-use fastwire_proto::{ConcurrencyLimit, Connection, Handler, Lifecycle, ServerConfig, ServerConn, Wake};
+use fastwire_proto::{Connection, Handler, Lifecycle, ServerConn};
 use mio::event::Event;
 use mio::net::TcpStream;
 
@@ -64,22 +63,13 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    /// A connection in slot `key` of its loop; deferred responses are
-    /// announced by `waker.wake(key)`.
-    pub(crate) fn new(
-        stream: TcpStream,
-        config: &ServerConfig,
-        now: Instant,
-        limit: Option<Arc<ConcurrencyLimit>>,
-        waker: Arc<dyn Wake>,
-        key: usize,
-    ) -> Conn {
-        let mut proto = ServerConn::with_waker(config, limit, waker, key);
-        proto.set_peer_addr(stream.peer_addr().ok());
+    /// A connection on `stream`, with its state machine and lifecycle
+    /// (see `LoopShared::new_conn`).
+    pub(crate) fn new(stream: TcpStream, (proto, life): (ServerConn, Lifecycle)) -> Conn {
         Conn {
             stream,
             proto,
-            life: Lifecycle::new(config, now),
+            life,
             readable: true, // read once at once: data may have come with the connection
             peer_closed: false,
             // A new socket's send buffer is empty: write at once.

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use fastwire_common::net::Listeners;
 use fastwire_common::{net, Blocking, CloseReason, Cut, ServerCounters, Serving, ShutdownReport};
 use fastwire_proto::{Handler, ServerConfig, Wake};
 use mio::net::TcpListener;
@@ -29,10 +30,8 @@ pub use fastwire_common::Accept;
 /// Bound listeners, not yet serving.
 #[derive(Debug)]
 pub struct Server {
-    listeners: Vec<std::net::TcpListener>,
+    listeners: Listeners,
     config: ServerConfig,
-    accept: Accept,
-    loops: usize,
 }
 
 impl Server {
@@ -57,19 +56,7 @@ impl Server {
         loops: usize,
         accept: Accept,
     ) -> io::Result<Server> {
-        let loops = loops.max(1);
-        let listeners = match accept {
-            Accept::ReusePort => {
-                let listeners = net::reuseport_listeners(net::resolve(addr)?, loops)?;
-                for l in &listeners {
-                    l.set_nonblocking(true)?;
-                }
-                listeners
-            }
-            // One blocking listener for the acceptor thread.
-            Accept::RoundRobin => vec![net::listener(net::resolve(addr)?, false)?],
-        };
-        Ok(Server { listeners, config, accept, loops })
+        Ok(Server { listeners: Listeners::bind(addr, loops, accept)?, config })
     }
 
     /// A server with `loops` event loops on one listener the application
@@ -78,13 +65,12 @@ impl Server {
     /// ([`Accept::RoundRobin`]). For a listener per loop, bind with
     /// [`bind_with`](Server::bind_with) and [`Accept::ReusePort`].
     pub fn from_listener(listener: std::net::TcpListener, config: ServerConfig, loops: usize) -> io::Result<Server> {
-        listener.set_nonblocking(false)?;
-        Ok(Server { listeners: vec![listener], config, accept: Accept::RoundRobin, loops: loops.max(1) })
+        Ok(Server { listeners: Listeners::adopt(listener, loops)?, config })
     }
 
     /// The bound address.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.listeners[0].local_addr()
+        self.listeners.local_addr()
     }
 
     /// Starts the event loops, serving `handler` inline on them (a handler
@@ -95,16 +81,18 @@ impl Server {
         let handler = Arc::new(handler);
         let mut loops = Vec::new();
         let mut inboxes = Vec::new();
-        let mut listeners = self.listeners.into_iter();
-        let acceptor_listener = match self.accept {
+        let accept = self.listeners.accept;
+        let mut listeners = self.listeners.sockets.into_iter();
+        let acceptor_listener = match accept {
             Accept::RoundRobin => listeners.next(),
             Accept::ReusePort => None,
         };
-        for i in 0..self.loops {
+        for i in 0..self.listeners.loops {
             let poll = Poll::new()?;
             let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
             let listener = match listeners.next() {
                 Some(listener) => {
+                    listener.set_nonblocking(true)?;
                     let mut listener = TcpListener::from_std(listener);
                     poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
                     Some(listener)
@@ -143,7 +131,7 @@ impl Server {
             }
             None => None,
         };
-        tracing::info!(%local_addr, backend = "mio", loops = loops.len(), accept = ?self.accept, "serving");
+        tracing::info!(%local_addr, backend = "mio", loops = loops.len(), accept = ?accept, "serving");
         Ok(ServerHandle::new(local_addr, Running { shared, loops, acceptor }))
     }
 }
@@ -187,22 +175,8 @@ type Inbox = Arc<Mutex<Vec<std::net::TcpStream>>>;
 /// [`Accept::RoundRobin`]: accept on one thread, hand connections to the loops in turn.
 fn acceptor(listener: std::net::TcpListener, shared: &Shared, loops: &[(Inbox, Arc<Waker>)]) {
     let mut next = 0;
-    loop {
-        let stream = match listener.accept() {
-            Ok((stream, _)) => stream,
-            Err(_) if shared.stopping.load(Ordering::Acquire) => return,
-            Err(e) if net::is_accept_resource_error(&e) => {
-                thread::sleep(Duration::from_millis(10));
-                continue;
-            }
-            Err(_) => continue,
-        };
-        if shared.stopping.load(Ordering::Acquire) {
-            return;
-        }
-        if !shared.counters.try_open(shared.config.max_connections) {
-            continue; // dropped: closed at once
-        }
+    let max = shared.config.max_connections;
+    while let Some(stream) = net::accept_admitted(&listener, &shared.stopping, &shared.counters, max) {
         let (inbox, waker) = &loops[next % loops.len()];
         next += 1;
         inbox.lock().unwrap_or_else(|p| p.into_inner()).push(stream);
@@ -356,7 +330,8 @@ impl<H: Handler + 'static> EventLoop<H> {
             return;
         }
         let waker: Arc<dyn Wake> = self.woken.clone();
-        entry.insert(Conn::new(stream, &self.shared.config, now, self.shared.limit.clone(), waker, key));
+        let peer = stream.peer_addr().ok();
+        entry.insert(Conn::new(stream, self.shared.new_conn(peer, waker, key, now)));
         self.ready.push(key);
     }
 
@@ -455,12 +430,6 @@ pub struct Running {
     loops: Vec<(Arc<Waker>, JoinHandle<Cut>)>,
     /// [`Accept::RoundRobin`]: its listener (to wake it) and thread.
     acceptor: Option<(std::net::TcpListener, JoinHandle<()>)>,
-}
-
-impl std::fmt::Debug for Running {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Running").field("stats", &self.shared.counters.snapshot()).finish()
-    }
 }
 
 impl Serving for Running {

@@ -96,27 +96,8 @@ impl Shared {
 }
 
 fn accept_loop<H: Handler + 'static>(listener: TcpListener, shared: Arc<Shared>, handler: Arc<H>) {
-    loop {
-        let stream = match listener.accept() {
-            Ok((stream, _)) => stream,
-            Err(_) if shared.stopping.load(Ordering::Acquire) => return,
-            Err(e) if net::is_accept_resource_error(&e) => {
-                // Out of descriptors: back off instead of spinning; the
-                // pending connections wait in the backlog.
-                tracing::warn!(error = %e, "accept: out of resources");
-                thread::sleep(Duration::from_millis(10));
-                continue;
-            }
-            Err(_) => continue,
-        };
-        if shared.stopping.load(Ordering::Acquire) {
-            return;
-        }
-        if !shared.counters.try_open(shared.config.max_connections) {
-            // Over the limit: close at once (dropping it), so the client
-            // sees a closed connection rather than a hang.
-            continue;
-        }
+    let max = shared.config.max_connections;
+    while let Some(stream) = net::accept_admitted(&listener, &shared.stopping, &shared.counters, max) {
         if let Err(e) = start_connection(stream, &shared, &handler) {
             tracing::warn!(error = %e, "cannot start a connection");
         }
@@ -142,12 +123,6 @@ pub struct Running {
     shared: Arc<Shared>,
     listener: TcpListener,
     acceptor: Option<JoinHandle<()>>,
-}
-
-impl std::fmt::Debug for Running {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Running").field("stats", &self.shared.counters.snapshot()).finish()
-    }
 }
 
 impl Serving for Running {

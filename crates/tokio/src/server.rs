@@ -609,12 +609,6 @@ pub struct Running {
     threads: Vec<JoinHandle<()>>,
 }
 
-impl std::fmt::Debug for Running {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Running").field("stats", &self.shared.counters.snapshot()).finish()
-    }
-}
-
 impl Serving for Running {
     fn counters(&self) -> &ServerCounters {
         &self.shared.counters

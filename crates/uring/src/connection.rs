@@ -28,13 +28,12 @@
 
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::AsRawFd;
-use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::BytesMut;
 use fastwire_common::{CloseReason, ConnTally, ServerCounters};
 use fastwire_proto::lifecycle::{Expired, Phase};
-use fastwire_proto::{ConcurrencyLimit, Connection, Handler, Lifecycle, ServerConfig, ServerConn, Wake};
+use fastwire_proto::{Connection, Handler, Lifecycle, ServerConn};
 use io_uring::{opcode, squeue, types, IoUring};
 
 use crate::ring::{self, BufRing, Completion, Op};
@@ -100,25 +99,21 @@ macro_rules! on_socket {
 }
 
 impl Conn {
-    /// A connection in slot `key` of its loop; deferred responses are
-    /// announced by `waker.wake(key)`.
+    /// A connection in slot `key` of its loop, on `stream` (or its index
+    /// `fixed` in the registered file table), with its state machine and
+    /// lifecycle (see `LoopShared::new_conn`).
     pub(crate) fn new(
         stream: TcpStream,
         fixed: Option<u32>,
-        config: &ServerConfig,
-        now: Instant,
-        limit: Option<Arc<ConcurrencyLimit>>,
-        waker: Arc<dyn Wake>,
         key: usize,
+        (proto, life): (ServerConn, Lifecycle),
     ) -> Conn {
-        let mut proto = ServerConn::with_waker(config, limit, waker, key);
-        proto.set_peer_addr(stream.peer_addr().ok());
         Conn {
             stream,
             fixed,
             key,
             proto,
-            life: Lifecycle::new(config, now),
+            life,
             removing: false,
             recv: Recv::Idle,
             sending: BytesMut::new(),

@@ -17,6 +17,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use fastwire_common::net::Listeners;
 use fastwire_common::{net, Blocking, CloseReason, Cut, ServerCounters, Serving, ShutdownReport};
 use fastwire_proto::{Handler, ServerConfig, Wake};
 use io_uring::{opcode, types, IoUring};
@@ -38,10 +39,9 @@ const DRAIN_WAIT: Duration = Duration::from_secs(1);
 /// Bound listeners, not yet serving.
 #[derive(Debug)]
 pub struct Server {
-    listeners: Vec<TcpListener>,
+    listeners: Listeners,
     config: ServerConfig,
     options: Options,
-    loops: usize,
 }
 
 impl Server {
@@ -66,12 +66,7 @@ impl Server {
         options: Options,
     ) -> io::Result<Server> {
         crate::probe()?;
-        let addr = net::resolve(addr)?;
-        let listeners = match options.accept {
-            Accept::ReusePort => net::reuseport_listeners(addr, loops.max(1))?,
-            Accept::RoundRobin => vec![net::listener(addr, false)?],
-        };
-        Ok(Server { listeners, config, options, loops: loops.max(1) })
+        Ok(Server { listeners: Listeners::bind(addr, loops, options.accept)?, config, options })
     }
 
     /// A server with `loops` loops on one listener the application bound
@@ -80,14 +75,13 @@ impl Server {
     /// ([`Accept::RoundRobin`]).
     pub fn from_listener(listener: TcpListener, config: ServerConfig, loops: usize) -> io::Result<Server> {
         crate::probe()?;
-        listener.set_nonblocking(false)?;
         let options = Options { accept: Accept::RoundRobin, ..Options::default() };
-        Ok(Server { listeners: vec![listener], config, options, loops: loops.max(1) })
+        Ok(Server { listeners: Listeners::adopt(listener, loops)?, config, options })
     }
 
     /// The bound address.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.listeners[0].local_addr()
+        self.listeners.local_addr()
     }
 
     /// Starts the loops, serving `handler` inline on them (a handler that
@@ -100,11 +94,11 @@ impl Server {
         let (ready_tx, ready_rx) = mpsc::channel();
         // Every loop's wake-up (and inbox), so that a round-robin acceptor can reach them.
         let mut wakes = Vec::new();
-        for _ in 0..self.loops {
+        for _ in 0..self.listeners.loops {
             let eventfd = Arc::new(EventFd::new()?);
             wakes.push(Arc::new(LoopWake { keys: Mutex::new(Vec::new()), inbox: Mutex::new(Vec::new()), eventfd }));
         }
-        let mut listeners = self.listeners.into_iter();
+        let mut listeners = self.listeners.sockets.into_iter();
         for (i, woken) in wakes.iter().cloned().enumerate() {
             let listener = listeners.next();
             let eventfd = Arc::clone(&woken.eventfd);
@@ -494,7 +488,8 @@ impl<H: Handler + 'static> EventLoop<H> {
             .flatten()
             .map(|_| key as u32);
         let waker: Arc<dyn Wake> = self.woken.clone();
-        entry.insert(Conn::new(stream, fixed, &self.shared.config, now, self.shared.limit.clone(), waker, key));
+        let peer = stream.peer_addr().ok();
+        entry.insert(Conn::new(stream, fixed, key, self.shared.new_conn(peer, waker, key, now)));
         self.ready.push(key);
     }
 
@@ -598,12 +593,6 @@ pub type ServerHandle = fastwire_common::ServerHandle<Running>;
 pub struct Running {
     shared: Arc<Shared>,
     loops: Vec<(Arc<EventFd>, JoinHandle<Cut>)>,
-}
-
-impl std::fmt::Debug for Running {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Running").field("stats", &self.shared.counters.snapshot()).finish()
-    }
 }
 
 impl Serving for Running {
