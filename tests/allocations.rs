@@ -75,15 +75,23 @@ fn steady_state_allocates_nothing_per_call() {
         let addr = server.local_addr();
         for depth in [1, 1000] {
             let mut measured = vec![
-                ("std", allocations_per_call::<fastwire::fastwire_std::client::Threads>(addr, depth), BackendKind::Std),
-                ("mio", allocations_per_call::<fastwire::fastwire_mio::client::Reactor>(addr, depth), BackendKind::Mio),
+                (
+                    "std",
+                    allocations_per_call::<fastwire::fastwire_std::client::ThreadPair>(addr, depth),
+                    BackendKind::Std,
+                ),
+                (
+                    "mio",
+                    allocations_per_call::<fastwire::fastwire_mio::client::ReactorThread>(addr, depth),
+                    BackendKind::Mio,
+                ),
             ];
             if BackendKind::Glommio.unavailable().is_none() {
-                let per_call = allocations_per_call::<fastwire::fastwire_glommio::client::Uring>(addr, depth);
+                let per_call = allocations_per_call::<fastwire::fastwire_glommio::client::ExecutorThread>(addr, depth);
                 measured.push(("glommio", per_call, BackendKind::Glommio));
             }
             if BackendKind::Uring.unavailable().is_none() {
-                let per_call = allocations_per_call::<fastwire::fastwire_uring::client::RingDriver>(addr, depth);
+                let per_call = allocations_per_call::<fastwire::fastwire_uring::client::RingThread>(addr, depth);
                 measured.push(("uring", per_call, BackendKind::Uring));
             }
             for (client, per_call, client_kind) in measured {
@@ -154,7 +162,8 @@ fn waiting_paths_allocate_at_most_one_per_call() {
     }
     for (what, server, limit) in servers {
         for depth in [1, 1000] {
-            let per_call = allocations_per_call::<fastwire::fastwire_mio::client::Reactor>(server.local_addr(), depth);
+            let per_call =
+                allocations_per_call::<fastwire::fastwire_mio::client::ReactorThread>(server.local_addr(), depth);
             let what = format!("{what}, mio client, depth {depth}: {per_call} allocations per call");
             eprintln!("{what}");
             assert!(per_call < limit, "{what}");

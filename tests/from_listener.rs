@@ -57,7 +57,7 @@ fn mio_serves_an_application_listener_through_its_acceptor() {
         .serve(demo_handler)
         .unwrap();
     // Several connections, handed to both loops in turn.
-    four_clients_then_shutdown::<fastwire::fastwire_mio::client::Reactor, _>(server, addr);
+    four_clients_then_shutdown::<fastwire::fastwire_mio::client::ReactorThread, _>(server, addr);
 }
 
 #[test]
@@ -71,5 +71,5 @@ fn uring_serves_an_application_listener_from_every_loop() {
         .serve(demo_handler)
         .unwrap();
     // Both loops keep a multishot accept on the one listener.
-    four_clients_then_shutdown::<fastwire::fastwire_uring::client::RingDriver, _>(server, addr);
+    four_clients_then_shutdown::<fastwire::fastwire_uring::client::RingThread, _>(server, addr);
 }

@@ -276,18 +276,18 @@ fn large_replies_are_shared_and_stay_intact<D: Driver>() {
 
 macro_rules! for_clients {
     ($($name:ident),*) => {
-        mod std_client { $( #[test] fn $name() { super::$name::<fastwire::fastwire_std::client::Threads>() } )* }
-        mod mio_client { $( #[test] fn $name() { super::$name::<fastwire::fastwire_mio::client::Reactor>() } )* }
+        mod std_client { $( #[test] fn $name() { super::$name::<fastwire::fastwire_std::client::ThreadPair>() } )* }
+        mod mio_client { $( #[test] fn $name() { super::$name::<fastwire::fastwire_mio::client::ReactorThread>() } )* }
         mod uring_client { $( #[test] fn $name() {
             match fastwire_bench::BackendKind::Uring.unavailable() {
                 Some(why) => eprintln!("skipped: {why}"),
-                None => super::$name::<fastwire::fastwire_uring::client::RingDriver>(),
+                None => super::$name::<fastwire::fastwire_uring::client::RingThread>(),
             }
         } )* }
         mod glommio_client { $( #[test] fn $name() {
             match fastwire_bench::BackendKind::Glommio.unavailable() {
                 Some(why) => eprintln!("skipped: {why}"),
-                None => super::$name::<fastwire::fastwire_glommio::client::Uring>(),
+                None => super::$name::<fastwire::fastwire_glommio::client::ExecutorThread>(),
             }
         } )* }
     };

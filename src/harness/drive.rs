@@ -308,13 +308,15 @@ pub fn closed_loop(
 ) -> Result<Sample, String> {
     match client.client_kind() {
         #[cfg(feature = "std")]
-        BackendKind::Std => closed_threads::<fastwire_std::client::Threads>(addr, spec, timing, mode, handled),
+        BackendKind::Std => closed_threads::<fastwire_std::client::ThreadPair>(addr, spec, timing, mode, handled),
         #[cfg(feature = "mio")]
-        BackendKind::Mio => closed_threads::<fastwire_mio::client::Reactor>(addr, spec, timing, mode, handled),
+        BackendKind::Mio => closed_threads::<fastwire_mio::client::ReactorThread>(addr, spec, timing, mode, handled),
         #[cfg(feature = "glommio")]
-        BackendKind::Glommio => closed_threads::<fastwire_glommio::client::Uring>(addr, spec, timing, mode, handled),
+        BackendKind::Glommio => {
+            closed_threads::<fastwire_glommio::client::ExecutorThread>(addr, spec, timing, mode, handled)
+        }
         #[cfg(feature = "uring")]
-        BackendKind::Uring => closed_threads::<fastwire_uring::client::RingDriver>(addr, spec, timing, mode, handled),
+        BackendKind::Uring => closed_threads::<fastwire_uring::client::RingThread>(addr, spec, timing, mode, handled),
         #[cfg(feature = "tokio")]
         BackendKind::Tokio => closed_async::<fastwire_tokio::Client>(&(), addr, spec, timing, mode, handled),
         #[allow(unreachable_patterns)]

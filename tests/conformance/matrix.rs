@@ -147,13 +147,13 @@ pub fn ten_thousand_in_flight(kind: BackendKind) {
 
     // The thread-based clients (std, mio, glommio, uring): each of 4 threads has its own
     // connection and 2,500 calls in flight on it before waiting for any.
-    ten_thousand_blocking::<fastwire::fastwire_std::client::Threads>(addr, &config);
-    ten_thousand_blocking::<fastwire::fastwire_mio::client::Reactor>(addr, &config);
+    ten_thousand_blocking::<fastwire::fastwire_std::client::ThreadPair>(addr, &config);
+    ten_thousand_blocking::<fastwire::fastwire_mio::client::ReactorThread>(addr, &config);
     if BackendKind::Glommio.unavailable().is_none() {
-        ten_thousand_blocking::<fastwire::fastwire_glommio::client::Uring>(addr, &config);
+        ten_thousand_blocking::<fastwire::fastwire_glommio::client::ExecutorThread>(addr, &config);
     }
     if BackendKind::Uring.unavailable().is_none() {
-        ten_thousand_blocking::<fastwire::fastwire_uring::client::RingDriver>(addr, &config);
+        ten_thousand_blocking::<fastwire::fastwire_uring::client::RingThread>(addr, &config);
     }
 
     // The tokio client: 10,000 tasks over 4 connections.
@@ -238,13 +238,15 @@ pub fn out_of_order_responses(kind: BackendKind) {
     let config = client_config(ProtocolConfig::default());
     let values: Vec<Vec<u8>> = (0..n).map(|i| format!("value {i}").into_bytes()).collect();
     match client_kind {
-        BackendKind::Std => out_of_order_blocking::<fastwire::fastwire_std::client::Threads>(addr, config, &values),
-        BackendKind::Mio => out_of_order_blocking::<fastwire::fastwire_mio::client::Reactor>(addr, config, &values),
+        BackendKind::Std => out_of_order_blocking::<fastwire::fastwire_std::client::ThreadPair>(addr, config, &values),
+        BackendKind::Mio => {
+            out_of_order_blocking::<fastwire::fastwire_mio::client::ReactorThread>(addr, config, &values)
+        }
         BackendKind::Glommio => {
-            out_of_order_blocking::<fastwire::fastwire_glommio::client::Uring>(addr, config, &values)
+            out_of_order_blocking::<fastwire::fastwire_glommio::client::ExecutorThread>(addr, config, &values)
         }
         BackendKind::Uring => {
-            out_of_order_blocking::<fastwire::fastwire_uring::client::RingDriver>(addr, config, &values)
+            out_of_order_blocking::<fastwire::fastwire_uring::client::RingThread>(addr, config, &values)
         }
         _ => {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -363,10 +365,10 @@ pub fn pool(kind: BackendKind) {
     let server = start(kind, server_config(ProtocolConfig::default()), handler);
     let addr = server.local_addr();
     match kind.client_kind() {
-        BackendKind::Std => pool_blocking::<fastwire::fastwire_std::client::Threads>(addr),
-        BackendKind::Mio => pool_blocking::<fastwire::fastwire_mio::client::Reactor>(addr),
-        BackendKind::Glommio => pool_blocking::<fastwire::fastwire_glommio::client::Uring>(addr),
-        BackendKind::Uring => pool_blocking::<fastwire::fastwire_uring::client::RingDriver>(addr),
+        BackendKind::Std => pool_blocking::<fastwire::fastwire_std::client::ThreadPair>(addr),
+        BackendKind::Mio => pool_blocking::<fastwire::fastwire_mio::client::ReactorThread>(addr),
+        BackendKind::Glommio => pool_blocking::<fastwire::fastwire_glommio::client::ExecutorThread>(addr),
+        BackendKind::Uring => pool_blocking::<fastwire::fastwire_uring::client::RingThread>(addr),
         _ => {
             let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
             runtime.block_on(async {

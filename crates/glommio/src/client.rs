@@ -37,14 +37,14 @@ use glommio::{LocalExecutorBuilder, Placement};
 use crate::IO_MEMORY;
 
 /// A client for one server address; see [`fastwire_common::client::Client`].
-pub type Client = fastwire_common::client::Client<Uring>;
+pub type Client = fastwire_common::client::Client<ExecutorThread>;
 
 /// A call sent and awaiting its response (see [`Client::start`]).
-pub type PendingCall = fastwire_common::client::PendingCall<Uring>;
+pub type PendingCall = fastwire_common::client::PendingCall<ExecutorThread>;
 
 /// The glommio driver: an executor per connection.
 #[derive(Debug)]
-pub struct Uring;
+pub struct ExecutorThread;
 
 /// How callers reach a connection's executor.
 #[derive(Debug)]
@@ -124,7 +124,7 @@ impl crate::clock::Tick for VacancyWatch {
     }
 }
 
-impl Driver for Uring {
+impl Driver for ExecutorThread {
     type Handle = Arc<UringHandle>;
 
     fn start(link: Link<Self>, stream: std::net::TcpStream) -> io::Result<Arc<UringHandle>> {
@@ -182,7 +182,7 @@ impl Driver for Uring {
     }
 }
 
-async fn run(link: Rc<Link<Uring>>, stream: glommio::net::TcpStream, handle: Arc<UringHandle>) {
+async fn run(link: Rc<Link<ExecutorThread>>, stream: glommio::net::TcpStream, handle: Arc<UringHandle>) {
     let (reader, writer) = futures_lite::io::split(stream);
     let writer_task = glommio::spawn_local(write_loop(Rc::clone(&link), Arc::clone(&handle), writer));
     // The idle check: the process's clock wakes the writer about once a
@@ -206,7 +206,7 @@ async fn run(link: Rc<Link<Uring>>, stream: glommio::net::TcpStream, handle: Arc
 /// The writer task: parked on the wake flag until callers queue output,
 /// then writes what it took.
 async fn write_loop(
-    link: Rc<Link<Uring>>,
+    link: Rc<Link<ExecutorThread>>,
     handle: Arc<UringHandle>,
     mut writer: futures_lite::io::WriteHalf<glommio::net::TcpStream>,
 ) {
@@ -251,7 +251,7 @@ enum Turn {
 /// a caller alone on a quiet connection reads for itself (see
 /// `Driver::caller_io`), and hands the role over when it leaves with calls
 /// still pending (`read_needed` raises the flag).
-async fn take_turn(link: &Link<Uring>, handle: &UringHandle, vacancy_seen: &mut Option<u64>) -> Turn {
+async fn take_turn(link: &Link<ExecutorThread>, handle: &UringHandle, vacancy_seen: &mut Option<u64>) -> Turn {
     match link.try_read_role() {
         None => return Turn::Stop,
         Some(true) => return Turn::Read,
@@ -296,7 +296,7 @@ async fn take_turn(link: &Link<Uring>, handle: &UringHandle, vacancy_seen: &mut 
 /// The reader, on the connection's task: completes calls until the
 /// connection ends.
 async fn read_loop(
-    link: &Link<Uring>,
+    link: &Link<ExecutorThread>,
     handle: &UringHandle,
     mut reader: futures_lite::io::ReadHalf<glommio::net::TcpStream>,
 ) {

@@ -60,7 +60,7 @@ pub use fastwire_proto as proto;
 /// The glommio version this backend runs on, for `async` handlers that use its timers and I/O.
 pub use glommio;
 pub use pool::Pool;
-pub use server::{Accept, LocalServer, Server, ServerHandle};
+pub use server::{Accept, Server, ServerHandle, SpawnedServer};
 
 /// Locked memory each executor asks for (glommio's `io_memory`): small,
 /// because fastwire does no file I/O, so that several executors fit a

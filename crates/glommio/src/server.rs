@@ -43,13 +43,13 @@ impl Server {
     /// cannot run (see [`crate::probe`]).
     pub fn bind(addr: impl ToSocketAddrs, config: ServerConfig) -> io::Result<Server> {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        Self::bind_executors(addr, config, cores)
+        Self::bind_loops(addr, config, cores)
     }
 
     /// Binds `addr` with `executors` executors, each pinned to a core,
     /// accepting the default way ([`Accept::RoundRobin`]: the first
     /// executor accepts and hands connections to all of them in turn).
-    pub fn bind_executors(addr: impl ToSocketAddrs, config: ServerConfig, executors: usize) -> io::Result<Server> {
+    pub fn bind_loops(addr: impl ToSocketAddrs, config: ServerConfig, executors: usize) -> io::Result<Server> {
         Self::bind_with(addr, config, executors, Accept::default())
     }
 
@@ -175,12 +175,12 @@ impl Server {
     /// Serves `handler` on the glommio executor this is called from, as
     /// local tasks beside the application's own (one accept loop per bound
     /// listener; for one per executor, [`split`](Server::split) a
-    /// [`bind_executors`](Server::bind_executors) server and call this on
+    /// [`bind_loops`](Server::bind_loops) server and call this on
     /// each executor with its part). Returns a handle whose
-    /// [`shutdown`](LocalServer::shutdown) is `async`.
+    /// [`shutdown`](SpawnedServer::shutdown) is `async`.
     ///
     /// Panics outside a glommio executor, as `glommio::spawn_local` does.
-    pub fn spawn_local<H: Handler + 'static>(self, handler: H) -> io::Result<LocalServer> {
+    pub fn spawn_local<H: Handler + 'static>(self, handler: H) -> io::Result<SpawnedServer> {
         let local_addr = self.local_addr()?;
         let shared = self.shared();
         let handler = Arc::new(handler);
@@ -201,12 +201,12 @@ impl Server {
             );
         }
         tracing::info!(%local_addr, backend = "glommio", "serving on the application's executor");
-        Ok(LocalServer { local_addr, shared, loops, wakers, finished })
+        Ok(SpawnedServer { local_addr, shared, loops, wakers, finished })
     }
 
     /// [`spawn_local`](Server::spawn_local) for an `async` handler (see
     /// [`serve_async`](Server::serve_async)).
-    pub fn spawn_local_async<F, Fut>(self, handler: F) -> io::Result<LocalServer>
+    pub fn spawn_local_async<F, Fut>(self, handler: F) -> io::Result<SpawnedServer>
     where
         F: Fn(OwnedRequest, Responder) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + 'static,
@@ -219,7 +219,7 @@ impl Server {
 /// ([`Server::spawn_local`]): its address, stats and `async` graceful
 /// shutdown. Dropping it stops the server at once: its accept loops stop,
 /// and its connections are closed within a few hundred milliseconds.
-pub struct LocalServer {
+pub struct SpawnedServer {
     local_addr: SocketAddr,
     shared: Arc<Shared>,
     loops: Vec<glommio::task::JoinHandle<Cut>>,
@@ -228,7 +228,7 @@ pub struct LocalServer {
     finished: Rc<Cell<usize>>,
 }
 
-impl LocalServer {
+impl SpawnedServer {
     /// The address the server listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
@@ -288,7 +288,7 @@ fn begin_stop(shared: &Shared, wakers: &mut Vec<std::net::TcpListener>) {
     crate::clock::tick_all();
 }
 
-impl Drop for LocalServer {
+impl Drop for SpawnedServer {
     fn drop(&mut self) {
         self.begin_stop();
         self.shared.forced.store(true, Ordering::Release);
@@ -296,9 +296,9 @@ impl Drop for LocalServer {
     }
 }
 
-impl std::fmt::Debug for LocalServer {
+impl std::fmt::Debug for SpawnedServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LocalServer").field("local_addr", &self.local_addr).field("stats", &self.stats()).finish()
+        f.debug_struct("SpawnedServer").field("local_addr", &self.local_addr).field("stats", &self.stats()).finish()
     }
 }
 // ANCHOR_END: spawn_local

@@ -57,7 +57,7 @@ fn serves_beside_the_applications_tasks_and_shuts_down_gracefully() {
                 }
             })
             .detach();
-            let server = Server::bind_executors("127.0.0.1:0", ServerConfig::default(), 1)
+            let server = Server::bind_loops("127.0.0.1:0", ServerConfig::default(), 1)
                 .unwrap()
                 .spawn_local_async(move |req, responder| {
                     seen.fetch_add(1, Ordering::SeqCst);

@@ -36,14 +36,14 @@ const WAKER: Token = Token(1);
 const STACK_SIZE: usize = 128 * 1024;
 
 /// A client for one server address; see [`fastwire_common::client::Client`].
-pub type Client = fastwire_common::client::Client<Reactor>;
+pub type Client = fastwire_common::client::Client<ReactorThread>;
 
 /// A call sent and awaiting its response (see [`Client::start`]).
-pub type PendingCall = fastwire_common::client::PendingCall<Reactor>;
+pub type PendingCall = fastwire_common::client::PendingCall<ReactorThread>;
 
 /// The mio driver: a reactor thread per connection.
 #[derive(Debug)]
-pub struct Reactor;
+pub struct ReactorThread;
 
 /// How callers reach a connection's reactor.
 #[derive(Debug)]
@@ -64,7 +64,7 @@ pub struct ReactorHandle {
     socket: Arc<std::net::TcpStream>,
 }
 
-impl Driver for Reactor {
+impl Driver for ReactorThread {
     type Handle = Arc<ReactorHandle>;
 
     fn start(link: Link<Self>, stream: std::net::TcpStream) -> io::Result<Arc<ReactorHandle>> {
@@ -131,7 +131,7 @@ impl Driver for Reactor {
 /// Reads per turn of the reactor (see `run`).
 const READS_PER_TURN: usize = 16;
 
-fn run(link: Link<Reactor>, poll: Poll, stream: TcpStream, handle: &ReactorHandle) {
+fn run(link: Link<ReactorThread>, poll: Poll, stream: TcpStream, handle: &ReactorHandle) {
     let mut reactor = ReactorLoop::new(link, poll, stream);
     while reactor.turn(handle).is_continue() {}
 }
@@ -140,7 +140,7 @@ fn run(link: Link<Reactor>, poll: Poll, stream: TcpStream, handle: &ReactorHandl
 /// leaves for the next. A turn that returns `Break` ended the connection
 /// (the link was told why).
 struct ReactorLoop {
-    link: Link<Reactor>,
+    link: Link<ReactorThread>,
     poll: Poll,
     stream: TcpStream,
     events: Events,
@@ -166,7 +166,7 @@ struct ReactorLoop {
 }
 
 impl ReactorLoop {
-    fn new(link: Link<Reactor>, poll: Poll, stream: TcpStream) -> Self {
+    fn new(link: Link<ReactorThread>, poll: Poll, stream: TcpStream) -> Self {
         let config = link.config();
         ReactorLoop {
             handshake_deadline: Instant::now() + config.handshake_timeout,

@@ -32,16 +32,16 @@ use fastwire_common::{net, ClientError};
 const STACK_SIZE: usize = 128 * 1024;
 
 /// A client for one server address; see [`fastwire_common::client::Client`].
-pub type Client = fastwire_common::client::Client<Threads>;
+pub type Client = fastwire_common::client::Client<ThreadPair>;
 
 /// A call sent and awaiting its response (see [`Client::start`]).
-pub type PendingCall = fastwire_common::client::PendingCall<Threads>;
+pub type PendingCall = fastwire_common::client::PendingCall<ThreadPair>;
 
 /// The std driver: a reader and a writer thread per connection.
 #[derive(Debug)]
-pub struct Threads;
+pub struct ThreadPair;
 
-impl Driver for Threads {
+impl Driver for ThreadPair {
     /// The socket, shared by both threads (one descriptor), to shut it down.
     type Handle = Arc<TcpStream>;
 
@@ -81,7 +81,7 @@ impl Driver for Threads {
     const KEEPS_CALLERS_READING: bool = true;
 }
 
-fn read_loop(link: &Link<Threads>, socket: &TcpStream) {
+fn read_loop(link: &Link<ThreadPair>, socket: &TcpStream) {
     let mut stream = socket;
     let config = link.config();
     let _ = stream.set_read_timeout(Some(config.handshake_timeout));
@@ -126,7 +126,7 @@ fn read_loop(link: &Link<Threads>, socket: &TcpStream) {
     }
 }
 
-fn write_loop(link: &Link<Threads>, socket: &TcpStream) {
+fn write_loop(link: &Link<ThreadPair>, socket: &TcpStream) {
     let mut stream = socket;
     let mut out = BytesMut::new();
     loop {

@@ -47,14 +47,14 @@ const STACK_SIZE: usize = 128 * 1024;
 const REWATCH_AFTER: Duration = fastwire_common::client::QUIET_WATCH;
 
 /// A client for one server address; see [`fastwire_common::client::Client`].
-pub type Client = fastwire_common::client::Client<RingDriver>;
+pub type Client = fastwire_common::client::Client<RingThread>;
 
 /// A call sent and awaiting its response (see [`Client::start`]).
-pub type PendingCall = fastwire_common::client::PendingCall<RingDriver>;
+pub type PendingCall = fastwire_common::client::PendingCall<RingThread>;
 
 /// The uring driver: a thread with a ring per connection.
 #[derive(Debug)]
-pub struct RingDriver;
+pub struct RingThread;
 
 /// How callers reach a connection's ring thread.
 #[derive(Debug)]
@@ -72,7 +72,7 @@ pub struct RingHandle {
     socket: Arc<TcpStream>,
 }
 
-impl Driver for RingDriver {
+impl Driver for RingThread {
     type Handle = Arc<RingHandle>;
 
     fn start(link: Link<Self>, stream: TcpStream) -> io::Result<Arc<RingHandle>> {
@@ -131,7 +131,7 @@ impl Driver for RingDriver {
 struct DriverLoop<'a> {
     // First, so dropped first: the ring ends before the buffers below.
     ring: IoUring,
-    link: Link<RingDriver>,
+    link: Link<RingThread>,
     stream: TcpStream,
     handle: &'a RingHandle,
     /// Where the receive in flight writes (its spare capacity, reserved before).
@@ -169,7 +169,7 @@ enum End {
 }
 
 impl<'a> DriverLoop<'a> {
-    fn new(link: Link<RingDriver>, ring: IoUring, stream: TcpStream, handle: &'a RingHandle) -> Self {
+    fn new(link: Link<RingThread>, ring: IoUring, stream: TcpStream, handle: &'a RingHandle) -> Self {
         let config = link.config();
         let handshake_deadline = Instant::now() + config.handshake_timeout;
         let read_chunk = config.buffer_size.clamp(4096, 64 * 1024);
