@@ -270,6 +270,7 @@ enum Reader {
     Vacant,
 }
 
+#[doc(hidden)]
 /// What a driver's read did (see [`Link::received_by_driver`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Received {
@@ -1233,16 +1234,19 @@ impl<D: Driver> Inner<D> {
     }
 }
 
+#[doc(hidden)]
 /// A driver's view of its connection.
 pub struct Link<D: Driver> {
     inner: Arc<Inner<D>>,
     generation: u64,
 }
 
+#[doc(hidden)]
 /// How long a connection nobody reads stays unwatched by its driver (see
 /// [`Link::wait_read_turn`]): a server's close is noticed within this.
 pub const QUIET_WATCH: Duration = Duration::from_millis(100);
 
+#[doc(hidden)]
 /// How long a vacant reading role waits for a caller before the driver
 /// takes it (see [`Driver::KEEPS_CALLERS_READING`]): the longest a response
 /// nobody waits for stays unread, or a call started while the role was
@@ -1251,6 +1255,7 @@ pub const QUIET_WATCH: Duration = Duration::from_millis(100);
 /// any deadline a caller would set.
 pub const VACANT_WATCH: Duration = Duration::from_millis(1);
 
+#[doc(hidden)]
 /// What a reactor that stopped watching its socket while callers read
 /// should do now (see [`Link::read_watch`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -1268,6 +1273,7 @@ pub enum ReadWatch {
     Gone,
 }
 
+#[doc(hidden)]
 /// For drivers that watch a quiet connection themselves (see
 /// [`QUIET_WATCH`]): whether its socket has bytes waiting or has ended,
 /// without consuming anything and without blocking (a peek).
@@ -1275,6 +1281,7 @@ pub fn socket_has_news(socket: &TcpStream) -> bool {
     sys::has_news(socket)
 }
 
+#[doc(hidden)]
 /// Whose turn it is to read (see [`Link::wait_read_turn`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReadTurn {
@@ -1287,6 +1294,7 @@ pub enum ReadTurn {
     Gone,
 }
 
+#[doc(hidden)]
 /// What [`Link::take_output`] found.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Output {

@@ -68,8 +68,3 @@ impl ClientError {
         ClientError::ConnectionLost(Arc::new(error))
     }
 }
-
-/// Turns a protocol error into an I/O error (for connection-level reporting).
-pub fn proto_to_io(error: fastwire_proto::Error) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, error)
-}

@@ -13,6 +13,7 @@ use fastwire_proto::{ConcurrencyLimit, Lifecycle, ServerConfig, ServerConn, Wake
 
 use crate::{ServerCounters, ServerStats, ShutdownReport};
 
+#[doc(hidden)]
 /// What every connection and loop of a server shares, on the backends
 /// that run their own loops (mio, uring, glommio): the configuration, the
 /// server-wide concurrency limit, the counters, and a shutdown's two flags.
@@ -56,6 +57,7 @@ impl LoopShared {
     }
 }
 
+#[doc(hidden)]
 /// A backend's running server.
 pub trait Serving: Send + 'static {
     /// Its counters.

@@ -8,54 +8,71 @@
 //! * [`client`]: the blocking [`client::Client`] (calls, deadlines, reconnect,
 //!   fire-and-forget) for every backend whose callers are threads; a
 //!   backend supplies only its [`client::Driver`].
-//! * [`slot`]: pooled call slots and the [`Reply`] a call returns. A caller
-//!   waits on a slot (blocking or async); the connection completes it
-//!   through the call's [`SlotToken`]; the reply reads the value in the
-//!   slot, and once it is dropped the pool lends the slot (its buffer still
-//!   in it) to a later call, so a call allocates nothing in steady state (a
-//!   large value is shared with the read buffer rather than copied).
-//! * [`handle`]: the [`ServerHandle`] every backend's server returns, around
-//!   its own [`Serving`] part.
-//! * [`stats`]: server counters and the [`ShutdownReport`] of a graceful shutdown.
-//! * [`net`]: socket setup through `socket2` (reuse-port listeners, `TCP_NODELAY`),
-//!   and [`Accept`], how new connections reach a server's loops.
-//! * [`backoff`]: the reconnect backoff of clients.
+//! * [`slot`]: the [`Reply`] a call returns. It reads the value in the
+//!   call's pooled slot, and once it is dropped the slot (its buffer still
+//!   in it) is lent to a later call, so a call allocates nothing in steady
+//!   state (a large value is shared with the read buffer rather than copied).
+//! * [`handle`]: the [`ServerHandle`] every backend's server returns.
+//! * [`stats`]: [`ServerStats`], [`ClientStats`], the [`Refusals`] of
+//!   clients refused at their handshake, and the [`ShutdownReport`] of a
+//!   graceful shutdown.
+//! * [`Accept`]: how new connections reach a server's loops.
 //! * [`pool`]: [`Pool`], up to N clients per address, for any backend's client.
-//! * [`registry`]: a server's open connections, for graceful shutdown.
 //! * [`work`]: handlers that wait: [`OwnedRequest`], the worker pool for
 //!   blocking handlers ([`Blocking`]) and a [`Timer`] thread, all answering
 //!   through deferred responses.
+//!
+//! The rest is wiring between fastwire's crates (a driver's hooks into the
+//! client, call slots, a server loop's scaffolding and counters, socket
+//! setup, the reconnect backoff): public because the backends are crates of
+//! their own, hidden from these docs because it is not an API and changes
+//! with them.
 
 #![deny(missing_docs)]
+#![warn(unreachable_pub)]
 // Unsafe code is denied, and allowed in two places: `sys`, three socket
 // calls std does not offer (each with its reason), and `slot`, a call's
 // value handed from the completer to the caller under an atomic state
 // instead of a lock (the rule is written at `CallSlot`'s fields).
 #![deny(unsafe_code)]
 
+#[doc(hidden)]
 pub mod backoff;
 pub mod client;
+#[doc(hidden)]
 pub mod deadline;
 pub mod error;
 pub mod handle;
+#[doc(hidden)]
 pub mod net;
 pub mod pool;
+#[doc(hidden)]
 pub mod registry;
 pub mod slot;
 pub mod stats;
 mod sys;
 pub mod work;
 
-pub use backoff::Backoff;
-pub use deadline::Deadline;
 pub use error::ClientError;
 pub use fastwire_proto::lifecycle::CloseReason;
-pub use handle::{LoopShared, ServerHandle, Serving};
+pub use handle::ServerHandle;
 pub use net::Accept;
 pub use pool::{Pool, PoolClient, Pooled};
-pub use registry::Registry;
-pub use slot::{CallSlot, FollowEnd, Reply, SlotPool, SlotToken, LARGE_VALUE};
-pub use stats::{
-    stop_loops, ClientStats, ConnTally, Cut, Refusal, Refusals, ServerCounters, ServerStats, ShutdownReport,
-};
+pub use slot::{Reply, LARGE_VALUE};
+pub use stats::{ClientStats, Refusal, Refusals, ServerStats, ShutdownReport};
 pub use work::{Blocking, OwnedRequest, Timer};
+
+// The wiring between fastwire's crates: public because the backends are
+// separate crates, hidden because it is not an API (see the crate docs).
+#[doc(hidden)]
+pub use backoff::Backoff;
+#[doc(hidden)]
+pub use deadline::Deadline;
+#[doc(hidden)]
+pub use handle::{LoopShared, Serving};
+#[doc(hidden)]
+pub use registry::Registry;
+#[doc(hidden)]
+pub use slot::{CallSlot, FollowEnd, SlotPool, SlotToken};
+#[doc(hidden)]
+pub use stats::{stop_loops, ConnTally, Cut, ServerCounters};

@@ -87,6 +87,7 @@ struct Waiters {
     promoted: bool,
 }
 
+#[doc(hidden)]
 /// How [`CallSlot::wait_following`] ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FollowEnd {
@@ -104,6 +105,7 @@ pub enum FollowEnd {
 // front of them, in the `Arc`) come first, in declaration order, so that
 // they share a cache line; the waiters' lock and condition variable, which
 // a pipelined call never touches, come last.
+#[doc(hidden)]
 #[repr(C)]
 pub struct CallSlot {
     /// See the states above.
@@ -345,6 +347,7 @@ fn outcome_is_in(outcome: u8) -> bool {
 }
 
 // ANCHOR: lend
+#[doc(hidden)]
 /// A client's call slots: the free ones, and the ones lent to calls. It is
 /// not shared: it lives under the client's own lock, which every call takes
 /// anyway to queue its request, so lending a slot costs no lock and no
@@ -432,6 +435,7 @@ impl Drop for SlotPool {
 }
 
 // ANCHOR: token
+#[doc(hidden)]
 /// The connection's handle on one call's slot: what completes or fails it,
 /// used up in doing so. There is one per call (made by [`SlotPool::lend`]),
 /// so the completer writes the value without a compare-and-swap, and it is

@@ -129,6 +129,7 @@ impl std::fmt::Display for Refusals {
 /// and the next line logged says how many were not.
 const REFUSALS_LOGGED_PER_SECOND: u64 = 10;
 
+#[doc(hidden)]
 /// Live counters of a server, updated by its connections.
 #[derive(Debug, Default)]
 pub struct ServerCounters {
@@ -344,6 +345,7 @@ impl ClientStats {
     }
 }
 
+#[doc(hidden)]
 /// A connection's counts already added to the server's [`ServerCounters`],
 /// so that each backend adds only what is new after each `process`.
 #[derive(Debug, Default)]
@@ -468,6 +470,7 @@ mod tests {
     }
 }
 
+#[doc(hidden)]
 /// What one event loop had to cut off when a shutdown's grace period ended
 /// (the loop thread returns it; [`stop_loops`] adds them up).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -480,6 +483,7 @@ pub struct Cut {
     pub deferred: u64,
 }
 
+#[doc(hidden)]
 /// The rest of a graceful shutdown of a server whose connections live on
 /// loop threads (mio's reactors, uring's completion loops), once the caller
 /// has raised its stopping flag: wakes every loop (each stops accepting and

@@ -53,7 +53,7 @@ mod fallback {
 pub(crate) use fallback::*;
 
 /// Whether callers can do socket I/O here.
-pub const CALLER_IO: bool = cfg!(unix);
+pub(crate) const CALLER_IO: bool = cfg!(unix);
 
 #[cfg(unix)]
 mod unix {

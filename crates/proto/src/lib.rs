@@ -36,6 +36,8 @@
 //! * [`lifecycle`]: a server connection's phases from open to closed and
 //!   the timeouts that move it along ([`Lifecycle`], handed the time), so
 //!   that every backend closes the same connections at the same moments.
+//! * [`demo`]: the demo service of `fastwire serve`, the tests and the
+//!   benchmarks (fastrpc's own benchmark call, and an echo).
 //! * `tls` (feature `tls`): TLS as fastrpc negotiates it, with rustls, as
 //!   one more stream transform inside both state machines, so that every
 //!   backend serves and calls over TLS without TLS code of its own.
@@ -53,6 +55,7 @@
 //!   in place, pending calls live in a fixed table.
 
 #![deny(missing_docs)]
+#![warn(unreachable_pub)]
 #![forbid(unsafe_code)]
 
 pub mod client;
@@ -61,6 +64,7 @@ pub mod compress;
 pub mod config;
 pub mod connection;
 pub mod deferred;
+pub mod demo;
 pub mod error;
 pub mod handler;
 pub mod handshake;
@@ -84,22 +88,5 @@ pub use lifecycle::{CloseReason, Lifecycle};
 pub use pending::PendingTable;
 pub use server::{Flow, ServerConn};
 
-/// The response body of fastrpc's own benchmark (`server_timing_test.go`):
-/// 261 bytes, answered to a request with an empty name and value `foobar`.
-pub const FASTRPC_BENCH_BODY: &[u8; 261] = b"Hello world foobar baz aaa bbb ccc ddd eee gklj kljsdfsdfsdfasdaf asdf asdf dsa fasd fdasf afsgfdsg ertytrshdsf fds gfdfagsf asglsdkflaskdflkqowqiot asdkljlp 0293 4u09u0sd9fulksj lksfj lksdfj sdfsfjkko9u iodjsf-[9j lksdjf;lkasdj02r fsd fhjas;klfj asd;lfjwjfsd; ";
-
-/// The request value of fastrpc's benchmark (with an empty name).
-pub const FASTRPC_BENCH_VALUE: &[u8] = b"foobar";
-
-/// The demo handler used by `fastwire serve`, the tests and the benchmarks:
-/// it answers an empty name with [`FASTRPC_BENCH_BODY`] and any other name
-/// with `re:` followed by the value, as the Go server that recorded the test
-/// vectors did.
-pub fn demo_handler(request: Request<'_>, response: &mut ResponseWriter<'_>) {
-    if request.name.is_empty() {
-        response.extend_from_slice(FASTRPC_BENCH_BODY);
-    } else {
-        response.extend_from_slice(b"re:");
-        response.extend_from_slice(request.value);
-    }
-}
+#[doc(hidden)]
+pub use demo::{demo_handler, FASTRPC_BENCH_BODY, FASTRPC_BENCH_VALUE};

@@ -63,6 +63,7 @@
 //! ```
 
 #![deny(missing_docs)]
+#![warn(unreachable_pub)]
 #![cfg(target_os = "linux")]
 // Unsafe code is allowed where the kernel is handed memory (the ring's
 // submissions, the provided buffer ring, the eventfd), each block with the

@@ -16,9 +16,9 @@ use bytes::{Buf, BytesMut};
 use crate::error::CompressionError;
 
 /// The stream identifier chunk that starts every Snappy stream.
-pub const STREAM_IDENTIFIER: [u8; 10] = [0xff, 0x06, 0x00, 0x00, b's', b'N', b'a', b'P', b'p', b'Y'];
+pub(super) const STREAM_IDENTIFIER: [u8; 10] = [0xff, 0x06, 0x00, 0x00, b's', b'N', b'a', b'P', b'p', b'Y'];
 /// Most uncompressed bytes in one data chunk.
-pub const MAX_CHUNK_DATA: usize = 65_536;
+pub(super) const MAX_CHUNK_DATA: usize = 65_536;
 const CHUNK_COMPRESSED: u8 = 0x00;
 const CHUNK_UNCOMPRESSED: u8 = 0x01;
 const CHUNK_STREAM_ID: u8 = 0xff;
@@ -27,7 +27,7 @@ const MIN_COMPRESS_LEN: usize = 17;
 
 /// The CRC the framing format stores: CRC-32C, rotated and offset so that a
 /// CRC of data that contains CRCs does not degenerate.
-pub fn masked_crc(data: &[u8]) -> u32 {
+pub(super) fn masked_crc(data: &[u8]) -> u32 {
     let crc = crc32c::crc32c(data);
     crc.rotate_right(15).wrapping_add(0xa282_ead8)
 }
