@@ -1093,8 +1093,7 @@ impl<D: Driver> Inner<D> {
                 if let Some(io) = active.io.as_ref() {
                     let _ = sys::send(io, active.conn.output());
                 }
-                drop(state);
-                self.die(generation, e.into());
+                self.die_locked(state, generation, |_| e.into());
                 Err(())
             }
         }
@@ -1151,7 +1150,19 @@ impl<D: Driver> Inner<D> {
     /// [`die`](Inner::die), with the error made from the connection under
     /// the same lock (its handshake stage, say).
     fn die_with(&self, generation: u64, error: impl FnOnce(&ClientConn<SlotToken>) -> ClientError) {
-        let mut state = self.lock();
+        self.die_locked(self.lock(), generation, error);
+    }
+
+    /// [`die_with`](Inner::die_with), under the lock the caller holds: a
+    /// connection whose state machine failed is ended before anyone else
+    /// takes the lock, so that no call starts on it meanwhile (and is told
+    /// the failure without the backoff that goes with it).
+    fn die_locked(
+        &self,
+        mut state: MutexGuard<'_, State<D>>,
+        generation: u64,
+        error: impl FnOnce(&ClientConn<SlotToken>) -> ClientError,
+    ) {
         if state.active.as_ref().is_some_and(|a| a.generation == generation) {
             let active = state.end().expect("checked");
             let error = error(&active.conn);

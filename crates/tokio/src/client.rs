@@ -478,9 +478,12 @@ fn fail_all(mut active: Active, error: ClientError) {
     active.signals.handshake_done.notify_waiters();
 }
 
-/// Ends connection `generation` (if it is still the active one) with `error`.
-fn die(inner: &Inner, generation: u64, error: ClientError) {
-    let mut state = inner.lock();
+/// Ends connection `generation` (if it is still the active one) with
+/// `error`, under the lock the caller holds: a connection whose state
+/// machine failed is ended before anyone else takes the lock, so that no
+/// call starts on it meanwhile (and is told the failure without the
+/// backoff that goes with it).
+fn die(inner: &Inner, mut state: MutexGuard<'_, State>, generation: u64, error: ClientError) {
     if state.active.as_ref().is_some_and(|a| a.generation == generation) {
         let active = state.end().expect("checked");
         if !active.conn.is_handshake_done() {
@@ -540,8 +543,7 @@ async fn read_loop(inner: Arc<Inner>, generation: u64, mut stream: OwnedReadHalf
             }
         };
         if let Some(error) = error {
-            drop(state);
-            return die(&inner, generation, error);
+            return die(&inner, state, generation, error);
         }
         active.conn.receive_buffer(&mut buf);
         // `buf` now holds the connection's previous buffer, to fill next.
@@ -552,8 +554,7 @@ async fn read_loop(inner: Arc<Inner>, generation: u64, mut stream: OwnedReadHalf
             if !active.writing {
                 let _ = active.write_half.try_write(active.conn.output());
             }
-            drop(state);
-            return die(&inner, generation, e.into());
+            return die(&inner, state, generation, e.into());
         }
         // Reading can make output: with TLS, the handshake's replies and
         // the calls that waited for it.
