@@ -261,3 +261,55 @@ fn handshake_stages_in_order() {
     plain.process(|_, ()| {}).unwrap();
     assert_eq!(plain.handshake_stage(), HandshakeStage::Done);
 }
+
+#[test]
+fn a_server_requiring_a_client_certificate_says_so_in_an_alert() {
+    // The server trusts `authority` for client certificates; the client
+    // presents none. Its last flight (Certificate, Finished, then its first
+    // call) reaches the server split at every byte: the server's refusal is
+    // an alert wherever the split falls.
+    let server_pki = pki("fastwire.test");
+    let authority = pki("clients.test");
+    let tls =
+        TlsServer::from_pem(server_pki.cert.as_bytes(), server_pki.key.as_bytes(), Some(authority.cert.as_bytes()))
+            .unwrap();
+    let mutual = ServerConfig { tls: Some(tls), ..ServerConfig::default() };
+    let client_config = client_config(&server_pki, "fastwire.test", Compression::None);
+    // Up to the client's last flight, which `flight` returns.
+    let start = || {
+        let mut server = ServerConn::new(&mutual);
+        let mut client = ClientConn::new(&client_config);
+        client.start_call(b"echo", b"x", 1).unwrap();
+        loop {
+            let to_server = client.output().to_vec();
+            client.advance_output(to_server.len());
+            server.received(&to_server);
+            server.process(&demo_handler).unwrap();
+            let to_client = server.output().to_vec();
+            server.advance_output(to_client.len());
+            client.received(&to_client);
+            client.process(|_, _| {}).unwrap();
+            if client.is_handshake_done() {
+                let flight = client.output().to_vec();
+                client.advance_output(flight.len());
+                return (server, client, flight);
+            }
+        }
+    };
+    let (_, _, flight) = start();
+    for at in 0..=flight.len() {
+        let (mut server, mut client, flight) = start();
+        let mut server_error = None;
+        for part in [&flight[..at], &flight[at..]] {
+            server.received(part);
+            if server_error.is_none() {
+                server_error = server.process(&demo_handler).err();
+            }
+        }
+        let se = server_error.unwrap_or_else(|| panic!("split at {at}: the server refuses the client"));
+        let to_client = server.output().to_vec();
+        client.received(&to_client);
+        let ce = client.process(|_, _| {}).expect_err("the client hears why");
+        assert!(matches!(ce, Error::Tls(TlsError::AlertReceived { .. })), "split at {at}: {ce} (server: {se})");
+    }
+}
