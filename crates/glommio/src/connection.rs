@@ -341,15 +341,22 @@ impl<'a, H: Handler + 'static> Task<'a, H> {
     /// of deferred calls are awaited, until the lifecycle's deadline (on
     /// shutdown, or until the grace period ends: the executor then drops us).
     async fn await_answers(&mut self) -> Option<CloseReason> {
-        if self.conn.deferred_in_flight() == 0 {
-            return self.life.reason();
+        loop {
+            if self.conn.deferred_in_flight() == 0 {
+                return self.life.reason();
+            }
+            let deadline = self.life.poll_timeout(&self.conn, false);
+            let left = deadline.map_or(Duration::MAX, |d| d.saturating_duration_since(Instant::now()));
+            if !left.is_zero() && woken(&self.signal, self.shared, left).await {
+                return None;
+            }
+            if self.shared.forced.load(Ordering::Acquire) {
+                return Some(CloseReason::Shutdown);
+            }
+            if let Some(reason) = self.expired() {
+                return Some(reason);
+            }
         }
-        let deadline = self.life.poll_timeout(&self.conn, false);
-        let left = deadline.map_or(Duration::MAX, |d| d.saturating_duration_since(Instant::now()));
-        if !left.is_zero() && woken(&self.signal, self.shared, left).await {
-            return None;
-        }
-        self.expired().or(Some(CloseReason::Shutdown))
     }
 
     /// Counts the connection out, then closes it: end-of-stream after the
