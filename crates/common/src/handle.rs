@@ -58,6 +58,29 @@ impl LoopShared {
 }
 
 #[doc(hidden)]
+/// The keys of a loop's connections that deferred answers (or a free
+/// concurrency slot) wait for, pushed from any thread and taken by the loop
+/// all at once (mio's and uring's loops).
+#[doc(hidden)]
+#[derive(Debug, Default)]
+pub struct WokenKeys(std::sync::Mutex<Vec<usize>>);
+
+impl WokenKeys {
+    /// Adds `key`. Returns whether the list was empty: only then must the
+    /// loop be woken, so that a burst of answers costs one wake-up.
+    pub fn push(&self, key: usize) -> bool {
+        let mut keys = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        keys.push(key);
+        keys.len() == 1
+    }
+
+    /// Swaps the list for `into`, which must be empty (its allocation serves
+    /// the next swap).
+    pub fn take(&self, into: &mut Vec<usize>) {
+        std::mem::swap(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()), into);
+    }
+}
+
 /// A backend's running server.
 pub trait Serving: Send + 'static {
     /// Its counters.

@@ -69,7 +69,7 @@ pub use backoff::Backoff;
 #[doc(hidden)]
 pub use deadline::Deadline;
 #[doc(hidden)]
-pub use handle::{LoopShared, Serving};
+pub use handle::{LoopShared, Serving, WokenKeys};
 #[doc(hidden)]
 pub use registry::Registry;
 #[doc(hidden)]

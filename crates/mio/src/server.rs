@@ -8,7 +8,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use fastwire_common::net::Listeners;
-use fastwire_common::{net, Blocking, CloseReason, Cut, ServerCounters, Serving, ShutdownReport};
+use fastwire_common::{net, Blocking, CloseReason, Cut, ServerCounters, Serving, ShutdownReport, WokenKeys};
 use fastwire_proto::{Handler, ServerConfig, Wake};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -101,7 +101,7 @@ impl Server {
             };
             let inbox = Arc::new(Mutex::new(Vec::new()));
             inboxes.push((Arc::clone(&inbox), Arc::clone(&waker)));
-            let woken = Arc::new(LoopWake { keys: Mutex::new(Vec::new()), waker: Arc::clone(&waker) });
+            let woken = Arc::new(LoopWake { keys: WokenKeys::default(), waker: Arc::clone(&waker) });
             let event_loop = EventLoop {
                 poll,
                 listener,
@@ -153,16 +153,13 @@ impl Server {
 /// connections they are for, and the loop's `Waker` (an `eventfd`), written
 /// only when the list was empty, so a burst of answers costs one wake-up.
 struct LoopWake {
-    keys: Mutex<Vec<usize>>,
+    keys: WokenKeys,
     waker: Arc<Waker>,
 }
 
 impl Wake for LoopWake {
     fn wake(&self, key: usize) {
-        let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
-        keys.push(key);
-        if keys.len() == 1 {
-            drop(keys);
+        if self.keys.push(key) {
             let _ = self.waker.wake();
         }
     }
@@ -300,7 +297,7 @@ impl<H: Handler + 'static> EventLoop<H> {
 
     /// Marks the connections that deferred responses arrived for.
     fn adopt_woken(&mut self) {
-        std::mem::swap(&mut *self.woken.keys.lock().unwrap_or_else(|p| p.into_inner()), &mut self.woken_keys);
+        self.woken.keys.take(&mut self.woken_keys);
         for key in self.woken_keys.drain(..) {
             // A key may have been reused by a newer connection since: it is
             // then driven once for nothing, which is harmless.

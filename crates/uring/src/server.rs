@@ -18,7 +18,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use fastwire_common::net::Listeners;
-use fastwire_common::{net, Blocking, CloseReason, Cut, ServerCounters, Serving, ShutdownReport};
+use fastwire_common::{net, Blocking, CloseReason, Cut, ServerCounters, Serving, ShutdownReport, WokenKeys};
 use fastwire_proto::{Handler, ServerConfig, Wake};
 use io_uring::{opcode, types, IoUring};
 use slab::Slab;
@@ -96,7 +96,7 @@ impl Server {
         let mut wakes = Vec::new();
         for _ in 0..self.listeners.loops {
             let eventfd = Arc::new(EventFd::new()?);
-            wakes.push(Arc::new(LoopWake { keys: Mutex::new(Vec::new()), inbox: Mutex::new(Vec::new()), eventfd }));
+            wakes.push(Arc::new(LoopWake { keys: WokenKeys::default(), inbox: Mutex::new(Vec::new()), eventfd }));
         }
         let mut listeners = self.listeners.sockets.into_iter();
         for (i, woken) in wakes.iter().cloned().enumerate() {
@@ -152,7 +152,7 @@ impl Server {
 /// connections they are for, and the loop's `eventfd`, written only when
 /// the list was empty, so a burst of answers costs one wake-up.
 struct LoopWake {
-    keys: Mutex<Vec<usize>>,
+    keys: WokenKeys,
     /// With [`Accept::RoundRobin`]: new connections handed to this loop.
     inbox: Mutex<Vec<TcpStream>>,
     eventfd: Arc<EventFd>,
@@ -172,10 +172,7 @@ impl LoopWake {
 
 impl Wake for LoopWake {
     fn wake(&self, key: usize) {
-        let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
-        keys.push(key);
-        if keys.len() == 1 {
-            drop(keys);
+        if self.keys.push(key) {
             self.eventfd.wake();
         }
     }
@@ -463,7 +460,7 @@ impl<H: Handler + 'static> EventLoop<H> {
 
     /// Marks the connections that deferred responses arrived for.
     fn adopt_woken(&mut self) {
-        std::mem::swap(&mut *self.woken.keys.lock().unwrap_or_else(|p| p.into_inner()), &mut self.woken_keys);
+        self.woken.keys.take(&mut self.woken_keys);
         for key in self.woken_keys.drain(..) {
             // A key may have been reused by a newer connection since: it is
             // then driven once for nothing, which is harmless.
