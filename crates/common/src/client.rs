@@ -1134,11 +1134,23 @@ impl<D: Driver> Inner<D> {
         self.die_with(generation, |conn| ClientError::closed_by_server(conn.handshake_stage()));
     }
 
-    /// Connection `generation`'s handshake did not finish within
-    /// `handshake_timeout`: ends it, saying which handshake.
-    fn handshake_timed_out(&self, generation: u64) {
-        let timeout = self.config.handshake_timeout;
-        self.die_with(generation, |conn| ClientError::handshake_timeout(conn.handshake_stage(), timeout));
+    /// Until when connection `generation`'s handshakes may take (`None`
+    /// once they are done, or the connection is over).
+    fn handshake_deadline(&self, generation: u64) -> Option<Instant> {
+        let state = self.lock();
+        state.active.as_ref().filter(|a| a.generation == generation).and_then(|a| a.conn.poll_timeout())
+    }
+
+    /// Hands connection `generation` the time: if its handshakes missed
+    /// their deadline, it ends (saying which handshake) and this returns true.
+    fn handle_timeout(&self, generation: u64, now: Instant) -> bool {
+        let state = self.lock();
+        let expired = state.active.as_ref().is_some_and(|a| a.generation == generation && a.conn.handle_timeout(now));
+        if expired {
+            let timeout = self.config.handshake_timeout;
+            self.die_locked(state, generation, |conn| ClientError::handshake_timeout(conn.handshake_stage(), timeout));
+        }
+        expired
     }
 
     /// Ends the connection (if it is still `generation`) with `error`:
@@ -1211,8 +1223,10 @@ impl<D: Driver> Inner<D> {
             Err(e) => return failed(state, e),
         };
         let io = if sys::CALLER_IO { D::caller_io(&handle) } else { None };
+        let mut conn = ClientConn::new(&self.config).share_values_from(LARGE_VALUE);
+        conn.start_clock(Instant::now());
         let active = state.active.insert(Active {
-            conn: ClientConn::new(&self.config).share_values_from(LARGE_VALUE),
+            conn,
             generation,
             handle,
             writable: true,
@@ -1566,11 +1580,19 @@ impl<D: Driver> Link<D> {
         self.inner.server_closed(self.generation)
     }
 
-    /// The server's handshake (fastrpc's, or TLS's) did not finish within
-    /// `handshake_timeout`: the connection ends, and every pending call
-    /// fails, saying which handshake.
-    pub fn handshake_timed_out(&self) {
-        self.inner.handshake_timed_out(self.generation)
+    /// Until when the server's handshakes (fastrpc's, then TLS's) may take:
+    /// the connection's deadline, `None` once they are done. A driver waits
+    /// for the server at most until then, and then hands the connection
+    /// the time ([`handle_timeout`](Self::handle_timeout)).
+    pub fn handshake_deadline(&self) -> Option<Instant> {
+        self.inner.handshake_deadline(self.generation)
+    }
+
+    /// Hands the connection the time `now`: if its handshakes missed their
+    /// deadline, the connection ends, every pending call fails saying
+    /// which handshake, and this returns true (the driver stops).
+    pub fn handle_timeout(&self, now: Instant) -> bool {
+        self.inner.handle_timeout(self.generation, now)
     }
 
     /// A write failed. Not the end of the connection yet: responses may still

@@ -301,7 +301,6 @@ async fn read_loop(
     mut reader: futures_lite::io::ReadHalf<glommio::net::TcpStream>,
 ) {
     let config = link.config();
-    let deadline = Instant::now() + config.handshake_timeout;
     let mut handshake_done = false;
     let mut buf = BytesMut::new();
     // Reads land here, zeroed once, and are copied into `buf`: zeroing the
@@ -320,15 +319,16 @@ async fn read_loop(
         let read = if handshake_done {
             Some(reader.read(&mut scratch).await)
         } else {
-            // Until the server's handshake is in, a read may wait only so long.
+            // Until the server's handshakes are in, a read may wait only
+            // until their deadline; then the connection is handed the time.
+            // (No deadline: the connection is over.)
+            let Some(deadline) = link.handshake_deadline() else { break };
             let left = deadline.saturating_duration_since(Instant::now());
             glommio::timer::timeout(left, async { Ok(reader.read(&mut scratch).await) }).await.ok()
         };
         match read {
-            None => {
-                link.handshake_timed_out();
-                break;
-            }
+            None if link.handle_timeout(Instant::now()) => break,
+            None => continue,
             Some(Ok(0)) => {
                 link.server_closed();
                 break;

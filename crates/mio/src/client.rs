@@ -144,7 +144,6 @@ struct ReactorLoop {
     poll: Poll,
     stream: TcpStream,
     events: Events,
-    handshake_deadline: Instant,
     handshake_done: bool,
     inbuf: BytesMut,
     out: BytesMut,
@@ -169,7 +168,6 @@ impl ReactorLoop {
     fn new(link: Link<ReactorThread>, poll: Poll, stream: TcpStream) -> Self {
         let config = link.config();
         ReactorLoop {
-            handshake_deadline: Instant::now() + config.handshake_timeout,
             read_chunk: config.buffer_size.clamp(4096, 64 * 1024),
             link,
             poll,
@@ -196,8 +194,7 @@ impl ReactorLoop {
         self.wait(handle)?;
         let mut interest_changed = self.watch_role(handle)?;
         self.read(&mut interest_changed)?;
-        if !self.handshake_done && Instant::now() >= self.handshake_deadline {
-            self.link.handshake_timed_out();
+        if !self.handshake_done && self.link.handle_timeout(Instant::now()) {
             return ControlFlow::Break(());
         }
         self.write()?;
@@ -392,8 +389,8 @@ impl ReactorLoop {
     /// bytes.
     fn next_timeout(&mut self) {
         let mut limit = |t: Duration| self.timeout = Some(self.timeout.map_or(t, |now| now.min(t)));
-        if !self.handshake_done {
-            limit(self.handshake_deadline.saturating_duration_since(Instant::now()));
+        if let Some(deadline) = self.link.handshake_deadline().filter(|_| !self.handshake_done) {
+            limit(deadline.saturating_duration_since(Instant::now()));
         }
         // Calls in progress that callers read: look at the role on the fast
         // timer; off the socket (a caller read), on the slow one, to watch

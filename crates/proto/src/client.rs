@@ -33,6 +33,7 @@ use crate::error::Error;
 use crate::handshake;
 use crate::pending::PendingTable;
 use crate::stream::{Inbound, Outbound};
+use std::time::{Duration, Instant};
 
 /// A call [`ClientConn::start_call`] refused, with its token given back so
 /// that the caller can be told.
@@ -120,6 +121,10 @@ pub struct ClientConn<T> {
     /// Why a TLS session could not be made; the first `process` reports it.
     #[cfg(feature = "tls")]
     tls_failed: Option<Error>,
+    /// How long the handshakes may take, and until when (set once the
+    /// connection is made: see [`start_clock`](Self::start_clock)).
+    handshake_timeout: Duration,
+    handshake_deadline: Option<Instant>,
 }
 
 impl<T> ClientConn<T> {
@@ -170,7 +175,34 @@ impl<T> ClientConn<T> {
             tls,
             #[cfg(feature = "tls")]
             tls_failed,
+            handshake_timeout: config.handshake_timeout,
+            handshake_deadline: None,
         }
+    }
+
+    /// The connection was made at `now`: the handshakes (fastrpc's, then
+    /// TLS's) have until `now + handshake_timeout` to finish.
+    pub fn start_clock(&mut self, now: Instant) {
+        self.handshake_deadline = Some(now + self.handshake_timeout);
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) must next run: the
+    /// handshakes' deadline while they are under way; `None` before
+    /// [`start_clock`](Self::start_clock) and once they are done.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.handshake_deadline.filter(|_| !crate::Connection::is_handshake_done(self))
+    }
+
+    /// Applies what is due at `now`: returns true if the handshakes did not
+    /// finish in time, and the connection must end (its pending calls
+    /// failed, with [`HandshakeStage::handshake_timed_out`]'s words).
+    pub fn handle_timeout(&self, now: Instant) -> bool {
+        self.poll_timeout().is_some_and(|deadline| now >= deadline)
+    }
+
+    /// How long the handshakes may take (the configuration's `handshake_timeout`).
+    pub fn handshake_timeout(&self) -> Duration {
+        self.handshake_timeout
     }
 
     /// Hands response values of at least `len` bytes to

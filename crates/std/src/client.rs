@@ -23,6 +23,7 @@ use std::io::{self, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
 use std::thread;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use fastwire_common::client::{Driver, Link, Output, ReadTurn};
@@ -110,7 +111,13 @@ fn read_loop(link: &Link<ThreadPair>, socket: &TcpStream) {
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) if !handshake_done && matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
-                return link.handshake_timed_out()
+                if link.handle_timeout(Instant::now()) {
+                    return;
+                }
+                // Woken a little early: the rest of the handshakes' time.
+                let left = link.handshake_deadline().map(|d| d.saturating_duration_since(Instant::now()));
+                let _ = stream.set_read_timeout(left.map(|l| l.max(Duration::from_millis(1))));
+                continue;
             }
             Err(e) => return link.die(ClientError::from_io(e)),
         }

@@ -443,7 +443,11 @@ impl Inner {
             // keeps reading while callers still hold the values it shared,
             // so each read would need a new buffer: more allocations per
             // large call than the copy's one.
-            conn: ClientConn::new(&self.config),
+            conn: {
+                let mut conn = ClientConn::new(&self.config);
+                conn.start_clock(std::time::Instant::now());
+                conn
+            },
             generation,
             signals,
             tasks,
@@ -499,7 +503,16 @@ fn die(inner: &Inner, mut state: MutexGuard<'_, State>, generation: u64, error: 
 }
 
 async fn read_loop(inner: Arc<Inner>, generation: u64, mut stream: OwnedReadHalf, signals: Arc<Signals>) {
-    let handshake_deadline = Instant::now() + inner.config.handshake_timeout;
+    // The connection's handshakes have until then (its `start_clock`).
+    let handshake_deadline = {
+        let state = inner.lock();
+        let active = state.active.as_ref().filter(|a| a.generation == generation);
+        match active.map(|a| a.conn.poll_timeout()) {
+            // (None: done, which the reader would have seen first.)
+            Some(deadline) => deadline.map_or_else(|| Instant::now() + Duration::from_secs(86_400), Instant::from_std),
+            None => return, // already over
+        }
+    };
     let mut handshake_done = false;
     let mut buf = BytesMut::new();
     // One read takes at most this much, and is decoded before the next: a
@@ -538,9 +551,10 @@ async fn read_loop(inner: Arc<Inner>, generation: u64, mut stream: OwnedReadHalf
             Ok(Ok(0)) => Some(ClientError::closed_by_server(active.conn.handshake_stage())),
             Ok(Ok(_)) => None,
             Ok(Err(e)) => Some(ClientError::from_io(e)),
-            Err(_) => {
-                Some(ClientError::handshake_timeout(active.conn.handshake_stage(), inner.config.handshake_timeout))
+            Err(_) if active.conn.handle_timeout(std::time::Instant::now()) => {
+                Some(ClientError::handshake_timeout(active.conn.handshake_stage(), active.conn.handshake_timeout()))
             }
+            Err(_) => continue,
         };
         if let Some(error) = error {
             return die(&inner, state, generation, error);

@@ -154,24 +154,21 @@ struct DriverLoop<'a> {
     vacancy_seen: Option<u64>,
     hold_until: Option<Instant>,
     handshake_done: bool,
-    handshake_deadline: Instant,
     read_chunk: usize,
     completions: Vec<Completion>,
 }
 
-/// Why the loop ended: the connection is over (`Gone`), the server
-/// closed it, its handshake took too long, or it failed.
+/// Why the loop ended: the connection is over (`Gone`: it was ended, and
+/// told why), the server closed it, or it failed.
 enum End {
     Gone,
     Closed,
-    HandshakeTimeout,
     Failed(ClientError),
 }
 
 impl<'a> DriverLoop<'a> {
     fn new(link: Link<RingThread>, ring: IoUring, stream: TcpStream, handle: &'a RingHandle) -> Self {
         let config = link.config();
-        let handshake_deadline = Instant::now() + config.handshake_timeout;
         let read_chunk = config.buffer_size.clamp(4096, 64 * 1024);
         DriverLoop {
             ring,
@@ -192,7 +189,6 @@ impl<'a> DriverLoop<'a> {
             vacancy_seen: None,
             hold_until: None,
             handshake_done: false,
-            handshake_deadline,
             read_chunk,
             completions: Vec::with_capacity(16),
         }
@@ -202,7 +198,6 @@ impl<'a> DriverLoop<'a> {
         match self.turns() {
             Ok(()) | Err(End::Gone) => {}
             Err(End::Closed) => self.link.server_closed(),
-            Err(End::HandshakeTimeout) => self.link.handshake_timed_out(),
             Err(End::Failed(e)) => self.link.die(e),
         }
         // Let the kernel return what it holds before the buffers go.
@@ -294,8 +289,8 @@ impl<'a> DriverLoop<'a> {
                 self.rewatch_at = None;
                 self.watch()?;
             }
-            if !self.handshake_done && now >= self.handshake_deadline {
-                return Err(End::HandshakeTimeout);
+            if !self.handshake_done && self.link.handle_timeout(now) {
+                return Err(End::Gone); // ended: its handshakes took too long
             }
             timeout = self.write()?;
             if let Some(at) = self.rewatch_at {
@@ -308,8 +303,8 @@ impl<'a> DriverLoop<'a> {
             if !self.reading && self.link.watch_needed() {
                 timeout = Some(timeout.map_or(VACANT_WATCH, |t| t.min(VACANT_WATCH)));
             }
-            if !self.handshake_done {
-                let left = self.handshake_deadline.saturating_duration_since(now);
+            if let Some(deadline) = self.link.handshake_deadline().filter(|_| !self.handshake_done) {
+                let left = deadline.saturating_duration_since(now);
                 timeout = Some(timeout.map_or(left, |t| t.min(left)));
             }
         }
