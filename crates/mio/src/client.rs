@@ -389,8 +389,10 @@ impl ReactorLoop {
     /// bytes.
     fn next_timeout(&mut self) {
         let mut limit = |t: Duration| self.timeout = Some(self.timeout.map_or(t, |now| now.min(t)));
-        if let Some(deadline) = self.link.handshake_deadline().filter(|_| !self.handshake_done) {
-            limit(deadline.saturating_duration_since(Instant::now()));
+        if !self.handshake_done {
+            if let Some(deadline) = self.link.handshake_deadline() {
+                limit(deadline.saturating_duration_since(Instant::now()));
+            }
         }
         // Calls in progress that callers read: look at the role on the fast
         // timer; off the socket (a caller read), on the slow one, to watch

@@ -303,9 +303,11 @@ impl<'a> DriverLoop<'a> {
             if !self.reading && self.link.watch_needed() {
                 timeout = Some(timeout.map_or(VACANT_WATCH, |t| t.min(VACANT_WATCH)));
             }
-            if let Some(deadline) = self.link.handshake_deadline().filter(|_| !self.handshake_done) {
-                let left = deadline.saturating_duration_since(now);
-                timeout = Some(timeout.map_or(left, |t| t.min(left)));
+            if !self.handshake_done {
+                if let Some(deadline) = self.link.handshake_deadline() {
+                    let left = deadline.saturating_duration_since(now);
+                    timeout = Some(timeout.map_or(left, |t| t.min(left)));
+                }
             }
         }
     }
