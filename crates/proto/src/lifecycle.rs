@@ -329,9 +329,9 @@ impl Lifecycle {
                     let release = (!self.released && conn.buffered_input() == 0).then_some(IDLE_RELEASE);
                     earliest(idle, release).map(|t| self.last_activity + t)
                 };
-                earliest_instant(handshake, quiet)
+                earliest(handshake, quiet)
             }
-            Phase::Draining => Some(self.last_write_progress.max(self.last_activity) + self.stuck_after()),
+            Phase::Draining => Some(self.stuck_at()),
             Phase::Lingering => Some(self.linger_until),
             Phase::Closed => None,
         }
@@ -341,19 +341,15 @@ impl Lifecycle {
     pub fn handle_timeout(&mut self, conn: &ServerConn, unsent: bool, now: Instant) -> Expired {
         match self.phase {
             Phase::Open => self.open_timeout(conn, unsent || conn.has_output(), now),
-            Phase::Draining => {
-                let last = self.last_write_progress.max(self.last_activity);
-                if now.saturating_duration_since(last) >= self.stuck_after() {
-                    self.close(CloseReason::StuckClosing);
-                    return Expired::Closed(CloseReason::StuckClosing);
-                }
-                Expired::Nothing
+            Phase::Draining if now >= self.stuck_at() => {
+                self.close(CloseReason::StuckClosing);
+                Expired::Closed(CloseReason::StuckClosing)
             }
             Phase::Lingering if now >= self.linger_until => {
                 self.close(CloseReason::LingerTimeout);
                 Expired::Closed(CloseReason::LingerTimeout)
             }
-            Phase::Lingering | Phase::Closed => Expired::Nothing,
+            Phase::Draining | Phase::Lingering | Phase::Closed => Expired::Nothing,
         }
     }
     // ANCHOR_END: poll_timeout
@@ -385,22 +381,15 @@ impl Lifecycle {
         Expired::Nothing
     }
 
-    /// How long a closing connection may move nothing.
-    fn stuck_after(&self) -> Duration {
-        self.idle_timeout.unwrap_or(LINGER)
+    /// When a closing connection that moves nothing (no output written, no
+    /// deferred answer) is stuck: `idle_timeout` after it last moved, or
+    /// [`LINGER`] without one.
+    fn stuck_at(&self) -> Instant {
+        self.last_write_progress.max(self.last_activity) + self.idle_timeout.unwrap_or(LINGER)
     }
 }
 
-fn earliest(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
-}
-
-fn earliest_instant(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
+/// The earlier of two optional times (or durations); `None` if neither.
+fn earliest<T: Ord>(a: Option<T>, b: Option<T>) -> Option<T> {
+    a.into_iter().chain(b).min()
 }
