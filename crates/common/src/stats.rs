@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::OnceLock;
 use std::time::Instant;
 
+use fastwire_proto::lifecycle::Expired;
 use fastwire_proto::{Connection, Error, HandshakeError, Lifecycle, ServerConn};
 
 use crate::CloseReason;
@@ -240,9 +241,24 @@ impl ServerCounters {
         }
     }
 
+    /// Hands a connection's lifecycle the time `now` (see
+    /// [`Lifecycle::handle_timeout`]) and does what every backend does with
+    /// the verdict: gives the state machine's buffers back, counts a
+    /// handshake that timed out. Returns the verdict for the driver's own
+    /// part (its own buffers; closing the connection).
+    pub fn handle_timeout(&self, life: &mut Lifecycle, conn: &mut ServerConn, unsent: bool, now: Instant) -> Expired {
+        let expired = life.handle_timeout(conn, unsent, now);
+        match expired {
+            Expired::ReleaseBuffers => conn.release_buffers(),
+            Expired::Closing(CloseReason::HandshakeTimeout) => self.handshake_timed_out(conn),
+            _ => {}
+        }
+        expired
+    }
+
     /// Counts (and logs) a connection whose handshake did not finish
     /// within `handshake_timeout`: a protocol error, and a refusal.
-    pub fn handshake_timed_out(&self, conn: &ServerConn) {
+    fn handshake_timed_out(&self, conn: &ServerConn) {
         self.protocol_error();
         let why = "its handshake (fastrpc's, or TLS's) did not finish within handshake_timeout";
         self.refuse(Refusal::HandshakeTimeout, conn.peer_addr(), &why);

@@ -322,18 +322,9 @@ impl<'a, H: Handler + 'static> Task<'a, H> {
 
     /// Hands the lifecycle the time; why the connection closes, if it does.
     fn expired(&mut self) -> Option<CloseReason> {
-        match self.life.handle_timeout(&self.conn, false, Instant::now()) {
-            Expired::Nothing => None,
-            Expired::ReleaseBuffers => {
-                self.conn.release_buffers();
-                None
-            }
-            Expired::Closing(reason) | Expired::Closed(reason) => {
-                if reason == CloseReason::HandshakeTimeout {
-                    self.shared.counters.handshake_timed_out(&self.conn);
-                }
-                Some(reason)
-            }
+        match self.shared.counters.handle_timeout(&mut self.life, &mut self.conn, false, Instant::now()) {
+            Expired::Nothing | Expired::ReleaseBuffers => None,
+            Expired::Closing(reason) | Expired::Closed(reason) => Some(reason),
         }
     }
 

@@ -285,18 +285,9 @@ impl Conn {
     /// Periodic checks: timeouts, and giving idle buffers back. Returns
     /// whether the connection must be driven (it started closing) or removed.
     pub(crate) fn sweep(&mut self, counters: &ServerCounters, now: Instant) -> Option<Step> {
-        match self.life.handle_timeout(&self.proto, false, now) {
-            Expired::Nothing => None,
-            Expired::ReleaseBuffers => {
-                self.proto.release_buffers();
-                None
-            }
-            Expired::Closing(reason) => {
-                if reason == CloseReason::HandshakeTimeout {
-                    counters.handshake_timed_out(&self.proto);
-                }
-                Some(Step::Keep { more: true })
-            }
+        match counters.handle_timeout(&mut self.life, &mut self.proto, false, now) {
+            Expired::Nothing | Expired::ReleaseBuffers => None,
+            Expired::Closing(_) => Some(Step::Keep { more: true }),
             Expired::Closed(reason) => Some(Step::Remove(reason)),
         }
     }

@@ -221,8 +221,7 @@ fn read_until_closed(
 ) -> CloseReason {
     let mut stream = socket;
     let config = &server.config;
-    let first_look = config.idle_timeout.unwrap_or(IDLE_RELEASE).min(IDLE_RELEASE).min(config.handshake_timeout);
-    let _ = stream.set_read_timeout(Some(first_look.max(Duration::from_millis(1))));
+    let _ = stream.set_read_timeout(Some(next_look(life, &shared.lock().conn, Instant::now())));
     let mut buf = BytesMut::new();
     let mut chunk = MIN_CHUNK;
     loop {
@@ -246,24 +245,16 @@ fn read_until_closed(
             Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
                 let mut state = shared.lock();
                 let now = Instant::now();
-                match life.handle_timeout(&state.conn, false, now) {
+                match server.counters.handle_timeout(life, &mut state.conn, false, now) {
                     Expired::Nothing => {}
                     Expired::ReleaseBuffers => {
                         // An idle connection keeps no large buffers.
                         buf = BytesMut::new();
                         chunk = MIN_CHUNK;
-                        state.conn.release_buffers();
                     }
-                    Expired::Closing(reason) | Expired::Closed(reason) => {
-                        if reason == CloseReason::HandshakeTimeout {
-                            server.counters.handshake_timed_out(&state.conn);
-                        }
-                        return reason;
-                    }
+                    Expired::Closing(reason) | Expired::Closed(reason) => return reason,
                 }
-                let next = life.poll_timeout(&state.conn, false).map(|d| d.saturating_duration_since(now));
-                let wake = next.map_or(IDLE_RELEASE, |d| d.clamp(Duration::from_millis(1), IDLE_RELEASE));
-                let _ = stream.set_read_timeout(Some(wake));
+                let _ = stream.set_read_timeout(Some(next_look(life, &state.conn, now)));
                 continue;
             }
             Err(_) => return CloseReason::ReadError,
@@ -272,6 +263,13 @@ fn read_until_closed(
             return reason;
         }
     }
+}
+
+/// The reader's read timeout from `now`: until the lifecycle's next
+/// deadline, and at most [`IDLE_RELEASE`], so that a shutdown is seen within it.
+fn next_look(life: &Lifecycle, conn: &ServerConn, now: Instant) -> Duration {
+    let next = life.poll_timeout(conn, false).map(|d| d.saturating_duration_since(now));
+    next.map_or(IDLE_RELEASE, |d| d.clamp(Duration::from_millis(1), IDLE_RELEASE))
 }
 
 /// Hands what was read to the connection and serves it, writing what the

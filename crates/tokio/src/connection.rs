@@ -257,18 +257,9 @@ impl<'a, H: ConnHandler> Task<'a, H> {
     /// The deadline came: hands the lifecycle the time; why the connection
     /// closes, if it does.
     fn expired(&mut self, unsent: bool) -> Result<(), CloseReason> {
-        match self.life.handle_timeout(&self.conn, unsent, Instant::now()) {
-            Expired::Nothing => Ok(()),
-            Expired::ReleaseBuffers => {
-                self.conn.release_buffers();
-                Ok(())
-            }
-            Expired::Closing(reason) | Expired::Closed(reason) => {
-                if reason == CloseReason::HandshakeTimeout {
-                    self.shared.counters.handshake_timed_out(&self.conn);
-                }
-                Err(reason)
-            }
+        match self.shared.counters.handle_timeout(&mut self.life, &mut self.conn, unsent, Instant::now()) {
+            Expired::Nothing | Expired::ReleaseBuffers => Ok(()),
+            Expired::Closing(reason) | Expired::Closed(reason) => Err(reason),
         }
     }
 

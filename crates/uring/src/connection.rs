@@ -384,19 +384,13 @@ impl Conn {
             return None;
         }
         let unsent = self.send_in_flight || self.sent < self.sending.len();
-        match self.life.handle_timeout(&self.proto, unsent, now) {
+        match counters.handle_timeout(&mut self.life, &mut self.proto, unsent, now) {
             Expired::Nothing => None,
             Expired::ReleaseBuffers => {
-                self.proto.release_buffers();
                 self.sending = BytesMut::new();
                 None
             }
-            Expired::Closing(reason) => {
-                if reason == CloseReason::HandshakeTimeout {
-                    counters.handshake_timed_out(&self.proto);
-                }
-                Some(Step::Keep)
-            }
+            Expired::Closing(_) => Some(Step::Keep),
             Expired::Closed(reason) => Some(Step::Remove(reason)),
         }
     }
