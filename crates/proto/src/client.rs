@@ -200,11 +200,6 @@ impl<T> ClientConn<T> {
         self.poll_timeout().is_some_and(|deadline| now >= deadline)
     }
 
-    /// How long the handshakes may take (the configuration's `handshake_timeout`).
-    pub fn handshake_timeout(&self) -> Duration {
-        self.handshake_timeout
-    }
-
     /// Hands response values of at least `len` bytes to
     /// [`process`](Self::process)'s callback as a `Bytes` that shares the
     /// read buffer ([`Response::shared`]) instead of only borrowing them:

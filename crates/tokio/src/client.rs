@@ -552,7 +552,7 @@ async fn read_loop(inner: Arc<Inner>, generation: u64, mut stream: OwnedReadHalf
             Ok(Ok(_)) => None,
             Ok(Err(e)) => Some(ClientError::from_io(e)),
             Err(_) if active.conn.handle_timeout(std::time::Instant::now()) => {
-                Some(ClientError::handshake_timeout(active.conn.handshake_stage(), active.conn.handshake_timeout()))
+                Some(ClientError::handshake_timeout(active.conn.handshake_stage(), inner.config.handshake_timeout))
             }
             Err(_) => continue,
         };
