@@ -284,8 +284,7 @@ impl Conn {
                 break;
             }
         }
-        let unsent = self.send_in_flight || self.sent < self.sending.len();
-        if self.life.poll_shutdown(&self.proto, unsent, ctx.now) {
+        if self.life.poll_shutdown(&self.proto, self.unsent(), ctx.now) {
             // Everything is written: end-of-stream after the last response.
             let _ = self.stream.shutdown(Shutdown::Write);
             if self.life.is_closed() {
@@ -338,6 +337,12 @@ impl Conn {
         }
     }
 
+    /// Output taken from the state machine and not sent yet (a send in
+    /// flight, or the rest of one).
+    fn unsent(&self) -> bool {
+        self.send_in_flight || self.sent < self.sending.len()
+    }
+
     /// Why a closed connection is removed.
     fn removed(&self) -> Step {
         Step::Remove(self.life.reason().unwrap_or(CloseReason::ClosedByClient))
@@ -383,7 +388,7 @@ impl Conn {
         if self.removing {
             return None;
         }
-        let unsent = self.send_in_flight || self.sent < self.sending.len();
+        let unsent = self.unsent();
         match counters.handle_timeout(&mut self.life, &mut self.proto, unsent, now) {
             Expired::Nothing => None,
             Expired::ReleaseBuffers => {
