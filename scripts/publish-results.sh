@@ -42,12 +42,14 @@ run() { # set, then compare's arguments
 # in processes of their own (their CPU time and memory), clients alone, both.
 run main --processes
 # The measured settings and the reuse-port layouts beside the defaults
-# they vary.
+# they vary, and the tokio client loaded by a caller task per call.
 run variants --workload fastrpc,pingpong,cpu --processes \
-    --backends mio,mio-reuseport,tokio-per-core,tokio-per-core-reuseport,uring,uring-reuseport,uring-sqpoll,uring-fixed,glommio,glommio-reuseport
+    --backends tokio,tokio-tasks,mio,mio-reuseport,tokio-per-core,tokio-per-core-reuseport,uring,uring-reuseport,uring-sqpoll,uring-fixed,glommio,glommio-reuseport
 # The stacks a Rust user would pick instead, beside fastwire's tokio
 # backends and the fastest by hand.
-run peers --workload fastrpc,pingpong --role both --backends tokio,tokio-per-core,std,mio --peers
+# The peers are loaded by caller tasks: `tokio-tasks` is fastwire's tokio
+# client loaded the same way.
+run peers --workload fastrpc,pingpong --role both --backends tokio,tokio-tasks,tokio-per-core,std,mio --peers
 # TLS beside plaintext.
 run tls --workload fastrpc,pingpong,handshakes --tls both --role both
 # Each server from 1 to 10,000 connections.

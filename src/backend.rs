@@ -29,6 +29,12 @@ pub enum BackendKind {
     /// `fastwire-tokio` on the multi-threaded work-stealing runtime.
     #[cfg(feature = "tokio")]
     Tokio,
+    /// The `tokio` server, loaded by `depth` caller tasks per connection that
+    /// each await one call at a time, instead of one task pipelining the
+    /// connection's calls (not in the default run: it measures what a task
+    /// per call costs the client).
+    #[cfg(feature = "tokio")]
+    TokioTasks,
     /// `fastwire-tokio` with a current-thread runtime per core, connections
     /// handed to them in turn.
     #[cfg(feature = "tokio")]
@@ -91,6 +97,8 @@ impl BackendKind {
     /// in [`ALL`](BackendKind::ALL), the default of `compare` and the benches.
     pub const VARIANTS: &'static [BackendKind] = &[
         #[cfg(feature = "tokio")]
+        BackendKind::TokioTasks,
+        #[cfg(feature = "tokio")]
         BackendKind::TokioPerCoreReuseport,
         #[cfg(feature = "mio")]
         BackendKind::MioReuseport,
@@ -111,6 +119,8 @@ impl BackendKind {
             BackendKind::Std => "std",
             #[cfg(feature = "tokio")]
             BackendKind::Tokio => "tokio",
+            #[cfg(feature = "tokio")]
+            BackendKind::TokioTasks => "tokio-tasks",
             #[cfg(feature = "tokio")]
             BackendKind::TokioPerCore => "tokio-per-core",
             #[cfg(feature = "tokio")]
@@ -139,7 +149,9 @@ impl BackendKind {
     pub fn client_kind(self) -> BackendKind {
         match self {
             #[cfg(feature = "tokio")]
-            BackendKind::TokioPerCore | BackendKind::TokioPerCoreReuseport => BackendKind::Tokio,
+            BackendKind::TokioTasks | BackendKind::TokioPerCore | BackendKind::TokioPerCoreReuseport => {
+                BackendKind::Tokio
+            }
             #[cfg(feature = "mio")]
             BackendKind::MioReuseport => BackendKind::Mio,
             #[cfg(feature = "glommio")]
@@ -166,6 +178,23 @@ impl BackendKind {
             #[allow(unreachable_patterns)]
             _ => None,
         }
+    }
+
+    /// Whether the closed loop loads this backend's client with `depth`
+    /// caller tasks per connection (`tokio-tasks`) rather than pipelining
+    /// from one caller per connection.
+    pub fn caller_tasks(self) -> bool {
+        #[cfg(feature = "tokio")]
+        if self == BackendKind::TokioTasks {
+            return true;
+        }
+        false
+    }
+
+    /// Whether `compare` gives this backend a row of its own as a client
+    /// (`--role client`): a client crate's own, or a load shape of one.
+    pub fn has_client_row(self) -> bool {
+        self.client_kind() == self || self.caller_tasks()
     }
 
     /// Backends with a client of their own (the per-core flavor is a server layout).
@@ -236,7 +265,9 @@ pub fn start_server<H: Handler + 'static>(
         #[cfg(feature = "std")]
         BackendKind::Std => Box::new(fastwire_std::Server::bind(addr, config)?.serve(handler)?),
         #[cfg(feature = "tokio")]
-        BackendKind::Tokio => Box::new(fastwire_tokio::Server::bind(addr, config)?.serve(handler)?),
+        BackendKind::Tokio | BackendKind::TokioTasks => {
+            Box::new(fastwire_tokio::Server::bind(addr, config)?.serve(handler)?)
+        }
         #[cfg(feature = "tokio")]
         BackendKind::TokioPerCore => Box::new(
             fastwire_tokio::Server::bind_with(addr, config, fastwire_tokio::Flavor::per_core())?.serve(handler)?,
@@ -320,7 +351,9 @@ where
     let _ = (&addr, &config, &handler);
     Ok(match kind {
         #[cfg(feature = "tokio")]
-        BackendKind::Tokio => Box::new(fastwire_tokio::Server::bind(addr, config)?.serve_async(handler)?),
+        BackendKind::Tokio | BackendKind::TokioTasks => {
+            Box::new(fastwire_tokio::Server::bind(addr, config)?.serve_async(handler)?)
+        }
         #[cfg(feature = "tokio")]
         BackendKind::TokioPerCore => Box::new(
             fastwire_tokio::Server::bind_with(addr, config, fastwire_tokio::Flavor::per_core())?
@@ -367,7 +400,10 @@ pub fn blocking_client(
             Box::new(fastwire_uring::Client::new(addr, config))
         }
         #[cfg(feature = "tokio")]
-        BackendKind::Tokio | BackendKind::TokioPerCore | BackendKind::TokioPerCoreReuseport => {
+        BackendKind::Tokio
+        | BackendKind::TokioTasks
+        | BackendKind::TokioPerCore
+        | BackendKind::TokioPerCoreReuseport => {
             let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
             Box::new(TokioBlocking { client: fastwire_tokio::Client::new(addr, config), runtime })
         }

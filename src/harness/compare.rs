@@ -47,7 +47,8 @@ pub struct Plan {
 impl Plan {
     /// The measurements this plan makes (for a progress bar).
     pub fn len(&self) -> usize {
-        let clients = self.backends.iter().filter(|k| k.client_kind() == **k).count();
+        let clients = self.backends.iter().filter(|k| k.has_client_row()).count();
+        let servers = self.backends.iter().filter(|k| !k.caller_tasks()).count();
         self.specs
             .iter()
             .map(|s| match s.role {
@@ -55,7 +56,7 @@ impl Plan {
                 Role::Both => {
                     self.backends.len() + usize::from(self.floors && floor_of(s).is_some()) + self.peers_on(s)
                 }
-                Role::Server => self.backends.len() + usize::from(self.floors),
+                Role::Server => servers + usize::from(self.floors),
                 Role::Client => clients + usize::from(self.floors),
             })
             .sum()
@@ -264,6 +265,8 @@ fn measure_role(
     }
     for &kind in runnable {
         let result = match spec.role {
+            // A load shape of a client: its server is the plain backend's.
+            Role::Server if kind.caller_tasks() => continue,
             Role::Server => {
                 let exe = plan.server_exe.as_deref().filter(|_| plan.processes);
                 under_load(kind, spec, exe, |addr, cpu| {
@@ -274,8 +277,9 @@ fn measure_role(
                     ))
                 })
             }
-            // One row per client (the per-core and acceptor layouts are server layouts).
-            _ if kind.client_kind() != kind => continue,
+            // One row per client and load shape (the per-core and reuse-port
+            // layouts are server layouts).
+            _ if !kind.has_client_row() => continue,
             _ => in_process(FloorServer::start(spec).and_then(|floor| {
                 twice(&|mode| drive::closed_loop(kind, floor.local_addr(), spec, &plan.timing, mode, None))
             })),

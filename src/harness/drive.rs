@@ -318,7 +318,10 @@ pub fn closed_loop(
         #[cfg(feature = "uring")]
         BackendKind::Uring => closed_threads::<fastwire_uring::client::RingThread>(addr, spec, timing, mode, handled),
         #[cfg(feature = "tokio")]
-        BackendKind::Tokio => closed_async::<fastwire_tokio::Client>(&(), addr, spec, timing, mode, handled),
+        BackendKind::Tokio => {
+            let tasks = client.caller_tasks();
+            closed_async::<fastwire_tokio::Client>(&(), addr, spec, timing, mode, handled, tasks)
+        }
         #[allow(unreachable_patterns)]
         other => Err(format!("{other} has no client of its own")),
     }
@@ -562,6 +565,18 @@ pub(crate) trait AsyncClient: Clone + Send + Sync + 'static {
     fn call(&self, name: &[u8], value: &[u8]) -> impl std::future::Future<Output = Result<Self::Reply, String>> + Send;
     /// One fire-and-forget request (`nowait`), where the stack has them.
     fn send(&self, name: &[u8], value: &[u8]) -> impl std::future::Future<Output = Result<(), String>> + Send;
+    /// The connection's whole load from one task, where the stack can start
+    /// a call without awaiting it: `depth` calls in flight, oldest awaited
+    /// first (the blocking clients' [`pipeline`]); `None` where it cannot.
+    fn pipeline<'a>(
+        &'a self,
+        _depth: usize,
+        _calls: &'a Calls,
+        _expected: &'a Expected,
+        _control: &'a Control,
+    ) -> Option<impl std::future::Future<Output = Result<(), String>> + Send + 'a> {
+        None::<std::future::Ready<Result<(), String>>>
+    }
     /// Responses that matched no call, over the connection's life.
     fn unsolicited(&self) -> u64;
     /// Ends the connection.
@@ -587,6 +602,16 @@ impl AsyncClient for fastwire_tokio::Client {
         fastwire_tokio::Client::send(self, name, value).await.map_err(|e| failed("calling", e))
     }
 
+    fn pipeline<'a>(
+        &'a self,
+        depth: usize,
+        calls: &'a Calls,
+        expected: &'a Expected,
+        control: &'a Control,
+    ) -> Option<impl std::future::Future<Output = Result<(), String>> + Send + 'a> {
+        Some(async_pipeline(self, depth, calls, expected, control))
+    }
+
     fn unsolicited(&self) -> u64 {
         self.stats().unsolicited_responses
     }
@@ -598,7 +623,11 @@ impl AsyncClient for fastwire_tokio::Client {
 
 /// The closed loop of an [`AsyncClient`]: a thread per connection, each
 /// with a current-thread tokio runtime running the connection and its
-/// `depth` caller tasks (calls and responses never cross a thread).
+/// load (calls and responses never cross a thread). The load is one task
+/// pipelining `depth` calls ([`AsyncClient::pipeline`]), as the thread of
+/// a blocking client does; with `tasks`, or for a client that cannot start
+/// a call without awaiting it, `depth` caller tasks that each make one
+/// call at a time.
 #[cfg(feature = "tokio")]
 pub(crate) fn closed_async<C: AsyncClient>(
     dial: &C::Dial,
@@ -607,6 +636,7 @@ pub(crate) fn closed_async<C: AsyncClient>(
     timing: &Timing,
     mode: Mode,
     handled: Option<&dyn Fn() -> u64>,
+    tasks: bool,
 ) -> Result<Sample, String> {
     let (name, value) = spec.request();
     let slow = spec.slow_request();
@@ -629,6 +659,16 @@ pub(crate) fn closed_async<C: AsyncClient>(
                         ready.wait();
                         let client = connected?;
                         CONNECTION.with(|c| c.start(Tally::new(mode, fire)));
+                        if !fire && !tasks {
+                            let calls = Calls {
+                                request: (name.clone(), value.clone()),
+                                slow: spec.workload.slow_every().map(|every| (every, slow.clone())),
+                            };
+                            if let Some(run) = client.pipeline(spec.depth.max(1), &calls, expected, &control) {
+                                let result = control.abort_on_error(run.await);
+                                return finish(&client, result);
+                            };
+                        }
                         let callers: Vec<_> = (0..if fire { 1 } else { spec.depth.max(1) })
                             .map(|_| {
                                 let (client, control, expected) =
@@ -655,12 +695,7 @@ pub(crate) fn closed_async<C: AsyncClient>(
                                 result = result.and(Err(e));
                             }
                         }
-                        let unsolicited = client.unsolicited();
-                        client.close();
-                        result?;
-                        let mut tally = CONNECTION.with(ConnectionTally::finish);
-                        tally.unsolicited = unsolicited;
-                        Ok(tally)
+                        finish(&client, result)
                     })
                 })
             })
@@ -669,6 +704,17 @@ pub(crate) fn closed_async<C: AsyncClient>(
         let window = window(&control, timing, mode, handled);
         gather(workers, window, mode, fire)
     })
+}
+
+/// Ends a connection's run: closes the client and returns its tally.
+#[cfg(feature = "tokio")]
+fn finish<C: AsyncClient>(client: &C, result: Result<(), String>) -> Result<Tally, String> {
+    let unsolicited = client.unsolicited();
+    client.close();
+    result?;
+    let mut tally = CONNECTION.with(ConnectionTally::finish);
+    tally.unsolicited = unsolicited;
+    Ok(tally)
 }
 
 /// A request's name and value.
@@ -719,7 +765,7 @@ impl ConnectionTally {
 /// What a tokio caller sends: the workload's request, or for `mixed`
 /// every n-th call of its connection the slow one.
 #[cfg(feature = "tokio")]
-struct Calls {
+pub(crate) struct Calls {
     request: NameValue,
     /// One call in `.0` is this slow one.
     slow: Option<(u64, NameValue)>,
@@ -775,6 +821,70 @@ async fn async_caller<C: AsyncClient>(
         }
         started = now;
     }
+}
+
+/// fastwire's tokio client pipelined from one task, as [`pipeline`] does
+/// with a blocking client: `depth` calls started, the oldest awaited, a new
+/// one started as each ends, one clock read per wait. Slow calls (`mixed`)
+/// wait in a queue of their own, so that an instant call is never timed
+/// late because a slow one ahead of it is still running.
+#[cfg(feature = "tokio")]
+async fn async_pipeline(
+    client: &fastwire_tokio::Client,
+    depth: usize,
+    calls: &Calls,
+    expected: &Expected,
+    control: &Control,
+) -> Result<(), String> {
+    // The next call, started, and the queue it waits in (slow or not).
+    let start = || {
+        let (name, value, timed) = calls.next();
+        async move { client.start(name, value).await.map(|call| (call, timed)).map_err(|e| failed("calling", e)) }
+    };
+    let mut in_flight = VecDeque::with_capacity(depth);
+    let mut slow_in_flight = VecDeque::new();
+    let mut now = Stamp::now();
+    for _ in 0..depth {
+        let (call, timed) = start().await?;
+        if timed { &mut in_flight } else { &mut slow_in_flight }.push_back((call, now));
+    }
+    let result = loop {
+        let phase = control.phase();
+        if phase == STOP {
+            break Ok(());
+        }
+        let slow_done = slow_in_flight.front().is_some_and(|(call, _)| call.is_done());
+        let (call, started, was_slow) = if slow_done || in_flight.is_empty() {
+            let (call, started) = slow_in_flight.pop_front().expect("a call in flight");
+            (call, started, true)
+        } else {
+            let (call, started) = in_flight.pop_front().expect("a call in flight");
+            (call, started, false)
+        };
+        let waits = !call.is_done();
+        let len = match call.await {
+            Ok(reply) => match check_reply(&reply, expected.of_call(was_slow)) {
+                Ok(()) => reply.len(),
+                Err(e) => break Err(e),
+            },
+            Err(e) => break Err(failed("calling", e)),
+        };
+        if waits || started == now {
+            now = Stamp::now();
+        }
+        if phase == MEASURE {
+            CONNECTION.with(|c| c.record(len, (!was_slow).then(|| now - started)));
+        }
+        match start().await {
+            Ok((call, timed)) => if timed { &mut in_flight } else { &mut slow_in_flight }.push_back((call, now)),
+            Err(e) => break Err(e),
+        }
+    };
+    // Let the calls still in flight finish, so that the next run starts clean.
+    for (call, _) in in_flight.into_iter().chain(slow_in_flight) {
+        let _ = call.await;
+    }
+    result
 }
 
 /// Open loop: `spec.rate` calls per second over `spec.connections`

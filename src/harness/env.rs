@@ -114,7 +114,7 @@ pub fn layout(backend: BackendKind, workload: Workload) -> String {
     let n = cpus();
     let server = match backend.name() {
         "std" => "an acceptor thread, and a reader and a writer thread per connection".to_owned(),
-        "tokio" => format!("tokio multi-thread runtime ({n} workers), a task per connection"),
+        "tokio" | "tokio-tasks" => format!("tokio multi-thread runtime ({n} workers), a task per connection"),
         "tokio-per-core" => format!("{n} current-thread tokio runtimes, one per core, the first accepting and handing connections to them in turn"),
         "tokio-per-core-reuseport" => format!("{n} current-thread tokio runtimes, one per core, a SO_REUSEPORT listener each"),
         "mio" => format!("an acceptor thread handing connections in turn to {n} edge-triggered mio event loops, one per core"),
@@ -147,7 +147,12 @@ pub fn layout(backend: BackendKind, workload: Workload) -> String {
              through the protocol crate over blocking sockets (the same load for every server)"
                 .to_owned()
         }
-        _ if backend.client_kind().name() == "tokio" => format!("load: {}", async_load("tokio client")),
+        _ if backend.caller_tasks() => format!("load: {}", async_load("tokio client")),
+        _ if backend.client_kind().name() == "tokio" => {
+            "load: tokio client on a current-thread runtime per connection, one task per connection keeping \
+             `depth` calls in flight (started, the oldest awaited first)"
+                .to_owned()
+        }
         _ => format!("load: {client}, a thread per connection keeping `depth` calls in flight"),
     };
     match handlers(backend, workload) {

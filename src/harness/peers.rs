@@ -61,7 +61,7 @@ pub fn measure(peer: Peer, spec: &Spec, timing: &Timing) -> Result<(Sample, Samp
     let any: std::net::SocketAddr = "127.0.0.1:0".parse().expect("literal");
     let server = fastwire_peers::Server::start(peer, any).map_err(|e| format!("starting the {peer} server: {e}"))?;
     let addr = server.local_addr();
-    let run = |mode| super::drive::closed_async::<fastwire_peers::Client>(&peer, addr, spec, timing, mode, None);
+    let run = |mode| super::drive::closed_async::<fastwire_peers::Client>(&peer, addr, spec, timing, mode, None, true);
     let result = run(Mode::Timed).and_then(|timed| Ok((timed, run(Mode::Counted)?)));
     server.shutdown(std::time::Duration::from_secs(2));
     result

@@ -21,7 +21,6 @@
 //! a backoff if the last attempt failed. Must be used inside a tokio runtime:
 //! the connection's reader and writer are tasks on it.
 
-use std::future::poll_fn;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -225,6 +224,25 @@ impl Client {
 
     /// Calls with a deadline of its own.
     pub async fn call_timeout(&self, name: &[u8], value: &[u8], timeout: Duration) -> Result<Reply, ClientError> {
+        self.start_timeout(name, value, timeout).await?.await
+    }
+
+    /// Starts a call (connecting first if need be) and returns once it is
+    /// queued, without waiting for the response: the returned
+    /// [`PendingCall`] is a future of it, and one task may hold many (start
+    /// them, then await the oldest), as the blocking clients' `start`. The
+    /// deadline is `call_timeout` from now.
+    pub async fn start(&self, name: &[u8], value: &[u8]) -> Result<PendingCall<'_>, ClientError> {
+        self.start_timeout(name, value, self.inner.config.call_timeout).await
+    }
+
+    /// Starts a call with a deadline of its own (see [`start`](Self::start)).
+    pub async fn start_timeout(
+        &self,
+        name: &[u8],
+        value: &[u8],
+        timeout: Duration,
+    ) -> Result<PendingCall<'_>, ClientError> {
         let inner = &self.inner;
         // One coarse clock read per call, as in the blocking clients (see
         // `fastwire_common::Deadline` for why not the precise clock).
@@ -294,14 +312,11 @@ impl Client {
                 }
             }
         };
-        // If this future is dropped before the call is done (a `select!`, a
-        // cancelled task), the guard forgets the call so its id is freed.
+        // If the pending call is dropped before it is done (a `select!`, a
+        // cancelled task), its guard forgets the call so its id is freed.
         // Its deadline is the reader's to enforce: a call past it is failed
         // with `Timeout` by the next sweep.
-        let mut guard = CancelOnDrop { inner, id, generation, armed: true };
-        poll_fn(|cx| slot.poll_done(cx)).await;
-        guard.armed = false;
-        CallSlot::finish(slot)
+        Ok(PendingCall { slot: Some(slot), cancel: CancelOnDrop { inner, id, generation, armed: true } })
     }
 
     /// Sends a fire-and-forget request (id 0): no response, no deadline. If
@@ -362,6 +377,50 @@ struct ConnectingCall<'a>(&'a Inner);
 impl Drop for ConnectingCall<'_> {
     fn drop(&mut self) {
         self.0.connecting_calls.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A call in progress (see [`Client::start`]): awaiting it gives its
+/// reply. Dropping it before then forgets the call (its id is freed and a
+/// late response is counted as unsolicited). Its deadline is the
+/// connection's to enforce: a call past it completes with
+/// [`ClientError::Timeout`] at the next sweep, awaited or not.
+#[must_use = "a call is forgotten when its PendingCall is dropped"]
+pub struct PendingCall<'a> {
+    /// `None` once the reply was taken.
+    slot: Option<Arc<CallSlot>>,
+    cancel: CancelOnDrop<'a>,
+}
+
+impl PendingCall<'_> {
+    /// The call's request id on the wire.
+    pub fn id(&self) -> u32 {
+        self.cancel.id
+    }
+
+    /// Whether its response (or failure) is in: awaiting it now returns at once.
+    pub fn is_done(&self) -> bool {
+        self.slot.as_ref().is_none_or(|slot| slot.is_done())
+    }
+}
+
+impl std::fmt::Debug for PendingCall<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingCall").field("id", &self.cancel.id).field("done", &self.is_done()).finish()
+    }
+}
+
+impl std::future::Future for PendingCall<'_> {
+    type Output = Result<Reply, ClientError>;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        let this = &mut *self;
+        let Some(slot) = this.slot.as_ref() else {
+            panic!("PendingCall polled after it returned its reply");
+        };
+        std::task::ready!(slot.poll_done(cx));
+        this.cancel.armed = false;
+        std::task::Poll::Ready(CallSlot::finish(this.slot.take().expect("checked above")))
     }
 }
 

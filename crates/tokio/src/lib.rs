@@ -59,7 +59,7 @@ pub mod pool;
 pub mod server;
 pub mod timer;
 
-pub use client::Client;
+pub use client::{Client, PendingCall};
 pub use fastwire_common::{ClientError, Reply, ServerStats, ShutdownReport};
 pub use fastwire_proto as proto;
 pub use pool::Pool;
