@@ -1,5 +1,6 @@
 //! The client: one TCP connection (reconnected on demand) carrying many
-//! calls at once; `Clone + Send + Sync`, with `async fn call`.
+//! calls at once; `Clone + Send + Sync`, with `async fn call`, and `start`
+//! for a call in flight as a [`PendingCall`] future (many from one task).
 //!
 //! ```text
 //!  caller tasks                   writer task                reader task
