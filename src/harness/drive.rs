@@ -486,21 +486,11 @@ fn pipeline<D: Driver>(
         if phase == STOP {
             break Ok(());
         }
-        let slow_done = slow_in_flight.front().is_some_and(|(call, _): &(PendingCall<D>, Stamp)| call.is_done());
-        let (call, started, was_slow) = if slow_done || in_flight.is_empty() {
-            let (call, started) = slow_in_flight.pop_front().expect("a call in flight");
-            (call, started, true)
-        } else {
-            let (call, started) = in_flight.pop_front().expect("a call in flight");
-            (call, started, false)
-        };
+        let (call, started, was_slow) = next_due(&mut in_flight, &mut slow_in_flight, PendingCall::is_done);
         let waits = !call.is_done();
-        let len = match call.wait() {
-            Ok(reply) => match check_reply(&reply, expected.of_call(was_slow)) {
-                Ok(()) => reply.len(),
-                Err(e) => break Err(e),
-            },
-            Err(e) => break Err(failed("calling", e)),
+        let len = match checked_len(call.wait(), expected, was_slow) {
+            Ok(len) => len,
+            Err(e) => break Err(e),
         };
         if waits || started == now {
             now = Stamp::now();
@@ -524,6 +514,33 @@ fn pipeline<D: Driver>(
     result.map(|()| tally)
 }
 // ANCHOR_END: pipeline
+
+/// The call a pipeline waits for next, when it started, and whether it is
+/// a slow one: the oldest slow call if it is already done (or if no
+/// instant call is in flight), else the oldest instant call.
+#[inline]
+fn next_due<T>(
+    instant: &mut VecDeque<(T, Stamp)>,
+    slow: &mut VecDeque<(T, Stamp)>,
+    is_done: impl Fn(&T) -> bool,
+) -> (T, Stamp, bool) {
+    let slow_done = slow.front().is_some_and(|(call, _)| is_done(call));
+    let (queue, was_slow) = if slow_done || instant.is_empty() { (slow, true) } else { (instant, false) };
+    let (call, started) = queue.pop_front().expect("a call in flight");
+    (call, started, was_slow)
+}
+
+/// A call's reply checked against the demo service's answer: its length.
+#[inline]
+fn checked_len<R: AsRef<[u8]>>(
+    result: Result<R, ClientError>,
+    expected: &Expected,
+    was_slow: bool,
+) -> Result<usize, String> {
+    let reply = result.map_err(|e| failed("calling", e))?;
+    check_reply(reply.as_ref(), expected.of_call(was_slow))?;
+    Ok(reply.as_ref().len())
+}
 
 /// One connection's fire-and-forget requests, as fast as the client takes them.
 fn send_loop<D: Driver>(
@@ -853,21 +870,12 @@ async fn async_pipeline(
         if phase == STOP {
             break Ok(());
         }
-        let slow_done = slow_in_flight.front().is_some_and(|(call, _)| call.is_done());
-        let (call, started, was_slow) = if slow_done || in_flight.is_empty() {
-            let (call, started) = slow_in_flight.pop_front().expect("a call in flight");
-            (call, started, true)
-        } else {
-            let (call, started) = in_flight.pop_front().expect("a call in flight");
-            (call, started, false)
-        };
+        let (call, started, was_slow) =
+            next_due(&mut in_flight, &mut slow_in_flight, fastwire_tokio::PendingCall::is_done);
         let waits = !call.is_done();
-        let len = match call.await {
-            Ok(reply) => match check_reply(&reply, expected.of_call(was_slow)) {
-                Ok(()) => reply.len(),
-                Err(e) => break Err(e),
-            },
-            Err(e) => break Err(failed("calling", e)),
+        let len = match checked_len(call.await, expected, was_slow) {
+            Ok(len) => len,
+            Err(e) => break Err(e),
         };
         if waits || started == now {
             now = Stamp::now();
