@@ -81,6 +81,63 @@ impl WokenKeys {
     }
 }
 
+// ANCHOR: ready_keys
+/// Which of a loop's connections to drive this turn (mio's and uring's
+/// servers): those with news, each once, and those that deferred answers
+/// woke. Both lists keep their allocations from turn to turn.
+#[doc(hidden)]
+#[derive(Debug, Default)]
+pub struct ReadyKeys {
+    ready: Vec<usize>,
+    /// The list being driven: driving may mark connections for the next
+    /// turn, which go to `ready` meanwhile.
+    driving: Vec<usize>,
+    /// The list taken from [`WokenKeys`].
+    woken: Vec<usize>,
+}
+
+impl ReadyKeys {
+    /// Marks `key` to be driven (again) this turn or the next.
+    pub fn push(&mut self, key: usize) {
+        self.ready.push(key);
+    }
+
+    /// Whether any connection waits to be driven: the loop must not sleep.
+    pub fn is_empty(&self) -> bool {
+        self.ready.is_empty()
+    }
+
+    /// Takes the keys of the connections deferred answers arrived for;
+    /// `wake` tells each connection (and says whether it still exists: a
+    /// key may have been reused by a newer connection, which is then
+    /// driven once for nothing, harmlessly).
+    pub fn adopt_woken(&mut self, from: &WokenKeys, mut wake: impl FnMut(usize) -> bool) {
+        from.take(&mut self.woken);
+        for key in self.woken.drain(..) {
+            if wake(key) {
+                self.ready.push(key);
+            }
+        }
+    }
+
+    /// This turn's connections, each once and in key order; hand the list
+    /// back with [`end_turn`](Self::end_turn).
+    pub fn start_turn(&mut self) -> Vec<usize> {
+        std::mem::swap(&mut self.ready, &mut self.driving);
+        let mut driving = std::mem::take(&mut self.driving);
+        driving.sort_unstable();
+        driving.dedup();
+        driving
+    }
+
+    /// Gives the turn's list back (its allocation serves the next turn).
+    pub fn end_turn(&mut self, mut driving: Vec<usize>) {
+        driving.clear();
+        self.driving = driving;
+    }
+}
+// ANCHOR_END: ready_keys
+
 /// A backend's running server.
 pub trait Serving: Send + 'static {
     /// Its counters.

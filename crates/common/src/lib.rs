@@ -69,7 +69,7 @@ pub use backoff::Backoff;
 #[doc(hidden)]
 pub use deadline::Deadline;
 #[doc(hidden)]
-pub use handle::{LoopShared, Serving, WokenKeys};
+pub use handle::{LoopShared, ReadyKeys, Serving, WokenKeys};
 #[doc(hidden)]
 pub use registry::Registry;
 #[doc(hidden)]

@@ -8,7 +8,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use fastwire_common::net::Listeners;
-use fastwire_common::{net, Blocking, CloseReason, Cut, ServerCounters, Serving, ShutdownReport, WokenKeys};
+use fastwire_common::{net, Blocking, CloseReason, Cut, ReadyKeys, ServerCounters, Serving, ShutdownReport, WokenKeys};
 use fastwire_proto::{Handler, ServerConfig, Wake};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -107,10 +107,8 @@ impl Server {
                 listener,
                 inbox,
                 woken,
-                woken_keys: Vec::new(),
                 conns: Slab::new(),
-                ready: Vec::new(),
-                driving: Vec::new(),
+                keys: ReadyKeys::default(),
                 shared: Arc::clone(&shared),
                 handler: Arc::clone(&handler),
                 scratch: vec![0; SCRATCH],
@@ -191,13 +189,9 @@ struct EventLoop<H> {
     inbox: Inbox,
     /// Connections with deferred responses waiting, from other threads.
     woken: Arc<LoopWake>,
-    /// The list taken from `woken` (kept, so its allocation is reused).
-    woken_keys: Vec<usize>,
     conns: Slab<Conn>,
-    /// Connections with news, or work left that no event will announce (edge-triggered).
-    ready: Vec<usize>,
-    /// The list being driven this turn.
-    driving: Vec<usize>,
+    /// Connections to drive: with news, or work left that no event will announce (edge-triggered).
+    keys: ReadyKeys,
     shared: Arc<Shared>,
     handler: Arc<H>,
     scratch: Vec<u8>,
@@ -216,7 +210,7 @@ impl<H: Handler + 'static> EventLoop<H> {
             if let Some(at) = self.accept_paused_until {
                 timeout = timeout.min(at.saturating_duration_since(now));
             }
-            if !self.ready.is_empty() {
+            if !self.keys.is_empty() {
                 timeout = Duration::ZERO;
             }
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
@@ -236,7 +230,7 @@ impl<H: Handler + 'static> EventLoop<H> {
                     Token(key) => {
                         if let Some(conn) = self.conns.get_mut(key) {
                             conn.on_event(event);
-                            self.ready.push(key);
+                            self.keys.push(key);
                         }
                     }
                 }
@@ -246,16 +240,13 @@ impl<H: Handler + 'static> EventLoop<H> {
                 self.accept(now);
             }
             // ANCHOR: ready_list
-            // Drive every connection with news or unfinished work. Driving
-            // may queue connections for the next turn, so the list is
-            // swapped with a second one (both keep their allocations).
-            std::mem::swap(&mut self.ready, &mut self.driving);
-            self.driving.sort_unstable();
-            self.driving.dedup();
-            for i in 0..self.driving.len() {
-                self.drive(self.driving[i], now);
+            // Drive every connection with news or unfinished work, each
+            // once; driving may mark connections for the next turn.
+            let driving = self.keys.start_turn();
+            for &key in &driving {
+                self.drive(key, now);
             }
-            self.driving.clear();
+            self.keys.end_turn(driving);
             // ANCHOR_END: ready_list
             if now >= next_sweep {
                 next_sweep = now + SWEEP_EVERY;
@@ -271,10 +262,9 @@ impl<H: Handler + 'static> EventLoop<H> {
                     if let Some(mut listener) = self.listener.take() {
                         let _ = self.poll.registry().deregister(&mut listener);
                     }
-                    let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
-                    for key in keys {
-                        self.conns[key].begin_close(CloseReason::Shutdown);
-                        self.ready.push(key);
+                    for (key, conn) in self.conns.iter_mut() {
+                        conn.begin_close(CloseReason::Shutdown);
+                        self.keys.push(key);
                     }
                 }
                 if self.conns.is_empty() {
@@ -297,15 +287,8 @@ impl<H: Handler + 'static> EventLoop<H> {
 
     /// Marks the connections that deferred responses arrived for.
     fn adopt_woken(&mut self) {
-        self.woken.keys.take(&mut self.woken_keys);
-        for key in self.woken_keys.drain(..) {
-            // A key may have been reused by a newer connection since: it is
-            // then driven once for nothing, which is harmless.
-            if let Some(conn) = self.conns.get_mut(key) {
-                conn.wake();
-                self.ready.push(key);
-            }
-        }
+        let conns = &mut self.conns;
+        self.keys.adopt_woken(&self.woken.keys, |key| conns.get_mut(key).map(Conn::wake).is_some());
     }
 
     /// Registers a new connection (its slot in the counters already taken).
@@ -329,7 +312,7 @@ impl<H: Handler + 'static> EventLoop<H> {
         let waker: Arc<dyn Wake> = self.woken.clone();
         let peer = stream.peer_addr().ok();
         entry.insert(Conn::new(stream, self.shared.new_conn(peer, waker, key, now)));
-        self.ready.push(key);
+        self.keys.push(key);
     }
 
     fn accept(&mut self, now: Instant) {
@@ -367,7 +350,7 @@ impl<H: Handler + 'static> EventLoop<H> {
         match step {
             Step::Keep { more } => {
                 if more {
-                    self.ready.push(key);
+                    self.keys.push(key);
                 }
             }
             Step::Remove(reason) => self.remove(key, reason),
@@ -393,7 +376,7 @@ impl<H: Handler + 'static> EventLoop<H> {
             .collect();
         for (key, step) in decided {
             match step {
-                Step::Keep { .. } => self.ready.push(key),
+                Step::Keep { .. } => self.keys.push(key),
                 remove => self.settle(key, remove),
             }
         }

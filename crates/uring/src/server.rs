@@ -18,7 +18,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use fastwire_common::net::Listeners;
-use fastwire_common::{net, Blocking, CloseReason, Cut, ServerCounters, Serving, ShutdownReport, WokenKeys};
+use fastwire_common::{net, Blocking, CloseReason, Cut, ReadyKeys, ServerCounters, Serving, ShutdownReport, WokenKeys};
 use fastwire_proto::{Handler, ServerConfig, Wake};
 use io_uring::{opcode, types, IoUring};
 use slab::Slab;
@@ -205,15 +205,11 @@ struct EventLoop<H> {
     /// Where the `eventfd` read lands (the kernel writes it: boxed, so it never moves).
     wake_buf: Box<u64>,
     wake_armed: bool,
-    /// The list taken from `woken` (kept, so its allocation is reused).
-    woken_keys: Vec<usize>,
     conns: Slab<Conn>,
     /// Size of the registered file table (0: registered files are off).
     fixed_slots: usize,
-    /// Connections with news.
-    ready: Vec<usize>,
-    /// The list being driven this turn.
-    driving: Vec<usize>,
+    /// Connections to drive: with news.
+    keys: ReadyKeys,
     completions: Vec<Completion>,
     shared: Arc<Shared>,
     handler: Arc<H>,
@@ -246,11 +242,9 @@ impl<H: Handler + 'static> EventLoop<H> {
             next_peer: 0,
             wake_buf: Box::new(0),
             wake_armed: false,
-            woken_keys: Vec::new(),
             conns: Slab::new(),
             fixed_slots,
-            ready: Vec::new(),
-            driving: Vec::new(),
+            keys: ReadyKeys::default(),
             completions: Vec::with_capacity(512),
             shared,
             handler,
@@ -270,7 +264,7 @@ impl<H: Handler + 'static> EventLoop<H> {
             if let Some(at) = self.acceptor.as_ref().and_then(|a| a.paused_until) {
                 timeout = timeout.min(at.saturating_duration_since(now));
             }
-            if !self.ready.is_empty() {
+            if !self.keys.is_empty() {
                 timeout = Duration::ZERO;
             }
             // ANCHOR: uring_turn
@@ -285,16 +279,13 @@ impl<H: Handler + 'static> EventLoop<H> {
                 self.complete(c, now);
             }
             self.completions = completions;
-            // Drive every connection with news. Driving may queue
-            // connections again, so the list is swapped with a second one
-            // (both keep their allocations).
-            std::mem::swap(&mut self.ready, &mut self.driving);
-            self.driving.sort_unstable();
-            self.driving.dedup();
-            for i in 0..self.driving.len() {
-                self.drive(self.driving[i], now);
+            // Drive every connection with news or unfinished work, each
+            // once; driving may mark connections for the next turn.
+            let driving = self.keys.start_turn();
+            for &key in &driving {
+                self.drive(key, now);
             }
-            self.driving.clear();
+            self.keys.end_turn(driving);
             // ANCHOR_END: uring_turn
             if now >= next_sweep {
                 next_sweep = now + SWEEP_EVERY;
@@ -308,10 +299,9 @@ impl<H: Handler + 'static> EventLoop<H> {
                     closing_started = true;
                     // Stop accepting; close every connection gracefully.
                     self.stop_accepting();
-                    let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
-                    for key in keys {
-                        self.conns[key].begin_close(CloseReason::Shutdown);
-                        self.ready.push(key);
+                    for (key, conn) in self.conns.iter_mut() {
+                        conn.begin_close(CloseReason::Shutdown);
+                        self.keys.push(key);
                     }
                 }
                 if self.conns.is_empty() && self.acceptor.is_none() {
@@ -383,7 +373,7 @@ impl<H: Handler + 'static> EventLoop<H> {
                     return;
                 };
                 match conn.complete(c, &mut self.bufs, now) {
-                    Some(Step::Keep) => self.ready.push(c.key),
+                    Some(Step::Keep) => self.keys.push(c.key),
                     Some(Step::Remove(reason)) => self.remove(c.key, reason),
                     None => {}
                 }
@@ -460,15 +450,8 @@ impl<H: Handler + 'static> EventLoop<H> {
 
     /// Marks the connections that deferred responses arrived for.
     fn adopt_woken(&mut self) {
-        self.woken.keys.take(&mut self.woken_keys);
-        for key in self.woken_keys.drain(..) {
-            // A key may have been reused by a newer connection since: it is
-            // then driven once for nothing, which is harmless.
-            if let Some(conn) = self.conns.get_mut(key) {
-                conn.wake();
-                self.ready.push(key);
-            }
-        }
+        let conns = &mut self.conns;
+        self.keys.adopt_woken(&self.woken.keys, |key| conns.get_mut(key).map(Conn::wake).is_some());
     }
 
     /// Adds a new connection (its slot in the counters already taken).
@@ -487,7 +470,7 @@ impl<H: Handler + 'static> EventLoop<H> {
         let waker: Arc<dyn Wake> = self.woken.clone();
         let peer = stream.peer_addr().ok();
         entry.insert(Conn::new(stream, fixed, key, self.shared.new_conn(peer, waker, key, now)));
-        self.ready.push(key);
+        self.keys.push(key);
     }
 
     fn drive(&mut self, key: usize, now: Instant) {
@@ -534,7 +517,7 @@ impl<H: Handler + 'static> EventLoop<H> {
             .collect();
         for (key, step) in decided {
             match step {
-                Step::Keep => self.ready.push(key),
+                Step::Keep => self.keys.push(key),
                 Step::Remove(reason) => self.remove(key, reason),
             }
         }
