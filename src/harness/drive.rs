@@ -676,11 +676,12 @@ pub(crate) fn closed_async<C: AsyncClient>(
                         ready.wait();
                         let client = connected?;
                         CONNECTION.with(|c| c.start(Tally::new(mode, fire)));
+                        let calls = || Calls {
+                            request: (name.clone(), value.clone()),
+                            slow: spec.workload.slow_every().map(|every| (every, slow.clone())),
+                        };
                         if !fire && !tasks {
-                            let calls = Calls {
-                                request: (name.clone(), value.clone()),
-                                slow: spec.workload.slow_every().map(|every| (every, slow.clone())),
-                            };
+                            let calls = calls();
                             if let Some(run) = client.pipeline(spec.depth.max(1), &calls, expected, &control) {
                                 let result = control.abort_on_error(run.await);
                                 return finish(&client, result);
@@ -688,12 +689,8 @@ pub(crate) fn closed_async<C: AsyncClient>(
                         }
                         let callers: Vec<_> = (0..if fire { 1 } else { spec.depth.max(1) })
                             .map(|_| {
-                                let (client, control, expected) =
-                                    (client.clone(), Arc::clone(&control), Arc::clone(expected));
-                                let calls = Calls {
-                                    request: (name.clone(), value.clone()),
-                                    slow: spec.workload.slow_every().map(|every| (every, slow.clone())),
-                                };
+                                let (client, control, expected, calls) =
+                                    (client.clone(), Arc::clone(&control), Arc::clone(expected), calls());
                                 // On the runtime itself, beside the client's
                                 // reader and writer tasks, as a tokio program
                                 // spawns its tasks: not in a `LocalSet`, whose

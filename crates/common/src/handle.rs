@@ -57,7 +57,6 @@ impl LoopShared {
     }
 }
 
-#[doc(hidden)]
 /// The keys of a loop's connections that deferred answers (or a free
 /// concurrency slot) wait for, pushed from any thread and taken by the loop
 /// all at once (mio's and uring's loops).
