@@ -24,8 +24,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use fastwire_bench::backend::closed_loop;
 use fastwire_bench::backend::{start_server, BackendKind};
-use fastwire_bench::harness::drive::{closed_loop, Mode};
+use fastwire_bench::harness::sample::Mode;
 use fastwire_bench::harness::{Spec, Timing, Workload};
 use fastwire_bench::tls::{SpecTls, TestPki};
 use fastwire_proto::tokio_codec::ServerCodec;

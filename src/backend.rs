@@ -20,6 +20,8 @@ use fastwire_common::Serving;
 use fastwire_common::{ClientError, ClientStats, Reply, ServerStats, ShutdownReport};
 use fastwire_proto::{ClientConfig, Handler, ServerConfig};
 
+use crate::harness::drive;
+
 /// The backends this build was compiled with, by name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum BackendKind {
@@ -465,6 +467,44 @@ impl BlockingClient for TokioBlocking {
     }
     fn close(&self) {
         self.client.close()
+    }
+}
+
+/// Closed loop (or fire-and-forget, for `nowait`) through the client of
+/// `client` (std, mio, glommio or uring: threads; tokio: tasks). `handled` counts
+/// the requests the server handled, if it is in this process.
+pub fn closed_loop(
+    client: BackendKind,
+    addr: SocketAddr,
+    spec: &crate::harness::Spec,
+    timing: &crate::harness::Timing,
+    mode: crate::harness::sample::Mode,
+    handled: Option<&dyn Fn() -> u64>,
+) -> Result<crate::harness::Sample, String> {
+    match client.client_kind() {
+        #[cfg(feature = "std")]
+        BackendKind::Std => {
+            drive::closed_threads::<fastwire_std::client::ThreadPair>(addr, spec, timing, mode, handled)
+        }
+        #[cfg(feature = "mio")]
+        BackendKind::Mio => {
+            drive::closed_threads::<fastwire_mio::client::ReactorThread>(addr, spec, timing, mode, handled)
+        }
+        #[cfg(feature = "glommio")]
+        BackendKind::Glommio => {
+            drive::closed_threads::<fastwire_glommio::client::ExecutorThread>(addr, spec, timing, mode, handled)
+        }
+        #[cfg(feature = "uring")]
+        BackendKind::Uring => {
+            drive::closed_threads::<fastwire_uring::client::RingThread>(addr, spec, timing, mode, handled)
+        }
+        #[cfg(feature = "tokio")]
+        BackendKind::Tokio => {
+            let tasks = client.caller_tasks();
+            drive::closed_async::<fastwire_tokio::Client>(&(), addr, spec, timing, mode, handled, tasks)
+        }
+        #[allow(unreachable_patterns)]
+        other => Err(format!("{other} has no client of its own")),
     }
 }
 

@@ -203,10 +203,19 @@ struct CompareArgs {
     /// Compression, comma-separated: none, flate, snappy.
     #[arg(long, value_delimiter = ',', default_value = "none")]
     compress: Vec<Compression>,
-    /// The measured window of each run (plus a quarter of it to warm up, and
-    /// a third of it in a separate run that counts allocations).
-    #[arg(long, default_value = "300ms", value_parser = duration)]
+    /// The measured window of each round (plus a quarter of it, at least
+    /// 20 ms, to warm up; and a third of it, at least 50 ms, in a separate
+    /// run after the rounds that counts allocations).
+    #[arg(long, default_value = "80ms", value_parser = duration)]
     duration: Duration,
+    /// Rounds: each configuration's backends and floor are measured this
+    /// many times, in turn, in an order that rotates from round to round;
+    /// each row shows the median of its rounds and a 95% interval (from
+    /// six rounds on; fewer give the widest interval, smallest to largest,
+    /// at a lower confidence; from nine on, the interval leaves out the
+    /// most extreme rounds).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..))]
+    rounds: u16,
     /// Calls per second of the conns workload (open loop), over all its connections.
     #[arg(long)]
     rate: Option<f64>,
@@ -514,6 +523,7 @@ fn compare(args: CompareArgs) -> Result<(), Box<dyn std::error::Error>> {
         backends: if args.backends.is_empty() { BackendKind::ALL.to_vec() } else { args.backends.clone() },
         specs: specs(&args),
         timing: Timing::new(args.duration),
+        rounds: usize::from(args.rounds),
         floors: !args.no_floor,
         processes: args.processes,
         peers: args.peers,
@@ -538,26 +548,32 @@ fn compare(args: CompareArgs) -> Result<(), Box<dyn std::error::Error>> {
             report::size(spec.value_size)
         )
     };
+    use harness::plan::Event;
+    let rounds = plan.rounds;
+    let mut failed = 0;
     let rows = harness::compare(&plan, &mut |event| match event {
-        harness::compare::Event::Start { backend, spec } => bar.set_message(format!("{backend}: {}", describe(spec))),
-        harness::compare::Event::Done(_) => bar.inc(1),
-        harness::compare::Event::Skipped { backend, spec, reason } => match spec {
+        Event::Start { backend, spec, round } => bar.set_message(match round {
+            Some(r) => format!("round {}/{rounds}: {backend}: {}", r + 1, describe(spec)),
+            None => format!("allocations: {backend}: {}", describe(spec)),
+        }),
+        Event::Measured => bar.inc(1),
+        Event::Done(_) => {}
+        Event::Skipped { backend, spec, reason, runs } => match spec {
             // `suspend` prints whether or not the bar is drawn (it is hidden
             // when stderr is not a terminal, and `println` then prints nothing).
             Some(spec) => {
+                failed += 1;
                 bar.inc(1);
+                bar.set_length(bar.length().unwrap_or(0).saturating_sub(runs as u64));
                 bar.suspend(|| eprintln!("fastwire: {backend}: {} failed: {reason}", describe(spec)));
             }
-            None => {
-                // Its measurements will not happen: take them off the bar.
-                let skipped = plan.specs.len() as u64;
-                bar.set_length(bar.length().unwrap_or(0).saturating_sub(skipped));
-                bar.suspend(|| eprintln!("fastwire: skipped {backend}: {reason}"));
-            }
+            // The plan's length left it out already.
+            None => bar.suspend(|| eprintln!("fastwire: skipped {backend}: {reason}")),
         },
     });
     bar.finish_and_clear();
     print!("{}", report::table(&rows));
+    print!("\n{}", report::verdicts(&rows));
     if let Some(first) = rows.first() {
         let e = &first.env;
         let where_ = if rows.iter().any(|r| !r.env.same_process) {
@@ -574,6 +590,9 @@ fn compare(args: CompareArgs) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(dir) = &args.svg {
         let files = harness::chart::draw(&rows, dir)?;
         eprintln!("fastwire: {} charts in {}", files.len(), dir.display());
+    }
+    if failed > 0 {
+        return Err(format!("{failed} measurements failed (said above); their rows are missing").into());
     }
     Ok(())
 }
@@ -623,7 +642,7 @@ fn load(args: LoadArgs) -> Result<(), Box<dyn std::error::Error>> {
     let run = |mode| match spec.rate {
         _ if spec.workload == Workload::Handshakes => drive::handshakes(addr, &spec, &timing, mode),
         Some(_) => drive::open_loop(addr, &spec, &timing, mode),
-        None => drive::closed_loop(args.client, addr, &spec, &timing, mode, None),
+        None => fastwire_bench::backend::closed_loop(args.client, addr, &spec, &timing, mode, None),
     };
     eprintln!(
         "fastwire: loading {addr} with {} ({} conns x {}{}) for {:?}",
@@ -633,15 +652,18 @@ fn load(args: LoadArgs) -> Result<(), Box<dyn std::error::Error>> {
         spec.rate.map_or(String::new(), |r| format!(", open loop at {r} calls/s")),
         args.duration
     );
-    let timed = run(drive::Mode::Timed)?;
-    let counted = if args.count_allocations { Some(run(drive::Mode::Counted)?) } else { None };
+    let timed = run(harness::sample::Mode::Timed)?;
+    let counted = if args.count_allocations { Some(run(harness::sample::Mode::Counted)?) } else { None };
     let (client, shape) = match spec.rate {
         Some(_) => ("tokio", "open loop, a pacing thread and tokio caller tasks on a one-worker runtime"),
         None => (args.client.client_kind().name(), "closed loop"),
     };
     let threads = format!("server: external, at {addr}; load: {client} client, {shape}");
     let env = harness::env::Machine::detect().env(threads, false);
-    let rows = vec![Row::new(&format!("{client} client"), &spec, &timed, counted.as_ref(), env)];
+    let round = harness::row::Round::new(0, &timed);
+    let mut row = Row::from_rounds(&format!("{client} client"), &spec, &[(round, &timed)], counted.as_ref(), env);
+    row.summarize();
+    let rows = vec![row];
     print!("{}", report::table(&rows));
     write_outputs(&rows, &args.outputs)?;
     // A run is a success only if it was one: calls completed, none failed

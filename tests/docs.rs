@@ -410,3 +410,139 @@ fn every_published_chart_is_shown() {
     assert!(!charts.is_empty(), "the published run has charts");
     assert!(hidden.is_empty(), "published charts no chapter shows:\n{}", hidden.join("\n"));
 }
+
+/// The names a sentence ranks: the backends, their variants and the peers.
+const RANKED: [&str; 8] = ["std", "tokio", "mio", "glommio", "uring", "tarpc", "tonic", "codec"];
+
+/// Words that rank one thing against another.
+const RANKING: [&str; 23] = [
+    "fastest",
+    "slowest",
+    "faster",
+    "slower",
+    "best",
+    "worst",
+    "fewest",
+    "fewer",
+    "most",
+    "least",
+    "ahead",
+    "beat",
+    "beats",
+    "beaten",
+    "outperform",
+    "outperforms",
+    "leanest",
+    "cheapest",
+    "costliest",
+    "lowest",
+    "highest",
+    "quickest",
+    "twice",
+];
+
+/// Phrases that rank (a lone "third" is usually an ordinal).
+const RANKING_PHRASES: [&str; 4] = ["a third", "a quarter", "half as", "as fast as"];
+
+/// Sentences that name a backend and rank it, in hand-typed words: a
+/// ranking must come from the published run's verdicts
+/// (`{{#include results/figures.txt:...-verdict}}` or `...-best`), which
+/// the rounds and their intervals decide. A table row counts as one
+/// sentence; code blocks, quotations and comments are not prose.
+fn hand_typed_rankings(text: &str) -> Vec<String> {
+    let mut sentences = Vec::new();
+    let mut paragraph = String::new();
+    let mut fenced = false;
+    let flush = |p: &mut String, out: &mut Vec<String>| {
+        for s in p.split(". ") {
+            out.push(s.to_owned());
+        }
+        p.clear();
+    };
+    for line in text.lines() {
+        let t = line.trim_start();
+        if t.starts_with("```") {
+            fenced = !fenced;
+            continue;
+        }
+        if fenced || t.starts_with('>') || t.starts_with("<!--") {
+            continue;
+        }
+        let mut kept = String::new();
+        let mut rest = line;
+        while let Some(at) = rest.find("{{#") {
+            kept.push_str(&rest[..at]);
+            let end = rest[at..].find("}}").map_or(rest.len(), |e| at + e + 2);
+            let directive = &rest[at..end];
+            kept.push_str(if directive.contains("-verdict") || directive.contains("-best}") {
+                " VERDICT "
+            } else {
+                " FIGURE "
+            });
+            rest = &rest[end..];
+        }
+        kept.push_str(rest);
+        if t.starts_with('|') {
+            flush(&mut paragraph, &mut sentences);
+            sentences.push(kept);
+        } else if t.is_empty() || t.starts_with('#') {
+            flush(&mut paragraph, &mut sentences);
+        } else {
+            paragraph.push(' ');
+            paragraph.push_str(&kept);
+        }
+    }
+    flush(&mut paragraph, &mut sentences);
+    sentences
+        .into_iter()
+        .filter(|s| {
+            let words: Vec<String> =
+                s.split(|c: char| !c.is_alphanumeric()).map(str::to_lowercase).filter(|w| !w.is_empty()).collect();
+            let names = words.iter().any(|w| RANKED.contains(&w.as_str()));
+            let joined = words.join(" ");
+            // "at most" and "at least" bound a number; they rank nothing.
+            let bound = |i: usize| i > 0 && words[i - 1] == "at" && ["most", "least"].contains(&words[i].as_str());
+            let ranks = (0..words.len()).any(|i| RANKING.contains(&words[i].as_str()) && !bound(i))
+                || RANKING_PHRASES.iter().any(|p| joined.contains(p));
+            names && ranks && !s.contains("VERDICT")
+        })
+        .map(|s| s.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect()
+}
+
+#[test]
+fn no_chapter_ranks_backends_in_hand_typed_words() {
+    let mut found = Vec::new();
+    for (chapter, text) in guide() {
+        if chapter.ends_with(APPENDIX) {
+            continue;
+        }
+        for s in hand_typed_rankings(&text) {
+            found.push(format!("{}: {s}", chapter.display()));
+        }
+    }
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let (before, after) = readme.split_once(fastwire_bench::harness::figures::README_END).unwrap_or((&readme, ""));
+    let outside = before.split(fastwire_bench::harness::figures::README_BEGIN).next().unwrap_or("").to_owned() + after;
+    for s in hand_typed_rankings(&outside) {
+        found.push(format!("README.md: {s}"));
+    }
+    assert!(
+        found.is_empty(),
+        "sentences that rank backends in typed words; say it with the published verdicts \
+         ({{{{#include results/figures.txt:<set>-<config>-<role>-verdict}}}}) or without ranking:\n{}",
+        found.join("\n")
+    );
+}
+
+#[test]
+fn the_ranking_check_catches_rankings() {
+    assert_eq!(hand_typed_rankings("mio is the fastest here.").len(), 1);
+    assert_eq!(hand_typed_rankings("| the most throughput | `fastwire-mio` |").len(), 1);
+    assert!(hand_typed_rankings("In the published run {{#include results/figures.txt:main-fastrpc-both-verdict}}.")
+        .is_empty());
+    assert!(hand_typed_rankings("mio reads until `WouldBlock`. The fastest path is no path.").is_empty());
+    assert!(hand_typed_rankings("```\nmio fastest\n```").is_empty());
+    assert!(hand_typed_rankings("the mio reactor makes at most four reads").is_empty());
+    assert_eq!(hand_typed_rankings("uring takes a third of tokio's time").len(), 1);
+}

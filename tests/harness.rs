@@ -20,7 +20,7 @@ fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
 }
 
 /// The keys `--json` promises, exactly.
-const KEYS: [&str; 19] = [
+const KEYS: [&str; 22] = [
     "allocs_per_op",
     "backend",
     "compress",
@@ -34,11 +34,14 @@ const KEYS: [&str; 19] = [
     "p999_ns",
     "p99_ns",
     "role",
+    "rounds",
     "seconds",
     "server_cpu_ns_per_op",
     "server_rss_bytes",
+    "summary",
     "unsolicited",
     "value_size",
+    "verdict",
     "workload",
 ];
 
@@ -64,6 +67,16 @@ fn check_row(row: &Value) {
         assert!(row[key].as_u64().is_none_or(|ns| ns > 0), "{key} of 0 ns: {row}");
     }
     assert_eq!(row["unsolicited"].as_u64(), Some(0), "{row}");
+    // Every round is kept, and the headline figure is their median, inside its interval.
+    let rounds = row["rounds"].as_array().expect("rounds");
+    assert!(!rounds.is_empty(), "{row}");
+    let ns = &row["summary"]["ns_per_op"];
+    assert_eq!(ns["n"].as_u64(), Some(rounds.len() as u64), "{row}");
+    let (low, median, high) =
+        (ns["low"].as_f64().unwrap(), ns["median"].as_f64().unwrap(), ns["high"].as_f64().unwrap());
+    assert!(low <= median && median <= high && median == row["ns_per_op"].as_f64().unwrap(), "{row}");
+    // Floors are not judged.
+    assert!(row["backend"] != "floor" || row["verdict"].is_null(), "{row}");
     let env = &row["env"];
     for key in ["threads", "kernel", "cpus", "rustc", "commit", "date", "build"] {
         assert!(!env[key].is_null(), "env lacks {key}: {row}");
@@ -77,7 +90,19 @@ fn compare_measures_every_workload_and_writes_json_markdown_and_svg() {
     std::fs::create_dir_all(&dir).unwrap();
     let (json, markdown, svg) = (dir.join("r.json"), dir.join("r.md"), dir.join("svg"));
     let output = fastwire()
-        .args(["compare", "--backends", "mio,tokio", "--duration", "40ms", "--connections", "2", "--depth", "4"])
+        .args([
+            "compare",
+            "--backends",
+            "mio,tokio",
+            "--duration",
+            "40ms",
+            "--rounds",
+            "3",
+            "--connections",
+            "2",
+            "--depth",
+            "4",
+        ])
         .args(["--value-size", "16,70000", "--rate", "2000"])
         .arg("--json")
         .arg(&json)
@@ -147,7 +172,16 @@ fn compare_measures_every_workload_and_writes_json_markdown_and_svg() {
     let markdown = std::fs::read_to_string(&markdown).unwrap();
     assert!(markdown.starts_with("| backend | role | workload |"));
     assert!(markdown.contains("| floor | both | pingpong |") && markdown.contains("rustc"));
-    assert!(markdown.contains("| mio | server | fastrpc |") && markdown.contains("x |"), "ratios to the floor");
+    assert!(markdown.contains("| mio | server | fastrpc |") && markdown.contains("x ("), "ratios to the floor");
+    // Three rounds of each row, and the verdict of each configuration under the table.
+    assert!(rows.iter().all(|r| r["rounds"].as_array().unwrap().len() == 3));
+    // Every backend's row is judged against the best of its configuration.
+    let standings = ["best", "tied", "slower"];
+    assert!(rows
+        .iter()
+        .filter(|r| r["backend"] != "floor")
+        .all(|r| standings.contains(&r["verdict"]["standing"].as_str().unwrap())));
+    assert!(stdout.contains("Verdicts:") && stdout.contains("fastrpc both (2 conns x 4, 6 B), ns/op:"), "{stdout}");
     let charts: Vec<_> = std::fs::read_dir(&svg).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(
         charts.len(),
@@ -172,7 +206,7 @@ fn compare_runs_servers_in_their_own_processes() {
     let json = dir.join("r.json");
     let output = fastwire()
         .args(["compare", "--workload", "pingpong,fastrpc", "--role", "server", "--backends", "mio,std"])
-        .args(["--depth", "16", "--duration", "60ms", "--processes", "--json"])
+        .args(["--depth", "16", "--duration", "60ms", "--rounds", "2", "--processes", "--json"])
         .arg(&json)
         .output()
         .unwrap();
@@ -204,7 +238,7 @@ fn compare_sweeps_connections() {
     let (json, svg) = (dir.join("r.json"), dir.join("svg"));
     let output = fastwire()
         .args(["compare", "--workload", "sweep", "--backends", "mio,tokio", "--connections", "1,20"])
-        .args(["--duration", "60ms", "--json"])
+        .args(["--duration", "60ms", "--rounds", "2", "--json"])
         .arg(&json)
         .arg("--svg")
         .arg(&svg)
@@ -239,7 +273,7 @@ fn compare_with_tls_beside_plaintext() {
     let json = dir.join("r.json");
     let output = fastwire()
         .args(["compare", "--workload", "pingpong,fastrpc,handshakes", "--backends", "mio,tokio", "--tls", "both"])
-        .args(["--depth", "8", "--duration", "40ms", "--json"])
+        .args(["--depth", "8", "--duration", "40ms", "--rounds", "2", "--json"])
         .arg(&json)
         .output()
         .unwrap();
@@ -286,7 +320,7 @@ fn compare_races_the_peers() {
     let json = dir.join("rows.json");
     let output = fastwire()
         .args(["compare", "--workload", "fastrpc,pingpong,sizes", "--backends", "tokio", "--peers"])
-        .args(["--duration", "40ms", "--depth", "16", "--json"])
+        .args(["--duration", "40ms", "--rounds", "2", "--depth", "16", "--json"])
         .arg(&json)
         .output()
         .unwrap();
@@ -405,7 +439,9 @@ fn compare_skips_a_backend_that_cannot_run_and_says_why() {
     // limit for the child only, through the shell's `ulimit`.
     let output = Command::new("bash")
         .arg("-c")
-        .arg(r#"ulimit -l 256 && exec "$0" compare --workload nowait --backends mio,glommio --duration 30ms"#)
+        .arg(
+            r#"ulimit -l 256 && exec "$0" compare --workload nowait --backends mio,glommio --duration 30ms --rounds 2"#,
+        )
         .arg(env!("CARGO_BIN_EXE_fastwire"))
         .output()
         .unwrap();

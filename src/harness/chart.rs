@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 
 use plotters::prelude::*;
 
-use super::report::{size, Row};
+use super::report::size;
+use super::row::Row;
 
 /// What a chart plots.
 #[derive(Clone, Copy, PartialEq, Eq)]

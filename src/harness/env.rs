@@ -111,8 +111,17 @@ fn commit() -> String {
 
 /// The thread layout of `backend`'s server and of the load on it.
 pub fn layout(backend: BackendKind, workload: Workload) -> String {
+    let (server, load) = (server_layout(backend), load_layout(backend, workload));
+    match handlers(backend, workload) {
+        Some(handlers) => format!("server: {server}; handlers: {handlers}; load: {load}"),
+        None => format!("server: {server}; load: {load}"),
+    }
+}
+
+/// The thread layout of `backend`'s server.
+pub fn server_layout(backend: BackendKind) -> String {
     let n = cpus();
-    let server = match backend.name() {
+    match backend.name() {
         "std" => "an acceptor thread, and a reader and a writer thread per connection".to_owned(),
         "tokio" | "tokio-tasks" => format!("tokio multi-thread runtime ({n} workers), a task per connection"),
         "tokio-per-core" => format!("{n} current-thread tokio runtimes, one per core, the first accepting and handing connections to them in turn"),
@@ -128,7 +137,11 @@ pub fn layout(backend: BackendKind, workload: Workload) -> String {
             "{n} io_uring completion loops by hand, one per core, the first accepting and handing connections to the loops in turn (multishot accept and receive, provided buffers)"
         ),
         other => other.to_owned(),
-    };
+    }
+}
+
+/// The load `backend`'s client puts on a server in `workload`.
+pub fn load_layout(backend: BackendKind, workload: Workload) -> String {
     let client = match backend.client_kind().name() {
         "std" => "std client (a reader and a writer thread per connection)",
         "mio" => "mio client (a reactor thread per connection)",
@@ -136,28 +149,24 @@ pub fn layout(backend: BackendKind, workload: Workload) -> String {
         "uring" => "uring client (a thread with an io_uring per connection)",
         _ => "tokio client (a current-thread runtime per connection)",
     };
-    let load = match workload {
+    match workload {
         Workload::Conns => {
-            "load: open loop, a pacing thread and tokio clients on a one-worker runtime (the same load for every server)"
+            "open loop, a pacing thread and tokio clients on a one-worker runtime (the same load for every server)"
                 .to_owned()
         }
-        Workload::Nowait => format!("load: {client}, one sender per connection"),
+        Workload::Nowait => format!("{client}, one sender per connection"),
         Workload::Handshakes => {
-            "load: `connections` dialer threads, each connecting, handshaking, calling once and closing, \
+            "`connections` dialer threads, each connecting, handshaking, calling once and closing, \
              through the protocol crate over blocking sockets (the same load for every server)"
                 .to_owned()
         }
-        _ if backend.caller_tasks() => format!("load: {}", async_load("tokio client")),
+        _ if backend.caller_tasks() => async_load("tokio client"),
         _ if backend.client_kind().name() == "tokio" => {
-            "load: tokio client on a current-thread runtime per connection, one task per connection keeping \
+            "tokio client on a current-thread runtime per connection, one task per connection keeping \
              `depth` calls in flight (started, the oldest awaited first)"
                 .to_owned()
         }
-        _ => format!("load: {client}, a thread per connection keeping `depth` calls in flight"),
-    };
-    match handlers(backend, workload) {
-        Some(handlers) => format!("server: {server}; handlers: {handlers}; {load}"),
-        None => format!("server: {server}; {load}"),
+        _ => format!("{client}, a thread per connection keeping `depth` calls in flight"),
     }
 }
 
@@ -180,28 +189,38 @@ fn handlers(backend: BackendKind, workload: Workload) -> Option<&'static str> {
 }
 
 /// The thread layout of the floor pair (blaster against floor server).
-pub fn floor_pair_layout() -> String {
-    "floor pair: per connection one blaster thread (pre-encoded request windows, responses counted and their ids \
-     checked) and one floor-server thread (frames parsed, answered at once, one write per batch)"
-        .into()
+pub fn floor_pair_layout(workload: Workload) -> String {
+    let waiting = if super::wire::spins(workload.defaults().depth) {
+        "both spinning on non-blocking sockets, never sleeping"
+    } else {
+        "both blocking"
+    };
+    format!(
+        "floor pair: per connection one blaster thread (pre-encoded request windows, responses counted and their \
+         ids checked) and one floor-server thread (frames parsed, answered at once, one write per batch), {waiting}"
+    )
 }
 
 /// The thread layout of a `server` or `client` row.
 pub fn role_layout(backend: BackendKind, role: super::workload::Role) -> String {
-    let full = layout(backend, Workload::Fastrpc);
-    let (server, load) = full.split_once("; load: ").unwrap_or((&full, ""));
     match role {
-        super::workload::Role::Server => format!("{server}; load: the blaster, a thread per connection"),
-        super::workload::Role::Client => {
-            format!("server: the floor server, a thread per connection; load: {load}")
+        super::workload::Role::Server => {
+            format!("server: {}; load: the blaster, a thread per connection", server_layout(backend))
         }
-        super::workload::Role::Both => full,
+        super::workload::Role::Client => format!(
+            "server: the floor server, a thread per connection; load: {}",
+            load_layout(backend, Workload::Fastrpc)
+        ),
+        super::workload::Role::Both => layout(backend, Workload::Fastrpc),
     }
 }
 
 /// The thread layout of a floor.
 pub fn floor_layout(workload: Workload) -> String {
     match workload {
+        Workload::Pingpong if super::wire::spins(1) => "floor: one thread writes the value's bytes and reads them back, \
+            another echoes them, both spinning on non-blocking sockets (never sleeping); no protocol"
+            .into(),
         Workload::Pingpong => {
             "floor: one blocking thread writes the value's bytes and reads them back, a blocking thread echoes them; no protocol".into()
         }

@@ -23,8 +23,15 @@
 //!   `srvcpu`, `rss`; the tag names what tells rows of one workload apart:
 //!   the value size (`sizes`: `16b`, `1kib`, ...), the connections (`sweep`:
 //!   `c10000`), `tls`, or the compression.
+//!   `vsfloor-interval` is the ratio with its 95% interval over rounds.
 //! * `<set>-<workload>[-<tag>]-<role>-<a>-vs-<b>`: backend `a`'s figure
 //!   over backend `b`'s (p50 for pingpong, ns/op otherwise, as `vsfloor`).
+//! * The verdicts (see [`stats`](super::stats)), the only source of a
+//!   chapter's comparative words: `<set>-<workload>[-<tag>]-<role>-verdict`
+//!   (a sentence: the best, those tied with it, the slower ones with their
+//!   intervals), `...-<role>-best` (the backends within the noise of the
+//!   best), `<set>-<backend>-<workload>[-<tag>]-<role>-verdict` (one
+//!   backend's standing, to read inline).
 //! * `<set>-<workload>[-<tag>]-table`: a small table of every backend.
 //! * `<set>-env`: the machine, build, commit and date of the set.
 //! * `idle-<backend>-perconn`, `syscalls-<backend>-<workload>-syscalls`
@@ -36,7 +43,9 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
-use super::report::{self, Row, FLOOR};
+use super::report;
+use super::row::{Row, FLOOR};
+use super::stats::{Interval, Standing};
 
 /// The file the chapters include figures from, relative to the results directory.
 pub const FIGURES_FILE: &str = "figures.txt";
@@ -135,7 +144,7 @@ fn ratio(r: f64) -> String {
     format!("{r:.2}x")
 }
 
-fn row_figures(set: &str, row: &Row, rows: &[Row], out: &mut BTreeMap<String, String>) {
+fn row_figures(set: &str, row: &Row, out: &mut BTreeMap<String, String>) {
     let key = format!("{set}-{}-{}-{}", row.backend, config(row), row.role);
     let mut put = |metric: &str, value: String| {
         out.insert(format!("{key}-{metric}"), value);
@@ -151,8 +160,11 @@ fn row_figures(set: &str, row: &Row, rows: &[Row], out: &mut BTreeMap<String, St
     if row.allocs_per_op.is_some() {
         put("allocs", report::allocs(row.allocs_per_op));
     }
-    if let Some(r) = report::vs_floor(row, rows) {
+    if let Some(r) = row.vs_floor() {
         put("vsfloor", ratio(r));
+    }
+    if let Some(i) = row.summary.as_ref().and_then(|s| s.vs_floor) {
+        put("vsfloor-interval", i.ratio_text());
     }
     if let Some(ns) = row.server_cpu_ns_per_op {
         put("srvcpu", format!("{} ns", report::number(ns, 0)));
@@ -160,6 +172,162 @@ fn row_figures(set: &str, row: &Row, rows: &[Row], out: &mut BTreeMap<String, St
     if let Some(b) = row.server_rss_bytes {
         put("rss", format!("{} MiB", report::number(b as f64 / (1 << 20) as f64, 1)));
     }
+}
+
+/// What a figure is, in words: `the lowest ns/op`.
+fn lowest(figure: &str) -> &'static str {
+    match figure {
+        "p50" => "the lowest median latency",
+        "p99" => "the lowest p99 latency",
+        _ => "the lowest ns/op",
+    }
+}
+
+/// `a`, `a and b`, `a, b and c`.
+fn and_list(names: &[String]) -> String {
+    match names {
+        [] => String::new(),
+        [one] => one.clone(),
+        [rest @ .., last] => format!("{} and {last}", rest.join(", ")),
+    }
+}
+
+/// A configuration's verdict as a sentence, from the rows' verdicts: the
+/// one with the lowest figure, those tied with it, the slower ones with
+/// the interval of their paired ratio.
+fn verdict_sentence(group: &[&Row]) -> Option<String> {
+    let judged: Vec<&Row> = group.iter().copied().filter(|r| r.verdict.is_some()).collect();
+    let standing = |r: &Row| r.verdict.as_ref().map(|v| v.standing);
+    let best = judged.iter().find(|r| standing(r) == Some(Standing::Best))?;
+    let tied: Vec<String> =
+        judged.iter().filter(|r| standing(r) == Some(Standing::Tied)).map(|r| r.backend.clone()).collect();
+    let mut slower: Vec<(&str, Interval)> = judged
+        .iter()
+        .filter(|r| standing(r) == Some(Standing::Slower))
+        .filter_map(|r| Some((r.backend.as_str(), r.verdict.as_ref()?.vs_best?)))
+        .collect();
+    slower.sort_by(|a, b| a.1.median.total_cmp(&b.1.median));
+    let mut out = format!("{} has {}", best.backend, lowest(best.figure_name()));
+    match tied.len() {
+        0 => out += ", and no backend is within the noise of it",
+        1 => out += &format!("; {} is tied with it within the noise", tied[0]),
+        _ => out += &format!("; {} are tied with it within the noise", and_list(&tied)),
+    }
+    if !slower.is_empty() {
+        let list: Vec<String> = slower.iter().map(|(b, i)| format!("{b} at {}", i.ratio_text())).collect();
+        out += &format!("; slower: {}", and_list(&list));
+    }
+    Some(out)
+}
+
+/// One backend's verdict, to read inline: `tied with the best (std)`.
+fn backend_verdict(row: &Row) -> Option<String> {
+    let v = row.verdict.as_ref()?;
+    Some(match v.standing {
+        Standing::Best => format!("the best ({})", lowest(row.figure_name())),
+        Standing::Tied => format!("tied with the best ({}) within the noise", v.best),
+        Standing::Slower => format!("{} the best's {} ({})", v.vs_best?.ratio_text(), row.figure_name(), v.best),
+    })
+}
+
+/// The verdicts of one set: for each configuration and role with two or
+/// more backends, a sentence (`-verdict`), the backends within the noise
+/// of the best (`-best`), and each backend's own (`<backend>-...-verdict`).
+fn verdict_figures(set: &str, rows: &[Row], out: &mut BTreeMap<String, String>) {
+    for group in report::configurations(rows) {
+        let judged: Vec<&Row> = group.iter().copied().filter(|r| r.verdict.is_some()).collect();
+        if judged.len() < 2 {
+            continue;
+        }
+        let key = format!("{set}-{}-{}", config(judged[0]), judged[0].role);
+        if let Some(sentence) = verdict_sentence(&group) {
+            out.insert(format!("{key}-verdict"), sentence);
+        }
+        let leaders: Vec<String> = judged
+            .iter()
+            .filter(|r| r.verdict.as_ref().is_some_and(|v| v.standing != Standing::Slower))
+            .map(|r| r.backend.clone())
+            .collect();
+        out.insert(format!("{key}-best"), and_list(&leaders));
+        for row in judged {
+            if let Some(v) = backend_verdict(row) {
+                out.insert(format!("{set}-{}-{}-{}-verdict", row.backend, config(row), row.role), v);
+            }
+        }
+    }
+}
+
+/// The method on one row of the run, for the measuring chapter: fastrpc
+/// with client and server together, the backend nearest the best that is
+/// not the best; its rounds beside the floor's and the best's, its
+/// interval, and how its verdict follows.
+fn worked_example(rows: &[Row]) -> Option<String> {
+    let of = |r: &&Row| r.workload == "fastrpc" && r.role == "both" && tag(r).is_empty();
+    let group: Vec<&Row> = rows.iter().filter(of).collect();
+    let floor = group.iter().find(|r| r.backend == FLOOR)?;
+    let near = |r: &&&Row| r.verdict.as_ref().and_then(|v| v.vs_best).map_or(f64::INFINITY, |i| i.median);
+    let row = group
+        .iter()
+        .filter(|r| r.verdict.as_ref().is_some_and(|v| v.standing != Standing::Best))
+        .min_by(|a, b| near(a).total_cmp(&near(b)))?;
+    let verdict = row.verdict.as_ref()?;
+    let best = group.iter().find(|r| r.backend == verdict.best)?;
+    let (b, bb) = (&row.backend, &best.backend);
+    let mut out = format!(
+        "| round | {b} measured | floor | {b} | {b} / floor | {bb} (best) | {b} / {bb} |\n| ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n"
+    );
+    for (i, ((r, f), x)) in row.rounds.iter().zip(&floor.rounds).zip(&best.rounds).enumerate() {
+        let _ = writeln!(
+            out,
+            "| {} | {} of {} | {} | {} | {} | {} | {:.2}x |",
+            i + 1,
+            r.position + 1,
+            group.len(),
+            report::number(f.ns_per_op, 1),
+            report::number(r.ns_per_op, 1),
+            r.vs_floor.map_or("-".into(), |v| format!("{v:.2}x")),
+            report::number(x.ns_per_op, 1),
+            r.ns_per_op / x.ns_per_op,
+        );
+    }
+    let vs_floor = row.summary.as_ref()?.vs_floor?;
+    let vs_best = verdict.vs_best?;
+    let mut sorted: Vec<f64> = row.rounds.iter().filter_map(|r| r.vs_floor).collect();
+    sorted.sort_by(f64::total_cmp);
+    let k = sorted.iter().position(|v| *v == vs_floor.low).map_or(1, |i| i + 1);
+    let list: Vec<String> = sorted.iter().map(|v| format!("{v:.2}")).collect();
+    let _ = write!(
+        out,
+        "\nSorted, {b}'s ratios to the floor are {}. Its median is {:.2}x; with {} rounds the interval from the \
+         {} smallest to the {} largest holds the true median with probability {:.1}%, so the row reads {}. \
+         Its verdict pairs each round with {bb}'s, the backend with the lowest median: {b} / {bb} has the median and \
+         interval {}, so {b} is {}.",
+        list.join(", "),
+        vs_floor.median,
+        vs_floor.n,
+        ordinal(k),
+        ordinal(k),
+        100.0 * vs_floor.coverage,
+        vs_floor.ratio_text(),
+        vs_best.ratio_text(),
+        match verdict.standing {
+            Standing::Slower => format!("slower: the whole interval lies beyond {:.2}x", 1.0 + super::stats::NOISE),
+            _ => format!("tied with {bb}: the interval reaches {:.2}x or below", 1.0 + super::stats::NOISE),
+        }
+    );
+    Some(out)
+}
+
+/// `1st`, `2nd`, `3rd`, `4th`, ..., `11th`.
+fn ordinal(n: usize) -> String {
+    let suffix = match (n % 10, n % 100) {
+        (_, 11..=13) => "th",
+        (1, _) => "st",
+        (2, _) => "nd",
+        (3, _) => "rd",
+        _ => "th",
+    };
+    format!("{n}{suffix}")
 }
 
 fn pair_figures(set: &str, rows: &[Row], out: &mut BTreeMap<String, String>) {
@@ -182,7 +350,6 @@ fn pair_figures(set: &str, rows: &[Row], out: &mut BTreeMap<String, String>) {
 /// side, and only the columns some row has a value for.
 fn table(rows: &[Row], config_name: &str) -> String {
     let rows: Vec<&Row> = rows.iter().filter(|r| config(r) == config_name).collect();
-    let all: Vec<Row> = rows.iter().map(|r| (*r).clone()).collect();
     let mut roles: Vec<&str> = Vec::new();
     let mut backends: Vec<&str> = Vec::new();
     for r in &rows {
@@ -205,13 +372,24 @@ fn table(rows: &[Row], config_name: &str) -> String {
         columns.push((
             format!("{role}: {what}"),
             Box::new(move |b: &str| {
-                find(b, role).map(|r| if latency { report::duration(r.p50_ns) } else { report::number(r.ns_per_op, 1) })
+                find(b, role).map(|r| {
+                    let summary = r.summary.as_ref();
+                    let (value, interval) = if latency {
+                        (report::duration(r.p50_ns), summary.and_then(|s| s.p50_ns))
+                    } else {
+                        (report::number(r.ns_per_op, 1), summary.map(|s| s.ns_per_op))
+                    };
+                    value + &interval.map_or(String::new(), |i| format!(" ±{:.0}%", 100.0 * i.half_width()))
+                })
             }),
         ));
-        let all = &all;
         columns.push((
             format!("{role}: vs floor"),
-            Box::new(move |b: &str| find(b, role).and_then(|r| report::vs_floor(r, all)).map(ratio)),
+            Box::new(move |b: &str| find(b, role).and_then(|r| r.vs_floor()).map(ratio)),
+        ));
+        columns.push((
+            format!("{role}: verdict"),
+            Box::new(move |b: &str| find(b, role).filter(|r| r.verdict.is_some()).map(report::verdict_cell)),
         ));
     }
     if !latency {
@@ -284,7 +462,7 @@ pub fn readme_table(published: &Published) -> String {
     let find = |b: &str, w: &str, role: &str| {
         main.rows.iter().find(|r| r.backend == b && r.workload == w && r.role == role && tag(r).is_empty())
     };
-    let vs = |r: Option<&Row>| r.and_then(|r| report::vs_floor(r, &main.rows)).map_or("-".into(), ratio);
+    let vs = |r: Option<&Row>| r.and_then(|r| r.vs_floor()).map_or("-".into(), ratio);
     for b in backends {
         let fastrpc = find(b, "fastrpc", "both");
         let _ = writeln!(
@@ -309,9 +487,13 @@ pub fn figures(published: &Published) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     for set in &published.sets {
         for row in &set.rows {
-            row_figures(&set.name, row, &set.rows, &mut out);
+            row_figures(&set.name, row, &mut out);
         }
         pair_figures(&set.name, &set.rows, &mut out);
+        verdict_figures(&set.name, &set.rows, &mut out);
+        if let Some(example) = worked_example(&set.rows) {
+            out.insert(format!("{}-worked-example", set.name), example);
+        }
         let mut configs: Vec<String> = set.rows.iter().map(config).collect();
         configs.dedup();
         for c in configs {

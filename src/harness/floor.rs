@@ -1,9 +1,11 @@
 //! The floors: what loopback TCP gives with no protocol and no framework,
 //! measured in the same run as the backends so that ratios mean something.
 //!
-//! * [`pingpong`]: one blocking thread writes 1 byte (or the value size)
-//!   and reads it back from a blocking echo thread: the least a round trip costs through
-//!   the kernel's loopback (two syscalls and a wake-up per side).
+//! * [`pingpong`]: one thread writes 1 byte (or the value size) and reads
+//!   it back from an echo thread, both spinning on non-blocking sockets
+//!   (blocking on a machine with one core): the least a round trip costs
+//!   through the kernel's loopback, two system calls per side and no
+//!   wake-up (see [`spins`](super::wire) for why that is the floor).
 //! * [`pipelined`]: the fastrpc workload's bytes (an 18-byte request frame,
 //!   a 269-byte response frame) exchanged over the same connections with
 //!   the same depth, by hand-written loops that know the sizes in advance:
@@ -17,7 +19,8 @@ use std::time::Instant;
 use fastwire_proto::codec::{encode_request, encode_response};
 use fastwire_proto::{Limits, FASTRPC_BENCH_BODY};
 
-use super::drive::{window, Control, Mode, Sample, Tally, Timing, MEASURE, STOP};
+use super::sample::{window, Control, Mode, Sample, Tally, Timing, MEASURE, STOP};
+use super::wire::{spin_read_exact, spin_write_all, spins, Responses};
 use super::workload::{Spec, FASTRPC_VALUE};
 
 fn io(what: &str) -> impl Fn(std::io::Error) -> String + '_ {
@@ -40,17 +43,28 @@ fn pairs(connections: usize) -> Result<Vec<(TcpStream, TcpStream)>, String> {
         .collect()
 }
 
-/// A blocking ping-pong of `size` bytes (the target's is 1) on one
-/// connection: the latency floor.
+/// A ping-pong of `size` bytes (the target's is 1) on one connection: the
+/// latency floor. Both sides spin on non-blocking sockets where there are
+/// cores for both ([`spins`]), else block.
 pub fn pingpong(size: usize, timing: &Timing, mode: Mode) -> Result<Sample, String> {
     let size = size.max(1);
+    let spin = spins(1);
     let (mut client, mut server) = pairs(1)?.pop().expect("one pair");
+    for s in [&client, &server] {
+        s.set_nonblocking(spin).map_err(io("non-blocking"))?;
+    }
     let control = Control::default();
     std::thread::scope(|s| {
         s.spawn(move || {
             let mut buf = vec![0u8; size];
-            while server.read_exact(&mut buf).is_ok() {
-                if server.write_all(&buf).is_err() {
+            let never = || false;
+            loop {
+                let echoed = if spin {
+                    spin_read_exact(&mut server, &mut buf, &never).and_then(|()| spin_write_all(&mut server, &buf))
+                } else {
+                    server.read_exact(&mut buf).and_then(|()| server.write_all(&buf))
+                };
+                if echoed.is_err() {
                     break;
                 }
             }
@@ -59,14 +73,22 @@ pub fn pingpong(size: usize, timing: &Timing, mode: Mode) -> Result<Sample, Stri
         let worker = s.spawn(move || -> std::io::Result<Tally> {
             let mut tally = Tally::new(mode, false);
             let mut buf = vec![7u8; size];
+            let stopped = || control.phase() == STOP;
             let result = loop {
                 let phase = control.phase();
                 if phase == STOP {
                     break Ok(());
                 }
                 let started = Instant::now();
-                if let Err(e) = client.write_all(&buf).and_then(|()| client.read_exact(&mut buf)) {
-                    break Err(e);
+                let exchanged = if spin {
+                    spin_write_all(&mut client, &buf).and_then(|()| spin_read_exact(&mut client, &mut buf, &stopped))
+                } else {
+                    client.write_all(&buf).and_then(|()| client.read_exact(&mut buf))
+                };
+                match exchanged {
+                    Err(_) if stopped() => break Ok(()),
+                    Err(e) => break Err(e),
+                    Ok(()) => {}
                 }
                 if phase == MEASURE {
                     tally.record(size, started.elapsed());
@@ -122,7 +144,8 @@ pub fn pipelined(spec: &Spec, timing: &Timing, mode: Mode) -> Result<Sample, Str
             workers.push(s.spawn(move || -> std::io::Result<Tally> {
                 let mut tally = Tally::new(Mode::Counted, false);
                 let mut buf = vec![0u8; READ];
-                let (mut in_flight, mut partial) = (0, 0);
+                let mut in_flight = 0;
+                let mut responses = Responses::default();
                 let result = loop {
                     let phase = control.phase();
                     if phase == STOP {
@@ -139,9 +162,11 @@ pub fn pipelined(spec: &Spec, timing: &Timing, mode: Mode) -> Result<Sample, Str
                         Ok(n) => n,
                         Err(e) => break Err(e),
                     };
-                    partial += n;
-                    let done = partial / resp_len;
-                    partial %= resp_len;
+                    let mut done = 0;
+                    let _ = responses.feed(&buf[..n], |_, _| {
+                        done += 1;
+                        Ok::<(), ()>(())
+                    });
                     in_flight -= done;
                     if phase == MEASURE {
                         tally.ops += done as u64;

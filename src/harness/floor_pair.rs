@@ -14,7 +14,10 @@
 //!
 //! Blaster against floor server is the floor pair: what the protocol costs
 //! over loopback with nothing else, the denominator of every role's ratio.
-//! Both speak only uncompressed streams.
+//! Both speak only uncompressed streams. At one call in flight both spin on
+//! non-blocking sockets instead of sleeping in `read` (where the machine
+//! has a core for each: see [`spins`](super::wire)), so that no backend,
+//! which sleeps between calls, can beat the pair by being woken faster.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -26,7 +29,8 @@ use std::time::Instant;
 use fastwire_proto::codec::{encode_request, encode_response};
 use fastwire_proto::{Compression, FASTRPC_BENCH_BODY};
 
-use super::drive::{window, Control, Mode, Sample, Tally, Timing, MEASURE, STOP};
+use super::sample::{window, Control, Mode, Sample, Tally, Timing, MEASURE, STOP};
+use super::wire::{handshake, spin_read, spin_write_all, spins, Responses};
 use super::workload::Spec;
 
 /// Read buffer of either peer.
@@ -36,23 +40,10 @@ fn io(what: &str) -> impl Fn(std::io::Error) -> String + '_ {
     move |e| format!("{what}: {e}")
 }
 
-fn check(spec: &Spec) -> Result<(), String> {
+/// Whether the floor peers can speak `spec`'s stream.
+pub(crate) fn check(spec: &Spec) -> Result<(), String> {
     if spec.compress != Compression::None {
         return Err("the floor peers speak uncompressed streams only".into());
-    }
-    Ok(())
-}
-
-/// Sends our handshake and checks the peer's (sniff header, version, no
-/// compression, no TLS): what the blaster, the floor server and the sweep do.
-pub(crate) fn handshake(stream: &mut TcpStream, spec: &Spec) -> std::io::Result<()> {
-    let mut ours = spec.sniff.clone();
-    ours.extend_from_slice(&[spec.version, Compression::None.wire_value(), 0]);
-    stream.write_all(&ours)?;
-    let mut theirs = vec![0u8; ours.len()];
-    stream.read_exact(&mut theirs)?;
-    if theirs != ours {
-        return Err(std::io::Error::other(format!("unexpected handshake {theirs:?}, expected {ours:?}")));
     }
     Ok(())
 }
@@ -79,6 +70,7 @@ pub fn blast(
         encode_request(&mut requests, id, &name, &value, &spec.protocol().limits).map_err(|e| e.to_string())?;
     }
     let frame = requests.len() / ring;
+    let spin = spins(depth);
     let timed = mode == Mode::Timed && depth == 1;
     let control = Control::default();
     let streams: Vec<TcpStream> = (0..spec.connections)
@@ -86,6 +78,7 @@ pub fn blast(
             let mut s = TcpStream::connect(addr).map_err(io("blaster: connecting"))?;
             s.set_nodelay(true).map_err(io("blaster: TCP_NODELAY"))?;
             handshake(&mut s, spec).map_err(io("blaster: handshake"))?;
+            s.set_nonblocking(spin).map_err(io("blaster: non-blocking"))?;
             Ok(s)
         })
         .collect::<Result<_, String>>()?;
@@ -98,8 +91,11 @@ pub fn blast(
                     let mut tally = Tally::new(if timed { Mode::Timed } else { Mode::Counted }, false);
                     let mut buf = vec![0u8; READ];
                     let (mut next, mut expected) = (0usize, 0usize); // ring positions
-                    let (mut in_flight, mut have, mut skip) = (0usize, 0usize, 0usize);
+                    let mut in_flight = 0usize;
+                    let mut responses = Responses::default();
                     let mut started = Instant::now();
+                    let response_size = spec.response_size();
+                    let stopped = || control.phase() == STOP;
                     let result = loop {
                         let phase = control.phase();
                         if phase == STOP {
@@ -112,52 +108,33 @@ pub fn blast(
                             started = Instant::now();
                             while want > 0 {
                                 let n = want.min(ring - next);
-                                if let Err(e) = stream.write_all(&requests[next * frame..(next + n) * frame]) {
+                                let window = &requests[next * frame..(next + n) * frame];
+                                let written =
+                                    if spin { spin_write_all(&mut stream, window) } else { stream.write_all(window) };
+                                if let Err(e) = written {
                                     return Err(format!("blaster: writing: {e}"));
                                 }
                                 next = (next + n) % ring;
                                 want -= n;
                             }
                         }
-                        let n = match stream.read(&mut buf[have..]) {
+                        let read =
+                            if spin { spin_read(&mut stream, &mut buf, &stopped) } else { stream.read(&mut buf) };
+                        let n = match read {
+                            Ok(0) if stopped() => break Ok(()),
                             Ok(0) => break Err("blaster: the server closed the connection".to_owned()),
                             Ok(n) => n,
                             Err(e) => break Err(format!("blaster: reading: {e}")),
                         };
-                        // Parse: skip the rest of a value, then headers (id, length).
-                        let end = have + n;
-                        let mut at = 0;
-                        let mut failed = None;
-                        loop {
-                            if skip > 0 {
-                                let k = skip.min(end - at);
-                                skip -= k;
-                                at += k;
-                                if skip > 0 {
-                                    break;
-                                }
-                                continue;
-                            }
-                            if end - at < 8 {
-                                break;
-                            }
-                            let id = u32::from_le_bytes(buf[at..at + 4].try_into().expect("4 bytes"));
-                            let len = u32::from_le_bytes(buf[at + 4..at + 8].try_into().expect("4 bytes")) as usize;
+                        let checked = responses.feed(&buf[..n], |id, len| {
                             if id as usize != expected + 1 {
-                                failed = Some(format!("blaster: response id {id}, expected {}", expected + 1));
-                                break;
+                                return Err(format!("blaster: response id {id}, expected {}", expected + 1));
                             }
-                            if len != spec.response_size() {
-                                failed = Some(format!(
-                                    "blaster: response of {len} bytes, expected {}",
-                                    spec.response_size()
-                                ));
-                                break;
+                            if len != response_size {
+                                return Err(format!("blaster: response of {len} bytes, expected {response_size}"));
                             }
                             expected = (expected + 1) % ring;
                             in_flight -= 1;
-                            at += 8;
-                            skip = len;
                             if phase == MEASURE {
                                 if timed {
                                     tally.record(len, started.elapsed());
@@ -165,13 +142,11 @@ pub fn blast(
                                     tally.record_untimed(len);
                                 }
                             }
-                        }
-                        if let Some(e) = failed {
+                            Ok(())
+                        });
+                        if let Err(e) = checked {
                             break Err(e);
                         }
-                        // Keep an unfinished header for the next read.
-                        buf.copy_within(at..end, 0);
-                        have = end - at;
                     };
                     let _ = stream.shutdown(Shutdown::Both);
                     result.map(|()| tally)
@@ -212,7 +187,10 @@ impl FloorServer {
                     }
                     let Ok(stream) = stream else { continue };
                     let spec = spec.clone();
-                    let _ = std::thread::Builder::new().name("floor-conn".into()).spawn(move || serve(stream, &spec));
+                    let stop = Arc::clone(&stop);
+                    let _ = std::thread::Builder::new()
+                        .name("floor-conn".into())
+                        .spawn(move || serve(stream, &spec, &stop));
                 }
             })
             .map_err(io("floor server: starting"))?;
@@ -236,11 +214,16 @@ impl Drop for FloorServer {
 }
 
 /// One connection of the floor server, until the client closes it.
-fn serve(mut stream: TcpStream, spec: &Spec) {
+fn serve(mut stream: TcpStream, spec: &Spec, stopping: &AtomicBool) {
     let _ = stream.set_nodelay(true);
     if handshake(&mut stream, spec).is_err() {
         return;
     }
+    let spin = spins(spec.depth);
+    if stream.set_nonblocking(spin).is_err() {
+        return;
+    }
+    let stopped = || stopping.load(Ordering::Relaxed);
     let limits = spec.protocol().limits;
     let mut body = Vec::new();
     encode_response(&mut body, 0, FASTRPC_BENCH_BODY, &limits).expect("within limits");
@@ -251,7 +234,9 @@ fn serve(mut stream: TcpStream, spec: &Spec) {
         if have == buf.len() {
             buf.resize(buf.len() * 2, 0); // a request larger than the buffer
         }
-        let n = match stream.read(&mut buf[have..]) {
+        let read =
+            if spin { spin_read(&mut stream, &mut buf[have..], &stopped) } else { stream.read(&mut buf[have..]) };
+        let n = match read {
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
@@ -281,7 +266,8 @@ fn serve(mut stream: TcpStream, spec: &Spec) {
             }
             at = value_at + value_len;
         }
-        if !out.is_empty() && stream.write_all(&out).is_err() {
+        let written = if spin { spin_write_all(&mut stream, &out) } else { stream.write_all(&out) };
+        if !out.is_empty() && written.is_err() {
             return;
         }
         buf.copy_within(at..end, 0);

@@ -49,7 +49,7 @@ impl Live {
             return Err(why);
         }
         let any: SocketAddr = "127.0.0.1:0".parse().expect("literal");
-        let server = super::compare::start(kind, any, spec).map_err(|e| format!("starting the {kind} server: {e}"))?;
+        let server = super::measure::start(kind, any, spec).map_err(|e| format!("starting the {kind} server: {e}"))?;
         let addr = server.local_addr();
         let clients = match kind.client_kind() {
             #[cfg(feature = "std")]

@@ -2,29 +2,31 @@
 //! backend, with the figures it defines. `fastwire compare`, `fastwire load`
 //! and the criterion benches in `benches/` are all built on it.
 //!
-//! * [`workload`]: the workloads ([`Workload`]) and one measurement's
-//!   parameters ([`Spec`]): connections, in-flight depth, value size,
-//!   compression, request rate.
-//! * [`drive`]: the load itself, through each backend's own client: closed
-//!   loop (every connection keeps `depth` calls in flight), open loop (calls
-//!   sent at a fixed rate, latency counted from the intended send time) and
-//!   fire-and-forget, over a warm-up and a measured window.
-//! * [`floor`]: the references measured in the same run: a blocking 1-byte
-//!   ping-pong and a minimal pipelined exchange of the fastrpc bytes, with
-//!   no protocol at all.
-//! * [`alloc`]: the counting global allocator behind allocs/op.
-//! * [`env`](mod@env): the environment recorded beside every result.
-//! * [`live`]: a server and its clients kept running for criterion, which
-//!   times a fixed number of operations per sample.
-//! * [`floor_pair`]: the blaster and the floor server, the peers that
-//!   load a server alone or answer a client alone.
-//! * `peers` (feature `peers`): tarpc, tonic and a tokio-util codec echo, raced
-//!   beside the backends by `compare --peers`.
-//! * [`compare`](mod@compare): runs backends × workloads in one process, server and
-//!   client side by side, one [`Row`] per measurement.
-//! * [`report`]: the table, Markdown and JSON.
-//! * [`chart`]: SVG charts (plotters) for the guide.
-//! * [`figures`]: the published run as the figures the guide includes.
+//! Its modules follow the data, from what to measure to what is reported:
+//!
+//! 1. **Plan.** [`workload`]: the workloads ([`Workload`]) and one
+//!    measurement's parameters ([`Spec`]). [`plan`]: what `compare` runs
+//!    ([`Plan`]), grouped into the entrants measured side by side.
+//! 2. **Rounds.** [`rounds`]: every group measured in several rounds, the
+//!    entrants' order rotating from round to round; [`measure`]: one
+//!    entrant once (server started, one run of the load, server stopped).
+//! 3. **Samples.** [`sample`]: the window every load follows and the
+//!    [`Sample`] it yields. The loads: [`drive`] (each backend's own client:
+//!    closed loop, open loop, fire-and-forget, handshakes), [`floor`] (the
+//!    references with no protocol), [`floor_pair`] (the blaster and the
+//!    floor server, to load a server alone or answer a client alone),
+//!    [`sweep`] (one event loop over up to 10,000 connections), `peers`
+//!    (feature `peers`: tarpc, tonic, a codec echo), [`live`] (a server and
+//!    clients kept running for criterion). [`wire`]: the handshake and the
+//!    one response scanner the hand-written peers share. [`child`]: a
+//!    server in a process of its own. [`alloc`]: the counting allocator.
+//! 4. **Summaries and verdicts.** [`stats`]: medians, order-statistic
+//!    intervals, spreads and verdicts, pure and tested on scripted samples;
+//!    [`row`]: a [`Row`] from its rounds, paired with its floor, judged.
+//! 5. **Reports.** [`report`]: the table, Markdown, JSON and the verdict
+//!    lines; [`chart`]: SVG charts (plotters); [`figures`]: the published
+//!    run as the figures the guide includes; [`env`](mod@env): the
+//!    environment recorded beside every result.
 //!
 //! Why these figures: ns/op is wall time over all operations of all callers
 //! (inverse throughput, as Go prints it), never latency; latency is per call,
@@ -35,21 +37,28 @@
 pub mod alloc;
 pub mod chart;
 pub mod child;
-pub mod compare;
 pub mod drive;
 pub mod env;
 pub mod figures;
 pub mod floor;
 pub mod floor_pair;
 pub mod live;
+pub mod measure;
 #[cfg(feature = "peers")]
 pub mod peers;
+pub mod plan;
 pub mod report;
+pub mod rounds;
+pub mod row;
+pub mod sample;
+pub mod stats;
 pub mod sweep;
+mod wire;
 pub mod workload;
 
-pub use compare::{compare, Plan};
-pub use drive::{Sample, Timing};
 pub use env::Env;
-pub use report::Row;
+pub use plan::Plan;
+pub use rounds::compare;
+pub use row::Row;
+pub use sample::{Sample, Timing};
 pub use workload::{Role, Spec, Workload};

@@ -8,7 +8,7 @@
 //! on `fastrpc` and `pingpong`, plaintext and uncompressed: the workloads
 //! whose calls every stack can make as it is.
 
-use super::drive::{Mode, Sample, Timing};
+use super::sample::{Mode, Sample, Timing};
 use super::workload::{Role, Spec, Workload};
 
 pub use fastwire_peers::Peer;
@@ -54,15 +54,14 @@ impl super::drive::AsyncClient for fastwire_peers::Client {
     }
 }
 
-/// One peer on one configuration: its server, a timed run and a counted
-/// run against it, then the server stopped.
-pub fn measure(peer: Peer, spec: &Spec, timing: &Timing) -> Result<(Sample, Sample), String> {
+/// One peer on one configuration: its server, one run against it, then
+/// the server stopped.
+pub fn measure(peer: Peer, spec: &Spec, timing: &Timing, mode: Mode) -> Result<Sample, String> {
     applies(spec)?;
     let any: std::net::SocketAddr = "127.0.0.1:0".parse().expect("literal");
     let server = fastwire_peers::Server::start(peer, any).map_err(|e| format!("starting the {peer} server: {e}"))?;
     let addr = server.local_addr();
-    let run = |mode| super::drive::closed_async::<fastwire_peers::Client>(&peer, addr, spec, timing, mode, None, true);
-    let result = run(Mode::Timed).and_then(|timed| Ok((timed, run(Mode::Counted)?)));
+    let result = super::drive::closed_async::<fastwire_peers::Client>(&peer, addr, spec, timing, mode, None, true);
     server.shutdown(std::time::Duration::from_secs(2));
     result
 }

@@ -1,94 +1,8 @@
 //! Results as rows, and the rows as a table, Markdown and JSON.
 
-use serde::{Deserialize, Serialize};
-
-use super::drive::Sample;
-use super::env::Env;
-use super::workload::Spec;
-
-/// One measurement: a backend (or a floor) on one workload configuration.
-/// Serialised with exactly the keys `fastwire compare --json` promises.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Row {
-    /// Backend name, or `floor` for a reference without protocol.
-    pub backend: String,
-    /// Workload name.
-    pub workload: String,
-    /// `both` (a backend's client and server together), `server` (its
-    /// server, loaded by the blaster) or `client` (its client, against the
-    /// floor server).
-    pub role: String,
-    /// Client connections.
-    pub connections: usize,
-    /// Calls in flight per connection.
-    pub depth: usize,
-    /// Bytes of each request's value.
-    pub value_size: usize,
-    /// Compression: none, flate or snappy; `+tls` when the run used TLS.
-    pub compress: String,
-    /// Operations in the timed window.
-    pub ops: u64,
-    /// Responses the server sent for no call in progress, over the timed
-    /// run (a correct server sends none; `fastwire load` fails on any).
-    pub unsolicited: u64,
-    /// The timed window's length.
-    pub seconds: f64,
-    /// Inverse throughput: window / operations.
-    pub ns_per_op: f64,
-    /// Response value megabytes (1e6) per second.
-    pub mb_per_s: f64,
-    /// Whole-process allocations per operation, from a separate counted run.
-    pub allocs_per_op: Option<f64>,
-    /// Median call latency.
-    pub p50_ns: Option<u64>,
-    /// 99th percentile call latency.
-    pub p99_ns: Option<u64>,
-    /// 99.9th percentile call latency.
-    pub p999_ns: Option<u64>,
-    /// The slowest call (in the table, not in the JSON's fixed key set).
-    #[serde(skip)]
-    pub max_ns: Option<u64>,
-    /// The server's own CPU time per call, when it ran in a process of its
-    /// own (`--processes`).
-    pub server_cpu_ns_per_op: Option<f64>,
-    /// The server process's resident memory after its load (`--processes`).
-    pub server_rss_bytes: Option<u64>,
-    /// Where, when and how it was measured.
-    pub env: Env,
-}
-
-impl Row {
-    /// A row from a timed sample and, if there was one, a counted sample.
-    pub fn new(backend: &str, spec: &Spec, timed: &Sample, counted: Option<&Sample>, env: Env) -> Row {
-        let percentile = |q: f64| timed.latency.as_ref().filter(|h| !h.is_empty()).map(|h| h.value_at_quantile(q));
-        Row {
-            backend: backend.to_owned(),
-            workload: spec.workload.name().to_owned(),
-            role: spec.role.name().to_owned(),
-            connections: spec.connections,
-            depth: spec.depth,
-            value_size: spec.value_size,
-            compress: if spec.tls.is_some() {
-                format!("{}+tls", spec.compress.name())
-            } else {
-                spec.compress.name().to_owned()
-            },
-            ops: timed.ops,
-            unsolicited: timed.unsolicited,
-            seconds: timed.seconds,
-            ns_per_op: timed.ns_per_op(),
-            mb_per_s: timed.mb_per_s(),
-            allocs_per_op: counted.and_then(Sample::allocs_per_op),
-            p50_ns: percentile(0.5),
-            p99_ns: percentile(0.99),
-            p999_ns: percentile(0.999),
-            max_ns: timed.latency.as_ref().filter(|h| !h.is_empty()).map(|h| h.max()),
-            server_cpu_ns_per_op: None,
-            server_rss_bytes: None,
-            env,
-        }
-    }
-}
+use super::row::Row;
+pub use super::row::FLOOR;
+use super::stats::{self, Interval, Standing};
 
 /// Nanoseconds in a unit that keeps three digits or so.
 pub fn duration(ns: Option<u64>) -> String {
@@ -142,7 +56,7 @@ pub(crate) fn allocs(a: Option<f64>) -> String {
 }
 
 /// The columns of the table, in order.
-pub const COLUMNS: [&str; 17] = [
+pub const COLUMNS: [&str; 19] = [
     "backend",
     "role",
     "workload",
@@ -160,41 +74,35 @@ pub const COLUMNS: [&str; 17] = [
     "vs floor",
     "srv cpu/op",
     "srv RSS",
+    "verdict",
+    "note",
 ];
 
-/// Text columns (left-aligned) come first.
-const TEXT_COLUMNS: usize = 4;
-
-/// The row this one is compared with: the floor of the same configuration
-/// and role (the hand-written floor for `both`, the floor pair of blaster
-/// and floor server for `server` and `client`). A TLS row is compared with
-/// the plaintext floor: the floor is plain TCP, the machine's limit either way.
-fn floor_of<'a>(row: &Row, rows: &'a [Row]) -> Option<&'a Row> {
-    let compress = row.compress.strip_suffix("+tls").unwrap_or(&row.compress);
-    rows.iter().find(|f| {
-        f.backend == FLOOR
-            && f.role == row.role
-            && f.workload == row.workload
-            && (f.connections, f.depth, f.value_size) == (row.connections, row.depth, row.value_size)
-            && f.compress == compress
-    })
+/// Text columns (left-aligned): the first four and the last two.
+fn is_text(column: usize) -> bool {
+    column < 4 || column >= COLUMNS.len() - 2
 }
 
-/// The backend name of floor rows.
-pub const FLOOR: &str = "floor";
+/// ` ±4%`: how far the interval reaches from the median, or nothing
+/// without an interval.
+fn spread(interval: Option<&Interval>) -> String {
+    interval.map_or(String::new(), |i| format!(" ±{:.0}%", 100.0 * i.half_width()))
+}
 
-/// How far a row is from its floor: p50 over p50 for `pingpong` (latency is
-/// its point), ns/op over ns/op otherwise.
-pub fn vs_floor(row: &Row, rows: &[Row]) -> Option<f64> {
-    let floor = floor_of(row, rows).filter(|f| !std::ptr::eq(*f, row) && f.backend != row.backend)?;
-    if row.workload == "pingpong" {
-        Some(row.p50_ns? as f64 / floor.p50_ns? as f64)
-    } else {
-        Some(row.ns_per_op / floor.ns_per_op)
+/// A row's verdict in a table cell.
+pub fn verdict_cell(row: &Row) -> String {
+    match &row.verdict {
+        None => "-".into(),
+        Some(v) => match v.standing {
+            Standing::Best => "best".into(),
+            Standing::Tied => "tied".into(),
+            Standing::Slower => v.vs_best.map_or("slower".into(), |r| r.ratio_text()),
+        },
     }
 }
 
-fn cells(row: &Row, rows: &[Row]) -> [String; 17] {
+fn cells(row: &Row) -> [String; 19] {
+    let summary = row.summary.as_ref();
     [
         row.backend.clone(),
         row.role.clone(),
@@ -203,38 +111,126 @@ fn cells(row: &Row, rows: &[Row]) -> [String; 17] {
         number(row.connections as f64, 0),
         number(row.depth as f64, 0),
         size(row.value_size),
-        number(row.ns_per_op, 1),
+        number(row.ns_per_op, 1) + &spread(summary.map(|s| &s.ns_per_op)),
         number(row.mb_per_s, 1),
         allocs(row.allocs_per_op),
-        duration(row.p50_ns),
-        duration(row.p99_ns),
-        duration(row.p999_ns),
+        duration(row.p50_ns) + &spread(summary.and_then(|s| s.p50_ns.as_ref())),
+        duration(row.p99_ns) + &spread(summary.and_then(|s| s.p99_ns.as_ref())),
+        duration(row.p999_ns) + &spread(summary.and_then(|s| s.p999_ns.as_ref())),
         duration(row.max_ns),
-        vs_floor(row, rows).map_or("-".into(), |r| format!("{r:.2}x")),
+        summary.and_then(|s| s.vs_floor).map_or("-".into(), |i| i.ratio_text()),
         row.server_cpu_ns_per_op.map_or("-".into(), |ns| format!("{} ns", number(ns, 0))),
         row.server_rss_bytes.map_or("-".into(), |b| format!("{} MiB", number(b as f64 / (1 << 20) as f64, 1))),
+        verdict_cell(row),
+        summary.map_or("", |s| s.spread.flag()).to_owned(),
     ]
+}
+
+/// A configuration as the verdict lines name it.
+pub fn describe(row: &Row) -> String {
+    let compress = if row.compress == "none" { String::new() } else { format!(", {}", row.compress) };
+    format!(
+        "{} {} ({} conns x {}, {}{compress})",
+        row.workload,
+        row.role,
+        number(row.connections as f64, 0),
+        number(row.depth as f64, 0),
+        size(row.value_size)
+    )
+}
+
+/// The verdict of one configuration in one line: the best, those tied
+/// with it, and the slower ones with the interval of their paired ratio.
+pub fn verdict_line(rows: &[&Row]) -> Option<String> {
+    let judged: Vec<&&Row> = rows.iter().filter(|r| r.verdict.is_some()).collect();
+    let first = judged.first()?;
+    let of =
+        |standing: Standing| judged.iter().filter(move |r| r.verdict.as_ref().is_some_and(|v| v.standing == standing));
+    let best = of(Standing::Best).next()?;
+    let mut line = format!("{}, {}: {} best", describe(first), first.figure_name(), best.backend);
+    let tied: Vec<&str> = of(Standing::Tied).map(|r| r.backend.as_str()).collect();
+    if !tied.is_empty() {
+        line += &format!("; tied with it: {}", tied.join(", "));
+    }
+    let mut slower: Vec<(&str, Interval)> =
+        of(Standing::Slower).filter_map(|r| Some((r.backend.as_str(), r.verdict.as_ref()?.vs_best?))).collect();
+    slower.sort_by(|a, b| a.1.median.total_cmp(&b.1.median));
+    if !slower.is_empty() {
+        let list: Vec<String> = slower.iter().map(|(b, i)| format!("{b} {}", i.ratio_text())).collect();
+        line += &format!("; slower: {}", list.join(", "));
+    }
+    Some(line)
+}
+
+/// The rows grouped by configuration, in the order they came.
+pub fn configurations(rows: &[Row]) -> Vec<Vec<&Row>> {
+    let mut groups: Vec<Vec<&Row>> = Vec::new();
+    for row in rows {
+        match groups.iter_mut().find(|g| g[0].same_configuration(row)) {
+            Some(g) => g.push(row),
+            None => groups.push(vec![row]),
+        }
+    }
+    groups
+}
+
+/// Floors some backend beat beyond its interval: the whole interval of its
+/// ratio to the floor below 1.
+pub fn beaten_floors(rows: &[Row]) -> Vec<&Row> {
+    rows.iter().filter(|r| r.summary.as_ref().and_then(|s| s.vs_floor).is_some_and(|i| i.below(1.0))).collect()
+}
+
+/// The verdict lines printed under the table: one per configuration with
+/// two or more backends, then any floor that was beaten.
+pub fn verdicts(rows: &[Row]) -> String {
+    let rounds = rows.iter().map(|r| r.rounds.len()).max().unwrap_or(0);
+    let mut out = format!(
+        "Verdicts: each backend's figure over the best's, paired round by round, as a median and {:.0}% interval \
+         over {rounds} rounds (order statistics); slower: the whole interval beyond {:.2}x, else tied.\n",
+        100.0 * stats::CONFIDENCE,
+        1.0 + stats::NOISE
+    );
+    for group in configurations(rows) {
+        if group.iter().filter(|r| r.verdict.is_some()).count() >= 2 {
+            if let Some(line) = verdict_line(&group) {
+                out += &format!("  {line}\n");
+            }
+        }
+    }
+    for row in beaten_floors(rows) {
+        let i = row.summary.as_ref().and_then(|s| s.vs_floor).expect("beaten floors have a ratio");
+        out += &format!("  floor beaten: {} {} at {} of it\n", row.backend, describe(row), i.ratio_text());
+    }
+    let wide = rows.iter().filter(|r| r.summary.as_ref().is_some_and(|s| s.spread != stats::Spread::Steady)).count();
+    if wide > 0 {
+        out += &format!(
+            "  {wide} rows have an interval wider than ±{:.0}% (see their note): rank them with care\n",
+            100.0 * stats::WIDE
+        );
+    }
+    out
 }
 
 /// A plain-text table, columns aligned (text left, numbers right).
 pub fn table(rows: &[Row]) -> String {
-    let all: Vec<[String; 17]> = rows.iter().map(|r| cells(r, rows)).collect();
+    let all: Vec<[String; 19]> = rows.iter().map(cells).collect();
     let widths: Vec<usize> = (0..COLUMNS.len())
         .map(|i| all.iter().map(|r| r[i].chars().count()).chain([COLUMNS[i].len()]).max().unwrap_or(0))
         .collect();
     let line = |cells: &[String]| {
-        let parts: Vec<String> =
-            cells
-                .iter()
-                .enumerate()
-                .map(|(i, c)| {
-                    if i < TEXT_COLUMNS {
+        let parts: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(
+                |(i, c)| {
+                    if is_text(i) {
                         format!("{c:<w$}", w = widths[i])
                     } else {
                         format!("{c:>w$}", w = widths[i])
                     }
-                })
-                .collect();
+                },
+            )
+            .collect();
         parts.join("  ").trim_end().to_owned() + "\n"
     };
     let mut out = line(&COLUMNS.map(str::to_owned));
@@ -250,14 +246,10 @@ pub fn markdown(rows: &[Row]) -> String {
     let mut out = format!("| {} |\n", COLUMNS.join(" | "));
     out += &format!(
         "|{}\n",
-        COLUMNS
-            .iter()
-            .enumerate()
-            .map(|(i, _)| if i < TEXT_COLUMNS { " --- |" } else { " ---: |" })
-            .collect::<String>()
+        COLUMNS.iter().enumerate().map(|(i, _)| if is_text(i) { " --- |" } else { " ---: |" }).collect::<String>()
     );
     for row in rows {
-        out += &format!("| {} |\n", cells(row, rows).join(" | "));
+        out += &format!("| {} |\n", cells(row).join(" | "));
     }
     out
 }

@@ -19,15 +19,12 @@ use fastwire_proto::codec::encode_request;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
-use super::drive::{histogram, Sample};
-use super::floor_pair;
+use super::sample::{histogram, Sample};
+use super::wire::{handshake, Responses};
 use super::workload::Spec;
 
 /// The connection counts of the sweep.
 pub const POINTS: [usize; 5] = [1, 10, 100, 1_000, 10_000];
-
-/// The value size of the sweep's calls.
-pub const VALUE_SIZE: usize = 100;
 
 /// From this many connections on, the server runs in a process of its own.
 pub const PROCESS_FROM: usize = 5_000;
@@ -35,9 +32,7 @@ pub const PROCESS_FROM: usize = 5_000;
 /// One connection of the load.
 struct Conn {
     stream: TcpStream,
-    /// The response being read: bytes so far.
-    have: usize,
-    buf: Box<[u8]>,
+    responses: Responses,
     next_id: u32,
     sent: Instant,
 }
@@ -54,7 +49,8 @@ pub fn run(
 ) -> Result<Sample, String> {
     let (name, value) = spec.request();
     let limits = spec.protocol().limits;
-    let response_len = 8 + spec.response_size();
+    let response_size = spec.response_size();
+    let mut buf = vec![0u8; 64 * 1024];
     let mut poll = Poll::new().map_err(|e| format!("sweep: poll: {e}"))?;
     let mut conns = Vec::with_capacity(spec.connections);
     for i in 0..spec.connections {
@@ -63,18 +59,12 @@ pub fn run(
         let ready = s
             .set_nodelay(true)
             .and_then(|()| s.set_read_timeout(Some(Duration::from_secs(10))))
-            .and_then(|()| floor_pair::handshake(&mut s, spec))
+            .and_then(|()| handshake(&mut s, spec))
             .and_then(|()| s.set_nonblocking(true));
         ready.map_err(|e| format!("sweep: connection {i}: handshake: {e}"))?;
         let mut stream = TcpStream::from_std(s);
         poll.registry().register(&mut stream, Token(i), Interest::READABLE).map_err(|e| format!("sweep: {e}"))?;
-        conns.push(Conn {
-            stream,
-            have: 0,
-            buf: vec![0; response_len].into_boxed_slice(),
-            next_id: 1,
-            sent: Instant::now(),
-        });
+        conns.push(Conn { stream, responses: Responses::default(), next_id: 1, sent: Instant::now() });
     }
     let mut request = Vec::new();
     let send = |conn: &mut Conn, request: &mut Vec<u8>| -> Result<(), String> {
@@ -111,29 +101,31 @@ pub fn run(
             let conn = &mut conns[event.token().0];
             // Edge-triggered: read until the socket has nothing more.
             loop {
-                match conn.stream.read(&mut conn.buf[conn.have..]) {
+                let n = match conn.stream.read(&mut buf) {
                     Ok(0) => return Err("sweep: the server closed a connection".into()),
-                    Ok(n) => conn.have += n,
+                    Ok(n) => n,
                     Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                     Err(e) => return Err(format!("sweep: reading: {e}")),
+                };
+                let Conn { responses, next_id, sent, .. } = conn;
+                let mut answered = false;
+                responses.feed(&buf[..n], |id, len| {
+                    if id != *next_id || len != response_size || answered {
+                        return Err(format!("sweep: response id {id} of {len} bytes, expected id {next_id}"));
+                    }
+                    if opened.is_some() {
+                        latency.saturating_record(sent.elapsed().as_nanos() as u64);
+                        ops += 1;
+                        bytes += len as u64;
+                    }
+                    answered = true;
+                    Ok(())
+                })?;
+                if answered {
+                    conn.next_id = conn.next_id.wrapping_add(1).max(1);
+                    send(conn, &mut request)?;
                 }
-                if conn.have < response_len {
-                    continue;
-                }
-                let id = u32::from_le_bytes(conn.buf[..4].try_into().expect("4 bytes"));
-                let len = u32::from_le_bytes(conn.buf[4..8].try_into().expect("4 bytes")) as usize;
-                if id != conn.next_id || len + 8 != response_len {
-                    return Err(format!("sweep: response id {id} of {len} bytes, expected id {}", conn.next_id));
-                }
-                if opened.is_some() {
-                    latency.saturating_record(conn.sent.elapsed().as_nanos() as u64);
-                    ops += 1;
-                    bytes += len as u64;
-                }
-                conn.have = 0;
-                conn.next_id = conn.next_id.wrapping_add(1).max(1);
-                send(conn, &mut request)?;
             }
         }
     }

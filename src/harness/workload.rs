@@ -81,6 +81,9 @@ impl Workload {
         }
     }
 
+    /// The value size of the sweep's calls.
+    pub const SWEEP_VALUE: usize = 100;
+
     /// The value sizes of the `sizes` workload.
     pub const SIZES: [usize; 4] = [16, 1024, 64 * 1024, 1024 * 1024];
 
@@ -111,7 +114,7 @@ impl Workload {
             Workload::Conns => Spec { connections: 1000, depth: 1, rate: Some(20_000.0), ..base },
             Workload::Wait | Workload::Cpu | Workload::Mixed | Workload::MixedBase => Spec { depth: 100, ..base },
             Workload::Sweep => {
-                Spec { connections: 1, depth: 1, value_size: super::sweep::VALUE_SIZE, role: Role::Server, ..base }
+                Spec { connections: 1, depth: 1, value_size: Workload::SWEEP_VALUE, role: Role::Server, ..base }
             }
             Workload::Handshakes => Spec { connections: 2, depth: 1, value_size: 1, ..base },
         }
