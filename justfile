@@ -10,8 +10,8 @@ test:
     cargo test --workspace
 
 # The main job: every backend through every workload, side by side, in one
-# process (about a minute). Extra arguments go to `fastwire compare`, e.g.
-# `just compare --workload fastrpc --duration 2s`.
+# process (about two minutes: every row in ten rounds, verdicts under the table). Extra arguments go to `fastwire compare`, e.g.
+# `just compare --workload fastrpc --rounds 20`.
 compare *args:
     cargo run --release -- compare {{args}}
 
@@ -32,7 +32,7 @@ figures:
 
 # Each server from 1 to 10,000 connections (several minutes), printed only.
 sweep:
-    cargo run --release -- compare --workload sweep --duration 1s
+    cargo run --release -- compare --workload sweep --rounds 3 --duration 300ms
 
 # TLS inside the state machine against tokio-rustls under a Framed codec, plaintext and TLS.
 tls-layers:
@@ -68,7 +68,7 @@ conns backend="mio" connections="10000" rate="20000":
 
 # Where pingpong latency goes: each server alone under the blaster, beside the floor pair.
 server-latency:
-    cargo run --release -- compare --workload pingpong --role server --processes --duration 1s
+    cargo run --release -- compare --workload pingpong --role server --processes
 
 # Every criterion benchmark: the codec, and the backends end to end (HTML in target/criterion/).
 bench:

@@ -8,7 +8,8 @@
 # commit that produced it, and a `-dirty` commit names none. Commit the
 # results afterwards (`git add docs/src/results README.md`).
 #
-# Usage: scripts/publish-results.sh [duration]   (default 1s per measurement).
+# Usage: scripts/publish-results.sh [rounds] [duration]   (default: compare's
+# own, 10 rounds of 80 ms; the sweep's 10,000-connection points take 5 of 200 ms).
 # Needs perf for the system-call table (without it, the last run's table is
 # kept, and the script says so).
 set -euo pipefail
@@ -19,7 +20,8 @@ if [ -n "$(git status --porcelain --untracked-files=no)" ]; then
     git status --short --untracked-files=no >&2
     exit 1
 fi
-duration=${1:-1s}
+rounds=${1:-10}
+duration=${2:-80ms}
 commit=$(git rev-parse --short=12 HEAD)
 
 # With the peers (tarpc, tonic, the codec echo) for the `peers` set.
@@ -34,7 +36,7 @@ run() { # set, then compare's arguments
     shift
     mkdir -p "$stage/$set"
     echo "== $set: fastwire compare $*" >&2
-    "$bin" compare --duration "$duration" "$@" \
+    "$bin" compare --rounds "${set_rounds:-$rounds}" --duration "${set_duration:-$duration}" "$@" \
         --json "$stage/$set/compare.json" --markdown "$stage/$set/compare.md" --svg "$stage/$set"
 }
 
@@ -53,13 +55,17 @@ run peers --workload fastrpc,pingpong --role both --backends tokio,tokio-tasks,t
 # TLS beside plaintext.
 run tls --workload fastrpc,pingpong,handshakes --tls both --role both
 # Each server from 1 to 10,000 connections.
-run sweep --workload sweep
+set_rounds=5 set_duration=200ms run sweep --workload sweep
 
 mkdir -p "$stage/idle"
 echo "== idle memory per connection" >&2
 # std at 5,000: two threads per connection meet vm.max_map_count near 8,000.
 target/release/examples/idle_memory tokio,tokio-per-core,mio,glommio,uring 10000 > "$stage/idle/idle-memory.md"
 target/release/examples/idle_memory std 5000 | tail -n +3 >> "$stage/idle/idle-memory.md"
+
+mkdir -p "$stage/wakeups"
+echo "== a round trip built five ways (what the pingpong floor is)" >&2
+target/release/examples/round_trips > "$stage/wakeups/round-trips.md"
 
 if command -v perf >/dev/null && perf stat -e raw_syscalls:sys_enter -- true >/dev/null 2>&1; then
     mkdir -p "$stage/syscalls"
@@ -78,8 +84,8 @@ fi
     echo "- machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $(uname -srm)"
     echo "- memory: $(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo); open files: $(ulimit -n); locked memory: $(ulimit -l) KiB"
     echo "- toolchain: $(rustc -V)"
-    echo "- measured window per row: $duration (after a warm-up of a quarter of it)"
-    echo "- command: scripts/publish-results.sh $duration"
+    echo "- rounds per row: $rounds, each a window of $duration after a warm-up of a quarter of it (at least 20 ms); the sweep: 5 rounds of 200 ms"
+    echo "- command: scripts/publish-results.sh $rounds $duration"
 } > "$stage/environment.md"
 
 # Swap the new run in whole: nothing of an older run stays beside it.

@@ -558,18 +558,21 @@ fn compare(args: CompareArgs) -> Result<(), Box<dyn std::error::Error>> {
         }),
         Event::Measured => bar.inc(1),
         Event::Done(_) => {}
-        Event::Skipped { backend, spec, reason, runs } => match spec {
+        Event::Failed { backend, spec, reason, runs } => {
             // `suspend` prints whether or not the bar is drawn (it is hidden
             // when stderr is not a terminal, and `println` then prints nothing).
-            Some(spec) => {
-                failed += 1;
-                bar.inc(1);
-                bar.set_length(bar.length().unwrap_or(0).saturating_sub(runs as u64));
-                bar.suspend(|| eprintln!("fastwire: {backend}: {} failed: {reason}", describe(spec)));
-            }
-            // The plan's length left it out already.
-            None => bar.suspend(|| eprintln!("fastwire: skipped {backend}: {reason}")),
-        },
+            failed += 1;
+            bar.inc(1);
+            bar.set_length(bar.length().unwrap_or(0).saturating_sub(runs as u64));
+            bar.suspend(|| eprintln!("fastwire: {backend}: {} failed: {reason}", describe(spec)));
+        }
+        // The plan's length left its runs out already.
+        Event::Skipped { backend, spec: Some(spec), reason } => {
+            bar.suspend(|| eprintln!("fastwire: skipped {backend}: {}: {reason}", describe(spec)))
+        }
+        Event::Skipped { backend, spec: None, reason } => {
+            bar.suspend(|| eprintln!("fastwire: skipped {backend}: {reason}"))
+        }
     });
     bar.finish_and_clear();
     print!("{}", report::table(&rows));

@@ -546,3 +546,28 @@ fn the_ranking_check_catches_rankings() {
     assert!(hand_typed_rankings("the mio reactor makes at most four reads").is_empty());
     assert_eq!(hand_typed_rankings("uring takes a third of tokio's time").len(), 1);
 }
+
+/// A floor is a lower bound: in the published run no row's interval of its
+/// ratio to the floor lies wholly below 1, and every row has its rounds.
+#[test]
+fn no_published_floor_is_beaten() {
+    use fastwire_bench::harness::figures;
+    let published = figures::load(&docs().join("results")).unwrap();
+    let mut beaten = Vec::new();
+    for set in &published.sets {
+        for row in &set.rows {
+            let summary = row.summary.as_ref().unwrap_or_else(|| panic!("{} {}: no rounds", set.name, row.backend));
+            if let Some(ratio) = summary.vs_floor.filter(|i| i.below(1.0)) {
+                beaten.push(format!(
+                    "{} {} {} {}: {} of its floor",
+                    set.name,
+                    row.backend,
+                    row.workload,
+                    row.role,
+                    ratio.ratio_text()
+                ));
+            }
+        }
+    }
+    assert!(beaten.is_empty(), "floors beaten in the published run:\n{}", beaten.join("\n"));
+}

@@ -13,8 +13,9 @@
 //! * `<set>/compare.json`, one per `fastwire compare` run of the
 //!   publishing script (`scripts/publish-results.sh`); the set is the
 //!   directory's name.
-//! * `idle/idle-memory.md` and `syscalls/syscalls.md`, the tables of
-//!   `examples/idle_memory.rs` and `scripts/syscalls-per-call.sh`, when
+//! * `idle/idle-memory.md`, `syscalls/syscalls.md` and
+//!   `wakeups/round-trips.md`, the tables of `examples/idle_memory.rs`,
+//!   `scripts/syscalls-per-call.sh` and `examples/round_trips.rs`, when
 //!   the run made them.
 //!
 //! Keys (one anchor each, the value on one line, so that it reads inline):
@@ -35,7 +36,7 @@
 //! * `<set>-<workload>[-<tag>]-table`: a small table of every backend.
 //! * `<set>-env`: the machine, build, commit and date of the set.
 //! * `idle-<backend>-perconn`, `syscalls-<backend>-<workload>-syscalls`
-//!   and `-switches`.
+//!   and `-switches`, `round-trips-<construction>-p50` and `-table`.
 //! * `readme-table`: the README's table (also written into the README
 //!   between its `figures` markers).
 
@@ -72,6 +73,8 @@ pub struct Published {
     pub idle: Option<String>,
     /// `scripts/syscalls-per-call.sh`'s table, if the run made it.
     pub syscalls: Option<String>,
+    /// `examples/round_trips.rs`'s table, if the run made it.
+    pub round_trips: Option<String>,
 }
 
 /// Reads a results directory.
@@ -91,7 +94,12 @@ pub fn load(dir: &Path) -> Result<Published, String> {
         sets.push(Set { name, rows });
     }
     let read = |p: &str| std::fs::read_to_string(dir.join(p)).ok();
-    Ok(Published { sets, idle: read("idle/idle-memory.md"), syscalls: read("syscalls/syscalls.md") })
+    Ok(Published {
+        sets,
+        idle: read("idle/idle-memory.md"),
+        syscalls: read("syscalls/syscalls.md"),
+        round_trips: read("wakeups/round-trips.md"),
+    })
 }
 
 /// What tells rows of one workload apart within a set.
@@ -450,8 +458,8 @@ pub fn readme_table(published: &Published) -> String {
         return String::new();
     };
     let mut out = String::from(
-        "| backend | fastrpc: ns/op | client and server vs floor | server alone | client alone | pingpong p50 vs floor | allocs/op |\n\
-         | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+        "| backend | fastrpc: ns/op | verdict | client and server vs floor | server alone | client alone | pingpong p50 vs floor | allocs/op |\n\
+         | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |\n",
     );
     let mut backends: Vec<&str> = Vec::new();
     for r in &main.rows {
@@ -467,13 +475,26 @@ pub fn readme_table(published: &Published) -> String {
         let fastrpc = find(b, "fastrpc", "both");
         let _ = writeln!(
             out,
-            "| {b} | {} | {} | {} | {} | {} | {} |",
-            fastrpc.map_or("-".into(), |r| report::number(r.ns_per_op, 1)),
+            "| {b} | {} | {} | {} | {} | {} | {} | {} |",
+            fastrpc.map_or("-".into(), |r| {
+                let interval = r.summary.as_ref().map(|s| s.ns_per_op);
+                report::number(r.ns_per_op, 1)
+                    + &interval.map_or(String::new(), |i| format!(" ±{:.0}%", 100.0 * i.half_width()))
+            }),
+            fastrpc.filter(|r| r.verdict.is_some()).map_or("-".into(), report::verdict_cell),
             vs(fastrpc),
             vs(find(b, "fastrpc", "server")),
             vs(find(b, "fastrpc", "client")),
             vs(find(b, "pingpong", "both")),
             report::allocs(fastrpc.and_then(|r| r.allocs_per_op)),
+        );
+    }
+    let fastrpc: Vec<&Row> =
+        main.rows.iter().filter(|r| r.workload == "fastrpc" && r.role == "both" && tag(r).is_empty()).collect();
+    if let Some(sentence) = verdict_sentence(&fastrpc) {
+        let _ = write!(
+            out,
+            "\nThe verdict of the rounds, fastrpc with client and server together ([how it is decided](docs/src/measuring.md#rounds-intervals-verdicts)): {sentence}.\n"
         );
     }
     if let Some(env) = env_line(&main.rows) {
@@ -523,6 +544,20 @@ pub fn figures(published: &Published) -> BTreeMap<String, String> {
             }
         }
         out.insert("syscalls-table".into(), syscalls.trim_end().to_owned());
+    }
+    if let Some(trips) = &published.round_trips {
+        // | construction | round trip (p50, ...) | smallest round | largest round |
+        for cells in table_rows(trips) {
+            if let [name, p50, ..] = cells[..] {
+                let slug: Vec<String> = name
+                    .split(|c: char| !c.is_alphanumeric())
+                    .filter(|w| !w.is_empty())
+                    .map(str::to_lowercase)
+                    .collect();
+                out.insert(format!("round-trips-{}-p50", slug.join("-")), p50.to_owned());
+            }
+        }
+        out.insert("round-trips-table".into(), trips.trim_end().to_owned());
     }
     let readme = readme_table(published);
     if !readme.is_empty() {

@@ -83,9 +83,6 @@ pub fn once(plan: &Plan, spec: &Spec, entrant: Entrant, mode: Mode) -> Result<Me
         }
         .map(Measured::from),
         Entrant::Backend(kind) if spec.workload == Workload::Sweep => {
-            if let Some(reason) = sweep::cannot_hold(kind.name(), spec.connections) {
-                return Err(reason);
-            }
             let own_process = plan.processes || spec.connections >= sweep::PROCESS_FROM;
             match (&plan.server_exe, own_process) {
                 (None, true) => {

@@ -120,7 +120,9 @@ impl Plan {
             for (i, spec) in group.specs.iter().enumerate() {
                 for &kind in runnable {
                     let takes_part = match spec.role {
-                        _ if spec.workload == Workload::Sweep => true,
+                        _ if spec.workload == Workload::Sweep => {
+                            super::sweep::cannot_hold(kind.name(), spec.connections).is_none()
+                        }
                         Role::Both => true,
                         // A load shape of a client: its server is the plain backend's.
                         Role::Server => !kind.caller_tasks(),
@@ -178,12 +180,23 @@ pub enum Event<'a> {
     Measured,
     /// A row is complete: every round, its summary and verdict.
     Done(&'a super::Row),
-    /// A backend could not run on this machine, or a measurement failed.
+    /// A backend cannot run on this machine (`spec: None`), or cannot run
+    /// one configuration here (the sweep's largest points for std): not a
+    /// failure, and its runs were never counted.
     Skipped {
         /// Backend or `floor`.
         backend: &'a str,
-        /// Its configuration, if the failure was of one measurement.
+        /// The configuration it cannot run, if it is one.
         spec: Option<&'a Spec>,
+        /// Why.
+        reason: &'a str,
+    },
+    /// A measurement failed: the row is left out, and `compare` fails.
+    Failed {
+        /// Backend or `floor`.
+        backend: &'a str,
+        /// Its configuration.
+        spec: &'a Spec,
         /// Why.
         reason: &'a str,
         /// The runs it will not make (for a progress bar).

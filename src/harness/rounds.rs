@@ -28,8 +28,15 @@ pub fn compare(plan: &Plan, progress: &mut dyn FnMut(Event<'_>)) -> Vec<Row> {
     let mut runnable = Vec::new();
     for &kind in &plan.backends {
         match kind.unavailable() {
-            Some(reason) => progress(Event::Skipped { backend: kind.name(), spec: None, reason: &reason, runs: 0 }),
+            Some(reason) => progress(Event::Skipped { backend: kind.name(), spec: None, reason: &reason }),
             None => runnable.push(kind),
+        }
+    }
+    for spec in plan.specs.iter().filter(|s| s.workload == Workload::Sweep) {
+        for &kind in &runnable {
+            if let Some(reason) = super::sweep::cannot_hold(kind.name(), spec.connections) {
+                progress(Event::Skipped { backend: kind.name(), spec: Some(spec), reason: &reason });
+            }
         }
     }
     let mut rows = Vec::new();
@@ -89,7 +96,7 @@ fn measure_group(plan: &Plan, group: &Group, machine: &Machine, progress: &mut d
                 Err(reason) => {
                     runs[e].failed = true;
                     let runs = remaining(e, spec, round).saturating_sub(1);
-                    progress(Event::Skipped { backend, spec: Some(spec), reason: &reason, runs });
+                    progress(Event::Failed { backend, spec, reason: &reason, runs });
                     continue;
                 }
             }
