@@ -96,7 +96,11 @@ pub fn run(
         if now >= close {
             break;
         }
-        poll.poll(&mut events, Some(close - now)).map_err(|e| format!("sweep: poll: {e}"))?;
+        match poll.poll(&mut events, Some(close - now)) {
+            // A signal (a server process of an earlier round exiting) is no error.
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            result => result.map_err(|e| format!("sweep: poll: {e}"))?,
+        }
         for event in events.iter() {
             let conn = &mut conns[event.token().0];
             // Edge-triggered: read until the socket has nothing more.
