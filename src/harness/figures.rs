@@ -37,6 +37,9 @@
 //! * `<set>-env`: the machine, build, commit and date of the set.
 //! * `idle-<backend>-perconn`, `syscalls-<backend>-<workload>-syscalls`
 //!   and `-switches`, `round-trips-<construction>-p50` and `-table`.
+//! * `method-confidence`, `method-wide`, `method-threshold`: the
+//!   statistics' constants (the intervals' confidence, the width that
+//!   flags a row, the ratio beyond which a backend is slower).
 //! * `readme-table`: the README's table (also written into the README
 //!   between its `figures` markers).
 
@@ -559,6 +562,10 @@ pub fn figures(published: &Published) -> BTreeMap<String, String> {
         }
         out.insert("round-trips-table".into(), trips.trim_end().to_owned());
     }
+    // The method's constants, so that the guide states them as the code has them.
+    out.insert("method-confidence".into(), format!("{:.0}%", 100.0 * super::stats::CONFIDENCE));
+    out.insert("method-wide".into(), format!("{:.0}%", 100.0 * super::stats::WIDE));
+    out.insert("method-threshold".into(), format!("{:.2}x", 1.0 + super::stats::NOISE));
     let readme = readme_table(published);
     if !readme.is_empty() {
         out.insert("readme-table".into(), readme.trim_end().to_owned());

@@ -96,7 +96,7 @@ pub fn verdict_cell(row: &Row) -> String {
         Some(v) => match v.standing {
             Standing::Best => "best".into(),
             Standing::Tied => "tied".into(),
-            Standing::Slower => v.vs_best.map_or("slower".into(), |r| r.ratio_text()),
+            Standing::Slower => v.vs_best.map_or("slower".into(), |r| format!("slower {}", r.ratio_text())),
         },
     }
 }
