@@ -44,6 +44,21 @@ fn main() {
     let connections: usize = args.next().map_or(10_000, |n| n.parse().expect("a number of connections"));
     let server_bin = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().join("fastwire");
     assert!(server_bin.exists(), "build the server first: cargo build --release ({} is missing)", server_bin.display());
+    // A descriptor per connection here (the server, `fastwire serve`,
+    // raises its own limit): lift the soft limit to the hard one, and stop
+    // with the command to raise it if even that is too low.
+    match fastwire::raise_open_files_limit() {
+        Ok((before, after)) => {
+            if after.soft > before.soft {
+                eprintln!("idle_memory: raised the open-file limit from {} to {}", before.soft, after.soft);
+            }
+            if let Err(why) = after.fits(connections as u64 + 64, &format!("holding {connections} connections")) {
+                eprintln!("idle_memory: {why}");
+                std::process::exit(2);
+            }
+        }
+        Err(e) => eprintln!("idle_memory: could not read or raise the open-file limit: {e}"),
+    }
     println!("| backend | connections | RSS before (KiB) | RSS after (KiB) | per connection (bytes) |");
     println!("| --- | --- | --- | --- | --- |");
     for backend in backends.split(',') {

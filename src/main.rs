@@ -222,7 +222,7 @@ struct CompareArgs {
     /// Roles, comma-separated: both (a backend's client and server
     /// together), server (its server loaded by the blaster), client (its
     /// client against the floor server). server and client apply to
-    /// fastrpc and pingpong [default: all three for those, both for the rest].
+    /// fastrpc and pingpong, uncompressed [default: all three for those, both for the rest].
     #[arg(long, value_delimiter = ',')]
     role: Vec<Role>,
     /// Leave out the floors (the no-protocol references).
@@ -338,6 +338,10 @@ fn main() {
     if std::env::var_os("FASTWIRE_PARSE_ONLY").is_some() {
         return;
     }
+    // Every connection is a descriptor on each end, and many systems start
+    // processes with a soft limit of 1,024: lift it to the hard limit, as
+    // Go's runtime does (said in the log below).
+    let raised = fastwire::raise_open_files_limit();
     // `serve` logs what it does; `compare` and `load` print a table, and the
     // servers they start would only clutter it.
     let default_level = match cli.command {
@@ -350,7 +354,15 @@ fn main() {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(colour(&std::io::stderr()))
         .init();
+    match raised {
+        Ok((before, after)) if after.soft > before.soft => {
+            tracing::info!("raised the open-file limit from {} to {} (the hard limit)", before.soft, after.soft)
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!("could not read or raise the open-file limit: {e}"),
+    }
     let result = match cli.command {
         Command::Serve(args) => serve(args),
         Command::Compare(args) => compare(args),
@@ -362,6 +374,13 @@ fn main() {
         eprintln!("fastwire: {e}");
         std::process::exit(1);
     }
+}
+
+/// Whether the log may colour its lines: only on a terminal, and not when
+/// `NO_COLOR` is set to anything (no-color.org); a file or a pipe gets
+/// plain text.
+fn colour(stream: &impl std::io::IsTerminal) -> bool {
+    stream.is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 fn figures(args: FiguresArgs) -> Result<(), Box<dyn std::error::Error>> {
@@ -494,7 +513,12 @@ fn specs(args: &CompareArgs) -> Vec<Spec> {
                     Vec::new()
                 }
             }
-            Workload::Fastrpc | Workload::Pingpong if args.role.is_empty() => Role::ALL.to_vec(),
+            // The blaster and the floor server speak uncompressed streams:
+            // a compressed run measures both sides together unless asked.
+            Workload::Fastrpc | Workload::Pingpong if args.role.is_empty() && compress == Compression::None => {
+                Role::ALL.to_vec()
+            }
+            Workload::Fastrpc | Workload::Pingpong if args.role.is_empty() => vec![Role::Both],
             Workload::Fastrpc | Workload::Pingpong => args.role.clone(),
             _ if args.role.is_empty() || args.role.contains(&Role::Both) => vec![Role::Both],
             _ => Vec::new(),
@@ -595,7 +619,8 @@ fn compare(args: CompareArgs) -> Result<(), Box<dyn std::error::Error>> {
         eprintln!("fastwire: {} charts in {}", files.len(), dir.display());
     }
     if failed > 0 {
-        return Err(format!("{failed} measurements failed (said above); their rows are missing").into());
+        let s = if failed == 1 { "" } else { "s" };
+        return Err(format!("{failed} measurement{s} failed (said above); their rows are missing").into());
     }
     Ok(())
 }

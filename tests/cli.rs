@@ -217,3 +217,33 @@ fn serve_and_load_over_tls() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A log written to a pipe or a file is plain text (no colour codes), and
+/// the tool lifts its soft limit on open files to the hard one and says so.
+#[test]
+fn serve_logs_plain_text_and_raises_the_open_file_limit() {
+    let exe = env!("CARGO_BIN_EXE_fastwire");
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(r#"ulimit -Sn 256 && exec "$0" serve --backend mio --addr 127.0.0.1:0"#)
+        .arg(exe)
+        .env_remove("NO_COLOR")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert!(line.starts_with("fastwire: serving on"), "{line:?}");
+    assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
+    assert!(child.wait().unwrap().success());
+    let mut log = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut log).unwrap();
+    assert!(log.contains("serving") && !log.contains('\x1b'), "colour codes in a piped log: {log:?}");
+    let hard = String::from_utf8(Command::new("sh").args(["-c", "ulimit -Hn"]).output().unwrap().stdout).unwrap();
+    if hard.trim() == "unlimited" || hard.trim().parse::<u64>().is_ok_and(|h| h > 256) {
+        assert!(log.contains("raised the open-file limit from 256 to"), "{log}");
+    }
+}

@@ -273,6 +273,13 @@ fn typed_figures(line: &str) -> Vec<String> {
     found
 }
 
+/// The README without its generated table (what a person typed).
+fn readme_outside_its_table() -> String {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let (before, after) = readme.split_once(fastwire_bench::harness::figures::README_END).unwrap_or((&readme, ""));
+    before.split(fastwire_bench::harness::figures::README_BEGIN).next().unwrap_or("").to_owned() + after
+}
+
 #[test]
 fn the_guide_types_no_measured_figure() {
     let mut typed = Vec::new();
@@ -286,10 +293,7 @@ fn the_guide_types_no_measured_figure() {
             }
         }
     }
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
-    let (before, after) = readme.split_once(fastwire_bench::harness::figures::README_END).unwrap_or((&readme, ""));
-    let outside = before.split(fastwire_bench::harness::figures::README_BEGIN).next().unwrap_or("").to_owned() + after;
-    for (n, line) in prose(&outside).iter().enumerate() {
+    for (n, line) in prose(&readme_outside_its_table()).iter().enumerate() {
         for figure in typed_figures(line) {
             typed.push(format!("README.md (outside its generated table):{}: {figure}", n + 1));
         }
@@ -521,10 +525,7 @@ fn no_chapter_ranks_backends_in_hand_typed_words() {
             found.push(format!("{}: {s}", chapter.display()));
         }
     }
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
-    let (before, after) = readme.split_once(fastwire_bench::harness::figures::README_END).unwrap_or((&readme, ""));
-    let outside = before.split(fastwire_bench::harness::figures::README_BEGIN).next().unwrap_or("").to_owned() + after;
-    for s in hand_typed_rankings(&outside) {
+    for s in hand_typed_rankings(&readme_outside_its_table()) {
         found.push(format!("README.md: {s}"));
     }
     assert!(

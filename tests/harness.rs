@@ -451,3 +451,38 @@ fn compare_skips_a_backend_that_cannot_run_and_says_why() {
     assert!(stdout.lines().any(|l| l.starts_with("mio ")), "mio still runs: {stdout}");
     assert!(!stdout.lines().any(|l| l.starts_with("glommio ")), "{stdout}");
 }
+
+/// Under a hard limit on open files too low for a workload, `compare`
+/// skips it and says which limit and how to raise it; the rest runs.
+#[test]
+fn compare_skips_a_workload_the_open_file_limit_cannot_hold() {
+    let _measuring = one_at_a_time();
+    let output = Command::new("sh")
+        .arg("-c")
+        .arg(r#"ulimit -n 512 && exec "$0" compare --workload conns,nowait --backends mio --duration 30ms --rounds 2"#)
+        .arg(env!("CARGO_BIN_EXE_fastwire"))
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("conns with 1000 connections needs about") && stderr.contains("ulimit -n"), "{stderr}");
+    assert!(stdout.lines().any(|l| l.starts_with("mio ") && l.contains("nowait")), "{stdout}");
+    assert!(!stdout.lines().any(|l| l.split_whitespace().nth(2) == Some("conns")), "{stdout}");
+}
+
+/// A measurement that fails leaves its row out and makes `compare` fail,
+/// saying which: the floor peers speak no compression, so a server alone
+/// under the blaster cannot be measured compressed.
+#[test]
+fn compare_fails_when_a_measurement_fails() {
+    let _measuring = one_at_a_time();
+    let output = fastwire()
+        .args(["compare", "--workload", "pingpong", "--role", "server", "--compress", "snappy", "--backends", "mio"])
+        .args(["--duration", "20ms", "--rounds", "1"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("mio: pingpong server") && stderr.contains("uncompressed"), "{stderr}");
+    assert!(stderr.contains("1 measurement failed"), "{stderr}");
+}

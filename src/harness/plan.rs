@@ -89,14 +89,27 @@ pub fn floor_of(spec: &Spec) -> Option<Workload> {
     }
 }
 
+/// Why this process cannot hold `spec`'s connections under its limit on
+/// open files, if it cannot: a descriptor per connection on each end when
+/// the server is in this process (on the load's end only from the sweep's
+/// [`PROCESS_FROM`](super::sweep::PROCESS_FROM), whose server has a process
+/// of its own), and some to spare.
+pub fn cannot_hold(spec: &Spec) -> Option<String> {
+    let ends = if spec.workload == Workload::Sweep && spec.connections >= super::sweep::PROCESS_FROM { 1 } else { 2 };
+    let needed = (ends * spec.connections + 64) as u64;
+    let limit = fastwire_common::limits::open_files_limit().ok()?;
+    limit.fits(needed, &format!("{} with {} connections", spec.workload, spec.connections)).err()
+}
+
 impl Plan {
     /// The groups, in the order of the configurations; `runnable` are the
-    /// backends that can run on this machine.
+    /// backends that can run on this machine. A configuration this process
+    /// cannot hold ([`cannot_hold`]) is left out.
     pub fn groups(&self, runnable: &[BackendKind]) -> Vec<Group> {
         let key =
             |s: &Spec| (s.workload, s.role, s.connections, s.depth, s.value_size, s.compress, s.rate.map(f64::to_bits));
         let mut groups: Vec<Group> = Vec::new();
-        for spec in &self.specs {
+        for spec in self.specs.iter().filter(|s| cannot_hold(s).is_none()) {
             match groups.iter_mut().find(|g| key(&g.specs[0]) == key(spec)) {
                 Some(g) => g.specs.push(spec.clone()),
                 None => groups.push(Group { specs: vec![spec.clone()], entrants: Vec::new() }),

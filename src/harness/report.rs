@@ -186,8 +186,9 @@ pub fn verdicts(rows: &[Row]) -> String {
     let rounds = rows.iter().map(|r| r.rounds.len()).max().unwrap_or(0);
     let mut out = format!(
         "Verdicts: each backend's figure over the best's, paired round by round, as a median and {:.0}% interval \
-         over {rounds} rounds (order statistics); slower: the whole interval beyond {:.2}x, else tied.\n",
+         over {rounds} round{} (order statistics); slower: the whole interval beyond {:.2}x, else tied.\n",
         100.0 * stats::CONFIDENCE,
+        if rounds == 1 { "" } else { "s" },
         1.0 + stats::NOISE
     );
     for group in configurations(rows) {
@@ -203,8 +204,9 @@ pub fn verdicts(rows: &[Row]) -> String {
     }
     let wide = rows.iter().filter(|r| r.summary.as_ref().is_some_and(|s| s.spread != stats::Spread::Steady)).count();
     if wide > 0 {
+        let (rows, have) = if wide == 1 { ("row", "has") } else { ("rows", "have") };
         out += &format!(
-            "  {wide} rows have an interval wider than ±{:.0}% (see their note): rank them with care\n",
+            "  {wide} {rows} {have} an interval wider than ±{:.0}% (see the note column): rank them with care\n",
             100.0 * stats::WIDE
         );
     }

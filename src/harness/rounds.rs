@@ -32,6 +32,11 @@ pub fn compare(plan: &Plan, progress: &mut dyn FnMut(Event<'_>)) -> Vec<Row> {
             None => runnable.push(kind),
         }
     }
+    for spec in &plan.specs {
+        if let Some(reason) = super::plan::cannot_hold(spec) {
+            progress(Event::Skipped { backend: "every backend", spec: Some(spec), reason: &reason });
+        }
+    }
     for spec in plan.specs.iter().filter(|s| s.workload == Workload::Sweep) {
         for &kind in &runnable {
             if let Some(reason) = super::sweep::cannot_hold(kind.name(), spec.connections) {

@@ -18,6 +18,9 @@
 //!   graceful shutdown.
 //! * [`Accept`]: how new connections reach a server's loops.
 //! * [`pool`]: [`Pool`], up to N clients per address, for any backend's client.
+//! * [`limits`]: the process's limit on open files, and
+//!   [`raise_open_files_limit`](limits::raise_open_files_limit) to lift it
+//!   to the hard limit at the start of `main`, as Go's runtime does.
 //! * [`work`]: handlers that wait: [`OwnedRequest`], the worker pool for
 //!   blocking handlers ([`Blocking`]) and a [`Timer`] thread, all answering
 //!   through deferred responses.
@@ -30,8 +33,9 @@
 
 #![deny(missing_docs)]
 #![warn(unreachable_pub)]
-// Unsafe code is denied, and allowed in two places: `sys`, three socket
-// calls std does not offer (each with its reason), and `slot`, a call's
+// Unsafe code is denied, and allowed in three places: `sys`, three socket
+// calls std does not offer (each with its reason), `limits`, the two
+// resource-limit calls std does not offer, and `slot`, a call's
 // value handed from the completer to the caller under an atomic state
 // instead of a lock (the rule is written at `CallSlot`'s fields).
 #![deny(unsafe_code)]
@@ -43,6 +47,7 @@ pub mod client;
 pub mod deadline;
 pub mod error;
 pub mod handle;
+pub mod limits;
 #[doc(hidden)]
 pub mod net;
 pub mod pool;

@@ -46,6 +46,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub use fastwire_common::limits::{open_files_limit, raise_open_files_limit, OpenFiles};
 pub use fastwire_common::{
     ClientError, ClientStats, CloseReason, Refusal, Refusals, Reply, ServerStats, ShutdownReport,
 };
