@@ -82,6 +82,7 @@ pub fn mutual(kind: BackendKind) {
             &format!("{client_kind}: no client certificate"),
         );
         assert!(matches!(e, Error::Tls(TlsError::AlertReceived { .. })), "{client_kind}: {e}");
+        assert!(e.to_string().contains("--tls-client-cert"), "{client_kind}: names the setting: {e}");
         c.close();
     }
     assert!(server.stats().protocol_errors >= 1, "{kind}: counted");

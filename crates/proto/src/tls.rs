@@ -602,6 +602,29 @@ fn write_record(
     }
 }
 
+/// What usually makes a peer send `alert`, and the setting to look at.
+fn alert_hint(alert: rustls::AlertDescription) -> &'static str {
+    use rustls::AlertDescription as A;
+    match alert {
+        A::CertificateRequired => {
+            "the server requires a client certificate and this client sent none: give the client one \
+             (--tls-client-cert and --tls-client-key, or the identity of ClientConfig's TLS settings)"
+        }
+        // Go's server sends this one for a missing client certificate too.
+        A::BadCertificate => {
+            "the peer refused this side's certificate, or its lack of one: a server that requires client \
+             certificates needs one from the client (--tls-client-cert and --tls-client-key, or the identity of \
+             ClientConfig's TLS settings); a certificate sent and refused must be signed by an authority the peer \
+             trusts (--tls-client-ca on the server)"
+        }
+        A::UnknownCA => {
+            "the peer does not trust the authority that signed this side's certificate \
+             (--tls-ca on the client, --tls-client-ca on the server)"
+        }
+        _ => "the peer rejected this side: check that each side trusts the other's certificate and the server name",
+    }
+}
+
 /// A rustls error as fastwire's, saying what to check.
 fn tls_error(e: rustls::Error) -> Error {
     use rustls::{CertificateError, Error as E};
@@ -622,11 +645,7 @@ fn tls_error(e: rustls::Error) -> Error {
             reason: e.to_string(),
             setting: "this server requires client certificates: give the client an identity",
         },
-        E::AlertReceived(alert) => TlsError::AlertReceived {
-            alert: format!("{alert:?}"),
-            hint:
-                "the peer rejected this side: check that each side trusts the other's certificate and the server name",
-        },
+        E::AlertReceived(alert) => TlsError::AlertReceived { alert: format!("{alert:?}"), hint: alert_hint(*alert) },
         E::InvalidMessage(_) | E::InappropriateMessage { .. } | E::InappropriateHandshakeMessage { .. } => {
             TlsError::NotTls { reason: e.to_string() }
         }

@@ -311,5 +311,7 @@ fn a_server_requiring_a_client_certificate_says_so_in_an_alert() {
         client.received(&to_client);
         let ce = client.process(|_, _| {}).expect_err("the client hears why");
         assert!(matches!(ce, Error::Tls(TlsError::AlertReceived { .. })), "split at {at}: {ce} (server: {se})");
+        // The client is told what it lacks, and which setting gives it.
+        assert!(ce.to_string().contains("--tls-client-cert"), "split at {at}: {ce}");
     }
 }
