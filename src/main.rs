@@ -125,8 +125,8 @@ struct ServeArgs {
     #[arg(long, default_value = "5s", value_parser = duration)]
     grace: Duration,
     /// The demo handler answers each call after this wait, without blocking
-    /// (tokio and glommio: an async timer task; std, mio and uring: a deferred
-    /// answer from a timer thread). Calls named `wait/<µs>` wait that long.
+    /// (glommio: a local task on glommio's timer; std, mio, uring and tokio: a
+    /// deferred answer from a timer thread). Calls named `wait/<µs>` wait that long.
     #[arg(long, value_parser = duration)]
     handler_delay: Option<Duration>,
     /// The demo handler burns this much CPU on each call, inline.

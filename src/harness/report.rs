@@ -271,7 +271,11 @@ pub fn markdown_env(rows: &[Row]) -> String {
         e.build,
         e.commit,
         e.date,
-        if e.same_process { "yes" } else { "no" },
+        match (rows.iter().all(|r| r.env.same_process), rows.iter().any(|r| r.env.same_process)) {
+            (true, _) => "yes",
+            (false, true) => "yes, but for the rows with a server CPU time (their server had a process of its own)",
+            (false, false) => "no",
+        },
     );
     let mut seen = Vec::new();
     for row in rows {
