@@ -280,13 +280,15 @@ fn readme_outside_its_table() -> String {
     before.split(fastwire_bench::harness::figures::README_BEGIN).next().unwrap_or("").to_owned() + after
 }
 
+/// The chapters that teach the present: all but the appendix of history.
+fn chapters_of_the_present() -> impl Iterator<Item = (PathBuf, String)> {
+    guide().into_iter().filter(|(chapter, _)| !chapter.ends_with(APPENDIX))
+}
+
 #[test]
 fn the_guide_types_no_measured_figure() {
     let mut typed = Vec::new();
-    for (chapter, text) in guide() {
-        if chapter.ends_with(APPENDIX) {
-            continue;
-        }
+    for (chapter, text) in chapters_of_the_present() {
         for (n, line) in prose(&text).iter().enumerate() {
             for figure in typed_figures(line) {
                 typed.push(format!("{}:{}: {figure}", chapter.display(), n + 1));
@@ -362,10 +364,7 @@ fn dates_and_commits_stand_only_in_the_results_and_the_appendix() {
 fn chapters_keep_to_their_length() {
     let mut total = 0;
     let mut long = Vec::new();
-    for (chapter, text) in guide() {
-        if chapter.ends_with(APPENDIX) {
-            continue;
-        }
+    for (chapter, text) in chapters_of_the_present() {
         let words = prose_words(&text);
         total += words;
         if words > 2000 {
@@ -517,10 +516,7 @@ fn hand_typed_rankings(text: &str) -> Vec<String> {
 #[test]
 fn no_chapter_ranks_backends_in_hand_typed_words() {
     let mut found = Vec::new();
-    for (chapter, text) in guide() {
-        if chapter.ends_with(APPENDIX) {
-            continue;
-        }
+    for (chapter, text) in chapters_of_the_present() {
         for s in hand_typed_rankings(&text) {
             found.push(format!("{}: {s}", chapter.display()));
         }

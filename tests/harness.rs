@@ -430,6 +430,20 @@ fn load_against_a_dead_address_fails_with_a_message() {
     assert!(stderr.contains("connecting") && stderr.contains("refused"), "{stderr}");
 }
 
+/// `compare ARGS` (in short windows) under the shell's `ulimit LIMIT`,
+/// lowered for the child only; it must succeed. Its stdout and stderr.
+fn compare_under_limit(limit: &str, args: &str) -> (String, String) {
+    let output = Command::new("sh")
+        .arg("-c")
+        .arg(format!(r#"ulimit {limit} && exec "$0" compare {args} --duration 30ms --rounds 2"#))
+        .arg(env!("CARGO_BIN_EXE_fastwire"))
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "{stderr}");
+    (stdout.into_owned(), stderr.into_owned())
+}
+
 #[cfg(all(feature = "glommio", target_os = "linux"))]
 #[test]
 fn compare_skips_a_backend_that_cannot_run_and_says_why() {
@@ -437,16 +451,7 @@ fn compare_skips_a_backend_that_cannot_run_and_says_why() {
     let _measuring = one_at_a_time();
     // Too little locked memory for glommio (it needs 512 KiB): lower the
     // limit for the child only, through the shell's `ulimit`.
-    let output = Command::new("bash")
-        .arg("-c")
-        .arg(
-            r#"ulimit -l 256 && exec "$0" compare --workload nowait --backends mio,glommio --duration 30ms --rounds 2"#,
-        )
-        .arg(env!("CARGO_BIN_EXE_fastwire"))
-        .output()
-        .unwrap();
-    let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    assert!(output.status.success(), "{stderr}");
+    let (stdout, stderr) = compare_under_limit("-l 256", "--workload nowait --backends mio,glommio");
     assert!(stderr.contains("skipped glommio") && stderr.contains("512 KiB"), "{stderr}");
     assert!(stdout.lines().any(|l| l.starts_with("mio ")), "mio still runs: {stdout}");
     assert!(!stdout.lines().any(|l| l.starts_with("glommio ")), "{stdout}");
@@ -457,14 +462,7 @@ fn compare_skips_a_backend_that_cannot_run_and_says_why() {
 #[test]
 fn compare_skips_a_workload_the_open_file_limit_cannot_hold() {
     let _measuring = one_at_a_time();
-    let output = Command::new("sh")
-        .arg("-c")
-        .arg(r#"ulimit -n 512 && exec "$0" compare --workload conns,nowait --backends mio --duration 30ms --rounds 2"#)
-        .arg(env!("CARGO_BIN_EXE_fastwire"))
-        .output()
-        .unwrap();
-    let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    assert!(output.status.success(), "{stderr}");
+    let (stdout, stderr) = compare_under_limit("-n 512", "--workload conns,nowait --backends mio");
     assert!(stderr.contains("conns with 1000 connections needs about") && stderr.contains("ulimit -n"), "{stderr}");
     assert!(stdout.lines().any(|l| l.starts_with("mio ") && l.contains("nowait")), "{stdout}");
     assert!(!stdout.lines().any(|l| l.split_whitespace().nth(2) == Some("conns")), "{stdout}");
