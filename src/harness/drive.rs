@@ -3,7 +3,7 @@
 //!
 //! Three shapes, as `measuring.md` defines the workloads:
 //!
-//! * **closed loop** ([`closed_loop`]): every connection keeps `depth`
+//! * **closed loop** ([`closed_loop`](crate::backend::closed_loop)): every connection keeps `depth`
 //!   calls in flight; a call is replaced as soon as it completes. The
 //!   thread-based clients (std, mio, glommio) are driven by one thread per
 //!   connection that pipelines `depth` [`start`](fastwire_common::client::Client::start)ed

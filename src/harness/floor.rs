@@ -5,7 +5,7 @@
 //!   it back from an echo thread, both spinning on non-blocking sockets
 //!   (blocking on a machine with one core): the least a round trip costs
 //!   through the kernel's loopback, two system calls per side and no
-//!   wake-up (see [`spins`](super::wire) for why that is the floor).
+//!   wake-up (see `wire::spins` for why that is the floor).
 //! * [`pipelined`]: the fastrpc workload's bytes (an 18-byte request frame,
 //!   a 269-byte response frame) exchanged over the same connections with
 //!   the same depth, by hand-written loops that know the sizes in advance:
@@ -45,7 +45,7 @@ fn pairs(connections: usize) -> Result<Vec<(TcpStream, TcpStream)>, String> {
 
 /// A ping-pong of `size` bytes (the target's is 1) on one connection: the
 /// latency floor. Both sides spin on non-blocking sockets where there are
-/// cores for both ([`spins`]), else block.
+/// cores for both (`wire::spins`), else block.
 pub fn pingpong(size: usize, timing: &Timing, mode: Mode) -> Result<Sample, String> {
     let size = size.max(1);
     let spin = spins(1);

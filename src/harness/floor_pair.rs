@@ -16,7 +16,7 @@
 //! over loopback with nothing else, the denominator of every role's ratio.
 //! Both speak only uncompressed streams. At one call in flight both spin on
 //! non-blocking sockets instead of sleeping in `read` (where the machine
-//! has a core for each: see [`spins`](super::wire)), so that no backend,
+//! has a core for each: see `wire::spins`), so that no backend,
 //! which sleeps between calls, can beat the pair by being woken faster.
 
 use std::io::{Read, Write};

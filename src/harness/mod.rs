@@ -17,7 +17,7 @@
 //!    floor server, to load a server alone or answer a client alone),
 //!    [`sweep`] (one event loop over up to 10,000 connections), `peers`
 //!    (feature `peers`: tarpc, tonic, a codec echo), [`live`] (a server and
-//!    clients kept running for criterion). [`wire`]: the handshake and the
+//!    clients kept running for criterion). `wire`: the handshake and the
 //!    one response scanner the hand-written peers share. [`child`]: a
 //!    server in a process of its own. [`alloc`]: the counting allocator.
 //! 4. **Summaries and verdicts.** [`stats`]: medians, order-statistic

@@ -1,7 +1,7 @@
 //! A row: one backend (or floor, or peer) on one configuration, made from
 //! its rounds. The rounds are kept whole (the JSON has every one); the
 //! row's headline figures are their medians, each with its interval
-//! ([`stats`](super::stats)), its ratio to the floor of the same round,
+//! ([`stats`]), its ratio to the floor of the same round,
 //! and its verdict against the best of its workload and role.
 
 use serde::{Deserialize, Serialize};
