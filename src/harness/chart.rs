@@ -4,13 +4,16 @@
 //! One chart per workload configuration, one bar per backend: ns/op for the
 //! throughput workloads, p50 and p99 latency for `pingpong`, `conns` and
 //! `mixed` (its instant calls), whose point is latency, and value
-//! throughput for `sizes`. Each axis says its unit and which way is
+//! throughput for `sizes`. A bar is the median of its rounds, and a
+//! whisker across it spans the interval over rounds (see
+//! [`stats`](super::stats)). Each axis says its unit and which way is
 //! better; the sweep's lines keep their legend beside the plot, and a line
 //! that stops before the others says so where it stops.
 
 use std::path::{Path, PathBuf};
 
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::report::size;
 use super::row::Row;
@@ -204,16 +207,30 @@ fn bars(path: &Path, rows: &[&Row], metric: Metric) -> Result<(), Box<dyn std::e
             Metric::Throughput => (r.backend.clone(), r.mb_per_s / mb_per_unit, None),
         })
         .collect();
+    // The main value's interval over rounds, drawn as a whisker (none for
+    // throughput, whose rounds are summarised as ns/op).
+    let intervals: Vec<Option<(f64, f64)>> = rows
+        .iter()
+        .map(|r| {
+            let s = r.summary.as_ref()?;
+            match metric {
+                Metric::NsPerOp => Some((s.ns_per_op.low, s.ns_per_op.high)),
+                Metric::Latency => s.p50_ns.map(|i| (i.low / ns_per_unit, i.high / ns_per_unit)),
+                Metric::Throughput => None,
+            }
+        })
+        .collect();
     let max = values
         .iter()
-        .flat_map(|(_, a, b)| [Some(*a), *b])
+        .zip(&intervals)
+        .flat_map(|((_, a, b), i)| [Some(*a), *b, i.map(|i| i.1)])
         .flatten()
         .filter(|v| v.is_finite())
         .fold(0.0f64, f64::max)
         .max(1e-9);
     let x_desc = match metric {
-        Metric::NsPerOp => "ns per call: wall time / calls (lower is better)".to_owned(),
-        Metric::Latency => format!("call latency, {unit} (lower is better)"),
+        Metric::NsPerOp => "ns per call: wall time / calls (lower is better; |-|: the interval over rounds)".to_owned(),
+        Metric::Latency => format!("call latency, {unit} (lower is better; |-|: the p50's interval)"),
         Metric::Throughput => format!("response values, {rate} (higher is better)"),
     };
     let height = 110 + 34 * values.len() as u32;
@@ -272,6 +289,17 @@ fn bars(path: &Path, rows: &[&Row], metric: Metric) -> Result<(), Box<dyn std::e
                 [(0.0, SegmentValue::Exact(i)), (max * 1.25, SegmentValue::Exact(i + 1))],
                 WHITE.stroke_width(3),
             )))?;
+            if let Some((low, high)) = intervals[i].filter(|(l, h)| h > l) {
+                let at = || SegmentValue::CenterOf(i);
+                chart.draw_series(std::iter::once(PathElement::new(
+                    vec![(low, at()), (high, at())],
+                    BLACK.stroke_width(2),
+                )))?;
+                let cap = TextStyle::from(("sans-serif", 14).into_font()).pos(Pos::new(HPos::Center, VPos::Center));
+                for end in [low, high] {
+                    chart.draw_series(std::iter::once(Text::new("|", (end, at()), cap.clone())))?;
+                }
+            }
             let text = match metric {
                 Metric::NsPerOp => human(*main, 1),
                 Metric::Latency => match secondary {
@@ -280,7 +308,8 @@ fn bars(path: &Path, rows: &[&Row], metric: Metric) -> Result<(), Box<dyn std::e
                 },
                 Metric::Throughput => format!("{} {rate}", human(*main, if mb_per_unit > 1.0 { 2 } else { 1 })),
             };
-            let at = secondary.filter(|s| s.is_finite()).map_or(*main, |s| s.max(*main));
+            let interval_end = intervals[i].map_or(*main, |(_, high)| high);
+            let at = secondary.filter(|s| s.is_finite()).map_or(*main, |s| s.max(*main)).max(interval_end);
             chart.draw_series(std::iter::once(Text::new(
                 format!(" {text}"),
                 (at, SegmentValue::CenterOf(i)),
