@@ -49,7 +49,7 @@ use std::path::Path;
 
 use super::report;
 use super::row::{Row, FLOOR};
-use super::stats::{Interval, Standing};
+use super::stats::Standing;
 
 /// The file the chapters include figures from, relative to the results directory.
 pub const FIGURES_FILE: &str = "figures.txt";
@@ -207,17 +207,8 @@ fn and_list(names: &[String]) -> String {
 /// one with the lowest figure, those tied with it, the slower ones with
 /// the interval of their paired ratio.
 fn verdict_sentence(group: &[&Row]) -> Option<String> {
-    let judged: Vec<&Row> = group.iter().copied().filter(|r| r.verdict.is_some()).collect();
-    let standing = |r: &Row| r.verdict.as_ref().map(|v| v.standing);
-    let best = judged.iter().find(|r| standing(r) == Some(Standing::Best))?;
-    let tied: Vec<String> =
-        judged.iter().filter(|r| standing(r) == Some(Standing::Tied)).map(|r| r.backend.clone()).collect();
-    let mut slower: Vec<(&str, Interval)> = judged
-        .iter()
-        .filter(|r| standing(r) == Some(Standing::Slower))
-        .filter_map(|r| Some((r.backend.as_str(), r.verdict.as_ref()?.vs_best?)))
-        .collect();
-    slower.sort_by(|a, b| a.1.median.total_cmp(&b.1.median));
+    let report::Standings { best, tied, slower } = report::Standings::of(group)?;
+    let tied: Vec<String> = tied.into_iter().map(str::to_owned).collect();
     let mut out = format!("{} has {}", best.backend, lowest(best.figure_name()));
     match tied.len() {
         0 => out += ", and no backend is within the noise of it",
@@ -390,7 +381,7 @@ fn table(rows: &[Row], config_name: &str) -> String {
                     } else {
                         (report::number(r.ns_per_op, 1), summary.map(|s| s.ns_per_op))
                     };
-                    value + &interval.map_or(String::new(), |i| format!(" ±{:.0}%", 100.0 * i.half_width()))
+                    value + &report::spread(interval.as_ref())
                 })
             }),
         ));
@@ -481,8 +472,7 @@ pub fn readme_table(published: &Published) -> String {
             "| {b} | {} | {} | {} | {} | {} | {} | {} |",
             fastrpc.map_or("-".into(), |r| {
                 let interval = r.summary.as_ref().map(|s| s.ns_per_op);
-                report::number(r.ns_per_op, 1)
-                    + &interval.map_or(String::new(), |i| format!(" ±{:.0}%", 100.0 * i.half_width()))
+                report::number(r.ns_per_op, 1) + &report::spread(interval.as_ref())
             }),
             fastrpc.filter(|r| r.verdict.is_some()).map_or("-".into(), report::verdict_cell),
             vs(fastrpc),

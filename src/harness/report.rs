@@ -85,7 +85,7 @@ fn is_text(column: usize) -> bool {
 
 /// ` ±4%`: how far the interval reaches from the median, or nothing
 /// without an interval.
-fn spread(interval: Option<&Interval>) -> String {
+pub fn spread(interval: Option<&Interval>) -> String {
     interval.map_or(String::new(), |i| format!(" ±{:.0}%", 100.0 * i.half_width()))
 }
 
@@ -139,22 +139,40 @@ pub fn describe(row: &Row) -> String {
     )
 }
 
+/// One configuration's judged rows by standing, in the order they came.
+pub struct Standings<'a> {
+    /// The row with the lowest median.
+    pub best: &'a Row,
+    /// The rows tied with it.
+    pub tied: Vec<&'a str>,
+    /// The slower rows with their paired ratio to the best, nearest first.
+    pub slower: Vec<(&'a str, Interval)>,
+}
+
+impl<'a> Standings<'a> {
+    /// The standings of `rows` (one configuration), if any was judged.
+    pub fn of(rows: &[&'a Row]) -> Option<Standings<'a>> {
+        let standing = |r: &Row| r.verdict.as_ref().map(|v| v.standing);
+        let best = rows.iter().copied().find(|r| standing(r) == Some(Standing::Best))?;
+        let tied = rows.iter().filter(|r| standing(r) == Some(Standing::Tied)).map(|r| r.backend.as_str()).collect();
+        let mut slower: Vec<(&str, Interval)> = rows
+            .iter()
+            .filter(|r| standing(r) == Some(Standing::Slower))
+            .filter_map(|r| Some((r.backend.as_str(), r.verdict.as_ref()?.vs_best?)))
+            .collect();
+        slower.sort_by(|a, b| a.1.median.total_cmp(&b.1.median));
+        Some(Standings { best, tied, slower })
+    }
+}
+
 /// The verdict of one configuration in one line: the best, those tied
 /// with it, and the slower ones with the interval of their paired ratio.
 pub fn verdict_line(rows: &[&Row]) -> Option<String> {
-    let judged: Vec<&&Row> = rows.iter().filter(|r| r.verdict.is_some()).collect();
-    let first = judged.first()?;
-    let of =
-        |standing: Standing| judged.iter().filter(move |r| r.verdict.as_ref().is_some_and(|v| v.standing == standing));
-    let best = of(Standing::Best).next()?;
-    let mut line = format!("{}, {}: {} best", describe(first), first.figure_name(), best.backend);
-    let tied: Vec<&str> = of(Standing::Tied).map(|r| r.backend.as_str()).collect();
+    let Standings { best, tied, slower } = Standings::of(rows)?;
+    let mut line = format!("{}, {}: {} best", describe(best), best.figure_name(), best.backend);
     if !tied.is_empty() {
         line += &format!("; tied with it: {}", tied.join(", "));
     }
-    let mut slower: Vec<(&str, Interval)> =
-        of(Standing::Slower).filter_map(|r| Some((r.backend.as_str(), r.verdict.as_ref()?.vs_best?))).collect();
-    slower.sort_by(|a, b| a.1.median.total_cmp(&b.1.median));
     if !slower.is_empty() {
         let list: Vec<String> = slower.iter().map(|(b, i)| format!("{b} {}", i.ratio_text())).collect();
         line += &format!("; slower: {}", list.join(", "));
