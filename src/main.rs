@@ -689,7 +689,7 @@ fn load(args: LoadArgs) -> Result<(), Box<dyn std::error::Error>> {
     let threads = format!("server: external, at {addr}; load: {client} client, {shape}");
     let env = harness::env::Machine::detect().env(threads, false);
     let round = harness::row::Round::new(0, &timed);
-    let mut row = Row::from_rounds(&format!("{client} client"), &spec, &[(round, &timed)], counted.as_ref(), env);
+    let mut row = Row::from_rounds(&format!("{client} client"), &spec, vec![round], &[&timed], counted.as_ref(), env);
     row.summarize();
     let rows = vec![row];
     print!("{}", report::table(&rows));

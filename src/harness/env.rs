@@ -188,9 +188,10 @@ fn handlers(backend: BackendKind, workload: Workload) -> Option<&'static str> {
     }
 }
 
-/// The thread layout of the floor pair (blaster against floor server).
-pub fn floor_pair_layout(workload: Workload) -> String {
-    let waiting = if super::wire::spins(workload.defaults().depth) {
+/// The thread layout of the floor pair (blaster against floor server) at
+/// `depth` calls in flight per connection.
+pub fn floor_pair_layout(depth: usize) -> String {
+    let waiting = if super::wire::spins(depth) {
         "both spinning on non-blocking sockets, never sleeping"
     } else {
         "both blocking"

@@ -111,17 +111,18 @@ fn measure_group(plan: &Plan, group: &Group, machine: &Machine, progress: &mut d
         }
     }
     let mut rows: Vec<(usize, Row)> = Vec::new();
-    for (e, run) in runs.iter().enumerate() {
+    for (e, run) in runs.into_iter().enumerate() {
         if run.failed || run.rounds.is_empty() {
             continue;
         }
         let (index, entrant) = group.entrants[e];
         let spec = &specs[e];
-        let process = run.rounds.iter().any(|(_, m)| m.process.is_some());
+        let (rounds, measured): (Vec<Round>, Vec<Measured>) = run.rounds.into_iter().unzip();
+        let process = measured.iter().any(|m| m.process.is_some());
         let env = machine.env(layout(entrant, spec), !process);
-        let timed: Vec<(Round, &Sample)> = run.rounds.iter().map(|(r, m)| (r.clone(), &m.sample)).collect();
-        let mut row = Row::from_rounds(entrant.name(), spec, &timed, run.counted.as_ref(), env);
-        row.server_rss_bytes = run.rounds.iter().filter_map(|(_, m)| m.process.flatten()).max();
+        let timed: Vec<&Sample> = measured.iter().map(|m| &m.sample).collect();
+        let mut row = Row::from_rounds(entrant.name(), spec, rounds, &timed, run.counted.as_ref(), env);
+        row.server_rss_bytes = measured.iter().filter_map(|m| m.process.flatten()).max();
         rows.push((index, row));
     }
     if let Some(floor) = rows.iter().find(|(_, r)| r.backend == row::FLOOR).map(|(_, r)| r.clone()) {
@@ -145,7 +146,7 @@ fn measure_group(plan: &Plan, group: &Group, machine: &Machine, progress: &mut d
 fn layout(entrant: Entrant, spec: &Spec) -> String {
     match entrant {
         Entrant::Floor | Entrant::Ideal if spec.role == Role::Both => env::floor_layout(spec.workload),
-        Entrant::Floor | Entrant::Ideal => env::floor_pair_layout(spec.workload),
+        Entrant::Floor | Entrant::Ideal => env::floor_pair_layout(spec.depth),
         Entrant::Backend(kind) if spec.workload == Workload::Sweep => {
             format!("server: {}; load: one thread, an event loop (mio) over every connection", env::server_layout(kind))
         }

@@ -148,11 +148,6 @@ fn percentile(sample: &Sample, q: f64) -> Option<u64> {
     sample.latency.as_ref().filter(|h| !h.is_empty()).map(|h| h.value_at_quantile(q))
 }
 
-fn median_u64(values: impl Iterator<Item = Option<u64>>) -> Option<u64> {
-    let v: Vec<f64> = values.flatten().map(|n| n as f64).collect();
-    Interval::of(&v).map(|i| i.median.round() as u64)
-}
-
 impl Round {
     /// A round from its timed sample, measured at `position` in its round
     /// (its server's CPU time, when it had a process, is the caller's to add).
@@ -173,21 +168,18 @@ impl Round {
 }
 
 impl Row {
-    /// A row from its rounds' timed samples and, if there was one, a
-    /// counted sample; its summary waits for [`Row::summarize`], once the
-    /// floor's rounds have given each round its ratio.
+    /// A row from its rounds, their timed samples and, if there was one,
+    /// a counted sample. Its medians and summary wait for
+    /// [`Row::summarize`], once the floor's rounds have given each round
+    /// its ratio.
     pub fn from_rounds(
         backend: &str,
         spec: &Spec,
-        timed: &[(Round, &Sample)],
+        rounds: Vec<Round>,
+        timed: &[&Sample],
         counted: Option<&Sample>,
         env: Env,
     ) -> Row {
-        let rounds: Vec<Round> = timed.iter().map(|(r, _)| r.clone()).collect();
-        let median = |f: &dyn Fn(&Round) -> f64| {
-            Interval::of(&rounds.iter().map(f).collect::<Vec<_>>()).map_or(f64::NAN, |i| i.median)
-        };
-        let cpu: Vec<f64> = rounds.iter().filter_map(|r| r.server_cpu_ns_per_op).collect();
         Row {
             backend: backend.to_owned(),
             workload: spec.workload.name().to_owned(),
@@ -201,19 +193,16 @@ impl Row {
                 spec.compress.name().to_owned()
             },
             ops: rounds.iter().map(|r| r.ops).sum(),
-            unsolicited: timed.iter().map(|(_, s)| s.unsolicited).sum(),
+            unsolicited: timed.iter().map(|s| s.unsolicited).sum(),
             seconds: rounds.iter().map(|r| r.seconds).sum(),
-            ns_per_op: median(&|r| r.ns_per_op),
-            mb_per_s: median(&|r| r.mb_per_s),
+            ns_per_op: f64::NAN,
+            mb_per_s: f64::NAN,
             allocs_per_op: counted.and_then(Sample::allocs_per_op),
-            p50_ns: median_u64(rounds.iter().map(|r| r.p50_ns)),
-            p99_ns: median_u64(rounds.iter().map(|r| r.p99_ns)),
-            p999_ns: median_u64(rounds.iter().map(|r| r.p999_ns)),
-            max_ns: timed
-                .iter()
-                .filter_map(|(_, s)| s.latency.as_ref().filter(|h| !h.is_empty()).map(|h| h.max()))
-                .max(),
-            server_cpu_ns_per_op: Interval::of(&cpu).map(|i| i.median),
+            p50_ns: None,
+            p99_ns: None,
+            p999_ns: None,
+            max_ns: timed.iter().filter_map(|s| s.latency.as_ref().filter(|h| !h.is_empty()).map(|h| h.max())).max(),
+            server_cpu_ns_per_op: None,
             server_rss_bytes: None,
             rounds,
             summary: None,
@@ -241,12 +230,24 @@ impl Row {
         }
     }
 
-    /// Medians and intervals of the rounds.
+    /// The rounds' medians (the row's headline figures) and intervals.
     pub fn summarize(&mut self) {
         let of = |f: &dyn Fn(&Round) -> Option<f64>| {
             Interval::of(&self.rounds.iter().map(|r| f(r).unwrap_or(f64::NAN)).collect::<Vec<_>>())
         };
-        let Some(ns_per_op) = of(&|r| Some(r.ns_per_op)) else { return };
+        let ns_per_op = of(&|r| Some(r.ns_per_op));
+        let (p50_ns, p99_ns, p999_ns) = (
+            of(&|r| r.p50_ns.map(|n| n as f64)),
+            of(&|r| r.p99_ns.map(|n| n as f64)),
+            of(&|r| r.p999_ns.map(|n| n as f64)),
+        );
+        let median = |i: Option<Interval>| i.map_or(f64::NAN, |i| i.median);
+        let median_ns = |i: Option<Interval>| i.map(|i| i.median.round() as u64);
+        self.ns_per_op = median(ns_per_op);
+        self.mb_per_s = median(of(&|r| Some(r.mb_per_s)));
+        (self.p50_ns, self.p99_ns, self.p999_ns) = (median_ns(p50_ns), median_ns(p99_ns), median_ns(p999_ns));
+        self.server_cpu_ns_per_op = of(&|r| r.server_cpu_ns_per_op).map(|i| i.median);
+        let Some(ns_per_op) = ns_per_op else { return };
         let vs_floor = of(&|r| r.vs_floor);
         let figures = self.figures();
         let spread = match Interval::of(&figures) {
@@ -256,9 +257,9 @@ impl Row {
         self.summary = Some(Summary {
             figure: self.figure_name().to_owned(),
             ns_per_op,
-            p50_ns: of(&|r| r.p50_ns.map(|n| n as f64)),
-            p99_ns: of(&|r| r.p99_ns.map(|n| n as f64)),
-            p999_ns: of(&|r| r.p999_ns.map(|n| n as f64)),
+            p50_ns,
+            p99_ns,
+            p999_ns,
             vs_floor,
             spread,
         });
