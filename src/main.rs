@@ -84,6 +84,13 @@ fn optional_duration(s: &str) -> Result<MaybeDuration, String> {
 
 #[derive(Args)]
 struct ServeArgs {
+    /// Serve with one of the guide's small servers written by hand instead
+    /// of a backend: threads, mio, tokio or uring (`crates/by-hand`). They
+    /// speak plain uncompressed fastrpc with the demo handler's answers, take
+    /// only --addr, and stop only when killed.
+    #[arg(long, value_name = "MODEL", value_parser = by_hand_model,
+          conflicts_with_all = ["backend", "compress", "sniff", "version", "tls_cert", "handler_delay", "handler_work"])]
+    by_hand: Option<fastwire_by_hand::Model>,
     /// Backend: std, tokio, tokio-per-core, mio, glommio, uring, or a variant:
     /// tokio-per-core-reuseport, mio-reuseport, glommio-reuseport, uring-reuseport, uring-sqpoll, uring-fixed.
     #[arg(long, default_value = "tokio")]
@@ -241,6 +248,14 @@ struct CompareArgs {
     /// compare --peers`.
     #[arg(long)]
     peers: bool,
+    /// Add the guide's small servers written by hand (rows `by-hand-threads`,
+    /// `by-hand-mio`, `by-hand-tokio`, `by-hand-uring`) to the server rows
+    /// (`--role server`) of uncompressed plaintext fastrpc and pingpong.
+    /// Each runs as a `fastwire serve --by-hand` process of its own, and so,
+    /// for a like-for-like race, does every backend's server (as with
+    /// --processes).
+    #[arg(long)]
+    by_hand: bool,
     /// Draw SVG charts into this directory.
     #[arg(long, value_name = "DIR")]
     svg: Option<std::path::PathBuf>,
@@ -415,7 +430,20 @@ fn tls_certs(args: TlsCertsArgs) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+fn by_hand_model(name: &str) -> Result<fastwire_by_hand::Model, String> {
+    fastwire_by_hand::Model::from_name(name)
+        .ok_or_else(|| format!("no server by hand called {name:?}: threads, mio, tokio or uring"))
+}
+
 fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
+    if let Some(model) = args.by_hand {
+        if let Some(why) = model.unavailable() {
+            return Err(format!("the {} server by hand cannot run: {why}", model.name()).into());
+        }
+        let listener = std::net::TcpListener::bind(args.addr)?;
+        println!("fastwire: serving on {} (by hand: {})", listener.local_addr()?, model.name());
+        return Ok(model.serve(listener)?);
+    }
     let config = ServerConfig {
         protocol: ProtocolConfig {
             sniff_header: args.sniff.into_bytes(),
@@ -549,8 +577,9 @@ fn compare(args: CompareArgs) -> Result<(), Box<dyn std::error::Error>> {
         timing: Timing::new(args.duration),
         rounds: usize::from(args.rounds),
         floors: !args.no_floor,
-        processes: args.processes,
+        processes: args.processes || args.by_hand,
         peers: args.peers,
+        by_hand: args.by_hand,
         server_exe: std::env::current_exe().ok(),
     };
     if cfg!(debug_assertions) {

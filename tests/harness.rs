@@ -198,6 +198,8 @@ fn compare_measures_every_workload_and_writes_json_markdown_and_svg() {
 
 /// `--processes`: servers under the blaster in processes of their own, with
 /// their own CPU time per call and memory.
+/// With `--by-hand`, the small servers written by hand race beside them,
+/// each in its own process too.
 #[test]
 fn compare_runs_servers_in_their_own_processes() {
     let _measuring = one_at_a_time();
@@ -206,13 +208,19 @@ fn compare_runs_servers_in_their_own_processes() {
     let json = dir.join("r.json");
     let output = fastwire()
         .args(["compare", "--workload", "pingpong,fastrpc", "--role", "server", "--backends", "mio,std"])
-        .args(["--depth", "16", "--duration", "60ms", "--rounds", "2", "--processes", "--json"])
+        .args(["--depth", "16", "--duration", "60ms", "--rounds", "2", "--processes", "--by-hand", "--json"])
         .arg(&json)
         .output()
         .unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let rows = rows(&json);
-    assert_eq!(rows.len(), 6, "floor pair, mio and std, for pingpong and fastrpc: {rows:?}");
+    let by_hand: Vec<&str> =
+        fastwire_by_hand::Model::ALL.into_iter().filter(|m| m.unavailable().is_none()).map(|m| m.row_name()).collect();
+    for workload in ["pingpong", "fastrpc"] {
+        let names: Vec<&str> =
+            rows.iter().filter(|r| r["workload"] == workload).map(|r| r["backend"].as_str().unwrap()).collect();
+        assert_eq!(names, [&["floor", "mio", "std"][..], &by_hand].concat(), "{workload}: {rows:?}");
+    }
     for row in &rows {
         check_row(row);
         assert_eq!(row["role"], "server");

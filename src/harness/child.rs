@@ -22,17 +22,31 @@ impl ChildServer {
     pub fn spawn(exe: &Path, kind: BackendKind, spec: &Spec) -> Result<ChildServer, String> {
         let config = spec.server_config();
         let limits = config.protocol.limits;
-        let mut child = Command::new(exe)
+        let mut command = Command::new(exe);
+        command
             .args(["serve", "--backend", kind.name(), "--addr", "127.0.0.1:0"])
             .args(["--compress", spec.compress.name(), "--version", &spec.version.to_string()])
             .args(["--sniff", &String::from_utf8_lossy(&spec.sniff)])
             .args(["--max-message", &limits.max_name_len.max(limits.max_value_len).to_string()])
             .args(["--max-connections", &config.max_connections.to_string()])
-            .args(["--max-in-flight", &config.max_in_flight.to_string()])
+            .args(["--max-in-flight", &config.max_in_flight.to_string()]);
+        Self::start(command, kind.name())
+    }
+
+    /// Starts `exe serve --by-hand` with `model`, and waits for the address
+    /// it prints.
+    pub fn by_hand(exe: &Path, model: fastwire_by_hand::Model) -> Result<ChildServer, String> {
+        let mut command = Command::new(exe);
+        command.args(["serve", "--by-hand", model.name(), "--addr", "127.0.0.1:0"]);
+        Self::start(command, model.row_name())
+    }
+
+    fn start(mut command: Command, what: &str) -> Result<ChildServer, String> {
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
-            .map_err(|e| format!("starting {} serve: {e}", exe.display()))?;
+            .map_err(|e| format!("starting {} serve: {e}", command.get_program().to_string_lossy()))?;
         let mut line = String::new();
         let stdout = child.stdout.take().expect("piped");
         BufReader::new(stdout).read_line(&mut line).map_err(|e| format!("reading the server's address: {e}"))?;
@@ -41,7 +55,7 @@ impl ChildServer {
         let Some(addr) = addr else {
             let _ = child.kill();
             let _ = child.wait();
-            return Err(format!("the {kind} server process did not start: {line:?}"));
+            return Err(format!("the {what} server process did not start: {line:?}"));
         };
         Ok(ChildServer { child, addr })
     }

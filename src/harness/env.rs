@@ -216,6 +216,17 @@ pub fn role_layout(backend: BackendKind, role: super::workload::Role) -> String 
     }
 }
 
+/// The thread layout of a small server written by hand.
+pub fn by_hand_layout(model: fastwire_by_hand::Model) -> &'static str {
+    use fastwire_by_hand::Model;
+    match model {
+        Model::Threads => "by hand, a blocking thread per connection",
+        Model::Mio => "by hand, one mio event loop",
+        Model::Tokio => "by hand, a tokio task per connection on the multi-threaded runtime",
+        Model::Uring => "by hand, one io_uring completion loop, one request in flight per connection",
+    }
+}
+
 /// The thread layout of a floor.
 pub fn floor_layout(workload: Workload) -> String {
     match workload {

@@ -108,6 +108,14 @@ pub fn once(plan: &Plan, spec: &Spec, entrant: Entrant, mode: Mode) -> Result<Me
         },
         #[cfg(feature = "peers")]
         Entrant::Peer(peer) => super::peers::measure(peer, spec, timing, mode).map(Measured::from),
+        Entrant::ByHand(model) => {
+            let exe = plan.server_exe.as_deref().ok_or("the servers by hand run as `fastwire serve --by-hand`, and this process cannot find the fastwire binary")?;
+            let server = ChildServer::by_hand(exe, model)?;
+            let cpu: &dyn Fn() -> u64 = &|| server.cpu_ns();
+            let sample =
+                floor_pair::blast(server.local_addr(), spec, timing, mode, Some(cpu).filter(|_| mode == Mode::Timed))?;
+            Ok(Measured { sample, process: Some(server.rss_bytes()) })
+        }
     }
 }
 

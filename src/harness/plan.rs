@@ -29,6 +29,9 @@ pub struct Plan {
     /// Add the peers (tarpc, tonic, the codec echo) where they apply; a build
     /// without the `peers` feature measures none.
     pub peers: bool,
+    /// Add the small servers written by hand (`fastwire_by_hand`) to the
+    /// server rows they can serve (uncompressed plaintext, default handshake).
+    pub by_hand: bool,
     /// The `fastwire` binary, for servers in processes of their own
     /// (`processes`, and the sweep's largest points). `None`: none can run.
     pub server_exe: Option<std::path::PathBuf>,
@@ -48,6 +51,9 @@ pub enum Entrant {
     /// A peer stack, client and server.
     #[cfg(feature = "peers")]
     Peer(super::peers::Peer),
+    /// A small server written by hand, alone under the blaster, in a
+    /// process of its own.
+    ByHand(fastwire_by_hand::Model),
 }
 
 impl Entrant {
@@ -58,6 +64,7 @@ impl Entrant {
             Entrant::Backend(kind) => kind.name(),
             #[cfg(feature = "peers")]
             Entrant::Peer(peer) => peer.name(),
+            Entrant::ByHand(model) => model.row_name(),
         }
     }
 
@@ -99,6 +106,18 @@ pub fn cannot_hold(spec: &Spec) -> Option<String> {
     let needed = (ends * spec.connections + 64) as u64;
     let limit = fastwire_common::limits::open_files_limit().ok()?;
     limit.fits(needed, &format!("{} with {} connections", spec.workload, spec.connections)).err()
+}
+
+/// Whether the small servers by hand can serve `spec`: its server alone,
+/// plain uncompressed fastrpc with the default handshake.
+fn by_hand_serves(spec: &Spec) -> bool {
+    let protocol = spec.protocol();
+    spec.role == Role::Server
+        && spec.workload != Workload::Sweep
+        && spec.tls.is_none()
+        && protocol.compression == fastwire_proto::Compression::None
+        && protocol.sniff_header.is_empty()
+        && protocol.protocol_version == 0
 }
 
 impl Plan {
@@ -145,6 +164,11 @@ impl Plan {
                     };
                     if takes_part {
                         group.entrants.push((i, Entrant::Backend(kind)));
+                    }
+                }
+                if self.by_hand && by_hand_serves(spec) {
+                    for model in fastwire_by_hand::Model::ALL.into_iter().filter(|m| m.unavailable().is_none()) {
+                        group.entrants.push((i, Entrant::ByHand(model)));
                     }
                 }
                 #[cfg(feature = "peers")]

@@ -154,5 +154,11 @@ fn layout(entrant: Entrant, spec: &Spec) -> String {
         Entrant::Backend(kind) => env::role_layout(kind, spec.role),
         #[cfg(feature = "peers")]
         Entrant::Peer(peer) => format!("{}; load: {}", peer.layout(), env::async_load(&format!("{peer} client"))),
+        Entrant::ByHand(model) => {
+            format!(
+                "server: {}, in a process of its own; load: the blaster, a thread per connection",
+                env::by_hand_layout(model)
+            )
+        }
     }
 }
