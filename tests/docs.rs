@@ -569,3 +569,247 @@ fn no_published_floor_is_beaten() {
     }
     assert!(beaten.is_empty(), "floors beaten in the published run:\n{}", beaten.join("\n"));
 }
+
+/// A fenced block of a chapter: its language, its lines, and whether it
+/// stands in the chapter's "Try it" section.
+struct Fence {
+    lang: String,
+    lines: Vec<String>,
+    try_it: bool,
+}
+
+/// Each chapter's fenced blocks, in order.
+fn fences() -> Vec<(PathBuf, Vec<Fence>)> {
+    let mut chapters = Vec::new();
+    for (chapter, text) in guide() {
+        let mut fences = Vec::new();
+        let mut open: Option<Fence> = None;
+        let mut try_it = false;
+        for line in text.lines() {
+            if open.is_none() && line.starts_with("## ") {
+                try_it = line == "## Try it";
+            }
+            match (line.trim_start().strip_prefix("```"), open.take()) {
+                (Some(lang), None) => open = Some(Fence { lang: lang.trim().to_owned(), lines: Vec::new(), try_it }),
+                (Some(_), Some(fence)) => fences.push(fence),
+                (None, Some(mut fence)) => {
+                    fence.lines.push(line.to_owned());
+                    open = Some(fence);
+                }
+                (None, None) => {}
+            }
+        }
+        chapters.push((chapter, fences));
+    }
+    chapters
+}
+
+/// A command of a Try it block, as the test runs it.
+enum Run {
+    /// `kill %N`: stop the chapter's Nth background server.
+    Kill(usize),
+    /// Run it, in the background (`&`) or not, expecting success or not
+    /// (a note that starts `fails`).
+    Program { program: PathBuf, args: Vec<String>, background: bool, fails: bool },
+    /// Not run, and why: a build step or a test of the suite (CI does
+    /// both), a note that says it takes minutes (parsed by
+    /// [`every_fastwire_command_shown_parses`]), a script that needs root.
+    Not(&'static str),
+}
+
+/// How the test runs `line` of a Try it block (`port` stands in for the
+/// guide's 7000): `cargo run` of the tool or of an example becomes the
+/// binary `cargo test` built.
+fn run_of(line: &str, port: u16) -> Run {
+    let (command, note) = match line.split_once(" #") {
+        Some((c, n)) => (c.trim(), n.trim()),
+        None => (line.trim(), ""),
+    };
+    if note.contains("minute") {
+        return Run::Not("it takes minutes");
+    }
+    let command = command.replace("127.0.0.1:7000", &format!("127.0.0.1:{port}"));
+    let (command, background) = match command.strip_suffix('&') {
+        Some(c) => (c.trim().to_owned(), true),
+        None => (command, false),
+    };
+    let words: Vec<&str> = command.split_whitespace().collect();
+    match words[..] {
+        ["kill", job] if job.starts_with('%') => return Run::Kill(job[1..].parse().expect("kill %N")),
+        ["cargo", "build", ..] => return Run::Not("a build, which CI makes"),
+        ["cargo", "test", ..] => return Run::Not("a test of the suite, which CI runs"),
+        ["bash", ..] | ["sudo", ..] => return Run::Not("a script that needs perf or root"),
+        ["cargo", "run", ..] => {}
+        _ => panic!("a Try it command the test does not know how to run: {line}"),
+    }
+    let tool = PathBuf::from(env!("CARGO_BIN_EXE_fastwire"));
+    let mut program = tool.clone();
+    let mut at = 2;
+    while at < words.len() && words[at] != "--" {
+        match words[at] {
+            "--release" => {}
+            "-p" => at += 1,
+            "--example" => {
+                at += 1;
+                program = tool.parent().unwrap().join("examples").join(words[at]);
+            }
+            "--features" => return Run::Not("it needs a build with other features"),
+            other => panic!("a cargo option the test does not know: {other} in {line}"),
+        }
+        at += 1;
+    }
+    let args = words.get(at + 1..).unwrap_or_default().iter().map(|w| w.to_string()).collect();
+    Run::Program { program, args, background, fails: note.starts_with("fails") }
+}
+
+/// Whether `output` holds each line of `expected` in order, where `…`
+/// stands for any text and whitespace for any whitespace; a line of only
+/// `…` stands for lines left out.
+fn shows(output: &str, expected: &[String]) -> Result<(), String> {
+    let squeeze = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+    let lines: Vec<String> = output.lines().map(squeeze).collect();
+    let mut from = 0;
+    for pattern in expected.iter().map(|p| squeeze(p)).filter(|p| !p.is_empty() && p != "…") {
+        let parts: Vec<&str> = pattern.split('…').map(str::trim).collect();
+        let matches = |line: &str| {
+            let mut rest = match line.strip_prefix(parts[0]) {
+                Some(r) => r,
+                None => return false,
+            };
+            for part in &parts[1..] {
+                match rest.find(part) {
+                    Some(i) => rest = &rest[i + part.len()..],
+                    None => return false,
+                }
+            }
+            true
+        };
+        match lines[from..].iter().position(|l| matches(l)) {
+            Some(i) => from += i + 1,
+            None => return Err(format!("no line like {pattern:?} (after line {from})")),
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn shows_matches_shapes_in_order() {
+    let out = "fastwire: serving on 127.0.0.1:4000 (backend mio)\nbackend  role\nmio      both   41.0 ±0%   best\n";
+    let lines = |p: &[&str]| p.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert!(shows(out, &lines(&["fastwire: serving on …", "…", "mio both … best"])).is_ok());
+    assert!(shows(out, &lines(&["mio both …", "backend role"])).is_err(), "order matters");
+    assert!(shows(out, &lines(&["std both …"])).is_err());
+}
+
+/// Every Try it section shows what to expect: each block of commands is
+/// followed by a block of their output, or its shape. Each command of a
+/// block so followed, in a Try it section or not, that finishes within 30
+/// seconds is run (servers marked `&` in the background until `kill %N` or
+/// the chapter's end), must succeed (or fail where its note says `fails`)
+/// and must print what its block shows.
+#[test]
+fn every_try_it_runs_and_shows_what_it_prints() {
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+    let mut failures = Vec::new();
+    let mut ran = 0;
+    for (chapter, fences) in fences() {
+        let name = chapter.file_name().unwrap().to_string_lossy().into_owned();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut servers: Vec<Option<std::process::Child>> = Vec::new();
+        for (i, fence) in fences.iter().enumerate().filter(|(_, f)| f.lang == "sh") {
+            let Some(expected) = fences.get(i + 1).filter(|f| f.lang == "text") else {
+                if fence.try_it {
+                    failures.push(format!("{name}: a Try it block without the output to expect after it"));
+                }
+                continue;
+            };
+            let expected: Vec<String> =
+                expected.lines.iter().map(|l| l.replace("127.0.0.1:7000", &format!("127.0.0.1:{port}"))).collect();
+            let mut printed = String::new();
+            let mut checked = true;
+            for line in fence.lines.iter().filter(|l| !l.trim().is_empty()) {
+                let (program, args, background, fails) = match run_of(line, port) {
+                    Run::Program { program, args, background, fails } => (program, args, background, fails),
+                    Run::Kill(job) => {
+                        match servers.get_mut(job.wrapping_sub(1)).and_then(Option::take) {
+                            Some(mut server) => {
+                                let _ = server.kill();
+                                let _ = server.wait();
+                            }
+                            None => failures.push(format!("{name}: `{line}`: no such background server")),
+                        }
+                        continue;
+                    }
+                    // A build prints nothing the block shows; anything else not run may.
+                    Run::Not(why) => {
+                        checked &= why.starts_with("a build");
+                        continue;
+                    }
+                };
+                if !program.exists() {
+                    failures.push(format!("{name}: `{line}`: {} is not built (cargo test --workspace builds every example)", program.display()));
+                    checked = false;
+                    continue;
+                }
+                let mut child = Command::new(&program)
+                    .args(&args)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::piped())
+                    .stderr(if background { Stdio::null() } else { Stdio::piped() })
+                    .spawn()
+                    .unwrap();
+                ran += 1;
+                if background {
+                    // A server: running once it prints its address.
+                    let mut first = String::new();
+                    use std::io::BufRead;
+                    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+                    if !first.contains("serving on") {
+                        failures.push(format!("{name}: `{line}` did not start: {first:?}"));
+                    }
+                    servers.push(Some(child));
+                    continue;
+                }
+                let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+                let out = std::thread::spawn(move || {
+                    let mut s = String::new();
+                    std::io::Read::read_to_string(&mut out, &mut s).map(|_| s)
+                });
+                let err = std::thread::spawn(move || {
+                    let mut s = String::new();
+                    std::io::Read::read_to_string(&mut err, &mut s).map(|_| s)
+                });
+                let started = Instant::now();
+                let status = loop {
+                    if let Some(status) = child.try_wait().unwrap() {
+                        break Some(status);
+                    }
+                    if started.elapsed() > Duration::from_secs(30) {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        break None;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                };
+                let text = err.join().unwrap().unwrap_or_default() + &out.join().unwrap().unwrap_or_default();
+                match status {
+                    None => failures.push(format!("{name}: `{line}` ran past 30 s: note how long it takes (`# about N minutes`) or shorten it")),
+                    Some(s) if s.success() == fails => failures.push(format!("{name}: `{line}` exited with {s}:\n{text}")),
+                    Some(_) => printed += &text,
+                }
+            }
+            if checked {
+                if let Err(why) = shows(&printed, &expected) {
+                    failures.push(format!("{name}: the output is not what the chapter shows: {why}\n{printed}"));
+                }
+            }
+        }
+        for mut server in servers.into_iter().flatten() {
+            let _ = server.kill();
+            let _ = server.wait();
+        }
+    }
+    assert!(ran >= 10, "the Try it sections hold commands to run; ran {ran}");
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
