@@ -47,6 +47,9 @@ run main --processes
 # they vary, and the tokio client loaded by a caller task per call.
 run variants --workload fastrpc,pingpong,cpu --processes \
     --backends tokio,tokio-tasks,mio,mio-reuseport,tokio-per-core,tokio-per-core-reuseport,uring,uring-reuseport,uring-sqpoll,uring-fixed,glommio,glommio-reuseport
+# The guide's small servers written by hand beside the backends they grow
+# into, servers alone under the blaster, each in a process of its own.
+run byhand --workload fastrpc,pingpong --role server --backends std,mio,tokio,uring --by-hand
 # The stacks a Rust user would pick instead, beside fastwire's tokio
 # backends and the fastest by hand.
 # The peers are loaded by caller tasks: `tokio-tasks` is fastwire's tokio

@@ -152,7 +152,9 @@ fn commands() -> Vec<(PathBuf, String)> {
                 if snippet[..at].ends_with(|c: char| c.is_alphanumeric() || c == '-' || c == '/') {
                     continue;
                 }
-                let words: Vec<&str> = snippet[at + prefix.len()..].split_whitespace().collect();
+                // A trailing `&` runs it in the background: the shell's, not an argument.
+                let command = snippet[at + prefix.len()..].trim_end().trim_end_matches('&');
+                let words: Vec<&str> = command.split_whitespace().collect();
                 let known = ["compare", "load", "serve", "tls-certs"].contains(words.first().unwrap_or(&""));
                 if known && words.len() > 1 && !snippet.contains("{{") {
                     let words = words.iter().map(|w| match *w {
@@ -748,7 +750,10 @@ fn every_try_it_runs_and_shows_what_it_prints() {
                     }
                 };
                 if !program.exists() {
-                    failures.push(format!("{name}: `{line}`: {} is not built (cargo test --workspace builds every example)", program.display()));
+                    failures.push(format!(
+                        "{name}: `{line}`: {} is not built (cargo test --workspace builds every example)",
+                        program.display()
+                    ));
                     checked = false;
                     continue;
                 }
@@ -794,8 +799,12 @@ fn every_try_it_runs_and_shows_what_it_prints() {
                 };
                 let text = err.join().unwrap().unwrap_or_default() + &out.join().unwrap().unwrap_or_default();
                 match status {
-                    None => failures.push(format!("{name}: `{line}` ran past 30 s: note how long it takes (`# about N minutes`) or shorten it")),
-                    Some(s) if s.success() == fails => failures.push(format!("{name}: `{line}` exited with {s}:\n{text}")),
+                    None => failures.push(format!(
+                        "{name}: `{line}` ran past 30 s: note how long it takes (`# about N minutes`) or shorten it"
+                    )),
+                    Some(s) if s.success() == fails => {
+                        failures.push(format!("{name}: `{line}` exited with {s}:\n{text}"))
+                    }
                     Some(_) => printed += &text,
                 }
             }
