@@ -85,9 +85,31 @@ struct State {
     /// Declared after `active`, so that the pending calls' tokens are
     /// dropped before the slots they point at.
     slots: SlotPool,
+    /// Tasks that found the client full ([`Client::poll_ready`]), to wake
+    /// once it has room.
+    waiting_for_room: Vec<std::task::Waker>,
 }
 
 impl State {
+    /// Whether a call started now would find the connection full: its
+    /// pending calls at `max_pending`, or its queued output at
+    /// [`MAX_QUEUED_OUTPUT`]. Without a connection there is room (a call
+    /// connects).
+    fn full(&self, config: &ClientConfig) -> bool {
+        self.active.as_ref().is_some_and(|a| {
+            a.conn.pending_len() >= config.max_pending || a.conn.buffered_output() >= MAX_QUEUED_OUTPUT
+        })
+    }
+
+    /// The tasks to wake because the client has room again (none while it
+    /// is full, or when nobody waits): wake them once the lock is let go.
+    fn room(&mut self, config: &ClientConfig) -> Vec<std::task::Waker> {
+        if self.waiting_for_room.is_empty() || (self.full(config) && !self.closed) {
+            return Vec::new();
+        }
+        std::mem::take(&mut self.waiting_for_room)
+    }
+
     /// Takes the connection away (it ends), adding its counts to the client's.
     fn end(&mut self) -> Option<Active> {
         let active = self.active.take()?;
@@ -162,6 +184,7 @@ impl Client {
                     failure: None,
                     stats: ClientStats::default(),
                     slots: SlotPool::default(),
+                    waiting_for_room: Vec::new(),
                 }),
                 connecting: tokio::sync::Mutex::new(()),
                 connecting_calls: AtomicUsize::new(0),
@@ -191,6 +214,27 @@ impl Client {
         let state = self.inner.lock();
         let sent = state.active.as_ref().map_or(0, |a| a.conn.pending_len());
         sent + self.inner.connecting_calls.load(Ordering::Relaxed)
+    }
+
+    /// Whether a call could start now without finding the connection full
+    /// (`max_pending` calls in flight, or 4 MiB of output queued): `Ready`
+    /// if so, else `Pending`, and `cx`'s task is woken once a call ends or
+    /// the output drains. `Ready(Err(Closed))` once the client is closed.
+    /// This is tower's `poll_ready` (the `tower` feature); clones racing for
+    /// the same room may still find it taken, and such a call fails with
+    /// `TooManyPending` rather than waiting.
+    pub fn poll_ready(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), ClientError>> {
+        let mut state = self.inner.lock();
+        if state.closed {
+            return std::task::Poll::Ready(Err(ClientError::Closed));
+        }
+        if !state.full(&self.inner.config) {
+            return std::task::Poll::Ready(Ok(()));
+        }
+        if !state.waiting_for_room.iter().any(|w| w.will_wake(cx.waker())) {
+            state.waiting_for_room.push(cx.waker().clone());
+        }
+        std::task::Poll::Pending
     }
 
     /// Connects if needed and waits until the server's handshake is in.
@@ -366,7 +410,11 @@ impl Client {
     pub fn close(&self) {
         let mut state = self.inner.lock();
         state.closed = true;
-        if let Some(active) = state.end() {
+        let active = state.end();
+        let room = state.room(&self.inner.config);
+        drop(state);
+        room.into_iter().for_each(std::task::Waker::wake);
+        if let Some(active) = active {
             fail_all(active, ClientError::Closed);
         }
     }
@@ -447,10 +495,15 @@ impl Inner {
     }
 
     fn cancel(&self, id: u32, generation: u64) -> Option<SlotToken> {
-        match self.lock().active.as_mut() {
+        let mut state = self.lock();
+        let token = match state.active.as_mut() {
             Some(active) if active.generation == generation => active.conn.cancel(id).map(|call| call.token),
             _ => None,
-        }
+        };
+        let room = state.room(&self.config);
+        drop(state);
+        room.into_iter().for_each(std::task::Waker::wake);
+        token
     }
 
     /// Makes sure there is a live connection, connecting if allowed.
@@ -556,7 +609,9 @@ fn die(inner: &Inner, mut state: MutexGuard<'_, State>, generation: u64, error: 
             state.backoff.failed(std::time::Instant::now(), Arc::new(io::Error::other(error.to_string())));
         }
         state.failure = Some(error.clone());
+        let room = state.room(&inner.config);
         drop(state);
+        room.into_iter().for_each(std::task::Waker::wake);
         tracing::debug!(addr = %inner.addr, %error, "client connection lost");
         fail_all(active, error);
     }
@@ -644,6 +699,9 @@ async fn read_loop(inner: Arc<Inner>, generation: u64, mut stream: OwnedReadHalf
             state.backoff.succeeded();
             signals.handshake_done.notify_waiters();
         }
+        let room = state.room(&inner.config);
+        drop(state);
+        room.into_iter().for_each(std::task::Waker::wake);
     }
 }
 
@@ -662,6 +720,9 @@ fn sweep_deadlines(inner: &Inner, generation: u64) -> bool {
         .cancel_where(|call| call.deadline <= now, |_, call| call.token.fail(ClientError::Timeout(call.timeout)));
     let go_on = active.conn.pending_len() > 0 || std::mem::take(&mut active.started_since_sweep);
     active.sweeping = go_on;
+    let room = state.room(&inner.config);
+    drop(state);
+    room.into_iter().for_each(std::task::Waker::wake);
     go_on
 }
 
@@ -682,7 +743,8 @@ fn write_now(active: &mut Active, config: &ClientConfig) -> bool {
 
 async fn write_loop(inner: Arc<Inner>, generation: u64, stream: Arc<OwnedWriteHalf>, signals: Arc<Signals>) {
     enum Next {
-        Write,
+        /// Write what was taken, after waking the tasks its taking made room for.
+        Write(Vec<std::task::Waker>),
         Delay,
         Wait(Duration),
     }
@@ -707,7 +769,7 @@ async fn write_loop(inner: Arc<Inner>, generation: u64, stream: Arc<OwnedWriteHa
                 } else {
                     active.conn.take_output(&mut out);
                     active.writing = true;
-                    Next::Write
+                    Next::Write(state.room(&inner.config))
                 }
             } else {
                 // Everything taken has been written: callers may write now.
@@ -731,9 +793,10 @@ async fn write_loop(inner: Arc<Inner>, generation: u64, stream: Arc<OwnedWriteHa
                 delayed = true;
                 tokio::time::sleep(inner.config.batch_delay.unwrap_or_default()).await;
             }
-            Next::Write => {
+            Next::Write(room) => {
                 delayed = false;
                 signals.output_drained.notify_waiters();
+                room.into_iter().for_each(std::task::Waker::wake);
                 if let Err(e) = write_all(&stream, &out).await {
                     // Not `die`: responses may still be on their way, and the
                     // reader must get them. No new call is queued; the reader

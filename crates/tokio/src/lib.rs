@@ -30,6 +30,8 @@
 //! * [`pool`]: [`Pool`], up to N clients per address.
 //! * [`timer`]: [`Timer`], sleeps with the operating system's precision for
 //!   handlers that wait less than tokio's millisecond wheel can time.
+//! * `tower` (the `tower` feature): the client as a `tower::Service`, and
+//!   a server that serves any `tower::Service`.
 //!
 //! ```no_run
 //! use fastwire_tokio::proto::{demo_handler, ClientConfig, ServerConfig};
@@ -58,9 +60,11 @@ mod connection;
 pub mod pool;
 pub mod server;
 pub mod timer;
+#[cfg(feature = "tower")]
+pub mod tower;
 
 pub use client::{Client, PendingCall};
-pub use fastwire_common::{ClientError, Reply, ServerStats, ShutdownReport};
+pub use fastwire_common::{ClientError, OwnedRequest, Reply, ServerStats, ShutdownReport};
 pub use fastwire_proto as proto;
 pub use pool::Pool;
 pub use server::{Accept, Flavor, Server, ServerHandle, SpawnedServer};
