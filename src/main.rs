@@ -279,9 +279,15 @@ enum TlsMode {
 
 #[derive(Args)]
 struct LoadArgs {
-    /// The server's address.
+    /// The server's address; several, comma-separated, load them all
+    /// through the balanced client (power of two choices), whose report
+    /// shows calls and latency per server.
     #[arg(long)]
     addr: String,
+    /// Load every address the host name of --addr resolves to (resolved
+    /// again every 30 s) through the balanced client.
+    #[arg(long)]
+    balance: bool,
     /// Workload: fastrpc, pingpong, sizes, nowait, conns, wait, cpu, mixed
     /// or mixed-base (wait, cpu and mixed expect a server with the demo
     /// service: `fastwire serve --handler-delay 1ms` for wait,
@@ -487,6 +493,100 @@ fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+/// `load` over many servers through the balanced client of `--client`'s
+/// blocking backend.
+fn load_balanced(args: LoadArgs) -> Result<(), Box<dyn std::error::Error>> {
+    use fastwire_common::{BalanceConfig, Balanced};
+    if args.tls || args.rate.is_some() || args.count_allocations {
+        return Err("a balanced load (several addresses, or --balance) runs a closed loop in plaintext: \
+                    leave out --tls, --rate and --count-allocations"
+            .into());
+    }
+    let d = args.workload.defaults();
+    let spec = Spec {
+        // One thread per call in flight: a few of them, unless told.
+        connections: args.connections.unwrap_or(1),
+        depth: args.depth.unwrap_or(8),
+        value_size: args.value_size.unwrap_or(d.value_size),
+        compress: args.compress,
+        sniff: args.sniff.into_bytes(),
+        version: args.version,
+        check_replies: !args.no_check,
+        call_timeout: args.call_timeout,
+        rate: None,
+        ..d
+    };
+    let config = spec.client_config();
+    let balance = BalanceConfig::default();
+    fn build<D: fastwire_common::client::Driver>(
+        addr: &str,
+        by_name: bool,
+        config: fastwire::proto::ClientConfig,
+        balance: fastwire_common::BalanceConfig,
+    ) -> Result<Balanced<D>, String> {
+        if by_name {
+            return Balanced::resolve(addr, config, balance).map_err(|e| format!("resolving {addr}: {e}"));
+        }
+        let addrs = addr
+            .split(',')
+            .map(|a| fastwire_common::net::resolve(a.trim()).map_err(|e| format!("resolving {a}: {e}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Balanced::new(&addrs, config, balance))
+    }
+    let timing = Timing::new(args.duration);
+    let by_name = args.balance && !args.addr.contains(',');
+    eprintln!(
+        "fastwire: loading {} through the balanced {} client with {} ({} callers) for {:?}",
+        args.addr,
+        args.client,
+        spec.workload,
+        spec.connections * spec.depth,
+        args.duration
+    );
+    let (timed, per) = match args.client.client_kind() {
+        #[cfg(feature = "std")]
+        BackendKind::Std => {
+            let client = build::<fastwire::fastwire_std::client::ThreadPair>(&args.addr, by_name, config, balance)?;
+            harness::balanced::run(&client, &spec, &timing)?
+        }
+        #[cfg(feature = "mio")]
+        BackendKind::Mio => {
+            let client = build::<fastwire::fastwire_mio::client::ReactorThread>(&args.addr, by_name, config, balance)?;
+            harness::balanced::run(&client, &spec, &timing)?
+        }
+        #[cfg(all(feature = "uring", target_os = "linux"))]
+        BackendKind::Uring => {
+            let client = build::<fastwire::fastwire_uring::client::RingThread>(&args.addr, by_name, config, balance)?;
+            harness::balanced::run(&client, &spec, &timing)?
+        }
+        #[cfg(all(feature = "glommio", target_os = "linux"))]
+        BackendKind::Glommio => {
+            let client =
+                build::<fastwire::fastwire_glommio::client::ExecutorThread>(&args.addr, by_name, config, balance)?;
+            harness::balanced::run(&client, &spec, &timing)?
+        }
+        other => {
+            return Err(format!(
+                "the balanced client is the blocking backends' (--client std, mio, uring or glommio); \
+                 for {other}, tower's balancer over the tokio client (fastwire-tokio's tower feature)"
+            )
+            .into())
+        }
+    };
+    let name = format!("{} balanced", args.client.client_kind());
+    let threads =
+        format!("servers: external, at {}; load: {name} client, closed loop, a thread per call in flight", args.addr);
+    let env = harness::env::Machine::detect().env(threads, false);
+    let round = harness::row::Round::new(0, &timed);
+    let mut row = Row::from_rounds(&name, &spec, vec![round], &[&timed], None, env);
+    row.summarize();
+    let rows = vec![row];
+    print!("{}", report::table(&rows));
+    print!("\n{}", harness::balanced::table(&per));
+    write_outputs(&rows, &args.outputs)?;
+    Ok(())
+}
+
 /// The configurations `compare` runs: each workload's defaults, varied
 /// along the axes given on the command line.
 fn specs(args: &CompareArgs) -> Vec<Spec> {
@@ -666,6 +766,9 @@ fn write_outputs(rows: &[Row], outputs: &Outputs) -> Result<(), Box<dyn std::err
 }
 
 fn load(args: LoadArgs) -> Result<(), Box<dyn std::error::Error>> {
+    if args.balance || args.addr.contains(',') {
+        return load_balanced(args);
+    }
     let addr = fastwire_common::net::resolve(&args.addr).map_err(|e| format!("resolving {}: {e}", args.addr))?;
     let d = args.workload.defaults();
     let rate = args.rate.or(if args.workload == Workload::Conns { d.rate } else { None });

@@ -427,6 +427,36 @@ fn load_drives_a_server_in_another_process_closed_and_open_loop() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// `load --addr a,b`: the balanced client over both, calls and latency per
+/// server under the row.
+#[test]
+fn load_balances_over_several_servers_and_reports_each() {
+    let _measuring = one_at_a_time();
+    let (mut first, a) = serve("mio");
+    let (mut second, b) = serve("std");
+    let output = fastwire()
+        .args(["load", "--addr", &format!("{a},{b}"), "--workload", "pingpong", "--duration", "200ms"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("mio balanced"), "{stdout}");
+    for addr in [&a, &b] {
+        let line = stdout.lines().find(|l| l.starts_with(addr.as_str())).unwrap_or_else(|| panic!("{addr}: {stdout}"));
+        let calls: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        assert!(calls > 0, "each server answers calls: {line}");
+        assert!(line.ends_with("yes"), "{line}");
+    }
+    // The tokio client has tower's balancer instead: said so.
+    let tokio = fastwire().args(["load", "--addr", &format!("{a},{b}"), "--client", "tokio"]).output().unwrap();
+    assert!(!tokio.status.success());
+    assert!(String::from_utf8_lossy(&tokio.stderr).contains("tower"));
+    for server in [&mut first, &mut second] {
+        server.kill().unwrap();
+        server.wait().unwrap();
+    }
+}
+
 #[test]
 fn load_against_a_dead_address_fails_with_a_message() {
     // A port nobody listens on: bind, note the port, close.

@@ -15,7 +15,8 @@
 //!    closed loop, open loop, fire-and-forget, handshakes), [`floor`] (the
 //!    references with no protocol), [`floor_pair`] (the blaster and the
 //!    floor server, to load a server alone or answer a client alone),
-//!    [`sweep`] (one event loop over up to 10,000 connections), `peers`
+//!    [`sweep`] (one event loop over up to 10,000 connections), [`balanced`]
+//!    (the balanced client over many servers, per server), `peers`
 //!    (feature `peers`: tarpc, tonic, a codec echo), [`live`] (a server and
 //!    clients kept running for criterion). `wire`: the handshake and the
 //!    one response scanner the hand-written peers share. [`child`]: a
@@ -35,6 +36,7 @@
 //! of its own, so that counting never slows a timed run.
 
 pub mod alloc;
+pub mod balanced;
 pub mod chart;
 pub mod child;
 pub mod drive;

@@ -18,6 +18,8 @@
 //!   graceful shutdown.
 //! * [`Accept`]: how new connections reach a server's loops.
 //! * [`pool`]: [`Pool`], up to N clients per address, for any backend's client.
+//! * [`balance`]: [`Balanced`], one blocking client over many servers (power
+//!   of two choices, failover, servers found by name).
 //! * [`limits`]: the process's limit on open files, and
 //!   [`raise_open_files_limit`](limits::raise_open_files_limit) to lift it
 //!   to the hard limit at the start of `main`, as Go's runtime does.
@@ -42,6 +44,7 @@
 
 #[doc(hidden)]
 pub mod backoff;
+pub mod balance;
 pub mod client;
 #[doc(hidden)]
 pub mod deadline;
@@ -58,6 +61,7 @@ pub mod stats;
 mod sys;
 pub mod work;
 
+pub use balance::{BalanceConfig, BalanceError, Balanced, RetryBudget, ServerState};
 pub use error::ClientError;
 pub use fastwire_proto::lifecycle::CloseReason;
 pub use handle::ServerHandle;

@@ -48,7 +48,8 @@
 
 pub use fastwire_common::limits::{open_files_limit, raise_open_files_limit, OpenFiles};
 pub use fastwire_common::{
-    ClientError, ClientStats, CloseReason, Refusal, Refusals, Reply, ServerStats, ShutdownReport,
+    BalanceConfig, BalanceError, ClientError, ClientStats, CloseReason, OwnedRequest, Refusal, Refusals, Reply,
+    RetryBudget, ServerState, ServerStats, ShutdownReport,
 };
 #[cfg(all(feature = "glommio", target_os = "linux"))]
 pub use fastwire_glommio;

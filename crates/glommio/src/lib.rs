@@ -60,7 +60,7 @@ pub use fastwire_common::{ClientError, Reply, ServerStats, ShutdownReport};
 pub use fastwire_proto as proto;
 /// The glommio version this backend runs on, for `async` handlers that use its timers and I/O.
 pub use glommio;
-pub use pool::Pool;
+pub use pool::{Balanced, Pool};
 pub use server::{Accept, Server, ServerHandle, SpawnedServer};
 
 /// Locked memory each executor asks for (glommio's `io_memory`): small,

@@ -50,5 +50,5 @@ pub mod server;
 pub use client::{Client, PendingCall};
 pub use fastwire_common::{ClientError, Reply, ServerStats, ShutdownReport};
 pub use fastwire_proto as proto;
-pub use pool::Pool;
+pub use pool::{Balanced, Pool};
 pub use server::{Server, ServerHandle};

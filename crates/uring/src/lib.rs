@@ -81,7 +81,7 @@ use std::io;
 pub use client::{Client, PendingCall};
 pub use fastwire_common::{ClientError, Reply, ServerStats, ShutdownReport};
 pub use fastwire_proto as proto;
-pub use pool::Pool;
+pub use pool::{Balanced, Pool};
 pub use ring::{Accept, Options};
 pub use server::{Server, ServerHandle};
 
