@@ -137,3 +137,8 @@ ci:
 # The sans-I/O example: a client and server state machine over in-memory bytes.
 example-sans-io:
     cargo run --example sans_io
+
+# Three servers and the balanced load in network namespaces of their own (root):
+# equal, one slowed, one killed and restarted. E.g. `sudo just netns mio 3s`.
+netns backend="std" duration="3s":
+    bash scripts/netns.sh {{backend}} {{duration}}

@@ -333,6 +333,11 @@ struct LoadArgs {
     /// `fastwire serve` gives): for loading another fastrpc service.
     #[arg(long)]
     no_check: bool,
+    /// A balanced load while servers are killed on purpose: a failed call
+    /// is counted against its server (the table's `failed`) instead of
+    /// ending the run; a wrong reply still ends it.
+    #[arg(long)]
+    failover: bool,
     /// Ask the server for TLS (Mozilla's root authorities are trusted unless --tls-ca is given).
     #[arg(long)]
     tls: bool,
@@ -547,23 +552,23 @@ fn load_balanced(args: LoadArgs) -> Result<(), Box<dyn std::error::Error>> {
         #[cfg(feature = "std")]
         BackendKind::Std => {
             let client = build::<fastwire::fastwire_std::client::ThreadPair>(&args.addr, by_name, config, balance)?;
-            harness::balanced::run(&client, &spec, &timing)?
+            harness::balanced::run(&client, &spec, &timing, args.failover)?
         }
         #[cfg(feature = "mio")]
         BackendKind::Mio => {
             let client = build::<fastwire::fastwire_mio::client::ReactorThread>(&args.addr, by_name, config, balance)?;
-            harness::balanced::run(&client, &spec, &timing)?
+            harness::balanced::run(&client, &spec, &timing, args.failover)?
         }
         #[cfg(all(feature = "uring", target_os = "linux"))]
         BackendKind::Uring => {
             let client = build::<fastwire::fastwire_uring::client::RingThread>(&args.addr, by_name, config, balance)?;
-            harness::balanced::run(&client, &spec, &timing)?
+            harness::balanced::run(&client, &spec, &timing, args.failover)?
         }
         #[cfg(all(feature = "glommio", target_os = "linux"))]
         BackendKind::Glommio => {
             let client =
                 build::<fastwire::fastwire_glommio::client::ExecutorThread>(&args.addr, by_name, config, balance)?;
-            harness::balanced::run(&client, &spec, &timing)?
+            harness::balanced::run(&client, &spec, &timing, args.failover)?
         }
         other => {
             return Err(format!(
@@ -584,6 +589,10 @@ fn load_balanced(args: LoadArgs) -> Result<(), Box<dyn std::error::Error>> {
     print!("{}", report::table(&rows));
     print!("\n{}", harness::balanced::table(&per));
     write_outputs(&rows, &args.outputs)?;
+    let failed: u64 = per.iter().map(|p| p.failed_in_window).sum();
+    if failed > 0 {
+        eprintln!("fastwire: {failed} calls failed in the window (--failover counts them per server)");
+    }
     Ok(())
 }
 

@@ -447,6 +447,19 @@ fn load_balances_over_several_servers_and_reports_each() {
         assert!(calls > 0, "each server answers calls: {line}");
         assert!(line.ends_with("yes"), "{line}");
     }
+    // A server that is not there: no call is sent to it (a refused connect
+    // goes to another server), so none fails, and it is reported down.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let output = fastwire()
+        .args(["load", "--addr", &format!("{a},{dead}"), "--workload", "pingpong", "--duration", "200ms"])
+        .args(["--client", "std", "--failover"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout.lines().find(|l| l.starts_with(&dead.to_string())).unwrap_or_else(|| panic!("{stdout}"));
+    let cells: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!((cells[1], cells.last().copied()), ("0", Some("no")), "{line}");
     // The tokio client has tower's balancer instead: said so.
     let tokio = fastwire().args(["load", "--addr", &format!("{a},{b}"), "--client", "tokio"]).output().unwrap();
     assert!(!tokio.status.success());

@@ -28,14 +28,41 @@ pub struct PerServer {
     pub latency: Histogram<u64>,
     /// Whether the client counted it up at the end.
     pub up: bool,
-    /// Calls that failed on it over the run (warm-up included).
+    /// Attempts that failed on it over the run (warm-up included), as the
+    /// balanced client counted them: a refused connect whose call then went
+    /// to another server counts too.
     pub failed: u64,
+    /// Calls that failed on it in the window (`failover` runs only; other
+    /// runs end at the first).
+    pub failed_in_window: u64,
+}
+
+/// What one caller saw of one server: its address, the latencies of the
+/// calls it answered in the window, and the calls that failed on it then.
+type Seen = (Option<SocketAddr>, Histogram<u64>, u64, u64);
+
+/// The index of `addr`'s entry in `mine`, added if new.
+fn slot(mine: &mut Vec<Seen>, addr: Option<SocketAddr>) -> usize {
+    match mine.iter().position(|seen| seen.0 == addr) {
+        Some(i) => i,
+        None => {
+            mine.push((addr, histogram(), 0, 0));
+            mine.len() - 1
+        }
+    }
 }
 
 /// Runs `spec`'s calls through `client` for `timing`'s warm-up and window.
 /// A failed call ends the run with its error (which names the server), as
-/// every load does; so does a wrong reply.
-pub fn run<D: Driver>(client: &Balanced<D>, spec: &Spec, timing: &Timing) -> Result<(Sample, Vec<PerServer>), String> {
+/// every load does, unless `failover` (servers are being killed on
+/// purpose): then it is counted against its server and the run goes on.
+/// A wrong reply always ends it.
+pub fn run<D: Driver>(
+    client: &Balanced<D>,
+    spec: &Spec,
+    timing: &Timing,
+    failover: bool,
+) -> Result<(Sample, Vec<PerServer>), String> {
     let callers = spec.connections * spec.depth.max(1);
     if callers > MAX_CALLERS {
         return Err(format!(
@@ -53,34 +80,36 @@ pub fn run<D: Driver>(client: &Balanced<D>, spec: &Spec, timing: &Timing) -> Res
             .map(|_| {
                 let (name, value, expected) = (&name, &value, &expected);
                 let (measuring, stop) = (&measuring, &stop);
-                s.spawn(move || -> Result<Vec<(SocketAddr, Histogram<u64>, u64)>, String> {
-                    let mut mine: Vec<(SocketAddr, Histogram<u64>, u64)> = Vec::new();
+                s.spawn(move || -> Result<Vec<Seen>, String> {
+                    let mut mine: Vec<Seen> = Vec::new();
                     while !stop.load(Ordering::Relaxed) {
                         let started = Instant::now();
                         let outcome = client.call_and_server(name, value);
                         let took = started.elapsed();
-                        let (reply, addr) = match outcome {
-                            Ok(done) => done,
-                            Err(e) if stop.load(Ordering::Relaxed) => return Err(format!("after the window: {e}")),
-                            Err(e) => return Err(format!("a call failed: {e}")),
-                        };
-                        if let Some(expected) = expected {
-                            if reply[..] != expected[..] {
-                                return Err(format!("a wrong reply from {addr}: {} bytes", reply.len()));
+                        let in_window = measuring.load(Ordering::Relaxed);
+                        match outcome {
+                            Ok((reply, addr)) => {
+                                if let Some(expected) = expected {
+                                    if reply[..] != expected[..] {
+                                        return Err(format!("a wrong reply from {addr}: {} bytes", reply.len()));
+                                    }
+                                }
+                                if in_window {
+                                    let i = slot(&mut mine, Some(addr));
+                                    let seen = &mut mine[i];
+                                    let _ = seen.1.record(took.as_nanos().max(1) as u64);
+                                    seen.2 += 1;
+                                }
+                            }
+                            Err(_) if stop.load(Ordering::Relaxed) => break,
+                            Err(e) if !failover => return Err(format!("a call failed: {e}")),
+                            Err(e) => {
+                                if in_window {
+                                    let i = slot(&mut mine, e.server);
+                                    mine[i].3 += 1;
+                                }
                             }
                         }
-                        if !measuring.load(Ordering::Relaxed) {
-                            continue;
-                        }
-                        let slot = match mine.iter().position(|(a, _, _)| *a == addr) {
-                            Some(i) => i,
-                            None => {
-                                mine.push((addr, histogram(), 0));
-                                mine.len() - 1
-                            }
-                        };
-                        let _ = mine[slot].1.record(took.as_nanos().max(1) as u64);
-                        mine[slot].2 += 1;
                     }
                     Ok(mine)
                 })
@@ -100,19 +129,22 @@ pub fn run<D: Driver>(client: &Balanced<D>, spec: &Spec, timing: &Timing) -> Res
     let mut per: Vec<PerServer> = client
         .servers()
         .into_iter()
-        .map(|s| PerServer { addr: s.addr, calls: 0, latency: histogram(), up: s.up, failed: s.failed })
+        .map(|s| PerServer {
+            addr: s.addr,
+            calls: 0,
+            latency: histogram(),
+            up: s.up,
+            failed: s.failed,
+            failed_in_window: 0,
+        })
         .collect();
     let mut all = histogram();
     for caller in joined {
-        // A failure after the window closed does not undo the window.
-        let caller = match caller {
-            Ok(caller) => caller,
-            Err(e) if e.starts_with("after the window") => Vec::new(),
-            Err(e) => return Err(e),
-        };
-        for (addr, latency, calls) in caller {
-            let server = per.iter_mut().find(|p| p.addr == addr).expect("a server the client knows");
+        for (addr, latency, calls, failed) in caller? {
+            // A call that found no server up is no server's.
+            let Some(server) = per.iter_mut().find(|p| Some(p.addr) == addr) else { continue };
             server.calls += calls;
+            server.failed_in_window += failed;
             let _ = server.latency.add(&latency);
             let _ = all.add(&latency);
         }
@@ -142,7 +174,7 @@ pub fn table(per: &[PerServer]) -> String {
     };
     let mut out = format!(
         "{:<22} {:>10} {:>7} {:>11} {:>11} {:>7} {:>4}\n",
-        "server", "calls", "share", "p50", "p99", "failed", "up"
+        "server", "calls", "share", "p50", "p99", "errors", "up"
     );
     for p in per {
         out += &format!(

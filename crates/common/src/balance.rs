@@ -129,7 +129,8 @@ pub struct ServerState {
     pub listed: bool,
     /// Calls answered by it.
     pub answered: u64,
-    /// Calls that failed on it.
+    /// Attempts that failed on it, those then sent to another server
+    /// (never written: a refused connect, a backoff) included.
     pub failed: u64,
 }
 
