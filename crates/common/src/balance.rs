@@ -515,18 +515,16 @@ impl<D: Driver> Shared<D> {
         self.budget.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| (b >= 1000).then_some(b - 1000)).is_ok()
     }
 
+    /// Tells the maintenance thread to end. It is not joined: a probe in
+    /// progress (a connect to a server that does not answer) may take up to
+    /// the clients' `connect_timeout`, and a drop must not wait for it; the
+    /// thread ends at its next look at `stop`.
     fn stop(&self) {
-        let thread = {
-            let mut m = self.lock();
-            m.stop = true;
-            m.thread.take()
-        };
+        let mut m = self.lock();
+        m.stop = true;
+        drop(m.thread.take());
+        drop(m);
         self.wake.notify_all();
-        if let Some(thread) = thread {
-            if thread.thread().id() != std::thread::current().id() {
-                let _ = thread.join();
-            }
-        }
     }
 }
 
