@@ -76,32 +76,36 @@ impl Service<Call> for Client {
 }
 
 // ANCHOR: serve_tower
+/// A `tower::Service` a server can serve: it takes an [`OwnedRequest`],
+/// answers with a value, fails with anything that converts to a
+/// [`BoxError`], and can be cloned for each request and sent to a task.
+pub trait RequestService:
+    Service<OwnedRequest, Response: AsRef<[u8]>, Error: Into<BoxError>, Future: Send + 'static> + Clone + Send + 'static
+{
+}
+
+impl<S> RequestService for S where
+    S: Service<OwnedRequest, Response: AsRef<[u8]>, Error: Into<BoxError>, Future: Send + 'static>
+        + Clone
+        + Send
+        + 'static
+{
+}
+
 impl Server {
     /// Serves a `tower::Service`: each request is handed to a clone of
     /// `service` once it is ready, concurrently with the connection's other
     /// requests, and its response value is written when it completes. An
     /// error from the service closes the call's connection (see the
     /// [module](self)); a fire-and-forget request's response is dropped.
-    pub fn serve_tower<S>(self, service: S) -> io::Result<ServerHandle>
-    where
-        S: Service<OwnedRequest> + Clone + Send + 'static,
-        S::Response: AsRef<[u8]>,
-        S::Error: Into<BoxError>,
-        S::Future: Send + 'static,
-    {
+    pub fn serve_tower<S: RequestService>(self, service: S) -> io::Result<ServerHandle> {
         let service = Mutex::new(service);
         self.serve_async(move |request, responder| answer(clone_of(&service), request, responder))
     }
 
     /// [`serve_tower`](Server::serve_tower) on the application's runtime
     /// (see [`spawn`](Server::spawn)).
-    pub fn spawn_tower<S>(self, service: S) -> io::Result<SpawnedServer>
-    where
-        S: Service<OwnedRequest> + Clone + Send + 'static,
-        S::Response: AsRef<[u8]>,
-        S::Error: Into<BoxError>,
-        S::Future: Send + 'static,
-    {
+    pub fn spawn_tower<S: RequestService>(self, service: S) -> io::Result<SpawnedServer> {
         let service = Mutex::new(service);
         self.spawn_async(move |request, responder| answer(clone_of(&service), request, responder))
     }
@@ -116,12 +120,7 @@ fn clone_of<S: Clone>(service: &Mutex<S>) -> S {
 
 /// Waits for `service` to be ready, calls it, and answers with its
 /// response, or closes the connection on its error.
-async fn answer<S>(mut service: S, request: OwnedRequest, responder: Responder)
-where
-    S: Service<OwnedRequest>,
-    S::Response: AsRef<[u8]>,
-    S::Error: Into<BoxError>,
-{
+async fn answer<S: RequestService>(mut service: S, request: OwnedRequest, responder: Responder) {
     // Errors become `BoxError` at once: the service's own error type need
     // not be `Send`, and the future is.
     let ready = std::future::poll_fn(|cx| service.poll_ready(cx)).await.map_err(Into::into);
