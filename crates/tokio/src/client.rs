@@ -85,9 +85,11 @@ struct State {
     /// Declared after `active`, so that the pending calls' tokens are
     /// dropped before the slots they point at.
     slots: SlotPool,
-    /// Tasks that found the client full ([`Client::poll_ready`]), to wake
-    /// once it has room.
+    /// Tasks that found the client full or without a connection
+    /// ([`Client::poll_ready`]), to wake once it has room or a connection.
     waiting_for_room: Vec<std::task::Waker>,
+    /// A task is connecting (or waiting out the backoff) for `poll_ready`.
+    readying: bool,
 }
 
 impl State {
@@ -185,6 +187,7 @@ impl Client {
                     stats: ClientStats::default(),
                     slots: SlotPool::default(),
                     waiting_for_room: Vec::new(),
+                    readying: false,
                 }),
                 connecting: tokio::sync::Mutex::new(()),
                 connecting_calls: AtomicUsize::new(0),
@@ -216,23 +219,54 @@ impl Client {
         sent + self.inner.connecting_calls.load(Ordering::Relaxed)
     }
 
-    /// Whether a call could start now without finding the connection full
-    /// (`max_pending` calls in flight, or 4 MiB of output queued): `Ready`
-    /// if so, else `Pending`, and `cx`'s task is woken once a call ends or
-    /// the output drains. `Ready(Err(Closed))` once the client is closed.
-    /// This is tower's `poll_ready` (the `tower` feature); clones racing for
-    /// the same room may still find it taken, and such a call fails with
-    /// `TooManyPending` rather than waiting.
+    /// Whether a call could start now on a live connection that is not
+    /// full (`max_pending` calls in flight, or 4 MiB of output queued):
+    /// `Ready` if so, `Ready(Err(Closed))` once the client is closed, else
+    /// `Pending`, and `cx`'s task is woken once a call ends or the output
+    /// drains. Without a connection it connects in a task of its own and
+    /// is not ready until that connection is made; after a failed attempt
+    /// it stays not ready until the reconnection backoff ends, and then
+    /// tries again. So a balancer (tower's `p2c`) sends no call to a server
+    /// that is down: it waits, or picks another. This is tower's
+    /// `poll_ready` (the `tower` feature); clones racing for the same room
+    /// may still find it taken, and such a call fails with `TooManyPending`
+    /// rather than waiting.
     pub fn poll_ready(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), ClientError>> {
         let mut state = self.inner.lock();
         if state.closed {
             return std::task::Poll::Ready(Err(ClientError::Closed));
         }
-        if !state.full(&self.inner.config) {
+        let connected = state.active.is_some();
+        if connected && !state.full(&self.inner.config) {
             return std::task::Poll::Ready(Ok(()));
         }
         if !state.waiting_for_room.iter().any(|w| w.will_wake(cx.waker())) {
             state.waiting_for_room.push(cx.waker().clone());
+        }
+        if !connected && !state.readying {
+            // Outside a runtime there is no task to connect with: the call
+            // connects itself, as without tower.
+            let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+                return std::task::Poll::Ready(Ok(()));
+            };
+            state.readying = true;
+            let retry_in = state.backoff.check(std::time::Instant::now()).map(|(_, retry_in)| retry_in);
+            let inner = Arc::clone(&self.inner);
+            runtime.spawn(async move {
+                match retry_in {
+                    Some(wait) => tokio::time::sleep(wait).await,
+                    None => {
+                        let deadline = Instant::now() + inner.config.connect_timeout;
+                        let _ = inner.ensure_connected(deadline).await;
+                    }
+                }
+                let woken = {
+                    let mut state = inner.lock();
+                    state.readying = false;
+                    std::mem::take(&mut state.waiting_for_room)
+                };
+                woken.into_iter().for_each(std::task::Waker::wake);
+            });
         }
         std::task::Poll::Pending
     }

@@ -134,6 +134,37 @@ async fn p2c_balances_calls_over_three_servers() {
 }
 
 #[tokio::test]
+async fn p2c_sends_no_call_to_a_server_that_is_down() {
+    let seen: Vec<Arc<Seen>> = (0..3).map(|_| Arc::default()).collect();
+    let mut servers: Vec<Option<SpawnedServer>> = seen.iter().map(|s| Some(server(Arc::clone(s)))).collect();
+    let clients: Vec<Client> = servers.iter().flatten().map(|s| Client::new(s.local_addr(), config())).collect();
+    let load = tower::load::PendingRequestsDiscover::new(
+        tower::discover::ServiceList::new(clients.clone()),
+        tower::load::CompleteOnResponse::default(),
+    );
+    let mut balance = tower::balance::p2c::Balance::new(load);
+    let mut failed = 0;
+    for i in 0..400 {
+        if i == 100 {
+            // Stopped at once: its listener and connections are closed.
+            drop(servers[1].take());
+        }
+        let value = format!("{i}");
+        match balance.ready().await.unwrap().call(Call::new("echo", value.clone())).await {
+            Ok(reply) => assert_eq!(&*reply, format!("re:{value}").as_bytes()),
+            Err(_) => failed += 1,
+        }
+    }
+    // One call at a time, so at most the one in flight when it stopped
+    // (or written before its client saw the close) fails; after that its
+    // client is not ready (no connection, then its backoff) and p2c picks
+    // the others.
+    assert!(failed <= 1, "{failed} calls failed");
+    let after: usize = seen.iter().map(|s| s.calls.load(Ordering::Relaxed)).sum();
+    assert!(after >= 399, "{after}");
+}
+
+#[tokio::test]
 async fn a_server_serves_a_tower_stack_and_closes_the_connection_of_a_failed_call() {
     let upper = tower::service_fn(|req: OwnedRequest| async move {
         if req.name() == b"stall" {
