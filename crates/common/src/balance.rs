@@ -167,8 +167,6 @@ struct Shared<D: Driver> {
     /// Servers in the order they were first seen; `len` of them are set.
     slots: Box<[OnceLock<Server<D>>]>,
     len: AtomicUsize,
-    /// Servers down now: the clock is read on a call only when some are.
-    down: AtomicUsize,
     /// Retries saved up, in thousandths.
     budget: AtomicI64,
     /// Clones alive: the last one to go stops the maintenance thread.
@@ -230,7 +228,6 @@ impl<D: Driver> Balanced<D> {
             source,
             slots: (0..MAX_SERVERS).map(|_| OnceLock::new()).collect(),
             len: AtomicUsize::new(0),
-            down: AtomicUsize::new(0),
             budget: AtomicI64::new(budget),
             handles: AtomicUsize::new(1),
             maintenance: Mutex::new(Maintenance { stop: false, thread: None }),
@@ -436,12 +433,14 @@ impl<D: Driver> Shared<D> {
         self.epoch.elapsed().as_nanos() as u64
     }
 
-    /// Whether a call may go to server `index`.
-    fn usable(&self, index: usize, tried: &Tried, now: Option<u64>) -> bool {
+    /// Whether a call may go to server `index`: listed, not tried by this
+    /// call, and up (a server that is down waits for its probe, not for a
+    /// call, to find it answering).
+    fn usable(&self, index: usize, tried: &Tried) -> bool {
         let server = self.server(index);
         server.listed.load(Ordering::Relaxed)
             && !tried.contains(index)
-            && now.is_none_or(|_| server.down_until.load(Ordering::Relaxed) == 0)
+            && server.down_until.load(Ordering::Relaxed) == 0
     }
 
     // ANCHOR: pick
@@ -449,9 +448,7 @@ impl<D: Driver> Shared<D> {
     /// use, or any such server if the two drawn may not be used.
     fn pick(&self, tried: &Tried) -> Option<usize> {
         let n = self.len.load(Ordering::Acquire);
-        // The clock only matters when some server is down.
-        let now = (self.down.load(Ordering::Relaxed) > 0).then(|| self.now());
-        let ok = |i: usize| self.usable(i, tried, now);
+        let ok = |i: usize| self.usable(i, tried);
         if n <= 1 {
             return (n == 1 && ok(0)).then_some(0);
         }
@@ -484,7 +481,6 @@ impl<D: Driver> Shared<D> {
         let wait = self.backoff(failures);
         let until = (self.now() + wait.as_nanos() as u64).max(1);
         if server.down_until.swap(until, Ordering::Relaxed) == 0 {
-            self.down.fetch_add(1, Ordering::Relaxed);
             tracing::info!(server = %server.addr, ?wait, "server down: calls go to the others until it answers a probe");
             self.wake.notify_one();
         }
@@ -565,7 +561,6 @@ fn maintain<D: Driver>(shared: std::sync::Weak<Shared<D>>) {
                 Ok(()) => {
                     server.failures.store(0, Ordering::Relaxed);
                     server.down_until.store(0, Ordering::Relaxed);
-                    s.down.fetch_sub(1, Ordering::Relaxed);
                     tracing::info!(server = %server.addr, "server up again: it answered its probe");
                 }
                 Err(error) => {
