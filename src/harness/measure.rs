@@ -97,10 +97,7 @@ pub fn once(plan: &Plan, spec: &Spec, entrant: Entrant, mode: Mode) -> Result<Me
             Role::Both => both(kind, spec, timing, mode).map(Measured::from),
             Role::Server => {
                 let exe = plan.server_exe.as_deref().filter(|_| plan.processes);
-                // The server's CPU is read over the timed window only.
-                under_load(kind, spec, exe, |addr, cpu| {
-                    floor_pair::blast(addr, spec, timing, mode, cpu.filter(|_| mode == Mode::Timed))
-                })
+                under_load(kind, spec, exe, |addr, cpu| blast(addr, spec, timing, mode, cpu))
             }
             Role::Client => FloorServer::start(spec)
                 .and_then(|floor| backend::closed_loop(kind, floor.local_addr(), spec, timing, mode, None))
@@ -109,14 +106,35 @@ pub fn once(plan: &Plan, spec: &Spec, entrant: Entrant, mode: Mode) -> Result<Me
         #[cfg(feature = "peers")]
         Entrant::Peer(peer) => super::peers::measure(peer, spec, timing, mode).map(Measured::from),
         Entrant::ByHand(model) => {
-            let exe = plan.server_exe.as_deref().ok_or("the servers by hand run as `fastwire serve --by-hand`, and this process cannot find the fastwire binary")?;
-            let server = ChildServer::by_hand(exe, model)?;
-            let cpu: &dyn Fn() -> u64 = &|| server.cpu_ns();
-            let sample =
-                floor_pair::blast(server.local_addr(), spec, timing, mode, Some(cpu).filter(|_| mode == Mode::Timed))?;
-            Ok(Measured { sample, process: Some(server.rss_bytes()) })
+            let exe = plan.server_exe.as_deref().ok_or(
+                "the servers by hand run as `fastwire serve --by-hand`, and this process cannot find the fastwire binary",
+            )?;
+            in_child(ChildServer::by_hand(exe, model)?, |addr, cpu| blast(addr, spec, timing, mode, cpu))
         }
     }
+}
+
+/// The blaster on a server alone, reading the server process's CPU counter
+/// (if it has one) over the timed window only.
+fn blast(
+    addr: SocketAddr,
+    spec: &Spec,
+    timing: &super::Timing,
+    mode: Mode,
+    cpu: Option<&dyn Fn() -> u64>,
+) -> Result<Sample, String> {
+    floor_pair::blast(addr, spec, timing, mode, cpu.filter(|_| mode == Mode::Timed))
+}
+
+/// Runs `load` against a server in a child process, handing it the
+/// process's CPU counter, and records the process's memory.
+fn in_child(
+    server: ChildServer,
+    load: impl FnOnce(SocketAddr, Option<&dyn Fn() -> u64>) -> Result<Sample, String>,
+) -> Result<Measured, String> {
+    let cpu = || server.cpu_ns();
+    let sample = load(server.local_addr(), Some(&cpu))?;
+    Ok(Measured { sample, process: Some(server.rss_bytes()) })
 }
 
 /// Starts `kind`'s server for `spec` (in a child process of `exe`, if
@@ -130,12 +148,7 @@ fn under_load(
     load: impl FnOnce(SocketAddr, Option<&dyn Fn() -> u64>) -> Result<Sample, String>,
 ) -> Result<Measured, String> {
     match exe {
-        Some(exe) => {
-            let server = ChildServer::spawn(exe, kind, spec)?;
-            let cpu = || server.cpu_ns();
-            let sample = load(server.local_addr(), Some(&cpu))?;
-            Ok(Measured { sample, process: Some(server.rss_bytes()) })
-        }
+        Some(exe) => in_child(ChildServer::spawn(exe, kind, spec)?, load),
         None => {
             let any: SocketAddr = "127.0.0.1:0".parse().expect("literal");
             let server = start(kind, any, spec).map_err(|e| format!("starting the {kind} server: {e}"))?;
