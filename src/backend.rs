@@ -508,6 +508,55 @@ pub fn closed_loop(
     }
 }
 
+/// Where a balanced load's servers are: addresses, or a host name whose
+/// addresses are resolved (and resolved again at an interval).
+pub enum Servers<'a> {
+    /// These addresses.
+    Addrs(&'a [SocketAddr]),
+    /// Every address of this `host:port`.
+    Name(&'a str),
+}
+
+/// [`balanced::run`](crate::harness::balanced::run) with `client`'s
+/// blocking backend's balanced client over `servers`; the tokio client has
+/// tower's balancer instead, and says so.
+pub fn balanced_load(
+    client: BackendKind,
+    servers: Servers<'_>,
+    spec: &crate::harness::Spec,
+    timing: &crate::harness::Timing,
+    failover: bool,
+) -> Result<(crate::harness::Sample, Vec<crate::harness::balanced::PerServer>), String> {
+    fn run<D: Driver>(
+        servers: Servers<'_>,
+        spec: &crate::harness::Spec,
+        timing: &crate::harness::Timing,
+        failover: bool,
+    ) -> Result<(crate::harness::Sample, Vec<crate::harness::balanced::PerServer>), String> {
+        let (config, balance) = (spec.client_config(), fastwire_common::BalanceConfig::default());
+        let client = match servers {
+            Servers::Addrs(addrs) => fastwire_common::Balanced::<D>::new(addrs, config, balance),
+            Servers::Name(name) => fastwire_common::Balanced::<D>::resolve(name, config, balance)
+                .map_err(|e| format!("resolving {name}: {e}"))?,
+        };
+        crate::harness::balanced::run(&client, spec, timing, failover)
+    }
+    match client.client_kind() {
+        #[cfg(feature = "std")]
+        BackendKind::Std => run::<fastwire_std::client::ThreadPair>(servers, spec, timing, failover),
+        #[cfg(feature = "mio")]
+        BackendKind::Mio => run::<fastwire_mio::client::ReactorThread>(servers, spec, timing, failover),
+        #[cfg(feature = "glommio")]
+        BackendKind::Glommio => run::<fastwire_glommio::client::ExecutorThread>(servers, spec, timing, failover),
+        #[cfg(feature = "uring")]
+        BackendKind::Uring => run::<fastwire_uring::client::RingThread>(servers, spec, timing, failover),
+        other => Err(format!(
+            "the balanced client is the blocking backends' (--client std, mio, uring or glommio); \
+             for {other}, tower's balancer over the tokio client (fastwire-tokio's tower feature)"
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

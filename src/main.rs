@@ -334,7 +334,7 @@ struct LoadArgs {
     #[arg(long)]
     no_check: bool,
     /// A balanced load while servers are killed on purpose: a failed call
-    /// is counted against its server (the table's `failed`) instead of
+    /// is counted against its server (the table's `errors`) instead of
     /// ending the run; a wrong reply still ends it.
     #[arg(long)]
     failover: bool,
@@ -498,10 +498,29 @@ fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+/// A load's one row (a single window, its environment with `threads`),
+/// printed and written where `outputs` says.
+fn report_load(
+    name: &str,
+    spec: &Spec,
+    timed: &harness::Sample,
+    counted: Option<&harness::Sample>,
+    threads: String,
+    outputs: &Outputs,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let env = harness::env::Machine::detect().env(threads, false);
+    let round = harness::row::Round::new(0, timed);
+    let mut row = Row::from_rounds(name, spec, vec![round], &[timed], counted, env);
+    row.summarize();
+    let rows = vec![row];
+    print!("{}", report::table(&rows));
+    write_outputs(&rows, outputs)
+}
+
 /// `load` over many servers through the balanced client of `--client`'s
 /// blocking backend.
 fn load_balanced(args: LoadArgs) -> Result<(), Box<dyn std::error::Error>> {
-    use fastwire_common::{BalanceConfig, Balanced};
+    use fastwire_bench::backend::Servers;
     if args.tls || args.rate.is_some() || args.count_allocations {
         return Err("a balanced load (several addresses, or --balance) runs a closed loop in plaintext: \
                     leave out --tls, --rate and --count-allocations"
@@ -521,25 +540,7 @@ fn load_balanced(args: LoadArgs) -> Result<(), Box<dyn std::error::Error>> {
         rate: None,
         ..d
     };
-    let config = spec.client_config();
-    let balance = BalanceConfig::default();
-    fn build<D: fastwire_common::client::Driver>(
-        addr: &str,
-        by_name: bool,
-        config: fastwire::proto::ClientConfig,
-        balance: fastwire_common::BalanceConfig,
-    ) -> Result<Balanced<D>, String> {
-        if by_name {
-            return Balanced::resolve(addr, config, balance).map_err(|e| format!("resolving {addr}: {e}"));
-        }
-        let addrs = addr
-            .split(',')
-            .map(|a| fastwire_common::net::resolve(a.trim()).map_err(|e| format!("resolving {a}: {e}")))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Balanced::new(&addrs, config, balance))
-    }
     let timing = Timing::new(args.duration);
-    let by_name = args.balance && !args.addr.contains(',');
     eprintln!(
         "fastwire: loading {} through the balanced {} client with {} ({} callers) for {:?}",
         args.addr,
@@ -548,47 +549,23 @@ fn load_balanced(args: LoadArgs) -> Result<(), Box<dyn std::error::Error>> {
         spec.connections * spec.depth,
         args.duration
     );
-    let (timed, per) = match args.client.client_kind() {
-        #[cfg(feature = "std")]
-        BackendKind::Std => {
-            let client = build::<fastwire::fastwire_std::client::ThreadPair>(&args.addr, by_name, config, balance)?;
-            harness::balanced::run(&client, &spec, &timing, args.failover)?
-        }
-        #[cfg(feature = "mio")]
-        BackendKind::Mio => {
-            let client = build::<fastwire::fastwire_mio::client::ReactorThread>(&args.addr, by_name, config, balance)?;
-            harness::balanced::run(&client, &spec, &timing, args.failover)?
-        }
-        #[cfg(all(feature = "uring", target_os = "linux"))]
-        BackendKind::Uring => {
-            let client = build::<fastwire::fastwire_uring::client::RingThread>(&args.addr, by_name, config, balance)?;
-            harness::balanced::run(&client, &spec, &timing, args.failover)?
-        }
-        #[cfg(all(feature = "glommio", target_os = "linux"))]
-        BackendKind::Glommio => {
-            let client =
-                build::<fastwire::fastwire_glommio::client::ExecutorThread>(&args.addr, by_name, config, balance)?;
-            harness::balanced::run(&client, &spec, &timing, args.failover)?
-        }
-        other => {
-            return Err(format!(
-                "the balanced client is the blocking backends' (--client std, mio, uring or glommio); \
-                 for {other}, tower's balancer over the tokio client (fastwire-tokio's tower feature)"
-            )
-            .into())
-        }
+    let addrs: Vec<std::net::SocketAddr>;
+    let servers = if args.balance && !args.addr.contains(',') {
+        Servers::Name(&args.addr)
+    } else {
+        addrs = args
+            .addr
+            .split(',')
+            .map(|a| fastwire_common::net::resolve(a.trim()).map_err(|e| format!("resolving {a}: {e}")))
+            .collect::<Result<_, _>>()?;
+        Servers::Addrs(&addrs)
     };
+    let (timed, per) = fastwire_bench::backend::balanced_load(args.client, servers, &spec, &timing, args.failover)?;
     let name = format!("{} balanced", args.client.client_kind());
     let threads =
         format!("servers: external, at {}; load: {name} client, closed loop, a thread per call in flight", args.addr);
-    let env = harness::env::Machine::detect().env(threads, false);
-    let round = harness::row::Round::new(0, &timed);
-    let mut row = Row::from_rounds(&name, &spec, vec![round], &[&timed], None, env);
-    row.summarize();
-    let rows = vec![row];
-    print!("{}", report::table(&rows));
+    report_load(&name, &spec, &timed, None, threads, &args.outputs)?;
     print!("\n{}", harness::balanced::table(&per));
-    write_outputs(&rows, &args.outputs)?;
     let failed: u64 = per.iter().map(|p| p.failed_in_window).sum();
     if failed > 0 {
         eprintln!("fastwire: {failed} calls failed in the window (--failover counts them per server)");
@@ -828,13 +805,7 @@ fn load(args: LoadArgs) -> Result<(), Box<dyn std::error::Error>> {
         None => (args.client.client_kind().name(), "closed loop"),
     };
     let threads = format!("server: external, at {addr}; load: {client} client, {shape}");
-    let env = harness::env::Machine::detect().env(threads, false);
-    let round = harness::row::Round::new(0, &timed);
-    let mut row = Row::from_rounds(&format!("{client} client"), &spec, vec![round], &[&timed], counted.as_ref(), env);
-    row.summarize();
-    let rows = vec![row];
-    print!("{}", report::table(&rows));
-    write_outputs(&rows, &args.outputs)?;
+    report_load(&format!("{client} client"), &spec, &timed, counted.as_ref(), threads, &args.outputs)?;
     // A run is a success only if it was one: calls completed, none failed
     // (a failure ends the run above), and the server answered only what
     // was asked.
