@@ -570,6 +570,13 @@ fn load_balanced(args: LoadArgs) -> Result<(), Box<dyn std::error::Error>> {
     if failed > 0 {
         eprintln!("fastwire: {failed} calls failed in the window (--failover counts them per server)");
     }
+    if timed.ops == 0 {
+        return Err(format!(
+            "no call completed in the {:?} window: no server at {} answered",
+            args.duration, args.addr
+        )
+        .into());
+    }
     Ok(())
 }
 

@@ -460,6 +460,15 @@ fn load_balances_over_several_servers_and_reports_each() {
     let line = stdout.lines().find(|l| l.starts_with(&dead.to_string())).unwrap_or_else(|| panic!("{stdout}"));
     let cells: Vec<&str> = line.split_whitespace().collect();
     assert_eq!((cells[1], cells.last().copied()), ("0", Some("no")), "{line}");
+    // No server answering: a failure, not an empty success.
+    let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let output = fastwire()
+        .args(["load", "--addr", &format!("{dead},{other}"), "--workload", "pingpong", "--duration", "100ms"])
+        .args(["--client", "std", "--failover"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "{}", String::from_utf8_lossy(&output.stdout));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no call completed"));
     // The tokio client has tower's balancer instead: said so.
     let tokio = fastwire().args(["load", "--addr", &format!("{a},{b}"), "--client", "tokio"]).output().unwrap();
     assert!(!tokio.status.success());
