@@ -46,7 +46,6 @@ use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use fastwire_proto::ClientConfig;
@@ -172,16 +171,11 @@ struct Shared<D: Driver> {
     /// Clones alive: the last one to go stops the maintenance thread.
     handles: AtomicUsize,
     /// Adding servers, and waking the maintenance thread (a server went
-    /// down, or the client closes).
-    maintenance: Mutex<Maintenance>,
+    /// down, or the client closes): the flag is whether it is to stop.
+    maintenance: Mutex<bool>,
     wake: Condvar,
     /// When this client started: the zero of `down_until`.
     epoch: Instant,
-}
-
-struct Maintenance {
-    stop: bool,
-    thread: Option<JoinHandle<()>>,
 }
 
 struct Server<D: Driver> {
@@ -230,16 +224,16 @@ impl<D: Driver> Balanced<D> {
             len: AtomicUsize::new(0),
             budget: AtomicI64::new(budget),
             handles: AtomicUsize::new(1),
-            maintenance: Mutex::new(Maintenance { stop: false, thread: None }),
+            maintenance: Mutex::new(false),
             wake: Condvar::new(),
             epoch: Instant::now(),
         });
         let weak = Arc::downgrade(&shared);
-        let thread = std::thread::Builder::new()
+        // Not joined (see `Shared::stop`): the handle is let go.
+        std::thread::Builder::new()
             .name("fastwire-balance".into())
             .spawn(move || maintain(weak))
             .expect("spawning the balanced client's maintenance thread");
-        shared.lock().thread = Some(thread);
         Balanced { shared }
     }
 
@@ -388,7 +382,7 @@ fn random() -> u64 {
 }
 
 impl<D: Driver> Shared<D> {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Maintenance> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, bool> {
         self.maintenance.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -469,7 +463,7 @@ impl<D: Driver> Shared<D> {
 
     /// The error when no server may be tried.
     fn no_server(&self) -> ClientError {
-        if self.lock().stop {
+        if *self.lock() {
             return ClientError::Closed;
         }
         ClientError::lost(std::io::ErrorKind::NotConnected, "every server is down or was tried")
@@ -516,10 +510,7 @@ impl<D: Driver> Shared<D> {
     /// the clients' `connect_timeout`, and a drop must not wait for it; the
     /// thread ends at its next look at `stop`.
     fn stop(&self) {
-        let mut m = self.lock();
-        m.stop = true;
-        drop(m.thread.take());
-        drop(m);
+        *self.lock() = true;
         self.wake.notify_all();
     }
 }
@@ -578,14 +569,14 @@ fn maintain<D: Driver>(shared: std::sync::Weak<Shared<D>>) {
             wait = Some(wait.map_or(until_resolve, |w| w.min(until_resolve)));
         }
         let guard = s.lock();
-        if guard.stop {
+        if *guard {
             return;
         }
         let guard = match wait {
             Some(w) => s.wake.wait_timeout(guard, w).map(|(g, _)| g).unwrap_or_else(|p| p.into_inner().0),
             None => s.wake.wait(guard).unwrap_or_else(|p| p.into_inner()),
         };
-        if guard.stop {
+        if *guard {
             return;
         }
     }
