@@ -445,9 +445,7 @@ impl Client {
         let mut state = self.inner.lock();
         state.closed = true;
         let active = state.end();
-        let room = state.room(&self.inner.config);
-        drop(state);
-        room.into_iter().for_each(std::task::Waker::wake);
+        unlock_waking(state, &self.inner.config);
         if let Some(active) = active {
             fail_all(active, ClientError::Closed);
         }
@@ -534,9 +532,7 @@ impl Inner {
             Some(active) if active.generation == generation => active.conn.cancel(id).map(|call| call.token),
             _ => None,
         };
-        let room = state.room(&self.config);
-        drop(state);
-        room.into_iter().for_each(std::task::Waker::wake);
+        unlock_waking(state, &self.config);
         token
     }
 
@@ -617,6 +613,14 @@ impl Inner {
     }
 }
 
+/// Lets `state`'s lock go, then wakes the tasks that have room again (see
+/// [`State::room`]): a task woken under the lock would only wait for it.
+fn unlock_waking(mut state: MutexGuard<'_, State>, config: &ClientConfig) {
+    let room = state.room(config);
+    drop(state);
+    room.into_iter().for_each(std::task::Waker::wake);
+}
+
 /// Fails every pending call of a connection and stops its tasks.
 fn fail_all(mut active: Active, error: ClientError) {
     for (_, call) in active.conn.drain_pending() {
@@ -643,9 +647,7 @@ fn die(inner: &Inner, mut state: MutexGuard<'_, State>, generation: u64, error: 
             state.backoff.failed(std::time::Instant::now(), Arc::new(io::Error::other(error.to_string())));
         }
         state.failure = Some(error.clone());
-        let room = state.room(&inner.config);
-        drop(state);
-        room.into_iter().for_each(std::task::Waker::wake);
+        unlock_waking(state, &inner.config);
         tracing::debug!(addr = %inner.addr, %error, "client connection lost");
         fail_all(active, error);
     }
@@ -733,9 +735,7 @@ async fn read_loop(inner: Arc<Inner>, generation: u64, mut stream: OwnedReadHalf
             state.backoff.succeeded();
             signals.handshake_done.notify_waiters();
         }
-        let room = state.room(&inner.config);
-        drop(state);
-        room.into_iter().for_each(std::task::Waker::wake);
+        unlock_waking(state, &inner.config);
     }
 }
 
@@ -754,9 +754,7 @@ fn sweep_deadlines(inner: &Inner, generation: u64) -> bool {
         .cancel_where(|call| call.deadline <= now, |_, call| call.token.fail(ClientError::Timeout(call.timeout)));
     let go_on = active.conn.pending_len() > 0 || std::mem::take(&mut active.started_since_sweep);
     active.sweeping = go_on;
-    let room = state.room(&inner.config);
-    drop(state);
-    room.into_iter().for_each(std::task::Waker::wake);
+    unlock_waking(state, &inner.config);
     go_on
 }
 
