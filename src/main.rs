@@ -517,6 +517,28 @@ fn report_load(
     write_outputs(&rows, outputs)
 }
 
+/// A load is a success only if it was one: calls completed in its window
+/// (a failed call ends the run before this), and the servers answered
+/// only what was asked. `silent` says what no call completing means.
+fn check_load(
+    timed: &harness::Sample,
+    counted: Option<&harness::Sample>,
+    window: Duration,
+    silent: &str,
+) -> Result<(), String> {
+    let unsolicited = timed.unsolicited + counted.map_or(0, |c| c.unsolicited);
+    if unsolicited > 0 {
+        return Err(format!(
+            "the server sent {unsolicited} responses for no call in progress (ids never requested, \
+             answers given twice, or answers after their call gave up): it is not a correct fastrpc server"
+        ));
+    }
+    if timed.ops == 0 {
+        return Err(format!("no call completed in the {window:?} window: {silent}"));
+    }
+    Ok(())
+}
+
 /// `load` over many servers through the balanced client of `--client`'s
 /// blocking backend.
 fn load_balanced(args: LoadArgs) -> Result<(), Box<dyn std::error::Error>> {
@@ -570,14 +592,7 @@ fn load_balanced(args: LoadArgs) -> Result<(), Box<dyn std::error::Error>> {
     if failed > 0 {
         eprintln!("fastwire: {failed} calls failed in the window (--failover counts them per server)");
     }
-    if timed.ops == 0 {
-        return Err(format!(
-            "no call completed in the {:?} window: no server at {} answered",
-            args.duration, args.addr
-        )
-        .into());
-    }
-    Ok(())
+    Ok(check_load(&timed, None, args.duration, &format!("no server at {} answered", args.addr))?)
 }
 
 /// The configurations `compare` runs: each workload's defaults, varied
@@ -813,25 +828,8 @@ fn load(args: LoadArgs) -> Result<(), Box<dyn std::error::Error>> {
     };
     let threads = format!("server: external, at {addr}; load: {client} client, {shape}");
     report_load(&format!("{client} client"), &spec, &timed, counted.as_ref(), threads, &args.outputs)?;
-    // A run is a success only if it was one: calls completed, none failed
-    // (a failure ends the run above), and the server answered only what
-    // was asked.
-    let unsolicited = timed.unsolicited + counted.as_ref().map_or(0, |c| c.unsolicited);
-    if unsolicited > 0 {
-        return Err(format!(
-            "the server sent {unsolicited} responses for no call in progress (ids never requested, \
-             answers given twice, or answers after their call gave up): it is not a correct fastrpc server"
-        )
-        .into());
-    }
-    if timed.ops == 0 {
-        return Err(format!(
-            "no call completed in the {:?} window: the server at {addr} accepted the connections but answered nothing",
-            args.duration
-        )
-        .into());
-    }
-    Ok(())
+    let silent = format!("the server at {addr} accepted the connections but answered nothing");
+    Ok(check_load(&timed, counted.as_ref(), args.duration, &silent)?)
 }
 
 /// SIGINT (Ctrl-C) and SIGTERM handlers, registered when installed.

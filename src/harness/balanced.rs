@@ -75,7 +75,7 @@ pub fn run<D: Driver>(
     let expected = spec.expected_reply(&name, &value);
     let measuring = AtomicBool::new(false);
     let stop = AtomicBool::new(false);
-    let results = std::thread::scope(|s| {
+    let (seconds, joined) = std::thread::scope(|s| {
         let threads: Vec<_> = (0..callers)
             .map(|_| {
                 let (name, value, expected) = (&name, &value, &expected);
@@ -125,9 +125,9 @@ pub fn run<D: Driver>(
         let joined: Vec<_> = threads.into_iter().map(|t| t.join().expect("a caller thread panicked")).collect();
         (seconds, joined)
     });
-    let (seconds, joined) = results;
-    let mut per: Vec<PerServer> = client
-        .servers()
+    let servers = client.servers();
+    let unsolicited = servers.iter().map(|s| s.unsolicited).sum();
+    let mut per: Vec<PerServer> = servers
         .into_iter()
         .map(|s| PerServer {
             addr: s.addr,
@@ -152,7 +152,7 @@ pub fn run<D: Driver>(
     let ops: u64 = per.iter().map(|p| p.calls).sum();
     let sample = Sample {
         ops,
-        unsolicited: 0,
+        unsolicited,
         seconds,
         bytes: ops * spec.response_size() as u64,
         latency: Some(all),

@@ -131,6 +131,9 @@ pub struct ServerState {
     /// Attempts that failed on it, those then sent to another server
     /// (never written: a refused connect, a backoff) included.
     pub failed: u64,
+    /// Responses it sent for no call in progress (its client's
+    /// [`ClientStats::unsolicited_responses`](crate::ClientStats)).
+    pub unsolicited: u64,
 }
 
 /// A client over many servers (see the [module](self)). Cheap to clone:
@@ -317,6 +320,7 @@ impl<D: Driver> Balanced<D> {
                     listed: s.listed.load(Ordering::Relaxed),
                     answered: s.answered.load(Ordering::Relaxed),
                     failed: s.failed.load(Ordering::Relaxed),
+                    unsolicited: s.client.stats().unsolicited_responses,
                 }
             })
             .collect()
