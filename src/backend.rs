@@ -508,6 +508,8 @@ pub fn closed_loop(
     }
 }
 
+use crate::harness::balanced::Disrupt;
+
 /// Where a balanced load's servers are: addresses, or a host name whose
 /// addresses are resolved (and resolved again at an interval).
 pub enum Servers<'a> {
@@ -526,12 +528,14 @@ pub fn balanced_load(
     spec: &crate::harness::Spec,
     timing: &crate::harness::Timing,
     failover: bool,
+    disrupt: Option<Disrupt<'_>>,
 ) -> Result<(crate::harness::Sample, Vec<crate::harness::balanced::PerServer>), String> {
     fn run<D: Driver>(
         servers: Servers<'_>,
         spec: &crate::harness::Spec,
         timing: &crate::harness::Timing,
         failover: bool,
+        disrupt: Option<Disrupt<'_>>,
     ) -> Result<(crate::harness::Sample, Vec<crate::harness::balanced::PerServer>), String> {
         let (config, balance) = (spec.client_config(), fastwire_common::BalanceConfig::default());
         let client = match servers {
@@ -539,17 +543,19 @@ pub fn balanced_load(
             Servers::Name(name) => fastwire_common::Balanced::<D>::resolve(name, config, balance)
                 .map_err(|e| format!("resolving {name}: {e}"))?,
         };
-        crate::harness::balanced::run(&client, spec, timing, failover)
+        crate::harness::balanced::run(&client, spec, timing, failover, disrupt)
     }
     match client.client_kind() {
         #[cfg(feature = "std")]
-        BackendKind::Std => run::<fastwire_std::client::ThreadPair>(servers, spec, timing, failover),
+        BackendKind::Std => run::<fastwire_std::client::ThreadPair>(servers, spec, timing, failover, disrupt),
         #[cfg(feature = "mio")]
-        BackendKind::Mio => run::<fastwire_mio::client::ReactorThread>(servers, spec, timing, failover),
+        BackendKind::Mio => run::<fastwire_mio::client::ReactorThread>(servers, spec, timing, failover, disrupt),
         #[cfg(feature = "glommio")]
-        BackendKind::Glommio => run::<fastwire_glommio::client::ExecutorThread>(servers, spec, timing, failover),
+        BackendKind::Glommio => {
+            run::<fastwire_glommio::client::ExecutorThread>(servers, spec, timing, failover, disrupt)
+        }
         #[cfg(feature = "uring")]
-        BackendKind::Uring => run::<fastwire_uring::client::RingThread>(servers, spec, timing, failover),
+        BackendKind::Uring => run::<fastwire_uring::client::RingThread>(servers, spec, timing, failover, disrupt),
         other => Err(format!(
             "the balanced client is the blocking backends' (--client std, mio, uring or glommio); \
              for {other}, tower's balancer over the tokio client (fastwire-tokio's tower feature)"

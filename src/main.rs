@@ -17,7 +17,7 @@ use clap::{Args, Parser, Subcommand};
 use fastwire::proto::{Compression, Limits, OverLimit, ProtocolConfig, ServerConfig};
 use fastwire_bench::backend::BackendKind;
 use fastwire_bench::demo::{start_demo, Demo};
-use fastwire_bench::harness::{self, drive, report, Role, Row, Spec, Timing, Workload};
+use fastwire_bench::harness::{self, drive, report, Phase, Role, Row, Spec, Timing, Workload};
 
 // Every allocation of the process is counted, for allocs/op.
 #[global_allocator]
@@ -189,19 +189,23 @@ struct Outputs {
 #[derive(Args)]
 struct CompareArgs {
     /// Workloads, comma-separated: fastrpc, pingpong, sizes, nowait, conns,
-    /// wait, cpu, mixed, mixed-base, sweep [default: all but sweep, which
-    /// runs each server at 1 to 10,000 connections: several minutes].
+    /// wait, cpu, mixed, mixed-base, sweep, spread [default: all but sweep,
+    /// which runs each server at 1 to 10,000 connections: several minutes,
+    /// and spread, the balanced client over three server processes: equal,
+    /// one ten times slower, one killed and restarted mid-run; rounds of
+    /// at least 400 ms].
     #[arg(long, value_delimiter = ',')]
     workload: Vec<Workload>,
     /// Backends, comma-separated [default: every backend of this build].
     #[arg(long, value_delimiter = ',')]
     backends: Vec<BackendKind>,
-    /// Connections, comma-separated, for fastrpc, nowait, conns, wait, cpu
-    /// and mixed [default: 2, except conns: 1000].
+    /// Connections, comma-separated, for fastrpc, nowait, conns, wait, cpu,
+    /// mixed and spread [default: 2, except conns: 1000 and spread: 1].
     #[arg(long, value_delimiter = ',')]
     connections: Vec<usize>,
     /// Calls in flight per connection, comma-separated, for fastrpc, sizes,
-    /// wait, cpu and mixed [default: 1000, 8, 100].
+    /// wait, cpu, mixed and spread [default: 1000, 8, 100, 8 (a caller
+    /// thread each)].
     #[arg(long, value_delimiter = ',')]
     depth: Vec<usize>,
     /// Value sizes in bytes, comma-separated, for pingpong and sizes [default: 1; 16,1024,65536,1048576].
@@ -582,7 +586,8 @@ fn load_balanced(args: LoadArgs) -> Result<(), Box<dyn std::error::Error>> {
             .collect::<Result<_, _>>()?;
         Servers::Addrs(&addrs)
     };
-    let (timed, per) = fastwire_bench::backend::balanced_load(args.client, servers, &spec, &timing, args.failover)?;
+    let (timed, per) =
+        fastwire_bench::backend::balanced_load(args.client, servers, &spec, &timing, args.failover, None)?;
     let name = format!("{} balanced", args.client.client_kind());
     let threads =
         format!("servers: external, at {}; load: {name} client, closed loop, a thread per call in flight", args.addr);
@@ -598,9 +603,10 @@ fn load_balanced(args: LoadArgs) -> Result<(), Box<dyn std::error::Error>> {
 /// The configurations `compare` runs: each workload's defaults, varied
 /// along the axes given on the command line.
 fn specs(args: &CompareArgs) -> Vec<Spec> {
-    // The sweep takes a while (10,000 connections per backend): asked for by name only.
+    // The sweep takes a while (10,000 connections per backend) and the
+    // spread starts, kills and restarts server processes: asked for by name only.
     let workloads = if args.workload.is_empty() {
-        Workload::ALL.into_iter().filter(|w| *w != Workload::Sweep).collect()
+        Workload::ALL.into_iter().filter(|w| !matches!(w, Workload::Sweep | Workload::Spread)).collect()
     } else {
         args.workload.clone()
     };
@@ -620,9 +626,12 @@ fn specs(args: &CompareArgs) -> Vec<Spec> {
         let tls = tls.then(fastwire_bench::tls::SpecTls::for_run);
         let d = Spec { compress, tls: tls.clone(), ..workload.defaults() };
         let (connections, depths, sizes) = match workload {
-            Workload::Fastrpc | Workload::Wait | Workload::Cpu | Workload::Mixed | Workload::MixedBase => {
-                (or(&args.connections, d.connections), or(&args.depth, d.depth), vec![d.value_size])
-            }
+            Workload::Fastrpc
+            | Workload::Wait
+            | Workload::Cpu
+            | Workload::Mixed
+            | Workload::MixedBase
+            | Workload::Spread => (or(&args.connections, d.connections), or(&args.depth, d.depth), vec![d.value_size]),
             Workload::Pingpong => (vec![1], vec![1], or(&args.value_size, d.value_size)),
             Workload::Sizes => (
                 vec![d.connections],
@@ -642,6 +651,8 @@ fn specs(args: &CompareArgs) -> Vec<Spec> {
         // in plaintext.
         let roles: Vec<Role> = match workload {
             Workload::Sweep => vec![Role::Server],
+            // Its servers are `fastwire serve` processes, in plaintext.
+            Workload::Spread if tls.is_some() => Vec::new(),
             _ if tls.is_some() => {
                 if args.role.is_empty() || args.role.contains(&Role::Both) {
                     vec![Role::Both]
@@ -664,7 +675,12 @@ fn specs(args: &CompareArgs) -> Vec<Spec> {
                 for &depth in &depths {
                     for &value_size in &sizes {
                         let rate = if workload == Workload::Conns { args.rate.or(d.rate) } else { None };
-                        specs.push(Spec { connections, depth, value_size, rate, role, ..d.clone() });
+                        let spec = Spec { connections, depth, value_size, rate, role, ..d.clone() };
+                        if workload == Workload::Spread {
+                            specs.extend(Phase::ALL.map(|phase| Spec { phase: Some(phase), ..spec.clone() }));
+                        } else {
+                            specs.push(spec);
+                        }
                     }
                 }
             }

@@ -20,7 +20,7 @@ fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
 }
 
 /// The keys `--json` promises, exactly.
-const KEYS: [&str; 22] = [
+const KEYS: [&str; 23] = [
     "allocs_per_op",
     "backend",
     "compress",
@@ -38,6 +38,7 @@ const KEYS: [&str; 22] = [
     "seconds",
     "server_cpu_ns_per_op",
     "server_rss_bytes",
+    "servers",
     "summary",
     "unsolicited",
     "value_size",
@@ -238,6 +239,61 @@ fn compare_runs_servers_in_their_own_processes() {
 
 /// `--workload sweep`: each server at each connection count, one call in
 /// flight per connection, with one line chart of throughput and one of p99.
+/// The spread: the balanced client over server processes in four phases,
+/// each row with its servers' shares; the slowed server gets fewer calls
+/// than each fast one; the killed one fails only its own calls and takes
+/// calls again after its restart; each phase's p99 is paired with the two
+/// fast servers alone.
+#[test]
+fn compare_spreads_calls_over_servers_slowed_and_killed() {
+    let _measuring = one_at_a_time();
+    let json = std::env::temp_dir().join(format!("fastwire-spread-{}.json", std::process::id()));
+    let output = fastwire()
+        .args(["compare", "--workload", "spread", "--backends", "std,mio", "--rounds", "2", "--json"])
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    let rows = rows(&json);
+    rows.iter().for_each(check_row);
+    for backend in ["std", "mio"] {
+        let row = |phase: &str| {
+            rows.iter()
+                .find(|r| r["backend"] == backend && r["workload"] == format!("spread-{phase}"))
+                .unwrap_or_else(|| panic!("{backend} spread-{phase}: {rows:?}"))
+        };
+        let servers = |phase: &str| row(phase)["servers"].as_array().expect("servers").clone();
+        let parts =
+            |phase: &str| servers(phase).iter().map(|s| s["part"].as_str().unwrap().to_owned()).collect::<Vec<_>>();
+        assert_eq!(parts("two"), ["fast", "fast"]);
+        assert_eq!(parts("equal"), ["fast", "fast", "fast"]);
+        assert_eq!(parts("slowed"), ["fast", "fast", "slowed"]);
+        assert_eq!(parts("killed"), ["fast", "fast", "killed"]);
+        for phase in ["two", "equal", "slowed", "killed"] {
+            for s in servers(phase) {
+                assert!(s["calls"].as_u64().unwrap() > 0, "{backend} {phase}: {s}");
+            }
+        }
+        for phase in ["two", "equal", "slowed"] {
+            assert!(servers(phase).iter().all(|s| s["failed"] == 0), "{backend} {phase}: {:?}", servers(phase));
+        }
+        let slowed = servers("slowed");
+        let share = |s: &Value| s["share"].as_f64().unwrap();
+        assert!(share(&slowed[2]) < share(&slowed[0]).min(share(&slowed[1])), "{backend}: {slowed:?}");
+        let killed = servers("killed");
+        assert!(killed[..2].iter().all(|s| s["failed"] == 0), "only the killed server fails calls: {killed:?}");
+        assert!(killed[2]["after_restart"].as_u64().unwrap() > 0, "it rejoined: {killed:?}");
+        for phase in ["equal", "slowed", "killed"] {
+            assert!(row(phase)["summary"]["vs_floor"]["median"].as_f64().unwrap() > 0.0, "{backend} {phase}");
+        }
+        assert!(row("two")["summary"]["vs_floor"].is_null());
+    }
+    assert!(stdout.contains("spread-slowed std: shares fast"), "{stdout}");
+    assert!(stdout.contains("of the two fast servers alone"), "{stdout}");
+    let _ = std::fs::remove_file(&json);
+}
+
 #[test]
 fn compare_sweeps_connections() {
     let _measuring = one_at_a_time();

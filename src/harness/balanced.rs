@@ -5,7 +5,8 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use fastwire_common::client::Driver;
 use fastwire_common::Balanced;
@@ -35,18 +36,33 @@ pub struct PerServer {
     /// Calls that failed on it in the window (`failover` runs only; other
     /// runs end at the first).
     pub failed_in_window: u64,
+    /// Calls it answered that started after the run's disruption ended
+    /// (a restarted server taking calls again); 0 without one.
+    pub after_disruption: u64,
 }
 
-/// What one caller saw of one server: its address, the latencies of the
-/// calls it answered in the window, and the calls that failed on it then.
-type Seen = (Option<SocketAddr>, Histogram<u64>, u64, u64);
+/// Something done to the servers in the middle of a run (a server killed,
+/// then restarted): called at the window's start with the window's length,
+/// it returns once it is over, or why it could not be done.
+pub type Disrupt<'a> = &'a (dyn Fn(Duration) -> Result<(), String> + Sync);
+
+/// What one caller saw of one server.
+struct Seen {
+    addr: Option<SocketAddr>,
+    /// Latencies of the calls it answered in the window.
+    latency: Histogram<u64>,
+    calls: u64,
+    failed: u64,
+    /// Of `calls`, those started after the disruption ended.
+    after: u64,
+}
 
 /// The index of `addr`'s entry in `mine`, added if new.
 fn slot(mine: &mut Vec<Seen>, addr: Option<SocketAddr>) -> usize {
-    match mine.iter().position(|seen| seen.0 == addr) {
+    match mine.iter().position(|seen| seen.addr == addr) {
         Some(i) => i,
         None => {
-            mine.push((addr, histogram(), 0, 0));
+            mine.push(Seen { addr, latency: histogram(), calls: 0, failed: 0, after: 0 });
             mine.len() - 1
         }
     }
@@ -56,12 +72,14 @@ fn slot(mine: &mut Vec<Seen>, addr: Option<SocketAddr>) -> usize {
 /// A failed call ends the run with its error (which names the server), as
 /// every load does, unless `failover` (servers are being killed on
 /// purpose): then it is counted against its server and the run goes on.
-/// A wrong reply always ends it.
+/// A wrong reply always ends it. `disrupt`, if given, runs beside the
+/// callers from the window's start.
 pub fn run<D: Driver>(
     client: &Balanced<D>,
     spec: &Spec,
     timing: &Timing,
     failover: bool,
+    disrupt: Option<Disrupt<'_>>,
 ) -> Result<(Sample, Vec<PerServer>), String> {
     let callers = spec.connections * spec.depth.max(1);
     if callers > MAX_CALLERS {
@@ -75,11 +93,13 @@ pub fn run<D: Driver>(
     let expected = spec.expected_reply(&name, &value);
     let measuring = AtomicBool::new(false);
     let stop = AtomicBool::new(false);
-    let (seconds, joined) = std::thread::scope(|s| {
+    // Calls started after this instant count as after the disruption.
+    let disrupted: OnceLock<Instant> = OnceLock::new();
+    let (seconds, joined, disruption) = std::thread::scope(|s| {
         let threads: Vec<_> = (0..callers)
             .map(|_| {
                 let (name, value, expected) = (&name, &value, &expected);
-                let (measuring, stop) = (&measuring, &stop);
+                let (measuring, stop, disrupted) = (&measuring, &stop, &disrupted);
                 s.spawn(move || -> Result<Vec<Seen>, String> {
                     let mut mine: Vec<Seen> = Vec::new();
                     while !stop.load(Ordering::Relaxed) {
@@ -97,8 +117,9 @@ pub fn run<D: Driver>(
                                 if in_window {
                                     let i = slot(&mut mine, Some(addr));
                                     let seen = &mut mine[i];
-                                    let _ = seen.1.record(took.as_nanos().max(1) as u64);
-                                    seen.2 += 1;
+                                    let _ = seen.latency.record(took.as_nanos().max(1) as u64);
+                                    seen.calls += 1;
+                                    seen.after += u64::from(disrupted.get().is_some_and(|d| started >= *d));
                                 }
                             }
                             Err(_) if stop.load(Ordering::Relaxed) => break,
@@ -106,7 +127,7 @@ pub fn run<D: Driver>(
                             Err(e) => {
                                 if in_window {
                                     let i = slot(&mut mine, e.server);
-                                    mine[i].3 += 1;
+                                    mine[i].failed += 1;
                                 }
                             }
                         }
@@ -118,13 +139,22 @@ pub fn run<D: Driver>(
         std::thread::sleep(timing.warmup);
         measuring.store(true, Ordering::Relaxed);
         let opened = Instant::now();
+        let disruption = disrupt.map(|disrupt| {
+            s.spawn(|| {
+                let done = disrupt(timing.measure);
+                let _ = disrupted.set(Instant::now());
+                done
+            })
+        });
         std::thread::sleep(timing.measure);
         measuring.store(false, Ordering::Relaxed);
         let seconds = opened.elapsed().as_secs_f64();
         stop.store(true, Ordering::Relaxed);
         let joined: Vec<_> = threads.into_iter().map(|t| t.join().expect("a caller thread panicked")).collect();
-        (seconds, joined)
+        let disruption = disruption.map(|d| d.join().expect("the disruption's thread panicked"));
+        (seconds, joined, disruption)
     });
+    disruption.transpose()?;
     let servers = client.servers();
     let unsolicited = servers.iter().map(|s| s.unsolicited).sum();
     let mut per: Vec<PerServer> = servers
@@ -136,17 +166,19 @@ pub fn run<D: Driver>(
             up: s.up,
             failed: s.failed,
             failed_in_window: 0,
+            after_disruption: 0,
         })
         .collect();
     let mut all = histogram();
     for caller in joined {
-        for (addr, latency, calls, failed) in caller? {
+        for seen in caller? {
             // A call that found no server up is no server's.
-            let Some(server) = per.iter_mut().find(|p| Some(p.addr) == addr) else { continue };
-            server.calls += calls;
-            server.failed_in_window += failed;
-            let _ = server.latency.add(&latency);
-            let _ = all.add(&latency);
+            let Some(server) = per.iter_mut().find(|p| Some(p.addr) == seen.addr) else { continue };
+            server.calls += seen.calls;
+            server.failed_in_window += seen.failed;
+            server.after_disruption += seen.after;
+            let _ = server.latency.add(&seen.latency);
+            let _ = all.add(&seen.latency);
         }
     }
     let ops: u64 = per.iter().map(|p| p.calls).sum();

@@ -20,16 +20,29 @@ impl ChildServer {
     /// Starts `exe serve` (the `fastwire` binary) with `kind` and `spec`'s
     /// server settings, and waits for the address it prints.
     pub fn spawn(exe: &Path, kind: BackendKind, spec: &Spec) -> Result<ChildServer, String> {
+        Self::spawn_at(exe, kind, spec, "127.0.0.1:0", &[])
+    }
+
+    /// [`spawn`](Self::spawn) on `addr`, with more arguments of `serve`
+    /// (a `--handler-delay`).
+    pub fn spawn_at(
+        exe: &Path,
+        kind: BackendKind,
+        spec: &Spec,
+        addr: &str,
+        more: &[&str],
+    ) -> Result<ChildServer, String> {
         let config = spec.server_config();
         let limits = config.protocol.limits;
         let mut command = Command::new(exe);
         command
-            .args(["serve", "--backend", kind.name(), "--addr", "127.0.0.1:0"])
+            .args(["serve", "--backend", kind.name(), "--addr", addr])
             .args(["--compress", spec.compress.name(), "--version", &spec.version.to_string()])
             .args(["--sniff", &String::from_utf8_lossy(&spec.sniff)])
             .args(["--max-message", &limits.max_name_len.max(limits.max_value_len).to_string()])
             .args(["--max-connections", &config.max_connections.to_string()])
-            .args(["--max-in-flight", &config.max_in_flight.to_string()]);
+            .args(["--max-in-flight", &config.max_in_flight.to_string()])
+            .args(more);
         Self::start(command, kind.name())
     }
 

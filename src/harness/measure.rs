@@ -26,11 +26,13 @@ pub struct Measured {
     pub sample: Sample,
     /// `Some` when the server ran in a child process: its memory, if read.
     pub process: Option<Option<u64>>,
+    /// A spread run's servers, each with its calls, latency and failures.
+    pub servers: Option<Vec<super::balanced::PerServer>>,
 }
 
 impl From<Sample> for Measured {
     fn from(sample: Sample) -> Measured {
-        Measured { sample, process: None }
+        Measured { sample, process: None, servers: None }
     }
 }
 
@@ -93,6 +95,13 @@ pub fn once(plan: &Plan, spec: &Spec, entrant: Entrant, mode: Mode) -> Result<Me
                 }),
             }
         }
+        Entrant::Backend(kind) if spec.workload == Workload::Spread => {
+            let exe = plan.server_exe.as_deref().ok_or(
+                "the spread servers run as `fastwire serve` processes, and this process cannot find the fastwire binary",
+            )?;
+            let (sample, servers) = super::spread::run(exe, kind, spec, timing)?;
+            Ok(Measured { sample, process: Some(None), servers: Some(servers) })
+        }
         Entrant::Backend(kind) => match spec.role {
             Role::Both => both(kind, spec, timing, mode).map(Measured::from),
             Role::Server => {
@@ -134,7 +143,7 @@ fn in_child(
 ) -> Result<Measured, String> {
     let cpu = || server.cpu_ns();
     let sample = load(server.local_addr(), Some(&cpu))?;
-    Ok(Measured { sample, process: Some(server.rss_bytes()) })
+    Ok(Measured { sample, process: Some(server.rss_bytes()), servers: None })
 }
 
 /// Starts `kind`'s server for `spec` (in a child process of `exe`, if

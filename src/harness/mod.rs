@@ -16,7 +16,8 @@
 //!    references with no protocol), [`floor_pair`] (the blaster and the
 //!    floor server, to load a server alone or answer a client alone),
 //!    [`sweep`] (one event loop over up to 10,000 connections), [`balanced`]
-//!    (the balanced client over many servers, per server), `peers`
+//!    (the balanced client over many servers, per server), [`spread`]
+//!    (its servers started, slowed, killed and restarted), `peers`
 //!    (feature `peers`: tarpc, tonic, a codec echo), [`live`] (a server and
 //!    clients kept running for criterion). `wire`: the handshake and the
 //!    one response scanner the hand-written peers share. [`child`]: a
@@ -53,6 +54,7 @@ pub mod report;
 pub mod rounds;
 pub mod row;
 pub mod sample;
+pub mod spread;
 pub mod stats;
 pub mod sweep;
 mod wire;
@@ -63,4 +65,4 @@ pub use plan::Plan;
 pub use rounds::compare;
 pub use row::Row;
 pub use sample::{Sample, Timing};
-pub use workload::{Role, Spec, Workload};
+pub use workload::{Phase, Role, Spec, Workload};

@@ -3,7 +3,7 @@
 //!
 //! A group is every configuration that shares a floor: one workload, role,
 //! connection count, depth, value size and compression, in plaintext and
-//! over TLS. Its entrants (the floor, the ideal, each backend, each peer)
+//! over TLS (or a `spread`'s phases, which share their reference). Its entrants (the floor, the ideal, each backend, each peer)
 //! are measured one after the other in every round, so that the floor a
 //! row is divided by was measured minutes, not a run, away.
 
@@ -70,7 +70,7 @@ impl Entrant {
 
     /// Whether it has a separate run that counts allocations.
     pub fn counts_allocations(&self, spec: &Spec) -> bool {
-        !matches!(self, Entrant::Ideal) && spec.workload != Workload::Sweep
+        !matches!(self, Entrant::Ideal) && !matches!(spec.workload, Workload::Sweep | Workload::Spread)
     }
 }
 
@@ -137,7 +137,7 @@ impl Plan {
         for group in &mut groups {
             group.specs.sort_by_key(|s| s.tls.is_some());
             let plain = &group.specs[0];
-            if self.floors && plain.workload != Workload::Sweep {
+            if self.floors && !matches!(plain.workload, Workload::Sweep | Workload::Spread) {
                 if matches!(plain.workload, Workload::Wait | Workload::Cpu) && plain.role == Role::Both {
                     group.entrants.push((0, Entrant::Ideal));
                 }
@@ -155,6 +155,7 @@ impl Plan {
                         _ if spec.workload == Workload::Sweep => {
                             super::sweep::cannot_hold(kind.name(), spec.connections).is_none()
                         }
+                        _ if spec.workload == Workload::Spread => super::spread::balances(kind),
                         Role::Both => true,
                         // A load shape of a client: its server is the plain backend's.
                         Role::Server => !kind.caller_tasks(),

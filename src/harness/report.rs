@@ -193,9 +193,43 @@ pub fn configurations(rows: &[Row]) -> Vec<Vec<&Row>> {
 }
 
 /// Floors some backend beat beyond its interval: the whole interval of its
-/// ratio to the floor below 1.
+/// ratio to the floor below 1 (a `spread` row's reference is no floor:
+/// three servers may well beat two).
 pub fn beaten_floors(rows: &[Row]) -> Vec<&Row> {
-    rows.iter().filter(|r| r.summary.as_ref().and_then(|s| s.vs_floor).is_some_and(|i| i.below(1.0))).collect()
+    rows.iter()
+        .filter(|r| !r.workload.starts_with("spread"))
+        .filter(|r| r.summary.as_ref().and_then(|s| s.vs_floor).is_some_and(|i| i.below(1.0)))
+        .collect()
+}
+
+/// What the `spread` rows say, one line per backend and phase: each
+/// server's share, the failed calls, a killed server's calls after its
+/// restart, and the p99 against the same client over the two fast servers
+/// alone.
+pub fn spread_lines(rows: &[Row]) -> String {
+    use super::spread::Part;
+    let mut out = String::new();
+    for row in rows.iter().filter(|r| r.workload.starts_with("spread")) {
+        let Some(servers) = &row.servers else { continue };
+        let shares: Vec<String> =
+            servers.iter().map(|s| format!("{} {:.1}%", s.part_name(), 100.0 * s.share)).collect();
+        let mut line = format!("  {} {}: shares {}", row.workload, row.backend, shares.join(", "));
+        let failed: u64 = servers.iter().map(|s| s.failed).sum();
+        line += &format!("; {} failed", number(failed as f64, 0));
+        if let Some(killed) = servers.iter().find(|s| s.part == Part::Killed) {
+            line += &format!(
+                " ({} on the killed server); {} calls on it after its restart",
+                number(killed.failed as f64, 0),
+                number(killed.after_restart.unwrap_or(0) as f64, 0)
+            );
+        }
+        if let Some(i) = row.summary.as_ref().and_then(|s| s.vs_floor) {
+            line += &format!("; p99 {} of the two fast servers alone", i.ratio_text());
+        }
+        out += &line;
+        out += "\n";
+    }
+    out
 }
 
 /// The verdict lines printed under the table: one per configuration with
@@ -216,6 +250,7 @@ pub fn verdicts(rows: &[Row]) -> String {
             }
         }
     }
+    out += &spread_lines(rows);
     for row in beaten_floors(rows) {
         let i = row.summary.as_ref().and_then(|s| s.vs_floor).expect("beaten floors have a ratio");
         out += &format!("  floor beaten: {} {} at {} of it\n", row.backend, describe(row), i.ratio_text());

@@ -20,7 +20,7 @@ use super::measure::{self, Measured};
 use super::plan::{Entrant, Event, Group, Plan};
 use super::row::{self, Round, Row};
 use super::sample::{Mode, Sample};
-use super::workload::{Role, Spec, Workload};
+use super::workload::{Phase, Role, Spec, Workload};
 
 /// Runs the plan, reporting each step to `progress`; returns the rows.
 pub fn compare(plan: &Plan, progress: &mut dyn FnMut(Event<'_>)) -> Vec<Row> {
@@ -123,11 +123,24 @@ fn measure_group(plan: &Plan, group: &Group, machine: &Machine, progress: &mut d
         let timed: Vec<&Sample> = measured.iter().map(|m| &m.sample).collect();
         let mut row = Row::from_rounds(entrant.name(), spec, rounds, &timed, run.counted.as_ref(), env);
         row.server_rss_bytes = measured.iter().filter_map(|m| m.process.flatten()).max();
+        if let Some(phase) = spec.phase {
+            let servers: Vec<&[_]> = measured.iter().filter_map(|m| m.servers.as_deref()).collect();
+            row.servers = Some(super::spread::shares(phase, &servers));
+        }
         rows.push((index, row));
     }
     if let Some(floor) = rows.iter().find(|(_, r)| r.backend == row::FLOOR).map(|(_, r)| r.clone()) {
         for (_, row) in rows.iter_mut().filter(|(_, r)| r.backend != row::FLOOR) {
             row.pair_with(&floor);
+        }
+    }
+    // A spread row's reference is its own client over the two fast
+    // servers alone, measured in the same rounds.
+    let two = Phase::Two.name();
+    let references: Vec<Row> = rows.iter().filter(|(_, r)| r.workload == two).map(|(_, r)| r.clone()).collect();
+    for (_, row) in rows.iter_mut().filter(|(_, r)| r.workload.starts_with("spread") && r.workload != two) {
+        if let Some(reference) = references.iter().find(|r| r.backend == row.backend) {
+            row.pair_with(reference);
         }
     }
     for (_, row) in &mut rows {
@@ -147,6 +160,11 @@ fn layout(entrant: Entrant, spec: &Spec) -> String {
     match entrant {
         Entrant::Floor | Entrant::Ideal if spec.role == Role::Both => env::floor_layout(spec.workload),
         Entrant::Floor | Entrant::Ideal => env::floor_pair_layout(spec.depth),
+        Entrant::Backend(kind) if spec.workload == Workload::Spread => format!(
+            "servers: {}, each in a process of its own; load: {} balanced client, a thread per call in flight",
+            env::server_layout(kind),
+            kind.client_kind()
+        ),
         Entrant::Backend(kind) if spec.workload == Workload::Sweep => {
             format!("server: {}; load: one thread, an event loop (mio) over every connection", env::server_layout(kind))
         }

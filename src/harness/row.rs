@@ -71,6 +71,10 @@ pub struct Row {
     /// the floors).
     #[serde(default)]
     pub verdict: Option<Verdict>,
+    /// A `spread` row's servers: each one's part, calls, share and
+    /// failures (`None` for other workloads).
+    #[serde(default)]
+    pub servers: Option<Vec<super::spread::Share>>,
     /// Where, when and how it was measured.
     pub env: Env,
 }
@@ -104,7 +108,7 @@ pub struct Round {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Summary {
     /// Which figure the floor ratio, the spread and the verdict are about:
-    /// `p50` (pingpong), `p99` (conns, mixed) or `ns/op`.
+    /// `p50` (pingpong), `p99` (conns, mixed, spread) or `ns/op`.
     pub figure: String,
     /// ns/op over rounds.
     pub ns_per_op: Interval,
@@ -122,12 +126,13 @@ pub struct Summary {
 
 /// The figure a workload is about, by name: latency at one call in flight
 /// (`pingpong`), the tail for the workloads about waiting (`conns`, open
-/// loop at a fixed rate, and `mixed`, head-of-line blocking), inverse
-/// throughput for the rest.
+/// loop at a fixed rate, `mixed`, head-of-line blocking, and `spread`, a
+/// slow or dead server's calls), inverse throughput for the rest.
 pub fn figure_name(workload: &str) -> &'static str {
     match workload {
         "pingpong" => "p50",
         "conns" | "mixed" => "p99",
+        w if w.starts_with("spread") => "p99",
         _ => "ns/op",
     }
 }
@@ -182,7 +187,7 @@ impl Row {
     ) -> Row {
         Row {
             backend: backend.to_owned(),
-            workload: spec.workload.name().to_owned(),
+            workload: spec.workload_name().to_owned(),
             role: spec.role.name().to_owned(),
             connections: spec.connections,
             depth: spec.depth,
@@ -207,6 +212,7 @@ impl Row {
             rounds,
             summary: None,
             verdict: None,
+            servers: None,
             env,
         }
     }

@@ -37,11 +37,46 @@ pub enum Workload {
     /// call, close; `connections` dialers at once. An operation is a whole
     /// connection, so ops/s is handshakes per second.
     Handshakes,
+    /// The balanced client over three servers of its backend, each in a
+    /// process of its own, in the [`Phase`]s of a fleet's life: all equal,
+    /// one ten times slower, one killed and restarted mid-run; beside the
+    /// same client over the two fast servers alone (not in the default run).
+    Spread,
+}
+
+/// What the servers of one `spread` configuration do (see
+/// [`super::spread`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Phase {
+    /// Two servers, both fast: the reference of the other phases.
+    Two,
+    /// Three servers, all alike.
+    Equal,
+    /// Three servers, one with a handler delay ten times the others'.
+    Slowed,
+    /// Three servers, one killed (SIGKILL) a quarter into the window and
+    /// restarted on its address at half of it.
+    Killed,
+}
+
+impl Phase {
+    /// Every phase, in report order.
+    pub const ALL: [Phase; 4] = [Phase::Two, Phase::Equal, Phase::Slowed, Phase::Killed];
+
+    /// The phase's name in a row's workload (`spread-slowed`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Two => "spread-two",
+            Phase::Equal => "spread-equal",
+            Phase::Slowed => "spread-slowed",
+            Phase::Killed => "spread-killed",
+        }
+    }
 }
 
 impl Workload {
     /// Every workload, in report order.
-    pub const ALL: [Workload; 11] = [
+    pub const ALL: [Workload; 12] = [
         Workload::Fastrpc,
         Workload::Pingpong,
         Workload::Sizes,
@@ -53,6 +88,7 @@ impl Workload {
         Workload::MixedBase,
         Workload::Sweep,
         Workload::Handshakes,
+        Workload::Spread,
     ];
 
     /// The time a `wait` call waits in the server.
@@ -78,6 +114,7 @@ impl Workload {
             Workload::MixedBase => "mixed-base",
             Workload::Sweep => "sweep",
             Workload::Handshakes => "handshakes",
+            Workload::Spread => "spread",
         }
     }
 
@@ -105,6 +142,7 @@ impl Workload {
             tls: None,
             check_replies: true,
             call_timeout: std::time::Duration::from_secs(30),
+            phase: None,
         };
         match self {
             Workload::Fastrpc => base,
@@ -117,6 +155,9 @@ impl Workload {
                 Spec { connections: 1, depth: 1, value_size: Workload::SWEEP_VALUE, role: Role::Server, ..base }
             }
             Workload::Handshakes => Spec { connections: 2, depth: 1, value_size: 1, ..base },
+            // One caller thread per call in flight (the balanced client is
+            // the blocking backends').
+            Workload::Spread => Spec { connections: 1, depth: 8, phase: Some(Phase::Equal), ..base },
         }
     }
 
@@ -226,9 +267,17 @@ pub struct Spec {
     pub check_replies: bool,
     /// Each call's deadline: a call not answered within it fails the run.
     pub call_timeout: std::time::Duration,
+    /// The phase of a `spread` configuration (`None` for the others).
+    pub phase: Option<Phase>,
 }
 
 impl Spec {
+    /// The workload's name in rows and reports: a `spread` configuration's
+    /// is its phase's (`spread-slowed`).
+    pub fn workload_name(&self) -> &'static str {
+        self.phase.map_or(self.workload.name(), Phase::name)
+    }
+
     /// The request this workload sends: fastrpc's benchmark request for
     /// `fastrpc`, `nowait` and `conns`; an echo of `value_size` bytes for
     /// `pingpong` and `sizes`.

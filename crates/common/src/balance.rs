@@ -3,9 +3,9 @@
 //! nothing and invents nothing, and servers found by name.
 //!
 //! ```text
-//!  call ──▶ pick two servers at random among those up; take the one with
-//!           fewer calls in flight ──▶ that server's own Client (the
-//!           backend's, with its connection, deadline and backoff)
+//!  call ──▶ pick two servers at random among those up; take the cheaper:
+//!           latency estimate x (calls in flight + 1) ──▶ that server's own
+//!           Client (the backend's, with its connection, deadline, backoff)
 //!   │
 //!   ├─ answered ─────────────────────────────▶ the reply
 //!   ├─ not sent (refused, in backoff) ───────▶ server marked down; the same
@@ -21,16 +21,23 @@
 //!  re-resolves a host name at its interval (servers come and go).
 //! ```
 //!
-//! **Why power of two choices.** Picking the less busy of two random
+//! **Why power of two choices.** Picking the cheaper of two random
 //! servers keeps every server's load within a small constant of the
-//! average, and sends almost nothing to a slow server (its calls pile up,
-//! so it loses every comparison), without the herd behaviour of always
-//! picking the least busy, which every caller would pick at once (Mitzenmacher,
-//! *The Power of Two Choices in Randomized Load Balancing*). tower's
-//! `balance::p2c` is the same policy for tokio's `Service`s, and the tokio
-//! backend uses it (`fastwire_tokio::tower`); the blocking clients are not
-//! `Service`s, and tower's balancer needs an executor to drive readiness,
-//! so this is the same algorithm in a few lines over the backends' clients.
+//! average without the herd behaviour of always picking the cheapest,
+//! which every caller would pick at once (Mitzenmacher, *The Power of Two
+//! Choices in Randomized Load Balancing*). **Why peak EWMA as the cost.**
+//! Calls in flight alone see a slow server only once its calls pile up,
+//! and a server that answers each call in its own time (a wait, not a
+//! queue) never piles up; so the cost is the server's latency estimate
+//! times its calls in flight plus one (Finagle's peak EWMA, tower's
+//! `load::PeakEwma`): a late call raises the estimate at once, faster
+//! ones bring it down, and it decays with time
+//! ([`BalanceConfig::latency_decay`]) so that a server that was slow is
+//! tried again. tower's `balance::p2c` is the same policy for tokio's
+//! `Service`s, and the tokio backend uses it (`fastwire_tokio::tower`);
+//! the blocking clients are not `Service`s, and tower's balancer needs an
+//! executor to drive readiness, so this is the same algorithm in a few
+//! lines over the backends' clients.
 //!
 //! **What never happens twice.** A call whose request was never written (the
 //! connection could not be made, or its server is in backoff) goes to
@@ -108,11 +115,20 @@ pub struct BalanceConfig {
     pub resolve_every: Duration,
     /// The retries of calls marked safe to repeat.
     pub retry_budget: RetryBudget,
+    /// How fast a server's latency estimate forgets (the time constant of
+    /// its decay): a server that was slow and gets no calls is tried again
+    /// once its estimate has decayed below the others' cost. Short, so that
+    /// one late call does not hold a server's estimate up for long.
+    pub latency_decay: Duration,
 }
 
 impl Default for BalanceConfig {
     fn default() -> Self {
-        BalanceConfig { resolve_every: Duration::from_secs(30), retry_budget: RetryBudget::default() }
+        BalanceConfig {
+            resolve_every: Duration::from_secs(30),
+            retry_budget: RetryBudget::default(),
+            latency_decay: Duration::from_millis(10),
+        }
     }
 }
 
@@ -192,6 +208,10 @@ struct Server<D: Driver> {
     failures: AtomicU32,
     answered: AtomicU64,
     failed: AtomicU64,
+    /// The peak-EWMA latency estimate, in nanoseconds (`f64` bits), and
+    /// when it was last updated (nanoseconds after `epoch`).
+    latency: AtomicU64,
+    latency_at: AtomicU64,
 }
 
 impl<D: Driver> Balanced<D> {
@@ -281,8 +301,10 @@ impl<D: Driver> Balanced<D> {
             };
             tried.add(index);
             let server = shared.server(index);
+            let sent = shared.now();
             match server.client.call_timeout(name, value, timeout) {
                 Ok(reply) => {
+                    shared.observe(server, sent);
                     server.answered.fetch_add(1, Ordering::Relaxed);
                     if server.failures.load(Ordering::Relaxed) != 0 {
                         server.failures.store(0, Ordering::Relaxed);
@@ -420,6 +442,8 @@ impl<D: Driver> Shared<D> {
                 failures: AtomicU32::new(0),
                 answered: AtomicU64::new(0),
                 failed: AtomicU64::new(0),
+                latency: AtomicU64::new(0f64.to_bits()),
+                latency_at: AtomicU64::new(0),
             };
             let _ = self.slots[len].set(server);
             len += 1;
@@ -441,9 +465,37 @@ impl<D: Driver> Shared<D> {
             && server.down_until.load(Ordering::Relaxed) == 0
     }
 
+    /// `server`'s latency estimate decayed to `now`: `decay` of it kept.
+    fn estimate(&self, server: &Server<D>, now: u64) -> f64 {
+        let estimate = f64::from_bits(server.latency.load(Ordering::Relaxed));
+        let elapsed = now.saturating_sub(server.latency_at.load(Ordering::Relaxed));
+        estimate * (-(elapsed as f64) / self.balance.latency_decay.as_nanos().max(1) as f64).exp()
+    }
+
+    /// Takes in the latency of a call `server` answered, sent at `sent`:
+    /// a peak replaces the estimate at once, anything lower is averaged
+    /// in with the weight of the time since the last update (Finagle's
+    /// peak EWMA, tower's `PeakEwma`). Updates from several threads may
+    /// overlap; the estimate is a hint, and either update is one.
+    fn observe(&self, server: &Server<D>, sent: u64) {
+        let now = self.now();
+        let took = now.saturating_sub(sent) as f64;
+        let old = self.estimate(server, now);
+        let estimate = if took > old {
+            took
+        } else {
+            let elapsed = now.saturating_sub(server.latency_at.load(Ordering::Relaxed)) as f64;
+            let keep = (-elapsed / self.balance.latency_decay.as_nanos().max(1) as f64).exp();
+            old * keep + took * (1.0 - keep)
+        };
+        server.latency.store(estimate.to_bits(), Ordering::Relaxed);
+        server.latency_at.store(now, Ordering::Relaxed);
+    }
+
     // ANCHOR: pick
-    /// The less busy of two servers drawn at random among those a call may
-    /// use, or any such server if the two drawn may not be used.
+    /// Of two servers drawn at random among those a call may use, the one
+    /// with the lower cost: its latency estimate times its calls in flight
+    /// plus this one; any usable server if the two drawn may not be used.
     fn pick(&self, tried: &Tried) -> Option<usize> {
         let n = self.len.load(Ordering::Acquire);
         let ok = |i: usize| self.usable(i, tried);
@@ -455,8 +507,14 @@ impl<D: Driver> Shared<D> {
         let b = (a + 1 + ((r >> 32) % (n as u64 - 1)) as usize) % n;
         match (ok(a), ok(b)) {
             (true, true) => {
-                let busy = |i: usize| self.server(i).client.pending();
-                Some(if busy(b) < busy(a) { b } else { a })
+                let now = self.now();
+                let cost = |i: usize| {
+                    let server = self.server(i);
+                    // At least a nanosecond: once every estimate has decayed
+                    // away (a client that calls rarely), calls in flight decide.
+                    self.estimate(server, now).max(1.0) * (server.client.pending() + 1) as f64
+                };
+                Some(if cost(b) < cost(a) { b } else { a })
             }
             (true, false) => Some(a),
             (false, true) => Some(b),
