@@ -17,6 +17,9 @@
 //!   the hostile TLS cases.
 //! * `waiting`: handlers that wait (deferred, worker pool, async), panic, or
 //!   meet the concurrency limit.
+//! * `tower`: the tokio client through `tower::Service` (one of every
+//!   server's clients in `matrix`), and `tower_server::`, the tokio server
+//!   serving a `tower::Service`.
 
 #[path = "../../crates/proto/tests/common/mod.rs"]
 mod vectors;
@@ -26,6 +29,7 @@ mod hostile;
 mod matrix;
 mod replay;
 mod tls;
+mod tower;
 mod util;
 mod waiting;
 
@@ -104,6 +108,32 @@ macro_rules! conformance {
             #[test] fn panic_async_handler() { run(waiting::async_handler_panics) }
         }
     )*};
+}
+
+/// The tokio server serving a `tower::Service`, in the cases about how
+/// calls are answered (every client, the tower client included, each
+/// compression, values up to the limit, fire-and-forget, the recorded Go
+/// exchanges).
+#[cfg(feature = "tokio")]
+mod tower_server {
+    use super::*;
+
+    #[test]
+    fn replays_recorded_go_exchanges() {
+        replay::recorded_exchanges_on("tower", &tower::start)
+    }
+    #[test]
+    fn every_client_every_compression() {
+        matrix::every_client_every_compression_on("tower", &tower::start)
+    }
+    #[test]
+    fn values_up_to_the_limit() {
+        matrix::values_up_to_the_limit_on("tower", &tower::start)
+    }
+    #[test]
+    fn fire_and_forget() {
+        matrix::fire_and_forget_on(&tower::start)
+    }
 }
 
 #[cfg(all(feature = "std", feature = "tokio", feature = "mio", feature = "glommio", feature = "uring"))]

@@ -41,14 +41,19 @@ fn exercise(c: &dyn fastwire_bench::backend::BlockingClient, what: &str) {
 }
 
 pub fn every_client_every_compression(kind: BackendKind) {
+    every_client_every_compression_on(kind.name(), &starter(kind))
+}
+
+/// Every client, in each compression, against the server `start` makes.
+pub fn every_client_every_compression_on(kind: &str, start: Starter<'_>) {
     for server_c in Compression::ALL {
-        let server = start(kind, server_config(protocol(server_c)), handler);
-        for client_kind in BackendKind::clients() {
+        let server = start(server_config(protocol(server_c)), Arc::new(handler));
+        for (client_kind, make) in every_client() {
             // The client compresses differently from the server: the two
             // directions are independent.
             for client_c in [server_c, Compression::None] {
                 let what = format!("{client_kind} client ({client_c}) -> {kind} server ({server_c})");
-                let c = client(client_kind, server.local_addr(), client_config(protocol(client_c)));
+                let c = make(server.local_addr(), client_config(protocol(client_c)));
                 exercise(&*c, &what);
                 c.close();
             }
@@ -83,11 +88,17 @@ pub fn sniff_header_and_version(kind: BackendKind) {
 }
 
 pub fn values_up_to_the_limit(kind: BackendKind) {
+    values_up_to_the_limit_on(kind.name(), &starter(kind))
+}
+
+/// Values up to the 1 MiB limit, from every client in each compression,
+/// against the server `start` makes.
+pub fn values_up_to_the_limit_on(kind: &str, start: Starter<'_>) {
     for compression in Compression::ALL {
-        let server = start(kind, server_config(protocol(compression)), handler);
-        for client_kind in BackendKind::clients() {
+        let server = start(server_config(protocol(compression)), Arc::new(handler));
+        for (client_kind, make) in every_client() {
             let what = format!("{client_kind} client -> {kind} server, {compression}");
-            let c = client(client_kind, server.local_addr(), client_config(protocol(compression)));
+            let c = make(server.local_addr(), client_config(protocol(compression)));
             let t = Duration::from_secs(30);
             // A value of exactly 1 MiB (the limit) goes through.
             let value: Vec<u8> = (0..ONE_MIB as u32).map(|i| (i % 253) as u8).collect();
@@ -110,22 +121,26 @@ pub fn values_up_to_the_limit(kind: BackendKind) {
 }
 
 pub fn fire_and_forget(kind: BackendKind) {
+    fire_and_forget_on(&starter(kind))
+}
+
+/// Fire-and-forget requests from every client to the server `start` makes.
+pub fn fire_and_forget_on(start: Starter<'_>) {
     let seen = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&seen);
     let server = start(
-        kind,
         server_config(ProtocolConfig::default()),
-        move |req: Request<'_>, resp: &mut ResponseWriter<'_>| {
+        Arc::new(move |req: Request<'_>, resp: &mut ResponseWriter<'_>| {
             if req.name == b"note" {
                 assert_eq!(req.id, 0, "fire-and-forget requests carry id 0");
                 counter.fetch_add(1, Ordering::Relaxed);
             }
             handler(req, resp);
-        },
+        }),
     );
     let mut expected = 0;
-    for client_kind in BackendKind::clients() {
-        let c = client(client_kind, server.local_addr(), client_config(ProtocolConfig::default()));
+    for (client_kind, make) in every_client() {
+        let c = make(server.local_addr(), client_config(ProtocolConfig::default()));
         for i in 0..500 {
             c.send(b"note", format!("{i}").as_bytes()).unwrap();
         }

@@ -2,6 +2,7 @@
 //! against each server over TCP: it must answer as the Go server did.
 
 use std::io::{Read, Write};
+use std::sync::Arc;
 use std::time::Duration;
 
 use fastwire::proto::{demo_handler, ClientConn, Compression, Connection};
@@ -11,8 +12,13 @@ use crate::util::*;
 use crate::vectors::{all_scenarios, assert_bytes_eq, assert_responses_eq, client_with_calls};
 
 pub fn recorded_exchanges(kind: BackendKind) {
+    recorded_exchanges_on(kind.name(), &starter(kind))
+}
+
+/// The recorded exchanges against the server `start` makes.
+pub fn recorded_exchanges_on(kind: &str, start: Starter<'_>) {
     for s in all_scenarios() {
-        let server = start(kind, server_config(s.protocol()), demo_handler);
+        let server = start(server_config(s.protocol()), Arc::new(demo_handler));
         let mut stream = raw(server.local_addr());
         // The Go client's bytes, exactly, in pieces as a network might deliver them.
         for piece in s.client_to_server.chunks(1500) {

@@ -3,6 +3,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fastwire::proto::{demo_handler, ClientConfig, Compression, Handler, ProtocolConfig, ServerConfig};
@@ -28,6 +29,31 @@ pub fn localhost() -> SocketAddr {
 
 pub fn start<H: Handler + 'static>(kind: BackendKind, config: ServerConfig, handler: H) -> Box<dyn RunningServer> {
     backend::start_server(kind, localhost(), config, handler).expect("server starts")
+}
+
+/// Starts a server under test with a configuration and a handler: a
+/// backend's ([`starter`]), or the tokio server serving a `tower::Service`.
+pub type Starter<'a> = &'a dyn Fn(ServerConfig, Arc<dyn Handler>) -> Box<dyn RunningServer>;
+
+/// `kind`'s server as a [`Starter`].
+pub fn starter(kind: BackendKind) -> impl Fn(ServerConfig, Arc<dyn Handler>) -> Box<dyn RunningServer> {
+    move |config, handler| start(kind, config, handler)
+}
+
+/// Makes a client of a server at an address.
+pub type MakeClient = Box<dyn Fn(SocketAddr, ClientConfig) -> Box<dyn BlockingClient>>;
+
+/// Every client a server must serve: each backend's, and the tokio client
+/// called through `tower::Service`, each with its name.
+pub fn every_client() -> Vec<(String, MakeClient)> {
+    let mut all: Vec<(String, MakeClient)> = BackendKind::clients()
+        .map(|kind| (kind.to_string(), Box::new(move |addr, config| client(kind, addr, config)) as MakeClient))
+        .collect();
+    all.push((
+        "tower".into(),
+        Box::new(|addr, config| Box::new(crate::tower::TowerClient::new(addr, config)) as Box<dyn BlockingClient>),
+    ));
+    all
 }
 
 pub fn start_demo(kind: BackendKind) -> Box<dyn RunningServer> {
