@@ -55,6 +55,9 @@ run byhand --workload fastrpc,pingpong --role server --backends std,mio,tokio,ur
 # The peers are loaded by caller tasks: `tokio-tasks` is fastwire's tokio
 # client loaded the same way.
 run peers --workload fastrpc,pingpong --role both --backends tokio,tokio-tasks,tokio-per-core,std,mio --peers
+# The balanced clients over three server processes: alike, one slowed,
+# one killed and restarted (rounds of at least 400 ms).
+run spread --workload spread
 # TLS beside plaintext.
 run tls --workload fastrpc,pingpong,handshakes --tls both --role both
 # Each server from 1 to 10,000 connections.

@@ -34,6 +34,9 @@
 //!   best), `<set>-<backend>-<workload>[-<tag>]-<role>-verdict` (one
 //!   backend's standing, to read inline).
 //! * `<set>-<workload>[-<tag>]-table`: a small table of every backend.
+//! * A `spread` row's servers: `<set>-<backend>-spread-<phase>-both-share-<part>`
+//!   (the shares of its fast, slowed or killed servers), `-failed` and
+//!   `-after-restart`; `<set>-spread-table`, every balanced client's phases.
 //! * `<set>-env`: the machine, build, commit and date of the set.
 //! * `idle-<backend>-perconn`, `syscalls-<backend>-<workload>-syscalls`
 //!   and `-switches`, `round-trips-<construction>-p50` and `-table`.
@@ -49,6 +52,7 @@ use std::path::Path;
 
 use super::report;
 use super::row::{Row, FLOOR};
+use super::spread::{Part, Share};
 use super::stats::Standing;
 
 /// The file the chapters include figures from, relative to the results directory.
@@ -183,6 +187,66 @@ fn row_figures(set: &str, row: &Row, out: &mut BTreeMap<String, String>) {
     if let Some(b) = row.server_rss_bytes {
         put("rss", format!("{} MiB", report::number(b as f64 / (1 << 20) as f64, 1)));
     }
+    if let Some(servers) = &row.servers {
+        for part in [Part::Fast, Part::Slowed, Part::Killed] {
+            let shares: Vec<String> = servers.iter().filter(|s| s.part == part).map(percent).collect();
+            if !shares.is_empty() {
+                put(&format!("share-{}", part.name()), shares.join(", "));
+            }
+        }
+        put("failed", report::number(servers.iter().map(|s| s.failed).sum::<u64>() as f64, 0));
+        if let Some(after) = servers.iter().find_map(|s| s.after_restart) {
+            put("after-restart", report::number(after as f64, 0));
+        }
+    }
+}
+
+fn percent(share: &Share) -> String {
+    format!("{:.1}%", 100.0 * share.share)
+}
+
+/// The `spread` rows of a set as one table, a row per client: the shares
+/// of three alike, the slowed server's share and the p99 against the two
+/// fast servers alone, the killed server's failed calls and its calls
+/// after the restart.
+fn spread_table(rows: &[Row]) -> Option<String> {
+    let find = |backend: &str, phase: &str| {
+        rows.iter().find(|r| r.backend == backend && r.workload == format!("spread-{phase}") && r.servers.is_some())
+    };
+    let mut backends: Vec<&str> = Vec::new();
+    for r in rows.iter().filter(|r| r.servers.is_some()) {
+        if !backends.contains(&r.backend.as_str()) {
+            backends.push(&r.backend);
+        }
+    }
+    if backends.is_empty() {
+        return None;
+    }
+    let mut out = String::from(
+        "| balanced client | three alike: shares | one slowed: its share | one slowed: p99 vs the two fast alone \
+         | one killed: failed calls | one killed: its calls after the restart |\n| --- | ---: | ---: | ---: | ---: | ---: |\n",
+    );
+    let shares = |r: Option<&Row>, part: Part| {
+        r.and_then(|r| r.servers.as_ref()).map_or("-".into(), |servers| {
+            servers.iter().filter(|s| s.part == part).map(percent).collect::<Vec<_>>().join(", ")
+        })
+    };
+    for b in backends {
+        let (slowed, killed) = (find(b, "slowed"), find(b, "killed"));
+        let killed_servers = killed.and_then(|r| r.servers.as_ref());
+        let _ = writeln!(
+            out,
+            "| {b} | {} | {} | {} | {} | {} |",
+            shares(find(b, "equal"), Part::Fast),
+            shares(slowed, Part::Slowed),
+            slowed.and_then(|r| r.summary.as_ref()?.vs_floor).map_or("-".into(), |i| i.ratio_text()),
+            killed_servers.map_or("-".into(), |s| report::number(s.iter().map(|s| s.failed).sum::<u64>() as f64, 0)),
+            killed_servers
+                .and_then(|s| s.iter().find_map(|s| s.after_restart))
+                .map_or("-".into(), |n| report::number(n as f64, 0)),
+        );
+    }
+    Some(out)
 }
 
 /// What a figure is, in words: `the lowest ns/op`.
@@ -515,6 +579,9 @@ pub fn figures(published: &Published) -> BTreeMap<String, String> {
         }
         if let Some(env) = env_line(&set.rows) {
             out.insert(format!("{}-env", set.name), env);
+        }
+        if let Some(spread) = spread_table(&set.rows) {
+            out.insert(format!("{}-spread-table", set.name), spread.trim_end().to_owned());
         }
     }
     if let Some(idle) = &published.idle {

@@ -212,7 +212,7 @@ pub fn spread_lines(rows: &[Row]) -> String {
     for row in rows.iter().filter(|r| r.workload.starts_with("spread")) {
         let Some(servers) = &row.servers else { continue };
         let shares: Vec<String> =
-            servers.iter().map(|s| format!("{} {:.1}%", s.part_name(), 100.0 * s.share)).collect();
+            servers.iter().map(|s| format!("{} {:.1}%", s.part.name(), 100.0 * s.share)).collect();
         let mut line = format!("  {} {}: shares {}", row.workload, row.backend, shares.join(", "));
         let failed: u64 = servers.iter().map(|s| s.failed).sum();
         line += &format!("; {} failed", number(failed as f64, 0));

@@ -48,6 +48,15 @@ pub enum Part {
 }
 
 impl Part {
+    /// `fast`, `slowed` or `killed`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Part::Fast => "fast",
+            Part::Slowed => "slowed",
+            Part::Killed => "killed",
+        }
+    }
+
     fn delay(self) -> Duration {
         if self == Part::Slowed {
             SLOW_DELAY
@@ -125,17 +134,6 @@ pub struct Share {
     pub after_restart: Option<u64>,
     /// The 99th percentile of its calls' latency, over every round.
     pub p99_ns: Option<u64>,
-}
-
-impl Share {
-    /// `fast`, `slowed` or `killed`.
-    pub fn part_name(&self) -> &'static str {
-        match self.part {
-            Part::Fast => "fast",
-            Part::Slowed => "slowed",
-            Part::Killed => "killed",
-        }
-    }
 }
 
 /// The shares of a row of `phase` from its rounds' per-server parts.
