@@ -137,6 +137,73 @@ impl ReadyKeys {
 }
 // ANCHOR_END: ready_keys
 
+// ANCHOR: deadlines
+/// When a loop's connections next need the time (mio's and uring's
+/// servers): each connection's [`Lifecycle::poll_timeout`] in a min-heap,
+/// so that the loop sleeps until the earliest and then hands the time only
+/// to the connections that are due, instead of visiting every connection
+/// on a fixed period.
+///
+/// A heap, not a timer wheel: these deadlines are per connection
+/// (handshake, idle, buffer release, a close's linger), not per call, and
+/// an entry is pushed only when a connection's deadline comes *earlier*
+/// than the one it has armed. The idle deadline moves later with every
+/// call and pushes nothing: the armed entry comes due, the connection
+/// finds nothing expired, and arms its later deadline then. So the heap
+/// holds about one entry per connection, a push costs O(log n), and the
+/// time is exact, with no tick to round it to. Entries are never removed:
+/// one that went stale (its connection armed an earlier one, or is gone)
+/// is recognised when it comes due, by the connection's own `armed`, and
+/// skipped.
+#[doc(hidden)]
+#[derive(Debug, Default)]
+pub struct Deadlines {
+    heap: std::collections::BinaryHeap<std::cmp::Reverse<(Instant, usize)>>,
+}
+
+impl Deadlines {
+    /// Arms connection `key` for `at` (its `poll_timeout`), unless what it
+    /// has armed already (`armed`, kept by the connection) comes no later.
+    pub fn arm(&mut self, key: usize, at: Option<Instant>, armed: &mut Option<Instant>) {
+        let Some(at) = at else { return };
+        if armed.is_none_or(|a| at < a) {
+            self.heap.push(std::cmp::Reverse((at, key)));
+            *armed = Some(at);
+        }
+    }
+
+    /// The earliest deadline armed, if any: until when the loop may sleep.
+    pub fn next(&self) -> Option<Instant> {
+        self.heap.peek().map(|e| e.0 .0)
+    }
+
+    /// Takes every entry due at `now` into `due`, as `(key, at)`. The loop
+    /// hands the time to each connection whose `armed` is still `at`
+    /// ([`take_due`]), then arms its next deadline; it skips the rest.
+    pub fn due(&mut self, now: Instant, due: &mut Vec<(usize, Instant)>) {
+        while let Some(&std::cmp::Reverse((at, key))) = self.heap.peek() {
+            if at > now {
+                break;
+            }
+            self.heap.pop();
+            due.push((key, at));
+        }
+    }
+}
+
+/// Whether a connection whose armed deadline is `armed` is the one an
+/// entry due `at` was pushed for; if so, it is disarmed (the caller hands
+/// it the time, then arms its next deadline).
+#[doc(hidden)]
+pub fn take_due(armed: &mut Option<Instant>, at: Instant) -> bool {
+    let mine = *armed == Some(at);
+    if mine {
+        *armed = None;
+    }
+    mine
+}
+// ANCHOR_END: deadlines
+
 /// A backend's running server.
 pub trait Serving: Send + 'static {
     /// Its counters.
@@ -195,5 +262,43 @@ impl<S: Serving> Drop for ServerHandle<S> {
 impl<S: Serving> std::fmt::Debug for ServerHandle<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServerHandle").field("local_addr", &self.local_addr).field("stats", &self.stats()).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two connections on a virtual clock: what comes due, what is stale.
+    #[test]
+    fn deadlines_wake_only_the_connections_that_are_due() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut deadlines = Deadlines::default();
+        let (mut a, mut b) = (None, None);
+        deadlines.arm(0, Some(ms(100)), &mut a);
+        deadlines.arm(1, Some(ms(50)), &mut b);
+        // A later deadline pushes nothing; an earlier one does.
+        deadlines.arm(0, Some(ms(200)), &mut a);
+        assert_eq!(a, Some(ms(100)));
+        deadlines.arm(0, Some(ms(30)), &mut a);
+        assert_eq!((a, deadlines.next()), (Some(ms(30)), Some(ms(30))));
+        // A connection with no deadline arms nothing.
+        let mut c = None;
+        deadlines.arm(2, None, &mut c);
+        assert_eq!(c, None);
+
+        let mut due = Vec::new();
+        deadlines.due(ms(29), &mut due);
+        assert!(due.is_empty(), "nothing is due before its time");
+        deadlines.due(ms(100), &mut due);
+        assert_eq!(due, [(0, ms(30)), (1, ms(50)), (0, ms(100))]);
+        // Connection 0's entry at 30 ms is its own; the one at 100 ms went
+        // stale when it armed 30 ms, and is skipped.
+        assert!(take_due(&mut a, ms(30)));
+        assert_eq!(a, None);
+        assert!(take_due(&mut b, ms(50)));
+        assert!(!take_due(&mut a, ms(100)));
+        assert_eq!(deadlines.next(), None);
     }
 }

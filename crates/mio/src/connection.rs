@@ -60,6 +60,8 @@ pub(crate) struct Conn {
     tally: ConnTally,
     /// Deferred responses (or a free concurrency slot) wait: see `wake`.
     woken: bool,
+    /// The deadline this connection has in its loop's `Deadlines`.
+    pub(crate) armed: Option<Instant>,
 }
 
 impl Conn {
@@ -76,6 +78,7 @@ impl Conn {
             writable: true,
             tally: ConnTally::default(),
             woken: false,
+            armed: None,
         }
     }
 
@@ -282,9 +285,14 @@ impl Conn {
         }
     }
 
-    /// Periodic checks: timeouts, and giving idle buffers back. Returns
+    /// When the connection next needs the time (its lifecycle's deadline).
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        self.life.poll_timeout(&self.proto, false)
+    }
+
+    /// Its deadline came: timeouts, and giving idle buffers back. Returns
     /// whether the connection must be driven (it started closing) or removed.
-    pub(crate) fn sweep(&mut self, counters: &ServerCounters, now: Instant) -> Option<Step> {
+    pub(crate) fn on_timeout(&mut self, counters: &ServerCounters, now: Instant) -> Option<Step> {
         match counters.handle_timeout(&mut self.life, &mut self.proto, false, now) {
             Expired::Nothing | Expired::ReleaseBuffers => None,
             Expired::Closing(_) => Some(Step::Keep { more: true }),

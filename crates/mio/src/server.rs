@@ -8,7 +8,9 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use fastwire_common::net::Listeners;
-use fastwire_common::{net, Blocking, CloseReason, Cut, ReadyKeys, ServerCounters, Serving, ShutdownReport, WokenKeys};
+use fastwire_common::{
+    net, take_due, Blocking, CloseReason, Cut, Deadlines, ReadyKeys, ServerCounters, Serving, ShutdownReport, WokenKeys,
+};
 use fastwire_proto::{Handler, ServerConfig, Wake};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -18,9 +20,6 @@ use crate::connection::{Conn, Ctx, Step};
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX);
-
-/// How often a loop checks timeouts and idle buffers.
-const SWEEP_EVERY: Duration = Duration::from_millis(100);
 
 /// Size of each loop's read buffer.
 const SCRATCH: usize = 64 * 1024;
@@ -113,6 +112,8 @@ impl Server {
                 handler: Arc::clone(&handler),
                 scratch: vec![0; SCRATCH],
                 accept_paused_until: None,
+                deadlines: Deadlines::default(),
+                due: Vec::new(),
             };
             let thread =
                 thread::Builder::new().name(format!("fastwire-mio-loop{i}")).spawn(move || event_loop.run())?;
@@ -197,23 +198,26 @@ struct EventLoop<H> {
     scratch: Vec<u8>,
     /// After running out of descriptors, when to try accepting again.
     accept_paused_until: Option<Instant>,
+    /// Every connection's next deadline, earliest first.
+    deadlines: Deadlines,
+    /// The entries due this turn (kept for its allocation).
+    due: Vec<(usize, Instant)>,
 }
 
 impl<H: Handler + 'static> EventLoop<H> {
     fn run(mut self) -> Cut {
         let mut events = Events::with_capacity(1024);
-        let mut next_sweep = Instant::now() + SWEEP_EVERY;
         let mut closing_started = false;
         loop {
+            // Sleep until the earliest deadline or a paused accept's retry:
+            // with neither, until an event (a shutdown wakes the loop too).
             let now = Instant::now();
-            let mut timeout = next_sweep.saturating_duration_since(now);
-            if let Some(at) = self.accept_paused_until {
-                timeout = timeout.min(at.saturating_duration_since(now));
-            }
+            let wake_at = [self.deadlines.next(), self.accept_paused_until].into_iter().flatten().min();
+            let mut timeout = wake_at.map(|at| at.saturating_duration_since(now));
             if !self.keys.is_empty() {
-                timeout = Duration::ZERO;
+                timeout = Some(Duration::ZERO);
             }
-            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     tracing::error!(error = %e, "poll failed; the loop stops");
                     return self.cut_all();
@@ -248,10 +252,7 @@ impl<H: Handler + 'static> EventLoop<H> {
             }
             self.keys.end_turn(driving);
             // ANCHOR_END: ready_list
-            if now >= next_sweep {
-                next_sweep = now + SWEEP_EVERY;
-                self.sweep(now);
-            }
+            self.expire(now);
             if self.shared.forced.load(Ordering::Acquire) {
                 return self.cut_all();
             }
@@ -345,15 +346,24 @@ impl<H: Handler + 'static> EventLoop<H> {
         self.settle(key, step);
     }
 
-    /// Applies what driving or sweeping a connection decided.
+    /// Applies what driving a connection decided, and arms its next deadline.
     fn settle(&mut self, key: usize, step: Step) {
         match step {
             Step::Keep { more } => {
                 if more {
                     self.keys.push(key);
                 }
+                self.arm(key);
             }
             Step::Remove(reason) => self.remove(key, reason),
+        }
+    }
+
+    /// Arms `key`'s next deadline in the loop's [`Deadlines`].
+    fn arm(&mut self, key: usize) {
+        if let Some(conn) = self.conns.get_mut(key) {
+            let at = conn.next_deadline();
+            self.deadlines.arm(key, at, &mut conn.armed);
         }
     }
 
@@ -368,18 +378,23 @@ impl<H: Handler + 'static> EventLoop<H> {
         tracing::trace!(%reason, "connection closed");
     }
 
-    fn sweep(&mut self, now: Instant) {
-        let decided: Vec<(usize, Step)> = self
-            .conns
-            .iter_mut()
-            .filter_map(|(key, conn)| conn.sweep(&self.shared.counters, now).map(|s| (key, s)))
-            .collect();
-        for (key, step) in decided {
-            match step {
-                Step::Keep { .. } => self.keys.push(key),
-                remove => self.settle(key, remove),
+    /// Hands the time to the connections whose deadline has come.
+    fn expire(&mut self, now: Instant) {
+        let mut due = std::mem::take(&mut self.due);
+        self.deadlines.due(now, &mut due);
+        for (key, at) in due.drain(..) {
+            let Some(conn) = self.conns.get_mut(key) else { continue };
+            if !take_due(&mut conn.armed, at) {
+                continue;
+            }
+            match conn.on_timeout(&self.shared.counters, now) {
+                // Driven this turn or the next: driving arms it again.
+                Some(Step::Keep { .. }) => self.keys.push(key),
+                Some(remove) => self.settle(key, remove),
+                None => self.arm(key),
             }
         }
+        self.due = due;
     }
 
     /// The grace period is over: drop every connection left.

@@ -85,6 +85,8 @@ pub(crate) struct Conn {
     woken: bool,
     /// Why it is being removed (logged when freed).
     close_reason: CloseReason,
+    /// The deadline this connection has in its loop's `Deadlines`.
+    pub(crate) armed: Option<Instant>,
 }
 
 /// Builds an operation on the connection's socket, by descriptor or by its
@@ -122,6 +124,7 @@ impl Conn {
             tally: ConnTally::default(),
             woken: false,
             close_reason: CloseReason::ClosedByClient,
+            armed: None,
         }
     }
 
@@ -382,9 +385,18 @@ impl Conn {
     }
     // ANCHOR_END: uring_send
 
-    /// Periodic checks: timeouts, and giving idle buffers back. Returns
+    /// When the connection next needs the time (its lifecycle's deadline;
+    /// none once it is being removed).
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        if self.removing {
+            return None;
+        }
+        self.life.poll_timeout(&self.proto, self.unsent())
+    }
+
+    /// Its deadline came: timeouts, and giving idle buffers back. Returns
     /// whether the connection must be driven (it started closing) or removed.
-    pub(crate) fn sweep(&mut self, counters: &ServerCounters, now: Instant) -> Option<Step> {
+    pub(crate) fn on_timeout(&mut self, counters: &ServerCounters, now: Instant) -> Option<Step> {
         if self.removing {
             return None;
         }

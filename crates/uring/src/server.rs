@@ -2,7 +2,8 @@
 //! its own `SO_REUSEPORT` listener.
 //!
 //! A loop's turn: submit what the previous turn queued and wait for at
-//! least one completion (one `io_uring_enter`, bounded by the next sweep);
+//! least one completion (one `io_uring_enter`, bounded by the earliest
+//! connection deadline);
 //! handle every completion (a new connection, data in a provided buffer, a
 //! finished send, a wake-up from another thread); drive the connections
 //! that had news, which queues their next operations; repeat. There is no
@@ -18,16 +19,15 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use fastwire_common::net::Listeners;
-use fastwire_common::{net, Blocking, CloseReason, Cut, ReadyKeys, ServerCounters, Serving, ShutdownReport, WokenKeys};
+use fastwire_common::{
+    net, take_due, Blocking, CloseReason, Cut, Deadlines, ReadyKeys, ServerCounters, Serving, ShutdownReport, WokenKeys,
+};
 use fastwire_proto::{Handler, ServerConfig, Wake};
 use io_uring::{opcode, types, IoUring};
 use slab::Slab;
 
 use crate::connection::{Conn, Ctx, Step};
 use crate::ring::{self, Accept, BufRing, Completion, EventFd, Op, Options};
-
-/// How often a loop checks timeouts and idle buffers.
-const SWEEP_EVERY: Duration = Duration::from_millis(100);
 
 /// The provided-buffer group every server loop uses (one per ring).
 const BUFFER_GROUP: u16 = 0;
@@ -211,6 +211,10 @@ struct EventLoop<H> {
     /// Connections to drive: with news.
     keys: ReadyKeys,
     completions: Vec<Completion>,
+    /// Every connection's next deadline, earliest first.
+    deadlines: Deadlines,
+    /// The entries due this turn (kept for its allocation).
+    due: Vec<(usize, Instant)>,
     shared: Arc<Shared>,
     handler: Arc<H>,
 }
@@ -246,29 +250,31 @@ impl<H: Handler + 'static> EventLoop<H> {
             fixed_slots,
             keys: ReadyKeys::default(),
             completions: Vec::with_capacity(512),
+            deadlines: Deadlines::default(),
+            due: Vec::new(),
             shared,
             handler,
         })
     }
 
     fn run(mut self) -> Cut {
-        let mut next_sweep = Instant::now() + SWEEP_EVERY;
         let mut closing_started = false;
         loop {
             if let Err(e) = self.arm() {
                 tracing::error!(error = %e, "io_uring submission failed; the loop stops");
                 return self.cut_all();
             }
+            // Wait until the earliest deadline or a paused accept's retry:
+            // with neither, until a completion (a shutdown's wake-up too).
             let now = Instant::now();
-            let mut timeout = next_sweep.saturating_duration_since(now);
-            if let Some(at) = self.acceptor.as_ref().and_then(|a| a.paused_until) {
-                timeout = timeout.min(at.saturating_duration_since(now));
-            }
+            let paused = self.acceptor.as_ref().and_then(|a| a.paused_until);
+            let wake_at = [self.deadlines.next(), paused].into_iter().flatten().min();
+            let mut timeout = wake_at.map(|at| at.saturating_duration_since(now));
             if !self.keys.is_empty() {
-                timeout = Duration::ZERO;
+                timeout = Some(Duration::ZERO);
             }
             // ANCHOR: uring_turn
-            if let Err(e) = ring::submit_and_wait(&self.ring, Some(timeout)) {
+            if let Err(e) = ring::submit_and_wait(&self.ring, timeout) {
                 tracing::error!(error = %e, "io_uring_enter failed; the loop stops");
                 return self.cut_all();
             }
@@ -287,10 +293,7 @@ impl<H: Handler + 'static> EventLoop<H> {
             }
             self.keys.end_turn(driving);
             // ANCHOR_END: uring_turn
-            if now >= next_sweep {
-                next_sweep = now + SWEEP_EVERY;
-                self.sweep(now);
-            }
+            self.expire(now);
             if self.shared.forced.load(Ordering::Acquire) {
                 return self.cut_all();
             }
@@ -375,7 +378,7 @@ impl<H: Handler + 'static> EventLoop<H> {
                 match conn.complete(c, &mut self.bufs, now) {
                     Some(Step::Keep) => self.keys.push(c.key),
                     Some(Step::Remove(reason)) => self.remove(c.key, reason),
-                    None => {}
+                    None => self.arm_deadline(c.key),
                 }
                 if self.conns.get(c.key).is_some_and(Conn::is_done) {
                     self.free(c.key);
@@ -482,8 +485,17 @@ impl<H: Handler + 'static> EventLoop<H> {
             bufs: &mut self.bufs,
             now,
         };
-        if let Step::Remove(reason) = conn.drive(&mut ctx) {
-            self.remove(key, reason);
+        match conn.drive(&mut ctx) {
+            Step::Remove(reason) => self.remove(key, reason),
+            Step::Keep => self.arm_deadline(key),
+        }
+    }
+
+    /// Arms `key`'s next deadline in the loop's [`Deadlines`].
+    fn arm_deadline(&mut self, key: usize) {
+        if let Some(conn) = self.conns.get_mut(key) {
+            let at = conn.next_deadline();
+            self.deadlines.arm(key, at, &mut conn.armed);
         }
     }
 
@@ -509,18 +521,23 @@ impl<H: Handler + 'static> EventLoop<H> {
         self.shared.counters.close();
     }
 
-    fn sweep(&mut self, now: Instant) {
-        let decided: Vec<(usize, Step)> = self
-            .conns
-            .iter_mut()
-            .filter_map(|(key, conn)| conn.sweep(&self.shared.counters, now).map(|s| (key, s)))
-            .collect();
-        for (key, step) in decided {
-            match step {
-                Step::Keep => self.keys.push(key),
-                Step::Remove(reason) => self.remove(key, reason),
+    /// Hands the time to the connections whose deadline has come.
+    fn expire(&mut self, now: Instant) {
+        let mut due = std::mem::take(&mut self.due);
+        self.deadlines.due(now, &mut due);
+        for (key, at) in due.drain(..) {
+            let Some(conn) = self.conns.get_mut(key) else { continue };
+            if !take_due(&mut conn.armed, at) {
+                continue;
+            }
+            match conn.on_timeout(&self.shared.counters, now) {
+                // Driven this turn or the next: driving arms it again.
+                Some(Step::Keep) => self.keys.push(key),
+                Some(Step::Remove(reason)) => self.remove(key, reason),
+                None => self.arm_deadline(key),
             }
         }
+        self.due = due;
     }
 
     /// The grace period is over (or the ring failed): cut every connection
