@@ -59,6 +59,7 @@ macro_rules! conformance {
             #[test] fn client_rejects_over_the_pending_limit() { run(matrix::pending_limit) }
             #[test] fn client_call_deadline() { run(matrix::call_deadline) }
             #[test] fn pool_spreads_and_caps_connections() { run(matrix::pool) }
+            #[test] fn batch_delay_gathers_a_batch() { run(matrix::batch_delay) }
 
             #[test] fn hostile_garbage_bytes() { run(hostile::garbage) }
             #[test] fn hostile_wrong_version() { run(hostile::wrong_version) }

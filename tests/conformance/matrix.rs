@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use fastwire::proto::codec::{decode_request, encode_response};
 use fastwire::proto::{
-    demo_handler, ClientConfig, Compression, Limits, ProtocolConfig, Request, ResponseWriter, FASTRPC_BENCH_BODY,
+    demo_handler, ClientConfig, Compression, Limits, ProtocolConfig, Request, ResponseWriter, ServerConfig,
+    FASTRPC_BENCH_BODY,
 };
 use fastwire::ClientError;
 use fastwire_bench::BackendKind;
@@ -410,5 +411,32 @@ pub fn pool(kind: BackendKind) {
     }
     // The pool never opened more than its 3 connections.
     assert!(server.stats().accepted <= 3, "{} connections accepted", server.stats().accepted);
+    server.shutdown(Duration::from_secs(5));
+}
+
+/// `ServerConfig::batch_delay`: the first response of a batch waits out
+/// the delay, and the response to a request that arrives meanwhile leaves
+/// with it, in the same write.
+pub fn batch_delay(kind: BackendKind) {
+    let delay = Duration::from_millis(300);
+    let config = ServerConfig { batch_delay: Some(delay), ..server_config(ProtocolConfig::default()) };
+    let server = start(kind, config, handler);
+    let mut s = raw(server.local_addr());
+    spec_handshake(&mut s);
+    s.write_all(&spec_request(1, b"echo", b"a")).unwrap();
+    assert!(quiet_for(&mut s, delay / 3), "{kind}: a response left before batch_delay");
+    s.write_all(&spec_request(2, b"echo", b"b")).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // Two responses of 8 + 4 bytes, in one read: one write carried both.
+    let mut got = [0u8; 64];
+    let n = s.read(&mut got).unwrap();
+    let mut expected = Vec::new();
+    for (id, value) in [(1u32, b"re:a"), (2, b"re:b")] {
+        expected.extend_from_slice(&id.to_le_bytes());
+        expected.extend_from_slice(&(value.len() as u32).to_le_bytes());
+        expected.extend_from_slice(value);
+    }
+    assert_eq!(&got[..n], &expected[..], "{kind}: both responses in one batch");
+    drop(s);
     server.shutdown(Duration::from_secs(5));
 }

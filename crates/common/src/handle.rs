@@ -204,6 +204,47 @@ pub fn take_due(armed: &mut Option<Instant>, at: Instant) -> bool {
 }
 // ANCHOR_END: deadlines
 
+/// [`ServerConfig::batch_delay`] on a loop's connection (mio's and
+/// uring's servers): the first response of a batch waits out the delay,
+/// so that responses made meanwhile leave in the same write. The wait is a
+/// deadline of the connection's (see [`Deadlines`]), never a sleep: the
+/// loop serves its other connections meanwhile.
+#[doc(hidden)]
+#[derive(Debug, Default)]
+pub struct Batching {
+    delay: Option<Duration>,
+    /// The batch held is written from then on.
+    flush_at: Option<Instant>,
+}
+
+impl Batching {
+    /// With `delay` (`None`: every batch is written at once).
+    pub fn new(delay: Option<Duration>) -> Batching {
+        Batching { delay, flush_at: None }
+    }
+
+    /// Whether output may be written at `now`. `may_hold`: the connection
+    /// is open and its output is not full (a closing connection, or one
+    /// that must write before it can read again, writes at once).
+    pub fn may_write(&mut self, may_hold: bool, now: Instant) -> bool {
+        match self.delay {
+            Some(delay) if may_hold => now >= *self.flush_at.get_or_insert(now + delay),
+            _ => true,
+        }
+    }
+
+    /// Every byte of the batch is written (or taken to be): the next
+    /// response starts a new batch.
+    pub fn written(&mut self) {
+        self.flush_at = None;
+    }
+
+    /// When the batch held is due, if one is.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.flush_at
+    }
+}
+
 /// A backend's running server.
 pub trait Serving: Send + 'static {
     /// Its counters.

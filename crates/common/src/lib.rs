@@ -78,7 +78,7 @@ pub use backoff::Backoff;
 #[doc(hidden)]
 pub use deadline::Deadline;
 #[doc(hidden)]
-pub use handle::{take_due, Deadlines, LoopShared, ReadyKeys, Serving, WokenKeys};
+pub use handle::{take_due, Batching, Deadlines, LoopShared, ReadyKeys, Serving, WokenKeys};
 #[doc(hidden)]
 pub use registry::Registry;
 #[doc(hidden)]

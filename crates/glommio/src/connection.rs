@@ -233,6 +233,8 @@ impl<'a, H: Handler + 'static> Task<'a, H> {
     /// writing as the output fills, until the connection needs input; or
     /// why it closes.
     async fn serve_received(&mut self) -> Result<(), CloseReason> {
+        // `batch_delay`: until when the output waits for more responses.
+        let mut hold_until: Option<Instant> = None;
         loop {
             let waiting = self.conn.deferred_in_flight();
             let flow = self.conn.process(self.handler);
@@ -243,6 +245,15 @@ impl<'a, H: Handler + 'static> Task<'a, H> {
             let d = self.conn.deferred_in_flight() as u64;
             self.local.deferred.set(self.local.deferred.get() + d - self.deferred.get());
             self.deferred.set(d);
+            let batch_delay = self.shared.config.batch_delay.filter(|_| self.life.is_open() && self.conn.has_output());
+            if let (Some(delay), Ok(Flow::NeedInput)) = (batch_delay, &flow) {
+                // Requests that arrive before the delay is out join this batch.
+                let until = *hold_until.get_or_insert_with(|| Instant::now() + delay);
+                if let Some(n) = self.read_until(until).await {
+                    self.life.received(n, Instant::now());
+                    continue;
+                }
+            }
             let wrote = self.write_output().await?;
             match flow {
                 Ok(Flow::OutputFull) if wrote => {}
@@ -257,6 +268,29 @@ impl<'a, H: Handler + 'static> Task<'a, H> {
                 Err(e) => return Err(self.shared.counters.connection_failed(&self.conn, &e)),
             }
         }
+    }
+
+    /// Reads what comes before `until`: its length, or `None` if nothing
+    /// came (an end of stream or an error is seen by the next read).
+    async fn read_until(&mut self, until: Instant) -> Option<usize> {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        let (stream, local, conn, size) = (&mut self.stream, self.local, &mut self.conn, self.read_size);
+        future::or(
+            async {
+                match read_some(stream, local, conn, size).await {
+                    Event::Read(Ok(n)) if n > 0 => Some(n),
+                    _ => None,
+                }
+            },
+            async {
+                glommio::timer::sleep(left).await;
+                None
+            },
+        )
+        .await
     }
 
     /// Writes all the output; whether there was any.

@@ -20,7 +20,7 @@ use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::time::Instant;
 
-use fastwire_common::{CloseReason, ConnTally, ServerCounters};
+use fastwire_common::{Batching, CloseReason, ConnTally, ServerCounters};
 use fastwire_proto::lifecycle::{Expired, Phase};
 use fastwire_proto::{Connection, Handler, Lifecycle, ServerConn};
 use mio::event::Event;
@@ -62,12 +62,14 @@ pub(crate) struct Conn {
     woken: bool,
     /// The deadline this connection has in its loop's `Deadlines`.
     pub(crate) armed: Option<Instant>,
+    /// `batch_delay`: when the output held for more responses is written.
+    batching: Batching,
 }
 
 impl Conn {
     /// A connection on `stream`, with its state machine and lifecycle
     /// (see `LoopShared::new_conn`).
-    pub(crate) fn new(stream: TcpStream, (proto, life): (ServerConn, Lifecycle)) -> Conn {
+    pub(crate) fn new(stream: TcpStream, (proto, life): (ServerConn, Lifecycle), batching: Batching) -> Conn {
         Conn {
             stream,
             proto,
@@ -79,6 +81,7 @@ impl Conn {
             tally: ConnTally::default(),
             woken: false,
             armed: None,
+            batching,
         }
     }
 
@@ -131,10 +134,14 @@ impl Conn {
         let mut reads = 0;
         loop {
             let mut progress = false;
-            if self.writable && self.proto.has_output() {
+            let may_hold = self.life.is_open() && !self.proto.is_output_full();
+            if self.writable && self.proto.has_output() && self.batching.may_write(may_hold, ctx.now) {
                 match self.write_out(ctx.now) {
                     Ok(wrote) => progress |= wrote,
                     Err(_) => return Step::Remove(CloseReason::WriteError),
+                }
+                if !self.proto.has_output() {
+                    self.batching.written();
                 }
             }
             let step = match self.life.phase() {
@@ -287,14 +294,18 @@ impl Conn {
 
     /// When the connection next needs the time (its lifecycle's deadline).
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        self.life.poll_timeout(&self.proto, false)
+        let held = self.batching.deadline().filter(|_| self.proto.has_output());
+        self.life.poll_timeout(&self.proto, false).into_iter().chain(held).min()
     }
 
     /// Its deadline came: timeouts, and giving idle buffers back. Returns
     /// whether the connection must be driven (it started closing) or removed.
     pub(crate) fn on_timeout(&mut self, counters: &ServerCounters, now: Instant) -> Option<Step> {
         match counters.handle_timeout(&mut self.life, &mut self.proto, false, now) {
-            Expired::Nothing | Expired::ReleaseBuffers => None,
+            // A batch held for `batch_delay` is due: drive it out.
+            Expired::Nothing | Expired::ReleaseBuffers => {
+                self.batching.deadline().is_some_and(|at| now >= at).then_some(Step::Keep { more: true })
+            }
             Expired::Closing(_) => Some(Step::Keep { more: true }),
             Expired::Closed(reason) => Some(Step::Remove(reason)),
         }

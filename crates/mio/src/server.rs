@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use fastwire_common::net::Listeners;
 use fastwire_common::{
-    net, take_due, Blocking, CloseReason, Cut, Deadlines, ReadyKeys, ServerCounters, Serving, ShutdownReport, WokenKeys,
+    net, take_due, Batching, Blocking, CloseReason, Cut, Deadlines, ReadyKeys, ServerCounters, Serving, ShutdownReport,
+    WokenKeys,
 };
 use fastwire_proto::{Handler, ServerConfig, Wake};
 use mio::net::TcpListener;
@@ -312,7 +313,8 @@ impl<H: Handler + 'static> EventLoop<H> {
         }
         let waker: Arc<dyn Wake> = self.woken.clone();
         let peer = stream.peer_addr().ok();
-        entry.insert(Conn::new(stream, self.shared.new_conn(peer, waker, key, now)));
+        let batching = Batching::new(self.shared.config.batch_delay);
+        entry.insert(Conn::new(stream, self.shared.new_conn(peer, waker, key, now), batching));
         self.keys.push(key);
     }
 

@@ -196,8 +196,11 @@ pub struct ServerConfig {
     /// released while a connection is idle.
     pub buffer_size: usize,
     /// *Backend.* How long a writer may wait for more responses to join a
-    /// batch before it writes. `None` (the default, as Go): write as soon as no
-    /// more input is ready.
+    /// batch before it writes: the first response of a batch waits out the
+    /// delay, and the responses to requests that arrive meanwhile leave in
+    /// the same write (every backend; the loops wait on a deadline, never a
+    /// sleep). `None` (the default, as Go): write as soon as no more input
+    /// is ready.
     pub batch_delay: Option<Duration>,
     /// Requests handled at once by the whole server (running inline, or
     /// deferred and not yet answered), as Go fastrpc's `Server.Concurrency`.

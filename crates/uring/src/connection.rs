@@ -31,7 +31,7 @@ use std::os::fd::AsRawFd;
 use std::time::Instant;
 
 use bytes::BytesMut;
-use fastwire_common::{CloseReason, ConnTally, ServerCounters};
+use fastwire_common::{Batching, CloseReason, ConnTally, ServerCounters};
 use fastwire_proto::lifecycle::{Expired, Phase};
 use fastwire_proto::{Connection, Handler, Lifecycle, ServerConn};
 use io_uring::{opcode, squeue, types, IoUring};
@@ -87,6 +87,8 @@ pub(crate) struct Conn {
     close_reason: CloseReason,
     /// The deadline this connection has in its loop's `Deadlines`.
     pub(crate) armed: Option<Instant>,
+    /// `batch_delay`: when the output held for more responses is sent.
+    batching: Batching,
 }
 
 /// Builds an operation on the connection's socket, by descriptor or by its
@@ -109,6 +111,7 @@ impl Conn {
         fixed: Option<u32>,
         key: usize,
         (proto, life): (ServerConn, Lifecycle),
+        batching: Batching,
     ) -> Conn {
         Conn {
             stream,
@@ -125,6 +128,7 @@ impl Conn {
             woken: false,
             close_reason: CloseReason::ClosedByClient,
             armed: None,
+            batching,
         }
     }
 
@@ -280,7 +284,7 @@ impl Conn {
                 Phase::Lingering => {}
                 Phase::Closed => return self.removed(),
             }
-            if !self.start_send(ctx.ring) {
+            if !self.start_send(ctx.ring, ctx.now) {
                 return Step::Remove(CloseReason::SubmitFailed);
             }
             if !(self.proto.buffered_input() > 0 && self.is_open() && !self.proto.is_output_full()) {
@@ -354,7 +358,7 @@ impl Conn {
     // ANCHOR: uring_send
     /// Starts a send if none is in flight and there is something to send.
     /// Returns false if it could not be submitted.
-    fn start_send(&mut self, ring: &mut IoUring) -> bool {
+    fn start_send(&mut self, ring: &mut IoUring, now: Instant) -> bool {
         if self.send_in_flight {
             return true;
         }
@@ -364,6 +368,12 @@ impl Conn {
             if !self.proto.has_output() {
                 return true;
             }
+            // Held for more responses (`batch_delay`): its deadline drives it out.
+            let may_hold = self.life.is_open() && !self.proto.is_output_full();
+            if !self.batching.may_write(may_hold, now) {
+                return true;
+            }
+            self.batching.written();
             // Swap buffers: the output made so far becomes what is sent; the
             // connection goes on appending into the old `sending`.
             self.proto.take_output(&mut self.sending);
@@ -391,7 +401,8 @@ impl Conn {
         if self.removing {
             return None;
         }
-        self.life.poll_timeout(&self.proto, self.unsent())
+        let held = self.batching.deadline().filter(|_| self.proto.has_output());
+        self.life.poll_timeout(&self.proto, self.unsent()).into_iter().chain(held).min()
     }
 
     /// Its deadline came: timeouts, and giving idle buffers back. Returns
@@ -401,11 +412,13 @@ impl Conn {
             return None;
         }
         let unsent = self.unsent();
+        let held_due = self.batching.deadline().is_some_and(|at| now >= at);
         match counters.handle_timeout(&mut self.life, &mut self.proto, unsent, now) {
-            Expired::Nothing => None,
+            // A batch held for `batch_delay` is due: drive it out.
+            Expired::Nothing => held_due.then_some(Step::Keep),
             Expired::ReleaseBuffers => {
                 self.sending = BytesMut::new();
-                None
+                held_due.then_some(Step::Keep)
             }
             Expired::Closing(_) => Some(Step::Keep),
             Expired::Closed(reason) => Some(Step::Remove(reason)),

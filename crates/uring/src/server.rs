@@ -20,7 +20,8 @@ use std::time::{Duration, Instant};
 
 use fastwire_common::net::Listeners;
 use fastwire_common::{
-    net, take_due, Blocking, CloseReason, Cut, Deadlines, ReadyKeys, ServerCounters, Serving, ShutdownReport, WokenKeys,
+    net, take_due, Batching, Blocking, CloseReason, Cut, Deadlines, ReadyKeys, ServerCounters, Serving, ShutdownReport,
+    WokenKeys,
 };
 use fastwire_proto::{Handler, ServerConfig, Wake};
 use io_uring::{opcode, types, IoUring};
@@ -472,7 +473,8 @@ impl<H: Handler + 'static> EventLoop<H> {
             .map(|_| key as u32);
         let waker: Arc<dyn Wake> = self.woken.clone();
         let peer = stream.peer_addr().ok();
-        entry.insert(Conn::new(stream, fixed, key, self.shared.new_conn(peer, waker, key, now)));
+        let batching = Batching::new(self.shared.config.batch_delay);
+        entry.insert(Conn::new(stream, fixed, key, self.shared.new_conn(peer, waker, key, now), batching));
         self.keys.push(key);
     }
 
