@@ -15,10 +15,10 @@
 //! load many calls share one system call. A call waits on its own pooled
 //! slot until its response, its deadline, or the death of the connection
 //! (every pending call then fails at once). Deadlines are kept with the
-//! pending calls and swept by the reader task on one timer per connection
-//! (`SWEEP_EVERY`), not a timer per call: registering a call in tokio's
-//! timer wheel and removing it again would cost more than the rest of the
-//! call's bookkeeping. The next call reconnects, after
+//! pending calls, and the reader task has one timer per connection, set to
+//! the earliest deadline of its calls, not a timer per call: registering a
+//! call in tokio's timer wheel and removing it again would cost more than
+//! the rest of the call's bookkeeping. The next call reconnects, after
 //! a backoff if the last attempt failed. Must be used inside a tokio runtime:
 //! the connection's reader and writer are tasks on it.
 
@@ -128,11 +128,6 @@ struct Call {
     timeout: Duration,
 }
 
-/// How often the reader task looks for calls past their deadline while
-/// calls are in flight: a call times out at most this much after its
-/// deadline.
-const SWEEP_EVERY: Duration = Duration::from_millis(10);
-
 struct Active {
     conn: ClientConn<Call>,
     generation: u64,
@@ -151,11 +146,10 @@ struct Active {
     /// in fastwire-common): only on a connection used one call at a time
     /// does a caller write its own call.
     one_at_a_time: bool,
-    /// The reader task sweeps deadlines (its timer is armed); when it is
-    /// not, the next call wakes it (`Signals::sweep`).
-    sweeping: bool,
-    /// A call started since the reader's last sweep.
-    started_since_sweep: bool,
+    /// The deadline the reader task's timer is set to (`None`: no call is
+    /// in flight, the timer is off). A call whose deadline comes earlier
+    /// sets it and wakes the reader (`Signals::deadline`) to reset the timer.
+    armed: Option<std::time::Instant>,
 }
 
 /// Wake-ups for one connection's writer and for senders waiting on it.
@@ -164,8 +158,8 @@ struct Signals {
     output_ready: Notify,
     output_drained: Notify,
     handshake_done: Notify,
-    /// A call started while the reader was not sweeping deadlines.
-    sweep: Notify,
+    /// A call came with a deadline earlier than the reader's timer.
+    deadline: Notify,
 }
 
 impl Client {
@@ -355,10 +349,9 @@ impl Client {
                         ));
                     };
                     let first = !active.conn.has_output();
-                    active.started_since_sweep = true;
-                    if !active.sweeping {
-                        active.sweeping = true;
-                        active.signals.sweep.notify_one();
+                    if active.armed.is_none_or(|at| deadline_at < at) {
+                        active.armed = Some(deadline_at);
+                        active.signals.deadline.notify_one();
                     }
                     match active.conn.start_call(name, value, Call { token, deadline: deadline_at, timeout }) {
                         Ok(id) => {
@@ -598,8 +591,7 @@ impl Inner {
             write_half,
             writing: false,
             one_at_a_time: true,
-            sweeping: false,
-            started_since_sweep: false,
+            armed: None,
         });
         Ok(())
     }
@@ -670,10 +662,10 @@ async fn read_loop(inner: Arc<Inner>, generation: u64, mut stream: OwnedReadHalf
     // buffer left with more room by a swap (see `receive_buffer`) must not
     // let a flooded socket fill all of it.
     let chunk = inner.config.buffer_size.clamp(4096, 64 * 1024);
-    // The connection's one timer for call deadlines, reset at each sweep.
-    let sweep = tokio::time::sleep(SWEEP_EVERY);
-    tokio::pin!(sweep);
-    let mut sweeping = false;
+    // The connection's one timer for call deadlines: the earliest of them.
+    let expiry = tokio::time::sleep(tokio::time::Duration::ZERO);
+    tokio::pin!(expiry);
+    let mut armed = false;
     loop {
         if buf.capacity() - buf.len() < 4096 {
             buf.reserve(chunk);
@@ -683,14 +675,13 @@ async fn read_loop(inner: Arc<Inner>, generation: u64, mut stream: OwnedReadHalf
         let read = tokio::select! {
             read = stream.read_buf(&mut room) => Ok(read),
             _ = tokio::time::sleep_until(handshake_deadline), if !handshake_done => Err(()),
-            _ = &mut sweep, if sweeping => {
-                sweeping = sweep_deadlines(&inner, generation);
-                sweep.as_mut().reset(Instant::now() + SWEEP_EVERY);
+            _ = &mut expiry, if armed => {
+                armed = expire(&inner, generation).map(|at| expiry.as_mut().reset(Instant::from_std(at))).is_some();
                 continue;
             }
-            _ = signals.sweep.notified(), if !sweeping => {
-                sweeping = true;
-                sweep.as_mut().reset(Instant::now() + SWEEP_EVERY);
+            _ = signals.deadline.notified() => {
+                let at = inner.lock().active.as_ref().filter(|a| a.generation == generation).and_then(|a| a.armed);
+                armed = at.map(|at| expiry.as_mut().reset(Instant::from_std(at))).is_some();
                 continue;
             }
         };
@@ -740,22 +731,26 @@ async fn read_loop(inner: Arc<Inner>, generation: u64, mut stream: OwnedReadHalf
 }
 
 /// Fails the calls of connection `generation` that are past their
-/// deadline. Returns whether to go on sweeping: while calls are in flight,
-/// or were started since the last sweep; otherwise the next call wakes the
-/// reader to start again (`Signals::sweep`).
-fn sweep_deadlines(inner: &Inner, generation: u64) -> bool {
+/// deadline. Returns the earliest deadline of the calls left, the reader's
+/// next wake-up (`None`: none left; the next call sets one).
+fn expire(inner: &Inner, generation: u64) -> Option<std::time::Instant> {
     let mut state = inner.lock();
-    let Some(active) = state.active.as_mut().filter(|a| a.generation == generation) else {
-        return false;
-    };
+    let active = state.active.as_mut().filter(|a| a.generation == generation)?;
     let now = std::time::Instant::now();
-    active
-        .conn
-        .cancel_where(|call| call.deadline <= now, |_, call| call.token.fail(ClientError::Timeout(call.timeout)));
-    let go_on = active.conn.pending_len() > 0 || std::mem::take(&mut active.started_since_sweep);
-    active.sweeping = go_on;
+    let mut next: Option<std::time::Instant> = None;
+    active.conn.cancel_where(
+        |call| {
+            let due = call.deadline <= now;
+            if !due {
+                next = Some(next.map_or(call.deadline, |n| n.min(call.deadline)));
+            }
+            due
+        },
+        |_, call| call.token.fail(ClientError::Timeout(call.timeout)),
+    );
+    active.armed = next;
     unlock_waking(state, &inner.config);
-    go_on
+    next
 }
 
 /// A caller writes its own call on a quiet connection: one non-blocking

@@ -82,6 +82,25 @@ async fn a_pending_call_times_out_whether_or_not_it_is_awaited() {
     assert_eq!(client.pending(), 0);
 }
 
+/// The reader's one timer is set to the earliest deadline: a call with a
+/// shorter deadline than the calls already in flight times out at its
+/// own, not at theirs.
+#[tokio::test(flavor = "current_thread")]
+async fn a_shorter_deadline_than_the_calls_in_flight_is_kept() {
+    let server = server();
+    let client = Client::connect(server.local_addr(), ClientConfig::default()).await.unwrap();
+    let long = client.start_timeout(b"never", b"", Duration::from_secs(20)).await.unwrap();
+    // The reader's timer is armed for the long call now; a short one follows.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let short = Duration::from_millis(50);
+    let started = std::time::Instant::now();
+    let result = client.call_timeout(b"never", b"", short).await;
+    assert!(matches!(result, Err(ClientError::Timeout(t)) if t == short), "{result:?}");
+    assert!(started.elapsed() < Duration::from_secs(10), "it waited for the long call's deadline");
+    assert!(!long.is_done(), "the long call is still in flight");
+    assert_eq!(client.pending(), 1);
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn pending_calls_fail_when_the_client_is_closed() {
     let server = server();
