@@ -15,6 +15,8 @@
 //! * `faults`: servers that die, come back, or shut down under load.
 //! * `tls`: every client against every server over TLS, mutual TLS, and
 //!   the hostile TLS cases.
+//! * `settings`: the settings the others leave untested (the client's
+//!   timeouts, backoff and batch delay, the flate level, the worker pool).
 //! * `waiting`: handlers that wait (deferred, worker pool, async), panic, or
 //!   meet the concurrency limit.
 //! * `tower`: the tokio client through `tower::Service` (one of every
@@ -28,6 +30,7 @@ mod faults;
 mod hostile;
 mod matrix;
 mod replay;
+mod settings;
 mod tls;
 mod tower;
 mod util;
@@ -60,6 +63,13 @@ macro_rules! conformance {
             #[test] fn client_call_deadline() { run(matrix::call_deadline) }
             #[test] fn pool_spreads_and_caps_connections() { run(matrix::pool) }
             #[test] fn batch_delay_gathers_a_batch() { run(matrix::batch_delay) }
+            #[test] fn setting_client_connect_timeout() { run(settings::client_connect_timeout) }
+            #[test] fn setting_client_handshake_timeout() { run(settings::client_handshake_timeout) }
+            #[test] fn setting_client_idle_timeout() { run(settings::client_idle_timeout) }
+            #[test] fn setting_client_reconnect_backoff() { run(settings::client_reconnect_backoff) }
+            #[test] fn setting_client_batch_delay() { run(settings::client_batch_delay) }
+            #[test] fn setting_flate_level() { run(settings::flate_level) }
+            #[test] fn setting_blocking_threads() { run(settings::blocking_threads) }
 
             #[test] fn hostile_garbage_bytes() { run(hostile::garbage) }
             #[test] fn hostile_wrong_version() { run(hostile::wrong_version) }
