@@ -177,16 +177,19 @@ impl Deadlines {
         self.heap.peek().map(|e| e.0 .0)
     }
 
-    /// Takes every entry due at `now` into `due`, as `(key, at)`. The loop
-    /// hands the time to each connection whose `armed` is still `at`
-    /// ([`take_due`]), then arms its next deadline; it skips the rest.
-    pub fn due(&mut self, now: Instant, due: &mut Vec<(usize, Instant)>) {
+    /// Takes every entry due at `now` and puts into `due` the keys of the
+    /// connections it is still for: `mine(key, at)` says whether the
+    /// connection `key` armed `at` and disarms it (see [`take_due`]); the
+    /// loop then hands each the time and arms its next deadline.
+    pub fn due(&mut self, now: Instant, due: &mut Vec<usize>, mut mine: impl FnMut(usize, Instant) -> bool) {
         while let Some(&std::cmp::Reverse((at, key))) = self.heap.peek() {
             if at > now {
                 break;
             }
             self.heap.pop();
-            due.push((key, at));
+            if mine(key, at) {
+                due.push(key);
+            }
         }
     }
 }
@@ -330,16 +333,14 @@ mod tests {
         assert_eq!(c, None);
 
         let mut due = Vec::new();
-        deadlines.due(ms(29), &mut due);
+        let mut armed = [a, b];
+        deadlines.due(ms(29), &mut due, |key, at| take_due(&mut armed[key], at));
         assert!(due.is_empty(), "nothing is due before its time");
-        deadlines.due(ms(100), &mut due);
-        assert_eq!(due, [(0, ms(30)), (1, ms(50)), (0, ms(100))]);
         // Connection 0's entry at 30 ms is its own; the one at 100 ms went
         // stale when it armed 30 ms, and is skipped.
-        assert!(take_due(&mut a, ms(30)));
-        assert_eq!(a, None);
-        assert!(take_due(&mut b, ms(50)));
-        assert!(!take_due(&mut a, ms(100)));
+        deadlines.due(ms(100), &mut due, |key, at| take_due(&mut armed[key], at));
+        assert_eq!(due, [0, 1]);
+        assert_eq!(armed, [None, None], "disarmed, to be armed again");
         assert_eq!(deadlines.next(), None);
     }
 }

@@ -215,7 +215,7 @@ struct EventLoop<H> {
     /// Every connection's next deadline, earliest first.
     deadlines: Deadlines,
     /// The entries due this turn (kept for its allocation).
-    due: Vec<(usize, Instant)>,
+    due: Vec<usize>,
     shared: Arc<Shared>,
     handler: Arc<H>,
 }
@@ -526,13 +526,10 @@ impl<H: Handler + 'static> EventLoop<H> {
     /// Hands the time to the connections whose deadline has come.
     fn expire(&mut self, now: Instant) {
         let mut due = std::mem::take(&mut self.due);
-        self.deadlines.due(now, &mut due);
-        for (key, at) in due.drain(..) {
-            let Some(conn) = self.conns.get_mut(key) else { continue };
-            if !take_due(&mut conn.armed, at) {
-                continue;
-            }
-            match conn.on_timeout(&self.shared.counters, now) {
+        let conns = &mut self.conns;
+        self.deadlines.due(now, &mut due, |key, at| conns.get_mut(key).is_some_and(|c| take_due(&mut c.armed, at)));
+        for key in due.drain(..) {
+            match self.conns[key].on_timeout(&self.shared.counters, now) {
                 // Driven this turn or the next: driving arms it again.
                 Some(Step::Keep) => self.keys.push(key),
                 Some(Step::Remove(reason)) => self.remove(key, reason),
