@@ -790,6 +790,11 @@ fn write_outputs(rows: &[Row], outputs: &Outputs) -> Result<(), Box<dyn std::err
 }
 
 fn load(args: LoadArgs) -> Result<(), Box<dyn std::error::Error>> {
+    if args.workload == Workload::Spread {
+        return Err("spread starts, slows and kills servers of its own: run it with `fastwire compare --workload \
+                    spread`; to load servers that are already running, give them all to --addr a,b,c"
+            .into());
+    }
     if args.balance || args.addr.contains(',') {
         return load_balanced(args);
     }

@@ -371,6 +371,10 @@ fn compare_rejects_unknown_names_and_says_what_exists() {
     assert!(stderr.contains("the workloads are fastrpc, pingpong, sizes, nowait, conns, wait, cpu, mixed"), "{stderr}");
     let output = fastwire().args(["compare", "--backends", "epoll"]).output().unwrap();
     assert!(String::from_utf8_lossy(&output.stderr).contains("this build has std"));
+    // spread runs its own servers: `load` points at compare.
+    let output = fastwire().args(["load", "--addr", "127.0.0.1:9", "--workload", "spread"]).output().unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("fastwire compare --workload spread"));
 }
 
 /// The peers race beside the backends on fastrpc and pingpong, client and

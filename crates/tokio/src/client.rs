@@ -593,6 +593,10 @@ impl Inner {
             one_at_a_time: true,
             armed: None,
         });
+        // Made for a call about to use it: its idle time starts now, not at
+        // the last call of the connection before (which an idle close may
+        // have ended: the new writer would close this one at once).
+        state.used_since = true;
         Ok(())
     }
 
