@@ -249,7 +249,10 @@ fn compare_spreads_calls_over_servers_slowed_and_killed() {
     let _measuring = one_at_a_time();
     let json = std::env::temp_dir().join(format!("fastwire-spread-{}.json", std::process::id()));
     let output = fastwire()
-        .args(["compare", "--workload", "spread", "--backends", "std,mio", "--rounds", "2", "--json"])
+        // Windows of 800 ms: the killed server is restarted at 400 ms and
+        // has until the window's end to pass a probe, even in a debug build.
+        .args(["compare", "--workload", "spread", "--backends", "std,mio", "--rounds", "2", "--duration", "800ms"])
+        .arg("--json")
         .arg(&json)
         .output()
         .unwrap();
