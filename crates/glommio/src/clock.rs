@@ -90,6 +90,12 @@ pub(crate) fn every(target: Weak<dyn Tick>, every: Duration) {
     clock.changed.notify_one();
 }
 
+/// Wakes `target` when every target is woken ([`tick_all`]: a shutdown),
+/// and otherwise not (once a day, harmlessly).
+pub(crate) fn on_tick_all(target: Weak<dyn Tick>) {
+    every(target, Duration::from_secs(86_400));
+}
+
 /// Wakes every registered target now (a shutdown began: let them see it).
 pub(crate) fn tick_all() {
     let clock = clock();

@@ -49,6 +49,10 @@ struct Guard<'a> {
 impl Drop for Guard<'_> {
     fn drop(&mut self) {
         self.local.open.set(self.local.open.get() - 1);
+        if self.local.open.get() == 0 {
+            // The executor's wind-down waits for this.
+            self.local.winding.wake(0);
+        }
         self.local.unwritten.set(self.local.unwritten.get() - self.unwritten.get());
         self.local.deferred.set(self.local.deferred.get() - self.deferred.get());
         self.shared.counters.close();
@@ -65,7 +69,7 @@ pub(crate) struct Signal {
 
 impl Signal {
     /// Waits until signalled (at once if it already was), and clears it.
-    fn wait(&self) -> impl Future<Output = ()> + '_ {
+    pub(crate) fn wait(&self) -> impl Future<Output = ()> + '_ {
         std::future::poll_fn(move |cx: &mut Context<'_>| {
             if self.set.swap(false, Ordering::AcqRel) {
                 return Poll::Ready(());
@@ -99,35 +103,35 @@ enum Event {
     Woken,
 }
 
-/// Waits for the signal, up to `limit`; gives up (false) at the limit or
-/// once a forced shutdown began. Waiting forever is not an option: this
-/// task's waker sits in the signal, which its own deferred responders hold,
-/// so a task parked here at the end of the executor would never be freed
-/// (nor its socket closed). It looks at the flag every 100 ms.
+/// Waits for the signal, up to `limit` (`Duration::MAX`: no limit); gives
+/// up (false) at the limit or once a forced shutdown began. Waiting forever
+/// is not an option: this task's waker sits in the signal, which its own
+/// deferred responders hold, so a task parked here at the end of the
+/// executor would never be freed (nor its socket closed). A forced
+/// shutdown signals every connection (`clock::tick_all`, after raising the
+/// flag), and the flag is read after every wake-up.
 async fn woken(signal: &Signal, shared: &Shared, limit: Duration) -> bool {
-    let until = Instant::now().checked_add(limit);
-    loop {
-        let left = until.map_or(Duration::MAX, |u| u.saturating_duration_since(Instant::now()));
-        let tick = left.min(Duration::from_millis(100));
+    if shared.forced.load(Ordering::Acquire) {
+        return false;
+    }
+    let answered = if limit == Duration::MAX {
+        signal.wait().await;
+        true
+    } else {
         // `or` polls the signal first: an answer that is already there wins.
-        let answered = future::or(
+        future::or(
             async {
                 signal.wait().await;
                 true
             },
             async {
-                glommio::timer::sleep(tick).await;
+                glommio::timer::sleep(limit).await;
                 false
             },
         )
-        .await;
-        if answered {
-            return true;
-        }
-        if shared.forced.load(Ordering::Acquire) || until.is_some_and(|u| Instant::now() >= u) {
-            return false;
-        }
-    }
+        .await
+    };
+    answered && !shared.forced.load(Ordering::Acquire)
 }
 
 /// Reads once into the executor's scratch buffer and hands what came to the

@@ -187,21 +187,24 @@ impl Server {
         let mut wakers = Vec::new();
         let mut loops = Vec::new();
         let finished = Rc::new(Cell::new(0));
+        let loop_done = Arc::new(connection::Signal::default());
         for listener in self.listeners.sockets {
             wakers.push(listener.try_clone()?);
             let listener = adopt(OwnedFd::from(listener));
             let (shared, handler, finished) = (Arc::clone(&shared), Arc::clone(&handler), Rc::clone(&finished));
+            let done = Arc::clone(&loop_done);
             loops.push(
                 glommio::spawn_local(async move {
                     let cut = run(listener, Vec::new(), shared, handler).await;
                     finished.set(finished.get() + 1);
+                    fastwire_proto::Wake::wake(&*done, 0);
                     cut
                 })
                 .detach(),
             );
         }
         tracing::info!(%local_addr, backend = "glommio", "serving on the application's executor");
-        Ok(SpawnedServer { local_addr, shared, loops, wakers, finished })
+        Ok(SpawnedServer { local_addr, shared, loops, wakers, finished, loop_done })
     }
 
     /// [`spawn_local`](Server::spawn_local) for an `async` handler (see
@@ -226,6 +229,8 @@ pub struct SpawnedServer {
     wakers: Vec<std::net::TcpListener>,
     /// Accept loops that have ended.
     finished: Rc<Cell<usize>>,
+    /// Signalled as each loop ends.
+    loop_done: Arc<connection::Signal>,
 }
 
 impl SpawnedServer {
@@ -248,10 +253,15 @@ impl SpawnedServer {
         self.begin_stop();
         let loops = std::mem::take(&mut self.loops);
         let deadline = Instant::now() + grace;
-        // The loops end on their own once their connections have; past the
-        // deadline, `forced` makes them give up on the rest.
-        while self.finished.get() < loops.len() && Instant::now() < deadline {
-            glommio::timer::sleep(Duration::from_millis(5)).await;
+        // The loops end on their own once their connections have (each
+        // signals `loop_done`); past the deadline, `forced` makes them give
+        // up on the rest.
+        while self.finished.get() < loops.len() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            futures_lite::future::or(self.loop_done.wait(), glommio::timer::sleep(left)).await;
         }
         self.shared.forced.store(true, Ordering::Release);
         crate::clock::tick_all();
@@ -362,6 +372,19 @@ pub(crate) struct Local {
     /// The buffer every connection of this executor reads into (see
     /// `connection::read_some`): a waiting connection holds none of its own.
     pub(crate) scratch: std::cell::RefCell<Vec<u8>>,
+    /// Signalled when its last connection closes, and when a shutdown is
+    /// forced (it is on the clock's list for `tick_all`): what the
+    /// executor's wind-down waits for.
+    pub(crate) winding: Arc<connection::Signal>,
+}
+
+impl Local {
+    /// A new executor's, its wind-down signal on the clock's list.
+    fn new() -> Rc<Local> {
+        let local = Rc::new(Local::default());
+        crate::clock::on_tick_all(Arc::downgrade(&local.winding) as std::sync::Weak<dyn crate::clock::Tick>);
+        local
+    }
 }
 
 /// Where an executor's connections come from.
@@ -382,7 +405,7 @@ async fn run<H: Handler + 'static>(
     shared: Arc<Shared>,
     handler: Arc<H>,
 ) -> Cut {
-    let local = Rc::new(Local::default());
+    let local = Local::new();
     let mut to: Vec<ConnectedSender<AcceptedTcpStream>> = Vec::with_capacity(peers.len());
     for peer in peers {
         to.push(peer.connect().await);
@@ -431,7 +454,7 @@ async fn run_inbox<H: Handler + 'static>(
     shared: Arc<Shared>,
     handler: Arc<H>,
 ) -> Cut {
-    let local = Rc::new(Local::default());
+    let local = Local::new();
     let inbox = inbox.connect().await;
     while let Some(accepted) = inbox.recv().await {
         // After a stop, what is still handed over is closed.
@@ -469,19 +492,23 @@ fn open<H: Handler + 'static>(
 /// close gracefully, or for the grace period to end; what it cut off.
 async fn wind_down(local: &Local, shared: &Shared) -> Cut {
     while local.open.get() > 0 && !shared.forced.load(Ordering::Acquire) {
-        glommio::timer::sleep(Duration::from_millis(5)).await;
+        local.winding.wait().await;
     }
     let cut = Cut {
         connections: local.open.get() + local.cut.get(),
         responses: local.unwritten.get() + local.cut_responses.get(),
         deferred: local.deferred.get() + local.cut_deferred.get(),
     };
-    // Connections waiting for deferred answers see the flag within 100 ms
-    // and close themselves (see `connection::woken`); the rest are dropped
-    // (closed) when the executor ends.
+    // Connections waiting for deferred answers were signalled with the
+    // flag and close themselves (see `connection::woken`); the rest are
+    // dropped (closed) when the executor ends.
     let until = Instant::now() + Duration::from_millis(300);
-    while local.open.get() > 0 && Instant::now() < until {
-        glommio::timer::sleep(Duration::from_millis(5)).await;
+    while local.open.get() > 0 {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        futures_lite::future::or(local.winding.wait(), glommio::timer::sleep(left)).await;
     }
     cut
 }
