@@ -465,11 +465,18 @@ impl<D: Driver> Shared<D> {
             && server.down_until.load(Ordering::Relaxed) == 0
     }
 
-    /// `server`'s latency estimate decayed to `now`: `decay` of it kept.
-    fn estimate(&self, server: &Server<D>, now: u64) -> f64 {
+    /// `server`'s latency estimate as last stored, and the share of it the
+    /// time since then keeps at `now` (`exp(-elapsed / latency_decay)`).
+    fn stored_estimate(&self, server: &Server<D>, now: u64) -> (f64, f64) {
         let estimate = f64::from_bits(server.latency.load(Ordering::Relaxed));
-        let elapsed = now.saturating_sub(server.latency_at.load(Ordering::Relaxed));
-        estimate * (-(elapsed as f64) / self.balance.latency_decay.as_nanos().max(1) as f64).exp()
+        let elapsed = now.saturating_sub(server.latency_at.load(Ordering::Relaxed)) as f64;
+        (estimate, (-elapsed / self.balance.latency_decay.as_nanos().max(1) as f64).exp())
+    }
+
+    /// `server`'s latency estimate decayed to `now`.
+    fn estimate(&self, server: &Server<D>, now: u64) -> f64 {
+        let (estimate, keep) = self.stored_estimate(server, now);
+        estimate * keep
     }
 
     /// Takes in the latency of a call `server` answered, sent at `sent`:
@@ -480,14 +487,8 @@ impl<D: Driver> Shared<D> {
     fn observe(&self, server: &Server<D>, sent: u64) {
         let now = self.now();
         let took = now.saturating_sub(sent) as f64;
-        let old = self.estimate(server, now);
-        let estimate = if took > old {
-            took
-        } else {
-            let elapsed = now.saturating_sub(server.latency_at.load(Ordering::Relaxed)) as f64;
-            let keep = (-elapsed / self.balance.latency_decay.as_nanos().max(1) as f64).exp();
-            old * keep + took * (1.0 - keep)
-        };
+        let (old, keep) = self.stored_estimate(server, now);
+        let estimate = if took > old { took } else { old * keep + took * (1.0 - keep) };
         server.latency.store(estimate.to_bits(), Ordering::Relaxed);
         server.latency_at.store(now, Ordering::Relaxed);
     }
