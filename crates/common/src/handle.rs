@@ -9,7 +9,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fastwire_proto::{ConcurrencyLimit, Lifecycle, ServerConfig, ServerConn, Wake};
+use fastwire_proto::{ConcurrencyLimit, Connection, Lifecycle, ServerConfig, ServerConn, Wake};
 
 use crate::{ServerCounters, ServerStats, ShutdownReport};
 
@@ -226,12 +226,12 @@ impl Batching {
         Batching { delay, flush_at: None }
     }
 
-    /// Whether output may be written at `now`. `may_hold`: the connection
-    /// is open and its output is not full (a closing connection, or one
-    /// that must write before it can read again, writes at once).
-    pub fn may_write(&mut self, may_hold: bool, now: Instant) -> bool {
+    /// Whether `conn`'s output may be written at `now`: a closing
+    /// connection, or one whose output is full (it must write before it
+    /// can read again), writes at once.
+    pub fn may_write(&mut self, life: &Lifecycle, conn: &ServerConn, now: Instant) -> bool {
         match self.delay {
-            Some(delay) if may_hold => now >= *self.flush_at.get_or_insert(now + delay),
+            Some(delay) if life.is_open() && !conn.is_output_full() => now >= *self.flush_at.get_or_insert(now + delay),
             _ => true,
         }
     }
@@ -242,9 +242,17 @@ impl Batching {
         self.flush_at = None;
     }
 
-    /// When the batch held is due, if one is.
-    pub fn deadline(&self) -> Option<Instant> {
-        self.flush_at
+    /// `life`'s next deadline, or the held batch's if that comes first:
+    /// when the connection next needs the time.
+    pub fn next_deadline(&self, life: &Lifecycle, conn: &ServerConn, unsent: bool) -> Option<Instant> {
+        let held = self.flush_at.filter(|_| conn.has_output());
+        life.poll_timeout(conn, unsent).into_iter().chain(held).min()
+    }
+
+    /// Whether the batch held is due at `now` (the connection is to be
+    /// driven, to write it).
+    pub fn is_due(&self, now: Instant) -> bool {
+        self.flush_at.is_some_and(|at| now >= at)
     }
 }
 

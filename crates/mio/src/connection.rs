@@ -134,8 +134,7 @@ impl Conn {
         let mut reads = 0;
         loop {
             let mut progress = false;
-            let may_hold = self.life.is_open() && !self.proto.is_output_full();
-            if self.writable && self.proto.has_output() && self.batching.may_write(may_hold, ctx.now) {
+            if self.writable && self.proto.has_output() && self.batching.may_write(&self.life, &self.proto, ctx.now) {
                 match self.write_out(ctx.now) {
                     Ok(wrote) => progress |= wrote,
                     Err(_) => return Step::Remove(CloseReason::WriteError),
@@ -294,8 +293,7 @@ impl Conn {
 
     /// When the connection next needs the time (its lifecycle's deadline).
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        let held = self.batching.deadline().filter(|_| self.proto.has_output());
-        self.life.poll_timeout(&self.proto, false).into_iter().chain(held).min()
+        self.batching.next_deadline(&self.life, &self.proto, false)
     }
 
     /// Its deadline came: timeouts, and giving idle buffers back. Returns
@@ -304,7 +302,7 @@ impl Conn {
         match counters.handle_timeout(&mut self.life, &mut self.proto, false, now) {
             // A batch held for `batch_delay` is due: drive it out.
             Expired::Nothing | Expired::ReleaseBuffers => {
-                self.batching.deadline().is_some_and(|at| now >= at).then_some(Step::Keep { more: true })
+                self.batching.is_due(now).then_some(Step::Keep { more: true })
             }
             Expired::Closing(_) => Some(Step::Keep { more: true }),
             Expired::Closed(reason) => Some(Step::Remove(reason)),

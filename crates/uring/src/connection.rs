@@ -369,8 +369,7 @@ impl Conn {
                 return true;
             }
             // Held for more responses (`batch_delay`): its deadline drives it out.
-            let may_hold = self.life.is_open() && !self.proto.is_output_full();
-            if !self.batching.may_write(may_hold, now) {
+            if !self.batching.may_write(&self.life, &self.proto, now) {
                 return true;
             }
             self.batching.written();
@@ -401,8 +400,7 @@ impl Conn {
         if self.removing {
             return None;
         }
-        let held = self.batching.deadline().filter(|_| self.proto.has_output());
-        self.life.poll_timeout(&self.proto, self.unsent()).into_iter().chain(held).min()
+        self.batching.next_deadline(&self.life, &self.proto, self.unsent())
     }
 
     /// Its deadline came: timeouts, and giving idle buffers back. Returns
@@ -412,7 +410,7 @@ impl Conn {
             return None;
         }
         let unsent = self.unsent();
-        let held_due = self.batching.deadline().is_some_and(|at| now >= at);
+        let held_due = self.batching.is_due(now);
         match counters.handle_timeout(&mut self.life, &mut self.proto, unsent, now) {
             // A batch held for `batch_delay` is due: drive it out.
             Expired::Nothing => held_due.then_some(Step::Keep),
