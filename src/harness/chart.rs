@@ -69,7 +69,7 @@ pub fn draw(rows: &[Row], dir: &Path) -> Result<Vec<PathBuf>, String> {
     for (key, members) in groups {
         let metric = match members[0].workload.as_str() {
             "pingpong" | "conns" | "mixed" | "mixed-base" => Metric::Latency,
-            w if w.starts_with("spread") => Metric::Latency,
+            w if super::workload::Phase::is_phase(w) => Metric::Latency,
             "sizes" => Metric::Throughput,
             _ => Metric::NsPerOp,
         };

@@ -52,8 +52,9 @@ use std::path::Path;
 
 use super::report;
 use super::row::{Row, FLOOR};
-use super::spread::{Part, Share};
+use super::spread::{self, Part};
 use super::stats::Standing;
+use super::workload::Phase;
 
 /// The file the chapters include figures from, relative to the results directory.
 pub const FIGURES_FILE: &str = "figures.txt";
@@ -189,20 +190,16 @@ fn row_figures(set: &str, row: &Row, out: &mut BTreeMap<String, String>) {
     }
     if let Some(servers) = &row.servers {
         for part in [Part::Fast, Part::Slowed, Part::Killed] {
-            let shares: Vec<String> = servers.iter().filter(|s| s.part == part).map(percent).collect();
+            let shares = spread::shares_text(servers, part);
             if !shares.is_empty() {
-                put(&format!("share-{}", part.name()), shares.join(", "));
+                put(&format!("share-{}", part.name()), shares);
             }
         }
-        put("failed", report::number(servers.iter().map(|s| s.failed).sum::<u64>() as f64, 0));
-        if let Some(after) = servers.iter().find_map(|s| s.after_restart) {
+        put("failed", report::number(spread::failed(servers) as f64, 0));
+        if let Some(after) = spread::after_restart(servers) {
             put("after-restart", report::number(after as f64, 0));
         }
     }
-}
-
-fn percent(share: &Share) -> String {
-    format!("{:.1}%", 100.0 * share.share)
 }
 
 /// The `spread` rows of a set as one table, a row per client: the shares
@@ -210,8 +207,8 @@ fn percent(share: &Share) -> String {
 /// fast servers alone, the killed server's failed calls and its calls
 /// after the restart.
 fn spread_table(rows: &[Row]) -> Option<String> {
-    let find = |backend: &str, phase: &str| {
-        rows.iter().find(|r| r.backend == backend && r.workload == format!("spread-{phase}") && r.servers.is_some())
+    let find = |backend: &str, phase: Phase| {
+        rows.iter().find(|r| r.backend == backend && r.workload == phase.name() && r.servers.is_some())
     };
     let mut backends: Vec<&str> = Vec::new();
     for r in rows.iter().filter(|r| r.servers.is_some()) {
@@ -227,23 +224,19 @@ fn spread_table(rows: &[Row]) -> Option<String> {
          | one killed: failed calls | one killed: its calls after the restart |\n| --- | ---: | ---: | ---: | ---: | ---: |\n",
     );
     let shares = |r: Option<&Row>, part: Part| {
-        r.and_then(|r| r.servers.as_ref()).map_or("-".into(), |servers| {
-            servers.iter().filter(|s| s.part == part).map(percent).collect::<Vec<_>>().join(", ")
-        })
+        r.and_then(|r| r.servers.as_ref()).map_or("-".into(), |servers| spread::shares_text(servers, part))
     };
     for b in backends {
-        let (slowed, killed) = (find(b, "slowed"), find(b, "killed"));
-        let killed_servers = killed.and_then(|r| r.servers.as_ref());
+        let (slowed, killed) = (find(b, Phase::Slowed), find(b, Phase::Killed));
+        let killed_servers = killed.and_then(|r| r.servers.as_deref());
         let _ = writeln!(
             out,
             "| {b} | {} | {} | {} | {} | {} |",
-            shares(find(b, "equal"), Part::Fast),
+            shares(find(b, Phase::Equal), Part::Fast),
             shares(slowed, Part::Slowed),
             slowed.and_then(|r| r.summary.as_ref()?.vs_floor).map_or("-".into(), |i| i.ratio_text()),
-            killed_servers.map_or("-".into(), |s| report::number(s.iter().map(|s| s.failed).sum::<u64>() as f64, 0)),
-            killed_servers
-                .and_then(|s| s.iter().find_map(|s| s.after_restart))
-                .map_or("-".into(), |n| report::number(n as f64, 0)),
+            killed_servers.map_or("-".into(), |s| report::number(spread::failed(s) as f64, 0)),
+            killed_servers.and_then(spread::after_restart).map_or("-".into(), |n| report::number(n as f64, 0)),
         );
     }
     Some(out)

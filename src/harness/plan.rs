@@ -3,9 +3,10 @@
 //!
 //! A group is every configuration that shares a floor: one workload, role,
 //! connection count, depth, value size and compression, in plaintext and
-//! over TLS (or a `spread`'s phases, which share their reference). Its entrants (the floor, the ideal, each backend, each peer)
-//! are measured one after the other in every round, so that the floor a
-//! row is divided by was measured minutes, not a run, away.
+//! over TLS (or a `spread`'s phases, which share their reference). Its
+//! entrants (the floor, the ideal, each backend, each peer) are measured
+//! one after the other in every round, so that the floor a row is divided
+//! by was measured minutes, not a run, away.
 
 use super::workload::{Role, Spec, Workload};
 use crate::backend::BackendKind;

@@ -197,7 +197,7 @@ pub fn configurations(rows: &[Row]) -> Vec<Vec<&Row>> {
 /// three servers may well beat two).
 pub fn beaten_floors(rows: &[Row]) -> Vec<&Row> {
     rows.iter()
-        .filter(|r| !r.workload.starts_with("spread"))
+        .filter(|r| !super::workload::Phase::is_phase(&r.workload))
         .filter(|r| r.summary.as_ref().and_then(|s| s.vs_floor).is_some_and(|i| i.below(1.0)))
         .collect()
 }
@@ -207,15 +207,14 @@ pub fn beaten_floors(rows: &[Row]) -> Vec<&Row> {
 /// restart, and the p99 against the same client over the two fast servers
 /// alone.
 pub fn spread_lines(rows: &[Row]) -> String {
-    use super::spread::Part;
+    use super::spread::{self, Part};
     let mut out = String::new();
-    for row in rows.iter().filter(|r| r.workload.starts_with("spread")) {
+    for row in rows.iter() {
         let Some(servers) = &row.servers else { continue };
         let shares: Vec<String> =
             servers.iter().map(|s| format!("{} {:.1}%", s.part.name(), 100.0 * s.share)).collect();
         let mut line = format!("  {} {}: shares {}", row.workload, row.backend, shares.join(", "));
-        let failed: u64 = servers.iter().map(|s| s.failed).sum();
-        line += &format!("; {} failed", number(failed as f64, 0));
+        line += &format!("; {} failed", number(spread::failed(servers) as f64, 0));
         if let Some(killed) = servers.iter().find(|s| s.part == Part::Killed) {
             line += &format!(
                 " ({} on the killed server); {} calls on it after its restart",

@@ -138,7 +138,7 @@ fn measure_group(plan: &Plan, group: &Group, machine: &Machine, progress: &mut d
     // servers alone, measured in the same rounds.
     let two = Phase::Two.name();
     let references: Vec<Row> = rows.iter().filter(|(_, r)| r.workload == two).map(|(_, r)| r.clone()).collect();
-    for (_, row) in rows.iter_mut().filter(|(_, r)| r.workload.starts_with("spread") && r.workload != two) {
+    for (_, row) in rows.iter_mut().filter(|(_, r)| Phase::is_phase(&r.workload) && r.workload != two) {
         if let Some(reference) = references.iter().find(|r| r.backend == row.backend) {
             row.pair_with(reference);
         }

@@ -132,7 +132,7 @@ pub fn figure_name(workload: &str) -> &'static str {
     match workload {
         "pingpong" => "p50",
         "conns" | "mixed" => "p99",
-        w if w.starts_with("spread") => "p99",
+        w if super::workload::Phase::is_phase(w) => "p99",
         _ => "ns/op",
     }
 }

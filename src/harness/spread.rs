@@ -32,7 +32,8 @@ pub const FAST_DELAY: Duration = Duration::from_micros(100);
 pub const SLOW_DELAY: Duration = Duration::from_millis(1);
 /// The shortest window a spread round has (`compare --duration` may ask
 /// for more): long enough for a killed server to be restarted and to pass
-/// its probe within it (the reconnect backoff doubles from 10 ms).
+/// its probe within it (the probes back off as `ClientConfig`'s reconnection
+/// backoff does, doubling).
 pub const MIN_WINDOW: Duration = Duration::from_millis(400);
 
 /// What one server of a phase does.
@@ -134,6 +135,23 @@ pub struct Share {
     pub after_restart: Option<u64>,
     /// The 99th percentile of its calls' latency, over every round.
     pub p99_ns: Option<u64>,
+}
+
+/// The shares of `servers` that did `part`, as `33.2%, 33.5%`.
+pub fn shares_text(servers: &[Share], part: Part) -> String {
+    let shares: Vec<String> =
+        servers.iter().filter(|s| s.part == part).map(|s| format!("{:.1}%", 100.0 * s.share)).collect();
+    shares.join(", ")
+}
+
+/// Calls that failed on any of `servers`.
+pub fn failed(servers: &[Share]) -> u64 {
+    servers.iter().map(|s| s.failed).sum()
+}
+
+/// Calls the killed server answered after its restart, if one was killed.
+pub fn after_restart(servers: &[Share]) -> Option<u64> {
+    servers.iter().find_map(|s| s.after_restart)
 }
 
 /// The shares of a row of `phase` from its rounds' per-server parts.

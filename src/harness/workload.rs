@@ -63,6 +63,11 @@ impl Phase {
     /// Every phase, in report order.
     pub const ALL: [Phase; 4] = [Phase::Two, Phase::Equal, Phase::Slowed, Phase::Killed];
 
+    /// Whether `workload`, a row's, is a phase's (`spread-...`).
+    pub fn is_phase(workload: &str) -> bool {
+        Phase::ALL.iter().any(|p| p.name() == workload)
+    }
+
     /// The phase's name in a row's workload (`spread-slowed`).
     pub fn name(self) -> &'static str {
         match self {

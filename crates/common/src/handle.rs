@@ -344,8 +344,8 @@ mod tests {
         let mut armed = [a, b];
         deadlines.due(ms(29), &mut due, |key, at| take_due(&mut armed[key], at));
         assert!(due.is_empty(), "nothing is due before its time");
-        // Connection 0's entry at 30 ms is its own; the one at 100 ms went
-        // stale when it armed 30 ms, and is skipped.
+        // Connection 0's earlier entry is its own; its later one went stale
+        // when it armed the earlier, and is skipped.
         deadlines.due(ms(100), &mut due, |key, at| take_due(&mut armed[key], at));
         assert_eq!(due, [0, 1]);
         assert_eq!(armed, [None, None], "disarmed, to be armed again");
