@@ -120,7 +120,7 @@ accept-storm backends="mio,mio-reuseport" threads="4" per_thread="2500":
 
 # The conformance suite only (every backend).
 conformance:
-    cargo test --test conformance
+    cargo test --test suite conformance::
 
 # The flakiness check: the whole suite `runs` times under `hogs` busy loops.
 test-under-load runs="5" hogs="2":

@@ -364,7 +364,7 @@ struct LoadArgs {
 fn main() {
     let cli = Cli::parse();
     // The guide's test checks that every command it shows parses, without
-    // running it (tests/docs.rs).
+    // running it (tests/suite/docs.rs).
     if std::env::var_os("FASTWIRE_PARSE_ONLY").is_some() {
         return;
     }

@@ -5,7 +5,7 @@
 //! include (`{{#include results/figures.txt:main-tokio-fastrpc-both-nsop}}`),
 //! and that file is written here from the published run's JSON. A new run
 //! rewrites every figure; a figure whose measurement is gone breaks the
-//! book's build instead of staying stale. `tests/docs.rs` checks that the
+//! book's build instead of staying stale. `tests/suite/docs.rs` checks that the
 //! committed file is what this module makes of the committed JSON, and that
 //! the chapters' prose holds no figure of its own.
 //!

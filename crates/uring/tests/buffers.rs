@@ -4,7 +4,7 @@
 //! (the multishot receive ends with `ENOBUFS` and is armed again once the
 //! loop has given its buffers back). Every echo must come back whole and
 //! right; the loop must allocate nothing per call meanwhile is not asserted
-//! here (see `tests/allocations.rs` of the workspace).
+//! here (see `tests/process/allocations.rs` of the workspace).
 
 #![cfg(target_os = "linux")]
 

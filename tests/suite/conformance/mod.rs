@@ -2,8 +2,8 @@
 //!
 //! Each scenario is a function taking the backend under test; the
 //! `conformance!` macro at the bottom instantiates every scenario for every
-//! server backend compiled in, so `cargo test --test conformance std::` runs
-//! one backend's suite. Everything runs over real TCP on 127.0.0.1, bounded
+//! server backend compiled in, so `cargo test --test suite conformance::std::`
+//! runs one backend's suite. Everything runs over real TCP on 127.0.0.1, bounded
 //! in count and time.
 //!
 //! * `replay`: the connections recorded from Go fastrpc, replayed byte for byte.
@@ -22,9 +22,6 @@
 //! * `tower`: the tokio client through `tower::Service` (one of every
 //!   server's clients in `matrix`), and `tower_server::`, the tokio server
 //!   serving a `tower::Service`.
-
-#[path = "../../crates/proto/tests/common/mod.rs"]
-mod vectors;
 
 mod faults;
 mod hostile;

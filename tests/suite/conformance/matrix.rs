@@ -15,7 +15,7 @@ use fastwire::ClientError;
 use fastwire_bench::BackendKind;
 use fastwire_common::client::{Client as BlockingClientOf, Driver};
 
-use crate::util::*;
+use super::util::*;
 
 const ONE_MIB: usize = 1024 * 1024;
 
@@ -422,10 +422,10 @@ pub fn batch_delay(kind: BackendKind) {
     let config = ServerConfig { batch_delay: Some(delay), ..server_config(ProtocolConfig::default()) };
     let server = start(kind, config, handler);
     let mut s = raw(server.local_addr());
-    spec_handshake(&mut s);
-    s.write_all(&spec_request(1, b"echo", b"a")).unwrap();
+    frame::handshake(&mut s);
+    s.write_all(&frame::request(1, b"echo", b"a")).unwrap();
     assert!(quiet_for(&mut s, delay / 3), "{kind}: a response left before batch_delay");
-    s.write_all(&spec_request(2, b"echo", b"b")).unwrap();
+    s.write_all(&frame::request(2, b"echo", b"b")).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     // Two responses of 8 + 4 bytes, in one read: one write carried both.
     let mut got = [0u8; 64];

@@ -2,23 +2,17 @@
 //! per call, client and server together, stay below 0.01 for every server
 //! backend with each thread-based client, at 1 and at 1000 calls in flight.
 //!
-//! A test binary of its own, because it installs a counting global
-//! allocator. It counts, it does not time: this is behaviour, not speed.
+//! It counts, it does not time: this is behaviour, not speed.
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
 use fastwire::proto::{demo_handler, ClientConfig, ServerConfig};
 use fastwire_bench::backend::{start_server, BackendKind};
-use fastwire_bench::harness::alloc::{self, Counting};
+use fastwire_bench::harness::alloc;
 use fastwire_common::client::{Client, Driver};
 
-// The harness's counting allocator: the system allocator plus a counter.
-#[global_allocator]
-static ALLOCATOR: Counting = Counting;
-
-/// The counter is the whole process's: the tests take turns.
-static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+use crate::alone;
 
 /// `calls` fastrpc benchmark calls with `depth` in flight on one client.
 fn calls<D: Driver>(client: &Client<D>, depth: usize, calls: usize) {
@@ -65,7 +59,7 @@ const KNOWN_TO_ALLOCATE: &[BackendKind] = &[BackendKind::Glommio];
 
 #[test]
 fn steady_state_allocates_nothing_per_call() {
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let _turn = alone();
     for &kind in BackendKind::ALL {
         if let Some(why) = kind.unavailable() {
             eprintln!("skipped {kind}: {why}");
@@ -119,7 +113,7 @@ fn steady_state_allocates_nothing_per_call() {
 /// executor allocates, see `KNOWN_TO_ALLOCATE`).
 #[test]
 fn waiting_paths_allocate_at_most_one_per_call() {
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let _turn = alone();
     use fastwire::proto::{Request, ResponseWriter};
     use fastwire_bench::backend::{start_async, start_blocking};
     use fastwire_common::Timer;

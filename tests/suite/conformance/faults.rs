@@ -11,7 +11,7 @@ use fastwire::ClientError;
 use fastwire_bench::backend::BlockingClient;
 use fastwire_bench::BackendKind;
 
-use crate::util::*;
+use super::util::*;
 
 pub fn server_dies_mid_call(kind: BackendKind) {
     // A server that takes the calls and then dies without answering.
@@ -149,9 +149,9 @@ pub fn idle_timeout(kind: BackendKind) {
         ServerConfig { idle_timeout: Some(Duration::from_millis(300)), ..server_config(ProtocolConfig::default()) };
     let server = start(kind, config, demo_handler);
     let mut s = raw(server.local_addr());
-    spec_handshake(&mut s);
-    s.write_all(&spec_request(1, b"echo", b"x")).unwrap();
-    assert_eq!(spec_read_response(&mut s), (1, b"re:x".to_vec()));
+    frame::handshake(&mut s);
+    s.write_all(&frame::request(1, b"echo", b"x")).unwrap();
+    assert_eq!(frame::read_response(&mut s), (1, b"re:x".to_vec()));
     let start = Instant::now();
     assert!(expect_closed(s, Duration::from_secs(10)).is_empty());
     assert!(start.elapsed() >= Duration::from_millis(250), "closed after about idle_timeout");

@@ -12,7 +12,7 @@ use fastwire::proto::{demo_handler, ClientConfig, Compression, ProtocolConfig, R
 use fastwire::ClientError;
 use fastwire_bench::{backend, BackendKind};
 
-use crate::util::*;
+use super::util::*;
 
 /// A listener whose accept queue is full: a connect to it hangs (the
 /// kernel drops its SYNs) until the connecting side gives up.
@@ -144,7 +144,7 @@ pub fn client_batch_delay(kind: BackendKind) {
     std::thread::sleep(delay / 3);
     c.send(b"note", b"2").unwrap();
     let got = server.join().unwrap();
-    let expected = [spec_request(0, b"note", b"1"), spec_request(0, b"note", b"2")].concat();
+    let expected = [frame::request(0, b"note", b"1"), frame::request(0, b"note", b"2")].concat();
     assert_eq!(got, expected, "{kind}: both fire-and-forget requests in one write");
     c.close();
 }
@@ -186,10 +186,10 @@ pub fn blocking_threads(kind: BackendKind) {
     let config = ServerConfig { blocking_threads: 2, ..server_config(ProtocolConfig::default()) };
     let server = backend::start_blocking(kind, localhost(), config, handler).expect("server starts");
     let mut s = raw(server.local_addr());
-    spec_handshake(&mut s);
-    let batch: Vec<u8> = (1..=6u32).flat_map(|id| spec_request(id, b"work", &id.to_le_bytes())).collect();
+    frame::handshake(&mut s);
+    let batch: Vec<u8> = (1..=6u32).flat_map(|id| frame::request(id, b"work", &id.to_le_bytes())).collect();
     s.write_all(&batch).unwrap();
-    let mut ids: Vec<u32> = (0..6).map(|_| spec_read_response(&mut s).0).collect();
+    let mut ids: Vec<u32> = (0..6).map(|_| frame::read_response(&mut s).0).collect();
     ids.sort_unstable();
     assert_eq!(ids, [1, 2, 3, 4, 5, 6]);
     assert_eq!(most.load(Ordering::SeqCst), 2, "{kind}: two worker threads, both busy");

@@ -17,7 +17,7 @@ use fastwire_bench::demo::{start_demo, Demo};
 use fastwire_bench::BackendKind;
 use fastwire_common::Timer;
 
-use crate::util::*;
+use super::util::*;
 
 fn config() -> ServerConfig {
     server_config(ProtocolConfig::default())
@@ -28,12 +28,12 @@ fn demo(kind: BackendKind, config: ServerConfig) -> Box<dyn RunningServer> {
 }
 
 fn wait_request(id: u32, micros: u64) -> Vec<u8> {
-    spec_request(id, format!("wait/{micros}").as_bytes(), format!("v{id}").as_bytes())
+    frame::request(id, format!("wait/{micros}").as_bytes(), format!("v{id}").as_bytes())
 }
 
 fn connect(server: &dyn RunningServer) -> TcpStream {
     let mut s = raw(server.local_addr());
-    spec_handshake(&mut s);
+    frame::handshake(&mut s);
     s
 }
 
@@ -47,7 +47,7 @@ pub fn deferred_out_of_order(kind: BackendKind) {
         batch.extend(wait_request(i as u32 + 1, *d));
     }
     s.write_all(&batch).unwrap();
-    let got: Vec<(u32, Vec<u8>)> = (0..delays.len()).map(|_| spec_read_response(&mut s)).collect();
+    let got: Vec<(u32, Vec<u8>)> = (0..delays.len()).map(|_| frame::read_response(&mut s)).collect();
     let ids: Vec<u32> = got.iter().map(|(id, _)| *id).collect();
     assert_eq!(ids, [5, 4, 3, 2, 1], "answered as their waits end, not in request order");
     for (id, value) in got {
@@ -70,7 +70,7 @@ pub fn thousand_waiting_calls(kind: BackendKind) {
     s.write_all(&batch).unwrap();
     let mut seen = vec![false; 1001];
     for _ in 0..1000 {
-        let (id, value) = spec_read_response(&mut s);
+        let (id, value) = frame::read_response(&mut s);
         assert!(!std::mem::replace(&mut seen[id as usize], true), "id {id} answered twice");
         assert_eq!(value, format!("re:v{id}").into_bytes());
     }
@@ -171,13 +171,13 @@ pub fn concurrency_limit_backpressure(kind: BackendKind) {
     let server = start(kind, config, handler);
     let conns: Vec<TcpStream> = (0..3).map(|_| connect(&*server)).collect();
     for mut s in &conns {
-        let batch: Vec<u8> = (1..=12).flat_map(|id| spec_request(id, b"x", b"")).collect();
+        let batch: Vec<u8> = (1..=12).flat_map(|id| frame::request(id, b"x", b"")).collect();
         s.write_all(&batch).unwrap();
     }
     for mut s in conns {
         let mut ids: Vec<u32> = (0..12)
             .map(|_| {
-                let (id, value) = spec_read_response(&mut s);
+                let (id, value) = frame::read_response(&mut s);
                 assert_eq!(value, b"done");
                 id
             })
@@ -196,7 +196,7 @@ pub fn concurrency_limit_reject(kind: BackendKind) {
     let mut s = connect(&*server);
     let batch: Vec<u8> = (1..=5).flat_map(|id| wait_request(id, 300_000)).collect();
     s.write_all(&batch).unwrap();
-    let mut got: Vec<(u32, Vec<u8>)> = (0..5).map(|_| spec_read_response(&mut s)).collect();
+    let mut got: Vec<(u32, Vec<u8>)> = (0..5).map(|_| frame::read_response(&mut s)).collect();
     // The four rejected come back first (at once), the one admitted after its wait.
     assert_eq!(got.pop().unwrap(), (1, b"re:v1".to_vec()));
     got.sort();
@@ -215,7 +215,7 @@ pub fn shutdown_with_deferred_in_flight(kind: BackendKind) {
     eventually(Duration::from_secs(5), "both calls deferred", || server.stats().deferred_in_flight == 2);
     let stopping = std::thread::spawn(move || server.shutdown(Duration::from_millis(1500)));
     // The short call is answered during the grace period.
-    assert_eq!(spec_read_response(&mut s), (1, b"re:v1".to_vec()));
+    assert_eq!(frame::read_response(&mut s), (1, b"re:v1".to_vec()));
     let report = stopping.join().unwrap();
     assert_eq!(report.cut_off, 1, "{report}");
     assert_eq!(report.deferred_cut, 1, "{report}");
@@ -237,7 +237,7 @@ pub fn responder_after_close(kind: BackendKind) {
     let config = ServerConfig { idle_timeout: Some(Duration::from_millis(300)), ..config() };
     let server = start(kind, config, handler);
     let mut s = connect(&*server);
-    s.write_all(&spec_request(7, b"x", b"")).unwrap();
+    s.write_all(&frame::request(7, b"x", b"")).unwrap();
     eventually(Duration::from_secs(5), "the call is deferred", || parked.lock().unwrap().len() == 1);
     drop(s);
     eventually(Duration::from_secs(10), "the connection closed", || server.stats().open == 0);
@@ -258,10 +258,10 @@ pub fn dropped_responder(kind: BackendKind) {
     };
     let server = start(kind, config(), handler);
     let mut s = connect(&*server);
-    let mut batch = spec_request(1, b"drop", b"");
-    batch.extend(spec_request(2, b"x", b""));
+    let mut batch = frame::request(1, b"drop", b"");
+    batch.extend(frame::request(2, b"x", b""));
     s.write_all(&batch).unwrap();
-    assert_eq!(spec_read_response(&mut s), (2, b"ok".to_vec()));
+    assert_eq!(frame::read_response(&mut s), (2, b"ok".to_vec()));
     eventually(Duration::from_secs(5), "counted", || server.stats().dropped_responders == 1);
     assert!(quiet_for(&mut s, Duration::from_millis(100)), "nothing for the dropped call, and still open");
 }
@@ -277,11 +277,11 @@ fn panicking(req: Request<'_>, resp: &mut ResponseWriter<'_>) {
 /// One connection's call panics; another connection, mid-conversation, is untouched.
 fn panic_harms_nobody_else(kind: BackendKind, server: Box<dyn RunningServer>) {
     let mut bystander = connect(&*server);
-    bystander.write_all(&spec_request(1, b"echo", b"before")).unwrap();
-    assert_eq!(spec_read_response(&mut bystander), (1, b"re:before".to_vec()));
+    bystander.write_all(&frame::request(1, b"echo", b"before")).unwrap();
+    assert_eq!(frame::read_response(&mut bystander), (1, b"re:before".to_vec()));
     let mut victim = connect(&*server);
-    let mut batch = spec_request(1, b"echo", b"a");
-    batch.extend(spec_request(2, b"panic", b""));
+    let mut batch = frame::request(1, b"echo", b"a");
+    batch.extend(frame::request(2, b"panic", b""));
     victim.write_all(&batch).unwrap();
     // Its client gets what was answered before, then the connection closes:
     // no response (and so no wrong value) for the call that panicked.
@@ -291,12 +291,12 @@ fn panic_harms_nobody_else(kind: BackendKind, server: Box<dyn RunningServer>) {
     expected.extend(b"re:a");
     assert!(rest.is_empty() || rest == expected, "only the first answer may arrive: {rest:?}");
     eventually(Duration::from_secs(5), "the panic is counted", || server.stats().handler_panics == 1);
-    bystander.write_all(&spec_request(2, b"echo", b"after")).unwrap();
-    assert_eq!(spec_read_response(&mut bystander), (2, b"re:after".to_vec()));
+    bystander.write_all(&frame::request(2, b"echo", b"after")).unwrap();
+    assert_eq!(frame::read_response(&mut bystander), (2, b"re:after".to_vec()));
     // Panic again, many times: the loop, pool or executor is still there.
     for _ in 0..5 {
         let mut c = connect(&*server);
-        c.write_all(&spec_request(9, b"panic", b"")).unwrap();
+        c.write_all(&frame::request(9, b"panic", b"")).unwrap();
         expect_closed(c, Duration::from_secs(10));
     }
     assert_still_serves(kind, &*server);
@@ -352,11 +352,11 @@ pub fn pool_answers_out_of_order(kind: BackendKind) {
 /// A slow call then a fast one on one connection: the fast one is answered first.
 fn assert_fast_overtakes_slow(server: &dyn RunningServer) {
     let mut s = connect(server);
-    let mut batch = spec_request(1, b"slow", b"");
-    batch.extend(spec_request(2, b"fast", b""));
+    let mut batch = frame::request(1, b"slow", b"");
+    batch.extend(frame::request(2, b"fast", b""));
     s.write_all(&batch).unwrap();
-    assert_eq!(spec_read_response(&mut s), (2, b"fast".to_vec()));
-    assert_eq!(spec_read_response(&mut s), (1, b"slow".to_vec()));
+    assert_eq!(frame::read_response(&mut s), (2, b"fast".to_vec()));
+    assert_eq!(frame::read_response(&mut s), (1, b"slow".to_vec()));
 }
 
 /// `async` handlers run concurrently within a connection.
@@ -387,7 +387,7 @@ pub fn in_flight_limit_with_deferred_calls(kind: BackendKind) {
     let mut s = connect(&*server);
     let batch: Vec<u8> = (1..=100).flat_map(|id| wait_request(id, 2_000)).collect();
     s.write_all(&batch).unwrap();
-    let mut ids: Vec<u32> = (0..100).map(|_| spec_read_response(&mut s).0).collect();
+    let mut ids: Vec<u32> = (0..100).map(|_| frame::read_response(&mut s).0).collect();
     ids.sort();
     assert_eq!(ids, (1..=100).collect::<Vec<_>>());
 }
@@ -411,9 +411,9 @@ pub fn peer_address_and_byte_counts(kind: BackendKind) {
     let server = start(kind, config(), handler);
     let mut s = connect(&*server);
     let me = s.local_addr().unwrap().to_string();
-    let request = spec_request(1, b"who", b"am I");
+    let request = frame::request(1, b"who", b"am I");
     s.write_all(&request).unwrap();
-    assert_eq!(spec_read_response(&mut s), (1, me.clone().into_bytes()));
+    assert_eq!(frame::read_response(&mut s), (1, me.clone().into_bytes()));
     drop(s);
     // Handshake (3 bytes) and the request in; handshake and the response out.
     eventually(Duration::from_secs(5), "bytes counted", || {

@@ -1,7 +1,6 @@
 //! 1,000 quick connect/close cycles leave no descriptor behind, on every
-//! backend. A test binary of its own with one test, because it counts the
-//! whole process's descriptors (`/proc/self/fd`), which tests running in
-//! parallel would disturb.
+//! backend. It counts the whole process's descriptors (`/proc/self/fd`),
+//! which any other test running beside it would disturb.
 
 #![cfg(target_os = "linux")]
 
@@ -18,6 +17,7 @@ fn open_descriptors() -> usize {
 
 #[test]
 fn connect_close_cycles_leak_no_descriptor() {
+    let _turn = crate::alone();
     for &kind in BackendKind::ALL {
         if let Some(why) = kind.unavailable() {
             eprintln!("skipped {kind}: {why}");

@@ -1,107 +1,23 @@
-//! Helpers shared by the integration tests: the recorded Go vectors and
-//! small drivers that run the state machines over in-memory bytes.
-#![allow(dead_code)]
+//! Small drivers that run the protocol's state machines over in-memory
+//! bytes, fed in chunks of any size, and comparisons that print a summary
+//! rather than megabytes when they fail.
 
-use std::path::PathBuf;
 use std::sync::Mutex;
 
-use base64::Engine;
 use fastwire_proto::{
-    demo_handler, ClientConfig, ClientConn, Compression, Connection, Error, ProtocolConfig, Request, ResponseWriter,
-    ServerConfig, ServerConn,
+    demo_handler, ClientConfig, ClientConn, Connection, Error, Request, ResponseWriter, ServerConfig, ServerConn,
 };
 
-/// A request as owned bytes: (id, name, value).
-pub type OwnedRequest = (u32, Vec<u8>, Vec<u8>);
-/// A response as owned bytes: (id, value).
-pub type OwnedResponse = (u32, Vec<u8>);
-
-/// One recorded connection.
-pub struct Scenario {
-    pub name: &'static str,
-    pub sniff_header: Vec<u8>,
-    pub protocol_version: u8,
-    pub compression: Compression,
-    pub requests: Vec<OwnedRequest>,
-    pub responses: Vec<OwnedResponse>,
-    pub client_to_server: Vec<u8>,
-    pub server_to_client: Vec<u8>,
-}
-
-pub const SCENARIOS: [&str; 4] = ["none-default", "snappy-default", "flate-default", "none-sniff-xy-v7"];
-
-/// The recorded vectors. This module is also included by the workspace's
-/// conformance suite (`#[path]`), whose manifest directory is the root.
-fn data_dir() -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let here = root.join("tests/data/fastrpc");
-    if here.is_dir() {
-        here
-    } else {
-        root.join("crates/proto/tests/data/fastrpc")
-    }
-}
-
-fn b64(v: &serde_json::Value, key: &str) -> Vec<u8> {
-    let text = v.get(key).and_then(|s| s.as_str()).unwrap_or("");
-    base64::engine::general_purpose::STANDARD.decode(text).expect("valid base64 in manifest")
-}
-
-pub fn scenario(name: &'static str) -> Scenario {
-    let dir = data_dir().join(name);
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
-    let compress_type = manifest["compress_type"].as_u64().unwrap() as u8;
-    Scenario {
-        name,
-        sniff_header: manifest["sniff_header"].as_str().unwrap().as_bytes().to_vec(),
-        protocol_version: manifest["protocol_version"].as_u64().unwrap() as u8,
-        compression: Compression::from_wire_value(compress_type).unwrap(),
-        requests: manifest["requests_in_order"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| (r["id"].as_u64().unwrap() as u32, b64(r, "name_b64"), b64(r, "value_b64")))
-            .collect(),
-        responses: manifest["responses_in_order"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| (r["id"].as_u64().unwrap() as u32, b64(r, "value_b64")))
-            .collect(),
-        client_to_server: std::fs::read(dir.join("client_to_server.bin")).unwrap(),
-        server_to_client: std::fs::read(dir.join("server_to_client.bin")).unwrap(),
-    }
-}
-
-pub fn all_scenarios() -> Vec<Scenario> {
-    SCENARIOS.iter().map(|n| scenario(n)).collect()
-}
-
-impl Scenario {
-    pub fn protocol(&self) -> ProtocolConfig {
-        ProtocolConfig {
-            sniff_header: self.sniff_header.clone(),
-            protocol_version: self.protocol_version,
-            compression: self.compression,
-            ..ProtocolConfig::default()
-        }
-    }
-
-    pub fn server_config(&self) -> ServerConfig {
-        ServerConfig { protocol: self.protocol(), ..ServerConfig::default() }
-    }
-
-    pub fn client_config(&self) -> ClientConfig {
-        ClientConfig { protocol: self.protocol(), ..ClientConfig::default() }
-    }
-}
+use crate::{OwnedRequest, OwnedResponse};
 
 /// What a server produced from some input.
 #[derive(Debug, PartialEq, Eq)]
 pub struct ServerRun {
+    /// The requests its handler saw.
     pub requests: Vec<OwnedRequest>,
+    /// Every byte it wrote.
     pub output: Vec<u8>,
+    /// The error that stopped it, if one did.
     pub error: Option<Error>,
 }
 
@@ -134,8 +50,11 @@ pub fn run_server<'a>(config: &ServerConfig, chunks: impl IntoIterator<Item = &'
 /// What a client produced from some input.
 #[derive(Debug, PartialEq, Eq)]
 pub struct ClientRun {
+    /// The responses delivered, in order.
     pub responses: Vec<OwnedResponse>,
+    /// The error that stopped it, if one did.
     pub error: Option<Error>,
+    /// Calls still waiting for a response at the end.
     pub pending_left: usize,
 }
 
@@ -212,6 +131,7 @@ pub fn assert_requests_eq(actual: &[OwnedRequest], expected: &[OwnedRequest], wh
     assert!(actual == expected, "{what}: contents differ");
 }
 
+/// Compares decoded response lists by summary (ids, lengths) then content.
 #[track_caller]
 pub fn assert_responses_eq(actual: &[OwnedResponse], expected: &[OwnedResponse], what: &str) {
     let summary = |v: &[OwnedResponse]| v.iter().map(|(id, val)| (*id, val.len())).collect::<Vec<_>>();

@@ -1,10 +1,9 @@
 //! fastwire against exchanges recorded between Go fastrpc clients and servers
 //! (`tests/data/fastrpc/`, see its README).
 
-mod common;
-
-use common::*;
 use fastwire_proto::{Compression, FASTRPC_BENCH_BODY};
+use fastwire_testkit::memory::*;
+use fastwire_testkit::vectors::*;
 
 #[test]
 fn manifests_describe_the_documented_calls() {

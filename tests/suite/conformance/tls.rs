@@ -17,7 +17,7 @@ use fastwire::ClientError;
 use fastwire_bench::tls::{TestPki, SERVER_NAME};
 use fastwire_bench::BackendKind;
 
-use crate::util::*;
+use super::util::*;
 
 /// A TLS server. Its handshake timeout covers the TLS handshake too, which
 /// takes a client several scheduling turns (and some crypto): on a loaded

@@ -11,7 +11,7 @@ use fastwire::proto::{demo_handler, ProtocolConfig, ServerConfig};
 use fastwire::Refusal;
 use fastwire_bench::BackendKind;
 
-use crate::util::*;
+use super::util::*;
 
 const CLOSE_WITHIN: Duration = Duration::from_secs(10);
 
@@ -89,7 +89,7 @@ pub fn oversized_value(kind: BackendKind) {
 pub fn truncated_then_closed(kind: BackendKind) {
     let server = start_demo(kind);
     let mut s = raw(server.local_addr());
-    let request = spec_request(1, b"echo", b"cut short");
+    let request = frame::request(1, b"echo", b"cut short");
     s.write_all(&[0, 1, 0]).unwrap();
     s.write_all(&request[..request.len() - 4]).unwrap();
     s.shutdown(std::net::Shutdown::Write).unwrap();
@@ -105,7 +105,7 @@ pub fn reset_mid_message(kind: BackendKind) {
     let server = start_demo(kind);
     for _ in 0..20 {
         let mut s = raw(server.local_addr());
-        let request = spec_request(1, b"echo", &[7u8; 10_000]);
+        let request = frame::request(1, b"echo", &[7u8; 10_000]);
         s.write_all(&[0, 1, 0]).unwrap();
         s.write_all(&request[..5_000]).unwrap();
         // SO_LINGER 0: closing sends a reset instead of a FIN.
@@ -124,7 +124,7 @@ pub fn corrupt_flate(kind: BackendKind) {
 
 pub fn corrupt_snappy(kind: BackendKind) {
     let mut framed = bytes::BytesMut::new();
-    SnappyEncoder::new().encode(&spec_request(1, b"echo", b"crc"), &mut framed);
+    SnappyEncoder::new().encode(&frame::request(1, b"echo", b"crc"), &mut framed);
     let mut bytes = vec![0, 2, 0];
     bytes.extend_from_slice(&framed);
     *bytes.last_mut().unwrap() ^= 0x20; // the CRC no longer matches
@@ -171,7 +171,7 @@ pub fn over_connection_limit(kind: BackendKind) {
     let server = start(kind, config, demo_handler);
     let mut held: Vec<TcpStream> = (0..3).map(|_| raw(server.local_addr())).collect();
     for s in &mut held {
-        spec_handshake(s);
+        frame::handshake(s);
     }
     // The fourth is accepted and closed at once.
     let mut fourth = raw(server.local_addr());
@@ -180,8 +180,8 @@ pub fn over_connection_limit(kind: BackendKind) {
     assert!(server.stats().refused.connection_limit >= 1);
     // The three held connections still work.
     for (i, s) in held.iter_mut().enumerate() {
-        s.write_all(&spec_request(i as u32 + 1, b"echo", b"held")).unwrap();
-        assert_eq!(spec_read_response(s), (i as u32 + 1, b"re:held".to_vec()));
+        s.write_all(&frame::request(i as u32 + 1, b"echo", b"held")).unwrap();
+        assert_eq!(frame::read_response(s), (i as u32 + 1, b"re:held".to_vec()));
     }
     drop(held);
     eventually(Duration::from_secs(5), "the slots are free again", || server.stats().open == 0);

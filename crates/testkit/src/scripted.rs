@@ -1,7 +1,7 @@
 //! Scripted servers for the tests that hold clients to account: a
 //! listener on 127.0.0.1 that runs a script (a plain function over a raw
-//! socket, written from `docs/src/wire-protocol.md`, not the protocol crate) on
-//! each connection it accepts.
+//! socket, written from `docs/src/wire-protocol.md` with [`crate::frame`], not the
+//! protocol crate) on each connection it accepts.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,10 +9,16 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+/// How long a scripted connection's reads wait by default: each script
+/// ends by itself when its client closes or stalls this long.
+pub const SCRIPT_LIFETIME: Duration = Duration::from_secs(20);
+
 /// A server on 127.0.0.1 that runs `script` on each connection it accepts
-/// (a thread each). Stops accepting when dropped, or after two minutes
-/// whatever happens; each script must end by itself (when the client
-/// closes, or after a bounded wait).
+/// (a thread each), blocking, without Nagle's delay, its reads timing out
+/// after [`SCRIPT_LIFETIME`] unless the script sets another timeout.
+/// Stops accepting when dropped, or after two minutes whatever happens;
+/// each script must end by itself (when the client closes, or after a
+/// bounded wait).
 pub struct Scripted {
     pub addr: SocketAddr,
     stop: Arc<AtomicBool>,
@@ -35,6 +41,7 @@ impl Scripted {
                         Ok((stream, _)) => {
                             stream.set_nonblocking(false).unwrap();
                             stream.set_nodelay(true).unwrap();
+                            stream.set_read_timeout(Some(SCRIPT_LIFETIME)).unwrap();
                             let script = Arc::clone(&script);
                             std::thread::spawn(move || script(stream));
                         }
@@ -53,20 +60,5 @@ impl Drop for Scripted {
         if let Some(t) = self.acceptor.take() {
             let _ = t.join();
         }
-    }
-}
-
-/// One response frame: id, value length (little-endian), value.
-pub fn response(id: u32, value: &[u8]) -> Vec<u8> {
-    [&id.to_le_bytes()[..], &(value.len() as u32).to_le_bytes(), value].concat()
-}
-
-/// What the demo service answers (`fastwire_proto::demo_handler`): the
-/// fastrpc benchmark body for an empty name, `re:` and the value otherwise.
-pub fn demo_answer(name: &[u8], value: &[u8]) -> Vec<u8> {
-    if name.is_empty() {
-        fastwire::proto::FASTRPC_BENCH_BODY.to_vec()
-    } else {
-        [&b"re:"[..], value].concat()
     }
 }

@@ -9,8 +9,8 @@
 //! written from the protocol reference (`docs/src/wire-protocol.md`), not the
 //! protocol crate, and every one of them stops by itself.
 
-use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::io::Write;
+use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -18,12 +18,14 @@ use std::time::{Duration, Instant};
 
 use fastwire::proto::{ClientConfig, Error, HandshakeError, HandshakeStage, MessageError};
 use fastwire::{ClientError, ClientStats};
-use fastwire_bench::backend::{blocking_client, BlockingClient};
+use fastwire_bench::backend::BlockingClient;
 use fastwire_bench::tls::{TestPki, SERVER_NAME};
 use fastwire_bench::BackendKind;
-use scripted::{demo_answer, response, Scripted};
 
-mod scripted;
+use crate::kit::backends::{client, each_client};
+use crate::kit::frame::{demo_answer, read_handshake, read_request, response, PLAIN};
+use crate::kit::net::drain;
+use crate::kit::scripted::{Scripted, SCRIPT_LIFETIME};
 
 /// The clients' handshake timeout here: short, so stalled handshakes end quickly.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_millis(500);
@@ -31,57 +33,19 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_millis(500);
 const CALL_TIMEOUT: Duration = Duration::from_secs(3);
 /// How late past its deadline a call may end on a loaded machine.
 const SLACK: Duration = Duration::from_secs(3);
-/// No scripted connection lives longer than this.
-const SCRIPT_LIFETIME: Duration = Duration::from_secs(20);
 
 // ---- scripted servers ----
-
-/// Reads exactly `n` bytes, or `None` if the client closed or stalled.
-fn read_n(s: &mut TcpStream, n: usize) -> Option<Vec<u8>> {
-    s.set_read_timeout(Some(SCRIPT_LIFETIME)).unwrap();
-    let mut buf = vec![0; n];
-    s.read_exact(&mut buf).ok().map(|()| buf)
-}
-
-/// Reads the client's handshake (no sniff header: three bytes).
-fn read_handshake(s: &mut TcpStream) -> Option<[u8; 3]> {
-    read_n(s, 3).map(|b| [b[0], b[1], b[2]])
-}
-
-/// Reads one request: (id, name, value).
-fn read_request(s: &mut TcpStream) -> Option<(u32, Vec<u8>, Vec<u8>)> {
-    let le = |b: &[u8]| u32::from_le_bytes(b.try_into().unwrap());
-    let head = read_n(s, 8)?;
-    let (id, name_len) = (le(&head[..4]), le(&head[4..]));
-    let name = read_n(s, name_len as usize)?;
-    let value_len = le(&read_n(s, 4)?);
-    let value = read_n(s, value_len as usize)?;
-    Some((id, name, value))
-}
 
 /// What the demo service answers an `echo` call.
 fn answer(value: &[u8]) -> Vec<u8> {
     demo_answer(b"echo", value)
 }
 
-/// Reads whatever the client sends for `quiet` (so that closing then sends
-/// a FIN, not a reset for unread bytes).
-fn drain(s: &mut TcpStream, quiet: Duration) {
-    s.set_read_timeout(Some(quiet)).unwrap();
-    let mut buf = [0u8; 4096];
-    while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
-}
-
 /// Keeps the connection open, reading and ignoring, until the client
-/// closes it or `SCRIPT_LIFETIME` passes.
-fn hold(mut s: TcpStream) {
-    s.set_read_timeout(Some(SCRIPT_LIFETIME)).unwrap();
-    let mut buf = [0u8; 4096];
-    while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
+/// closes it or the script's lifetime passes.
+fn hold(s: TcpStream) {
+    crate::kit::net::hold(s, SCRIPT_LIFETIME)
 }
-
-/// The server's half of a plain handshake (version 0, no compression, no TLS).
-const PLAIN: [u8; 3] = [0, 1, 0];
 
 /// Answers every request right, as the demo service does.
 fn echo_server(mut s: TcpStream) {
@@ -99,20 +63,6 @@ fn echo_server(mut s: TcpStream) {
 
 fn config() -> ClientConfig {
     ClientConfig { handshake_timeout: HANDSHAKE_TIMEOUT, call_timeout: CALL_TIMEOUT, ..ClientConfig::default() }
-}
-
-/// Runs `check` once per client backend that can run here.
-fn each_client(check: impl Fn(BackendKind)) {
-    for kind in BackendKind::clients() {
-        match kind.unavailable() {
-            Some(why) => eprintln!("{kind} client skipped: {why}"),
-            None => check(kind),
-        }
-    }
-}
-
-fn client(kind: BackendKind, addr: SocketAddr, config: ClientConfig) -> Box<dyn BlockingClient> {
-    blocking_client(kind, addr, config).expect("a client")
 }
 
 /// One call, which must end within its deadline (and some slack).

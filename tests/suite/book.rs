@@ -1,7 +1,7 @@
 //! The rendered guide's links: every relative link of every page of
 //! `docs/book` (built by `scripts/build-docs.sh`) points at a page or file
 //! inside the book, and every `#anchor` at an element with that id. The
-//! source-level checks of `tests/docs.rs` cannot see what mdBook makes of a
+//! source-level checks of `tests/suite/docs.rs` cannot see what mdBook makes of a
 //! link: a chapter missing from `SUMMARY.md` has no page, and a link to a
 //! file outside `docs/src` leaves the book.
 //!

@@ -1,14 +1,12 @@
 //! Property tests: round trips of arbitrary messages, and no panic on any input.
 
-mod common;
-
-use common::*;
 use fastwire_proto::codec::{decode_request, decode_response};
 use fastwire_proto::compress::StreamDecoder;
 use fastwire_proto::{
     demo_handler, ClientConfig, ClientConn, Compression, Connection, Limits, ProtocolConfig, Request, ResponseWriter,
     ServerConfig, ServerConn,
 };
+use fastwire_testkit::memory::*;
 use proptest::prelude::*;
 
 const SMALL: Limits = Limits { max_name_len: 64, max_value_len: 4096 };

@@ -1,13 +1,11 @@
 //! Each way a peer or caller can get it wrong produces its own error.
 
-mod common;
-
-use common::*;
 use fastwire_proto::compress::SnappyEncoder;
 use fastwire_proto::{
     demo_handler, ClientConfig, ClientConn, Compression, CompressionError, Connection, Error, Flow, HandshakeError,
     Limits, MessageError, MessageKind, ProtocolConfig, Request, ResponseWriter, ServerConfig, ServerConn,
 };
+use fastwire_testkit::memory::*;
 
 fn server_error(config: &ServerConfig, input: &[u8]) -> Error {
     run_server(config, [input]).error.expect("an error")

@@ -3,14 +3,13 @@
 //! answer what nobody asked, stop answering, or close, it exits non-zero
 //! with a message that says so, and it says so at once.
 
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{BufReader, BufWriter, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use scripted::{demo_answer, response, Scripted};
-
-mod scripted;
+use crate::kit::frame::{demo_answer, read_handshake, read_request, response, PLAIN};
+use crate::kit::scripted::Scripted;
 
 /// How a scripted server behaves.
 #[derive(Clone, Copy)]
@@ -32,28 +31,11 @@ fn serve(stream: TcpStream, script: Script) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut writer = BufWriter::new(stream);
-    let mut handshake = [0u8; 3];
-    if reader.read_exact(&mut handshake).is_err() || writer.write_all(&[0, 1, 0]).and_then(|()| writer.flush()).is_err()
-    {
+    if read_handshake(&mut reader).is_none() || writer.write_all(&PLAIN).and_then(|()| writer.flush()).is_err() {
         return;
     }
-    let le = |b: &[u8]| u32::from_le_bytes(b.try_into().unwrap()) as usize;
     let mut calls = 0;
-    loop {
-        let mut head = [0u8; 8];
-        if reader.read_exact(&mut head).is_err() {
-            return;
-        }
-        let mut name = vec![0; le(&head[4..])];
-        let mut len = [0u8; 4];
-        if reader.read_exact(&mut name).and_then(|()| reader.read_exact(&mut len)).is_err() {
-            return;
-        }
-        let mut value = vec![0; le(&len)];
-        if reader.read_exact(&mut value).is_err() {
-            return;
-        }
-        let id = le(&head[..4]) as u32;
+    while let Some((id, name, value)) = read_request(&mut reader) {
         calls += 1;
         let out = match script {
             Script::Right => response(id, &demo_answer(&name, &value)),

@@ -1,10 +1,9 @@
 //! Bytes may arrive split anywhere: every recorded stream, cut at every byte
 //! offset and in random chunk sizes, decodes exactly as when fed whole.
 
-mod common;
-
-use common::*;
 use fastwire_proto::{Compression, Connection};
+use fastwire_testkit::memory::*;
+use fastwire_testkit::vectors::*;
 
 /// Checks a server's output: byte for byte where there is no compression;
 /// otherwise batching decides where flushes fall, so compare what it decodes to.

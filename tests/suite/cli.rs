@@ -6,23 +6,7 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-fn request(id: u32, name: &[u8], value: &[u8]) -> Vec<u8> {
-    let mut v = Vec::new();
-    for part in
-        [&id.to_le_bytes()[..], &(name.len() as u32).to_le_bytes(), name, &(value.len() as u32).to_le_bytes(), value]
-    {
-        v.extend_from_slice(part);
-    }
-    v
-}
-
-fn response(s: &mut TcpStream) -> (u32, Vec<u8>) {
-    let mut head = [0u8; 8];
-    s.read_exact(&mut head).unwrap();
-    let mut value = vec![0; u32::from_le_bytes(head[4..].try_into().unwrap()) as usize];
-    s.read_exact(&mut value).unwrap();
-    (u32::from_le_bytes(head[..4].try_into().unwrap()), value)
-}
+use crate::kit::frame::{self, request};
 
 /// `fastwire serve ARGS` as a child process; its stdout after the first line,
 /// and the address that line names ("fastwire: serving on ADDR (backend NAME)").
@@ -76,10 +60,10 @@ fn serve_answers_a_spec_client_on_every_backend() {
         bytes.extend(request(0, b"note", b"fire"));
         bytes.extend(request(2, b"echo", b"hello"));
         s.write_all(&bytes).unwrap();
-        let (id, body) = response(&mut s);
+        let (id, body) = frame::read_response(&mut s);
         assert_eq!((id, body.len()), (1, 261), "{backend}: the fastrpc benchmark body");
         assert!(body.starts_with(b"Hello world foobar"));
-        assert_eq!(response(&mut s), (2, b"re:hello".to_vec()), "{backend}");
+        assert_eq!(frame::read_response(&mut s), (2, b"re:hello".to_vec()), "{backend}");
         drop(s);
 
         // Ctrl-C: a graceful shutdown and exit code 0.
@@ -118,16 +102,14 @@ fn serve_with_a_waiting_handler_and_a_concurrency_limit() {
         ]);
         let mut s = TcpStream::connect(addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        s.write_all(&[0, 1, 0]).unwrap();
-        let mut theirs = [0u8; 3];
-        s.read_exact(&mut theirs).unwrap();
+        frame::handshake(&mut s);
         let started = std::time::Instant::now();
         let mut bytes = request(1, b"echo", b"slow");
         bytes.extend(request(2, b"echo", b"second"));
         s.write_all(&bytes).unwrap();
         // The second call is over the limit while the first waits: refused first.
-        assert_eq!(response(&mut s), (2, b"concurrency limit exceeded".to_vec()), "{backend}");
-        assert_eq!(response(&mut s), (1, b"re:slow".to_vec()), "{backend}");
+        assert_eq!(frame::read_response(&mut s), (2, b"concurrency limit exceeded".to_vec()), "{backend}");
+        assert_eq!(frame::read_response(&mut s), (1, b"re:slow".to_vec()), "{backend}");
         assert!(started.elapsed() >= Duration::from_millis(200), "{backend}: answered after its wait");
         drop(s);
         assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());

@@ -8,8 +8,9 @@ use std::time::Duration;
 use fastwire::proto::{demo_handler, ClientConn, Compression, Connection};
 use fastwire_bench::BackendKind;
 
-use crate::util::*;
-use crate::vectors::{all_scenarios, assert_bytes_eq, assert_responses_eq, client_with_calls};
+use super::util::*;
+use fastwire_testkit::memory::{assert_bytes_eq, assert_responses_eq, client_with_calls};
+use fastwire_testkit::vectors::all_scenarios;
 
 pub fn recorded_exchanges(kind: BackendKind) {
     recorded_exchanges_on(kind.name(), &starter(kind))
