@@ -22,8 +22,10 @@
 //! callers await them from as many tasks as they like.
 //!
 //! This crate is part of the tool, never of the library: only the
-//! `fastwire-bench` package's `peers` feature depends on it, so a default
-//! build never compiles tarpc.
+//! `fastwire-bench` package's `peers` feature depends on it, and turns on
+//! its `stacks` feature, without which the crate is empty: so neither a
+//! default build nor `cargo test --workspace` compiles tarpc or tonic.
+#![cfg(feature = "stacks")]
 
 use std::io;
 use std::net::SocketAddr;
