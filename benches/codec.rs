@@ -23,8 +23,9 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use fastwire::proto::codec::{decode_request, decode_response, encode_request, encode_response};
+use fastwire::proto::driver::Connection;
 use fastwire::proto::{
-    demo_handler, ClientConfig, ClientConn, Compression, Connection, Limits, ProtocolConfig, ServerConfig, ServerConn,
+    demo_handler, ClientConfig, ClientConn, Compression, Limits, ProtocolConfig, ServerConfig, ServerConn,
     FASTRPC_BENCH_BODY, FASTRPC_BENCH_VALUE,
 };
 

@@ -5,9 +5,9 @@
 //! client's `output()` to the server's `received()`, call `process`, and move
 //! the server's `output()` back. Run it with `cargo run --example sans_io`.
 
+use fastwire::proto::driver::Connection;
 use fastwire::proto::{
-    ClientConfig, ClientConn, Compression, Connection, ProtocolConfig, Request, ResponseWriter, ServerConfig,
-    ServerConn,
+    ClientConfig, ClientConn, Compression, ProtocolConfig, Request, ResponseWriter, ServerConfig, ServerConn,
 };
 
 fn main() {

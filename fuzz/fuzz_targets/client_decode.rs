@@ -2,7 +2,8 @@
 //! error or complete calls, never panic, and never complete a call twice.
 #![no_main]
 
-use fastwire_proto::{ClientConfig, ClientConn, Connection, Limits, ProtocolConfig};
+use fastwire_proto::driver::Connection;
+use fastwire_proto::{ClientConfig, ClientConn, Limits, ProtocolConfig};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -2,7 +2,8 @@
 //! error or serve, never panic, and never buffer beyond its limits.
 #![no_main]
 
-use fastwire_proto::{demo_handler, Compression, Connection, Limits, ProtocolConfig, ServerConfig, ServerConn};
+use fastwire_proto::driver::Connection;
+use fastwire_proto::{demo_handler, Compression, Limits, ProtocolConfig, ServerConfig, ServerConn};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -837,7 +837,7 @@ fn one_connection(
     expected: Option<&[u8]>,
     buf: &mut [u8],
 ) -> Result<(usize, u64), String> {
-    use fastwire_proto::Connection;
+    use fastwire_proto::driver::Connection;
     use std::io::{Read, Write};
     let io = |e: std::io::Error| e.to_string();
     let stream = std::net::TcpStream::connect_timeout(&addr, config.connect_timeout).map_err(io)?;

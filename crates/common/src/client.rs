@@ -64,7 +64,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use fastwire_proto::{ClientConfig, ClientConn, Connection};
+use fastwire_proto::driver::Connection;
+use fastwire_proto::{ClientConfig, ClientConn};
 
 use crate::{
     net, sys, Backoff, CallSlot, ClientError, ClientStats, Deadline, FollowEnd, Reply, SlotPool, SlotToken, LARGE_VALUE,

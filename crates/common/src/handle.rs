@@ -9,7 +9,8 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fastwire_proto::{ConcurrencyLimit, Connection, Lifecycle, ServerConfig, ServerConn, Wake};
+use fastwire_proto::driver::{Connection, Lifecycle, Wake};
+use fastwire_proto::{ConcurrencyLimit, ServerConfig, ServerConn};
 
 use crate::{ServerCounters, ServerStats, ShutdownReport};
 

@@ -63,7 +63,7 @@ pub mod work;
 
 pub use balance::{BalanceConfig, BalanceError, Balanced, RetryBudget, ServerState};
 pub use error::ClientError;
-pub use fastwire_proto::lifecycle::CloseReason;
+pub use fastwire_proto::CloseReason;
 pub use handle::ServerHandle;
 pub use net::Accept;
 pub use pool::{Pool, PoolClient, Pooled};

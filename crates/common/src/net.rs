@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-pub use fastwire_proto::lifecycle::{LINGER, LINGER_MAX_BYTES};
+pub use fastwire_proto::driver::{LINGER, LINGER_MAX_BYTES};
 
 /// A server's listening sockets, bound and not yet served: one listener
 /// whose connections are handed to the loops in turn

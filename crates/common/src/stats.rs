@@ -5,8 +5,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use fastwire_proto::lifecycle::Expired;
-use fastwire_proto::{Connection, Error, HandshakeError, Lifecycle, ServerConn};
+use fastwire_proto::driver::Expired;
+use fastwire_proto::driver::{Connection, Lifecycle};
+use fastwire_proto::{Error, HandshakeError, ServerConn};
 
 use crate::CloseReason;
 

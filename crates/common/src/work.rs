@@ -16,7 +16,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use fastwire_proto::{CallGuard, Handler, Request, Responder, ResponseWriter};
+use fastwire_proto::driver::CallGuard;
+use fastwire_proto::{Handler, Request, Responder, ResponseWriter};
 use futures_util::FutureExt;
 use smallvec::SmallVec;
 

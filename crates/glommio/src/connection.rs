@@ -3,7 +3,7 @@
 //! an io_uring request that the executor submits in batches with others.
 //!
 //! When to give buffers back or close is the protocol crate's
-//! [`Lifecycle`](fastwire_proto::Lifecycle), handed the time when the task
+//! [`Lifecycle`](fastwire_proto::driver::Lifecycle), handed the time when the task
 //! wakes. The handshake's deadline is the socket's own read timeout
 //! (glommio links a timeout to each read request). After the handshake the
 //! read has no timeout: the process's clock thread (`clock`) wakes the task
@@ -27,8 +27,9 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use fastwire_common::{net, CloseReason, ConnTally};
-use fastwire_proto::lifecycle::{Expired, IDLE_RELEASE};
-use fastwire_proto::{Connection, Flow, Handler, Lifecycle, ServerConn, Wake};
+use fastwire_proto::driver::{Connection, Flow, Lifecycle, Wake};
+use fastwire_proto::driver::{Expired, IDLE_RELEASE};
+use fastwire_proto::{Handler, ServerConn};
 use futures_lite::{future, AsyncRead, AsyncReadExt, AsyncWriteExt};
 use futures_util::task::AtomicWaker;
 use glommio::net::TcpStream;

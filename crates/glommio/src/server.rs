@@ -197,7 +197,7 @@ impl Server {
                 glommio::spawn_local(async move {
                     let cut = run(listener, Vec::new(), shared, handler).await;
                     finished.set(finished.get() + 1);
-                    fastwire_proto::Wake::wake(&*done, 0);
+                    fastwire_proto::driver::Wake::wake(&*done, 0);
                     cut
                 })
                 .detach(),

@@ -6,7 +6,7 @@
 //! ```
 //!
 //! The phases and their timeouts are the protocol crate's
-//! [`Lifecycle`](fastwire_proto::Lifecycle); this file moves the bytes.
+//! [`Lifecycle`](fastwire_proto::driver::Lifecycle); this file moves the bytes.
 //!
 //! `drive` does all the work the socket allows right now: write pending
 //! output until `WouldBlock`; read (into the loop's shared buffer) until
@@ -21,8 +21,9 @@ use std::net::Shutdown;
 use std::time::Instant;
 
 use fastwire_common::{Batching, CloseReason, ConnTally, ServerCounters};
-use fastwire_proto::lifecycle::{Expired, Phase};
-use fastwire_proto::{Connection, Handler, Lifecycle, ServerConn};
+use fastwire_proto::driver::{Connection, Lifecycle};
+use fastwire_proto::driver::{Expired, Phase};
+use fastwire_proto::{Handler, ServerConn};
 use mio::event::Event;
 use mio::net::TcpStream;
 

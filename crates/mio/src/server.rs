@@ -12,7 +12,8 @@ use fastwire_common::{
     net, take_due, Batching, Blocking, CloseReason, Cut, Deadlines, ReadyKeys, ServerCounters, Serving, ShutdownReport,
     WokenKeys,
 };
-use fastwire_proto::{Handler, ServerConfig, Wake};
+use fastwire_proto::driver::Wake;
+use fastwire_proto::{Handler, ServerConfig};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;

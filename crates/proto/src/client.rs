@@ -10,7 +10,8 @@
 //! back with the response.
 //!
 //! ```
-//! use fastwire_proto::{ClientConfig, ClientConn, Connection};
+//! use fastwire_proto::driver::Connection;
+//! use fastwire_proto::{ClientConfig, ClientConn};
 //!
 //! let mut conn = ClientConn::new(&ClientConfig::default());
 //! let id = conn.start_call(b"echo", b"hi", "my token").unwrap();
@@ -190,7 +191,7 @@ impl<T> ClientConn<T> {
     /// handshakes' deadline while they are under way; `None` before
     /// [`start_clock`](Self::start_clock) and once they are done.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.handshake_deadline.filter(|_| !crate::Connection::is_handshake_done(self))
+        self.handshake_deadline.filter(|_| !crate::driver::Connection::is_handshake_done(self))
     }
 
     /// Applies what is due at `now`: returns true if the handshakes did not
@@ -288,7 +289,7 @@ impl<T> ClientConn<T> {
                 return HandshakeStage::Tls { client_certificate: tls.has_client_certificate() };
             }
         }
-        if crate::Connection::is_handshake_done(self) {
+        if crate::driver::Connection::is_handshake_done(self) {
             HandshakeStage::Done
         } else {
             HandshakeStage::Fastrpc

@@ -24,18 +24,18 @@
 //! * [`codec`]: request and response encoding and incremental decoding
 //!   (`Ok(None)` means "need more bytes").
 //! * [`compress`]: none, flate and snappy as stream transforms, per direction.
-//! * [`pending`]: request ids and the table of calls awaiting a response.
 //! * [`handler`]: the [`Handler`] trait and the [`ResponseWriter`] a handler
 //!   writes its response value into, in place.
 //! * [`deferred`]: answering later from any thread or task (a [`Responder`]),
 //!   and the server-wide [`ConcurrencyLimit`].
-//! * [`connection`]: the [`Connection`] trait: how a backend moves bytes in
-//!   and out of either side's state machine.
 //! * [`server`] and [`client`]: the two state machines, [`ServerConn`] and
 //!   [`ClientConn`]. A backend's loop is read, `process`, write.
-//! * [`lifecycle`]: a server connection's phases from open to closed and
-//!   the timeouts that move it along ([`Lifecycle`], handed the time), so
-//!   that every backend closes the same connections at the same moments.
+//! * [`driver`]: for people writing a backend, not a service: how a loop
+//!   moves bytes in and out of either machine (`Connection`), a server
+//!   connection's phases and timeouts handed the time (`Lifecycle`), the
+//!   wake-up of a loop when a deferred call is answered, and the table of
+//!   a client's calls in flight, so that every backend closes the same
+//!   connections at the same moments.
 //! * [`demo`]: the demo service of `fastwire serve`, the tests and the
 //!   benchmarks (fastrpc's own benchmark call, and an echo).
 //! * `tls` (feature `tls`): TLS as fastrpc negotiates it, with rustls, as
@@ -62,14 +62,15 @@ pub mod client;
 pub mod codec;
 pub mod compress;
 pub mod config;
-pub mod connection;
+mod connection;
 pub mod deferred;
 pub mod demo;
+pub mod driver;
 pub mod error;
 pub mod handler;
 pub mod handshake;
-pub mod lifecycle;
-pub mod pending;
+mod lifecycle;
+mod pending;
 pub mod server;
 mod stream;
 #[cfg(feature = "tls")]
@@ -80,13 +81,11 @@ pub mod tokio_codec;
 pub use client::{ClientConn, HandshakeStage, Rejected};
 pub use codec::{Request, Response};
 pub use config::{ClientConfig, Compression, Limits, OverLimit, ProtocolConfig, ServerConfig};
-pub use connection::Connection;
-pub use deferred::{CallGuard, ConcurrencyLimit, NoWake, RespondError, Responder, Wake};
+pub use deferred::{ConcurrencyLimit, RespondError, Responder};
 pub use error::{CompressionError, Error, HandshakeError, MessageError, MessageKind, TlsError};
 pub use handler::{Handler, ResponseWriter};
-pub use lifecycle::{CloseReason, Lifecycle};
-pub use pending::PendingTable;
-pub use server::{Flow, ServerConn};
+pub use lifecycle::CloseReason;
+pub use server::ServerConn;
 
 #[doc(hidden)]
 pub use demo::{demo_handler, FASTRPC_BENCH_BODY, FASTRPC_BENCH_VALUE};

@@ -37,7 +37,8 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use crate::{Connection, ServerConfig, ServerConn};
+use crate::driver::Connection;
+use crate::{ServerConfig, ServerConn};
 
 /// After this long without traffic a connection gives its buffers back.
 pub const IDLE_RELEASE: Duration = Duration::from_secs(1);

@@ -2,10 +2,11 @@
 //!
 //! [`ServerConn`] reads the client's handshake, answers with its own, then
 //! decodes requests, runs the [`Handler`] on each and encodes its response in
-//! place. The backend only moves bytes: see [`Connection`](crate::Connection).
+//! place. The backend only moves bytes: see [`Connection`](crate::driver::Connection).
 //!
 //! ```
-//! use fastwire_proto::{Connection, Flow, Request, ResponseWriter, ServerConfig, ServerConn};
+//! use fastwire_proto::driver::{Connection, Flow};
+//! use fastwire_proto::{Request, ResponseWriter, ServerConfig, ServerConn};
 //!
 //! let handler = |req: Request<'_>, resp: &mut ResponseWriter<'_>| resp.extend_from_slice(req.value);
 //! let mut conn = ServerConn::new(&ServerConfig::default());
@@ -153,7 +154,7 @@ impl ServerConn {
     }
 
     /// Responses encoded and not yet handed to the socket (see
-    /// [`Connection::take_output`](crate::Connection::take_output)).
+    /// [`Connection::take_output`](crate::driver::Connection::take_output)).
     pub fn unwritten_responses(&self) -> usize {
         self.outbound.unwritten_messages
     }
@@ -162,7 +163,7 @@ impl ServerConn {
     /// calls in flight on this connection, written or deferred
     /// (`max_in_flight`), or the server's concurrency limit.
     pub fn is_output_full(&self) -> bool {
-        crate::Connection::buffered_output(self) >= self.max_output_buffer
+        crate::driver::Connection::buffered_output(self) >= self.max_output_buffer
             || self.outbound.unwritten_messages + self.deferred >= self.max_in_flight
             || (self.limit_blocked && !self.limit_has_room())
     }
@@ -182,7 +183,7 @@ impl ServerConn {
     /// complete request received so far, appending responses to the output.
     ///
     /// An error means the connection must be closed; write whatever
-    /// [`output`](crate::Connection::output) holds first (after a TLS request it is
+    /// [`output`](crate::driver::Connection::output) holds first (after a TLS request it is
     /// our handshake saying "no TLS", as Go's server does). Calling `process`
     /// again after an error returns the same error.
     pub fn process<H: Handler + ?Sized>(&mut self, handler: &H) -> Result<Flow, Error> {

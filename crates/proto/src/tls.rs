@@ -17,9 +17,9 @@
 //! *inside* [`ServerConn`](crate::ServerConn) and
 //! [`ClientConn`](crate::ClientConn) means that no backend has TLS code: the
 //! blocking threads, the mio reactor, tokio and glommio move raw bytes
-//! through [`Connection`](crate::Connection) exactly as without TLS, and the
+//! through [`Connection`](crate::driver::Connection) exactly as without TLS, and the
 //! handshake timeout each already enforces covers the TLS handshake too
-//! ([`Connection::is_handshake_done`](crate::Connection::is_handshake_done)
+//! ([`Connection::is_handshake_done`](crate::driver::Connection::is_handshake_done)
 //! is true only once TLS is established).
 //!
 //! Configure a server with [`TlsServer`] in

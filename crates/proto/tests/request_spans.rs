@@ -8,7 +8,8 @@
 use std::sync::{Arc, Mutex};
 
 use fastwire_proto::codec::encode_request;
-use fastwire_proto::{Connection, Flow, Limits, Request, ResponseWriter, ServerConfig, ServerConn};
+use fastwire_proto::driver::{Connection, Flow};
+use fastwire_proto::{Limits, Request, ResponseWriter, ServerConfig, ServerConn};
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};

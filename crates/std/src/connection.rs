@@ -36,8 +36,9 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use fastwire_common::{net, CloseReason, ConnTally, ServerCounters};
-use fastwire_proto::lifecycle::{Expired, IDLE_RELEASE};
-use fastwire_proto::{ConcurrencyLimit, Connection, Error, Flow, Handler, Lifecycle, ServerConfig, ServerConn, Wake};
+use fastwire_proto::driver::{Connection, Flow, Lifecycle, Wake};
+use fastwire_proto::driver::{Expired, IDLE_RELEASE};
+use fastwire_proto::{ConcurrencyLimit, Error, Handler, ServerConfig, ServerConn};
 
 use crate::server::Shared;
 

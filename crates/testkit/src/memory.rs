@@ -4,8 +4,9 @@
 
 use std::sync::Mutex;
 
+use fastwire_proto::driver::Connection;
 use fastwire_proto::{
-    demo_handler, ClientConfig, ClientConn, Connection, Error, Request, ResponseWriter, ServerConfig, ServerConn,
+    demo_handler, ClientConfig, ClientConn, Error, Request, ResponseWriter, ServerConfig, ServerConn,
 };
 
 use crate::{OwnedRequest, OwnedResponse};

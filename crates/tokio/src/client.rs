@@ -30,7 +30,8 @@ use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
 use fastwire_common::{net, Backoff, CallSlot, ClientError, ClientStats, Deadline, Reply, SlotPool, SlotToken};
-use fastwire_proto::{ClientConfig, ClientConn, Connection};
+use fastwire_proto::driver::Connection;
+use fastwire_proto::{ClientConfig, ClientConn};
 use tokio::io::AsyncReadExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;

@@ -18,7 +18,7 @@
 //! is always written before reading more, so the output limit holds
 //! trivially. When to give buffers back or close (the handshake, idle and
 //! stopped-reading timeouts) is the protocol crate's
-//! [`Lifecycle`](fastwire_proto::Lifecycle): the task sleeps until the
+//! [`Lifecycle`](fastwire_proto::driver::Lifecycle): the task sleeps until the
 //! deadline it names, and hands it the time.
 //!
 //! Deferred responses and `async` handlers answer through the connection's
@@ -30,8 +30,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use fastwire_common::{net, CloseReason, ConnTally};
-use fastwire_proto::lifecycle::Expired;
-use fastwire_proto::{Connection, Flow, Lifecycle, ServerConn, Wake};
+use fastwire_proto::driver::Expired;
+use fastwire_proto::driver::{Connection, Flow, Lifecycle, Wake};
+use fastwire_proto::ServerConn;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;

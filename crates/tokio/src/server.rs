@@ -14,7 +14,8 @@ use std::sync::Mutex;
 use std::task::{Context, Poll};
 
 use fastwire_common::{net, Blocking, OwnedRequest, Registry, ServerCounters, Serving, ShutdownReport};
-use fastwire_proto::{CallGuard, ConcurrencyLimit, Handler, Request, Responder, ResponseWriter, ServerConfig};
+use fastwire_proto::driver::CallGuard;
+use fastwire_proto::{ConcurrencyLimit, Handler, Request, Responder, ResponseWriter, ServerConfig};
 use futures_util::future::{join, ready, CatchUnwind, FutureExt, Join, Ready};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::net::{TcpListener, TcpStream};

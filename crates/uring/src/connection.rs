@@ -22,7 +22,7 @@
 //!   during the previous one: batching by itself.
 //!
 //! The phases and their timeouts are the protocol crate's
-//! [`Lifecycle`](fastwire_proto::Lifecycle). Removing a connection takes
+//! [`Lifecycle`](fastwire_proto::driver::Lifecycle). Removing a connection takes
 //! one more step here: its socket is shut down, its receive cancelled, and
 //! its memory kept until the kernel has returned both requests.
 
@@ -32,8 +32,9 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 use fastwire_common::{Batching, CloseReason, ConnTally, ServerCounters};
-use fastwire_proto::lifecycle::{Expired, Phase};
-use fastwire_proto::{Connection, Handler, Lifecycle, ServerConn};
+use fastwire_proto::driver::{Connection, Lifecycle};
+use fastwire_proto::driver::{Expired, Phase};
+use fastwire_proto::{Handler, ServerConn};
 use io_uring::{opcode, squeue, types, IoUring};
 
 use crate::ring::{self, BufRing, Completion, Op};

@@ -23,7 +23,8 @@ use fastwire_common::{
     net, take_due, Batching, Blocking, CloseReason, Cut, Deadlines, ReadyKeys, ServerCounters, Serving, ShutdownReport,
     WokenKeys,
 };
-use fastwire_proto::{Handler, ServerConfig, Wake};
+use fastwire_proto::driver::Wake;
+use fastwire_proto::{Handler, ServerConfig};
 use io_uring::{opcode, types, IoUring};
 use slab::Slab;
 

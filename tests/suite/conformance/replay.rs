@@ -5,7 +5,8 @@ use std::io::{Read, Write};
 use std::sync::Arc;
 use std::time::Duration;
 
-use fastwire::proto::{demo_handler, ClientConn, Compression, Connection};
+use fastwire::proto::driver::Connection;
+use fastwire::proto::{demo_handler, ClientConn, Compression};
 use fastwire_bench::BackendKind;
 
 use super::util::*;

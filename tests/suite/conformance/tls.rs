@@ -9,9 +9,9 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use fastwire::proto::driver::Connection;
 use fastwire::proto::{
-    demo_handler, ClientConfig, ClientConn, Compression, Connection, Error, HandshakeError, ProtocolConfig,
-    ServerConfig, TlsError,
+    demo_handler, ClientConfig, ClientConn, Compression, Error, HandshakeError, ProtocolConfig, ServerConfig, TlsError,
 };
 use fastwire::ClientError;
 use fastwire_bench::tls::{TestPki, SERVER_NAME};

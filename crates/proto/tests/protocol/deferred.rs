@@ -5,9 +5,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use fastwire_proto::codec::{decode_response, encode_request};
+use fastwire_proto::driver::{Connection, Flow, Wake};
 use fastwire_proto::{
-    ConcurrencyLimit, Connection, Error, Flow, Limits, OverLimit, Request, RespondError, Responder, ResponseWriter,
-    ServerConfig, ServerConn, Wake,
+    ConcurrencyLimit, Error, Limits, OverLimit, Request, RespondError, Responder, ResponseWriter, ServerConfig,
+    ServerConn,
 };
 
 /// Counts wake-ups.

@@ -1,9 +1,10 @@
 //! Each way a peer or caller can get it wrong produces its own error.
 
 use fastwire_proto::compress::SnappyEncoder;
+use fastwire_proto::driver::{Connection, Flow};
 use fastwire_proto::{
-    demo_handler, ClientConfig, ClientConn, Compression, CompressionError, Connection, Error, Flow, HandshakeError,
-    Limits, MessageError, MessageKind, ProtocolConfig, Request, ResponseWriter, ServerConfig, ServerConn,
+    demo_handler, ClientConfig, ClientConn, Compression, CompressionError, Error, HandshakeError, Limits, MessageError,
+    MessageKind, ProtocolConfig, Request, ResponseWriter, ServerConfig, ServerConn,
 };
 use fastwire_testkit::memory::*;
 

@@ -7,8 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fastwire_proto::codec::encode_request;
-use fastwire_proto::lifecycle::{CloseReason, Expired, Lifecycle, Phase, IDLE_RELEASE, LINGER, LINGER_MAX_BYTES};
-use fastwire_proto::{Connection, Limits, Request, Responder, ResponseWriter, ServerConfig, ServerConn};
+use fastwire_proto::driver::Connection;
+use fastwire_proto::driver::{CloseReason, Expired, Lifecycle, Phase, IDLE_RELEASE, LINGER, LINGER_MAX_BYTES};
+use fastwire_proto::{Limits, Request, Responder, ResponseWriter, ServerConfig, ServerConn};
 
 const HANDSHAKE: &[u8] = &[0, 1, 0]; // version 0, no compression, no TLS
 

@@ -2,9 +2,10 @@
 
 use fastwire_proto::codec::{decode_request, decode_response};
 use fastwire_proto::compress::StreamDecoder;
+use fastwire_proto::driver::Connection;
 use fastwire_proto::{
-    demo_handler, ClientConfig, ClientConn, Compression, Connection, Limits, ProtocolConfig, Request, ResponseWriter,
-    ServerConfig, ServerConn,
+    demo_handler, ClientConfig, ClientConn, Compression, Limits, ProtocolConfig, Request, ResponseWriter, ServerConfig,
+    ServerConn,
 };
 use fastwire_testkit::memory::*;
 use proptest::prelude::*;

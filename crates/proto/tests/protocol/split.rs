@@ -1,7 +1,8 @@
 //! Bytes may arrive split anywhere: every recorded stream, cut at every byte
 //! offset and in random chunk sizes, decodes exactly as when fed whole.
 
-use fastwire_proto::{Compression, Connection};
+use fastwire_proto::driver::Connection;
+use fastwire_proto::Compression;
 use fastwire_testkit::memory::*;
 use fastwire_testkit::vectors::*;
 

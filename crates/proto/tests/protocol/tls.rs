@@ -2,10 +2,11 @@
 //! server connection exchange what each outputs, as two sockets would.
 #![cfg(feature = "tls")]
 
+use fastwire_proto::driver::Connection;
 use fastwire_proto::tls::{TlsClient, TlsServer};
 use fastwire_proto::{
-    demo_handler, ClientConfig, ClientConn, Compression, Connection, Error, HandshakeError, ProtocolConfig,
-    ServerConfig, ServerConn, TlsError,
+    demo_handler, ClientConfig, ClientConn, Compression, Error, HandshakeError, ProtocolConfig, ServerConfig,
+    ServerConn, TlsError,
 };
 
 struct Pki {
