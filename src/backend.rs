@@ -271,9 +271,9 @@ pub fn start_server<H: Handler + 'static>(
             Box::new(fastwire_tokio::Server::bind(addr, config)?.serve(handler)?)
         }
         #[cfg(feature = "tokio")]
-        BackendKind::TokioPerCore => Box::new(
-            fastwire_tokio::Server::bind_with(addr, config, fastwire_tokio::Flavor::per_core())?.serve(handler)?,
-        ),
+        BackendKind::TokioPerCore => {
+            Box::new(fastwire_tokio::Server::bind_with(addr, config, tokio_per_core())?.serve(handler)?)
+        }
         #[cfg(feature = "mio")]
         BackendKind::Mio => Box::new(fastwire_mio::Server::bind(addr, config)?.serve(handler)?),
         #[cfg(feature = "glommio")]
@@ -289,16 +289,12 @@ pub fn start_server<H: Handler + 'static>(
                 BackendKind::UringFixed => fastwire_uring::Options { fixed_files: true, ..Default::default() },
                 _ => fastwire_uring::Options { accept: fastwire_uring::Accept::ReusePort, ..Default::default() },
             };
-            let loops = std::thread::available_parallelism().map_or(1, |n| n.get());
-            Box::new(fastwire_uring::Server::bind_with(addr, config, loops, options)?.serve(handler)?)
+            Box::new(fastwire_uring::Server::bind_with(addr, config, options)?.serve(handler)?)
         }
         #[cfg(feature = "mio")]
         BackendKind::MioReuseport => {
-            let loops = std::thread::available_parallelism().map_or(1, |n| n.get());
-            Box::new(
-                fastwire_mio::Server::bind_with(addr, config, loops, fastwire_mio::Accept::ReusePort)?
-                    .serve(handler)?,
-            )
+            let options = fastwire_mio::Options { accept: fastwire_mio::Accept::ReusePort, ..Default::default() };
+            Box::new(fastwire_mio::Server::bind_with(addr, config, options)?.serve(handler)?)
         }
         #[cfg(feature = "tokio")]
         BackendKind::TokioPerCoreReuseport => {
@@ -310,19 +306,26 @@ pub fn start_server<H: Handler + 'static>(
 /// glommio with a `SO_REUSEPORT` listener per executor.
 #[cfg(feature = "glommio")]
 fn glommio_reuseport(addr: SocketAddr, config: ServerConfig) -> io::Result<fastwire_glommio::Server> {
-    let executors = std::thread::available_parallelism().map_or(1, |n| n.get());
-    fastwire_glommio::Server::bind_with(addr, config, executors, fastwire_glommio::Accept::ReusePort)
+    let options = fastwire_glommio::Options { accept: fastwire_glommio::Accept::ReusePort, ..Default::default() };
+    fastwire_glommio::Server::bind_with(addr, config, options)
+}
+
+/// tokio's per-core flavor, connections handed to the runtimes in turn.
+#[cfg(feature = "tokio")]
+fn tokio_per_core() -> fastwire_tokio::Options {
+    fastwire_tokio::Options { flavor: fastwire_tokio::Flavor::per_core() }
 }
 
 /// tokio's per-core flavor with a `SO_REUSEPORT` listener per runtime.
 #[cfg(feature = "tokio")]
-fn per_core_reuseport() -> fastwire_tokio::Flavor {
-    match fastwire_tokio::Flavor::per_core() {
+fn per_core_reuseport() -> fastwire_tokio::Options {
+    let flavor = match fastwire_tokio::Flavor::per_core() {
         fastwire_tokio::Flavor::PerCore { cores, .. } => {
             fastwire_tokio::Flavor::PerCore { cores, accept: fastwire_tokio::Accept::ReusePort }
         }
         other => other,
-    }
+    };
+    fastwire_tokio::Options { flavor }
 }
 
 /// Starts a server of `kind` running a blocking `handler` on its worker
@@ -357,10 +360,9 @@ where
             Box::new(fastwire_tokio::Server::bind(addr, config)?.serve_async(handler)?)
         }
         #[cfg(feature = "tokio")]
-        BackendKind::TokioPerCore => Box::new(
-            fastwire_tokio::Server::bind_with(addr, config, fastwire_tokio::Flavor::per_core())?
-                .serve_async(handler)?,
-        ),
+        BackendKind::TokioPerCore => {
+            Box::new(fastwire_tokio::Server::bind_with(addr, config, tokio_per_core())?.serve_async(handler)?)
+        }
         #[cfg(feature = "tokio")]
         BackendKind::TokioPerCoreReuseport => {
             Box::new(fastwire_tokio::Server::bind_with(addr, config, per_core_reuseport())?.serve_async(handler)?)

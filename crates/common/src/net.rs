@@ -37,7 +37,10 @@ impl Listeners {
 
     /// One listener the application bound itself (options it set on the
     /// socket are kept), its connections handed to `loops` loops in turn.
-    pub fn adopt(listener: TcpListener, loops: usize) -> io::Result<Listeners> {
+    /// `accept` must be [`Accept::RoundRobin`]: one socket cannot be a
+    /// listener per loop.
+    pub fn adopt(listener: TcpListener, loops: usize, accept: Accept) -> io::Result<Listeners> {
+        refuse_reuseport(accept)?;
         listener.set_nonblocking(false)?;
         Ok(Listeners { sockets: vec![listener], accept: Accept::RoundRobin, loops: loops.max(1) })
     }
@@ -45,6 +48,20 @@ impl Listeners {
     /// The bound address.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.sockets[0].local_addr()
+    }
+}
+
+/// Refuses [`Accept::ReusePort`] for a server built on one listener the
+/// application bound: that needs a listener per loop, which only binding
+/// can make.
+pub fn refuse_reuseport(accept: Accept) -> io::Result<()> {
+    match accept {
+        Accept::RoundRobin => Ok(()),
+        Accept::ReusePort => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a server on a listener the application bound has one socket, so it cannot accept with \
+             Accept::ReusePort (a listener per loop): bind the address with bind_with instead",
+        )),
     }
 }
 

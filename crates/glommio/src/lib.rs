@@ -22,7 +22,8 @@
 //!
 //! ## Layout (the same in every fastwire backend)
 //!
-//! * [`server`]: [`Server`] (bind, serve) and [`ServerHandle`] (stats,
+//! * [`server`]: [`Server`] (`bind`, `bind_with` and its [`Options`],
+//!   `from_listener`, `from_listener_with`, then serve) and [`ServerHandle`] (stats,
 //!   graceful shutdown); the executors and their accept loops.
 //! * `connection`: one server connection's task.
 //! * `clock`: one thread that wakes waiting connections about once a second
@@ -56,12 +57,17 @@ pub mod server;
 use std::io;
 
 pub use client::{Client, PendingCall};
-pub use fastwire_common::{ClientError, Reply, ServerStats, ShutdownReport};
+pub use fastwire_common::{ClientError, OwnedRequest, Reply, ServerStats, ShutdownReport};
 pub use fastwire_proto as proto;
+// The service's face at the root, the same on every backend.
+pub use fastwire_proto::{
+    ClientConfig, Compression, Handler, Limits, OverLimit, ProtocolConfig, Request, RespondError, Responder,
+    ResponseWriter, ServerConfig,
+};
 /// The glommio version this backend runs on, for `async` handlers that use its timers and I/O.
 pub use glommio;
 pub use pool::{Balanced, Pool};
-pub use server::{Accept, Server, ServerHandle, SpawnedServer};
+pub use server::{Accept, Options, Server, ServerHandle, SpawnedServer};
 
 /// Locked memory each executor asks for (glommio's `io_memory`): small,
 /// because fastwire does no file I/O, so that several executors fit a

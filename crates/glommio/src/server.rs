@@ -29,6 +29,24 @@ use crate::{connection, IO_MEMORY};
 /// accepting executor waits for room beyond this.
 const HAND_OFF: usize = 1024;
 
+/// How the server is laid out: its executors and how connections reach
+/// them. The default is one executor per available core, the first
+/// accepting and handing connections to all of them in turn.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Options {
+    /// Executors, each a thread pinned to a core (at least one).
+    pub executors: usize,
+    /// How new connections reach the executors ([`Accept::ReusePort`]:
+    /// each its own `SO_REUSEPORT` listener on the same address).
+    pub accept: Accept,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options { executors: std::thread::available_parallelism().map_or(1, |n| n.get()), accept: Accept::default() }
+    }
+}
+
 /// Bound listeners, not yet serving: one, or one per executor
 /// ([`Accept::ReusePort`]).
 #[derive(Debug)]
@@ -38,40 +56,39 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds `addr` with one executor per available core (IPv4 or IPv6;
-    /// port 0 picks a free port). Fails with a clear error where glommio
-    /// cannot run (see [`crate::probe`]).
+    /// Binds `addr` (IPv4 or IPv6; port 0 picks a free port) with the
+    /// default [`Options`]: one executor per available core. Fails with a
+    /// clear error where glommio cannot run (see [`crate::probe`]).
     pub fn bind(addr: impl ToSocketAddrs, config: ServerConfig) -> io::Result<Server> {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        Self::bind_loops(addr, config, cores)
+        Self::bind_with(addr, config, Options::default())
     }
 
-    /// Binds `addr` with `executors` executors, each pinned to a core,
-    /// accepting the default way ([`Accept::RoundRobin`]: the first
-    /// executor accepts and hands connections to all of them in turn).
-    pub fn bind_loops(addr: impl ToSocketAddrs, config: ServerConfig, executors: usize) -> io::Result<Server> {
-        Self::bind_with(addr, config, executors, Accept::default())
-    }
-
-    /// Binds `addr` with `executors` executors, accepting as `accept` says
-    /// ([`Accept::ReusePort`]: each its own `SO_REUSEPORT` listener on the
-    /// same address).
-    pub fn bind_with(
-        addr: impl ToSocketAddrs,
-        config: ServerConfig,
-        executors: usize,
-        accept: Accept,
-    ) -> io::Result<Server> {
+    /// Binds `addr` laid out as `options` say.
+    pub fn bind_with(addr: impl ToSocketAddrs, config: ServerConfig, options: Options) -> io::Result<Server> {
         crate::probe()?;
-        Ok(Server { listeners: Listeners::bind(addr, executors, accept)?, config })
+        Ok(Server { listeners: Listeners::bind(addr, options.executors, options.accept)?, config })
     }
 
     /// A server on a listener the application bound itself (options it set
-    /// on the socket are kept): one executor for [`serve`](Server::serve),
-    /// or the caller's for [`spawn_local`](Server::spawn_local).
+    /// on the socket are kept), with the default [`Options`] for
+    /// [`serve`](Server::serve), or on the caller's executor for
+    /// [`spawn_local`](Server::spawn_local).
     pub fn from_listener(listener: std::net::TcpListener, config: ServerConfig) -> io::Result<Server> {
+        Self::from_listener_with(listener, config, Options::default())
+    }
+
+    /// A server with `options.executors` executors on a listener the
+    /// application bound itself, the first accepting on it and handing
+    /// connections to all of them in turn. One listener cannot be a
+    /// listener per executor: [`Accept::ReusePort`] is refused
+    /// (`InvalidInput`); bind with [`bind_with`](Server::bind_with) for it.
+    pub fn from_listener_with(
+        listener: std::net::TcpListener,
+        config: ServerConfig,
+        options: Options,
+    ) -> io::Result<Server> {
         crate::probe()?;
-        Ok(Server::alone(listener, config))
+        Ok(Server { listeners: Listeners::adopt(listener, options.executors, options.accept)?, config })
     }
 
     /// The bound address.
@@ -174,9 +191,9 @@ impl Server {
 impl Server {
     /// Serves `handler` on the glommio executor this is called from, as
     /// local tasks beside the application's own (one accept loop per bound
-    /// listener; for one per executor, [`split`](Server::split) a
-    /// [`bind_loops`](Server::bind_loops) server and call this on
-    /// each executor with its part). Returns a handle whose
+    /// listener; for one per executor, [`split`](Server::split) a server
+    /// bound by [`bind_with`](Server::bind_with) with
+    /// [`Accept::ReusePort`] and call this on each executor with its part). Returns a handle whose
     /// [`shutdown`](SpawnedServer::shutdown) is `async`.
     ///
     /// Panics outside a glommio executor, as `glommio::spawn_local` does.

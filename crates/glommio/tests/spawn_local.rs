@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use fastwire_glommio::glommio::{LocalExecutorBuilder, Placement};
 use fastwire_glommio::proto::{demo_handler, ClientConfig, ServerConfig};
-use fastwire_glommio::{Accept, Client, Server, IO_MEMORY};
+use fastwire_glommio::{Accept, Client, Options, Server, IO_MEMORY};
 
 fn glommio_runs() -> bool {
     match fastwire_glommio::probe() {
@@ -57,16 +57,20 @@ fn serves_beside_the_applications_tasks_and_shuts_down_gracefully() {
                 }
             })
             .detach();
-            let server = Server::bind_loops("127.0.0.1:0", ServerConfig::default(), 1)
-                .unwrap()
-                .spawn_local_async(move |req, responder| {
-                    seen.fetch_add(1, Ordering::SeqCst);
-                    async move {
-                        fastwire_glommio::glommio::timer::sleep(Duration::from_millis(100)).await;
-                        let _ = responder.respond(req.value());
-                    }
-                })
-                .unwrap();
+            let server = Server::bind_with(
+                "127.0.0.1:0",
+                ServerConfig::default(),
+                Options { executors: 1, ..Options::default() },
+            )
+            .unwrap()
+            .spawn_local_async(move |req, responder| {
+                seen.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    fastwire_glommio::glommio::timer::sleep(Duration::from_millis(100)).await;
+                    let _ = responder.respond(req.value());
+                }
+            })
+            .unwrap();
             addr_tx.send(server.local_addr()).unwrap();
             recv(&stop_rx).await;
             let stats = server.stats();
@@ -96,7 +100,10 @@ fn one_server_per_application_executor_from_split() {
     if !glommio_runs() {
         return;
     }
-    let parts = Server::bind_with("127.0.0.1:0", ServerConfig::default(), 2, Accept::ReusePort).unwrap().split();
+    let parts =
+        Server::bind_with("127.0.0.1:0", ServerConfig::default(), Options { executors: 2, accept: Accept::ReusePort })
+            .unwrap()
+            .split();
     assert_eq!(parts.len(), 2);
     let addr = parts[0].local_addr().unwrap();
     assert_eq!(parts[1].local_addr().unwrap(), addr, "the same port, SO_REUSEPORT");

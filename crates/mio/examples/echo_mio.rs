@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use fastwire_mio::proto::{ClientConfig, Request, ResponseWriter, ServerConfig};
-use fastwire_mio::{Client, Server};
+use fastwire_mio::{Client, Options, Server};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The handler runs inline on its connection's event loop: keep it short.
@@ -13,7 +13,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         resp.extend_from_slice(b"echo: ");
         resp.extend_from_slice(req.value);
     };
-    let server = Server::bind_loops("127.0.0.1:0", ServerConfig::default(), 2)?.serve(echo)?;
+    let server = Server::bind_with("127.0.0.1:0", ServerConfig::default(), Options { loops: 2, ..Options::default() })?
+        .serve(echo)?;
     println!("serving on {} with 2 event loops", server.local_addr());
 
     let client = Client::connect(server.local_addr(), ClientConfig::default())?;

@@ -43,7 +43,8 @@
 //!
 //! ## Layout (the same in every fastwire backend)
 //!
-//! * [`server`]: [`Server`] (bind, serve) and [`ServerHandle`] (stats,
+//! * [`server`]: [`Server`] (`bind`, `bind_with` and its [`Options`],
+//!   `from_listener`, `from_listener_with`, then serve) and [`ServerHandle`] (stats,
 //!   graceful shutdown), and the event loop.
 //! * `connection`: one server connection's state and how it reacts to readiness.
 //! * [`client`]: [`Client`], one reconnecting connection carrying many calls,
@@ -73,5 +74,10 @@ pub mod server;
 pub use client::{Client, PendingCall};
 pub use fastwire_common::{ClientError, Reply, ServerStats, ShutdownReport};
 pub use fastwire_proto as proto;
+// The service's face at the root, the same on every backend.
+pub use fastwire_proto::{
+    ClientConfig, Compression, Handler, Limits, OverLimit, ProtocolConfig, Request, RespondError, Responder,
+    ResponseWriter, ServerConfig,
+};
 pub use pool::{Balanced, Pool};
-pub use server::{Accept, Server, ServerHandle};
+pub use server::{Accept, Options, Server, ServerHandle};

@@ -28,6 +28,23 @@ const SCRATCH: usize = 64 * 1024;
 
 pub use fastwire_common::Accept;
 
+/// How the server is laid out: its event loops and how connections reach
+/// them. The default is one loop per available core, one acceptor thread
+/// handing connections to the loops in turn.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Options {
+    /// Event loops, one thread each (at least one).
+    pub loops: usize,
+    /// How new connections reach the loops (see [`Accept`]).
+    pub accept: Accept,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options { loops: thread::available_parallelism().map_or(1, |n| n.get()), accept: Accept::default() }
+    }
+}
+
 /// Bound listeners, not yet serving.
 #[derive(Debug)]
 pub struct Server {
@@ -36,37 +53,34 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds `addr` with one event loop per available core (IPv4 or IPv6;
-    /// port 0 picks a free port).
+    /// Binds `addr` (IPv4 or IPv6; port 0 picks a free port) with the
+    /// default [`Options`]: one event loop per available core.
     pub fn bind(addr: impl ToSocketAddrs, config: ServerConfig) -> io::Result<Server> {
-        let cores = thread::available_parallelism().map_or(1, |n| n.get());
-        Self::bind_loops(addr, config, cores)
+        Self::bind_with(addr, config, Options::default())
     }
 
-    /// Binds `addr` with `loops` event loops, accepting the default way
-    /// ([`Accept::RoundRobin`]: one acceptor thread, connections handed to
-    /// the loops in turn).
-    pub fn bind_loops(addr: impl ToSocketAddrs, config: ServerConfig, loops: usize) -> io::Result<Server> {
-        Self::bind_with(addr, config, loops, Accept::default())
+    /// Binds `addr` laid out as `options` say.
+    pub fn bind_with(addr: impl ToSocketAddrs, config: ServerConfig, options: Options) -> io::Result<Server> {
+        Ok(Server { listeners: Listeners::bind(addr, options.loops, options.accept)?, config })
     }
 
-    /// Binds `addr` with `loops` event loops, accepting as `accept` says.
-    pub fn bind_with(
-        addr: impl ToSocketAddrs,
+    /// A server on a listener the application bound itself (options it set
+    /// on the socket are kept), with the default [`Options`].
+    pub fn from_listener(listener: std::net::TcpListener, config: ServerConfig) -> io::Result<Server> {
+        Self::from_listener_with(listener, config, Options::default())
+    }
+
+    /// A server with `options.loops` event loops on a listener the
+    /// application bound itself: an acceptor thread accepts on it and hands
+    /// connections to the loops in turn. One listener cannot be a listener
+    /// per loop: [`Accept::ReusePort`] is refused (`InvalidInput`); bind
+    /// with [`bind_with`](Server::bind_with) for it.
+    pub fn from_listener_with(
+        listener: std::net::TcpListener,
         config: ServerConfig,
-        loops: usize,
-        accept: Accept,
+        options: Options,
     ) -> io::Result<Server> {
-        Ok(Server { listeners: Listeners::bind(addr, loops, accept)?, config })
-    }
-
-    /// A server with `loops` event loops on one listener the application
-    /// bound itself (options it set on the socket are kept): an acceptor
-    /// thread accepts on it and hands connections to the loops
-    /// ([`Accept::RoundRobin`]). For a listener per loop, bind with
-    /// [`bind_with`](Server::bind_with) and [`Accept::ReusePort`].
-    pub fn from_listener(listener: std::net::TcpListener, config: ServerConfig, loops: usize) -> io::Result<Server> {
-        Ok(Server { listeners: Listeners::adopt(listener, loops)?, config })
+        Ok(Server { listeners: Listeners::adopt(listener, options.loops, options.accept)?, config })
     }
 
     /// The bound address.

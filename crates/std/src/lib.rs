@@ -19,7 +19,8 @@
 //!
 //! ## Layout (the same in every fastwire backend)
 //!
-//! * [`server`]: [`Server`] (bind, serve) and [`ServerHandle`] (stats,
+//! * [`server`]: [`Server`] (`bind`, `from_listener`, then serve: a
+//!   thread per connection has nothing to lay out, so no `Options`) and [`ServerHandle`] (stats,
 //!   graceful shutdown); the accept loop and the connection limit.
 //! * `connection`: one server connection's reader and writer threads.
 //! * [`client`]: [`Client`], one reconnecting connection carrying many calls.
@@ -50,5 +51,10 @@ pub mod server;
 pub use client::{Client, PendingCall};
 pub use fastwire_common::{ClientError, Reply, ServerStats, ShutdownReport};
 pub use fastwire_proto as proto;
+// The service's face at the root, the same on every backend.
+pub use fastwire_proto::{
+    ClientConfig, Compression, Handler, Limits, OverLimit, ProtocolConfig, Request, RespondError, Responder,
+    ResponseWriter, ServerConfig,
+};
 pub use pool::{Balanced, Pool};
 pub use server::{Server, ServerHandle};

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use fastwire_tokio::proto::{ClientConfig, Request, ResponseWriter, ServerConfig};
-use fastwire_tokio::{Client, Flavor, Server};
+use fastwire_tokio::{Client, Flavor, Options, Server};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let flavor = match std::env::args().nth(1).as_deref() {
@@ -16,7 +16,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         resp.extend_from_slice(req.value);
     };
     // The server runs on runtime threads of its own (per `flavor`).
-    let server = Server::bind_with("127.0.0.1:0", ServerConfig::default(), flavor)?.serve(echo)?;
+    let server = Server::bind_with("127.0.0.1:0", ServerConfig::default(), Options { flavor })?.serve(echo)?;
     let addr = server.local_addr();
     println!("serving on {addr} ({flavor:?})");
 

@@ -22,7 +22,8 @@
 //!
 //! ## Layout (the same in every fastwire backend)
 //!
-//! * [`server`]: [`Server`] (bind, serve) and [`ServerHandle`] (stats,
+//! * [`server`]: [`Server`] (`bind`, `bind_with` and its [`Options`],
+//!   `from_listener`, `from_listener_with`, then serve) and [`ServerHandle`] (stats,
 //!   graceful shutdown); the accept loop and the connection limit.
 //! * `connection`: one server connection's task.
 //! * [`client`]: [`Client`], one reconnecting connection carrying many
@@ -66,6 +67,11 @@ pub mod tower;
 pub use client::{Client, PendingCall};
 pub use fastwire_common::{ClientError, OwnedRequest, Reply, ServerStats, ShutdownReport};
 pub use fastwire_proto as proto;
+// The service's face at the root, the same on every backend.
+pub use fastwire_proto::{
+    ClientConfig, Compression, Handler, Limits, OverLimit, ProtocolConfig, Request, RespondError, Responder,
+    ResponseWriter, ServerConfig,
+};
 pub use pool::Pool;
-pub use server::{Accept, Flavor, Server, ServerHandle, SpawnedServer};
+pub use server::{Accept, Flavor, Options, Server, ServerHandle, SpawnedServer};
 pub use timer::Timer;

@@ -61,6 +61,20 @@ impl Flavor {
     }
 }
 
+/// How the server is laid out. The default is tokio's multi-threaded
+/// runtime with one worker per available core.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Options {
+    /// The runtime's layout.
+    pub flavor: Flavor,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options { flavor: Flavor::multi_thread() }
+    }
+}
+
 fn available_cores() -> usize {
     thread::available_parallelism().map_or(1, |n| n.get())
 }
@@ -74,16 +88,18 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds `addr` for the multi-threaded flavor (IPv4 or IPv6; port 0 picks a free port).
+    /// Binds `addr` (IPv4 or IPv6; port 0 picks a free port) with the
+    /// default [`Options`]: tokio's multi-threaded runtime.
     pub fn bind(addr: impl ToSocketAddrs, config: ServerConfig) -> io::Result<Server> {
-        Self::bind_with(addr, config, Flavor::multi_thread())
+        Self::bind_with(addr, config, Options::default())
     }
 
-    /// Binds `addr` for the given flavor. For [`Flavor::PerCore`] with
+    /// Binds `addr` laid out as `options` say. For [`Flavor::PerCore`] with
     /// [`Accept::ReusePort`] one `SO_REUSEPORT` listener per core is bound
     /// (port 0 is resolved by the first, and the others bind the same port).
-    pub fn bind_with(addr: impl ToSocketAddrs, config: ServerConfig, flavor: Flavor) -> io::Result<Server> {
+    pub fn bind_with(addr: impl ToSocketAddrs, config: ServerConfig, options: Options) -> io::Result<Server> {
         let addr = net::resolve(addr)?;
+        let flavor = options.flavor;
         let listeners = match flavor {
             Flavor::MultiThread { .. } => vec![net::listener(addr, false)?],
             Flavor::PerCore { cores, accept: Accept::ReusePort } => net::reuseport_listeners(addr, cores)?,
@@ -96,11 +112,27 @@ impl Server {
     }
 
     /// A server on a listener the application bound itself (options it set
-    /// on the socket are kept), for the multi-threaded flavor or
-    /// [`spawn`](Server::spawn). It is put into non-blocking mode.
+    /// on the socket are kept), with the default [`Options`], or on the
+    /// application's runtime with [`spawn`](Server::spawn). It is put into
+    /// non-blocking mode.
     pub fn from_listener(listener: std::net::TcpListener, config: ServerConfig) -> io::Result<Server> {
+        Self::from_listener_with(listener, config, Options::default())
+    }
+
+    /// A server laid out as `options` say on a listener the application
+    /// bound itself. One listener cannot be a listener per core:
+    /// [`Flavor::PerCore`] with [`Accept::ReusePort`] is refused
+    /// (`InvalidInput`); bind with [`bind_with`](Server::bind_with) for it.
+    pub fn from_listener_with(
+        listener: std::net::TcpListener,
+        config: ServerConfig,
+        options: Options,
+    ) -> io::Result<Server> {
+        if let Flavor::PerCore { accept, .. } = options.flavor {
+            net::refuse_reuseport(accept)?;
+        }
         listener.set_nonblocking(true)?;
-        Ok(Server { listeners: vec![listener], config, flavor: Flavor::multi_thread() })
+        Ok(Server { listeners: vec![listener], config, flavor: options.flavor })
     }
 
     /// The bound address.

@@ -8,7 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     use std::time::Duration;
 
     use fastwire_uring::proto::{ClientConfig, Request, ResponseWriter, ServerConfig};
-    use fastwire_uring::{Client, Server};
+    use fastwire_uring::{Client, Options, Server};
 
     if let Err(why) = fastwire_uring::probe() {
         eprintln!("{why}");
@@ -19,7 +19,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         resp.extend_from_slice(b"echo: ");
         resp.extend_from_slice(req.value);
     };
-    let server = Server::bind_loops("127.0.0.1:0", ServerConfig::default(), 2)?.serve(echo)?;
+    let server = Server::bind_with("127.0.0.1:0", ServerConfig::default(), Options { loops: 2, ..Options::default() })?
+        .serve(echo)?;
     println!("serving on {} with 2 completion loops", server.local_addr());
 
     let client = Client::connect(server.local_addr(), ClientConfig::default())?;

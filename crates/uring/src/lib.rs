@@ -42,7 +42,8 @@
 //!
 //! ## Layout (the same in every fastwire backend)
 //!
-//! * [`server`]: [`Server`] (bind, serve) and [`ServerHandle`] (stats,
+//! * [`server`]: [`Server`] (`bind`, `bind_with` and its [`Options`],
+//!   `from_listener`, `from_listener_with`, then serve) and [`ServerHandle`] (stats,
 //!   graceful shutdown), and the completion loop.
 //! * `connection`: one server connection's state and how it reacts to completions.
 //! * [`client`]: [`Client`], one reconnecting connection carrying many calls,
@@ -81,6 +82,11 @@ use std::io;
 pub use client::{Client, PendingCall};
 pub use fastwire_common::{ClientError, Reply, ServerStats, ShutdownReport};
 pub use fastwire_proto as proto;
+// The service's face at the root, the same on every backend.
+pub use fastwire_proto::{
+    ClientConfig, Compression, Handler, Limits, OverLimit, ProtocolConfig, Request, RespondError, Responder,
+    ResponseWriter, ServerConfig,
+};
 pub use pool::{Balanced, Pool};
 pub use ring::{Accept, Options};
 pub use server::{Server, ServerHandle};

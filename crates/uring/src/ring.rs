@@ -34,13 +34,16 @@ use std::time::Duration;
 use io_uring::types::{BufRingEntry, SubmitArgs, Timespec};
 use io_uring::{cqueue, squeue, IoUring};
 
-/// How each ring is set up and how connections reach the loops. The
-/// defaults are what measured best here, or no worse; the other settings
+/// How many loops, how each ring is set up and how connections reach the
+/// loops. The defaults are what measured best here, or no worse (one loop
+/// per available core); the other settings
 /// exist to be measured (`fastwire compare --backends
 /// uring,uring-sqpoll,uring-fixed,uring-reuseport`; the figures are in the
 /// guide's chapter "A completion loop by hand").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Options {
+    /// Server loops, one thread and one ring each (at least one).
+    pub loops: usize,
     /// Submission queue entries per ring (the completion queue has twice
     /// as many). A full queue is submitted and the push retried, so this
     /// bounds a batch, not the number of connections.
@@ -76,6 +79,7 @@ pub use fastwire_common::Accept;
 impl Default for Options {
     fn default() -> Self {
         Options {
+            loops: std::thread::available_parallelism().map_or(1, |n| n.get()),
             entries: 256,
             buffers: 128,
             buffer_size: 16 * 1024,

@@ -47,38 +47,32 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds `addr` with one loop per available core (IPv4 or IPv6; port 0
-    /// picks a free port), with the default ring [`Options`].
+    /// Binds `addr` (IPv4 or IPv6; port 0 picks a free port) with the
+    /// default [`Options`]: one loop per available core.
     pub fn bind(addr: impl ToSocketAddrs, config: ServerConfig) -> io::Result<Server> {
-        let cores = thread::available_parallelism().map_or(1, |n| n.get());
-        Self::bind_loops(addr, config, cores)
+        Self::bind_with(addr, config, Options::default())
     }
 
-    /// Binds `addr` with `loops` loops and the default ring [`Options`]
-    /// (one listener, connections handed to the loops in turn).
-    pub fn bind_loops(addr: impl ToSocketAddrs, config: ServerConfig, loops: usize) -> io::Result<Server> {
-        Self::bind_with(addr, config, loops, Options::default())
-    }
-
-    /// Binds `addr` with `loops` loops whose rings are set up as `options` says.
-    pub fn bind_with(
-        addr: impl ToSocketAddrs,
-        config: ServerConfig,
-        loops: usize,
-        options: Options,
-    ) -> io::Result<Server> {
+    /// Binds `addr` with loops and rings set up as `options` say.
+    pub fn bind_with(addr: impl ToSocketAddrs, config: ServerConfig, options: Options) -> io::Result<Server> {
         crate::probe()?;
-        Ok(Server { listeners: Listeners::bind(addr, loops, options.accept)?, config, options })
+        Ok(Server { listeners: Listeners::bind(addr, options.loops, options.accept)?, config, options })
     }
 
-    /// A server with `loops` loops on one listener the application bound
-    /// itself (options it set on the socket are kept): the first loop keeps
-    /// a multishot accept on it and hands connections to the loops in turn
-    /// ([`Accept::RoundRobin`]).
-    pub fn from_listener(listener: TcpListener, config: ServerConfig, loops: usize) -> io::Result<Server> {
+    /// A server on a listener the application bound itself (options it set
+    /// on the socket are kept), with the default [`Options`].
+    pub fn from_listener(listener: TcpListener, config: ServerConfig) -> io::Result<Server> {
+        Self::from_listener_with(listener, config, Options::default())
+    }
+
+    /// A server with `options.loops` loops on a listener the application
+    /// bound itself: the first loop keeps a multishot accept on it and
+    /// hands connections to the loops in turn. One listener cannot be a
+    /// listener per loop: [`Accept::ReusePort`] is refused (`InvalidInput`);
+    /// bind with [`bind_with`](Server::bind_with) for it.
+    pub fn from_listener_with(listener: TcpListener, config: ServerConfig, options: Options) -> io::Result<Server> {
         crate::probe()?;
-        let options = Options { accept: Accept::RoundRobin, ..Options::default() };
-        Ok(Server { listeners: Listeners::adopt(listener, loops)?, config, options })
+        Ok(Server { listeners: Listeners::adopt(listener, options.loops, options.accept)?, config, options })
     }
 
     /// The bound address.

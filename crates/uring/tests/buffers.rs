@@ -21,7 +21,8 @@ fn exchange(options: Options) {
     if let Err(why) = fastwire_uring::probe() {
         return eprintln!("skipped: {why}");
     }
-    let server = Server::bind_with("127.0.0.1:0", ServerConfig::default(), 1, options).unwrap().serve(echo).unwrap();
+    let options = Options { loops: 1, ..options };
+    let server = Server::bind_with("127.0.0.1:0", ServerConfig::default(), options).unwrap().serve(echo).unwrap();
     let addr = server.local_addr();
     std::thread::scope(|s| {
         for c in 0..8u8 {
