@@ -60,12 +60,7 @@ const KNOWN_TO_ALLOCATE: &[BackendKind] = &[BackendKind::Glommio];
 #[test]
 fn steady_state_allocates_nothing_per_call() {
     let _turn = alone();
-    for &kind in BackendKind::ALL {
-        if let Some(why) = kind.unavailable() {
-            eprintln!("skipped {kind}: {why}");
-            continue;
-        }
-        let server = start_server(kind, "127.0.0.1:0".parse().unwrap(), ServerConfig::default(), demo_handler).unwrap();
+    crate::each_demo_server(|kind, server| {
         let addr = server.local_addr();
         for depth in [1, 1000] {
             let mut measured = vec![
@@ -97,8 +92,7 @@ fn steady_state_allocates_nothing_per_call() {
                 }
             }
         }
-        server.shutdown(Duration::from_secs(5));
-    }
+    });
 }
 
 /// The paths for handlers that wait: deferred answers (std, mio, uring) and the

@@ -7,10 +7,6 @@
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use fastwire::proto::{demo_handler, ServerConfig};
-use fastwire_bench::backend::start_server;
-use fastwire_bench::BackendKind;
-
 fn open_descriptors() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
 }
@@ -18,12 +14,7 @@ fn open_descriptors() -> usize {
 #[test]
 fn connect_close_cycles_leak_no_descriptor() {
     let _turn = crate::alone();
-    for &kind in BackendKind::ALL {
-        if let Some(why) = kind.unavailable() {
-            eprintln!("skipped {kind}: {why}");
-            continue;
-        }
-        let server = start_server(kind, "127.0.0.1:0".parse().unwrap(), ServerConfig::default(), demo_handler).unwrap();
+    crate::each_demo_server(|kind, server| {
         let addr = server.local_addr();
         // Warm up (runtime threads, epoll instances...) before the baseline.
         drop(TcpStream::connect(addr).unwrap());
@@ -51,6 +42,5 @@ fn connect_close_cycles_leak_no_descriptor() {
         assert_eq!(server.stats().open, 0, "{kind}: connections still open");
         assert_eq!(open_descriptors(), baseline, "{kind}: descriptors back to where they were");
         assert!(server.stats().accepted >= 1001, "{kind}");
-        server.shutdown(Duration::from_secs(5));
-    }
+    });
 }
