@@ -191,9 +191,14 @@ pub struct ServerConfig {
     /// whenever they arrive, so the output can pass it by the answers of the
     /// calls already in flight (at most `max_in_flight` of them).
     pub max_output_buffer: usize,
-    /// Bytes reserved for each socket read, and the batch size at which
+    /// The step by which a connection's protocol buffers grow (the room
+    /// reserved for input not yet decoded), and the batch size at which
     /// compressed output is flushed early. Default 64 KiB, as Go. Buffers are
-    /// released while a connection is idle.
+    /// released while a connection is idle. How a backend reads its sockets
+    /// is its own: std's reads grow up to this size and glommio's take it
+    /// whole; mio's loops and tokio's threads read through one 64 KiB buffer
+    /// each (tokio straight into the connection's buffer inside a message);
+    /// io_uring's loops into provided buffers of its `Options::buffer_size`.
     pub buffer_size: usize,
     /// *Backend.* How long a writer may wait for more responses to join a
     /// batch before it writes: the first response of a batch waits out the
@@ -277,7 +282,9 @@ pub struct ClientConfig {
     /// [`TooManyPending`](crate::Error::TooManyPending) error. Default 1,000
     /// (Go's `DefaultMaxPendingRequests`).
     pub max_pending: usize,
-    /// Bytes reserved for each socket read, and the batch size at which
+    /// Bytes reserved for each socket read (every client reads at most
+    /// 64 KiB at a time and at least 4 KiB), the step by which the
+    /// connection's protocol buffers grow, and the batch size at which
     /// compressed output is flushed early. Default 64 KiB, as Go.
     pub buffer_size: usize,
     /// *Backend.* How long the writer may wait for more calls to join a batch.

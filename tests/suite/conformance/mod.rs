@@ -16,7 +16,8 @@
 //! * `tls`: every client against every server over TLS, mutual TLS, and
 //!   the hostile TLS cases.
 //! * `settings`: the settings the others leave untested (the client's
-//!   timeouts, backoff and batch delay, the flate level, the worker pool).
+//!   timeouts, backoff, batch delay and buffer size, the flate level, the
+//!   worker pool).
 //! * `waiting`: handlers that wait (deferred, worker pool, async), panic, or
 //!   meet the concurrency limit.
 //! * `tower`: the tokio client through `tower::Service` (one of every
@@ -65,6 +66,7 @@ macro_rules! conformance {
             #[test] fn setting_client_idle_timeout() { run(settings::client_idle_timeout) }
             #[test] fn setting_client_reconnect_backoff() { run(settings::client_reconnect_backoff) }
             #[test] fn setting_client_batch_delay() { run(settings::client_batch_delay) }
+            #[test] fn setting_client_buffer_size() { run(settings::client_buffer_size) }
             #[test] fn setting_flate_level() { run(settings::flate_level) }
             #[test] fn setting_blocking_threads() { run(settings::blocking_threads) }
 

@@ -149,6 +149,33 @@ pub fn client_batch_delay(kind: BackendKind) {
     c.close();
 }
 
+/// `ClientConfig::buffer_size`: what a client's reads reserve and its
+/// protocol buffers grow by, seen in its buffer capacity after small
+/// calls: within a few times `buffer_size`, at 4 KiB as at the default.
+pub fn client_buffer_size(kind: BackendKind) {
+    let server = start_demo(kind);
+    let mut peaks = Vec::new();
+    for buffer_size in [4096, 64 * 1024] {
+        let config = ClientConfig { buffer_size, ..client_config(ProtocolConfig::default()) };
+        let c = client(kind.client_kind(), server.local_addr(), config);
+        for i in 0..200 {
+            let value = format!("{i:0100}");
+            let reply = c.call_timeout(b"echo", value.as_bytes(), Duration::from_secs(10)).unwrap();
+            assert_eq!(reply[3..], *value.as_bytes(), "{kind}");
+        }
+        peaks.push((buffer_size, c.stats().peak_buffer_capacity));
+        c.close();
+    }
+    // The read buffer and the protocol's input buffer, each about one `buffer_size`.
+    for (buffer_size, peak) in peaks {
+        assert!(
+            (buffer_size..=3 * buffer_size).contains(&peak),
+            "{kind}: buffer_size {buffer_size}, peak capacity {peak}"
+        );
+    }
+    server.shutdown(Duration::from_secs(5));
+}
+
 /// `ProtocolConfig::flate_level`: the server compresses its output at the
 /// level it is given: stored at 0, small at 9.
 pub fn flate_level(kind: BackendKind) {
