@@ -512,7 +512,7 @@ fn load_balances_over_several_servers_and_reports_each() {
     }
     // A server that is not there: no call is sent to it (a refused connect
     // goes to another server), so none fails, and it is reported down.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let (_held, dead) = fastwire_testkit::net::refusing_addr();
     let output = fastwire()
         .args(["load", "--addr", &format!("{a},{dead}"), "--workload", "pingpong", "--duration", "200ms"])
         .args(["--client", "std", "--failover"])
@@ -524,7 +524,7 @@ fn load_balances_over_several_servers_and_reports_each() {
     let cells: Vec<&str> = line.split_whitespace().collect();
     assert_eq!((cells[1], cells.last().copied()), ("0", Some("no")), "{line}");
     // No server answering: a failure, not an empty success.
-    let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let (_held_too, other) = fastwire_testkit::net::refusing_addr();
     let output = fastwire()
         .args(["load", "--addr", &format!("{dead},{other}"), "--workload", "pingpong", "--duration", "100ms"])
         .args(["--client", "std", "--failover"])
@@ -544,8 +544,9 @@ fn load_balances_over_several_servers_and_reports_each() {
 
 #[test]
 fn load_against_a_dead_address_fails_with_a_message() {
-    // A port nobody listens on: bind, note the port, close.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    // A port held by a socket that never listens: connects are refused.
+    let (_held, dead) = fastwire_testkit::net::refusing_addr();
+    let port = dead.port();
     let output =
         fastwire().args(["load", "--addr", &format!("127.0.0.1:{port}"), "--duration", "50ms"]).output().unwrap();
     assert!(!output.status.success());

@@ -5,6 +5,19 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
+/// A local address where connects are refused, held for the caller while
+/// the returned socket lives: a socket bound to a free port of 127.0.0.1
+/// that never listens. Without `SO_REUSEADDR` nothing else can bind the
+/// port meanwhile; binding a listener, noting its port and closing it
+/// instead would hand the port back to any test running beside, whose
+/// server could then answer the connects that were to be refused.
+pub fn refusing_addr() -> (socket2::Socket, SocketAddr) {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("a socket");
+    socket.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into()).expect("bind 127.0.0.1");
+    let addr = socket.local_addr().expect("its address").as_socket().expect("an IP address");
+    (socket, addr)
+}
+
 /// A raw connection with a read timeout.
 pub fn raw(addr: SocketAddr) -> TcpStream {
     let s = TcpStream::connect(addr).unwrap();

@@ -85,8 +85,8 @@ pub fn client_idle_timeout(kind: BackendKind) {
 /// attempt doubles the backoff, up to its maximum; once the server is up,
 /// a call after the backoff connects.
 pub fn client_reconnect_backoff(kind: BackendKind) {
-    // A port with nothing on it: connects are refused.
-    let addr = TcpListener::bind(localhost()).unwrap().local_addr().unwrap();
+    // A port held by a socket that never listens: connects are refused.
+    let (held, addr) = refusing_addr();
     let (first, max) = (Duration::from_millis(200), Duration::from_millis(800));
     let config = ClientConfig {
         reconnect_backoff: first,
@@ -115,6 +115,7 @@ pub fn client_reconnect_backoff(kind: BackendKind) {
     assert!(waits[2] > ms(400) && waits[2] <= max, "{kind}: doubled: {waits:?}");
     assert!(waits[3] <= max, "{kind}: held to max_reconnect_backoff: {waits:?}");
     // The server comes up on that port: the next attempt connects.
+    drop(held);
     let server = backend::start_server(kind, addr, server_config(ProtocolConfig::default()), demo_handler)
         .expect("a server on the port just freed");
     assert_eq!(&*call().expect("connected after the backoff"), b"re:x");
