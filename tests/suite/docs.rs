@@ -726,7 +726,11 @@ fn every_try_it_runs_and_shows_what_it_prints() {
     let mut ran = 0;
     for (chapter, fences) in fences() {
         let name = chapter.file_name().unwrap().to_string_lossy().into_owned();
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        // The guide's 7000 becomes a free port; a server the chapter starts
+        // in the background binds port 0 instead and says which it got,
+        // which then stands for 7000 (a port picked and freed beforehand
+        // could be taken by a test running beside this one).
+        let mut port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let mut servers: Vec<Option<std::process::Child>> = Vec::new();
         for (i, fence) in fences.iter().enumerate().filter(|(_, f)| f.lang == "sh") {
             let Some(expected) = fences.get(i + 1).filter(|f| f.lang == "text") else {
@@ -735,12 +739,12 @@ fn every_try_it_runs_and_shows_what_it_prints() {
                 }
                 continue;
             };
-            let expected: Vec<String> =
-                expected.lines.iter().map(|l| l.replace("127.0.0.1:7000", &format!("127.0.0.1:{port}"))).collect();
             let mut printed = String::new();
             let mut checked = true;
             for line in fence.lines.iter().filter(|l| !l.trim().is_empty()) {
-                let (program, args, background, fails) = match run_of(line, port) {
+                let bound_by_the_server =
+                    if line.split(" #").next().unwrap_or("").trim_end().ends_with('&') { 0 } else { port };
+                let (program, args, background, fails) = match run_of(line, bound_by_the_server) {
                     Run::Program { program, args, background, fails } => (program, args, background, fails),
                     Run::Kill(job) => {
                         match servers.get_mut(job.wrapping_sub(1)).and_then(Option::take) {
@@ -781,8 +785,13 @@ fn every_try_it_runs_and_shows_what_it_prints() {
                     let mut first = String::new();
                     use std::io::BufRead;
                     std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
-                    if !first.contains("serving on") {
-                        failures.push(format!("{name}: `{line}` did not start: {first:?}"));
+                    match first.split("serving on ").nth(1).and_then(|rest| rest.split_whitespace().next()) {
+                        Some(addr) => {
+                            if let Ok(addr) = addr.parse::<std::net::SocketAddr>() {
+                                port = addr.port();
+                            }
+                        }
+                        None => failures.push(format!("{name}: `{line}` did not start: {first:?}")),
                     }
                     servers.push(Some(child));
                     continue;
@@ -820,6 +829,8 @@ fn every_try_it_runs_and_shows_what_it_prints() {
                 }
             }
             if checked {
+                let expected: Vec<String> =
+                    expected.lines.iter().map(|l| l.replace("127.0.0.1:7000", &format!("127.0.0.1:{port}"))).collect();
                 if let Err(why) = shows(&printed, &expected) {
                     failures.push(format!("{name}: the output is not what the chapter shows: {why}\n{printed}"));
                 }
