@@ -78,7 +78,7 @@ impl Machine {
 }
 
 fn cpus() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    fastwire_common::net::available_cores()
 }
 
 /// The commit of the source tree this binary was built from, asked of git

@@ -55,7 +55,7 @@ pub fn ideal(spec: &Spec) -> Option<Sample> {
     let seconds_per_op = match spec.workload {
         Workload::Wait => Workload::WAIT.as_secs_f64() / (spec.connections * spec.depth.max(1)) as f64,
         Workload::Cpu => {
-            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let cores = fastwire_common::net::available_cores();
             Workload::WORK.as_secs_f64() / cores as f64
         }
         _ => return None,

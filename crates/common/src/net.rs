@@ -51,6 +51,12 @@ impl Listeners {
     }
 }
 
+/// The cores this process may use, at least one: how many loops,
+/// executors or runtimes a server starts unless told otherwise.
+pub fn available_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 /// Refuses [`Accept::ReusePort`] for a server built on one listener the
 /// application bound: that needs a listener per loop, which only binding
 /// can make.

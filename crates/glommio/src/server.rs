@@ -43,7 +43,7 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Options {
-        Options { executors: std::thread::available_parallelism().map_or(1, |n| n.get()), accept: Accept::default() }
+        Options { executors: net::available_cores(), accept: Accept::default() }
     }
 }
 
@@ -120,7 +120,7 @@ impl Server {
         let local_addr = self.local_addr()?;
         let shared = self.shared();
         let handler = Arc::new(handler);
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cores = net::available_cores();
         let (done_tx, done) = mpsc::channel();
         let mut executors = Vec::new();
         let mut wakers = Vec::new();

@@ -41,7 +41,7 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Options {
-        Options { loops: thread::available_parallelism().map_or(1, |n| n.get()), accept: Accept::default() }
+        Options { loops: net::available_cores(), accept: Accept::default() }
     }
 }
 

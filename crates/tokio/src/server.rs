@@ -52,12 +52,12 @@ pub enum Flavor {
 impl Flavor {
     /// Multi-thread with one worker per available core.
     pub fn multi_thread() -> Flavor {
-        Flavor::MultiThread { workers: available_cores() }
+        Flavor::MultiThread { workers: net::available_cores() }
     }
 
     /// One runtime per available core, connections handed out in turn.
     pub fn per_core() -> Flavor {
-        Flavor::PerCore { cores: available_cores(), accept: Accept::RoundRobin }
+        Flavor::PerCore { cores: net::available_cores(), accept: Accept::RoundRobin }
     }
 }
 
@@ -73,10 +73,6 @@ impl Default for Options {
     fn default() -> Options {
         Options { flavor: Flavor::multi_thread() }
     }
-}
-
-fn available_cores() -> usize {
-    thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// Bound listeners, not yet serving.

@@ -79,7 +79,7 @@ pub use fastwire_common::Accept;
 impl Default for Options {
     fn default() -> Self {
         Options {
-            loops: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            loops: fastwire_common::net::available_cores(),
             entries: 256,
             buffers: 128,
             buffer_size: 16 * 1024,
