@@ -624,8 +624,8 @@ enum Run {
 }
 
 /// How the test runs `line` of a Try it block (`port` stands in for the
-/// guide's 7000): `cargo run` of the tool or of an example becomes the
-/// binary `cargo test` built.
+/// guide's 7000, and 0 for a server started in the background): `cargo
+/// run` of the tool or of an example becomes the binary `cargo test` built.
 fn run_of(line: &str, port: u16) -> Run {
     let (command, note) = match line.split_once(" #") {
         Some((c, n)) => (c.trim(), n.trim()),
@@ -634,11 +634,13 @@ fn run_of(line: &str, port: u16) -> Run {
     if note.contains("minute") {
         return Run::Not("it takes minutes");
     }
-    let command = command.replace("127.0.0.1:7000", &format!("127.0.0.1:{port}"));
     let (command, background) = match command.strip_suffix('&') {
-        Some(c) => (c.trim().to_owned(), true),
+        Some(c) => (c.trim(), true),
         None => (command, false),
     };
+    // A server in the background binds port 0 and says which port it got.
+    let port = if background { 0 } else { port };
+    let command = command.replace("127.0.0.1:7000", &format!("127.0.0.1:{port}"));
     if (command.contains("uring") || command.contains("glommio"))
         && fastwire_by_hand::Model::Uring.unavailable().is_some()
     {
@@ -742,9 +744,7 @@ fn every_try_it_runs_and_shows_what_it_prints() {
             let mut printed = String::new();
             let mut checked = true;
             for line in fence.lines.iter().filter(|l| !l.trim().is_empty()) {
-                let bound_by_the_server =
-                    if line.split(" #").next().unwrap_or("").trim_end().ends_with('&') { 0 } else { port };
-                let (program, args, background, fails) = match run_of(line, bound_by_the_server) {
+                let (program, args, background, fails) = match run_of(line, port) {
                     Run::Program { program, args, background, fails } => (program, args, background, fails),
                     Run::Kill(job) => {
                         match servers.get_mut(job.wrapping_sub(1)).and_then(Option::take) {

@@ -192,9 +192,9 @@ impl Server {
     /// Serves `handler` on the glommio executor this is called from, as
     /// local tasks beside the application's own (one accept loop per bound
     /// listener; for one per executor, [`split`](Server::split) a server
-    /// bound by [`bind_with`](Server::bind_with) with
-    /// [`Accept::ReusePort`] and call this on each executor with its part). Returns a handle whose
-    /// [`shutdown`](SpawnedServer::shutdown) is `async`.
+    /// bound by [`bind_with`](Server::bind_with) with [`Accept::ReusePort`]
+    /// and call this on each executor with its part). Returns a handle
+    /// whose [`shutdown`](SpawnedServer::shutdown) is `async`.
     ///
     /// Panics outside a glommio executor, as `glommio::spawn_local` does.
     pub fn spawn_local<H: Handler + 'static>(self, handler: H) -> io::Result<SpawnedServer> {

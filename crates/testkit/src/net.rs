@@ -84,13 +84,17 @@ pub fn eventually(within: Duration, what: &str, mut cond: impl FnMut() -> bool) 
     }
 }
 
+/// How long a write must block before [`write_until_blocked`] takes the
+/// peer to have stopped reading.
+pub const BLOCKED: Duration = Duration::from_millis(500);
+
 /// Writes `batch` over and over without reading, until the peer stops
-/// reading (our writes block for 500 ms); returns the bytes written. Panics
-/// if the peer closes on us or keeps reading past 256 MiB (it would be
-/// buffering without bound). `who` names the peer in the messages.
+/// reading (a write blocks for [`BLOCKED`]); returns the bytes written.
+/// Panics if the peer closes on us or keeps reading past 256 MiB (it would
+/// be buffering without bound). `who` names the peer in the messages.
 #[track_caller]
 pub fn write_until_blocked(s: &mut TcpStream, batch: &[u8], who: impl Display) -> usize {
-    s.set_write_timeout(Some(Duration::from_millis(500))).unwrap();
+    s.set_write_timeout(Some(BLOCKED)).unwrap();
     let mut written = 0usize;
     loop {
         match s.write(batch) {
