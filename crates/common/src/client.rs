@@ -64,11 +64,12 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use fastwire_proto::driver::Connection;
+use fastwire_proto::driver::{ClientExpired, Connection, Reconnect};
 use fastwire_proto::{ClientConfig, ClientConn};
 
+use crate::deadline::coarse_instant;
 use crate::{
-    net, sys, Backoff, CallSlot, ClientError, ClientStats, Deadline, FollowEnd, Reply, SlotPool, SlotToken, LARGE_VALUE,
+    net, sys, CallSlot, ClientError, ClientStats, Deadline, FollowEnd, Reply, SlotPool, SlotToken, LARGE_VALUE,
 };
 
 /// A connection read this recently is not peeked at before a call (see
@@ -82,9 +83,6 @@ const RECENTLY_READ: Duration = Duration::from_millis(10);
 /// more than this plus one partial message, and the leader looks at its
 /// own call between rounds.
 const READS_PER_ROUND: usize = 4;
-
-/// Output waiting to be written beyond which fire-and-forget sends wait.
-const MAX_QUEUED_OUTPUT: usize = 4 * 1024 * 1024;
 
 /// What runs one connection's I/O.
 pub trait Driver: Sized + Send + Sync + 'static {
@@ -187,13 +185,9 @@ struct Inner<D: Driver> {
 struct State<D: Driver> {
     active: Option<Active<D>>,
     generation: u64,
-    backoff: Backoff,
+    /// When the next connection may be attempted (the backoff).
+    reconnect: Reconnect<Arc<io::Error>>,
     closed: bool,
-    last_used: Instant,
-    /// Used since `last_used` was set: a fire-and-forget send marks the
-    /// connection used without reading the clock (a large part of a send's
-    /// cost on a VM); the driver stamps the time when it next takes output.
-    used_since: bool,
     /// The leading caller's read buffer: taken by whoever leads, given back
     /// when it leaves, so that it keeps its capacity across calls.
     read_buf: BytesMut,
@@ -306,7 +300,7 @@ enum Role {
 impl<D: Driver> Client<D> {
     /// A client for `addr`. It connects on the first call.
     pub fn new(addr: SocketAddr, config: ClientConfig) -> Self {
-        let backoff = Backoff::new(config.reconnect_backoff, config.max_reconnect_backoff);
+        let reconnect = Reconnect::new(&config);
         Client {
             inner: Arc::new(Inner {
                 addr,
@@ -314,10 +308,8 @@ impl<D: Driver> Client<D> {
                 state: Mutex::new(State {
                     active: None,
                     generation: 0,
-                    backoff,
+                    reconnect,
                     closed: false,
-                    last_used: Instant::now(),
-                    used_since: false,
                     read_buf: BytesMut::new(),
                     failure: None,
                     stats: ClientStats::default(),
@@ -375,10 +367,10 @@ impl<D: Driver> Client<D> {
                     // The connection died (its error says why and when),
                     // or was never made (the backoff's error).
                     return Err(state.failure.clone().unwrap_or_else(|| {
-                        state.backoff.check(Instant::now()).map_or(ClientError::Closed, |(e, _)| ClientError::Connect {
-                            addr: self.inner.addr,
-                            source: e,
-                        })
+                        state.reconnect.attempt(Instant::now(), Duration::MAX).err().map_or(
+                            ClientError::Closed,
+                            |(e, _)| ClientError::Connect { addr: self.inner.addr, source: e },
+                        )
                     }));
                 }
             }
@@ -447,9 +439,6 @@ impl<D: Driver> Client<D> {
                 return failed(e);
             }
         }
-        // Used: the driver stamps the time when it next looks (no clock
-        // read here; an idle close comes at most one idle period late).
-        state.used_since = true;
         let active = state.active.as_mut().expect("connected above");
         if !active.writable {
             return failed(ClientError::lost(io::ErrorKind::BrokenPipe, "the connection is closing"));
@@ -457,7 +446,7 @@ impl<D: Driver> Client<D> {
         let (slot, token) = state.slots.lend();
         let active = state.active.as_mut().expect("connected above");
         let first = !active.conn.has_output();
-        match active.conn.start_call(name, value, token) {
+        match active.conn.start_call_until(name, value, token, deadline.to_instant()) {
             Ok(id) => {
                 let generation = active.generation;
                 // Alone now, and the previous call was alone too: the
@@ -527,7 +516,7 @@ impl<D: Driver> Client<D> {
             if !active.writable {
                 return Err(ClientError::lost(io::ErrorKind::BrokenPipe, "the connection is closing"));
             }
-            if active.conn.buffered_output() < MAX_QUEUED_OUTPUT {
+            if !active.conn.is_output_full() {
                 break;
             }
             let until = deadline(&mut deadline_at);
@@ -539,7 +528,6 @@ impl<D: Driver> Client<D> {
             state = inner.output_drained.wait_timeout(state, until - now).unwrap_or_else(|p| p.into_inner()).0;
             inner.drain_waiters.fetch_sub(1, Ordering::Relaxed);
         }
-        state.used_since = true;
         let active = state.active.as_mut().expect("connected above");
         let first = !active.conn.has_output();
         active.conn.send_fire_and_forget(name, value)?;
@@ -619,14 +607,21 @@ impl<D: Driver> PendingCall<D> {
         let inner = &self.inner;
         let _done = InProgress(inner);
         if !done {
-            if let Some(token) = inner.cancel(self.id, self.generation) {
-                drop((token, slot));
+            // Its deadline passed on the clock the connection keeps it by:
+            // the connection fails it (and any other call past its own).
+            inner.handle_timeout(self.generation, coarse_instant());
+            if !slot.is_done() {
+                // Not the connection's call any more (it ended, and failed
+                // its calls) or not yet due by a clock read apart: give up.
+                drop(inner.cancel(self.id, self.generation));
                 return Err(ClientError::Timeout(self.timeout));
             }
-            // Not pending any more: completed or failed just now, under the
-            // lock `cancel` took, so the slot is already done.
         }
-        CallSlot::finish(slot)
+        match CallSlot::finish(slot) {
+            // Failed at its deadline by whoever looked at the clock: say its own timeout.
+            Err(ClientError::Timeout(_)) => Err(ClientError::Timeout(self.timeout)),
+            result => result,
+        }
     }
 }
 
@@ -1083,8 +1078,8 @@ impl<D: Driver> Inner<D> {
                 state.stats.saw_capacity(capacity);
                 // A connection counts as made once its handshake is done: one
                 // refused at the handshake keeps the backoff growing.
-                if handshake_done && state.backoff.is_failing() {
-                    state.backoff.succeeded();
+                if handshake_done && state.reconnect.is_failing() {
+                    state.reconnect.succeeded();
                 }
                 Ok(Received { handshake_done, released, handed_back })
             }
@@ -1139,19 +1134,45 @@ impl<D: Driver> Inner<D> {
     /// once they are done, or the connection is over).
     fn handshake_deadline(&self, generation: u64) -> Option<Instant> {
         let state = self.lock();
-        state.active.as_ref().filter(|a| a.generation == generation).and_then(|a| a.conn.poll_timeout())
+        state.active.as_ref().filter(|a| a.generation == generation).and_then(|a| a.conn.handshake_deadline())
     }
 
-    /// Hands connection `generation` the time: if its handshakes missed
-    /// their deadline, it ends (saying which handshake) and this returns true.
+    /// Hands connection `generation` the time (see [`Self::look`]). Returns
+    /// whether the connection ended.
     fn handle_timeout(&self, generation: u64, now: Instant) -> bool {
         let state = self.lock();
-        let expired = state.active.as_ref().is_some_and(|a| a.generation == generation && a.conn.handle_timeout(now));
-        if expired {
-            let timeout = self.config.handshake_timeout;
-            self.die_locked(state, generation, |conn| ClientError::handshake_timeout(conn.handshake_stage(), timeout));
+        if state.active.as_ref().is_none_or(|a| a.generation != generation) {
+            return false;
         }
-        expired
+        self.look(state, now).is_none()
+    }
+
+    /// Hands the current connection the time `now`: calls past their
+    /// deadline fail with `Timeout` (their callers say their own timeout);
+    /// a handshake that stalled ends the connection (saying which
+    /// handshake), and so does an idle one (its calls, none, with
+    /// `Closed`). Returns the lock, unless the connection ended.
+    fn look<'a>(&self, mut state: MutexGuard<'a, State<D>>, now: Instant) -> Option<MutexGuard<'a, State<D>>> {
+        let active = state.active.as_mut()?;
+        let generation = active.generation;
+        let expired = active.conn.handle_timeout(now, |_, slot| slot.fail(ClientError::Timeout(Duration::ZERO)));
+        match expired {
+            ClientExpired::Nothing => Some(state),
+            ClientExpired::Handshake => {
+                let timeout = self.config.handshake_timeout;
+                self.die_locked(state, generation, |conn| {
+                    ClientError::handshake_timeout(conn.handshake_stage(), timeout)
+                });
+                None
+            }
+            ClientExpired::Idle => {
+                // Unused for idle_timeout: close; the next call reconnects.
+                let active = state.end().expect("checked");
+                drop(state);
+                self.fail_all(active, ClientError::Closed);
+                None
+            }
+        }
     }
 
     /// Ends the connection (if it is still `generation`) with `error`:
@@ -1182,7 +1203,7 @@ impl<D: Driver> Inner<D> {
             if !active.conn.is_handshake_done() {
                 // Refused at the handshake (a certificate not trusted, TLS
                 // not served): retrying at once would only be refused again.
-                state.backoff.failed(Instant::now(), Arc::new(io::Error::other(error.to_string())));
+                state.reconnect.failed(Instant::now(), Arc::new(io::Error::other(error.to_string())));
             }
             state.failure = Some(error.clone());
             drop(state);
@@ -1204,13 +1225,13 @@ impl<D: Driver> Inner<D> {
             return Ok(());
         }
         let now = Instant::now();
-        if let Some((last_error, retry_in)) = state.backoff.check(now) {
-            return Err(ClientError::Backoff { addr: self.addr, last_error, retry_in });
-        }
-        let timeout = self.config.connect_timeout.min(within).max(Duration::from_millis(1));
+        let timeout = match state.reconnect.attempt(now, within) {
+            Ok(timeout) => timeout,
+            Err((last_error, retry_in)) => return Err(ClientError::Backoff { addr: self.addr, last_error, retry_in }),
+        };
         let failed = |state: &mut MutexGuard<'_, State<D>>, e: io::Error| {
             let e = Arc::new(e);
-            state.backoff.failed(now, Arc::clone(&e));
+            state.reconnect.failed(now, Arc::clone(&e));
             Err(ClientError::Connect { addr: self.addr, source: e })
         };
         let stream = match net::connect(self.addr, timeout) {
@@ -1326,7 +1347,8 @@ pub enum ReadTurn {
 pub enum Output {
     /// Output was moved into the buffer: write it.
     Taken,
-    /// Nothing to write; check again within this long (the idle deadline).
+    /// Nothing to write; take output again within this long, when the
+    /// connection next needs the time (a call's deadline, the idle close).
     Empty(Duration),
     /// The connection is over: stop.
     Gone,
@@ -1521,14 +1543,10 @@ impl<D: Driver> Link<D> {
     }
 
     /// Moves the output waiting to be written into `out` (swapping buffers).
-    /// Closes the connection if it was unused for `idle_timeout`.
+    /// With none, hands the connection the time: calls past their deadline
+    /// fail, and an idle connection or a stalled handshake ends it.
     pub fn take_output(&self, out: &mut BytesMut) -> Output {
         let mut state = self.inner.lock();
-        let now = Instant::now();
-        if std::mem::take(&mut state.used_since) {
-            state.last_used = now;
-        }
-        let idle_for = now.saturating_duration_since(state.last_used);
         let Some(active) = state.active.as_mut().filter(|a| a.generation == self.generation) else {
             return Output::Gone;
         };
@@ -1542,14 +1560,12 @@ impl<D: Driver> Link<D> {
             return Output::Taken;
         }
         active.writing = false;
-        let idle_timeout = self.inner.config.idle_timeout;
-        if active.conn.pending_len() == 0 && idle_for >= idle_timeout {
-            // Unused for idle_timeout: close; the next call reconnects.
-            let active = state.end().expect("checked");
-            self.inner.fail_all(active, ClientError::Closed);
-            return Output::Gone;
-        }
-        Output::Empty(idle_timeout.saturating_sub(idle_for).max(Duration::from_millis(10)))
+        let now = coarse_instant();
+        let Some(state) = self.inner.look(state, now) else { return Output::Gone };
+        // Nothing to write: wait for output, or until the connection next
+        // needs the time.
+        let next = state.active.as_ref().and_then(|a| a.conn.poll_timeout());
+        Output::Empty(next.map_or(self.inner.config.idle_timeout, |at| at.saturating_duration_since(now)))
     }
 
     /// Whether output is waiting to be taken. A driver about to sleep checks
@@ -1589,9 +1605,11 @@ impl<D: Driver> Link<D> {
         self.inner.handshake_deadline(self.generation)
     }
 
-    /// Hands the connection the time `now`: if its handshakes missed their
-    /// deadline, the connection ends, every pending call fails saying
-    /// which handshake, and this returns true (the driver stops).
+    /// Hands the connection the time `now` (after waiting for the server
+    /// until [`handshake_deadline`](Self::handshake_deadline)): calls past
+    /// their deadline fail; if the handshakes missed theirs (or the
+    /// connection went idle), the connection ends, every pending call
+    /// fails saying which handshake, and this returns true (the driver stops).
     pub fn handle_timeout(&self, now: Instant) -> bool {
         self.inner.handle_timeout(self.generation, now)
     }

@@ -55,6 +55,14 @@ impl Deadline {
     }
 }
 
+/// The coarse clock's time now as an [`Instant`], on the same scale as
+/// [`Deadline::to_instant`]: the time a client hands its connection, so
+/// that a deadline that [`Deadline::remaining`] says has passed is also
+/// passed for the connection.
+pub fn coarse_instant() -> Instant {
+    Deadline { nanos: sys::coarse_nanos() }.to_instant()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

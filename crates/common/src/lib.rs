@@ -43,7 +43,6 @@
 #![deny(unsafe_code)]
 
 #[doc(hidden)]
-pub mod backoff;
 pub mod balance;
 pub mod client;
 #[doc(hidden)]
@@ -74,7 +73,6 @@ pub use work::{Blocking, OwnedRequest, Timer};
 // The wiring between fastwire's crates: public because the backends are
 // separate crates, hidden because it is not an API (see the crate docs).
 #[doc(hidden)]
-pub use backoff::Backoff;
 #[doc(hidden)]
 pub use deadline::Deadline;
 #[doc(hidden)]

@@ -9,6 +9,19 @@
 //! channel sender, a waker, a slot index); [`ClientConn::process`] hands it
 //! back with the response.
 //!
+//! **Time.** The connection owns its timeouts, as the server's does, and
+//! reads no clock: its driver hands it the time. It keeps each call's
+//! deadline ([`start_call_until`](ClientConn::start_call_until)), the
+//! handshakes' deadline ([`start_clock`](ClientConn::start_clock)) and
+//! the idle close (`idle_timeout` without a call), says when it next needs
+//! the time ([`poll_timeout`](ClientConn::poll_timeout)) and applies what
+//! is due ([`handle_timeout`](ClientConn::handle_timeout)): calls past
+//! their deadline are handed back to be failed, and a handshake that
+//! stalled or an idle connection ends it ([`ClientExpired`]). Reconnecting
+//! is the [`Reconnect`](crate::driver::Reconnect) policy's, across
+//! connections. A driver may look more often than asked: a look before a
+//! deadline does nothing.
+//!
 //! ```
 //! use fastwire_proto::driver::Connection;
 //! use fastwire_proto::{ClientConfig, ClientConn};
@@ -35,6 +48,36 @@ use crate::handshake;
 use crate::pending::PendingTable;
 use crate::stream::{Inbound, Outbound};
 use std::time::{Duration, Instant};
+
+/// Most bytes of calls a client connection queues for the socket: a call
+/// or send beyond it waits for room ([`ClientConn::is_output_full`]), so
+/// that a server that stopped reading cannot make a client buffer without
+/// bound.
+pub const MAX_QUEUED_OUTPUT: usize = 4 * 1024 * 1024;
+
+/// What a look at the clock ([`ClientConn::handle_timeout`]) asks of the
+/// driver, beyond failing the calls it handed back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientExpired {
+    /// Nothing more: the connection goes on.
+    Nothing,
+    /// The handshakes did not finish within `handshake_timeout`: end the
+    /// connection, failing its calls with
+    /// [`HandshakeStage::handshake_timed_out`]'s words (and count it a
+    /// failed attempt for the [`Reconnect`](crate::driver::Reconnect) policy).
+    Handshake,
+    /// No call for `idle_timeout`: close the connection; the next call
+    /// makes a new one.
+    Idle,
+}
+
+/// A call awaiting its response: the driver's token and, for a call with
+/// one, its deadline.
+#[derive(Debug)]
+struct Call<T> {
+    token: T,
+    deadline: Option<Instant>,
+}
 
 /// A call [`ClientConn::start_call`] refused, with its token given back so
 /// that the caller can be told.
@@ -105,7 +148,7 @@ impl HandshakeStage {
 pub struct ClientConn<T> {
     inbound: Inbound,
     outbound: Outbound,
-    pending: PendingTable<T>,
+    pending: PendingTable<Call<T>>,
     open: bool,
     failed: Option<Error>,
     sniff_header: Box<[u8]>,
@@ -126,6 +169,19 @@ pub struct ClientConn<T> {
     /// connection is made: see [`start_clock`](Self::start_clock)).
     handshake_timeout: Duration,
     handshake_deadline: Option<Instant>,
+    /// No call's deadline among the pending calls comes before this (a
+    /// lower bound: answered calls are not taken out of it; the next look
+    /// at the clock finds the true earliest).
+    call_deadline: Option<Instant>,
+    idle_timeout: Duration,
+    /// When the connection was last used, as of the last look at the
+    /// clock (`None` before [`start_clock`](Self::start_clock)).
+    last_used: Option<Instant>,
+    /// Used since `last_used`: calls mark it without being handed the
+    /// time, and the next look at the clock stamps it. An idle close
+    /// then comes at most one idle period late, and no call pays for a
+    /// clock read.
+    used: bool,
 }
 
 impl<T> ClientConn<T> {
@@ -178,27 +234,85 @@ impl<T> ClientConn<T> {
             tls_failed,
             handshake_timeout: config.handshake_timeout,
             handshake_deadline: None,
+            call_deadline: None,
+            idle_timeout: config.idle_timeout,
+            last_used: None,
+            used: false,
         }
     }
 
     /// The connection was made at `now`: the handshakes (fastrpc's, then
-    /// TLS's) have until `now + handshake_timeout` to finish.
+    /// TLS's) have until `now + handshake_timeout` to finish, and its idle
+    /// time starts.
     pub fn start_clock(&mut self, now: Instant) {
         self.handshake_deadline = Some(now + self.handshake_timeout);
+        self.last_used = Some(now);
     }
 
-    /// When [`handle_timeout`](Self::handle_timeout) must next run: the
-    /// handshakes' deadline while they are under way; `None` before
-    /// [`start_clock`](Self::start_clock) and once they are done.
-    pub fn poll_timeout(&self) -> Option<Instant> {
+    /// Until when the handshakes may take: `None` before
+    /// [`start_clock`](Self::start_clock) and once they are done. (A driver
+    /// that only waits for the server's handshake waits this long; the
+    /// connection's other deadlines are in [`poll_timeout`](Self::poll_timeout).)
+    pub fn handshake_deadline(&self) -> Option<Instant> {
         self.handshake_deadline.filter(|_| !crate::driver::Connection::is_handshake_done(self))
     }
 
-    /// Applies what is due at `now`: returns true if the handshakes did not
-    /// finish in time, and the connection must end (its pending calls
-    /// failed, with [`HandshakeStage::handshake_timed_out`]'s words).
-    pub fn handle_timeout(&self, now: Instant) -> bool {
-        self.poll_timeout().is_some_and(|deadline| now >= deadline)
+    /// When [`handle_timeout`](Self::handle_timeout) must next run: the
+    /// handshakes' deadline while they are under way, the earliest call's
+    /// deadline while calls are pending, the idle close while none is
+    /// (and nothing waits to be written); `None` before
+    /// [`start_clock`](Self::start_clock) with no call that has a deadline.
+    /// The time may come early (a call answered meanwhile, a use not yet
+    /// stamped): the look then finds nothing due and the next
+    /// `poll_timeout` is later.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let calls = self.call_deadline.filter(|_| !self.pending.is_empty());
+        let idle = self.last_used.filter(|_| self.is_idle()).map(|t| t + self.idle_timeout);
+        [self.handshake_deadline(), calls, idle].into_iter().flatten().min()
+    }
+
+    /// Applies what is due at `now`: every pending call whose deadline is
+    /// at or before `now` is forgotten and handed to `expired` (with its
+    /// id) to be failed, and a late response for it is dropped as unknown;
+    /// the return value says whether the connection must end.
+    pub fn handle_timeout(&mut self, now: Instant, mut expired: impl FnMut(u32, T)) -> ClientExpired {
+        if std::mem::take(&mut self.used) || self.last_used.is_none() {
+            self.last_used = Some(now);
+        }
+        if self.handshake_deadline().is_some_and(|at| now >= at) {
+            return ClientExpired::Handshake;
+        }
+        if self.call_deadline.is_some_and(|at| now >= at) {
+            let mut next: Option<Instant> = None;
+            self.pending.remove_where(
+                |call| match call.deadline {
+                    Some(at) if at <= now => true,
+                    Some(at) => {
+                        next = Some(next.map_or(at, |n| n.min(at)));
+                        false
+                    }
+                    None => false,
+                },
+                |id, call| expired(id, call.token),
+            );
+            self.call_deadline = next;
+        }
+        let idle_since = self.last_used.unwrap_or(now);
+        if self.is_idle() && now.saturating_duration_since(idle_since) >= self.idle_timeout {
+            return ClientExpired::Idle;
+        }
+        ClientExpired::Nothing
+    }
+
+    /// No call pending and nothing waiting to be written.
+    fn is_idle(&self) -> bool {
+        self.pending.is_empty() && !crate::driver::Connection::has_output(self)
+    }
+
+    /// Whether [`MAX_QUEUED_OUTPUT`] bytes of calls already wait for the
+    /// socket: a new call or send waits for the output to drain.
+    pub fn is_output_full(&self) -> bool {
+        crate::driver::Connection::buffered_output(self) >= MAX_QUEUED_OUTPUT
     }
 
     /// Hands response values of at least `len` bytes to
@@ -215,20 +329,54 @@ impl<T> ClientConn<T> {
         self
     }
 
-    /// Queues a call and returns its request id. `token` comes back from
-    /// [`process`](Self::process) with the response, or from
-    /// [`cancel`](Self::cancel) / [`drain_pending`](Self::drain_pending).
+    /// Queues a call with no deadline of its own and returns its request
+    /// id. `token` comes back from [`process`](Self::process) with the
+    /// response, or from [`cancel`](Self::cancel) /
+    /// [`drain_pending`](Self::drain_pending).
     pub fn start_call(&mut self, name: &[u8], value: &[u8], token: T) -> Result<u32, Rejected<T>> {
+        self.start(name, value, token, None)
+    }
+
+    /// [`start_call`](Self::start_call) for a call that fails if its
+    /// response is not in by `deadline`: the look at the clock
+    /// ([`handle_timeout`](Self::handle_timeout)) at or after it hands its
+    /// token back to be failed. A response that comes before is the
+    /// call's, however close to the deadline.
+    pub fn start_call_until(
+        &mut self,
+        name: &[u8],
+        value: &[u8],
+        token: T,
+        deadline: Instant,
+    ) -> Result<u32, Rejected<T>> {
+        self.start(name, value, token, Some(deadline))
+    }
+
+    fn start(&mut self, name: &[u8], value: &[u8], token: T, deadline: Option<Instant>) -> Result<u32, Rejected<T>> {
         if let Some(error) = &self.failed {
             return Err(Rejected { error: error.clone(), token });
         }
-        let id = match self.pending.insert(token) {
+        let id = match self.pending.insert(Call { token, deadline }) {
             Ok(id) => id,
-            Err(token) => return Err(Rejected { error: Error::TooManyPending { limit: self.pending.limit() }, token }),
+            Err(call) => {
+                return Err(Rejected {
+                    error: Error::TooManyPending { limit: self.pending.limit() },
+                    token: call.token,
+                })
+            }
         };
         if let Err(e) = self.encode(id, name, value) {
-            let token = self.pending.remove(id).expect("the id was inserted just above");
-            return Err(Rejected { error: e, token });
+            let call = self.pending.remove(id).expect("the id was inserted just above");
+            return Err(Rejected { error: e, token: call.token });
+        }
+        self.used = true;
+        if let Some(at) = deadline {
+            // The first call pending starts the bound afresh: the calls
+            // before it are all answered.
+            let alone = self.pending.len() == 1;
+            if alone || self.call_deadline.is_none_or(|bound| at < bound) {
+                self.call_deadline = Some(at);
+            }
         }
         Ok(id)
     }
@@ -239,7 +387,9 @@ impl<T> ClientConn<T> {
         if let Some(error) = &self.failed {
             return Err(error.clone());
         }
-        self.encode(0, name, value)
+        self.encode(0, name, value)?;
+        self.used = true;
+        Ok(())
     }
 
     fn encode(&mut self, id: u32, name: &[u8], value: &[u8]) -> Result<(), Error> {
@@ -249,24 +399,15 @@ impl<T> ClientConn<T> {
         Ok(())
     }
 
-    /// Forgets a pending call (its deadline passed, say) and returns its
+    /// Forgets a pending call (its caller gave up on it) and returns its
     /// token. A response that still comes for it is dropped as unknown.
     pub fn cancel(&mut self, id: u32) -> Option<T> {
-        self.pending.remove(id)
-    }
-
-    /// Forgets every pending call whose token `over` says is over (its
-    /// deadline passed), handing each to `each` to fail it; responses that
-    /// still come for them are dropped as unknown. A sweep looks at the
-    /// whole table: run it now and then (a timer per connection), not per
-    /// call.
-    pub fn cancel_where(&mut self, over: impl FnMut(&T) -> bool, each: impl FnMut(u32, T)) {
-        self.pending.remove_where(over, each)
+        self.pending.remove(id).map(|call| call.token)
     }
 
     /// Removes every pending call, to fail them when the connection is lost.
     pub fn drain_pending(&mut self) -> impl Iterator<Item = (u32, T)> + '_ {
-        self.pending.drain()
+        self.pending.drain().map(|(id, call)| (id, call.token))
     }
 
     /// Calls awaiting a response.
@@ -362,7 +503,7 @@ impl<T> ClientConn<T> {
                     Err(e) => break Err(e),
                 };
                 let (id, value_len) = (response.id, response.value.len());
-                match self.pending.remove(id) {
+                match self.pending.remove(id).map(|call| call.token) {
                     Some(token) if value_len >= self.share_from => {
                         self.inbound.consume(used);
                         used = 0;

@@ -21,14 +21,21 @@
 //!    [`ConcurrencyLimit`](crate::ConcurrencyLimit) for the call's life.
 //! 4. A client's calls in flight live in a [`PendingTable`], keyed by
 //!    request id, holding whatever token the driver gives each call.
+//! 5. A client's time through its [`ClientConn`]: each call's deadline,
+//!    the handshakes' deadline and the idle close (`poll_timeout`, then
+//!    `handle_timeout`, which hands back the calls past their deadline and
+//!    says what [`ClientExpired`]); [`MAX_QUEUED_OUTPUT`] bounds what it
+//!    queues. Across connections, [`Reconnect`] decides when a client may
+//!    connect again and how long an attempt may take.
 //!
 //! `crates/mio/src/connection.rs` is the shortest complete driver to read
 //! beside this list; `examples/sans_io.rs` drives both machines with no
 //! socket at all.
 
-pub use crate::client::ClientConn;
+pub use crate::client::{ClientConn, ClientExpired, MAX_QUEUED_OUTPUT};
 pub use crate::connection::Connection;
 pub use crate::deferred::{CallGuard, Completions, NoWake, Wake};
 pub use crate::lifecycle::{CloseReason, Expired, Lifecycle, Phase, IDLE_RELEASE, LINGER, LINGER_MAX_BYTES};
 pub use crate::pending::PendingTable;
+pub use crate::reconnect::{Reconnect, MIN_CONNECT_TIMEOUT};
 pub use crate::server::{Flow, ServerConn};

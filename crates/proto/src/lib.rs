@@ -71,6 +71,7 @@ pub mod handler;
 pub mod handshake;
 mod lifecycle;
 mod pending;
+mod reconnect;
 pub mod server;
 mod stream;
 #[cfg(feature = "tls")]

@@ -14,12 +14,13 @@
 //! connection's output buffer while the writer is busy in `write`, so under
 //! load many calls share one system call. A call waits on its own pooled
 //! slot until its response, its deadline, or the death of the connection
-//! (every pending call then fails at once). Deadlines are kept with the
-//! pending calls, and the reader task has one timer per connection, set to
-//! the earliest deadline of its calls, not a timer per call: registering a
-//! call in tokio's timer wheel and removing it again would cost more than
-//! the rest of the call's bookkeeping. The next call reconnects, after
-//! a backoff if the last attempt failed. Must be used inside a tokio runtime:
+//! (every pending call then fails at once). The connection's state machine
+//! keeps the deadlines (each call's, the handshakes', the idle close), and
+//! the reader task has one timer per connection, set to the machine's
+//! `poll_timeout`, not a timer per call: registering a call in tokio's
+//! timer wheel and removing it again would cost more than the rest of the
+//! call's bookkeeping. The next call reconnects, after a backoff if the
+//! last attempt failed (the machine's `Reconnect` policy). Must be used inside a tokio runtime:
 //! the connection's reader and writer are tasks on it.
 
 use std::io;
@@ -29,8 +30,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
-use fastwire_common::{net, Backoff, CallSlot, ClientError, ClientStats, Deadline, Reply, SlotPool, SlotToken};
-use fastwire_proto::driver::Connection;
+use fastwire_common::{net, CallSlot, ClientError, ClientStats, Deadline, Reply, SlotPool, SlotToken};
+use fastwire_proto::driver::{ClientExpired, Connection, Reconnect};
 use fastwire_proto::{ClientConfig, ClientConn};
 use tokio::io::AsyncReadExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -38,9 +39,6 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
-
-/// Output waiting to be written beyond which fire-and-forget sends wait.
-const MAX_QUEUED_OUTPUT: usize = 4 * 1024 * 1024;
 
 /// A client for one server address. Cheap to clone: clones share the connection.
 #[derive(Clone)]
@@ -70,13 +68,9 @@ struct Inner {
 struct State {
     active: Option<Active>,
     generation: u64,
-    backoff: Backoff,
+    /// When the next connection may be attempted (the backoff).
+    reconnect: Reconnect<Arc<io::Error>>,
     closed: bool,
-    last_used: Instant,
-    /// Used since `last_used` was set: calls and sends mark it without
-    /// reading the clock; the writer stamps the time when it next looks
-    /// (see the blocking client in fastwire-common for why).
-    used_since: bool,
     /// Why the last connection ended (a refused TLS certificate, a close
     /// by the server), for `wait_connected` and calls to report.
     failure: Option<ClientError>,
@@ -95,13 +89,11 @@ struct State {
 
 impl State {
     /// Whether a call started now would find the connection full: its
-    /// pending calls at `max_pending`, or its queued output at
-    /// [`MAX_QUEUED_OUTPUT`]. Without a connection there is room (a call
+    /// pending calls at `max_pending`, or its queued output at the
+    /// machine's bound. Without a connection there is room (a call
     /// connects).
     fn full(&self, config: &ClientConfig) -> bool {
-        self.active.as_ref().is_some_and(|a| {
-            a.conn.pending_len() >= config.max_pending || a.conn.buffered_output() >= MAX_QUEUED_OUTPUT
-        })
+        self.active.as_ref().is_some_and(|a| a.conn.pending_len() >= config.max_pending || a.conn.is_output_full())
     }
 
     /// The tasks to wake because the client has room again (none while it
@@ -121,16 +113,8 @@ impl State {
     }
 }
 
-/// A call awaiting its response: the token that completes its slot, and
-/// when it times out.
-struct Call {
-    token: SlotToken,
-    deadline: std::time::Instant,
-    timeout: Duration,
-}
-
 struct Active {
-    conn: ClientConn<Call>,
+    conn: ClientConn<SlotToken>,
     generation: u64,
     signals: Arc<Signals>,
     tasks: [AbortHandle; 2],
@@ -147,10 +131,25 @@ struct Active {
     /// in fastwire-common): only on a connection used one call at a time
     /// does a caller write its own call.
     one_at_a_time: bool,
-    /// The deadline the reader task's timer is set to (`None`: no call is
-    /// in flight, the timer is off). A call whose deadline comes earlier
-    /// sets it and wakes the reader (`Signals::deadline`) to reset the timer.
+    /// The time the reader task's timer is set to (`None`: off). When the
+    /// machine's `poll_timeout` comes earlier (a call with an earlier
+    /// deadline, say) it is set and the reader woken (`Signals::deadline`)
+    /// to reset the timer (see [`arm`]).
     armed: Option<std::time::Instant>,
+}
+
+/// Makes sure the reader's timer goes off no later than the connection's
+/// next deadline. A later one leaves it be: the timer goes off early, the
+/// machine finds nothing due, and the reader sets it to the true next
+/// deadline (so a call, whose deadline is later than those before it,
+/// costs no timer reset).
+fn arm(active: &mut Active) {
+    if let Some(next) = active.conn.poll_timeout() {
+        if active.armed.is_none_or(|at| next < at) {
+            active.armed = Some(next);
+            active.signals.deadline.notify_one();
+        }
+    }
 }
 
 /// Wake-ups for one connection's writer and for senders waiting on it.
@@ -159,14 +158,14 @@ struct Signals {
     output_ready: Notify,
     output_drained: Notify,
     handshake_done: Notify,
-    /// A call came with a deadline earlier than the reader's timer.
+    /// The connection's next deadline came earlier than the reader's timer.
     deadline: Notify,
 }
 
 impl Client {
     /// A client for `addr`. It connects on the first call.
     pub fn new(addr: SocketAddr, config: ClientConfig) -> Client {
-        let backoff = Backoff::new(config.reconnect_backoff, config.max_reconnect_backoff);
+        let reconnect = Reconnect::new(&config);
         Client {
             inner: Arc::new(Inner {
                 addr,
@@ -174,10 +173,8 @@ impl Client {
                 state: Mutex::new(State {
                     active: None,
                     generation: 0,
-                    backoff,
+                    reconnect,
                     closed: false,
-                    last_used: Instant::now(),
-                    used_since: false,
                     failure: None,
                     stats: ClientStats::default(),
                     slots: SlotPool::default(),
@@ -245,7 +242,8 @@ impl Client {
                 return std::task::Poll::Ready(Ok(()));
             };
             state.readying = true;
-            let retry_in = state.backoff.check(std::time::Instant::now()).map(|(_, retry_in)| retry_in);
+            let retry_in =
+                state.reconnect.attempt(std::time::Instant::now(), Duration::MAX).err().map(|(_, retry_in)| retry_in);
             let inner = Arc::clone(&self.inner);
             runtime.spawn(async move {
                 match retry_in {
@@ -333,8 +331,6 @@ impl Client {
                 if state.active.is_none() && !connected {
                     None
                 } else {
-                    // Used: the writer stamps the time when it next looks.
-                    state.used_since = true;
                     let (slot, token) = state.slots.lend();
                     let Some(active) = state.active.as_mut().filter(|a| a.writable) else {
                         // A connection that died (TLS refused, a close by the
@@ -350,12 +346,9 @@ impl Client {
                         ));
                     };
                     let first = !active.conn.has_output();
-                    if active.armed.is_none_or(|at| deadline_at < at) {
-                        active.armed = Some(deadline_at);
-                        active.signals.deadline.notify_one();
-                    }
-                    match active.conn.start_call(name, value, Call { token, deadline: deadline_at, timeout }) {
+                    match active.conn.start_call_until(name, value, token, deadline_at) {
                         Ok(id) => {
+                            arm(active);
                             // Alone now, after a call that was alone too: this task
                             // writes the call itself (no hand-off to the writer
                             // task); what the socket does not take is the writer's.
@@ -369,7 +362,7 @@ impl Client {
                         }
                         Err(rejected) => {
                             drop(state);
-                            drop((rejected.token.token, slot));
+                            drop((rejected.token, slot));
                             return Err(rejected.error.into());
                         }
                     }
@@ -389,7 +382,7 @@ impl Client {
         // cancelled task), its guard forgets the call so its id is freed.
         // Its deadline is the reader's to enforce: a call past it is failed
         // with `Timeout` by the next sweep.
-        Ok(PendingCall { slot: Some(slot), cancel: CancelOnDrop { inner, id, generation, armed: true } })
+        Ok(PendingCall { slot: Some(slot), timeout, cancel: CancelOnDrop { inner, id, generation, armed: true } })
     }
 
     /// Sends a fire-and-forget request (id 0): no response, no deadline. If
@@ -406,12 +399,11 @@ impl Client {
             }
             let signals = {
                 let mut state = inner.lock();
-                state.used_since = true;
                 let Some(active) = state.active.as_mut() else { continue };
                 if !active.writable {
                     return Err(ClientError::lost(io::ErrorKind::BrokenPipe, "the connection is closing"));
                 }
-                if active.conn.buffered_output() < MAX_QUEUED_OUTPUT {
+                if !active.conn.is_output_full() {
                     let first = !active.conn.has_output();
                     active.conn.send_fire_and_forget(name, value)?;
                     if first {
@@ -464,6 +456,8 @@ impl Drop for ConnectingCall<'_> {
 pub struct PendingCall<'a> {
     /// `None` once the reply was taken.
     slot: Option<Arc<CallSlot>>,
+    /// The call's timeout, which a failure at its deadline reports.
+    timeout: Duration,
     cancel: CancelOnDrop<'a>,
 }
 
@@ -495,7 +489,10 @@ impl std::future::Future for PendingCall<'_> {
         };
         std::task::ready!(slot.poll_done(cx));
         this.cancel.armed = false;
-        std::task::Poll::Ready(CallSlot::finish(this.slot.take().expect("checked above")))
+        std::task::Poll::Ready(match CallSlot::finish(this.slot.take().expect("checked above")) {
+            Err(ClientError::Timeout(_)) => Err(ClientError::Timeout(this.timeout)),
+            result => result,
+        })
     }
 }
 
@@ -523,7 +520,7 @@ impl Inner {
     fn cancel(&self, id: u32, generation: u64) -> Option<SlotToken> {
         let mut state = self.lock();
         let token = match state.active.as_mut() {
-            Some(active) if active.generation == generation => active.conn.cancel(id).map(|call| call.token),
+            Some(active) if active.generation == generation => active.conn.cancel(id),
             _ => None,
         };
         unlock_waking(state, &self.config);
@@ -541,10 +538,10 @@ impl Inner {
             return Ok(());
         }
         let now = Instant::now();
-        if let Some((last_error, retry_in)) = self.lock().backoff.check(now.into_std()) {
-            return Err(ClientError::Backoff { addr: self.addr, last_error, retry_in });
-        }
-        let timeout = self.config.connect_timeout.min(deadline.saturating_duration_since(now));
+        let timeout = match self.lock().reconnect.attempt(now.into_std(), deadline.saturating_duration_since(now)) {
+            Ok(timeout) => timeout,
+            Err((last_error, retry_in)) => return Err(ClientError::Backoff { addr: self.addr, last_error, retry_in }),
+        };
         let connected = match tokio::time::timeout(timeout, TcpStream::connect(self.addr)).await {
             Ok(Ok(stream)) => stream.set_nodelay(true).map(|()| stream),
             Ok(Err(e)) => Err(e),
@@ -555,7 +552,7 @@ impl Inner {
             Ok(stream) => stream,
             Err(e) => {
                 let e = Arc::new(e);
-                state.backoff.failed(now.into_std(), Arc::clone(&e));
+                state.reconnect.failed(now.into_std(), Arc::clone(&e));
                 return Err(ClientError::Connect { addr: self.addr, source: e });
             }
         };
@@ -594,10 +591,6 @@ impl Inner {
             one_at_a_time: true,
             armed: None,
         });
-        // Made for a call about to use it: its idle time starts now, not at
-        // the last call of the connection before (which an idle close may
-        // have ended: the new writer would close this one at once).
-        state.used_since = true;
         Ok(())
     }
 
@@ -620,8 +613,8 @@ fn unlock_waking(mut state: MutexGuard<'_, State>, config: &ClientConfig) {
 
 /// Fails every pending call of a connection and stops its tasks.
 fn fail_all(mut active: Active, error: ClientError) {
-    for (_, call) in active.conn.drain_pending() {
-        call.token.fail(error.clone());
+    for (_, token) in active.conn.drain_pending() {
+        token.fail(error.clone());
     }
     for task in &active.tasks {
         task.abort();
@@ -641,7 +634,7 @@ fn die(inner: &Inner, mut state: MutexGuard<'_, State>, generation: u64, error: 
         if !active.conn.is_handshake_done() {
             // Refused at the handshake (a certificate not trusted, TLS not
             // served): retrying at once would only be refused again.
-            state.backoff.failed(std::time::Instant::now(), Arc::new(io::Error::other(error.to_string())));
+            state.reconnect.failed(std::time::Instant::now(), Arc::new(io::Error::other(error.to_string())));
         }
         state.failure = Some(error.clone());
         unlock_waking(state, &inner.config);
@@ -651,26 +644,25 @@ fn die(inner: &Inner, mut state: MutexGuard<'_, State>, generation: u64, error: 
 }
 
 async fn read_loop(inner: Arc<Inner>, generation: u64, mut stream: OwnedReadHalf, signals: Arc<Signals>) {
-    // The connection's handshakes have until then (its `start_clock`).
-    let handshake_deadline = {
-        let state = inner.lock();
-        let active = state.active.as_ref().filter(|a| a.generation == generation);
-        match active.map(|a| a.conn.poll_timeout()) {
-            // (None: done, which the reader would have seen first.)
-            Some(deadline) => deadline.map_or_else(|| Instant::now() + Duration::from_secs(86_400), Instant::from_std),
-            None => return, // already over
-        }
+    // The connection's one timer: its machine's next deadline (the
+    // handshakes' first, set by `start_clock`).
+    let first = {
+        let mut state = inner.lock();
+        let Some(active) = state.active.as_mut().filter(|a| a.generation == generation) else {
+            return; // already over
+        };
+        active.armed = active.conn.poll_timeout();
+        active.armed
     };
+    let expiry = tokio::time::sleep_until(first.map_or_else(Instant::now, Instant::from_std));
+    tokio::pin!(expiry);
+    let mut armed = first.is_some();
     let mut handshake_done = false;
     let mut buf = BytesMut::new();
     // One read takes at most this much, and is decoded before the next: a
     // buffer left with more room by a swap (see `receive_buffer`) must not
     // let a flooded socket fill all of it.
     let chunk = inner.config.buffer_size.clamp(4096, 64 * 1024);
-    // The connection's one timer for call deadlines: the earliest of them.
-    let expiry = tokio::time::sleep(tokio::time::Duration::ZERO);
-    tokio::pin!(expiry);
-    let mut armed = false;
     loop {
         if buf.capacity() - buf.len() < 4096 {
             buf.reserve(chunk);
@@ -678,10 +670,12 @@ async fn read_loop(inner: Arc<Inner>, generation: u64, mut stream: OwnedReadHalf
         let mut room = (&mut buf).limit(chunk);
         // `read_buf` is cancel-safe: a branch that wins instead read nothing.
         let read = tokio::select! {
-            read = stream.read_buf(&mut room) => Ok(read),
-            _ = tokio::time::sleep_until(handshake_deadline), if !handshake_done => Err(()),
+            read = stream.read_buf(&mut room) => read,
             _ = &mut expiry, if armed => {
-                armed = expire(&inner, generation).map(|at| expiry.as_mut().reset(Instant::from_std(at))).is_some();
+                match look(&inner, generation) {
+                    Some(next) => armed = next.map(|at| expiry.as_mut().reset(Instant::from_std(at))).is_some(),
+                    None => return, // the connection ended
+                }
                 continue;
             }
             _ = signals.deadline.notified() => {
@@ -695,13 +689,9 @@ async fn read_loop(inner: Arc<Inner>, generation: u64, mut stream: OwnedReadHalf
             return;
         };
         let error = match read {
-            Ok(Ok(0)) => Some(ClientError::closed_by_server(active.conn.handshake_stage())),
-            Ok(Ok(_)) => None,
-            Ok(Err(e)) => Some(ClientError::from_io(e)),
-            Err(_) if active.conn.handle_timeout(std::time::Instant::now()) => {
-                Some(ClientError::handshake_timeout(active.conn.handshake_stage(), inner.config.handshake_timeout))
-            }
-            Err(_) => continue,
+            Ok(0) => Some(ClientError::closed_by_server(active.conn.handshake_stage())),
+            Ok(_) => None,
+            Err(e) => Some(ClientError::from_io(e)),
         };
         if let Some(error) = error {
             return die(&inner, state, generation, error);
@@ -709,7 +699,7 @@ async fn read_loop(inner: Arc<Inner>, generation: u64, mut stream: OwnedReadHalf
         active.conn.receive_buffer(&mut buf);
         // `buf` now holds the connection's previous buffer, to fill next.
         let capacity = active.conn.buffer_capacity() + buf.capacity();
-        if let Err(e) = active.conn.process(|response, call| call.token.complete_response(response)) {
+        if let Err(e) = active.conn.process(|response, token| token.complete_response(response)) {
             // Last words, best effort: a TLS alert saying why (an untrusted
             // certificate, say) lets the server log the reason.
             if !active.writing {
@@ -722,40 +712,50 @@ async fn read_loop(inner: Arc<Inner>, generation: u64, mut stream: OwnedReadHalf
         if active.conn.has_output() {
             signals.output_ready.notify_one();
         }
+        // The last call answered: the idle close is the next deadline.
+        arm(active);
         let handshake_now = !handshake_done && active.conn.is_handshake_done();
         state.stats.saw_capacity(capacity);
         if handshake_now {
             handshake_done = true;
             // A connection counts as made once its handshake is done: one
             // refused at the handshake keeps the backoff growing.
-            state.backoff.succeeded();
+            state.reconnect.succeeded();
             signals.handshake_done.notify_waiters();
         }
         unlock_waking(state, &inner.config);
     }
 }
 
-/// Fails the calls of connection `generation` that are past their
-/// deadline. Returns the earliest deadline of the calls left, the reader's
-/// next wake-up (`None`: none left; the next call sets one).
-fn expire(inner: &Inner, generation: u64) -> Option<std::time::Instant> {
+/// Hands connection `generation` the time: its calls past their deadline
+/// fail with `Timeout` (each caller says its own timeout), and a stalled
+/// handshake or an idle close ends it. Returns the reader's next wake-up
+/// (`Some(None)`: none until a call sets one), or `None` if the connection
+/// ended.
+fn look(inner: &Inner, generation: u64) -> Option<Option<std::time::Instant>> {
     let mut state = inner.lock();
     let active = state.active.as_mut().filter(|a| a.generation == generation)?;
     let now = std::time::Instant::now();
-    let mut next: Option<std::time::Instant> = None;
-    active.conn.cancel_where(
-        |call| {
-            let due = call.deadline <= now;
-            if !due {
-                next = Some(next.map_or(call.deadline, |n| n.min(call.deadline)));
-            }
-            due
-        },
-        |_, call| call.token.fail(ClientError::Timeout(call.timeout)),
-    );
-    active.armed = next;
-    unlock_waking(state, &inner.config);
-    next
+    match active.conn.handle_timeout(now, |_, token| token.fail(ClientError::Timeout(Duration::ZERO))) {
+        ClientExpired::Nothing => {
+            active.armed = active.conn.poll_timeout();
+            let next = active.armed;
+            unlock_waking(state, &inner.config);
+            Some(next)
+        }
+        ClientExpired::Handshake => {
+            let error = ClientError::handshake_timeout(active.conn.handshake_stage(), inner.config.handshake_timeout);
+            die(inner, state, generation, error);
+            None
+        }
+        ClientExpired::Idle => {
+            // Unused for idle_timeout: close; the next call reconnects.
+            let active = state.end().expect("checked");
+            unlock_waking(state, &inner.config);
+            fail_all(active, ClientError::Closed);
+            None
+        }
+    }
 }
 
 /// A caller writes its own call on a quiet connection: one non-blocking
@@ -778,7 +778,7 @@ async fn write_loop(inner: Arc<Inner>, generation: u64, stream: Arc<OwnedWriteHa
         /// Write what was taken, after waking the tasks its taking made room for.
         Write(Vec<std::task::Waker>),
         Delay,
-        Wait(Duration),
+        Wait,
     }
     let mut out = BytesMut::new();
     let mut delayed = false;
@@ -787,11 +787,6 @@ async fn write_loop(inner: Arc<Inner>, generation: u64, stream: Arc<OwnedWriteHa
         let notified = signals.output_ready.notified();
         let next = {
             let mut state = inner.lock();
-            let now = Instant::now();
-            if std::mem::take(&mut state.used_since) {
-                state.last_used = now;
-            }
-            let idle_for = now.saturating_duration_since(state.last_used);
             let Some(active) = state.active.as_mut().filter(|a| a.generation == generation) else {
                 return;
             };
@@ -804,22 +799,15 @@ async fn write_loop(inner: Arc<Inner>, generation: u64, stream: Arc<OwnedWriteHa
                     Next::Write(state.room(&inner.config))
                 }
             } else {
-                // Everything taken has been written: callers may write now.
+                // Everything taken has been written: callers may write now,
+                // and the connection may go idle (the reader's timer).
                 active.writing = false;
-                if active.conn.pending_len() == 0 && idle_for >= inner.config.idle_timeout {
-                    // Unused for idle_timeout: close; the next call reconnects.
-                    let active = state.end().expect("checked");
-                    drop(state);
-                    fail_all(active, ClientError::Closed);
-                    return;
-                }
-                Next::Wait(inner.config.idle_timeout.saturating_sub(idle_for).max(Duration::from_millis(10)))
+                arm(active);
+                Next::Wait
             }
         };
         match next {
-            Next::Wait(wait) => {
-                let _ = tokio::time::timeout(wait, notified).await;
-            }
+            Next::Wait => notified.await,
             Next::Delay => {
                 // batch_delay: let more calls join this batch.
                 delayed = true;

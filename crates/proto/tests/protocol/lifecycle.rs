@@ -1,6 +1,5 @@
 //! A connection's lifecycle on a virtual clock: every timeout and every
-//! close path of a server connection, and a client's handshake deadline,
-//! with the time handed in, no socket and no sleep. The
+//! close path of a server connection, with the time handed in, no socket and no sleep. The
 //! backends' conformance suite then checks the same behaviour over TCP.
 
 use std::sync::{Arc, Mutex};
@@ -261,25 +260,4 @@ fn an_io_error_ends_it_at_once_and_later_events_change_nothing() {
     assert_eq!(h.look(100.0), Expired::Nothing);
     assert_eq!(h.life.reason(), Some(CloseReason::ReadError));
     assert_eq!(CloseReason::ReadError.to_string(), "read error");
-}
-
-#[test]
-fn a_clients_handshakes_have_until_its_deadline() {
-    use fastwire_proto::{ClientConfig, ClientConn};
-    let config = ClientConfig { handshake_timeout: Duration::from_millis(500), ..ClientConfig::default() };
-    let t0 = Instant::now();
-    let mut client: ClientConn<u32> = ClientConn::new(&config);
-    assert_eq!(client.poll_timeout(), None, "no clock before the connection is made");
-    client.start_clock(t0);
-    assert_eq!(client.poll_timeout(), Some(t0 + secs(0.5)));
-    assert!(!client.handle_timeout(t0 + secs(0.4)));
-    assert!(client.handle_timeout(t0 + secs(0.5)));
-    // Once the server's handshake is in, nothing is due.
-    let mut client: ClientConn<u32> = ClientConn::new(&config);
-    client.start_clock(t0);
-    client.received(HANDSHAKE);
-    client.process(|_, _| {}).unwrap();
-    assert!(client.is_handshake_done());
-    assert_eq!(client.poll_timeout(), None);
-    assert!(!client.handle_timeout(t0 + secs(60.0)));
 }
