@@ -7,8 +7,6 @@ use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-pub use fastwire_proto::driver::{LINGER, LINGER_MAX_BYTES};
-
 /// A server's listening sockets, bound and not yet served: one listener
 /// whose connections are handed to the loops in turn
 /// ([`Accept::RoundRobin`]), or one per loop on the same address
@@ -68,27 +66,6 @@ pub fn refuse_reuseport(accept: Accept) -> io::Result<()> {
             "a server on a listener the application bound has one socket, so it cannot accept with \
              Accept::ReusePort (a listener per loop): bind the address with bind_with instead",
         )),
-    }
-}
-
-/// Reads and discards until end-of-stream, an error, [`LINGER`] or
-/// [`LINGER_MAX_BYTES`] (see [`LINGER`]). Call after `shutdown(Write)`.
-pub fn linger(stream: &TcpStream) {
-    let mut reader = stream;
-    let deadline = std::time::Instant::now() + LINGER;
-    let mut scratch = [0u8; 8192];
-    let mut discarded = 0;
-    while discarded < LINGER_MAX_BYTES {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
-            return;
-        }
-        match io::Read::read(&mut reader, &mut scratch) {
-            Ok(0) => return,
-            Ok(n) => discarded += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return,
-        }
     }
 }
 

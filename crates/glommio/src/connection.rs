@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use fastwire_common::{net, CloseReason, ConnTally};
+use fastwire_common::{CloseReason, ConnTally};
 use fastwire_proto::driver::{Connection, Flow, Lifecycle, Wake};
 use fastwire_proto::driver::{Expired, IDLE_RELEASE};
 use fastwire_proto::{Handler, ServerConn};
@@ -390,9 +390,8 @@ impl<'a, H: Handler + 'static> Task<'a, H> {
     }
 
     /// Counts the connection out, then closes it: end-of-stream after the
-    /// last response, then a lingering close (see
-    /// `fastwire_common::net::LINGER`) unless the client already closed its
-    /// side.
+    /// last response, then a lingering close (the lifecycle's: see
+    /// `Lifecycle::shut_write`) unless the client already closed its side.
     async fn close(&mut self, reason: CloseReason) {
         let (conn, local) = (&self.conn, self.local);
         if self.shared.forced.load(Ordering::Acquire) && (conn.deferred_in_flight() > 0 || conn.has_output()) {
@@ -406,15 +405,27 @@ impl<'a, H: Handler + 'static> Task<'a, H> {
         self.tally.finish(&self.shared.counters);
         tracing::trace!(%reason, "connection done");
         let _ = self.stream.shutdown(Shutdown::Write).await;
-        if !self.life.peer_closed() {
-            let _ = self.stream.set_read_timeout(Some(net::LINGER));
-            let mut scratch = vec![0u8; 4096];
-            let mut discarded = 0;
-            while discarded < net::LINGER_MAX_BYTES {
-                match self.stream.read(&mut scratch).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => discarded += n,
+        if !self.life.shut_write(reason, Instant::now()) {
+            return;
+        }
+        // Read and discard until the lifecycle says the linger is over.
+        let mut scratch = vec![0u8; 4096];
+        while let Some(until) = self.life.linger_deadline() {
+            let now = Instant::now();
+            let left = until.saturating_duration_since(now).max(std::time::Duration::from_millis(1));
+            // A timeout of zero is refused: hence the floor.
+            let _ = self.stream.set_read_timeout(Some(left));
+            let read = self.stream.read(&mut scratch).await;
+            let now = Instant::now();
+            match read {
+                Ok(0) => self.life.end_of_stream(),
+                Ok(n) => {
+                    self.life.received(n, now);
                 }
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut || now >= until => {
+                    self.life.handle_timeout(&self.conn, false, now);
+                }
+                Err(_) => self.life.close(CloseReason::ReadError),
             }
         }
     }

@@ -304,14 +304,41 @@ impl Lifecycle {
         if self.phase != Phase::Draining || unsent || conn.has_output() || waiting {
             return false;
         }
+        let reason = self.reason.unwrap_or(CloseReason::Shutdown);
+        self.shut_write(reason, now);
+        true
+    }
+
+    /// The driver shut the socket's write side at `now`, closing for
+    /// `reason` (unless it was closing already) and having flushed the
+    /// output its own way (a task that closes once it has written
+    /// everything, rather than asking [`poll_shutdown`](Self::poll_shutdown)):
+    /// the connection lingers, or is over if the client already closed its
+    /// side. Returns whether it lingers. While it does, the driver reads
+    /// and hands the bytes to [`received`](Self::received), the end of
+    /// the stream to [`end_of_stream`](Self::end_of_stream), and waits no
+    /// longer than [`linger_deadline`](Self::linger_deadline), then
+    /// [`handle_timeout`](Self::handle_timeout): the linger's bounds
+    /// ([`LINGER`], [`LINGER_MAX_BYTES`]) are the lifecycle's alone.
+    pub fn shut_write(&mut self, reason: CloseReason, now: Instant) -> bool {
+        self.begin_close(reason);
+        if self.phase == Phase::Closed {
+            return false;
+        }
         if self.peer_closed {
             self.phase = Phase::Closed;
-        } else {
-            self.phase = Phase::Lingering;
-            self.linger_until = now + LINGER;
-            self.discarded = 0;
+            return false;
         }
+        self.phase = Phase::Lingering;
+        self.linger_until = now + LINGER;
+        self.discarded = 0;
         true
+    }
+
+    /// Until when a lingering connection waits for the client's end of
+    /// stream (`None` unless it lingers).
+    pub fn linger_deadline(&self) -> Option<Instant> {
+        (self.phase == Phase::Lingering).then_some(self.linger_until)
     }
 
     // ANCHOR: poll_timeout

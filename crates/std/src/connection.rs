@@ -24,8 +24,8 @@
 //! Closing is graceful whatever the reason (the client left, a protocol
 //! error, idle, shutdown): the reader stops, the writer flushes and sends
 //! end-of-stream, and the reader drains the client's input until it closes
-//! (see `fastwire_common::net::LINGER`), so no written response is lost to a
-//! reset.
+//! (the lifecycle's lingering close, see `Lifecycle::shut_write`), so no
+//! written response is lost to a reset.
 
 use std::io::{self, Write};
 use std::net::{Shutdown, TcpStream};
@@ -336,8 +336,8 @@ fn serve_read(
 /// Reading is over, but deferred calls still running are answered (unless
 /// the connection failed), until the lifecycle says the close is stuck; a
 /// forced shutdown cuts them (`cut`). Then the writer flushes and sends
-/// end-of-stream, and the socket lingers (see `net::LINGER`) unless the
-/// client already closed its side.
+/// end-of-stream, and the socket lingers (the lifecycle's linger: see
+/// `Lifecycle::shut_write`) unless the client already closed its side.
 fn finish(socket: &TcpStream, shared: &ConnShared, server: &Shared, reason: CloseReason, life: &mut Lifecycle) {
     life.begin_close(reason);
     let mut state = shared.lock();
@@ -365,8 +365,34 @@ fn finish(socket: &TcpStream, shared: &ConnShared, server: &Shared, reason: Clos
     }
     let clean = state.flushed;
     drop(state);
-    if clean && !life.peer_closed() {
-        net::linger(socket);
+    if clean && life.shut_write(reason, Instant::now()) {
+        linger(socket, shared, life);
+    }
+}
+
+/// Reads and discards until the lifecycle says the linger is over (the
+/// client's end of stream, or its bounds: see `Lifecycle::shut_write`).
+fn linger(socket: &TcpStream, shared: &ConnShared, life: &mut Lifecycle) {
+    let mut reader = socket;
+    let mut scratch = [0u8; 8192];
+    while let Some(until) = life.linger_deadline() {
+        let left = until.saturating_duration_since(Instant::now());
+        let read = match left.is_zero() {
+            true => Err(io::ErrorKind::TimedOut.into()),
+            false => socket.set_read_timeout(Some(left)).and_then(|()| io::Read::read(&mut reader, &mut scratch)),
+        };
+        let now = Instant::now();
+        match read {
+            Ok(0) => life.end_of_stream(),
+            Ok(n) => {
+                life.received(n, now);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                life.handle_timeout(&shared.lock().conn, false, now);
+            }
+            Err(_) => life.close(CloseReason::ReadError),
+        }
     }
 }
 

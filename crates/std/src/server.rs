@@ -138,8 +138,8 @@ impl Serving for Running {
         }
 
         // Each reader sees the flag within a second (its periodic wake-up),
-        // stops reading, and the connection closes gracefully (see
-        // `fastwire_common::net::LINGER`). Not `shutdown(Read)`: after it a
+        // stops reading, and the connection closes gracefully (a lingering
+        // close: see `Lifecycle::shut_write`). Not `shutdown(Read)`: after it a
         // reader could no longer wait for the client's end-of-stream.
         let started_with = self.shared.registry.len();
         let cut_off = self.shared.registry.wait_empty(Instant::now() + grace);

@@ -29,14 +29,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use fastwire_common::{net, CloseReason, ConnTally};
+use fastwire_common::{CloseReason, ConnTally};
 use fastwire_proto::driver::Expired;
 use fastwire_proto::driver::{Connection, Flow, Lifecycle, Wake};
 use fastwire_proto::ServerConn;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
-use tokio::time::timeout;
 
 use crate::server::{ConnHandler, Shared};
 
@@ -331,31 +330,34 @@ impl<'a, H: ConnHandler> Task<'a, H> {
     }
 
     /// Counts the connection out, then closes it: end-of-stream after the
-    /// last response, then a lingering close (see
-    /// `fastwire_common::net::LINGER`) unless the client already closed its
-    /// side, so no written response is lost to a reset.
+    /// last response, then a lingering close (the lifecycle's: see
+    /// `Lifecycle::shut_write`) unless the client already closed its side,
+    /// so no written response is lost to a reset.
     async fn close(&mut self, reason: CloseReason) {
         self.tally.sync(&self.conn, &self.shared.counters);
         self.tally.finish(&self.shared.counters);
         tracing::trace!(%reason, "connection done");
         let _ = self.stream.shutdown().await;
-        if !self.life.peer_closed() {
-            let _ = timeout(net::LINGER, drain(&mut self.stream)).await;
+        if !self.life.shut_write(reason, Instant::now()) {
+            return;
         }
-    }
-}
-
-/// Reads and discards what the client still sends, up to
-/// `LINGER_MAX_BYTES`, until it closes.
-async fn drain(stream: &mut TcpStream) {
-    let mut discarded = 0;
-    // On the heap: an array here would be part of every connection task's
-    // future (its state holds the locals of every await point).
-    let mut scratch = vec![0u8; 4096];
-    while discarded < net::LINGER_MAX_BYTES {
-        match stream.read(&mut scratch).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => discarded += n,
+        // Read and discard until the lifecycle says the linger is over.
+        // On the heap: an array here would be part of every connection
+        // task's future (its state holds the locals of every await point).
+        let mut scratch = vec![0u8; 4096];
+        while let Some(until) = self.life.linger_deadline() {
+            let read = tokio::time::timeout_at(until.into(), self.stream.read(&mut scratch)).await;
+            let now = Instant::now();
+            match read {
+                Ok(Ok(0)) => self.life.end_of_stream(),
+                Ok(Ok(n)) => {
+                    self.life.received(n, now);
+                }
+                Ok(Err(_)) => self.life.close(CloseReason::ReadError),
+                Err(_) => {
+                    self.life.handle_timeout(&self.conn, false, now);
+                }
+            }
         }
     }
 }

@@ -248,6 +248,36 @@ fn lingering_ends_with_the_client_the_clock_or_too_many_bytes() {
     assert_eq!(h.deadline(), None);
 }
 
+/// A driver that flushes its own way and then shuts the write side (a task
+/// per connection) lingers by the same bounds, kept by the lifecycle.
+#[test]
+fn a_driver_that_shuts_its_write_side_lingers_by_the_same_bounds() {
+    let mut h = Harness::new(config());
+    h.call(b"now", 0.0);
+    assert!(h.life.shut_write(CloseReason::Idle, h.at(1.0)));
+    assert_eq!((h.life.phase(), h.life.reason()), (Phase::Lingering, Some(CloseReason::Idle)));
+    assert_eq!(h.life.linger_deadline(), Some(h.at(1.0) + LINGER));
+    assert_eq!(h.look(0.5 + LINGER.as_secs_f64()), Expired::Nothing);
+    assert_eq!(h.look(1.0 + LINGER.as_secs_f64()), Expired::Closed(CloseReason::LingerTimeout));
+    assert_eq!(h.life.linger_deadline(), None);
+    // Too many bytes.
+    let mut h = Harness::new(config());
+    h.life.shut_write(CloseReason::Shutdown, h.at(1.0));
+    assert!(!h.life.received(LINGER_MAX_BYTES + 1, h.at(2.0)));
+    assert_eq!(h.life.reason(), Some(CloseReason::LingerTimeout));
+    // A close already under way keeps its reason; the client's end of stream ends it.
+    let mut h = Harness::new(config());
+    h.life.begin_close(CloseReason::ProtocolError);
+    assert!(h.life.shut_write(CloseReason::Shutdown, h.at(1.0)));
+    h.life.end_of_stream();
+    assert_eq!((h.life.phase(), h.life.reason()), (Phase::Closed, Some(CloseReason::ProtocolError)));
+    // The client closed first: nothing to linger for.
+    let mut h = Harness::new(config());
+    h.life.end_of_stream();
+    assert!(!h.life.shut_write(CloseReason::ClosedByClient, h.at(1.0)));
+    assert!(h.life.is_closed());
+}
+
 #[test]
 fn an_io_error_ends_it_at_once_and_later_events_change_nothing() {
     let mut h = Harness::new(config());
