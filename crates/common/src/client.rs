@@ -617,11 +617,12 @@ impl<D: Driver> PendingCall<D> {
                 return Err(ClientError::Timeout(self.timeout));
             }
         }
-        match CallSlot::finish(slot) {
+        let mut result = CallSlot::finish(slot);
+        if let Err(ClientError::Timeout(timeout)) = &mut result {
             // Failed at its deadline by whoever looked at the clock: say its own timeout.
-            Err(ClientError::Timeout(_)) => Err(ClientError::Timeout(self.timeout)),
-            result => result,
+            *timeout = self.timeout;
         }
+        result
     }
 }
 

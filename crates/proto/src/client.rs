@@ -71,12 +71,48 @@ pub enum ClientExpired {
     Idle,
 }
 
-/// A call awaiting its response: the driver's token and, for a call with
-/// one, its deadline.
+/// A call awaiting its response: the driver's token and its deadline, in
+/// [`Ticks`] (eight bytes, not an `Instant`'s sixteen: the pending table
+/// is walked by every response, and a pipelining client keeps thousands).
 #[derive(Debug)]
 struct Call<T> {
     token: T,
-    deadline: Option<Instant>,
+    deadline: u64,
+}
+
+/// A call with no deadline of its own.
+const NEVER: u64 = u64::MAX;
+
+/// Instants as nanoseconds from an epoch (the first instant the
+/// connection is handed), offset so that instants before the epoch (a
+/// later call with a shorter timeout) still count up to it: exact over
+/// about a century on either side.
+#[derive(Debug, Default)]
+struct Ticks {
+    epoch: Option<Instant>,
+}
+
+impl Ticks {
+    /// The epoch's own tick.
+    const EPOCH: u64 = 1 << 62;
+
+    fn of(&mut self, at: Instant) -> u64 {
+        let epoch = *self.epoch.get_or_insert(at);
+        let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        match at.checked_duration_since(epoch) {
+            Some(after) => Self::EPOCH.saturating_add(nanos(after)).min(NEVER - 1),
+            None => Self::EPOCH.saturating_sub(nanos(epoch - at)),
+        }
+    }
+
+    /// The instant of a tick that [`of`](Self::of) made.
+    fn instant(&self, tick: u64) -> Option<Instant> {
+        let epoch = self.epoch?;
+        match tick.checked_sub(Self::EPOCH) {
+            Some(after) => epoch.checked_add(Duration::from_nanos(after)),
+            None => epoch.checked_sub(Duration::from_nanos(Self::EPOCH - tick)),
+        }
+    }
 }
 
 /// A call [`ClientConn::start_call`] refused, with its token given back so
@@ -173,6 +209,7 @@ pub struct ClientConn<T> {
     /// lower bound: answered calls are not taken out of it; the next look
     /// at the clock finds the true earliest).
     call_deadline: Option<Instant>,
+    ticks: Ticks,
     idle_timeout: Duration,
     /// When the connection was last used, as of the last look at the
     /// clock (`None` before [`start_clock`](Self::start_clock)).
@@ -235,6 +272,7 @@ impl<T> ClientConn<T> {
             handshake_timeout: config.handshake_timeout,
             handshake_deadline: None,
             call_deadline: None,
+            ticks: Ticks::default(),
             idle_timeout: config.idle_timeout,
             last_used: None,
             used: false,
@@ -283,19 +321,18 @@ impl<T> ClientConn<T> {
             return ClientExpired::Handshake;
         }
         if self.call_deadline.is_some_and(|at| now >= at) {
-            let mut next: Option<Instant> = None;
+            let now = self.ticks.of(now);
+            let mut next = NEVER;
             self.pending.remove_where(
-                |call| match call.deadline {
-                    Some(at) if at <= now => true,
-                    Some(at) => {
-                        next = Some(next.map_or(at, |n| n.min(at)));
-                        false
+                |call| {
+                    if call.deadline > now {
+                        next = next.min(call.deadline);
                     }
-                    None => false,
+                    call.deadline <= now
                 },
                 |id, call| expired(id, call.token),
             );
-            self.call_deadline = next;
+            self.call_deadline = (next != NEVER).then(|| self.ticks.instant(next)).flatten();
         }
         let idle_since = self.last_used.unwrap_or(now);
         if self.is_idle() && now.saturating_duration_since(idle_since) >= self.idle_timeout {
@@ -333,6 +370,7 @@ impl<T> ClientConn<T> {
     /// id. `token` comes back from [`process`](Self::process) with the
     /// response, or from [`cancel`](Self::cancel) /
     /// [`drain_pending`](Self::drain_pending).
+    #[inline]
     pub fn start_call(&mut self, name: &[u8], value: &[u8], token: T) -> Result<u32, Rejected<T>> {
         self.start(name, value, token, None)
     }
@@ -342,6 +380,7 @@ impl<T> ClientConn<T> {
     /// ([`handle_timeout`](Self::handle_timeout)) at or after it hands its
     /// token back to be failed. A response that comes before is the
     /// call's, however close to the deadline.
+    #[inline]
     pub fn start_call_until(
         &mut self,
         name: &[u8],
@@ -352,11 +391,13 @@ impl<T> ClientConn<T> {
         self.start(name, value, token, Some(deadline))
     }
 
+    #[inline]
     fn start(&mut self, name: &[u8], value: &[u8], token: T, deadline: Option<Instant>) -> Result<u32, Rejected<T>> {
         if let Some(error) = &self.failed {
             return Err(Rejected { error: error.clone(), token });
         }
-        let id = match self.pending.insert(Call { token, deadline }) {
+        let tick = deadline.map_or(NEVER, |at| self.ticks.of(at));
+        let id = match self.pending.insert(Call { token, deadline: tick }) {
             Ok(id) => id,
             Err(call) => {
                 return Err(Rejected {

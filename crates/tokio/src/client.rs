@@ -489,10 +489,12 @@ impl std::future::Future for PendingCall<'_> {
         };
         std::task::ready!(slot.poll_done(cx));
         this.cancel.armed = false;
-        std::task::Poll::Ready(match CallSlot::finish(this.slot.take().expect("checked above")) {
-            Err(ClientError::Timeout(_)) => Err(ClientError::Timeout(this.timeout)),
-            result => result,
-        })
+        let mut result = CallSlot::finish(this.slot.take().expect("checked above"));
+        if let Err(ClientError::Timeout(timeout)) = &mut result {
+            // Failed at its deadline by the reader's timer: say its own timeout.
+            *timeout = this.timeout;
+        }
+        std::task::Poll::Ready(result)
     }
 }
 
