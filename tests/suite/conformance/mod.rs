@@ -68,6 +68,7 @@ macro_rules! conformance {
             #[test] fn setting_client_batch_delay() { run(settings::client_batch_delay) }
             #[test] fn setting_client_buffer_size() { run(settings::client_buffer_size) }
             #[test] fn setting_flate_level() { run(settings::flate_level) }
+            #[test] fn setting_server_buffer_size() { run(settings::server_buffer_size) }
             #[test] fn setting_blocking_threads() { run(settings::blocking_threads) }
 
             #[test] fn hostile_garbage_bytes() { run(hostile::garbage) }

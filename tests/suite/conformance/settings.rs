@@ -199,6 +199,63 @@ pub fn flate_level(kind: BackendKind) {
     assert!(out[1] < 20_000, "{kind}: level 9 compresses ({} bytes out)", out[1]);
 }
 
+/// `ServerConfig::buffer_size`: the batch at which a server that
+/// compresses flushes its output early. A raw client sends 200 calls of
+/// 1 KiB of noise in one write; the server's flate stream carries a sync
+/// flush (`00 00 ff ff`) at least every `buffer_size` of answers at 4 KiB
+/// (about 200 KiB of them: at least 35 flushes), and fewer at the
+/// default 64 KiB, however the backend happened to read the batch.
+pub fn server_buffer_size(kind: BackendKind) {
+    const CALLS: u32 = 200;
+    let noise = |id: u32| -> Vec<u8> {
+        let mut x = u64::from(id).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        (0..1024)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    };
+    let answers: usize = (1..=CALLS).map(|id| 8 + frame::demo_answer(b"echo", &noise(id)).len()).sum();
+    let mut flushes = Vec::new();
+    for buffer_size in [4096, 64 * 1024] {
+        let protocol = ProtocolConfig { compression: Compression::Flate, ..ProtocolConfig::default() };
+        let server = start(kind, ServerConfig { buffer_size, ..server_config(protocol) }, demo_handler);
+        let mut s = raw(server.local_addr());
+        s.write_all(&frame::PLAIN).unwrap();
+        assert_eq!(frame::read_handshake(&mut s), Some([0, 0, 0]), "{kind}: flate, no TLS");
+        let batch: Vec<u8> = (1..=CALLS).flat_map(|id| frame::request(id, b"echo", &noise(id))).collect();
+        s.write_all(&batch).unwrap();
+        // Read until the stream inflates to every answer.
+        let (mut wire, mut chunk) = (Vec::new(), vec![0u8; 64 * 1024]);
+        let plain = loop {
+            let n = s.read(&mut chunk).expect("the answers within the read timeout");
+            assert!(n > 0, "{kind}: the server closed before answering");
+            wire.extend_from_slice(&chunk[..n]);
+            let mut plain = Vec::with_capacity(2 * answers);
+            let mut inflate = flate2::Decompress::new(false);
+            inflate.decompress_vec(&wire, &mut plain, flate2::FlushDecompress::Sync).expect("a valid flate stream");
+            if plain.len() >= answers {
+                break plain;
+            }
+        };
+        assert_eq!(plain.len(), answers, "{kind}: every answer, nothing more");
+        let mut at = 0;
+        for id in 1..=CALLS {
+            let (got, value) = frame::read_response(&mut &plain[at..]);
+            assert_eq!((got, value.as_slice()), (id, frame::demo_answer(b"echo", &noise(id)).as_slice()), "{kind}");
+            at += 8 + value.len();
+        }
+        flushes.push(wire.windows(4).filter(|w| *w == [0, 0, 0xff, 0xff]).count());
+        drop(s);
+        server.shutdown(Duration::from_secs(5));
+    }
+    assert!(flushes[0] >= 35, "{kind}: {} flushes at 4 KiB", flushes[0]);
+    assert!(flushes[0] > flushes[1], "{kind}: flushes at 4 KiB and 64 KiB: {flushes:?}");
+}
+
 /// `ServerConfig::blocking_threads`: a blocking handler runs on that many
 /// worker threads at most, and on all of them when calls wait.
 pub fn blocking_threads(kind: BackendKind) {
