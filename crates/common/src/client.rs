@@ -167,6 +167,10 @@ struct Inner<D: Driver> {
     drain_waiters: AtomicUsize,
     /// Wakes a driver thread waiting to be handed the reading role.
     read_role: Condvar,
+    /// Wakes threads waiting for the handshake ([`Client::wait_connected`]):
+    /// it is in, or the connection ended. Counted, like the others.
+    connected: Condvar,
+    connect_waiters: AtomicUsize,
     /// Whether the driver holds the reading role of the current connection:
     /// a copy of `Active::reader == Driver`, written under the lock, so
     /// that a driver that reads on finds out without taking the lock.
@@ -320,6 +324,8 @@ impl<D: Driver> Client<D> {
                 output_waiters: AtomicUsize::new(0),
                 drain_waiters: AtomicUsize::new(0),
                 read_role: Condvar::new(),
+                connected: Condvar::new(),
+                connect_waiters: AtomicUsize::new(0),
                 driver_reads: AtomicBool::new(false),
                 role_waiters: AtomicUsize::new(0),
                 driver_watching: AtomicBool::new(false),
@@ -356,10 +362,8 @@ impl<D: Driver> Client<D> {
         let deadline = Instant::now() + self.inner.config.connect_timeout + self.inner.config.handshake_timeout;
         let mut state = self.inner.lock();
         self.inner.ensure_connected(&mut state, self.inner.config.connect_timeout)?;
-        drop(state);
-        // The handshake is only visible through the reader; poll briefly.
+        // The reader says when the handshake is in (or the connection ends).
         loop {
-            let state = self.inner.lock();
             match &state.active {
                 Some(a) if a.conn.is_handshake_done() => return Ok(()),
                 Some(_) => {}
@@ -374,11 +378,13 @@ impl<D: Driver> Client<D> {
                     }));
                 }
             }
-            drop(state);
-            if Instant::now() >= deadline {
+            let now = Instant::now();
+            if now >= deadline {
                 return Err(ClientError::Timeout(self.inner.config.handshake_timeout));
             }
-            std::thread::sleep(Duration::from_millis(1));
+            self.inner.connect_waiters.fetch_add(1, Ordering::Relaxed);
+            state = self.inner.connected.wait_timeout(state, deadline - now).unwrap_or_else(|p| p.into_inner()).0;
+            self.inner.connect_waiters.fetch_sub(1, Ordering::Relaxed);
         }
     }
 
@@ -1082,6 +1088,9 @@ impl<D: Driver> Inner<D> {
                 if handshake_done && state.reconnect.is_failing() {
                     state.reconnect.succeeded();
                 }
+                if handshake_done && self.connect_waiters.load(Ordering::Relaxed) > 0 {
+                    self.connected.notify_all();
+                }
                 Ok(Received { handshake_done, released, handed_back })
             }
             Err(e) => {
@@ -1279,6 +1288,7 @@ impl<D: Driver> Inner<D> {
         self.output_ready.notify_all();
         self.output_drained.notify_all();
         self.read_role.notify_all();
+        self.connected.notify_all();
     }
 }
 

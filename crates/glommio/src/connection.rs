@@ -4,12 +4,11 @@
 //!
 //! When to give buffers back or close is the protocol crate's
 //! [`Lifecycle`](fastwire_proto::driver::Lifecycle), handed the time when the task
-//! wakes. The handshake's deadline is the socket's own read timeout
-//! (glommio links a timeout to each read request). After the handshake the
-//! read has no timeout: the process's clock thread (`clock`) wakes the task
-//! about once a second to look at the clock and notice a shutdown, so that
-//! no glommio timer is registered while connections wait (each makes every
-//! reactor wake-up of the executor allocate).
+//! wakes. Reads have no timeout: the process's clock thread (`clock`) wakes
+//! the task at the lifecycle's next deadline (an [`Alarm`](crate::clock::Alarm)),
+//! and a shutdown wakes every task at once, so that no glommio timer is
+//! registered while connections wait (each makes every reactor wake-up of
+//! the executor allocate).
 //!
 //! Deferred responses (from `async` handlers on this executor, or from any
 //! other thread) wake the task through a [`Signal`]; a pending read is
@@ -24,11 +23,13 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use fastwire_common::{CloseReason, ConnTally};
 use fastwire_proto::driver::{Connection, Flow, Lifecycle, Wake};
-use fastwire_proto::driver::{Expired, IDLE_RELEASE};
+
+use crate::clock::Alarm;
+use fastwire_proto::driver::Expired;
 use fastwire_proto::{Handler, ServerConn};
 use futures_lite::{future, AsyncRead, AsyncReadExt, AsyncWriteExt};
 use futures_util::task::AtomicWaker;
@@ -104,35 +105,19 @@ enum Event {
     Woken,
 }
 
-/// Waits for the signal, up to `limit` (`Duration::MAX`: no limit); gives
-/// up (false) at the limit or once a forced shutdown began. Waiting forever
-/// is not an option: this task's waker sits in the signal, which its own
-/// deferred responders hold, so a task parked here at the end of the
-/// executor would never be freed (nor its socket closed). A forced
-/// shutdown signals every connection (`clock::tick_all`, after raising the
-/// flag), and the flag is read after every wake-up.
-async fn woken(signal: &Signal, shared: &Shared, limit: Duration) -> bool {
+/// Waits for the signal (a deferred answer, the alarm, a shutdown); false
+/// once a forced shutdown began. Waiting forever is not an option: this
+/// task's waker sits in the signal, which its own deferred responders
+/// hold, so a task parked here at the end of the executor would never be
+/// freed (nor its socket closed). A forced shutdown signals every
+/// connection (`clock::tick_all`, after raising the flag), and the flag is
+/// read after every wake-up.
+async fn woken(signal: &Signal, shared: &Shared) -> bool {
     if shared.forced.load(Ordering::Acquire) {
         return false;
     }
-    let answered = if limit == Duration::MAX {
-        signal.wait().await;
-        true
-    } else {
-        // `or` polls the signal first: an answer that is already there wins.
-        future::or(
-            async {
-                signal.wait().await;
-                true
-            },
-            async {
-                glommio::timer::sleep(limit).await;
-                false
-            },
-        )
-        .await
-    };
-    answered && !shared.forced.load(Ordering::Acquire)
+    signal.wait().await;
+    !shared.forced.load(Ordering::Acquire)
 }
 
 /// Reads once into the executor's scratch buffer and hands what came to the
@@ -196,9 +181,14 @@ struct Task<'a, H> {
     signal: Arc<Signal>,
     tally: ConnTally,
     life: Lifecycle,
+    /// Wakes the task at the lifecycle's deadline.
+    alarm: Alarm,
+    /// What the alarm is set to (`None`: off, or raised). A deadline that
+    /// moves later (the idle close, with each call) leaves it be: it goes
+    /// off early, the lifecycle finds nothing due, and it is set again.
+    armed: Option<Instant>,
     /// Each read takes up to this much (the scratch buffer's size).
     read_size: usize,
-    handshake_seen: bool,
 }
 
 impl<'a, H: Handler + 'static> Task<'a, H> {
@@ -211,11 +201,8 @@ impl<'a, H: Handler + 'static> Task<'a, H> {
     ) -> Self {
         let config = &shared.config;
         let signal = Arc::new(Signal::default());
-        let period = config.idle_timeout.map_or(IDLE_RELEASE, |t| t.min(IDLE_RELEASE));
-        let weak = Arc::downgrade(&signal) as std::sync::Weak<dyn crate::clock::Tick>;
-        crate::clock::every(weak, period);
+        let alarm = Alarm::new(Arc::downgrade(&signal) as std::sync::Weak<dyn crate::clock::Tick>);
         let (conn, life) = shared.new_conn(stream.peer_addr().ok(), signal.clone(), 0, Instant::now());
-        let _ = stream.set_read_timeout(Some(config.handshake_timeout));
         // A client that stops reading makes writes wait; after idle_timeout the connection is closed.
         let _ = stream.set_write_timeout(config.idle_timeout);
         Task {
@@ -229,8 +216,27 @@ impl<'a, H: Handler + 'static> Task<'a, H> {
             signal,
             tally: ConnTally::default(),
             life,
+            alarm,
+            armed: None,
             read_size: config.buffer_size.max(MIN_READ),
-            handshake_seen: false,
+        }
+    }
+
+    /// Sets the alarm for the lifecycle's next deadline, unless it is set
+    /// for an earlier time already.
+    fn arm(&mut self) {
+        if let Some(next) = self.life.poll_timeout(&self.conn, false) {
+            if self.armed.is_none_or(|at| next < at) {
+                self.armed = Some(next);
+                self.alarm.set(next);
+            }
+        }
+    }
+
+    /// Woken: if the alarm's time has come, it is off now (raised).
+    fn disarm_if_due(&mut self, now: Instant) {
+        if self.armed.is_some_and(|at| now >= at) {
+            self.armed = None;
         }
     }
 
@@ -265,7 +271,7 @@ impl<'a, H: Handler + 'static> Task<'a, H> {
                 Ok(Flow::OutputFull) => {
                     // Full of deferred calls (max_in_flight) or waiting for
                     // a concurrency slot: no reading until answers come.
-                    if !woken(&self.signal, self.shared, Duration::MAX).await {
+                    if !woken(&self.signal, self.shared).await {
                         return Err(CloseReason::Shutdown);
                     }
                 }
@@ -323,13 +329,14 @@ impl<'a, H: Handler + 'static> Task<'a, H> {
         if !self.life.is_open() {
             return self.await_answers().await;
         }
+        self.arm();
         let signal = &self.signal;
         let event = future::or(read_some(&mut self.stream, self.local, &mut self.conn, self.read_size), async {
             signal.wait().await;
             Event::Woken
         })
         .await;
-        // A deferred answer, or the clock.
+        // A deferred answer, the alarm, or a shutdown.
         let Event::Read(read) = event else { return self.expired() };
         match read {
             Ok(0) => {
@@ -338,21 +345,6 @@ impl<'a, H: Handler + 'static> Task<'a, H> {
             }
             Ok(n) => {
                 self.life.received(n, Instant::now());
-                if self.conn.is_handshake_done() && !self.handshake_seen {
-                    // From now on the clock wakes this task; no glommio timer.
-                    self.handshake_seen = true;
-                    let _ = self.stream.set_read_timeout(None);
-                }
-            }
-            Err(e) if matches!(e.kind(), io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock) => {
-                let closed = self.expired();
-                if closed.is_none() && !self.conn.is_handshake_done() {
-                    // Woken a little early: the rest of the handshake's time.
-                    let left =
-                        self.life.poll_timeout(&self.conn, false).map(|d| d.saturating_duration_since(Instant::now()));
-                    let _ = self.stream.set_read_timeout(left.map(|l| l.max(Duration::from_millis(1))));
-                }
-                return closed;
             }
             Err(_) => return Some(CloseReason::ReadError),
         }
@@ -361,7 +353,9 @@ impl<'a, H: Handler + 'static> Task<'a, H> {
 
     /// Hands the lifecycle the time; why the connection closes, if it does.
     fn expired(&mut self) -> Option<CloseReason> {
-        match self.shared.counters.handle_timeout(&mut self.life, &mut self.conn, false, Instant::now()) {
+        let now = Instant::now();
+        self.disarm_if_due(now);
+        match self.shared.counters.handle_timeout(&mut self.life, &mut self.conn, false, now) {
             Expired::Nothing | Expired::ReleaseBuffers => None,
             Expired::Closing(reason) | Expired::Closed(reason) => Some(reason),
         }
@@ -371,22 +365,18 @@ impl<'a, H: Handler + 'static> Task<'a, H> {
     /// of deferred calls are awaited, until the lifecycle's deadline (on
     /// shutdown, or until the grace period ends: the executor then drops us).
     async fn await_answers(&mut self) -> Option<CloseReason> {
-        loop {
-            if self.conn.deferred_in_flight() == 0 {
-                return self.life.reason();
-            }
-            let deadline = self.life.poll_timeout(&self.conn, false);
-            let left = deadline.map_or(Duration::MAX, |d| d.saturating_duration_since(Instant::now()));
-            if !left.is_zero() && woken(&self.signal, self.shared, left).await {
-                return None;
-            }
-            if self.shared.forced.load(Ordering::Acquire) {
-                return Some(CloseReason::Shutdown);
-            }
-            if let Some(reason) = self.expired() {
-                return Some(reason);
-            }
+        if self.conn.deferred_in_flight() == 0 {
+            return self.life.reason();
         }
+        if let Some(reason) = self.expired() {
+            return Some(reason);
+        }
+        self.arm();
+        if !woken(&self.signal, self.shared).await {
+            return Some(CloseReason::Shutdown);
+        }
+        // An answer (served next), or the alarm.
+        self.expired()
     }
 
     /// Counts the connection out, then closes it: end-of-stream after the

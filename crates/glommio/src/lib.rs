@@ -26,9 +26,10 @@
 //!   `from_listener`, `from_listener_with`, then serve) and [`ServerHandle`] (stats,
 //!   graceful shutdown); the executors and their accept loops.
 //! * `connection`: one server connection's task.
-//! * `clock`: one thread that wakes waiting connections about once a second
-//!   (idleness, shutdown), so that none holds a glommio timer (each
-//!   registered timer makes every reactor wake-up allocate).
+//! * `clock`: one thread that wakes each waiting connection at its
+//!   lifecycle's next deadline, and all of them at a shutdown, so that none
+//!   holds a glommio timer (each registered timer makes every reactor
+//!   wake-up allocate).
 //! * [`client`]: [`Client`], one reconnecting connection carrying many
 //!   calls; its I/O lives on an executor of its own, and callers on any
 //!   thread wake it.
