@@ -184,13 +184,11 @@ impl Driver for ExecutorThread {
 
 async fn run(link: Rc<Link<ExecutorThread>>, stream: glommio::net::TcpStream, handle: Arc<UringHandle>) {
     let (reader, writer) = futures_lite::io::split(stream);
-    let writer_task = glommio::spawn_local(write_loop(Rc::clone(&link), Arc::clone(&handle), writer));
-    // The idle check: the process's clock wakes the writer about once a
-    // second so that an unused connection is closed after idle_timeout (a
+    // The connection's deadlines (a call's, the idle close): the process's
+    // clock wakes the writer then, to hand the connection the time (a
     // glommio timer would make every wake-up of this executor allocate).
-    let every = link.config().idle_timeout.min(std::time::Duration::from_secs(1));
-    let weak = Arc::downgrade(&handle) as std::sync::Weak<dyn crate::clock::Tick>;
-    crate::clock::every(weak, every);
+    let alarm = crate::clock::Alarm::new(Arc::downgrade(&handle) as std::sync::Weak<dyn crate::clock::Tick>);
+    let writer_task = glommio::spawn_local(write_loop(Rc::clone(&link), Arc::clone(&handle), writer, alarm));
     // The reader's watches of a quiet connection, dropped (and so forgotten
     // by the clock) when the reader returns.
     let watch: Arc<dyn crate::clock::Tick> = Arc::new(QuietWatch(Arc::clone(&handle)));
@@ -209,15 +207,27 @@ async fn write_loop(
     link: Rc<Link<ExecutorThread>>,
     handle: Arc<UringHandle>,
     mut writer: futures_lite::io::WriteHalf<glommio::net::TcpStream>,
+    alarm: crate::clock::Alarm,
 ) {
     let mut out = BytesMut::new();
+    // What the alarm is set to: a deadline that moves later leaves it be
+    // (it goes off early, and `take_output` finds nothing due).
+    let mut armed: Option<Instant> = None;
     loop {
         match link.take_output(&mut out) {
             Output::Gone => return,
-            Output::Empty(_) => {
-                // Parked until a caller queues output, or the clock comes
-                // by to let `take_output` check idleness (no timer per
-                // wait: each would cost an allocation).
+            Output::Empty(wait) => {
+                // Parked until a caller queues output, or the alarm goes off
+                // at the connection's next deadline for `take_output` to
+                // hand it the time (no timer per wait: each would allocate).
+                let now = Instant::now();
+                if armed.is_some_and(|at| now >= at) {
+                    armed = None;
+                }
+                if let Some(at) = now.checked_add(wait).filter(|&at| armed.is_none_or(|armed| at < armed)) {
+                    armed = Some(at);
+                    alarm.set(at);
+                }
                 handle.wake.wait().await;
                 continue;
             }

@@ -92,6 +92,9 @@ struct ConnState {
     tally: ConnTally,
     /// The reader waits on `output_drained` for the limits to allow more.
     reader_waiting: bool,
+    /// The lifecycle said the connection has been quiet: the writer gives
+    /// its buffer back too (the reader's look at the clock wakes it).
+    release_writer: bool,
 }
 
 impl ConnState {
@@ -129,6 +132,7 @@ impl ConnShared {
                 failure: CloseReason::ProtocolError,
                 tally: ConnTally::default(),
                 reader_waiting: false,
+                release_writer: false,
             }),
             writer,
             output_drained: Condvar::new(),
@@ -249,9 +253,12 @@ fn read_until_closed(
                 match server.counters.handle_timeout(life, &mut state.conn, false, now) {
                     Expired::Nothing => {}
                     Expired::ReleaseBuffers => {
-                        // An idle connection keeps no large buffers.
+                        // An idle connection keeps no large buffers, the
+                        // writer's included.
                         buf = BytesMut::new();
                         chunk = MIN_CHUNK;
+                        state.release_writer = true;
+                        shared.wake_writer();
                     }
                     Expired::Closing(reason) | Expired::Closed(reason) => return reason,
                 }
@@ -447,13 +454,13 @@ fn write_loop(socket: &TcpStream, shared: &ConnShared, server: &Shared) {
                 shared.output_drained.notify_all();
                 return;
             }
-            drop(state);
-            let parked = Instant::now();
-            thread::park_timeout(IDLE_RELEASE);
-            state = shared.lock();
-            if parked.elapsed() >= IDLE_RELEASE && !state.conn.has_output() {
+            if std::mem::take(&mut state.release_writer) {
                 out = BytesMut::new();
             }
+            // Until output, answers, the close or a release wake it.
+            drop(state);
+            thread::park();
+            state = shared.lock();
         }
         // ANCHOR: writer
         // Room in the output for a reader held back by the limits (a
