@@ -177,7 +177,7 @@ impl Conn {
                     // (it was, as it came), then the connection closes.
                     self.readable = false;
                     self.life.end_of_stream();
-                    self.life.begin_close(CloseReason::ClosedByClient);
+                    self.life.close_if_served(&self.proto);
                     progress = true;
                 }
                 Ok(n) => {

@@ -257,14 +257,26 @@ impl Lifecycle {
     }
 
     /// The client's end of stream came. Open, it stays open: the driver
-    /// serves what came before it, then calls
-    /// [`begin_close`](Self::begin_close) with
-    /// [`CloseReason::ClosedByClient`]. Closing, there is nothing to
-    /// linger for; lingering, the close is done.
+    /// serves what came before it, and
+    /// [`close_if_served`](Self::close_if_served) then begins the close.
+    /// Closing, there is nothing to linger for; lingering, the close is
+    /// done.
     pub fn end_of_stream(&mut self) {
         self.peer_closed = true;
         if self.phase == Phase::Lingering {
             self.phase = Phase::Closed;
+        }
+    }
+
+    /// The end-of-stream rule, the same on every backend: once the
+    /// client's end of stream came ([`end_of_stream`](Self::end_of_stream))
+    /// and every complete request it sent before it is served (none waits
+    /// in `conn`'s input behind a full output), the close begins
+    /// ([`CloseReason::ClosedByClient`]). Drivers call it after serving;
+    /// before the end of stream, or while requests wait, it does nothing.
+    pub fn close_if_served(&mut self, conn: &ServerConn) {
+        if self.peer_closed && !(conn.buffered_input() > 0 && conn.is_output_full()) {
+            self.begin_close(CloseReason::ClosedByClient);
         }
     }
 

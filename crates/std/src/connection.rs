@@ -235,8 +235,10 @@ fn read_until_closed(
         }
         match net::read_some(&mut stream, &mut buf, chunk) {
             Ok(0) => {
+                // The reader reads only once what came before is served.
                 life.end_of_stream();
-                return CloseReason::ClosedByClient;
+                life.close_if_served(&shared.lock().conn);
+                return life.reason().unwrap_or(CloseReason::ClosedByClient);
             }
             Ok(n) => {
                 // Reads that fill the chunk double it, up to buffer_size: busy

@@ -300,7 +300,7 @@ impl<'a, H: ConnHandler> Task<'a, H> {
         match read {
             Ok(0) => {
                 self.life.end_of_stream();
-                self.life.begin_close(CloseReason::ClosedByClient);
+                self.life.close_if_served(&self.conn);
             }
             Ok(n) => {
                 self.life.received(n, Instant::now());

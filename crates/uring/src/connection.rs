@@ -339,10 +339,8 @@ impl Conn {
                 self.life.answered(ctx.now);
             }
         }
-        // All of what it sent, unless the output is full and the rest waits for room.
-        if self.life.peer_closed() && !(self.proto.buffered_input() > 0 && self.proto.is_output_full()) {
-            self.life.begin_close(CloseReason::ClosedByClient);
-        }
+        // After the client's end of stream, all of what it sent first.
+        self.life.close_if_served(&self.proto);
     }
 
     /// Output taken from the state machine and not sent yet (a send in

@@ -199,6 +199,34 @@ fn the_clients_end_of_stream_closes_without_lingering() {
     assert_eq!(h.conn.requests(), 2, "the request after the close was not served");
 }
 
+/// The end-of-stream rule: the close begins once what came before the
+/// client's end of stream is served, not while requests wait behind a
+/// full output.
+#[test]
+fn the_end_of_stream_closes_once_what_came_before_is_served() {
+    let config = ServerConfig { max_output_buffer: 64, ..config() };
+    let mut h = Harness::new(config);
+    h.call(b"now", 0.0);
+    h.life.close_if_served(&h.conn);
+    assert!(h.life.is_open(), "no end of stream yet");
+    // Requests whose answers overflow the output, then the end of stream.
+    let mut bytes = bytes::BytesMut::new();
+    for id in 2..40 {
+        encode_request(&mut bytes, id, b"now", b"v", &Limits::default()).unwrap();
+    }
+    h.receive(&bytes, 1.0);
+    assert!(h.conn.is_output_full() && h.conn.buffered_input() > 0, "requests wait behind a full output");
+    h.life.end_of_stream();
+    h.life.close_if_served(&h.conn);
+    assert!(h.life.is_open(), "what came before the end is still to serve");
+    while h.conn.buffered_input() > 0 {
+        h.write_all(2.0);
+        h.conn.process(&|_: Request<'_>, resp: &mut ResponseWriter<'_>| resp.extend_from_slice(b"now")).unwrap();
+    }
+    h.life.close_if_served(&h.conn);
+    assert_eq!((h.life.phase(), h.life.reason()), (Phase::Draining, Some(CloseReason::ClosedByClient)));
+}
+
 #[test]
 fn a_close_waits_for_deferred_answers_unless_the_machine_failed() {
     let mut h = Harness::new(config());
