@@ -317,7 +317,10 @@ impl<'a, H: Handler + 'static> Task<'a, H> {
         self.conn.advance_output(len);
         self.local.unwritten.set(self.local.unwritten.get() - self.unwritten.get());
         self.unwritten.set(0);
-        written.map(|()| true).map_err(|_| CloseReason::WriteError)
+        written.map_err(|_| CloseReason::WriteError)?;
+        // Progress, which a closing connection's stuck deadline runs from.
+        self.life.wrote(Instant::now());
+        Ok(true)
     }
 
     /// Waits for more input or a wake-up (a deferred answer, the clock),
