@@ -153,6 +153,36 @@ pub fn never_reads(kind: BackendKind) {
     assert_stops_reading_for_a_client_that_never_reads(kind, start(kind, config, demo_handler));
 }
 
+/// `ServerConfig::idle_timeout` for a client that stopped reading: once
+/// its answers fill the socket and make no progress for `idle_timeout`, the
+/// server closes the connection (it cannot drain, so it does not linger),
+/// and not before: its output could not have stopped before it was made.
+pub fn stopped_reading_is_cut_off(kind: BackendKind) {
+    let idle = Duration::from_millis(800);
+    let config = ServerConfig { idle_timeout: Some(idle), max_output_buffer: 256 * 1024, ..demo_config() };
+    let server = start(kind, config, demo_handler);
+    let connected = Instant::now();
+    let mut s = TcpStream::connect(server.local_addr()).unwrap();
+    s.write_all(&frame::PLAIN).unwrap();
+    // Calls until the server cuts us off (our writes block meanwhile, once
+    // its output and the socket buffers are full).
+    s.set_write_timeout(Some(Duration::from_millis(100))).unwrap();
+    let batch: Vec<u8> = (0..1000).flat_map(|i| frame::request(i + 1, b"", b"foobar")).collect();
+    let cut = loop {
+        assert!(connected.elapsed() < Duration::from_secs(10), "{kind}: the stuck connection was not closed");
+        match s.write(&batch) {
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(_) => break connected.elapsed(),
+        }
+    };
+    assert!(cut >= idle, "{kind}: cut off after {cut:?}, before idle_timeout ({idle:?})");
+    eventually(Duration::from_secs(10), "the connection is counted closed", || server.stats().open == 0);
+    drop(s);
+    assert_still_serves(kind, &*server);
+    server.shutdown(Duration::from_secs(5));
+}
+
 pub fn connect_close_cycles(kind: BackendKind) {
     let server = start_demo(kind);
     for _ in 0..1000 {

@@ -84,6 +84,7 @@ macro_rules! conformance {
             #[test] fn hostile_corrupt_snappy() { run(hostile::corrupt_snappy) }
             #[test] fn hostile_never_finishes_handshake() { run(hostile::never_finishes_handshake) }
             #[test] fn hostile_never_reads() { run(hostile::never_reads) }
+            #[test] fn hostile_stopped_reading_is_cut_off() { run(hostile::stopped_reading_is_cut_off) }
             #[test] fn hostile_connect_close_cycles() { run(hostile::connect_close_cycles) }
             #[test] fn hostile_over_the_connection_limit() { run(hostile::over_connection_limit) }
 
