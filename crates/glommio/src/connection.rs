@@ -203,8 +203,6 @@ impl<'a, H: Handler + 'static> Task<'a, H> {
         let signal = Arc::new(Signal::default());
         let alarm = Alarm::new(Arc::downgrade(&signal) as std::sync::Weak<dyn crate::clock::Tick>);
         let (conn, life) = shared.new_conn(stream.peer_addr().ok(), signal.clone(), 0, Instant::now());
-        // A client that stops reading makes writes wait; after idle_timeout the connection is closed.
-        let _ = stream.set_write_timeout(config.idle_timeout);
         Task {
             stream,
             conn,
@@ -312,15 +310,47 @@ impl<'a, H: Handler + 'static> Task<'a, H> {
         let n = self.conn.unwritten_responses() as u64;
         self.local.unwritten.set(self.local.unwritten.get() + n - self.unwritten.get());
         self.unwritten.set(n);
-        let written = self.stream.write_all(self.conn.output()).await;
-        let len = self.conn.output().len();
-        self.conn.advance_output(len);
+        let written = self.write_watched().await;
         self.local.unwritten.set(self.local.unwritten.get() - self.unwritten.get());
         self.unwritten.set(0);
-        written.map_err(|_| CloseReason::WriteError)?;
-        // Progress, which a closing connection's stuck deadline runs from.
-        self.life.wrote(Instant::now());
-        Ok(true)
+        written.map(|()| true)
+    }
+
+    /// Writes all the output, telling the lifecycle of each step of
+    /// progress. While the client takes none, the task also waits for its
+    /// signal: the alarm at the lifecycle's deadline cuts off a client that
+    /// stopped reading (no socket write timeout, which would hold a glommio
+    /// timer while the write waits). Dropping the write to look is safe:
+    /// glommio sends at once or waits for writability, never half a send.
+    async fn write_watched(&mut self) -> Result<(), CloseReason> {
+        while self.conn.has_output() {
+            let (stream, conn, signal) = (&mut self.stream, &mut self.conn, &self.signal);
+            let write = async { Some(stream.write(conn.output()).await) };
+            let woken = async {
+                signal.wait().await;
+                None
+            };
+            match future::or(write, woken).await {
+                Some(Ok(0)) | Some(Err(_)) => return Err(CloseReason::WriteError),
+                Some(Ok(n)) => {
+                    self.conn.advance_output(n);
+                    // Progress, which the stopped-reading and stuck deadlines run from.
+                    self.life.wrote(Instant::now());
+                }
+                None => {
+                    // The alarm, a deferred answer (collected after the
+                    // write), or a shutdown.
+                    if self.shared.forced.load(Ordering::Acquire) {
+                        return Err(CloseReason::Shutdown);
+                    }
+                    if let Some(reason) = self.expired() {
+                        return Err(reason);
+                    }
+                    self.arm();
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Waits for more input or a wake-up (a deferred answer, the clock),

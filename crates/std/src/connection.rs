@@ -29,7 +29,7 @@
 
 use std::io::{self, Write};
 use std::net::{Shutdown, TcpStream};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
@@ -56,6 +56,12 @@ pub(crate) struct ConnShared {
     /// the writer parks makes its next park return at once.
     writer: Arc<WriterWake>,
     output_drained: Condvar,
+    /// The last time bytes went out (the writer's, or the reader's own
+    /// writes): nanoseconds since `epoch`, 0 before any. The reader hands it
+    /// to its lifecycle, whose rule closes a connection whose output makes
+    /// no progress for `idle_timeout` (a client that stopped reading).
+    wrote_at: AtomicU64,
+    epoch: Instant,
 }
 
 /// Wakes the connection's writer thread; the [`Wake`] of its deferred responses.
@@ -136,11 +142,56 @@ impl ConnShared {
             }),
             writer,
             output_drained: Condvar::new(),
+            wrote_at: AtomicU64::new(0),
+            epoch: Instant::now(),
         })
     }
 
     fn wake_writer(&self) {
         self.writer.wake(0);
+    }
+
+    /// Tells `life` when bytes last went out.
+    fn report_writes(&self, life: &mut Lifecycle) {
+        let wrote = self.wrote_at.load(Ordering::Relaxed);
+        if wrote > 0 {
+            life.wrote(self.epoch + Duration::from_nanos(wrote));
+        }
+    }
+
+    /// Bytes went out just now.
+    fn wrote_now(&self) {
+        let nanos = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.wrote_at.store(nanos.max(1), Ordering::Relaxed);
+    }
+
+    /// Hands `life` the time `now`, with what it needs of the writer: its
+    /// last progress, and whether it holds output not yet written. The
+    /// verdict `Closed` leaves nothing to flush: the socket is shut, which
+    /// ends a write blocked on a client that stopped reading.
+    fn look(
+        &self,
+        life: &mut Lifecycle,
+        state: &mut ConnState,
+        server: &Shared,
+        socket: &TcpStream,
+        now: Instant,
+    ) -> Expired {
+        self.report_writes(life);
+        let expired = server.counters.handle_timeout(life, &mut state.conn, state.writing, now);
+        if let Expired::Closed(_) = expired {
+            state.broken = true;
+            let _ = socket.shutdown(Shutdown::Both);
+            self.output_drained.notify_all();
+        }
+        expired
+    }
+
+    /// How long the reader may wait from `now`: until the lifecycle's next
+    /// deadline, and at most [`IDLE_RELEASE`], so that a shutdown is seen within it.
+    fn next_look(&self, life: &Lifecycle, state: &ConnState, now: Instant) -> Duration {
+        let next = life.poll_timeout(&state.conn, state.writing).map(|d| d.saturating_duration_since(now));
+        next.map_or(IDLE_RELEASE, |d| d.clamp(Duration::from_millis(1), IDLE_RELEASE))
     }
 
     /// Deferred calls not answered yet.
@@ -226,7 +277,7 @@ fn read_until_closed(
 ) -> CloseReason {
     let mut stream = socket;
     let config = &server.config;
-    let _ = stream.set_read_timeout(Some(next_look(life, &shared.lock().conn, Instant::now())));
+    let _ = stream.set_read_timeout(Some(shared.next_look(life, &shared.lock(), Instant::now())));
     let mut buf = BytesMut::new();
     let mut chunk = MIN_CHUNK;
     loop {
@@ -252,7 +303,7 @@ fn read_until_closed(
             Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
                 let mut state = shared.lock();
                 let now = Instant::now();
-                match server.counters.handle_timeout(life, &mut state.conn, false, now) {
+                match shared.look(life, &mut state, server, socket, now) {
                     Expired::Nothing => {}
                     Expired::ReleaseBuffers => {
                         // An idle connection keeps no large buffers, the
@@ -264,22 +315,15 @@ fn read_until_closed(
                     }
                     Expired::Closing(reason) | Expired::Closed(reason) => return reason,
                 }
-                let _ = stream.set_read_timeout(Some(next_look(life, &state.conn, now)));
+                let _ = stream.set_read_timeout(Some(shared.next_look(life, &state, now)));
                 continue;
             }
             Err(_) => return CloseReason::ReadError,
         }
-        if let Err(reason) = serve_read(socket, &mut buf, shared, server, handler) {
+        if let Err(reason) = serve_read(socket, &mut buf, shared, server, handler, life) {
             return reason;
         }
     }
-}
-
-/// The reader's read timeout from `now`: until the lifecycle's next
-/// deadline, and at most [`IDLE_RELEASE`], so that a shutdown is seen within it.
-fn next_look(life: &Lifecycle, conn: &ServerConn, now: Instant) -> Duration {
-    let next = life.poll_timeout(conn, false).map(|d| d.saturating_duration_since(now));
-    next.map_or(IDLE_RELEASE, |d| d.clamp(Duration::from_millis(1), IDLE_RELEASE))
 }
 
 /// Hands what was read to the connection and serves it, writing what the
@@ -290,6 +334,7 @@ fn serve_read(
     shared: &ConnShared,
     server: &Shared,
     handler: &dyn Handler,
+    life: &mut Lifecycle,
 ) -> Result<(), CloseReason> {
     let mut state = shared.lock();
     state.conn.receive_buffer(buf);
@@ -302,8 +347,13 @@ fn serve_read(
                 // which it collects) instead of reading more.
                 shared.wake_writer();
                 while state.conn.is_output_full() && !state.broken && !state.failed {
+                    let now = Instant::now();
+                    if let Expired::Closed(reason) = shared.look(life, &mut state, server, socket, now) {
+                        return Err(reason);
+                    }
+                    let wait = shared.next_look(life, &state, now);
                     state.reader_waiting = true;
-                    state = shared.output_drained.wait(state).unwrap_or_else(|p| p.into_inner());
+                    state = shared.output_drained.wait_timeout(state, wait).unwrap_or_else(|p| p.into_inner()).0;
                     state.reader_waiting = false;
                 }
                 if state.broken {
@@ -323,6 +373,9 @@ fn serve_read(
         // buffer: a slow client) is the writer's, which blocks on it.
         if let Ok(n) = net::send_now(socket, state.conn.output()) {
             state.conn.advance_output(n);
+            if n > 0 {
+                shared.wrote_now();
+            }
         }
     }
     if state.conn.has_output() {
@@ -352,7 +405,8 @@ fn finish(socket: &TcpStream, shared: &ConnShared, server: &Shared, reason: Clos
     let mut state = shared.lock();
     let mut waiting = state.conn.deferred_in_flight();
     while waiting > 0 && !state.failed && !state.broken {
-        if let Expired::Closed(_) = life.handle_timeout(&state.conn, false, Instant::now()) {
+        shared.report_writes(life);
+        if let Expired::Closed(_) = life.handle_timeout(&state.conn, state.writing, Instant::now()) {
             break;
         }
         state.reader_waiting = true;
@@ -367,9 +421,16 @@ fn finish(socket: &TcpStream, shared: &ConnShared, server: &Shared, reason: Clos
     state.tally.finish(&server.counters);
     state.closing = true;
     shared.wake_writer();
+    // The flush: a client that stopped reading meanwhile is cut off once
+    // the output makes no progress for the lifecycle's stuck time.
     while !state.flushed && !state.broken {
+        let now = Instant::now();
+        if let Expired::Closed(_) = shared.look(life, &mut state, server, socket, now) {
+            break;
+        }
+        let wait = shared.next_look(life, &state, now);
         state.reader_waiting = true;
-        state = shared.output_drained.wait(state).unwrap_or_else(|p| p.into_inner());
+        state = shared.output_drained.wait_timeout(state, wait).unwrap_or_else(|p| p.into_inner()).0;
         state.reader_waiting = false;
     }
     let clean = state.flushed;
@@ -406,11 +467,11 @@ fn linger(socket: &TcpStream, shared: &ConnShared, life: &mut Lifecycle) {
 }
 
 fn write_loop(socket: &TcpStream, shared: &ConnShared, server: &Shared) {
-    let mut stream = socket;
+    let stream = socket;
     let config = &server.config;
-    // A client that stops reading makes `write` block; after idle_timeout
-    // with no progress the connection is closed.
-    let _ = stream.set_write_timeout(config.idle_timeout);
+    // A client that stops reading makes `write` block: the reader's
+    // lifecycle cuts it off (it shuts the socket) once the output makes
+    // no progress for idle_timeout.
     let mut out = BytesMut::new();
     loop {
         let mut state = shared.lock();
@@ -472,7 +533,7 @@ fn write_loop(socket: &TcpStream, shared: &ConnShared, server: &Shared) {
         if notify {
             shared.output_drained.notify_all();
         }
-        let written = stream.write_all(&out);
+        let written = write_progressing(stream, &out, shared);
         out.clear();
         let mut state = shared.lock();
         state.in_writer = 0;
@@ -487,4 +548,22 @@ fn write_loop(socket: &TcpStream, shared: &ConnShared, server: &Shared) {
         }
         // ANCHOR_END: writer
     }
+}
+
+/// Writes all of `out`, noting each step of progress for the lifecycle's
+/// rule on a client that stopped reading.
+fn write_progressing(mut stream: &TcpStream, out: &[u8], shared: &ConnShared) -> io::Result<()> {
+    let mut rest = out;
+    while !rest.is_empty() {
+        match stream.write(rest) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                rest = &rest[n..];
+                shared.wrote_now();
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
