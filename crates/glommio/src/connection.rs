@@ -25,16 +25,14 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use fastwire_common::{CloseReason, ConnTally};
-use fastwire_proto::driver::{Connection, Flow, Lifecycle, Wake};
-
-use crate::clock::Alarm;
-use fastwire_proto::driver::Expired;
+use fastwire_common::{net, CloseReason, ConnTally};
+use fastwire_proto::driver::{Connection, Expired, Flow, Lifecycle, Wake};
 use fastwire_proto::{Handler, ServerConn};
 use futures_lite::{future, AsyncRead, AsyncReadExt, AsyncWriteExt};
 use futures_util::task::AtomicWaker;
 use glommio::net::TcpStream;
 
+use crate::clock::Alarm;
 use crate::server::{Local, Shared};
 
 /// The smallest read, whatever `buffer_size` says.
@@ -438,18 +436,9 @@ impl<'a, H: Handler + 'static> Task<'a, H> {
             let left = until.saturating_duration_since(now).max(std::time::Duration::from_millis(1));
             // A timeout of zero is refused: hence the floor.
             let _ = self.stream.set_read_timeout(Some(left));
+            // (glommio's read timeout is a `TimedOut` error.)
             let read = self.stream.read(&mut scratch).await;
-            let now = Instant::now();
-            match read {
-                Ok(0) => self.life.end_of_stream(),
-                Ok(n) => {
-                    self.life.received(n, now);
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::TimedOut || now >= until => {
-                    self.life.handle_timeout(&self.conn, false, now);
-                }
-                Err(_) => self.life.close(CloseReason::ReadError),
-            }
+            net::lingered(&mut self.life, &self.conn, read, Instant::now());
         }
     }
 }

@@ -36,8 +36,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use fastwire_common::{net, CloseReason, ConnTally, ServerCounters};
-use fastwire_proto::driver::{Connection, Flow, Lifecycle, Wake};
-use fastwire_proto::driver::{Expired, IDLE_RELEASE};
+use fastwire_proto::driver::{Connection, Expired, Flow, Lifecycle, Wake, IDLE_RELEASE};
 use fastwire_proto::{ConcurrencyLimit, Error, Handler, ServerConfig, ServerConn};
 
 use crate::server::Shared;
@@ -409,8 +408,9 @@ fn finish(socket: &TcpStream, shared: &ConnShared, server: &Shared, reason: Clos
         if let Expired::Closed(_) = life.handle_timeout(&state.conn, state.writing, Instant::now()) {
             break;
         }
+        let wait = shared.next_look(life, &state, Instant::now());
         state.reader_waiting = true;
-        state = shared.output_drained.wait_timeout(state, IDLE_RELEASE).unwrap_or_else(|p| p.into_inner()).0;
+        state = shared.output_drained.wait_timeout(state, wait).unwrap_or_else(|p| p.into_inner()).0;
         state.reader_waiting = false;
         if state.conn.deferred_in_flight() < waiting {
             waiting = state.conn.deferred_in_flight();
@@ -451,23 +451,11 @@ fn linger(socket: &TcpStream, shared: &ConnShared, life: &mut Lifecycle) {
             true => Err(io::ErrorKind::TimedOut.into()),
             false => socket.set_read_timeout(Some(left)).and_then(|()| io::Read::read(&mut reader, &mut scratch)),
         };
-        let now = Instant::now();
-        match read {
-            Ok(0) => life.end_of_stream(),
-            Ok(n) => {
-                life.received(n, now);
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
-                life.handle_timeout(&shared.lock().conn, false, now);
-            }
-            Err(_) => life.close(CloseReason::ReadError),
-        }
+        net::lingered(life, &shared.lock().conn, read, Instant::now());
     }
 }
 
 fn write_loop(socket: &TcpStream, shared: &ConnShared, server: &Shared) {
-    let stream = socket;
     let config = &server.config;
     // A client that stops reading makes `write` block: the reader's
     // lifecycle cuts it off (it shuts the socket) once the output makes
@@ -483,7 +471,7 @@ fn write_loop(socket: &TcpStream, shared: &ConnShared, server: &Shared) {
                 if !state.failed {
                     state.fail(&e, &server.counters);
                     // Wake the reader from `read`: the connection closes.
-                    let _ = stream.shutdown(Shutdown::Read);
+                    let _ = socket.shutdown(Shutdown::Read);
                 }
             }
             if state.conn.deferred_in_flight() != deferred && !state.closing {
@@ -511,7 +499,7 @@ fn write_loop(socket: &TcpStream, shared: &ConnShared, server: &Shared) {
             }
             if state.closing {
                 // Everything is written: end-of-stream after the last response.
-                let _ = stream.shutdown(Shutdown::Write);
+                let _ = socket.shutdown(Shutdown::Write);
                 state.flushed = true;
                 drop(state);
                 shared.output_drained.notify_all();
@@ -533,7 +521,7 @@ fn write_loop(socket: &TcpStream, shared: &ConnShared, server: &Shared) {
         if notify {
             shared.output_drained.notify_all();
         }
-        let written = write_progressing(stream, &out, shared);
+        let written = write_progressing(socket, &out, shared);
         out.clear();
         let mut state = shared.lock();
         state.in_writer = 0;
@@ -543,7 +531,7 @@ fn write_loop(socket: &TcpStream, shared: &ConnShared, server: &Shared) {
             drop(state);
             shared.output_drained.notify_all();
             // Wake the reader if it is blocked in `read`.
-            let _ = stream.shutdown(Shutdown::Both);
+            let _ = socket.shutdown(Shutdown::Both);
             return;
         }
         // ANCHOR_END: writer

@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use fastwire_common::{CloseReason, ConnTally};
+use fastwire_common::{net, CloseReason, ConnTally};
 use fastwire_proto::driver::Expired;
 use fastwire_proto::driver::{Connection, Flow, Lifecycle, Wake};
 use fastwire_proto::ServerConn;
@@ -347,17 +347,8 @@ impl<'a, H: ConnHandler> Task<'a, H> {
         let mut scratch = vec![0u8; 4096];
         while let Some(until) = self.life.linger_deadline() {
             let read = tokio::time::timeout_at(until.into(), self.stream.read(&mut scratch)).await;
-            let now = Instant::now();
-            match read {
-                Ok(Ok(0)) => self.life.end_of_stream(),
-                Ok(Ok(n)) => {
-                    self.life.received(n, now);
-                }
-                Ok(Err(_)) => self.life.close(CloseReason::ReadError),
-                Err(_) => {
-                    self.life.handle_timeout(&self.conn, false, now);
-                }
-            }
+            let read = read.unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()));
+            net::lingered(&mut self.life, &self.conn, read, Instant::now());
         }
     }
 }
