@@ -371,10 +371,9 @@ impl<D: Driver> Client<D> {
                     // The connection died (its error says why and when),
                     // or was never made (the backoff's error).
                     return Err(state.failure.clone().unwrap_or_else(|| {
-                        state.reconnect.attempt(Instant::now(), Duration::MAX).err().map_or(
-                            ClientError::Closed,
-                            |(e, _)| ClientError::Connect { addr: self.inner.addr, source: e },
-                        )
+                        state.reconnect.backing_off(Instant::now()).map_or(ClientError::Closed, |(e, _)| {
+                            ClientError::Connect { addr: self.inner.addr, source: e }
+                        })
                     }));
                 }
             }
@@ -623,12 +622,7 @@ impl<D: Driver> PendingCall<D> {
                 return Err(ClientError::Timeout(self.timeout));
             }
         }
-        let mut result = CallSlot::finish(slot);
-        if let Err(ClientError::Timeout(timeout)) = &mut result {
-            // Failed at its deadline by whoever looked at the clock: say its own timeout.
-            *timeout = self.timeout;
-        }
-        result
+        CallSlot::finish_call(slot, self.timeout)
     }
 }
 

@@ -552,6 +552,16 @@ impl CallSlot {
         result.map(|()| Reply { slot })
     }
 
+    /// [`finish`](Self::finish) for a call with `timeout`: a failure at its
+    /// deadline (the connection's verdict, whoever handed it the time)
+    /// reports the call's own timeout.
+    pub fn finish_call(slot: Arc<CallSlot>, timeout: std::time::Duration) -> Result<Reply, ClientError> {
+        CallSlot::finish(slot).map_err(|e| match e {
+            ClientError::Timeout(_) => ClientError::Timeout(timeout),
+            e => e,
+        })
+    }
+
     /// Makes a slot nobody else holds ready for the next call.
     fn reset_unshared(&self) {
         // SAFETY: the caller holds the only reference (see `SlotPool::lend`),

@@ -53,9 +53,18 @@ impl<E: Clone> Reconnect<E> {
     /// [`MIN_CONNECT_TIMEOUT`]), or `Err` with the last attempt's error and
     /// how long until the next may start.
     pub fn attempt(&self, now: Instant, within: Duration) -> Result<Duration, (E, Duration)> {
+        match self.backing_off(now) {
+            Some(refused) => Err(refused),
+            None => Ok(self.connect_timeout.min(within).max(MIN_CONNECT_TIMEOUT)),
+        }
+    }
+
+    /// While an attempt at `now` would be refused: the last attempt's
+    /// error and how long until the next may start.
+    pub fn backing_off(&self, now: Instant) -> Option<(E, Duration)> {
         match (&self.retry_at, &self.last_error) {
-            (Some(at), Some(error)) if *at > now => Err((error.clone(), *at - now)),
-            _ => Ok(self.connect_timeout.min(within).max(MIN_CONNECT_TIMEOUT)),
+            (Some(at), Some(error)) if *at > now => Some((error.clone(), *at - now)),
+            _ => None,
         }
     }
 

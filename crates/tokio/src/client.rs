@@ -242,8 +242,7 @@ impl Client {
                 return std::task::Poll::Ready(Ok(()));
             };
             state.readying = true;
-            let retry_in =
-                state.reconnect.attempt(std::time::Instant::now(), Duration::MAX).err().map(|(_, retry_in)| retry_in);
+            let retry_in = state.reconnect.backing_off(std::time::Instant::now()).map(|(_, retry_in)| retry_in);
             let inner = Arc::clone(&self.inner);
             runtime.spawn(async move {
                 match retry_in {
@@ -489,12 +488,7 @@ impl std::future::Future for PendingCall<'_> {
         };
         std::task::ready!(slot.poll_done(cx));
         this.cancel.armed = false;
-        let mut result = CallSlot::finish(this.slot.take().expect("checked above"));
-        if let Err(ClientError::Timeout(timeout)) = &mut result {
-            // Failed at its deadline by the reader's timer: say its own timeout.
-            *timeout = this.timeout;
-        }
-        std::task::Poll::Ready(result)
+        std::task::Poll::Ready(CallSlot::finish_call(this.slot.take().expect("checked above"), this.timeout))
     }
 }
 

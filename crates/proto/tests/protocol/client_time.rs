@@ -177,6 +177,8 @@ fn a_reconnect_waits_out_a_backoff_that_doubles_and_resets() {
     policy.failed(t0, "refused");
     assert!(policy.is_failing());
     assert_eq!(policy.attempt(t0 + ms(4), ms(60_000)), Err(("refused", ms(6))), "the last error, and the time left");
+    assert_eq!(policy.backing_off(t0 + ms(4)), Some(("refused", ms(6))));
+    assert_eq!(policy.backing_off(t0 + ms(10)), None);
     assert_eq!(policy.attempt(t0 + ms(10), ms(60_000)), Ok(ms(3_000)), "a reconnect after the backoff");
     policy.failed(t0 + ms(10), "refused again");
     assert_eq!(policy.attempt(t0 + ms(10), ms(1)), Err(("refused again", ms(20))), "doubled");
