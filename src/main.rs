@@ -734,7 +734,21 @@ fn compare(args: CompareArgs) -> Result<(), Box<dyn std::error::Error>> {
             None => format!("allocations: {backend}: {}", describe(spec)),
         }),
         Event::Measured => bar.inc(1),
-        Event::Done(_) => {}
+        Event::Done(row) => {
+            for (i, round) in row.rounds.iter().enumerate().filter(|(_, r)| r.stalled()) {
+                bar.suspend(|| {
+                    eprintln!(
+                        "fastwire: {} {} {}: round {} completed no call in its {:.0?} window; \
+                         counted at the window's length, a lower bound",
+                        row.backend,
+                        row.role,
+                        row.workload,
+                        i + 1,
+                        Duration::from_secs_f64(round.seconds)
+                    )
+                });
+            }
+        }
         Event::Failed { backend, spec, reason, runs } => {
             // `suspend` prints whether or not the bar is drawn (it is hidden
             // when stderr is not a terminal, and `println` then prints nothing).

@@ -156,19 +156,38 @@ fn percentile(sample: &Sample, q: f64) -> Option<u64> {
 impl Round {
     /// A round from its timed sample, measured at `position` in its round
     /// (its server's CPU time, when it had a process, is the caller's to add).
+    ///
+    /// A window in which no call completed (the machine or the backend
+    /// stalled for all of it) has no figure of its own, but it says that
+    /// every call in flight took longer than the window: the round keeps
+    /// the window's length as its time per call and its percentiles, a
+    /// lower bound, so that it counts as the row's slowest round instead of
+    /// dropping out of the median ([`Round::stalled`]).
     pub fn new(position: usize, timed: &Sample) -> Round {
+        let window_ns = (timed.seconds * 1e9).round();
+        let (ns_per_op, bound) = match timed.ops {
+            0 => (window_ns, Some(window_ns as u64)),
+            _ => (timed.ns_per_op(), None),
+        };
+        let at = |q: f64| percentile(timed, q).or(bound);
         Round {
             position,
             ops: timed.ops,
             seconds: timed.seconds,
-            ns_per_op: timed.ns_per_op(),
+            ns_per_op,
             mb_per_s: timed.mb_per_s(),
-            p50_ns: percentile(timed, 0.5),
-            p99_ns: percentile(timed, 0.99),
-            p999_ns: percentile(timed, 0.999),
+            p50_ns: at(0.5),
+            p99_ns: at(0.99),
+            p999_ns: at(0.999),
             vs_floor: None,
             server_cpu_ns_per_op: None,
         }
+    }
+
+    /// Whether no call completed in the round's window: its figures are
+    /// the window's length, a lower bound (see [`Round::new`]).
+    pub fn stalled(&self) -> bool {
+        self.ops == 0
     }
 }
 
@@ -296,5 +315,48 @@ pub fn judge(rows: &mut [&mut Row]) {
     let mut verdicts = stats::verdicts(&entries).into_iter();
     for row in rows.iter_mut().filter(|r| r.backend != FLOOR) {
         row.verdict = verdicts.next();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::harness::sample::histogram;
+
+    fn sample(ops: u64, latency_ns: u64) -> Sample {
+        let mut latency = histogram();
+        for _ in 0..ops {
+            latency.record(latency_ns).expect("in bounds");
+        }
+        Sample {
+            ops,
+            unsolicited: 0,
+            seconds: 0.04,
+            bytes: ops * 4,
+            latency: Some(latency),
+            allocations: None,
+            counted: None,
+        }
+    }
+
+    #[test]
+    fn a_round_without_a_completed_call_counts_as_the_slowest() {
+        let stalled = Round::new(1, &sample(0, 0));
+        assert!(stalled.stalled());
+        assert_eq!(stalled.ns_per_op, 40e6);
+        assert_eq!(
+            (stalled.p50_ns, stalled.p99_ns, stalled.p999_ns),
+            (Some(40_000_000), Some(40_000_000), Some(40_000_000))
+        );
+        let rounds = [Round::new(0, &sample(2000, 15_000)), stalled, Round::new(2, &sample(2500, 14_000))];
+        assert!(!rounds[0].stalled());
+        for figure in ["p50", "ns/op"] {
+            let values: Vec<f64> = rounds.iter().map(|r| r.figure(figure)).collect();
+            let interval = Interval::of(&values).expect("three rounds");
+            // Kept, and ranked last: the median is the slower of the others.
+            assert_eq!(interval.n, 3, "{figure}");
+            assert_eq!(interval.high, rounds[1].figure(figure), "{figure}");
+            assert_eq!(interval.median, rounds[0].figure(figure), "{figure}");
+        }
     }
 }
