@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use fastwire_common::{net, CloseReason, ConnTally, ServerCounters};
-use fastwire_proto::driver::{Connection, Expired, Flow, Lifecycle, Wake, IDLE_RELEASE};
+use fastwire_proto::driver::{Connection, Expired, Flow, Lifecycle, Wake};
 use fastwire_proto::{ConcurrencyLimit, Error, Handler, ServerConfig, ServerConn};
 
 use crate::server::Shared;
@@ -100,6 +100,10 @@ struct ConnState {
     /// The lifecycle said the connection has been quiet: the writer gives
     /// its buffer back too (the reader's look at the clock wakes it).
     release_writer: bool,
+    /// The server is stopping and found the connection quiet: its
+    /// end-of-stream went out at once (see [`ConnShared::close_if_quiet`]);
+    /// nothing more is served, and the reader lingers.
+    shut_by_stop: bool,
 }
 
 impl ConnState {
@@ -138,6 +142,7 @@ impl ConnShared {
                 tally: ConnTally::default(),
                 reader_waiting: false,
                 release_writer: false,
+                shut_by_stop: false,
             }),
             writer,
             output_drained: Condvar::new(),
@@ -187,10 +192,38 @@ impl ConnShared {
     }
 
     /// How long the reader may wait from `now`: until the lifecycle's next
-    /// deadline, and at most [`IDLE_RELEASE`], so that a shutdown is seen within it.
-    fn next_look(&self, life: &Lifecycle, state: &ConnState, now: Instant) -> Duration {
-        let next = life.poll_timeout(&state.conn, state.writing).map(|d| d.saturating_duration_since(now));
-        next.map_or(IDLE_RELEASE, |d| d.clamp(Duration::from_millis(1), IDLE_RELEASE))
+    /// deadline (`None`: until something happens). A shutdown needs no
+    /// look: it is an event ([`close_if_quiet`](Self::close_if_quiet)).
+    fn next_look(&self, life: &Lifecycle, state: &ConnState, now: Instant) -> Option<Duration> {
+        let next = life.poll_timeout(&state.conn, state.writing)?;
+        Some(next.saturating_duration_since(now).max(Duration::from_millis(1)))
+    }
+
+    /// The server is stopping (called by the stopping thread for every
+    /// connection, and by the writer whenever it runs out of work while
+    /// the server stops): a connection with nothing to serve (no output
+    /// queued or being written, no deferred call running, no request
+    /// waiting for room in the output) sends its end-of-stream now, so
+    /// that a reader blocked in `read` on a quiet client needs no timer to
+    /// notice the shutdown: the client closes its side in reply, the read
+    /// returns, and the reader lingers as for any close. Half a request
+    /// buffered is no request; bytes that come afterwards are not served.
+    pub(crate) fn close_if_quiet(&self, socket: &TcpStream) {
+        Self::close_locked_if_quiet(&mut self.lock(), socket);
+    }
+
+    fn close_locked_if_quiet(state: &mut ConnState, socket: &TcpStream) {
+        let quiet = !(state.closing
+            || state.broken
+            || state.shut_by_stop
+            || state.writing
+            || state.reader_waiting
+            || state.conn.has_output()
+            || state.conn.deferred_in_flight() > 0);
+        if quiet {
+            state.shut_by_stop = true;
+            let _ = socket.shutdown(Shutdown::Write);
+        }
     }
 
     /// Deferred calls not answered yet.
@@ -203,6 +236,22 @@ impl ConnShared {
         self.lock().broken = true;
         self.output_drained.notify_all();
         self.wake_writer();
+    }
+
+    /// The reader waits for the writer (room in the output, deferred
+    /// answers, the flush) at most `wait` (`None`: until woken).
+    fn wait_drained<'a>(
+        &self,
+        mut state: MutexGuard<'a, ConnState>,
+        wait: Option<Duration>,
+    ) -> MutexGuard<'a, ConnState> {
+        state.reader_waiting = true;
+        state = match wait {
+            Some(wait) => self.output_drained.wait_timeout(state, wait).unwrap_or_else(|p| p.into_inner()).0,
+            None => self.output_drained.wait(state).unwrap_or_else(|p| p.into_inner()),
+        };
+        state.reader_waiting = false;
+        state
     }
 
     fn lock(&self) -> MutexGuard<'_, ConnState> {
@@ -265,8 +314,8 @@ fn read_loop(socket: &TcpStream, shared: &ConnShared, server: &Shared, handler: 
 }
 
 /// Reads and serves until the connection closes; why it closed. The
-/// socket's read timeout wakes the reader at the lifecycle's deadlines (at
-/// least once a second, to notice a shutdown).
+/// socket's read timeout wakes the reader at the lifecycle's deadlines;
+/// a shutdown wakes it through the client (see `ConnShared::close_if_quiet`).
 fn read_until_closed(
     socket: &TcpStream,
     shared: &ConnShared,
@@ -276,7 +325,7 @@ fn read_until_closed(
 ) -> CloseReason {
     let mut stream = socket;
     let config = &server.config;
-    let _ = stream.set_read_timeout(Some(shared.next_look(life, &shared.lock(), Instant::now())));
+    let _ = stream.set_read_timeout(shared.next_look(life, &shared.lock(), Instant::now()));
     let mut buf = BytesMut::new();
     let mut chunk = MIN_CHUNK;
     loop {
@@ -287,7 +336,12 @@ fn read_until_closed(
             Ok(0) => {
                 // The reader reads only once what came before is served.
                 life.end_of_stream();
-                life.close_if_served(&shared.lock().conn);
+                let state = shared.lock();
+                if state.shut_by_stop {
+                    // The client's answer to the shutdown's end-of-stream.
+                    return CloseReason::Shutdown;
+                }
+                life.close_if_served(&state.conn);
                 return life.reason().unwrap_or(CloseReason::ClosedByClient);
             }
             Ok(n) => {
@@ -314,7 +368,7 @@ fn read_until_closed(
                     }
                     Expired::Closing(reason) | Expired::Closed(reason) => return reason,
                 }
-                let _ = stream.set_read_timeout(Some(shared.next_look(life, &state, now)));
+                let _ = stream.set_read_timeout(shared.next_look(life, &state, now));
                 continue;
             }
             Err(_) => return CloseReason::ReadError,
@@ -336,6 +390,11 @@ fn serve_read(
     life: &mut Lifecycle,
 ) -> Result<(), CloseReason> {
     let mut state = shared.lock();
+    if state.shut_by_stop {
+        // Came after the shutdown's end-of-stream: not served.
+        buf.clear();
+        return Err(CloseReason::Shutdown);
+    }
     state.conn.receive_buffer(buf);
     let result = loop {
         match state.conn.process(handler) {
@@ -351,9 +410,7 @@ fn serve_read(
                         return Err(reason);
                     }
                     let wait = shared.next_look(life, &state, now);
-                    state.reader_waiting = true;
-                    state = shared.output_drained.wait_timeout(state, wait).unwrap_or_else(|p| p.into_inner()).0;
-                    state.reader_waiting = false;
+                    state = shared.wait_drained(state, wait);
                 }
                 if state.broken {
                     break Ok(());
@@ -409,9 +466,7 @@ fn finish(socket: &TcpStream, shared: &ConnShared, server: &Shared, reason: Clos
             break;
         }
         let wait = shared.next_look(life, &state, Instant::now());
-        state.reader_waiting = true;
-        state = shared.output_drained.wait_timeout(state, wait).unwrap_or_else(|p| p.into_inner()).0;
-        state.reader_waiting = false;
+        state = shared.wait_drained(state, wait);
         if state.conn.deferred_in_flight() < waiting {
             waiting = state.conn.deferred_in_flight();
             life.answered(Instant::now());
@@ -429,9 +484,7 @@ fn finish(socket: &TcpStream, shared: &ConnShared, server: &Shared, reason: Clos
             break;
         }
         let wait = shared.next_look(life, &state, now);
-        state.reader_waiting = true;
-        state = shared.output_drained.wait_timeout(state, wait).unwrap_or_else(|p| p.into_inner()).0;
-        state.reader_waiting = false;
+        state = shared.wait_drained(state, wait);
     }
     let clean = state.flushed;
     drop(state);
@@ -507,6 +560,10 @@ fn write_loop(socket: &TcpStream, shared: &ConnShared, server: &Shared) {
             }
             if std::mem::take(&mut state.release_writer) {
                 out = BytesMut::new();
+            }
+            if server.stopping.load(Ordering::Acquire) {
+                // Out of work while the server stops: maybe quiet now.
+                ConnShared::close_locked_if_quiet(&mut state, socket);
             }
             // Until output, answers, the close or a release wake it.
             drop(state);

@@ -83,7 +83,8 @@ pub(crate) struct Shared {
     /// The server-wide concurrency limit, if configured.
     limit: Option<Arc<ConcurrencyLimit>>,
     pub(crate) counters: ServerCounters,
-    /// Set when a graceful shutdown starts; readers check it on every wake-up.
+    /// Set when a graceful shutdown starts; readers check it on every
+    /// wake-up, writers when they run out of work.
     pub(crate) stopping: AtomicBool,
     /// Open connections with a socket clone, so that shutdown can reach them.
     registry: Registry<(Arc<TcpStream>, Arc<ConnShared>)>,
@@ -137,10 +138,14 @@ impl Serving for Running {
             let _ = acceptor.join();
         }
 
-        // Each reader sees the flag within a second (its periodic wake-up),
-        // stops reading, and the connection closes gracefully (a lingering
-        // close: see `Lifecycle::shut_write`). Not `shutdown(Read)`: after it a
-        // reader could no longer wait for the client's end-of-stream.
+        // A reader sees the flag when it next wakes: quiet connections send
+        // their end-of-stream now, and the client's reply (its own close)
+        // wakes their readers; busy ones finish what they serve first (their
+        // writer looks again when it runs out of work). Each connection
+        // then closes gracefully (a lingering close: see
+        // `Lifecycle::shut_write`). Not `shutdown(Read)` to wake them: after
+        // it a reader could no longer wait for the client's end-of-stream.
+        self.shared.registry.for_each(|(stream, conn)| conn.close_if_quiet(stream));
         let started_with = self.shared.registry.len();
         let cut_off = self.shared.registry.wait_empty(Instant::now() + grace);
         let mut report =
