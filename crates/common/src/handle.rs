@@ -9,7 +9,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fastwire_proto::driver::{Connection, Lifecycle, Wake};
+use fastwire_proto::driver::{Connection, Wake};
 use fastwire_proto::{ConcurrencyLimit, ServerConfig, ServerConn};
 
 use crate::{ServerCounters, ServerStats, ShutdownReport};
@@ -44,17 +44,12 @@ impl LoopShared {
     }
 
     /// A connection accepted at `now` from `peer`: its state machine, whose
-    /// deferred answers are announced by `waker.wake(key)`, and its lifecycle.
-    pub fn new_conn(
-        &self,
-        peer: Option<SocketAddr>,
-        waker: Arc<dyn Wake>,
-        key: usize,
-        now: Instant,
-    ) -> (ServerConn, Lifecycle) {
+    /// deferred answers are announced by `waker.wake(key)`, its clock started.
+    pub fn new_conn(&self, peer: Option<SocketAddr>, waker: Arc<dyn Wake>, key: usize, now: Instant) -> ServerConn {
         let mut conn = ServerConn::with_waker(&self.config, self.limit.clone(), waker, key);
         conn.set_peer_addr(peer);
-        (conn, Lifecycle::new(&self.config, now))
+        conn.start_clock(now);
+        conn
     }
 }
 
@@ -140,7 +135,7 @@ impl ReadyKeys {
 
 // ANCHOR: deadlines
 /// When a loop's connections next need the time (mio's and uring's
-/// servers): each connection's [`Lifecycle::poll_timeout`] in a min-heap,
+/// servers): each connection's [`ServerConn::poll_timeout`] in a min-heap,
 /// so that the loop sleeps until the earliest and then hands the time only
 /// to the connections that are due, instead of visiting every connection
 /// on a fixed period.
@@ -230,9 +225,11 @@ impl Batching {
     /// Whether `conn`'s output may be written at `now`: a closing
     /// connection, or one whose output is full (it must write before it
     /// can read again), writes at once.
-    pub fn may_write(&mut self, life: &Lifecycle, conn: &ServerConn, now: Instant) -> bool {
+    pub fn may_write(&mut self, conn: &ServerConn, now: Instant) -> bool {
         match self.delay {
-            Some(delay) if life.is_open() && !conn.is_output_full() => now >= *self.flush_at.get_or_insert(now + delay),
+            Some(delay) if conn.is_serving() && !conn.is_output_full() => {
+                now >= *self.flush_at.get_or_insert(now + delay)
+            }
             _ => true,
         }
     }
@@ -243,11 +240,11 @@ impl Batching {
         self.flush_at = None;
     }
 
-    /// `life`'s next deadline, or the held batch's if that comes first:
+    /// `conn`'s next deadline, or the held batch's if that comes first:
     /// when the connection next needs the time.
-    pub fn next_deadline(&self, life: &Lifecycle, conn: &ServerConn, unsent: bool) -> Option<Instant> {
+    pub fn next_deadline(&self, conn: &ServerConn) -> Option<Instant> {
         let held = self.flush_at.filter(|_| conn.has_output());
-        life.poll_timeout(conn, unsent).into_iter().chain(held).min()
+        conn.poll_timeout().into_iter().chain(held).min()
     }
 
     /// Whether the batch held is due at `now` (the connection is to be

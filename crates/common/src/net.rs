@@ -5,7 +5,7 @@ use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
-use fastwire_proto::driver::{CloseReason, Lifecycle};
+use fastwire_proto::driver::CloseReason;
 use fastwire_proto::ServerConn;
 
 use socket2::{Domain, Protocol, Socket, Type};
@@ -72,23 +72,23 @@ pub fn refuse_reuseport(accept: Accept) -> io::Result<()> {
     }
 }
 
-/// Hands a lingering connection's lifecycle what one read of its socket
-/// gave at `now`: bytes are counted (too many end the linger), the end of
-/// stream ends it, a read that timed out lets the lifecycle look at the
-/// clock, an interrupted one nothing, any other error closes it. The
-/// linger's bounds are the lifecycle's (`Lifecycle::shut_write`); each
-/// backend only reads, with its deadline, and reports here.
-pub fn lingered(life: &mut Lifecycle, conn: &ServerConn, read: io::Result<usize>, now: Instant) {
+/// Hands a lingering connection what one read of its socket gave at
+/// `now`: bytes are counted (too many end the linger), the end of stream
+/// ends it, a read that timed out lets it look at the clock, an
+/// interrupted one nothing, any other error closes it. The linger's bounds
+/// are the connection's (`ServerConn::shut_write`); each backend only
+/// reads, with its deadline, and reports here.
+pub fn lingered(conn: &mut ServerConn, read: io::Result<usize>, now: Instant) {
     match read {
-        Ok(0) => life.end_of_stream(),
+        Ok(0) => conn.end_of_stream(),
         Ok(n) => {
-            life.received(n, now);
+            conn.arrived(n);
         }
         Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
         Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
-            life.handle_timeout(conn, false, now);
+            conn.handle_timeout(now);
         }
-        Err(_) => life.close(CloseReason::ReadError),
+        Err(_) => conn.close(CloseReason::ReadError),
     }
 }
 

@@ -5,8 +5,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use fastwire_proto::driver::Expired;
-use fastwire_proto::driver::{Connection, Lifecycle};
+use fastwire_proto::driver::{Connection, Expired};
 use fastwire_proto::{Error, HandshakeError, ServerConn};
 
 use crate::CloseReason;
@@ -219,42 +218,36 @@ impl ServerCounters {
         self.protocol_errors.fetch_add(1, Relaxed);
     }
 
-    /// Counts why a connection's state machine failed (a handler panic or a
-    /// protocol error), logs it, and returns the reason to close with. An
-    /// error before the handshake was done is a refusal: counted by its
-    /// reason and logged (at most ten lines a second).
-    pub fn connection_failed(&self, conn: &ServerConn, error: &Error) -> CloseReason {
-        if let Error::HandlerPanicked { .. } = error {
-            self.handler_panics.fetch_add(1, Relaxed);
-            tracing::error!(error = %error, "closing a connection: handler panic");
-            return CloseReason::HandlerPanic;
-        }
-        self.protocol_error();
-        match Refusal::of(error).filter(|_| !conn.is_handshake_done()) {
-            Some(reason) => {
-                self.refuse(reason, conn.peer_addr(), error);
-                CloseReason::Refused
+    /// Counts and logs why a connection's state machine failed (a handler
+    /// panic or a protocol error); the connection began its close by
+    /// itself ([`CloseReason::of_error`]). An error before the handshake
+    /// was done is a refusal: counted by its reason and logged (at most
+    /// ten lines a second).
+    pub fn connection_failed(&self, conn: &ServerConn, error: &Error) {
+        match CloseReason::of_error(error, !conn.is_handshake_done()) {
+            CloseReason::HandlerPanic => {
+                self.handler_panics.fetch_add(1, Relaxed);
+                tracing::error!(error = %error, "closing a connection: handler panic");
             }
-            None => {
-                tracing::debug!(peer = ?conn.peer_addr(), error = %error, "closing a connection: protocol error");
-                CloseReason::ProtocolError
+            reason => {
+                self.protocol_error();
+                match Refusal::of(error).filter(|_| reason == CloseReason::Refused) {
+                    Some(refusal) => self.refuse(refusal, conn.peer_addr(), error),
+                    None => {
+                        tracing::debug!(peer = ?conn.peer_addr(), error = %error, "closing a connection: protocol error")
+                    }
+                }
             }
         }
     }
 
-    /// Hands a connection's lifecycle the time `now` (see
-    /// [`Lifecycle::handle_timeout`]) and does what every backend does with
-    /// the verdict: gives the state machine's buffers back, counts a
-    /// handshake that timed out. Returns the verdict for the driver's own
-    /// part (its own buffers; closing the connection).
-    pub fn handle_timeout(&self, life: &mut Lifecycle, conn: &mut ServerConn, unsent: bool, now: Instant) -> Expired {
-        let expired = life.handle_timeout(conn, unsent, now);
-        match expired {
-            Expired::ReleaseBuffers => conn.release_buffers(),
-            Expired::Closing(CloseReason::HandshakeTimeout) => self.handshake_timed_out(conn),
-            _ => {}
+    /// Reads what a connection's look at the clock
+    /// ([`ServerConn::handle_timeout`]) gave: a handshake that timed out is
+    /// counted (a protocol error, and a refusal).
+    pub fn saw(&self, conn: &ServerConn, expired: Expired) {
+        if expired == Expired::Closing(CloseReason::HandshakeTimeout) {
+            self.handshake_timed_out(conn);
         }
-        expired
     }
 
     /// Counts (and logs) a connection whose handshake did not finish
@@ -376,21 +369,15 @@ pub struct ConnTally {
 }
 
 impl ConnTally {
-    /// A closing connection's deferred answers, come at `now`: collects
-    /// them, counts them, and on the first error (a deferred handler
-    /// panicked) counts the connection failed, which cuts the rest.
-    pub fn collect_deferred(
-        &mut self,
-        conn: &mut ServerConn,
-        life: &mut Lifecycle,
-        counters: &ServerCounters,
-        now: Instant,
-    ) {
+    /// A closing connection's deferred answers: collects them, counts
+    /// them, and counts the connection failed on the first error (a
+    /// deferred handler panicked), which cuts the rest.
+    pub fn collect_deferred(&mut self, conn: &mut ServerConn, counters: &ServerCounters) {
+        let failed_before = conn.has_failed();
         let collected = conn.collect_deferred();
         self.sync(conn, counters);
-        life.answered(now);
-        if let (Err(e), false) = (collected, life.has_failed()) {
-            life.fail(counters.connection_failed(conn, &e));
+        if let (Err(e), false) = (collected, failed_before) {
+            counters.connection_failed(conn, &e);
         }
     }
 

@@ -9,7 +9,7 @@
 //! waiting in a read with a read timeout, or a client's idle ticker,
 //! therefore made every park and wake-up of its executor allocate (the
 //! guide's lab notes tell how it was found). A server connection's
-//! deadlines (its lifecycle's `poll_timeout`: the handshake, giving its
+//! deadlines (its `ServerConn::poll_timeout`: the handshake, giving its
 //! buffers back, the idle close) are an [`Alarm`] each, which the thread
 //! raises through the task's own waker: nothing per call, and no wake-up
 //! before a deadline. A shutdown wakes every target at once ([`tick_all`]).

@@ -2,10 +2,10 @@
 //! and writes in turn, like the tokio backend's, but every read and write is
 //! an io_uring request that the executor submits in batches with others.
 //!
-//! When to give buffers back or close is the protocol crate's
-//! [`Lifecycle`](fastwire_proto::driver::Lifecycle), handed the time when the task
-//! wakes. Reads have no timeout: the process's clock thread (`clock`) wakes
-//! the task at the lifecycle's next deadline (an [`Alarm`](crate::clock::Alarm)),
+//! When to give buffers back or close is the state machine's own decision
+//! ([`ServerConn::poll_timeout`](fastwire_proto::ServerConn::poll_timeout)),
+//! handed the time when the task wakes. Reads have no timeout: the
+//! process's clock thread (`clock`) wakes the task at that deadline (an [`Alarm`](crate::clock::Alarm)),
 //! and a shutdown wakes every task at once, so that no glommio timer is
 //! registered while connections wait (each makes every reactor wake-up of
 //! the executor allocate).
@@ -26,7 +26,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use fastwire_common::{net, CloseReason, ConnTally};
-use fastwire_proto::driver::{Connection, Expired, Flow, Lifecycle, Wake};
+use fastwire_proto::driver::{Connection, Expired, Flow, Wake};
 use fastwire_proto::{Handler, ServerConn};
 use futures_lite::{future, AsyncRead, AsyncReadExt, AsyncWriteExt};
 use futures_util::task::AtomicWaker;
@@ -178,12 +178,11 @@ struct Task<'a, H> {
     deferred: &'a Cell<u64>,
     signal: Arc<Signal>,
     tally: ConnTally,
-    life: Lifecycle,
-    /// Wakes the task at the lifecycle's deadline.
+    /// Wakes the task at the connection's deadline.
     alarm: Alarm,
     /// What the alarm is set to (`None`: off, or raised). A deadline that
     /// moves later (the idle close, with each call) leaves it be: it goes
-    /// off early, the lifecycle finds nothing due, and it is set again.
+    /// off early, the connection finds nothing due, and it is set again.
     armed: Option<Instant>,
     /// Each read takes up to this much (the scratch buffer's size).
     read_size: usize,
@@ -200,7 +199,7 @@ impl<'a, H: Handler + 'static> Task<'a, H> {
         let config = &shared.config;
         let signal = Arc::new(Signal::default());
         let alarm = Alarm::new(Arc::downgrade(&signal) as std::sync::Weak<dyn crate::clock::Tick>);
-        let (conn, life) = shared.new_conn(stream.peer_addr().ok(), signal.clone(), 0, Instant::now());
+        let conn = shared.new_conn(stream.peer_addr().ok(), signal.clone(), 0, Instant::now());
         Task {
             stream,
             conn,
@@ -211,17 +210,16 @@ impl<'a, H: Handler + 'static> Task<'a, H> {
             deferred,
             signal,
             tally: ConnTally::default(),
-            life,
             alarm,
             armed: None,
             read_size: config.buffer_size.max(MIN_READ),
         }
     }
 
-    /// Sets the alarm for the lifecycle's next deadline, unless it is set
+    /// Sets the alarm for the connection's next deadline, unless it is set
     /// for an earlier time already.
     fn arm(&mut self) {
-        if let Some(next) = self.life.poll_timeout(&self.conn, false) {
+        if let Some(next) = self.conn.poll_timeout() {
             if self.armed.is_none_or(|at| next < at) {
                 self.armed = Some(next);
                 self.alarm.set(next);
@@ -243,21 +241,18 @@ impl<'a, H: Handler + 'static> Task<'a, H> {
         // `batch_delay`: until when the output waits for more responses.
         let mut hold_until: Option<Instant> = None;
         loop {
-            let waiting = self.conn.deferred_in_flight();
             let flow = self.conn.process(self.handler);
             self.tally.sync(&self.conn, &self.shared.counters);
-            if self.conn.deferred_in_flight() < waiting {
-                self.life.answered(Instant::now());
-            }
             let d = self.conn.deferred_in_flight() as u64;
             self.local.deferred.set(self.local.deferred.get() + d - self.deferred.get());
             self.deferred.set(d);
-            let batch_delay = self.shared.config.batch_delay.filter(|_| self.life.is_open() && self.conn.has_output());
+            let batch_delay =
+                self.shared.config.batch_delay.filter(|_| self.conn.is_serving() && self.conn.has_output());
             if let (Some(delay), Ok(Flow::NeedInput)) = (batch_delay, &flow) {
                 // Requests that arrive before the delay is out join this batch.
                 let until = *hold_until.get_or_insert_with(|| Instant::now() + delay);
                 if let Some(n) = self.read_until(until).await {
-                    self.life.received(n, Instant::now());
+                    self.conn.arrived(n);
                     continue;
                 }
             }
@@ -272,7 +267,11 @@ impl<'a, H: Handler + 'static> Task<'a, H> {
                     }
                 }
                 Ok(Flow::NeedInput) => return Ok(()),
-                Err(e) => return Err(self.shared.counters.connection_failed(&self.conn, &e)),
+                Err(e) => {
+                    // It began its close; the counters read why.
+                    self.shared.counters.connection_failed(&self.conn, &e);
+                    return Err(self.conn.close_reason().unwrap_or(CloseReason::ProtocolError));
+                }
             }
         }
     }
@@ -314,9 +313,9 @@ impl<'a, H: Handler + 'static> Task<'a, H> {
         written.map(|()| true)
     }
 
-    /// Writes all the output, telling the lifecycle of each step of
-    /// progress. While the client takes none, the task also waits for its
-    /// signal: the alarm at the lifecycle's deadline cuts off a client that
+    /// Writes all the output (each step of progress noted by the
+    /// connection). While the client takes none, the task also waits for
+    /// its signal: the alarm at the connection's deadline cuts off a client that
     /// stopped reading (no socket write timeout, which would hold a glommio
     /// timer while the write waits). Dropping the write to look is safe:
     /// glommio sends at once or waits for writability, never half a send.
@@ -330,11 +329,7 @@ impl<'a, H: Handler + 'static> Task<'a, H> {
             };
             match future::or(write, woken).await {
                 Some(Ok(0)) | Some(Err(_)) => return Err(CloseReason::WriteError),
-                Some(Ok(n)) => {
-                    self.conn.advance_output(n);
-                    // Progress, which the stopped-reading and stuck deadlines run from.
-                    self.life.wrote(Instant::now());
-                }
+                Some(Ok(n)) => self.conn.advance_output(n),
                 None => {
                     // The alarm, a deferred answer (collected after the
                     // write), or a shutdown.
@@ -355,9 +350,9 @@ impl<'a, H: Handler + 'static> Task<'a, H> {
     /// and reads what came; `Some` when the connection closes.
     async fn await_input(&mut self) -> Option<CloseReason> {
         if self.shared.stopping.load(Ordering::Acquire) {
-            self.life.begin_close(CloseReason::Shutdown);
+            self.conn.begin_close(CloseReason::Shutdown);
         }
-        if !self.life.is_open() {
+        if !self.conn.is_serving() {
             return self.await_answers().await;
         }
         self.arm();
@@ -370,34 +365,33 @@ impl<'a, H: Handler + 'static> Task<'a, H> {
         // A deferred answer, the alarm, or a shutdown.
         let Event::Read(read) = event else { return self.expired() };
         match read {
-            Ok(0) => {
-                self.life.end_of_stream();
-                self.life.close_if_served(&self.conn);
-            }
+            Ok(0) => self.conn.end_of_stream(),
             Ok(n) => {
-                self.life.received(n, Instant::now());
+                self.conn.arrived(n);
             }
             Err(_) => return Some(CloseReason::ReadError),
         }
         None
     }
 
-    /// Hands the lifecycle the time; why the connection closes, if it does.
+    /// Hands the connection the time; why it closes, if it does.
     fn expired(&mut self) -> Option<CloseReason> {
         let now = Instant::now();
         self.disarm_if_due(now);
-        match self.shared.counters.handle_timeout(&mut self.life, &mut self.conn, false, now) {
+        let expired = self.conn.handle_timeout(now);
+        self.shared.counters.saw(&self.conn, expired);
+        match expired {
             Expired::Nothing | Expired::ReleaseBuffers => None,
             Expired::Closing(reason) | Expired::Closed(reason) => Some(reason),
         }
     }
 
     /// Closing (the client closed its side, or shutdown): only the answers
-    /// of deferred calls are awaited, until the lifecycle's deadline (on
+    /// of deferred calls are awaited, until the connection's deadline (on
     /// shutdown, or until the grace period ends: the executor then drops us).
     async fn await_answers(&mut self) -> Option<CloseReason> {
         if self.conn.deferred_in_flight() == 0 {
-            return self.life.reason();
+            return self.conn.close_reason();
         }
         if let Some(reason) = self.expired() {
             return Some(reason);
@@ -411,8 +405,8 @@ impl<'a, H: Handler + 'static> Task<'a, H> {
     }
 
     /// Counts the connection out, then closes it: end-of-stream after the
-    /// last response, then a lingering close (the lifecycle's: see
-    /// `Lifecycle::shut_write`) unless the client already closed its side.
+    /// last response, then a lingering close (the connection's: see
+    /// `ServerConn::shut_write`) unless the client already closed its side.
     async fn close(&mut self, reason: CloseReason) {
         let (conn, local) = (&self.conn, self.local);
         if self.shared.forced.load(Ordering::Acquire) && (conn.deferred_in_flight() > 0 || conn.has_output()) {
@@ -426,19 +420,19 @@ impl<'a, H: Handler + 'static> Task<'a, H> {
         self.tally.finish(&self.shared.counters);
         tracing::trace!(%reason, "connection done");
         let _ = self.stream.shutdown(Shutdown::Write).await;
-        if !self.life.shut_write(reason, Instant::now()) {
+        if !self.conn.shut_write(reason, Instant::now()) {
             return;
         }
-        // Read and discard until the lifecycle says the linger is over.
+        // Read and discard until the connection says the linger is over.
         let mut scratch = vec![0u8; 4096];
-        while let Some(until) = self.life.linger_deadline() {
+        while let Some(until) = self.conn.linger_deadline() {
             let now = Instant::now();
             let left = until.saturating_duration_since(now).max(std::time::Duration::from_millis(1));
             // A timeout of zero is refused: hence the floor.
             let _ = self.stream.set_read_timeout(Some(left));
             // (glommio's read timeout is a `TimedOut` error.)
             let read = self.stream.read(&mut scratch).await;
-            net::lingered(&mut self.life, &self.conn, read, Instant::now());
+            net::lingered(&mut self.conn, read, Instant::now());
         }
     }
 }

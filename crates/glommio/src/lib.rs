@@ -27,7 +27,7 @@
 //!   graceful shutdown); the executors and their accept loops.
 //! * `connection`: one server connection's task.
 //! * `clock`: one thread that wakes each waiting connection at its
-//!   lifecycle's next deadline, and all of them at a shutdown, so that none
+//!   connection's next deadline, and all of them at a shutdown, so that none
 //!   holds a glommio timer (each registered timer makes every reactor
 //!   wake-up allocate).
 //! * [`client`]: [`Client`], one reconnecting connection carrying many

@@ -5,8 +5,8 @@
 //!  Open ──(peer closed / protocol error / idle / shutdown)──> Draining ──(output flushed, FIN sent)──> Lingering ──> removed
 //! ```
 //!
-//! The phases and their timeouts are the protocol crate's
-//! [`Lifecycle`](fastwire_proto::driver::Lifecycle); this file moves the bytes.
+//! The phases and their timeouts are the state machine's own (its
+//! `Phase`, `poll_timeout` and `handle_timeout`); this file moves the bytes.
 //!
 //! `drive` does all the work the socket allows right now: write pending
 //! output until `WouldBlock`; read (into the loop's shared buffer) until
@@ -21,8 +21,7 @@ use std::net::Shutdown;
 use std::time::Instant;
 
 use fastwire_common::{Batching, CloseReason, ConnTally, ServerCounters};
-use fastwire_proto::driver::{Connection, Lifecycle};
-use fastwire_proto::driver::{Expired, Phase};
+use fastwire_proto::driver::{Connection, Expired, Phase};
 use fastwire_proto::{Handler, ServerConn};
 use mio::event::Event;
 use mio::net::TcpStream;
@@ -51,7 +50,6 @@ pub(crate) struct Ctx<'a, H: ?Sized> {
 pub(crate) struct Conn {
     pub(crate) stream: TcpStream,
     proto: ServerConn,
-    life: Lifecycle,
     readable: bool,
     /// An event said the peer closed (or the socket failed): read to the end.
     peer_closed: bool,
@@ -68,13 +66,12 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    /// A connection on `stream`, with its state machine and lifecycle
-    /// (see `LoopShared::new_conn`).
-    pub(crate) fn new(stream: TcpStream, (proto, life): (ServerConn, Lifecycle), batching: Batching) -> Conn {
+    /// A connection on `stream`, with its state machine (see
+    /// `LoopShared::new_conn`).
+    pub(crate) fn new(stream: TcpStream, proto: ServerConn, batching: Batching) -> Conn {
         Conn {
             stream,
             proto,
-            life,
             readable: true, // read once at once: data may have come with the connection
             peer_closed: false,
             // A new socket's send buffer is empty: write at once.
@@ -122,12 +119,12 @@ impl Conn {
 
     /// Whether it is still serving requests.
     pub(crate) fn is_open(&self) -> bool {
-        self.life.is_open()
+        self.proto.is_serving()
     }
 
     /// Stops serving for `reason`: flush, send end-of-stream, linger.
     pub(crate) fn begin_close(&mut self, reason: CloseReason) {
-        self.life.begin_close(reason);
+        self.proto.begin_close(reason);
     }
 
     /// Does everything the socket allows now.
@@ -135,8 +132,8 @@ impl Conn {
         let mut reads = 0;
         loop {
             let mut progress = false;
-            if self.writable && self.proto.has_output() && self.batching.may_write(&self.life, &self.proto, ctx.now) {
-                match self.write_out(ctx.now) {
+            if self.writable && self.proto.has_output() && self.batching.may_write(&self.proto, ctx.now) {
+                match self.write_out() {
                     Ok(wrote) => progress |= wrote,
                     Err(_) => return Step::Remove(CloseReason::WriteError),
                 }
@@ -144,7 +141,7 @@ impl Conn {
                     self.batching.written();
                 }
             }
-            let step = match self.life.phase() {
+            let step = match self.proto.phase() {
                 Phase::Open => self.drive_open(ctx, &mut reads),
                 Phase::Draining => self.drive_draining(ctx),
                 Phase::Lingering => self.drive_lingering(ctx),
@@ -176,14 +173,13 @@ impl Conn {
                     // The client closed its side: what it sent is served
                     // (it was, as it came), then the connection closes.
                     self.readable = false;
-                    self.life.end_of_stream();
-                    self.life.close_if_served(&self.proto);
+                    self.proto.end_of_stream();
                     progress = true;
                 }
                 Ok(n) => {
                     // Copy only what arrived: the connection's own
                     // buffer stays as small as its unfinished message.
-                    self.life.received(n, ctx.now);
+                    self.proto.arrived(n);
                     self.proto.received(&ctx.scratch[..n]);
                     progress = true;
                     // A short read emptied the receive queue: bytes
@@ -210,10 +206,9 @@ impl Conn {
             progress |= self.tally.sync(&self.proto, ctx.counters);
             progress |= self.proto.buffered_output() != before;
             if let Err(e) = result {
-                self.life.fail(ctx.counters.connection_failed(&self.proto, &e));
+                // It began its close; the counters read why.
+                ctx.counters.connection_failed(&self.proto, &e);
                 progress = true;
-            } else if woken {
-                self.life.answered(ctx.now);
             }
         }
         Ok(progress)
@@ -226,13 +221,13 @@ impl Conn {
         let mut progress = false;
         if std::mem::take(&mut self.woken) {
             let before = self.proto.buffered_output();
-            self.tally.collect_deferred(&mut self.proto, &mut self.life, ctx.counters, ctx.now);
+            self.tally.collect_deferred(&mut self.proto, ctx.counters);
             progress |= self.proto.buffered_output() != before;
         }
         if self.proto.has_output() && !self.writable {
             return Err(Step::Keep { more: false }); // wait for writability
         }
-        if !self.life.poll_shutdown(&self.proto, false, ctx.now) {
+        if !self.proto.poll_shutdown(ctx.now) {
             // Output to write, or deferred answers to wait for (a wake-up).
             return if progress { Ok(true) } else { Err(Step::Keep { more: false }) };
         }
@@ -248,27 +243,27 @@ impl Conn {
             return Err(Step::Keep { more: false });
         }
         match self.stream.read(ctx.scratch) {
-            Ok(0) => self.life.end_of_stream(),
+            Ok(0) => self.proto.end_of_stream(),
             Ok(n) => {
-                self.life.received(n, ctx.now);
+                self.proto.arrived(n);
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 self.readable = false;
                 return Ok(false);
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(false),
-            Err(_) => self.life.end_of_stream(),
+            Err(_) => self.proto.end_of_stream(),
         }
         Ok(true)
     }
 
     /// Why a closed connection is removed.
     fn removed(&self) -> Step {
-        Step::Remove(self.life.reason().unwrap_or(CloseReason::ClosedByClient))
+        Step::Remove(self.proto.close_reason().unwrap_or(CloseReason::ClosedByClient))
     }
 
     /// Writes until the output is empty or the socket is full.
-    fn write_out(&mut self, now: Instant) -> io::Result<bool> {
+    fn write_out(&mut self) -> io::Result<bool> {
         let mut wrote = false;
         loop {
             let out = self.proto.output();
@@ -279,7 +274,6 @@ impl Conn {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     self.proto.advance_output(n);
-                    self.life.wrote(now);
                     wrote = true;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -292,15 +286,18 @@ impl Conn {
         }
     }
 
-    /// When the connection next needs the time (its lifecycle's deadline).
+    /// When the connection next needs the time (its own deadline, or a
+    /// held batch's).
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        self.batching.next_deadline(&self.life, &self.proto, false)
+        self.batching.next_deadline(&self.proto)
     }
 
     /// Its deadline came: timeouts, and giving idle buffers back. Returns
     /// whether the connection must be driven (it started closing) or removed.
     pub(crate) fn on_timeout(&mut self, counters: &ServerCounters, now: Instant) -> Option<Step> {
-        match counters.handle_timeout(&mut self.life, &mut self.proto, false, now) {
+        let expired = self.proto.handle_timeout(now);
+        counters.saw(&self.proto, expired);
+        match expired {
             // A batch held for `batch_delay` is due: drive it out.
             Expired::Nothing | Expired::ReleaseBuffers => {
                 self.batching.is_due(now).then_some(Step::Keep { more: true })

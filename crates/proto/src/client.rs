@@ -571,3 +571,12 @@ impl<T> ClientConn<T> {
 }
 
 impl_connection!(ClientConn<T>, T);
+
+impl<T> ClientConn<T> {
+    /// A client's output is its calls: their moves need no note.
+    #[inline]
+    fn on_output_taken(&mut self, _taken: bool) {}
+
+    #[inline]
+    fn on_output_advanced(&mut self) {}
+}

@@ -118,6 +118,9 @@ macro_rules! impl_connection {
             }
 
             fn advance_output(&mut self, n: usize) {
+                if n > 0 {
+                    self.on_output_advanced();
+                }
                 #[cfg(feature = "tls")]
                 if let Some(tls) = self.tls.as_deref_mut() {
                     tls.advance(n);
@@ -145,9 +148,11 @@ macro_rules! impl_connection {
                     if self.outbound.buffered() == 0 {
                         self.outbound.unwritten_messages = 0;
                     }
+                    self.on_output_taken(!into.is_empty());
                     return;
                 }
                 self.outbound.take(into);
+                self.on_output_taken(!into.is_empty());
             }
 
             fn has_output(&self) -> bool {

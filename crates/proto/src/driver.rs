@@ -9,11 +9,15 @@
 //!    (a server's answers a [`Flow`]: go on, or stop reading until the
 //!    output drains), then `output` and `advance_output` for what the
 //!    socket took.
-//! 2. Time through [`Lifecycle`]: the connection's [`Phase`] from open to
-//!    closed, the deadline it next needs the time at (`poll_timeout`), what
-//!    [`Expired`] when handed the time, and the [`CloseReason`] it ends
-//!    with. [`IDLE_RELEASE`], [`LINGER`] and [`LINGER_MAX_BYTES`] are its
-//!    fixed bounds.
+//! 2. Time and the close through the [`ServerConn`] itself, which owns
+//!    its life (the policy: [`ServerConn::start_clock`]'s module, `lifecycle.rs`): `start_clock` when accepted,
+//!    `arrived` for bytes in, `written` for output taken and sent,
+//!    `end_of_stream`; its [`Phase`] from open to closed, the deadline it
+//!    next needs the time at (`poll_timeout`), what [`Expired`] when
+//!    handed the time (`handle_timeout`), when to shut the write side
+//!    (`poll_shutdown`), and the [`CloseReason`] it ends with.
+//!    [`IDLE_RELEASE`], [`LINGER`] and [`LINGER_MAX_BYTES`] are its fixed
+//!    bounds.
 //! 3. Answers from other threads or tasks through [`Completions`]: a
 //!    [`Responder`](crate::Responder) completes a deferred call there and
 //!    wakes the loop through the backend's [`Wake`] ([`NoWake`] where the
@@ -35,7 +39,7 @@
 pub use crate::client::{ClientConn, ClientExpired, MAX_QUEUED_OUTPUT};
 pub use crate::connection::Connection;
 pub use crate::deferred::{CallGuard, Completions, NoWake, Wake};
-pub use crate::lifecycle::{CloseReason, Expired, Lifecycle, Phase, IDLE_RELEASE, LINGER, LINGER_MAX_BYTES};
+pub use crate::lifecycle::{CloseReason, Expired, Phase, IDLE_RELEASE, LINGER, LINGER_MAX_BYTES};
 pub use crate::pending::PendingTable;
 pub use crate::reconnect::{Reconnect, MIN_CONNECT_TIMEOUT};
 pub use crate::server::{Flow, ServerConn};

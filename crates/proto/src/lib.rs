@@ -32,7 +32,7 @@
 //!   [`ClientConn`]. A backend's loop is read, `process`, write.
 //! * [`driver`]: for people writing a backend, not a service: how a loop
 //!   moves bytes in and out of either machine (`Connection`), a server
-//!   connection's phases and timeouts handed the time (`Lifecycle`), the
+//!   connection's phases, timeouts and close (its own, handed the time), the
 //!   wake-up of a loop when a deferred call is answered, and the table of
 //!   a client's calls in flight, so that every backend closes the same
 //!   connections at the same moments.

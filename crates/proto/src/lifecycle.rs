@@ -9,16 +9,23 @@
 //!  any ──(an I/O error, a client that stopped reading, a stuck close)──> Closed
 //! ```
 //!
-//! Sans-I/O, like the state machines beside it: a [`Lifecycle`] reads no
-//! clock and touches no socket. Its driver (a backend's connection) tells
-//! it what happened, handing it the time (`received`, `answered`,
-//! `wrote`, `peer_closed`), asks when it next needs to look
-//! ([`poll_timeout`](Lifecycle::poll_timeout)) and looks then
-//! ([`handle_timeout`](Lifecycle::handle_timeout)); once a closing
-//! connection has nothing left to send,
-//! [`poll_shutdown`](Lifecycle::poll_shutdown) says to shut the write side.
-//! A driver may also look more often than asked (a loop that sweeps all its
-//! connections on one timer): a look before a deadline does nothing.
+//! Sans-I/O, like the state machine it belongs to: every
+//! [`ServerConn`] owns one, started by
+//! [`start_clock`](ServerConn::start_clock) when the connection is
+//! accepted. It reads no clock and touches no socket. The connection
+//! notes what happens without being handed the time (bytes in through
+//! [`arrived`](ServerConn::arrived), answers of deferred calls, output
+//! written, taken by the driver and reported
+//! [`written`](ServerConn::written)), and stamps it at the next look; its
+//! own failures and the client's end of stream begin the close by
+//! themselves. The driver asks when to look
+//! ([`poll_timeout`](ServerConn::poll_timeout)), looks then
+//! ([`handle_timeout`](ServerConn::handle_timeout)), and once a closing
+//! connection has nothing left to send
+//! ([`poll_shutdown`](ServerConn::poll_shutdown)) shuts the write side. A
+//! look before a deadline does nothing; an activity noted between looks
+//! is stamped at the next, so a close for idleness comes at most one
+//! deadline late and no call pays for a clock read.
 //!
 //! The policy:
 //!
@@ -38,7 +45,7 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use crate::driver::Connection;
-use crate::{ServerConfig, ServerConn};
+use crate::ServerConn;
 
 /// After this long without traffic a connection gives its buffers back.
 pub const IDLE_RELEASE: Duration = Duration::from_secs(1);
@@ -135,13 +142,13 @@ pub enum Phase {
     Closed,
 }
 
-/// What a look at the clock ([`Lifecycle::handle_timeout`]) asks of the driver.
+/// What a look at the clock ([`ServerConn::handle_timeout`]) asks of the driver.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Expired {
     /// Nothing is due.
     Nothing,
-    /// The connection has been quiet: give its buffers back
-    /// ([`Connection::release_buffers`], and the driver's own).
+    /// The connection has been quiet and gave its buffers back
+    /// ([`Connection::release_buffers`]): the driver gives its own back.
     ReleaseBuffers,
     /// The connection started closing ([`Phase::Draining`]) for this
     /// reason; [`CloseReason::HandshakeTimeout`] is a protocol error to
@@ -151,10 +158,21 @@ pub enum Expired {
     Closed(CloseReason),
 }
 
-/// One server connection's phase and clocks, kept beside its
-/// [`ServerConn`] by the backend that drives it.
+/// What the lifecycle needs to know of its connection at a look.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Facts {
+    handshake_done: bool,
+    /// Output queued, or taken by the driver and not reported written.
+    unsent: bool,
+    /// Deferred calls whose answers have not arrived.
+    deferred: usize,
+    /// Bytes received and not yet decoded.
+    buffered_input: usize,
+}
+
+/// One server connection's phase and clocks, owned by its [`ServerConn`].
 #[derive(Clone, Debug)]
-pub struct Lifecycle {
+pub(crate) struct Lifecycle {
     phase: Phase,
     /// Why it is closing or closed (set when it leaves `Open`).
     reason: Option<CloseReason>,
@@ -167,6 +185,10 @@ pub struct Lifecycle {
     handshake_deadline: Instant,
     last_activity: Instant,
     last_write_progress: Instant,
+    /// Activity (bytes in, answers) and write progress noted since the
+    /// last look, which stamps them with its time.
+    active: bool,
+    progressed: bool,
     /// While lingering: when it ends, and the bytes discarded so far.
     linger_until: Instant,
     discarded: usize,
@@ -175,59 +197,39 @@ pub struct Lifecycle {
 
 impl Lifecycle {
     /// The life of a connection accepted at `now`.
-    pub fn new(config: &ServerConfig, now: Instant) -> Lifecycle {
+    fn new(handshake_timeout: Duration, idle_timeout: Option<Duration>, now: Instant) -> Lifecycle {
         Lifecycle {
             phase: Phase::Open,
             reason: None,
             peer_closed: false,
             failed: false,
             released: false,
-            handshake_deadline: now + config.handshake_timeout,
+            handshake_deadline: now + handshake_timeout,
             last_activity: now,
             last_write_progress: now,
+            active: false,
+            progressed: false,
             linger_until: now,
             discarded: 0,
-            idle_timeout: config.idle_timeout,
+            idle_timeout,
         }
     }
 
-    /// Its phase.
-    pub fn phase(&self) -> Phase {
-        self.phase
+    /// Stamps what was noted since the last look with the time `now`.
+    fn stamp(&mut self, now: Instant) {
+        if std::mem::take(&mut self.active) {
+            self.last_activity = now;
+            self.released = false;
+        }
+        if std::mem::take(&mut self.progressed) {
+            self.last_write_progress = now;
+        }
     }
 
-    /// Whether it still serves requests.
-    pub fn is_open(&self) -> bool {
-        self.phase == Phase::Open
-    }
-
-    /// Whether it is over.
-    pub fn is_closed(&self) -> bool {
-        self.phase == Phase::Closed
-    }
-
-    /// Why it is closing or closed (`None` while open).
-    pub fn reason(&self) -> Option<CloseReason> {
-        self.reason
-    }
-
-    /// Whether the client has closed its side.
-    pub fn peer_closed(&self) -> bool {
-        self.peer_closed
-    }
-
-    /// Whether the state machine failed ([`fail`](Self::fail)).
-    pub fn has_failed(&self) -> bool {
-        self.failed
-    }
-
-    /// `n` bytes arrived at `now`. Returns whether to hand them to the
-    /// state machine: only while open. While lingering they are counted
-    /// and dropped, and more than [`LINGER_MAX_BYTES`] closes the connection.
-    pub fn received(&mut self, n: usize, now: Instant) -> bool {
+    fn received(&mut self, n: usize) -> bool {
         match self.phase {
             Phase::Open => {
-                self.active(now);
+                self.active = true;
                 true
             }
             Phase::Lingering => {
@@ -241,79 +243,44 @@ impl Lifecycle {
         }
     }
 
-    /// Answers of deferred calls arrived at `now`: not idle.
-    pub fn answered(&mut self, now: Instant) {
-        self.active(now);
-    }
-
-    fn active(&mut self, now: Instant) {
-        self.last_activity = now;
-        self.released = false;
-    }
-
-    /// Some output was written at `now`.
-    pub fn wrote(&mut self, now: Instant) {
-        self.last_write_progress = now;
-    }
-
-    /// The client's end of stream came. Open, it stays open: the driver
-    /// serves what came before it, and
-    /// [`close_if_served`](Self::close_if_served) then begins the close.
-    /// Closing, there is nothing to linger for; lingering, the close is
-    /// done.
-    pub fn end_of_stream(&mut self) {
+    fn end_of_stream(&mut self) {
         self.peer_closed = true;
         if self.phase == Phase::Lingering {
             self.phase = Phase::Closed;
         }
     }
 
-    /// The end-of-stream rule, the same on every backend: once the
-    /// client's end of stream came ([`end_of_stream`](Self::end_of_stream))
-    /// and every complete request it sent before it is served (none waits
-    /// in `conn`'s input behind a full output), the close begins
-    /// ([`CloseReason::ClosedByClient`]). Drivers call it after serving;
-    /// before the end of stream, or while requests wait, it does nothing.
-    pub fn close_if_served(&mut self, conn: &ServerConn) {
-        if self.peer_closed && !(conn.buffered_input() > 0 && conn.is_output_full()) {
+    /// The end-of-stream rule: once the client's end of stream came and
+    /// every complete request it sent before it is served (none waits in
+    /// the input behind a full output), the close begins.
+    fn close_if_served(&mut self, facts: Facts, output_full: bool) {
+        if self.peer_closed && !(facts.buffered_input > 0 && output_full) {
             self.begin_close(CloseReason::ClosedByClient);
         }
     }
 
-    /// Stops serving requests, for `reason` (no effect unless open).
-    pub fn begin_close(&mut self, reason: CloseReason) {
+    fn begin_close(&mut self, reason: CloseReason) {
         if self.phase == Phase::Open {
             self.phase = Phase::Draining;
             self.reason = Some(reason);
         }
     }
 
-    /// The state machine failed for `reason` (counted by the driver): the
-    /// close begins, and deferred answers still out are not awaited.
-    pub fn fail(&mut self, reason: CloseReason) {
+    fn fail(&mut self, reason: CloseReason) {
         self.failed = true;
         self.begin_close(reason);
     }
 
-    /// Ends the connection now for `reason` (an I/O error, say), unless it
-    /// is already over. (A close that ends normally keeps the reason it
-    /// began with: [`poll_shutdown`](Self::poll_shutdown),
-    /// [`end_of_stream`](Self::end_of_stream).)
-    pub fn close(&mut self, reason: CloseReason) {
+    fn close(&mut self, reason: CloseReason) {
         if self.phase != Phase::Closed {
             self.phase = Phase::Closed;
             self.reason = Some(reason);
         }
     }
 
-    /// Draining, with nothing left to send (`unsent`: the driver holds no
-    /// output either) and no deferred answer to wait for: returns true,
-    /// and the driver shuts the socket's write side (end-of-stream after
-    /// the last response). The connection then lingers, or is over if the
-    /// client already closed its side.
-    pub fn poll_shutdown(&mut self, conn: &ServerConn, unsent: bool, now: Instant) -> bool {
-        let waiting = conn.deferred_in_flight() > 0 && !self.failed;
-        if self.phase != Phase::Draining || unsent || conn.has_output() || waiting {
+    fn poll_shutdown(&mut self, facts: Facts, now: Instant) -> bool {
+        let waiting = facts.deferred > 0 && !self.failed;
+        if self.phase != Phase::Draining || facts.unsent || waiting {
             return false;
         }
         let reason = self.reason.unwrap_or(CloseReason::Shutdown);
@@ -321,18 +288,7 @@ impl Lifecycle {
         true
     }
 
-    /// The driver shut the socket's write side at `now`, closing for
-    /// `reason` (unless it was closing already) and having flushed the
-    /// output its own way (a task that closes once it has written
-    /// everything, rather than asking [`poll_shutdown`](Self::poll_shutdown)):
-    /// the connection lingers, or is over if the client already closed its
-    /// side. Returns whether it lingers. While it does, the driver reads
-    /// and hands the bytes to [`received`](Self::received), the end of
-    /// the stream to [`end_of_stream`](Self::end_of_stream), and waits no
-    /// longer than [`linger_deadline`](Self::linger_deadline), then
-    /// [`handle_timeout`](Self::handle_timeout): the linger's bounds
-    /// ([`LINGER`], [`LINGER_MAX_BYTES`]) are the lifecycle's alone.
-    pub fn shut_write(&mut self, reason: CloseReason, now: Instant) -> bool {
+    fn shut_write(&mut self, reason: CloseReason, now: Instant) -> bool {
         self.begin_close(reason);
         if self.phase == Phase::Closed {
             return false;
@@ -347,26 +303,18 @@ impl Lifecycle {
         true
     }
 
-    /// Until when a lingering connection waits for the client's end of
-    /// stream (`None` unless it lingers).
-    pub fn linger_deadline(&self) -> Option<Instant> {
-        (self.phase == Phase::Lingering).then_some(self.linger_until)
-    }
-
     // ANCHOR: poll_timeout
-    /// When [`handle_timeout`](Self::handle_timeout) must next run, given
-    /// the state machine and whether the driver holds output not yet
-    /// written (`unsent`); `None`: not until something happens.
-    pub fn poll_timeout(&self, conn: &ServerConn, unsent: bool) -> Option<Instant> {
+    /// When [`handle_timeout`](Self::handle_timeout) must next run;
+    /// `None`: not until something happens.
+    fn poll_timeout(&self, facts: Facts) -> Option<Instant> {
         match self.phase {
             Phase::Open => {
-                let unsent = unsent || conn.has_output();
-                let handshake = (!conn.is_handshake_done()).then_some(self.handshake_deadline);
-                let quiet = if unsent {
+                let handshake = (!facts.handshake_done).then_some(self.handshake_deadline);
+                let quiet = if facts.unsent {
                     self.idle_timeout.map(|t| self.last_write_progress + t)
                 } else {
-                    let idle = self.idle_timeout.filter(|_| conn.deferred_in_flight() == 0);
-                    let release = (!self.released && conn.buffered_input() == 0).then_some(IDLE_RELEASE);
+                    let idle = self.idle_timeout.filter(|_| facts.deferred == 0);
+                    let release = (!self.released && facts.buffered_input == 0).then_some(IDLE_RELEASE);
                     earliest(idle, release).map(|t| self.last_activity + t)
                 };
                 earliest(handshake, quiet)
@@ -378,9 +326,10 @@ impl Lifecycle {
     }
 
     /// Applies what is due at `now` (see the module's policy).
-    pub fn handle_timeout(&mut self, conn: &ServerConn, unsent: bool, now: Instant) -> Expired {
+    fn handle_timeout(&mut self, facts: Facts, now: Instant) -> Expired {
+        self.stamp(now);
         match self.phase {
-            Phase::Open => self.open_timeout(conn, unsent || conn.has_output(), now),
+            Phase::Open => self.open_timeout(facts, now),
             Phase::Draining if now >= self.stuck_at() => {
                 self.close(CloseReason::StuckClosing);
                 Expired::Closed(CloseReason::StuckClosing)
@@ -394,27 +343,27 @@ impl Lifecycle {
     }
     // ANCHOR_END: poll_timeout
 
-    fn open_timeout(&mut self, conn: &ServerConn, unsent: bool, now: Instant) -> Expired {
-        if !conn.is_handshake_done() && now >= self.handshake_deadline {
+    fn open_timeout(&mut self, facts: Facts, now: Instant) -> Expired {
+        if !facts.handshake_done && now >= self.handshake_deadline {
             self.begin_close(CloseReason::HandshakeTimeout);
             return Expired::Closing(CloseReason::HandshakeTimeout);
         }
         let quiet = now.saturating_duration_since(self.last_activity);
-        if conn.deferred_in_flight() > 0 {
+        if facts.deferred > 0 {
             // Waiting for deferred answers is not idleness.
             self.last_activity = now;
         }
         let over = |since: Instant| self.idle_timeout.is_some_and(|t| now.saturating_duration_since(since) >= t);
-        if unsent {
+        if facts.unsent {
             // A client that stopped reading: its output cannot drain.
             if over(self.last_write_progress) {
                 self.close(CloseReason::StoppedReading);
                 return Expired::Closed(CloseReason::StoppedReading);
             }
-        } else if conn.deferred_in_flight() == 0 && self.idle_timeout.is_some_and(|t| quiet >= t) {
+        } else if facts.deferred == 0 && self.idle_timeout.is_some_and(|t| quiet >= t) {
             self.begin_close(CloseReason::Idle);
             return Expired::Closing(CloseReason::Idle);
-        } else if quiet >= IDLE_RELEASE && !self.released && conn.buffered_input() == 0 {
+        } else if quiet >= IDLE_RELEASE && !self.released && facts.buffered_input == 0 {
             self.released = true;
             return Expired::ReleaseBuffers;
         }
@@ -432,4 +381,205 @@ impl Lifecycle {
 /// The earlier of two optional times (or durations); `None` if neither.
 fn earliest<T: Ord>(a: Option<T>, b: Option<T>) -> Option<T> {
     a.into_iter().chain(b).min()
+}
+
+/// What a driver calls to run a server connection's life (see the
+/// module docs): the lifecycle is the connection's own.
+impl ServerConn {
+    /// The connection was accepted at `now`: its handshakes have until
+    /// `now + handshake_timeout`, and its idle time starts. Until this is
+    /// called the connection has no clock (it is driven by hand): it is
+    /// open, needs no time, and never closes by itself.
+    pub fn start_clock(&mut self, now: Instant) {
+        self.life = Some(Lifecycle::new(self.timeouts.0, self.timeouts.1, now));
+    }
+
+    fn facts(&self) -> Facts {
+        Facts {
+            handshake_done: self.is_handshake_done(),
+            unsent: self.handed_out || self.has_output(),
+            deferred: self.deferred_in_flight(),
+            buffered_input: self.buffered_input(),
+        }
+    }
+
+    /// Where the connection is in its life.
+    pub fn phase(&self) -> Phase {
+        self.life.as_ref().map_or(Phase::Open, |l| l.phase)
+    }
+
+    /// Whether it still serves requests ([`Phase::Open`]).
+    pub fn is_serving(&self) -> bool {
+        self.phase() == Phase::Open
+    }
+
+    /// Why it is closing or closed (`None` while open).
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        self.life.as_ref().and_then(|l| l.reason)
+    }
+
+    /// Whether the client has closed its side ([`end_of_stream`](Self::end_of_stream)).
+    pub fn peer_closed(&self) -> bool {
+        self.life.as_ref().is_some_and(|l| l.peer_closed)
+    }
+
+    /// `n` bytes arrived from the socket. Returns whether to hand them to
+    /// the connection ([`Connection::received`] and the like): only while
+    /// it serves. While it lingers they are counted and dropped, and more
+    /// than [`LINGER_MAX_BYTES`] closes it.
+    pub fn arrived(&mut self, n: usize) -> bool {
+        self.life.as_mut().is_none_or(|l| l.received(n))
+    }
+
+    /// The client's end of stream came. Serving, the connection serves
+    /// what came before it, then begins the close by itself (the
+    /// end-of-stream rule, the same on every backend: at once if nothing
+    /// is buffered, else after the `process` that serves every complete
+    /// request sent before the end, none waiting behind a full output);
+    /// closing, there is nothing to linger for; lingering, the close is
+    /// done.
+    pub fn end_of_stream(&mut self) {
+        let facts = self.facts();
+        if let Some(life) = self.life.as_mut() {
+            life.end_of_stream();
+            // Input not served yet is served first: the next `process`
+            // applies the rule.
+            if facts.buffered_input == 0 {
+                life.close_if_served(facts, false);
+            }
+        }
+    }
+
+    /// After serving: the end-of-stream rule (see [`end_of_stream`](Self::end_of_stream)).
+    pub(crate) fn close_if_served(&mut self) {
+        let (facts, full) = (self.facts(), self.is_output_full());
+        if let Some(life) = self.life.as_mut() {
+            life.close_if_served(facts, full);
+        }
+    }
+
+    /// Stops serving requests, for `reason` (no effect unless serving):
+    /// what is queued and the answers of deferred calls still go out, then
+    /// the write side is shut ([`poll_shutdown`](Self::poll_shutdown)).
+    pub fn begin_close(&mut self, reason: CloseReason) {
+        if let Some(life) = self.life.as_mut() {
+            life.begin_close(reason);
+        }
+    }
+
+    /// The state machine failed: the close begins, and deferred answers
+    /// still out are not awaited.
+    pub(crate) fn fail_life(&mut self, reason: CloseReason) {
+        if let Some(life) = self.life.as_mut() {
+            life.fail(reason);
+        }
+    }
+
+    /// Ends the connection now for `reason` (an I/O error, say), unless it
+    /// is already over. A close that ends normally keeps the reason it
+    /// began with.
+    pub fn close(&mut self, reason: CloseReason) {
+        if let Some(life) = self.life.as_mut() {
+            life.close(reason);
+        }
+    }
+
+    /// Output the driver took ([`Connection::take_output`]) went out: some
+    /// of it, or `all` of it. The connection counts it as progress (a
+    /// client that reads), and while the driver holds output not written
+    /// the connection is not idle and cannot shut its write side.
+    pub fn written(&mut self, all: bool) {
+        if all {
+            self.handed_out = false;
+        }
+        self.progressed();
+    }
+
+    /// Output left the connection (written in place, or taken).
+    pub(crate) fn progressed(&mut self) {
+        if let Some(life) = self.life.as_mut() {
+            life.progressed = true;
+        }
+    }
+
+    /// Answers of deferred calls came in: not idle.
+    pub(crate) fn answered(&mut self) {
+        if let Some(life) = self.life.as_mut() {
+            life.active = true;
+        }
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) must next run: the
+    /// handshake's deadline, the idle close or buffer release, the cut of a
+    /// client that stopped reading, a stuck close, the linger's end; `None`
+    /// until something happens. It may come early (an activity noted
+    /// since): the look then finds nothing due and the next is later.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.life.as_ref()?.poll_timeout(self.facts())
+    }
+
+    /// Hands the connection the time `now` and applies what is due (see
+    /// the module's policy). On [`Expired::ReleaseBuffers`] the
+    /// connection has given its own buffers back already: the driver
+    /// releases its own.
+    pub fn handle_timeout(&mut self, now: Instant) -> Expired {
+        let facts = self.facts();
+        let Some(life) = self.life.as_mut() else { return Expired::Nothing };
+        let expired = life.handle_timeout(facts, now);
+        if expired == Expired::ReleaseBuffers {
+            self.release_buffers();
+        }
+        expired
+    }
+
+    /// Closing, with nothing left to send (none queued, none held by the
+    /// driver) and no deferred answer to wait for: returns true, and the
+    /// driver shuts the socket's write side at `now` (end-of-stream after
+    /// the last response). The connection then lingers, or is over if the
+    /// client already closed its side.
+    pub fn poll_shutdown(&mut self, now: Instant) -> bool {
+        let facts = self.facts();
+        self.life.as_mut().is_some_and(|l| l.poll_shutdown(facts, now))
+    }
+
+    /// The driver shut the socket's write side at `now`, closing for
+    /// `reason` (unless it was closing already), having flushed the output
+    /// its own way (a task that closes once it has written everything,
+    /// rather than asking [`poll_shutdown`](Self::poll_shutdown)): the
+    /// connection lingers, or is over if the client already closed its
+    /// side. Returns whether it lingers. While it does, the driver reads
+    /// and reports what came ([`arrived`](Self::arrived),
+    /// [`end_of_stream`](Self::end_of_stream)) and waits no longer than
+    /// [`linger_deadline`](Self::linger_deadline), then
+    /// [`handle_timeout`](Self::handle_timeout): the linger's bounds
+    /// ([`LINGER`], [`LINGER_MAX_BYTES`]) are the connection's alone.
+    pub fn shut_write(&mut self, reason: CloseReason, now: Instant) -> bool {
+        self.life.as_mut().is_some_and(|l| l.shut_write(reason, now))
+    }
+
+    /// Until when a lingering connection waits for the client's end of
+    /// stream (`None` unless it lingers).
+    pub fn linger_deadline(&self) -> Option<Instant> {
+        self.life.as_ref().filter(|l| l.phase == Phase::Lingering).map(|l| l.linger_until)
+    }
+
+    /// Whether the connection failed ([`Phase::Draining`] after an error of
+    /// its own): deferred answers still out are not awaited.
+    pub fn has_failed(&self) -> bool {
+        self.life.as_ref().is_some_and(|l| l.failed)
+    }
+}
+
+impl CloseReason {
+    /// The reason a connection closes after `error` of its state machine,
+    /// `before_handshake` or after it: a handler's panic, a refusal at the
+    /// handshake (a handshake or TLS error before it was done), or a
+    /// protocol error.
+    pub fn of_error(error: &crate::Error, before_handshake: bool) -> CloseReason {
+        match error {
+            crate::Error::HandlerPanicked { .. } => CloseReason::HandlerPanic,
+            crate::Error::Handshake(_) | crate::Error::Tls(_) if before_handshake => CloseReason::Refused,
+            _ => CloseReason::ProtocolError,
+        }
+    }
 }

@@ -68,6 +68,13 @@ pub struct ServerConn {
     limit_blocked: bool,
     deferral: Deferral,
     peer: Option<std::net::SocketAddr>,
+    /// Its life and timeouts, from [`start_clock`](Self::start_clock) on.
+    pub(crate) life: Option<crate::lifecycle::Lifecycle>,
+    /// `handshake_timeout` and `idle_timeout`, for the lifecycle.
+    pub(crate) timeouts: (std::time::Duration, Option<std::time::Duration>),
+    /// The driver took output ([`Connection::take_output`](crate::driver::Connection::take_output))
+    /// it has not reported written ([`written`](Self::written)).
+    pub(crate) handed_out: bool,
     /// TLS settings, if this server serves TLS.
     #[cfg(feature = "tls")]
     tls_config: Option<(crate::tls::TlsServer, bool)>,
@@ -115,6 +122,9 @@ impl ServerConn {
             limit_blocked: false,
             deferral: Deferral::new(waker, key, protocol.limits, limit),
             peer: None,
+            life: None,
+            timeouts: (config.handshake_timeout, config.idle_timeout),
+            handed_out: false,
             #[cfg(feature = "tls")]
             tls_config: config.tls.clone().map(|tls| (tls, config.tls_optional)),
             #[cfg(feature = "tls")]
@@ -194,10 +204,21 @@ impl ServerConn {
         let result = self.pump_tls().and_then(|()| self.collect_deferred()).and_then(|()| self.serve(handler));
         #[cfg(not(feature = "tls"))]
         let result = self.collect_deferred().and_then(|()| self.serve(handler));
-        if let Err(e) = &result {
-            self.failed = Some(e.clone());
+        match &result {
+            Err(e) => self.failed_with(e),
+            // The end-of-stream rule, once what came before the end is served.
+            Ok(_) if self.peer_closed() => self.close_if_served(),
+            Ok(_) => {}
         }
         result
+    }
+
+    /// The state machine failed with `e`: it stays failed, and its life
+    /// begins the close (see [`CloseReason::of_error`](crate::driver::CloseReason::of_error)).
+    fn failed_with(&mut self, e: &Error) {
+        self.failed = Some(e.clone());
+        let reason = crate::driver::CloseReason::of_error(e, !crate::driver::Connection::is_handshake_done(self));
+        self.fail_life(reason);
     }
 
     /// Moves the deferred responses that arrived into the output, without
@@ -212,8 +233,11 @@ impl ServerConn {
         self.deferred -= collected.finished.min(self.deferred);
         self.outbound.unwritten_messages += collected.answered;
         self.dropped_responders += collected.dropped as u64;
+        if collected.finished > 0 {
+            self.answered();
+        }
         if let Some(e) = collected.failure {
-            self.failed = Some(e.clone());
+            self.failed_with(&e);
             return Err(e);
         }
         if collected.answered > 0 {
@@ -390,6 +414,20 @@ impl ServerConn {
 }
 
 impl_connection!(ServerConn);
+
+impl ServerConn {
+    /// Output was taken by the driver (see [`written`](Self::written)).
+    #[inline]
+    fn on_output_taken(&mut self, taken: bool) {
+        self.handed_out |= taken;
+    }
+
+    /// Output went out in place.
+    #[inline]
+    fn on_output_advanced(&mut self) {
+        self.progressed();
+    }
+}
 
 /// Whether a request may run now (see [`admit`]).
 enum Admission {

@@ -24,19 +24,19 @@
 //! Closing is graceful whatever the reason (the client left, a protocol
 //! error, idle, shutdown): the reader stops, the writer flushes and sends
 //! end-of-stream, and the reader drains the client's input until it closes
-//! (the lifecycle's lingering close, see `Lifecycle::shut_write`), so no
+//! (the connection's lingering close, see `ServerConn::shut_write`), so no
 //! written response is lost to a reset.
 
 use std::io::{self, Write};
 use std::net::{Shutdown, TcpStream};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use fastwire_common::{net, CloseReason, ConnTally, ServerCounters};
-use fastwire_proto::driver::{Connection, Expired, Flow, Lifecycle, Wake};
+use fastwire_proto::driver::{Connection, Expired, Flow, Wake};
 use fastwire_proto::{ConcurrencyLimit, Error, Handler, ServerConfig, ServerConn};
 
 use crate::server::Shared;
@@ -55,12 +55,12 @@ pub(crate) struct ConnShared {
     /// the writer parks makes its next park return at once.
     writer: Arc<WriterWake>,
     output_drained: Condvar,
-    /// The last time bytes went out (the writer's, or the reader's own
-    /// writes): nanoseconds since `epoch`, 0 before any. The reader hands it
-    /// to its lifecycle, whose rule closes a connection whose output makes
-    /// no progress for `idle_timeout` (a client that stopped reading).
-    wrote_at: AtomicU64,
-    epoch: Instant,
+    /// The writer sent bytes since the reader last looked at the clock:
+    /// the reader tells the connection (its rule closes a connection whose
+    /// output makes no progress for `idle_timeout`: a client that stopped
+    /// reading). The writer writes without the lock, so it notes progress
+    /// here rather than in the connection.
+    wrote: AtomicBool,
 }
 
 /// Wakes the connection's writer thread; the [`Wake`] of its deferred responses.
@@ -90,14 +90,12 @@ struct ConnState {
     writing: bool,
     /// The state machine failed (a protocol error, a handler panic); counted once.
     failed: bool,
-    /// Why, once `failed`.
-    failure: CloseReason,
     /// What this connection already added to the server's counters (either
     /// thread may serve or collect, so both update it).
     tally: ConnTally,
     /// The reader waits on `output_drained` for the limits to allow more.
     reader_waiting: bool,
-    /// The lifecycle said the connection has been quiet: the writer gives
+    /// The connection said it has been quiet: the writer gives
     /// its buffer back too (the reader's look at the clock wakes it).
     release_writer: bool,
     /// The server is stopping and found the connection quiet: its
@@ -112,10 +110,17 @@ impl ConnState {
         self.tally.sync(&self.conn, counters);
     }
 
+    /// The state machine failed with `error` (it began its close by
+    /// itself): counted the first time either thread sees it.
     fn fail(&mut self, error: &Error, counters: &ServerCounters) {
         if !std::mem::replace(&mut self.failed, true) {
-            self.failure = counters.connection_failed(&self.conn, error);
+            counters.connection_failed(&self.conn, error);
         }
+    }
+
+    /// Why the failed state machine closes.
+    fn failure(&self) -> CloseReason {
+        self.conn.close_reason().unwrap_or(CloseReason::ProtocolError)
     }
 }
 
@@ -129,6 +134,7 @@ impl ConnShared {
         let waker: Arc<dyn Wake> = writer.clone();
         let mut conn = ServerConn::with_waker(config, limit, waker, 0);
         conn.set_peer_addr(peer);
+        conn.start_clock(Instant::now());
         Arc::new(ConnShared {
             state: Mutex::new(ConnState {
                 conn,
@@ -138,7 +144,6 @@ impl ConnShared {
                 in_writer: 0,
                 writing: false,
                 failed: false,
-                failure: CloseReason::ProtocolError,
                 tally: ConnTally::default(),
                 reader_waiting: false,
                 release_writer: false,
@@ -146,8 +151,7 @@ impl ConnShared {
             }),
             writer,
             output_drained: Condvar::new(),
-            wrote_at: AtomicU64::new(0),
-            epoch: Instant::now(),
+            wrote: AtomicBool::new(false),
         })
     }
 
@@ -155,34 +159,20 @@ impl ConnShared {
         self.writer.wake(0);
     }
 
-    /// Tells `life` when bytes last went out.
-    fn report_writes(&self, life: &mut Lifecycle) {
-        let wrote = self.wrote_at.load(Ordering::Relaxed);
-        if wrote > 0 {
-            life.wrote(self.epoch + Duration::from_nanos(wrote));
+    /// Tells the connection of the writer's progress since the last look.
+    fn report_writes(&self, state: &mut ConnState) {
+        if self.wrote.swap(false, Ordering::Relaxed) {
+            state.conn.written(false);
         }
     }
 
-    /// Bytes went out just now.
-    fn wrote_now(&self) {
-        let nanos = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        self.wrote_at.store(nanos.max(1), Ordering::Relaxed);
-    }
-
-    /// Hands `life` the time `now`, with what it needs of the writer: its
-    /// last progress, and whether it holds output not yet written. The
-    /// verdict `Closed` leaves nothing to flush: the socket is shut, which
-    /// ends a write blocked on a client that stopped reading.
-    fn look(
-        &self,
-        life: &mut Lifecycle,
-        state: &mut ConnState,
-        server: &Shared,
-        socket: &TcpStream,
-        now: Instant,
-    ) -> Expired {
-        self.report_writes(life);
-        let expired = server.counters.handle_timeout(life, &mut state.conn, state.writing, now);
+    /// Hands the connection the time `now`, with the writer's progress.
+    /// The verdict `Closed` leaves nothing to flush: the socket is shut,
+    /// which ends a write blocked on a client that stopped reading.
+    fn look(&self, state: &mut ConnState, server: &Shared, socket: &TcpStream, now: Instant) -> Expired {
+        self.report_writes(state);
+        let expired = state.conn.handle_timeout(now);
+        server.counters.saw(&state.conn, expired);
         if let Expired::Closed(_) = expired {
             state.broken = true;
             let _ = socket.shutdown(Shutdown::Both);
@@ -191,11 +181,11 @@ impl ConnShared {
         expired
     }
 
-    /// How long the reader may wait from `now`: until the lifecycle's next
+    /// How long the reader may wait from `now`: until the connection's next
     /// deadline (`None`: until something happens). A shutdown needs no
     /// look: it is an event ([`close_if_quiet`](Self::close_if_quiet)).
-    fn next_look(&self, life: &Lifecycle, state: &ConnState, now: Instant) -> Option<Duration> {
-        let next = life.poll_timeout(&state.conn, state.writing)?;
+    fn next_look(&self, state: &ConnState, now: Instant) -> Option<Duration> {
+        let next = state.conn.poll_timeout()?;
         Some(next.saturating_duration_since(now).max(Duration::from_millis(1)))
     }
 
@@ -307,25 +297,18 @@ pub(crate) fn spawn<H: Handler + 'static>(
 }
 
 fn read_loop(socket: &TcpStream, shared: &ConnShared, server: &Shared, handler: &dyn Handler) {
-    let mut life = Lifecycle::new(&server.config, Instant::now());
-    let reason = read_until_closed(socket, shared, server, handler, &mut life);
+    let reason = read_until_closed(socket, shared, server, handler);
     tracing::trace!(%reason, "reader done");
-    finish(socket, shared, server, reason, &mut life);
+    finish(socket, shared, server, reason);
 }
 
 /// Reads and serves until the connection closes; why it closed. The
-/// socket's read timeout wakes the reader at the lifecycle's deadlines;
+/// socket's read timeout wakes the reader at the connection's deadlines;
 /// a shutdown wakes it through the client (see `ConnShared::close_if_quiet`).
-fn read_until_closed(
-    socket: &TcpStream,
-    shared: &ConnShared,
-    server: &Shared,
-    handler: &dyn Handler,
-    life: &mut Lifecycle,
-) -> CloseReason {
+fn read_until_closed(socket: &TcpStream, shared: &ConnShared, server: &Shared, handler: &dyn Handler) -> CloseReason {
     let mut stream = socket;
     let config = &server.config;
-    let _ = stream.set_read_timeout(shared.next_look(life, &shared.lock(), Instant::now()));
+    let _ = stream.set_read_timeout(shared.next_look(&shared.lock(), Instant::now()));
     let mut buf = BytesMut::new();
     let mut chunk = MIN_CHUNK;
     loop {
@@ -335,14 +318,13 @@ fn read_until_closed(
         match net::read_some(&mut stream, &mut buf, chunk) {
             Ok(0) => {
                 // The reader reads only once what came before is served.
-                life.end_of_stream();
-                let state = shared.lock();
+                let mut state = shared.lock();
+                state.conn.end_of_stream();
                 if state.shut_by_stop {
                     // The client's answer to the shutdown's end-of-stream.
                     return CloseReason::Shutdown;
                 }
-                life.close_if_served(&state.conn);
-                return life.reason().unwrap_or(CloseReason::ClosedByClient);
+                return state.conn.close_reason().unwrap_or(CloseReason::ClosedByClient);
             }
             Ok(n) => {
                 // Reads that fill the chunk double it, up to buffer_size: busy
@@ -350,13 +332,12 @@ fn read_until_closed(
                 if n == chunk {
                     chunk = (chunk * 2).min(config.buffer_size.max(MIN_CHUNK));
                 }
-                life.received(n, Instant::now());
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
                 let mut state = shared.lock();
                 let now = Instant::now();
-                match shared.look(life, &mut state, server, socket, now) {
+                match shared.look(&mut state, server, socket, now) {
                     Expired::Nothing => {}
                     Expired::ReleaseBuffers => {
                         // An idle connection keeps no large buffers, the
@@ -368,12 +349,12 @@ fn read_until_closed(
                     }
                     Expired::Closing(reason) | Expired::Closed(reason) => return reason,
                 }
-                let _ = stream.set_read_timeout(shared.next_look(life, &state, now));
+                let _ = stream.set_read_timeout(shared.next_look(&state, now));
                 continue;
             }
             Err(_) => return CloseReason::ReadError,
         }
-        if let Err(reason) = serve_read(socket, &mut buf, shared, server, handler, life) {
+        if let Err(reason) = serve_read(socket, &mut buf, shared, server, handler) {
             return reason;
         }
     }
@@ -387,7 +368,6 @@ fn serve_read(
     shared: &ConnShared,
     server: &Shared,
     handler: &dyn Handler,
-    life: &mut Lifecycle,
 ) -> Result<(), CloseReason> {
     let mut state = shared.lock();
     if state.shut_by_stop {
@@ -395,6 +375,7 @@ fn serve_read(
         buf.clear();
         return Err(CloseReason::Shutdown);
     }
+    state.conn.arrived(buf.len());
     state.conn.receive_buffer(buf);
     let result = loop {
         match state.conn.process(handler) {
@@ -406,10 +387,10 @@ fn serve_read(
                 shared.wake_writer();
                 while state.conn.is_output_full() && !state.broken && !state.failed {
                     let now = Instant::now();
-                    if let Expired::Closed(reason) = shared.look(life, &mut state, server, socket, now) {
+                    if let Expired::Closed(reason) = shared.look(&mut state, server, socket, now) {
                         return Err(reason);
                     }
-                    let wait = shared.next_look(life, &state, now);
+                    let wait = shared.next_look(&state, now);
                     state = shared.wait_drained(state, wait);
                 }
                 if state.broken {
@@ -429,9 +410,6 @@ fn serve_read(
         // buffer: a slow client) is the writer's, which blocks on it.
         if let Ok(n) = net::send_now(socket, state.conn.output()) {
             state.conn.advance_output(n);
-            if n > 0 {
-                shared.wrote_now();
-            }
         }
     }
     if state.conn.has_output() {
@@ -440,10 +418,10 @@ fn serve_read(
     // ANCHOR_END: reader_writes
     if let Err(e) = result {
         state.fail(&e, &server.counters);
-        return Err(state.failure);
+        return Err(state.failure());
     }
     if state.failed {
-        return Err(state.failure); // the writer saw a deferred handler panic
+        return Err(state.failure()); // the writer saw a deferred handler panic
     }
     if state.broken {
         return Err(CloseReason::WriteError);
@@ -452,66 +430,62 @@ fn serve_read(
 }
 
 /// Reading is over, but deferred calls still running are answered (unless
-/// the connection failed), until the lifecycle says the close is stuck; a
+/// the connection failed), until the connection says the close is stuck; a
 /// forced shutdown cuts them (`cut`). Then the writer flushes and sends
-/// end-of-stream, and the socket lingers (the lifecycle's linger: see
-/// `Lifecycle::shut_write`) unless the client already closed its side.
-fn finish(socket: &TcpStream, shared: &ConnShared, server: &Shared, reason: CloseReason, life: &mut Lifecycle) {
-    life.begin_close(reason);
+/// end-of-stream, and the socket lingers (the connection's linger: see
+/// `ServerConn::shut_write`) unless the client already closed its side.
+fn finish(socket: &TcpStream, shared: &ConnShared, server: &Shared, reason: CloseReason) {
     let mut state = shared.lock();
-    let mut waiting = state.conn.deferred_in_flight();
-    while waiting > 0 && !state.failed && !state.broken {
-        shared.report_writes(life);
-        if let Expired::Closed(_) = life.handle_timeout(&state.conn, state.writing, Instant::now()) {
+    state.conn.begin_close(reason);
+    while state.conn.deferred_in_flight() > 0 && !state.failed && !state.broken {
+        shared.report_writes(&mut state);
+        if let Expired::Closed(_) = state.conn.handle_timeout(Instant::now()) {
             break;
         }
-        let wait = shared.next_look(life, &state, Instant::now());
+        let wait = shared.next_look(&state, Instant::now());
         state = shared.wait_drained(state, wait);
-        if state.conn.deferred_in_flight() < waiting {
-            waiting = state.conn.deferred_in_flight();
-            life.answered(Instant::now());
-        }
     }
     state.sync(&server.counters);
     state.tally.finish(&server.counters);
     state.closing = true;
     shared.wake_writer();
     // The flush: a client that stopped reading meanwhile is cut off once
-    // the output makes no progress for the lifecycle's stuck time.
+    // the output makes no progress for the connection's stuck time.
     while !state.flushed && !state.broken {
         let now = Instant::now();
-        if let Expired::Closed(_) = shared.look(life, &mut state, server, socket, now) {
+        if let Expired::Closed(_) = shared.look(&mut state, server, socket, now) {
             break;
         }
-        let wait = shared.next_look(life, &state, now);
+        let wait = shared.next_look(&state, now);
         state = shared.wait_drained(state, wait);
     }
-    let clean = state.flushed;
+    let lingers = state.flushed && state.conn.shut_write(reason, Instant::now());
     drop(state);
-    if clean && life.shut_write(reason, Instant::now()) {
-        linger(socket, shared, life);
+    if lingers {
+        linger(socket, shared);
     }
 }
 
-/// Reads and discards until the lifecycle says the linger is over (the
-/// client's end of stream, or its bounds: see `Lifecycle::shut_write`).
-fn linger(socket: &TcpStream, shared: &ConnShared, life: &mut Lifecycle) {
+/// Reads and discards until the connection says the linger is over (the
+/// client's end of stream, or its bounds: see `ServerConn::shut_write`).
+fn linger(socket: &TcpStream, shared: &ConnShared) {
     let mut reader = socket;
     let mut scratch = [0u8; 8192];
-    while let Some(until) = life.linger_deadline() {
+    loop {
+        let Some(until) = shared.lock().conn.linger_deadline() else { return };
         let left = until.saturating_duration_since(Instant::now());
         let read = match left.is_zero() {
             true => Err(io::ErrorKind::TimedOut.into()),
             false => socket.set_read_timeout(Some(left)).and_then(|()| io::Read::read(&mut reader, &mut scratch)),
         };
-        net::lingered(life, &shared.lock().conn, read, Instant::now());
+        net::lingered(&mut shared.lock().conn, read, Instant::now());
     }
 }
 
 fn write_loop(socket: &TcpStream, shared: &ConnShared, server: &Shared) {
     let config = &server.config;
     // A client that stops reading makes `write` block: the reader's
-    // lifecycle cuts it off (it shuts the socket) once the output makes
+    // look at the connection cuts it off (it shuts the socket) once the output makes
     // no progress for idle_timeout.
     let mut out = BytesMut::new();
     loop {
@@ -583,6 +557,7 @@ fn write_loop(socket: &TcpStream, shared: &ConnShared, server: &Shared) {
         let mut state = shared.lock();
         state.in_writer = 0;
         state.writing = false;
+        state.conn.written(written.is_ok());
         if written.is_err() {
             state.broken = true;
             drop(state);
@@ -595,7 +570,7 @@ fn write_loop(socket: &TcpStream, shared: &ConnShared, server: &Shared) {
     }
 }
 
-/// Writes all of `out`, noting each step of progress for the lifecycle's
+/// Writes all of `out`, noting each step of progress for the connection's
 /// rule on a client that stopped reading.
 fn write_progressing(mut stream: &TcpStream, out: &[u8], shared: &ConnShared) -> io::Result<()> {
     let mut rest = out;
@@ -604,7 +579,7 @@ fn write_progressing(mut stream: &TcpStream, out: &[u8], shared: &ConnShared) ->
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => {
                 rest = &rest[n..];
-                shared.wrote_now();
+                shared.wrote.store(true, Ordering::Relaxed);
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),

@@ -17,9 +17,9 @@
 //! the next read takes them all at once, so batches grow with load. Output
 //! is always written before reading more, so the output limit holds
 //! trivially. When to give buffers back or close (the handshake, idle and
-//! stopped-reading timeouts) is the protocol crate's
-//! [`Lifecycle`](fastwire_proto::driver::Lifecycle): the task sleeps until the
-//! deadline it names, and hands it the time.
+//! stopped-reading timeouts) is the state machine's own decision
+//! ([`ServerConn::poll_timeout`](fastwire_proto::ServerConn::poll_timeout)):
+//! the task sleeps until the deadline it names, and hands it the time.
 //!
 //! Deferred responses and `async` handlers answer through the connection's
 //! completions, which wake the task through a `Notify`; the task waits for
@@ -31,7 +31,7 @@ use std::time::Instant;
 
 use fastwire_common::{net, CloseReason, ConnTally};
 use fastwire_proto::driver::Expired;
-use fastwire_proto::driver::{Connection, Flow, Lifecycle, Wake};
+use fastwire_proto::driver::{Connection, Flow, Wake};
 use fastwire_proto::ServerConn;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -161,7 +161,6 @@ struct Task<'a, H> {
     wake: Arc<TaskWake>,
     progress: Arc<Progress>,
     tally: ConnTally,
-    life: Lifecycle,
 }
 
 impl<'a, H: ConnHandler> Task<'a, H> {
@@ -169,16 +168,8 @@ impl<'a, H: ConnHandler> Task<'a, H> {
         let config = &shared.config;
         let mut conn = ServerConn::with_waker(config, shared.limit.clone(), parts.wake.clone(), 0);
         conn.set_peer_addr(stream.peer_addr().ok());
-        Task {
-            stream,
-            conn,
-            shared,
-            handler,
-            wake: parts.wake,
-            progress: parts.progress,
-            tally: ConnTally::default(),
-            life: Lifecycle::new(config, Instant::now()),
-        }
+        conn.start_clock(Instant::now());
+        Task { stream, conn, shared, handler, wake: parts.wake, progress: parts.progress, tally: ConnTally::default() }
     }
 
     /// Serves everything received so far (and collects deferred answers),
@@ -190,14 +181,14 @@ impl<'a, H: ConnHandler> Task<'a, H> {
             let flow = self.conn.process(self.handler);
             self.tally.sync(&self.conn, &self.shared.counters);
             self.progress.deferred.store(self.conn.deferred_in_flight(), Ordering::Relaxed);
-            let batch_delay = self.shared.config.batch_delay.filter(|_| !delayed && self.life.is_open());
+            let batch_delay = self.shared.config.batch_delay.filter(|_| !delayed && self.conn.is_serving());
             if let (Some(delay), Ok(Flow::NeedInput)) = (batch_delay, &flow) {
                 if self.conn.has_output() {
                     // batch_delay: let requests that arrive meanwhile join this batch.
                     delayed = true;
                     tokio::time::sleep(delay).await;
                     if let Ok(n @ 1..) = read(&self.stream, &mut self.conn) {
-                        self.life.received(n, Instant::now());
+                        self.conn.arrived(n);
                         continue;
                     }
                 }
@@ -214,50 +205,50 @@ impl<'a, H: ConnHandler> Task<'a, H> {
                     answers(&self.wake, self.handler).await;
                 }
                 Ok(Flow::NeedInput) => return Ok(()),
-                Err(e) => return Err(self.shared.counters.connection_failed(&self.conn, &e)),
+                Err(e) => {
+                    // It began its close; the counters read why.
+                    self.shared.counters.connection_failed(&self.conn, &e);
+                    return Err(self.conn.close_reason().unwrap_or(CloseReason::ProtocolError));
+                }
             }
         }
     }
 
     /// Writes all the output; whether there was any. While the socket is
-    /// full the write waits, until the lifecycle's deadline (a client that
+    /// full the write waits, until the connection's deadline (a client that
     /// never reads is closed after `idle_timeout`).
     async fn write_output(&mut self) -> Result<bool, CloseReason> {
         let wrote = self.conn.has_output();
-        let mut progress = true;
         while self.conn.has_output() {
             self.progress.unwritten.store(self.conn.unwritten_responses(), Ordering::Relaxed);
             match self.stream.try_write(self.conn.output()) {
                 Ok(n) if n > 0 => {
                     self.conn.advance_output(n);
-                    progress = true;
                     continue;
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                 _ => return Err(CloseReason::WriteError),
             }
-            let now = Instant::now();
-            if std::mem::take(&mut progress) {
-                self.life.wrote(now);
-            }
-            if tokio::time::timeout_at(self.deadline(true), self.stream.writable()).await.is_err() {
-                self.expired(true)?;
+            if tokio::time::timeout_at(self.deadline(), self.stream.writable()).await.is_err() {
+                self.expired()?;
             }
         }
         self.progress.unwritten.store(0, Ordering::Relaxed);
         Ok(wrote)
     }
 
-    /// The lifecycle's next deadline, given whether output waits.
-    fn deadline(&self, unsent: bool) -> tokio::time::Instant {
+    /// The connection's next deadline.
+    fn deadline(&self) -> tokio::time::Instant {
         let far = || tokio::time::Instant::now() + std::time::Duration::from_secs(86_400);
-        self.life.poll_timeout(&self.conn, unsent).map_or_else(far, tokio::time::Instant::from_std)
+        self.conn.poll_timeout().map_or_else(far, tokio::time::Instant::from_std)
     }
 
-    /// The deadline came: hands the lifecycle the time; why the connection
-    /// closes, if it does.
-    fn expired(&mut self, unsent: bool) -> Result<(), CloseReason> {
-        match self.shared.counters.handle_timeout(&mut self.life, &mut self.conn, unsent, Instant::now()) {
+    /// The deadline came: hands the connection the time; why it closes,
+    /// if it does.
+    fn expired(&mut self) -> Result<(), CloseReason> {
+        let expired = self.conn.handle_timeout(Instant::now());
+        self.shared.counters.saw(&self.conn, expired);
+        match expired {
             Expired::Nothing | Expired::ReleaseBuffers => Ok(()),
             Expired::Closing(reason) | Expired::Closed(reason) => Err(reason),
         }
@@ -266,16 +257,13 @@ impl<'a, H: ConnHandler> Task<'a, H> {
     /// Waits for more input, deferred answers or a timeout, and reads what
     /// came; `Some` when the connection closes.
     async fn await_input(&mut self) -> Option<CloseReason> {
-        if !self.life.is_open() {
+        if !self.conn.is_serving() {
             // The client closed its side: only deferred answers are awaited.
             if self.conn.deferred_in_flight() == 0 {
-                return self.life.reason();
+                return self.conn.close_reason();
             }
-            let answered = tokio::time::timeout_at(self.deadline(false), answers(&self.wake, self.handler)).await;
-            if answered.is_ok() {
-                self.life.answered(Instant::now());
-            }
-            return answered.or_else(|_| self.expired(false)).err();
+            let answered = tokio::time::timeout_at(self.deadline(), answers(&self.wake, self.handler)).await;
+            return answered.or_else(|_| self.expired()).err();
         }
         if self.shared.stopping() {
             return Some(CloseReason::Shutdown);
@@ -288,22 +276,16 @@ impl<'a, H: ConnHandler> Task<'a, H> {
         let readable = std::future::poll_fn(|cx| stream.poll_read_ready(cx));
         let ready = tokio::select! {
             biased;
-            _ = answers(&self.wake, self.handler) => {
-                self.life.answered(Instant::now());
-                return None;
-            }
-            ready = tokio::time::timeout_at(self.deadline(false), readable) => ready,
+            _ = answers(&self.wake, self.handler) => return None,
+            ready = tokio::time::timeout_at(self.deadline(), readable) => ready,
         };
-        let Ok(ready) = ready else { return self.expired(false).err() };
+        let Ok(ready) = ready else { return self.expired().err() };
         let read = ready.and_then(|()| read(&self.stream, &mut self.conn));
         // ANCHOR_END: readable
         match read {
-            Ok(0) => {
-                self.life.end_of_stream();
-                self.life.close_if_served(&self.conn);
-            }
+            Ok(0) => self.conn.end_of_stream(),
             Ok(n) => {
-                self.life.received(n, Instant::now());
+                self.conn.arrived(n);
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {} // a spurious wake-up
             Err(_) => return Some(CloseReason::ReadError),
@@ -330,25 +312,25 @@ impl<'a, H: ConnHandler> Task<'a, H> {
     }
 
     /// Counts the connection out, then closes it: end-of-stream after the
-    /// last response, then a lingering close (the lifecycle's: see
-    /// `Lifecycle::shut_write`) unless the client already closed its side,
+    /// last response, then a lingering close (the connection's: see
+    /// `ServerConn::shut_write`) unless the client already closed its side,
     /// so no written response is lost to a reset.
     async fn close(&mut self, reason: CloseReason) {
         self.tally.sync(&self.conn, &self.shared.counters);
         self.tally.finish(&self.shared.counters);
         tracing::trace!(%reason, "connection done");
         let _ = self.stream.shutdown().await;
-        if !self.life.shut_write(reason, Instant::now()) {
+        if !self.conn.shut_write(reason, Instant::now()) {
             return;
         }
-        // Read and discard until the lifecycle says the linger is over.
+        // Read and discard until the connection says the linger is over.
         // On the heap: an array here would be part of every connection
         // task's future (its state holds the locals of every await point).
         let mut scratch = vec![0u8; 4096];
-        while let Some(until) = self.life.linger_deadline() {
+        while let Some(until) = self.conn.linger_deadline() {
             let read = tokio::time::timeout_at(until.into(), self.stream.read(&mut scratch)).await;
             let read = read.unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()));
-            net::lingered(&mut self.life, &self.conn, read, Instant::now());
+            net::lingered(&mut self.conn, read, Instant::now());
         }
     }
 }

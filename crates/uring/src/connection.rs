@@ -32,7 +32,7 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 use fastwire_common::{Batching, CloseReason, ConnTally, ServerCounters};
-use fastwire_proto::driver::{Connection, Lifecycle};
+use fastwire_proto::driver::Connection;
 use fastwire_proto::driver::{Expired, Phase};
 use fastwire_proto::{Handler, ServerConn};
 use io_uring::{opcode, squeue, types, IoUring};
@@ -71,7 +71,6 @@ pub(crate) struct Conn {
     fixed: Option<u32>,
     key: usize,
     proto: ServerConn,
-    life: Lifecycle,
     /// Being removed: waiting for the kernel to return its operations.
     removing: bool,
     recv: Recv,
@@ -111,7 +110,7 @@ impl Conn {
         stream: TcpStream,
         fixed: Option<u32>,
         key: usize,
-        (proto, life): (ServerConn, Lifecycle),
+        proto: ServerConn,
         batching: Batching,
     ) -> Conn {
         Conn {
@@ -119,7 +118,6 @@ impl Conn {
             fixed,
             key,
             proto,
-            life,
             removing: false,
             recv: Recv::Idle,
             sending: BytesMut::new(),
@@ -155,7 +153,7 @@ impl Conn {
 
     /// Whether it is still serving requests.
     pub(crate) fn is_open(&self) -> bool {
-        self.life.is_open()
+        self.proto.is_serving()
     }
 
     /// Whether it is being removed.
@@ -175,7 +173,7 @@ impl Conn {
 
     /// Stops serving for `reason`: flush, send end-of-stream, linger.
     pub(crate) fn begin_close(&mut self, reason: CloseReason) {
-        self.life.begin_close(reason);
+        self.proto.begin_close(reason);
     }
 
     /// Starts removing it: its counts leave the server's gauges, its socket
@@ -186,7 +184,7 @@ impl Conn {
         }
         self.tally.sync(&self.proto, counters);
         self.tally.finish(counters);
-        self.life.close(reason);
+        self.proto.close(reason);
         self.close_reason = reason;
         self.removing = true;
         let _ = self.stream.shutdown(Shutdown::Both);
@@ -205,7 +203,7 @@ impl Conn {
 
     /// Handles a completion of one of its operations. Returns whether it
     /// has work to do (the loop drives it then).
-    pub(crate) fn complete(&mut self, c: &Completion, bufs: &mut BufRing, now: Instant) -> Option<Step> {
+    pub(crate) fn complete(&mut self, c: &Completion, bufs: &mut BufRing) -> Option<Step> {
         match c.op {
             Op::Recv => {
                 if !c.more() {
@@ -213,7 +211,7 @@ impl Conn {
                 }
                 if let Some(id) = c.buffer() {
                     if c.result > 0 {
-                        self.received(bufs.get(id, c.result as usize), now);
+                        self.received(bufs.get(id, c.result as usize));
                     }
                     bufs.recycle(id);
                 }
@@ -224,7 +222,7 @@ impl Conn {
                         // `drive` serves what came before the end, then
                         // starts the close.
                         self.recv = Recv::Idle;
-                        self.life.end_of_stream();
+                        self.proto.end_of_stream();
                         (!self.removing).then_some(Step::Keep)
                     }
                     // Out of provided buffers (they come back as soon as the
@@ -238,8 +236,9 @@ impl Conn {
                 self.send_in_flight = false;
                 if c.result > 0 {
                     self.sent += c.result as usize;
-                    self.life.wrote(now);
-                    if self.sent >= self.sending.len() {
+                    let all = self.sent >= self.sending.len();
+                    self.proto.written(all);
+                    if all {
                         self.sending.clear();
                         self.sent = 0;
                     }
@@ -256,11 +255,11 @@ impl Conn {
         }
     }
 
-    fn received(&mut self, bytes: &[u8], now: Instant) {
+    fn received(&mut self, bytes: &[u8]) {
         // Served only while open (requests after the close began are not;
         // a lingering close counts and drops them). Copy only what arrived:
         // the connection's own buffer stays as small as its unfinished message.
-        if !self.removing && self.life.received(bytes.len(), now) {
+        if !self.removing && self.proto.arrived(bytes.len()) {
             self.proto.received(bytes);
         }
     }
@@ -274,12 +273,12 @@ impl Conn {
             if self.removing {
                 return Step::Keep;
             }
-            match self.life.phase() {
+            match self.proto.phase() {
                 Phase::Open => self.serve(ctx),
                 Phase::Draining => {
                     if std::mem::take(&mut self.woken) {
                         // Answers of deferred calls still come in.
-                        self.tally.collect_deferred(&mut self.proto, &mut self.life, ctx.counters, ctx.now);
+                        self.tally.collect_deferred(&mut self.proto, ctx.counters);
                     }
                 }
                 Phase::Lingering => {}
@@ -292,17 +291,17 @@ impl Conn {
                 break;
             }
         }
-        if self.life.poll_shutdown(&self.proto, self.unsent(), ctx.now) {
+        if self.proto.poll_shutdown(ctx.now) {
             // Everything is written: end-of-stream after the last response.
             let _ = self.stream.shutdown(Shutdown::Write);
-            if self.life.is_closed() {
+            if self.proto.phase() == Phase::Closed {
                 return self.removed();
             }
         }
         // Receive while serving (unless the output is over its bound: the
         // client must read first) and while lingering (to see its close).
-        let want_recv = !self.life.peer_closed()
-            && match self.life.phase() {
+        let want_recv = !self.proto.peer_closed()
+            && match self.proto.phase() {
                 Phase::Open => !self.proto.is_output_full(),
                 Phase::Draining | Phase::Lingering => true,
                 Phase::Closed => false,
@@ -334,24 +333,15 @@ impl Conn {
             let result = self.proto.process(ctx.handler);
             self.tally.sync(&self.proto, ctx.counters);
             if let Err(e) = result {
-                self.life.fail(ctx.counters.connection_failed(&self.proto, &e));
-            } else if woken {
-                self.life.answered(ctx.now);
+                // It began its close; the counters read why.
+                ctx.counters.connection_failed(&self.proto, &e);
             }
         }
-        // After the client's end of stream, all of what it sent first.
-        self.life.close_if_served(&self.proto);
-    }
-
-    /// Output taken from the state machine and not sent yet (a send in
-    /// flight, or the rest of one).
-    fn unsent(&self) -> bool {
-        self.send_in_flight || self.sent < self.sending.len()
     }
 
     /// Why a closed connection is removed.
     fn removed(&self) -> Step {
-        Step::Remove(self.life.reason().unwrap_or(CloseReason::ClosedByClient))
+        Step::Remove(self.proto.close_reason().unwrap_or(CloseReason::ClosedByClient))
     }
 
     // ANCHOR: uring_send
@@ -368,7 +358,7 @@ impl Conn {
                 return true;
             }
             // Held for more responses (`batch_delay`): its deadline drives it out.
-            if !self.batching.may_write(&self.life, &self.proto, now) {
+            if !self.batching.may_write(&self.proto, now) {
                 return true;
             }
             self.batching.written();
@@ -399,7 +389,7 @@ impl Conn {
         if self.removing {
             return None;
         }
-        self.batching.next_deadline(&self.life, &self.proto, self.unsent())
+        self.batching.next_deadline(&self.proto)
     }
 
     /// Its deadline came: timeouts, and giving idle buffers back. Returns
@@ -408,9 +398,10 @@ impl Conn {
         if self.removing {
             return None;
         }
-        let unsent = self.unsent();
         let held_due = self.batching.is_due(now);
-        match counters.handle_timeout(&mut self.life, &mut self.proto, unsent, now) {
+        let expired = self.proto.handle_timeout(now);
+        counters.saw(&self.proto, expired);
+        match expired {
             // A batch held for `batch_delay` is due: drive it out.
             Expired::Nothing => held_due.then_some(Step::Keep),
             Expired::ReleaseBuffers => {

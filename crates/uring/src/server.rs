@@ -371,7 +371,7 @@ impl<H: Handler + 'static> EventLoop<H> {
                     }
                     return;
                 };
-                match conn.complete(c, &mut self.bufs, now) {
+                match conn.complete(c, &mut self.bufs) {
                     Some(Step::Keep) => self.keys.push(c.key),
                     Some(Step::Remove(reason)) => self.remove(c.key, reason),
                     None => self.arm_deadline(c.key),
