@@ -130,6 +130,8 @@ impl Driver for RingThread {
 /// One connection's ring thread.
 struct DriverLoop<'a> {
     // First, so dropped first: the ring ends before the buffers below.
+    // Not enough alone (the kernel cancels a closed ring's requests
+    // later): `run` waits for the requests in flight first.
     ring: IoUring,
     link: Link<RingThread>,
     stream: TcpStream,
@@ -200,14 +202,21 @@ impl<'a> DriverLoop<'a> {
             Err(End::Closed) => self.link.server_closed(),
             Err(End::Failed(e)) => self.link.die(e),
         }
-        // Let the kernel return what it holds before the buffers go.
+        // Let the kernel return what it holds before the buffers go. Closing
+        // the ring does not: its requests are cancelled later, by the
+        // kernel's own worker, and a read that completes meanwhile (the
+        // eventfd's, when a caller wakes a driver that has ended) would
+        // write into freed memory.
         let _ = self.stream.shutdown(Shutdown::Both);
         let deadline = Instant::now() + Duration::from_millis(200);
-        while (self.recv_in_flight || self.send_in_flight || self.poll_in_flight) && Instant::now() < deadline {
-            if self.poll_in_flight {
-                let cancel = opcode::AsyncCancel::new(Op::Poll.tag(0)).build().user_data(Op::Cancel.tag(0));
-                // SAFETY: a cancellation names no buffer.
-                let _ = unsafe { ring::push(&mut self.ring, &cancel) };
+        let in_flight = |d: &Self| d.recv_in_flight || d.send_in_flight || d.poll_in_flight || d.wake_armed;
+        while in_flight(&self) && Instant::now() < deadline {
+            for (op, armed) in [(Op::Poll, self.poll_in_flight), (Op::Wake, self.wake_armed)] {
+                if armed {
+                    let cancel = opcode::AsyncCancel::new(op.tag(0)).build().user_data(Op::Cancel.tag(0));
+                    // SAFETY: a cancellation names no buffer.
+                    let _ = unsafe { ring::push(&mut self.ring, &cancel) };
+                }
             }
             if ring::submit_and_wait(&self.ring, Some(Duration::from_millis(10))).is_err() {
                 break;
@@ -218,15 +227,17 @@ impl<'a> DriverLoop<'a> {
                     Op::Recv => self.recv_in_flight = false,
                     Op::Send => self.send_in_flight = false,
                     Op::Poll => self.poll_in_flight = false,
+                    Op::Wake => self.wake_armed = false,
                     _ => {}
                 }
             }
         }
-        if self.recv_in_flight || self.send_in_flight {
-            // Never seen: the socket is shut down, which ends both. Leak
-            // the buffers rather than free memory the kernel may still use.
+        if in_flight(&self) {
+            // Never seen: the socket is shut down and the rest cancelled.
+            // Leak the buffers rather than free memory the kernel may still use.
             std::mem::forget(std::mem::take(&mut self.inbuf));
             std::mem::forget(std::mem::take(&mut self.out));
+            std::mem::forget(std::mem::replace(&mut self.wake_buf, Box::new(0)));
         }
     }
 
@@ -319,7 +330,7 @@ impl<'a> DriverLoop<'a> {
                     .build()
                     .user_data(Op::Wake.tag(0));
             // SAFETY: `wake_buf` is boxed and outlives the ring's use of it
-            // (`run` waits for the in-flight requests; the ring drops first).
+            // (`run` cancels and waits for the requests in flight, or leaks it).
             unsafe { ring::push(&mut self.ring, &read) }.map_err(|e| End::Failed(ClientError::from_io(e)))?;
             self.wake_armed = true;
         }

@@ -186,8 +186,10 @@ struct Acceptor {
 }
 
 struct EventLoop<H> {
-    // Declared first, so dropped first: the ring ends (and the kernel lets
-    // go of every buffer below) before they are freed.
+    // Declared first, so dropped first: the ring ends before the buffers
+    // below are freed. That alone is not enough (the kernel cancels a
+    // closed ring's requests later): the loop waits for its requests in
+    // flight before it ends (`cancel_wake`, `cut_all`).
     ring: IoUring,
     bufs: BufRing,
     acceptor: Option<Acceptor>,
@@ -305,6 +307,7 @@ impl<H: Handler + 'static> EventLoop<H> {
                 }
                 if self.conns.is_empty() && self.acceptor.is_none() {
                     self.drop_inbox();
+                    self.cancel_wake();
                     return Cut::default();
                 }
             }
@@ -319,8 +322,8 @@ impl<H: Handler + 'static> EventLoop<H> {
                 opcode::Read::new(types::Fd(self.woken.eventfd.raw()), (&mut *self.wake_buf as *mut u64).cast(), 8)
                     .build()
                     .user_data(Op::Wake.tag(0));
-            // SAFETY: `wake_buf` is boxed and lives as long as the ring (see
-            // the field order of `EventLoop`).
+            // SAFETY: `wake_buf` is boxed and outlives the ring's use of it
+            // (`cancel_wake` waits for the read, or leaks it).
             unsafe { ring::push(&mut self.ring, &read) }?;
             self.wake_armed = true;
         }
@@ -572,7 +575,43 @@ impl<H: Handler + 'static> EventLoop<H> {
             }
         }
         self.drop_inbox();
+        self.cancel_wake();
         cut
+    }
+
+    /// The loop ends: its `eventfd` read is cancelled and waited for
+    /// before `wake_buf` goes. Closing the ring does not do it in time:
+    /// the kernel cancels its requests later, in a worker of its own, and
+    /// a wake-up meanwhile (a deferred answer, the shutdown's) would
+    /// complete the read into freed memory. Leaked if it never returns.
+    fn cancel_wake(&mut self) {
+        let deadline = Instant::now() + DRAIN_WAIT;
+        while self.wake_armed && Instant::now() < deadline {
+            let cancel = opcode::AsyncCancel::new(Op::Wake.tag(0)).build().user_data(Op::Cancel.tag(0));
+            // SAFETY: a cancellation names no buffer.
+            let _ = unsafe { ring::push(&mut self.ring, &cancel) };
+            if ring::submit_and_wait(&self.ring, Some(Duration::from_millis(10))).is_err() {
+                break;
+            }
+            let mut completions = std::mem::take(&mut self.completions);
+            ring::reap(&mut self.ring, &mut completions);
+            for c in &completions {
+                match c.op {
+                    Op::Wake => self.wake_armed = false,
+                    // No connection is left, but a buffer must never leak.
+                    _ => {
+                        if let Some(id) = c.buffer() {
+                            self.bufs.recycle(id);
+                        }
+                    }
+                }
+            }
+            completions.clear();
+            self.completions = completions;
+        }
+        if self.wake_armed {
+            std::mem::forget(std::mem::replace(&mut self.wake_buf, Box::new(0)));
+        }
     }
 }
 
