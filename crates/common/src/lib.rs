@@ -82,4 +82,4 @@ pub use registry::Registry;
 #[doc(hidden)]
 pub use slot::{CallSlot, FollowEnd, SlotPool, SlotToken};
 #[doc(hidden)]
-pub use stats::{stop_loops, ConnTally, Cut, ServerCounters};
+pub use stats::{stop_loops, ConnTally, Cut, LoopRunning, LoopsRunning, ServerCounters};

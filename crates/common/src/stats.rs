@@ -488,15 +488,57 @@ pub struct Cut {
 }
 
 #[doc(hidden)]
+/// How many of a server's loop threads still run: each holds a
+/// [`LoopRunning`] until it ends, and a shutdown waits on the count
+/// ([`stop_loops`]) instead of looking at the threads on a timer.
+#[derive(Debug, Default)]
+pub struct LoopsRunning {
+    count: std::sync::Mutex<usize>,
+    ended: std::sync::Condvar,
+}
+
+impl LoopsRunning {
+    /// One more loop runs until the guard is dropped (at its thread's end,
+    /// a panic included).
+    pub fn enter(self: &std::sync::Arc<Self>) -> LoopRunning {
+        *self.count.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        LoopRunning(std::sync::Arc::clone(self))
+    }
+
+    /// Waits until every loop has ended or `deadline` passes.
+    fn wait_all(&self, deadline: std::time::Instant) {
+        let mut count = self.count.lock().unwrap_or_else(|p| p.into_inner());
+        while *count > 0 {
+            let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) else { return };
+            count = self.ended.wait_timeout(count, left).unwrap_or_else(|p| p.into_inner()).0;
+        }
+    }
+}
+
+#[doc(hidden)]
+/// A running loop's place in its [`LoopsRunning`].
+#[derive(Debug)]
+pub struct LoopRunning(std::sync::Arc<LoopsRunning>);
+
+impl Drop for LoopRunning {
+    fn drop(&mut self) {
+        *self.0.count.lock().unwrap_or_else(|p| p.into_inner()) -= 1;
+        self.0.ended.notify_all();
+    }
+}
+
+#[doc(hidden)]
 /// The rest of a graceful shutdown of a server whose connections live on
 /// loop threads (mio's reactors, uring's completion loops), once the caller
 /// has raised its stopping flag: wakes every loop (each stops accepting and
-/// closes its connections gracefully), waits up to `grace` for the threads
-/// to end, then raises `forced`, wakes them again (each cuts what is left
-/// and returns its [`Cut`]) and joins them. `open_at_start` is the number
-/// of connections open when the shutdown began.
+/// closes its connections gracefully), waits up to `grace` for them to end
+/// (`running` says when they all have), then raises `forced`, wakes those
+/// still running (each cuts what is left and returns its [`Cut`]) and
+/// joins them. `open_at_start` is the number of connections open when the
+/// shutdown began.
 pub fn stop_loops<W>(
     loops: &mut Vec<(W, std::thread::JoinHandle<Cut>)>,
+    running: &LoopsRunning,
     forced: &std::sync::atomic::AtomicBool,
     open_at_start: usize,
     grace: std::time::Duration,
@@ -504,12 +546,10 @@ pub fn stop_loops<W>(
 ) -> ShutdownReport {
     use std::sync::atomic::Ordering::Release;
     loops.iter().for_each(|(w, _)| wake(w));
-    let deadline = std::time::Instant::now() + grace;
-    while std::time::Instant::now() < deadline && !loops.iter().all(|(_, t)| t.is_finished()) {
-        std::thread::sleep(std::time::Duration::from_millis(2));
-    }
+    running.wait_all(std::time::Instant::now() + grace);
     forced.store(true, Release);
-    loops.iter().for_each(|(w, _)| wake(w));
+    // A loop that has ended is not woken: nothing of it waits any more.
+    loops.iter().filter(|(_, t)| !t.is_finished()).for_each(|(w, _)| wake(w));
     let mut report = ShutdownReport::default();
     for (_, thread) in loops.drain(..) {
         let cut = thread.join().unwrap_or_default();

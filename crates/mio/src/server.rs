@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use fastwire_common::net::Listeners;
 use fastwire_common::{
-    net, take_due, Batching, Blocking, CloseReason, Cut, Deadlines, ReadyKeys, ServerCounters, Serving, ShutdownReport,
-    WokenKeys,
+    net, take_due, Batching, Blocking, CloseReason, Cut, Deadlines, LoopsRunning, ReadyKeys, ServerCounters, Serving,
+    ShutdownReport, WokenKeys,
 };
 use fastwire_proto::driver::Wake;
 use fastwire_proto::{Handler, ServerConfig};
@@ -95,6 +95,7 @@ impl Server {
         let shared = Shared::new(self.config);
         let handler = Arc::new(handler);
         let mut loops = Vec::new();
+        let running = Arc::new(LoopsRunning::default());
         let mut inboxes = Vec::new();
         let accept = self.listeners.accept;
         let mut listeners = self.listeners.sockets.into_iter();
@@ -131,8 +132,11 @@ impl Server {
                 deadlines: Deadlines::default(),
                 due: Vec::new(),
             };
-            let thread =
-                thread::Builder::new().name(format!("fastwire-mio-loop{i}")).spawn(move || event_loop.run())?;
+            let entered = running.enter();
+            let thread = thread::Builder::new().name(format!("fastwire-mio-loop{i}")).spawn(move || {
+                let _running = entered;
+                event_loop.run()
+            })?;
             loops.push((waker, thread));
         }
         let acceptor = match acceptor_listener {
@@ -147,7 +151,7 @@ impl Server {
             None => None,
         };
         tracing::info!(%local_addr, backend = "mio", loops = loops.len(), accept = ?accept, "serving");
-        Ok(ServerHandle::new(local_addr, Running { shared, loops, acceptor }))
+        Ok(ServerHandle::new(local_addr, Running { shared, loops, running, acceptor }))
     }
 }
 
@@ -437,6 +441,8 @@ pub type ServerHandle = fastwire_common::ServerHandle<Running>;
 pub struct Running {
     shared: Arc<Shared>,
     loops: Vec<(Arc<Waker>, JoinHandle<Cut>)>,
+    /// How many loops still run.
+    running: Arc<LoopsRunning>,
     /// [`Accept::RoundRobin`]: its listener (to wake it) and thread.
     acceptor: Option<(std::net::TcpListener, JoinHandle<()>)>,
 }
@@ -453,7 +459,7 @@ impl Serving for Running {
             let _ = thread.join();
         }
         let started_with = self.shared.counters.snapshot().open;
-        fastwire_common::stop_loops(&mut self.loops, &self.shared.forced, started_with, grace, |waker| {
+        fastwire_common::stop_loops(&mut self.loops, &self.running, &self.shared.forced, started_with, grace, |waker| {
             let _ = waker.wake();
         })
     }

@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use fastwire_common::net::Listeners;
 use fastwire_common::{
-    net, take_due, Batching, Blocking, CloseReason, Cut, Deadlines, ReadyKeys, ServerCounters, Serving, ShutdownReport,
-    WokenKeys,
+    net, take_due, Batching, Blocking, CloseReason, Cut, Deadlines, LoopsRunning, ReadyKeys, ServerCounters, Serving,
+    ShutdownReport, WokenKeys,
 };
 use fastwire_proto::driver::Wake;
 use fastwire_proto::{Handler, ServerConfig};
@@ -87,6 +87,7 @@ impl Server {
         let shared = Shared::new(self.config);
         let handler = Arc::new(handler);
         let mut loops = Vec::new();
+        let running = Arc::new(LoopsRunning::default());
         let (ready_tx, ready_rx) = mpsc::channel();
         // Every loop's wake-up (and inbox), so that a round-robin acceptor can reach them.
         let mut wakes = Vec::new();
@@ -102,7 +103,9 @@ impl Server {
             let peers = if round_robin { wakes.clone() } else { Vec::new() };
             let (shared, handler, options, ready) =
                 (Arc::clone(&shared), Arc::clone(&handler), self.options, ready_tx.clone());
+            let entered = running.enter();
             let thread = thread::Builder::new().name(format!("fastwire-uring-loop{i}")).spawn(move || {
+                let _running = entered;
                 if options.pin {
                     if let Err(e) = ring::pin_to(i) {
                         tracing::warn!(error = %e, "cannot pin the loop to a core");
@@ -124,15 +127,15 @@ impl Server {
             loops.push((eventfd, thread));
         }
         drop(ready_tx);
-        let mut running = Running { shared, loops };
-        for _ in 0..running.loops.len() {
+        let mut server = Running { shared, loops, running };
+        for _ in 0..server.loops.len() {
             if let Ok(Err(e)) | Err(e) = ready_rx.recv().map_err(io::Error::other) {
-                running.stop(Duration::ZERO);
+                server.stop(Duration::ZERO);
                 return Err(io::Error::new(e.kind(), format!("an io_uring loop could not start: {e}")));
             }
         }
-        tracing::info!(%local_addr, backend = "uring", loops = running.loops.len(), "serving");
-        Ok(ServerHandle::new(local_addr, running))
+        tracing::info!(%local_addr, backend = "uring", loops = server.loops.len(), "serving");
+        Ok(ServerHandle::new(local_addr, server))
     }
 
     /// Starts the loops, running `handler` on a pool of
@@ -623,6 +626,8 @@ pub type ServerHandle = fastwire_common::ServerHandle<Running>;
 pub struct Running {
     shared: Arc<Shared>,
     loops: Vec<(Arc<EventFd>, JoinHandle<Cut>)>,
+    /// How many loops still run.
+    running: Arc<LoopsRunning>,
 }
 
 impl Serving for Running {
@@ -633,6 +638,8 @@ impl Serving for Running {
     fn stop(&mut self, grace: Duration) -> ShutdownReport {
         self.shared.stopping.store(true, Ordering::Release);
         let started_with = self.shared.counters.snapshot().open;
-        fastwire_common::stop_loops(&mut self.loops, &self.shared.forced, started_with, grace, |e| e.wake())
+        fastwire_common::stop_loops(&mut self.loops, &self.running, &self.shared.forced, started_with, grace, |e| {
+            e.wake()
+        })
     }
 }
