@@ -290,8 +290,11 @@ impl Lifecycle {
 
     fn shut_write(&mut self, reason: CloseReason, now: Instant) -> bool {
         self.begin_close(reason);
-        if self.phase == Phase::Closed {
-            return false;
+        match self.phase {
+            Phase::Closed => return false,
+            // Shut already: the linger runs from then.
+            Phase::Lingering => return true,
+            Phase::Open | Phase::Draining => {}
         }
         if self.peer_closed {
             self.phase = Phase::Closed;
@@ -547,7 +550,8 @@ impl ServerConn {
     /// its own way (a task that closes once it has written everything,
     /// rather than asking [`poll_shutdown`](Self::poll_shutdown)): the
     /// connection lingers, or is over if the client already closed its
-    /// side. Returns whether it lingers. While it does, the driver reads
+    /// side. Returns whether it lingers (shut already, it goes on lingering
+    /// from then). While it does, the driver reads
     /// and reports what came ([`arrived`](Self::arrived),
     /// [`end_of_stream`](Self::end_of_stream)) and waits no longer than
     /// [`linger_deadline`](Self::linger_deadline), then

@@ -198,11 +198,11 @@ impl ConnShared {
     /// notice the shutdown: the client closes its side in reply, the read
     /// returns, and the reader lingers as for any close. Half a request
     /// buffered is no request; bytes that come afterwards are not served.
-    pub(crate) fn close_if_quiet(&self, socket: &TcpStream) {
-        Self::close_locked_if_quiet(&mut self.lock(), socket);
+    pub(crate) fn close_if_quiet(&self, socket: &TcpStream, now: Instant) {
+        Self::close_locked_if_quiet(&mut self.lock(), socket, now);
     }
 
-    fn close_locked_if_quiet(state: &mut ConnState, socket: &TcpStream) {
+    fn close_locked_if_quiet(state: &mut ConnState, socket: &TcpStream, now: Instant) {
         let quiet = !(state.closing
             || state.broken
             || state.shut_by_stop
@@ -213,6 +213,28 @@ impl ConnShared {
         if quiet {
             state.shut_by_stop = true;
             let _ = socket.shutdown(Shutdown::Write);
+            // The connection lingers from now, by its own bounds.
+            state.conn.shut_write(CloseReason::Shutdown, now);
+        }
+    }
+
+    /// When a connection the shutdown closed ([`close_if_quiet`](Self::close_if_quiet))
+    /// stops lingering: its reader, blocked in `read` with no deadline to
+    /// wake at, is handed the time then by the stopping thread
+    /// ([`end_linger_if_due`](Self::end_linger_if_due)).
+    pub(crate) fn stop_linger_deadline(&self) -> Option<Instant> {
+        let state = self.lock();
+        state.shut_by_stop.then(|| state.conn.linger_deadline()).flatten()
+    }
+
+    /// Hands a connection the shutdown closed the time `now`: once the
+    /// connection says its linger is over, the socket is shut, which ends
+    /// the reader's `read`.
+    pub(crate) fn end_linger_if_due(&self, socket: &TcpStream, now: Instant) {
+        let mut state = self.lock();
+        if state.shut_by_stop && state.conn.linger_deadline().is_some_and(|at| now >= at) {
+            state.conn.handle_timeout(now);
+            let _ = socket.shutdown(Shutdown::Both);
         }
     }
 
@@ -371,7 +393,9 @@ fn serve_read(
 ) -> Result<(), CloseReason> {
     let mut state = shared.lock();
     if state.shut_by_stop {
-        // Came after the shutdown's end-of-stream: not served.
+        // Came after the shutdown's end-of-stream: not served, counted
+        // against the linger's bound.
+        state.conn.arrived(buf.len());
         buf.clear();
         return Err(CloseReason::Shutdown);
     }
@@ -537,7 +561,7 @@ fn write_loop(socket: &TcpStream, shared: &ConnShared, server: &Shared) {
             }
             if server.stopping.load(Ordering::Acquire) {
                 // Out of work while the server stops: maybe quiet now.
-                ConnShared::close_locked_if_quiet(&mut state, socket);
+                ConnShared::close_locked_if_quiet(&mut state, socket, Instant::now());
             }
             // Until output, answers, the close or a release wake it.
             drop(state);

@@ -145,9 +145,24 @@ impl Serving for Running {
         // then closes gracefully (a lingering close: see
         // `Lifecycle::shut_write`). Not `shutdown(Read)` to wake them: after
         // it a reader could no longer wait for the client's end-of-stream.
-        self.shared.registry.for_each(|(stream, conn)| conn.close_if_quiet(stream));
+        let now = Instant::now();
+        self.shared.registry.for_each(|(stream, conn)| conn.close_if_quiet(stream, now));
         let started_with = self.shared.registry.len();
-        let cut_off = self.shared.registry.wait_empty(Instant::now() + grace);
+        let deadline = now + grace;
+        let cut_off = loop {
+            // The connections closed here linger in reads with no deadline:
+            // this thread hands them the time when their linger ends.
+            let mut next = deadline;
+            self.shared.registry.for_each(|(_, conn)| {
+                next = conn.stop_linger_deadline().map_or(next, |at| at.min(next));
+            });
+            let left = self.shared.registry.wait_empty(next);
+            let now = Instant::now();
+            if left == 0 || now >= deadline {
+                break left;
+            }
+            self.shared.registry.for_each(|(stream, conn)| conn.end_linger_if_due(stream, now));
+        };
         let mut report =
             ShutdownReport { cut_off, closed_gracefully: started_with.saturating_sub(cut_off), ..Default::default() };
         self.shared.registry.for_each(|(stream, conn)| {

@@ -157,3 +157,27 @@ pub fn idle_timeout(kind: BackendKind) {
     assert!(start.elapsed() >= Duration::from_millis(250), "closed after about idle_timeout");
     server.shutdown(Duration::from_secs(5));
 }
+
+/// A quiet client that never closes its side, at a graceful shutdown: the
+/// server sends its end-of-stream, lingers no longer than its bound
+/// (`LINGER`), then closes, well inside a longer grace period: closed
+/// gracefully, not cut off at the grace period's end (the connection has
+/// no deadline of its own to wake its driver at: the shutdown must).
+pub fn shutdown_with_a_client_that_never_closes(kind: BackendKind) {
+    let server = start_demo(kind);
+    let mut s = raw(server.local_addr());
+    s.write_all(&[0, 1, 0]).unwrap();
+    s.write_all(&frame::request(1, b"echo", b"x")).unwrap();
+    let mut answer = [0u8; 3 + 8 + 4];
+    s.read_exact(&mut answer).unwrap();
+    assert_eq!(&answer[11..], b"re:x", "{kind}");
+    // Quiet long enough to give its buffers back: no deadline of its own
+    // is near (the idle timeout is minutes away).
+    std::thread::sleep(fastwire::proto::driver::IDLE_RELEASE * 2 + Duration::from_millis(500));
+    let grace = fastwire::proto::driver::LINGER + Duration::from_secs(20);
+    let report = server.shutdown(grace);
+    assert_eq!((report.cut_off, report.closed_gracefully), (0, 1), "{kind}: {report}");
+    // The client was told: end of stream after the answer.
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    assert!(matches!(s.read(&mut answer), Ok(0) | Err(_)), "{kind}");
+}

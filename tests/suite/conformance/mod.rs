@@ -100,6 +100,7 @@ macro_rules! conformance {
             #[test] fn fault_server_dies_mid_call() { run(faults::server_dies_mid_call) }
             #[test] fn fault_server_comes_back() { run(faults::server_comes_back) }
             #[test] fn fault_graceful_shutdown_under_load() { run(faults::graceful_shutdown_under_load) }
+            #[test] fn fault_shutdown_with_a_client_that_never_closes() { run(faults::shutdown_with_a_client_that_never_closes) }
             #[test] fn fault_idle_connections_are_closed() { run(faults::idle_timeout) }
 
             #[test] fn wait_deferred_out_of_order() { run(waiting::deferred_out_of_order) }

@@ -347,6 +347,10 @@ fn a_driver_that_shuts_its_write_side_lingers_by_the_same_bounds() {
     assert!(h.conn.shut_write(CloseReason::Idle, h.at(1.0)));
     assert_eq!((h.conn.phase(), h.conn.close_reason()), (Phase::Lingering, Some(CloseReason::Idle)));
     assert_eq!(h.conn.linger_deadline(), Some(h.at(1.0) + LINGER));
+    // Shut again (a thread that flushes after another shut it): the
+    // linger still runs from the first.
+    assert!(h.conn.shut_write(CloseReason::Shutdown, h.at(3.0)));
+    assert_eq!(h.conn.linger_deadline(), Some(h.at(1.0) + LINGER));
     assert_eq!(h.look(0.5 + LINGER.as_secs_f64()), Expired::Nothing);
     assert_eq!(h.look(1.0 + LINGER.as_secs_f64()), Expired::Closed(CloseReason::LingerTimeout));
     assert_eq!(h.conn.linger_deadline(), None);
