@@ -210,9 +210,6 @@ async fn write_loop(
     alarm: crate::clock::Alarm,
 ) {
     let mut out = BytesMut::new();
-    // What the alarm is set to: a deadline that moves later leaves it be
-    // (it goes off early, and `take_output` finds nothing due).
-    let mut armed: Option<Instant> = None;
     loop {
         match link.take_output(&mut out) {
             Output::Gone => return,
@@ -220,13 +217,8 @@ async fn write_loop(
                 // Parked until a caller queues output, or the alarm goes off
                 // at the connection's next deadline for `take_output` to
                 // hand it the time (no timer per wait: each would allocate).
-                let now = Instant::now();
-                if armed.is_some_and(|at| now >= at) {
-                    armed = None;
-                }
-                if let Some(at) = now.checked_add(wait).filter(|&at| armed.is_none_or(|armed| at < armed)) {
-                    armed = Some(at);
-                    alarm.set(at);
+                if let Some(at) = Instant::now().checked_add(wait) {
+                    alarm.arm(at);
                 }
                 handle.wake.wait().await;
                 continue;

@@ -151,11 +151,20 @@ impl Alarm {
         Alarm { at }
     }
 
-    /// Raises the alarm at `at`, instead of when it was set to. A time
-    /// earlier than the clock's next wake-up wakes the clock to say so.
-    pub(crate) fn set(&self, at: Instant) {
+    /// Raises the alarm at `at`, unless it is set for an earlier time
+    /// already: a deadline that moves later (the idle close, with each
+    /// call) leaves it be, it goes off early, its target finds nothing due
+    /// and arms it again. Raised, it is off, and any time sets it. A time
+    /// earlier than before wakes the clock to say so.
+    pub(crate) fn arm(&self, at: Instant) {
         let at = nanos(at);
-        let before = self.at.swap(at, Ordering::AcqRel);
+        // Set for no later already (the usual case, a call at a time): no
+        // write. Should it have been raised meanwhile, its tick wakes the
+        // target, which arms it again.
+        if at >= self.at.load(Ordering::Acquire) {
+            return;
+        }
+        let before = self.at.fetch_min(at, Ordering::AcqRel);
         if at < before {
             let clock = clock();
             // Under the clock's lock: the thread either waits already (and

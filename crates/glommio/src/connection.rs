@@ -180,10 +180,6 @@ struct Task<'a, H> {
     tally: ConnTally,
     /// Wakes the task at the connection's deadline.
     alarm: Alarm,
-    /// What the alarm is set to (`None`: off, or raised). A deadline that
-    /// moves later (the idle close, with each call) leaves it be: it goes
-    /// off early, the connection finds nothing due, and it is set again.
-    armed: Option<Instant>,
     /// Each read takes up to this much (the scratch buffer's size).
     read_size: usize,
 }
@@ -211,26 +207,14 @@ impl<'a, H: Handler + 'static> Task<'a, H> {
             signal,
             tally: ConnTally::default(),
             alarm,
-            armed: None,
             read_size: config.buffer_size.max(MIN_READ),
         }
     }
 
-    /// Sets the alarm for the connection's next deadline, unless it is set
-    /// for an earlier time already.
-    fn arm(&mut self) {
+    /// Sets the alarm for the connection's next deadline (see `Alarm::arm`).
+    fn arm(&self) {
         if let Some(next) = self.conn.poll_timeout() {
-            if self.armed.is_none_or(|at| next < at) {
-                self.armed = Some(next);
-                self.alarm.set(next);
-            }
-        }
-    }
-
-    /// Woken: if the alarm's time has come, it is off now (raised).
-    fn disarm_if_due(&mut self, now: Instant) {
-        if self.armed.is_some_and(|at| now >= at) {
-            self.armed = None;
+            self.alarm.arm(next);
         }
     }
 
@@ -377,7 +361,6 @@ impl<'a, H: Handler + 'static> Task<'a, H> {
     /// Hands the connection the time; why it closes, if it does.
     fn expired(&mut self) -> Option<CloseReason> {
         let now = Instant::now();
-        self.disarm_if_due(now);
         let expired = self.conn.handle_timeout(now);
         self.shared.counters.saw(&self.conn, expired);
         match expired {
