@@ -162,7 +162,7 @@ impl Round {
     /// every call in flight took longer than the window: the round keeps
     /// the window's length as its time per call and its percentiles, a
     /// lower bound, so that it counts as the row's slowest round instead of
-    /// dropping out of the median ([`Round::stalled`]).
+    /// being left out ([`Round::stalled`]).
     pub fn new(position: usize, timed: &Sample) -> Round {
         let window_ns = (timed.seconds * 1e9).round();
         let (ns_per_op, bound) = match timed.ops {
@@ -353,7 +353,7 @@ mod tests {
         for figure in ["p50", "ns/op"] {
             let values: Vec<f64> = rounds.iter().map(|r| r.figure(figure)).collect();
             let interval = Interval::of(&values).expect("three rounds");
-            // Kept, and ranked last: the median is the slower of the others.
+            // Kept, and ranked last: the middle round is the slower of the other two.
             assert_eq!(interval.n, 3, "{figure}");
             assert_eq!(interval.high, rounds[1].figure(figure), "{figure}");
             assert_eq!(interval.median, rounds[0].figure(figure), "{figure}");

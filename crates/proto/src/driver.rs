@@ -10,8 +10,8 @@
 //!    output drains), then `output` and `advance_output` for what the
 //!    socket took.
 //! 2. Time and the close through the [`ServerConn`] itself, which owns
-//!    its life (the policy: [`ServerConn::start_clock`]'s module, `lifecycle.rs`): `start_clock` when accepted,
-//!    `arrived` for bytes in, `written` for output taken and sent,
+//!    its life (the policy is in `lifecycle.rs`): `start_clock` when
+//!    accepted, `arrived` for bytes in, `written` for output taken and sent,
 //!    `end_of_stream`; its [`Phase`] from open to closed, the deadline it
 //!    next needs the time at (`poll_timeout`), what [`Expired`] when
 //!    handed the time (`handle_timeout`), when to shut the write side

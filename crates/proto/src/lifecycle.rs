@@ -498,7 +498,7 @@ impl ServerConn {
         self.progressed();
     }
 
-    /// Output left the connection (written in place, or taken).
+    /// Output went out (written in place, or reported `written`).
     pub(crate) fn progressed(&mut self) {
         if let Some(life) = self.life.as_mut() {
             life.progressed = true;

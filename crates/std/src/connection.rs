@@ -232,8 +232,7 @@ impl ConnShared {
     /// the reader's `read`.
     pub(crate) fn end_linger_if_due(&self, socket: &TcpStream, now: Instant) {
         let mut state = self.lock();
-        if state.shut_by_stop && state.conn.linger_deadline().is_some_and(|at| now >= at) {
-            state.conn.handle_timeout(now);
+        if state.shut_by_stop && matches!(state.conn.handle_timeout(now), Expired::Closed(_)) {
             let _ = socket.shutdown(Shutdown::Both);
         }
     }
@@ -392,14 +391,13 @@ fn serve_read(
     handler: &dyn Handler,
 ) -> Result<(), CloseReason> {
     let mut state = shared.lock();
+    state.conn.arrived(buf.len());
     if state.shut_by_stop {
-        // Came after the shutdown's end-of-stream: not served, counted
-        // against the linger's bound.
-        state.conn.arrived(buf.len());
+        // Came after the shutdown's end-of-stream: not served (counted
+        // against the linger's bound, above).
         buf.clear();
         return Err(CloseReason::Shutdown);
     }
-    state.conn.arrived(buf.len());
     state.conn.receive_buffer(buf);
     let result = loop {
         match state.conn.process(handler) {
@@ -508,9 +506,9 @@ fn linger(socket: &TcpStream, shared: &ConnShared) {
 
 fn write_loop(socket: &TcpStream, shared: &ConnShared, server: &Shared) {
     let config = &server.config;
-    // A client that stops reading makes `write` block: the reader's
-    // look at the connection cuts it off (it shuts the socket) once the output makes
-    // no progress for idle_timeout.
+    // A client that stops reading makes `write` block: the reader's look
+    // at the connection cuts it off (it shuts the socket) once the output
+    // makes no progress for idle_timeout.
     let mut out = BytesMut::new();
     loop {
         let mut state = shared.lock();

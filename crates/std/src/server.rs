@@ -143,7 +143,7 @@ impl Serving for Running {
         // wakes their readers; busy ones finish what they serve first (their
         // writer looks again when it runs out of work). Each connection
         // then closes gracefully (a lingering close: see
-        // `Lifecycle::shut_write`). Not `shutdown(Read)` to wake them: after
+        // `ServerConn::shut_write`). Not `shutdown(Read)` to wake them: after
         // it a reader could no longer wait for the client's end-of-stream.
         let now = Instant::now();
         self.shared.registry.for_each(|(stream, conn)| conn.close_if_quiet(stream, now));
